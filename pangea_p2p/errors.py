@@ -1,0 +1,148 @@
+"""The one error tree of pangea_p2p.
+
+    PangeaError
+    ├── ConfigError            a config value (file, flag or argument) is wrong; names the key and what is allowed
+    ├── IdentityError          the key file is missing, unreadable, corrupt or readable by others
+    ├── ProtocolError
+    │   ├── LocalProtocolError     we misused a protocol object (our bug); never caused by a peer
+    │   └── RemoteProtocolError    a peer sent something malformed or illegal; lower its trust, never crash
+    ├── TransportError         dialing, listening or a stream failed (port in use, peer unreachable, ...)
+    ├── SandboxError           a task failed inside the WebAssembly sandbox; ``kind`` says how (FailureKind)
+    │   ├── InvalidModule, ForbiddenImport, OutOfFuel, MemoryLimitExceeded, Timeout,
+    │   └── StackOverflow, Trap, OutputTooLarge, WorkerCrashed
+    └── VerificationError      a result, receipt or proof was rejected; ``reason`` is a RejectReason code
+
+Every message is one line a user can act on. The pattern is h11's ``_util.py``: local and remote faults are
+different types, so a caller can penalise a peer for the second and fix its own code for the first.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class PangeaError(Exception):
+    """Base of every error raised on purpose by pangea_p2p."""
+
+
+class ConfigError(PangeaError):
+    """A configuration value is invalid. The message names the key and the allowed values."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class IdentityError(PangeaError):
+    """The peer's key file cannot be used (missing, unreadable, corrupt, or readable by other users)."""
+
+
+class ProtocolError(PangeaError):
+    """A protocol rule was broken. Not raised directly: see the two subclasses."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol does not allow: a bug in our code, never a peer's fault."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """A peer sent a malformed or illegal message. Drop it, lower the peer's trust, keep running."""
+
+
+class TransportError(PangeaError):
+    """A network operation failed: a listen address is in use, a dial failed, a stream broke or timed out."""
+
+
+class FailureKind(enum.IntEnum):
+    """Why a task did not produce output. The integer values are wire values (receipts, compute protocol)."""
+
+    INVALID_MODULE = 1
+    FORBIDDEN_IMPORT = 2
+    OUT_OF_FUEL = 3
+    MEMORY_LIMIT_EXCEEDED = 4
+    TIMEOUT = 5
+    STACK_OVERFLOW = 6
+    TRAP = 7
+    OUTPUT_TOO_LARGE = 8
+    WORKER_CRASHED = 9
+    INVALID_INPUT = 10
+    CANCELLED = 11
+    REJECTED = 12
+
+
+class SandboxError(PangeaError):
+    """A task failed in the sandbox. ``kind`` is the typed reason; the message says what happened."""
+
+    kind: FailureKind = FailureKind.TRAP
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidModule(SandboxError):
+    """The bytes are not a valid WebAssembly module, or it does not follow the guest ABI."""
+
+    kind = FailureKind.INVALID_MODULE
+
+
+class ForbiddenImport(SandboxError):
+    """The module imports something; guests may import nothing."""
+
+    kind = FailureKind.FORBIDDEN_IMPORT
+
+
+class OutOfFuel(SandboxError):
+    """The guest used its whole fuel (instruction) budget."""
+
+    kind = FailureKind.OUT_OF_FUEL
+
+
+class MemoryLimitExceeded(SandboxError):
+    """The guest needed more linear memory than its limit allows."""
+
+    kind = FailureKind.MEMORY_LIMIT_EXCEEDED
+
+
+class Timeout(SandboxError):
+    """The guest ran past its wall-time limit."""
+
+    kind = FailureKind.TIMEOUT
+
+
+class StackOverflow(SandboxError):
+    """The guest recursed past the sandbox's stack limit."""
+
+    kind = FailureKind.STACK_OVERFLOW
+
+
+class Trap(SandboxError):
+    """The guest trapped (unreachable, division by zero, out-of-bounds access, ...). ``trap_kind`` says which."""
+
+    kind = FailureKind.TRAP
+
+    def __init__(self, message: str, trap_kind: str = "unknown") -> None:
+        super().__init__(message)
+        self.trap_kind = trap_kind
+
+
+class OutputTooLarge(SandboxError):
+    """The guest returned more output bytes than the task allows."""
+
+    kind = FailureKind.OUTPUT_TOO_LARGE
+
+
+class WorkerCrashed(SandboxError):
+    """The worker process running the task died; the task failed, the pool replaced the worker."""
+
+    kind = FailureKind.WORKER_CRASHED
+
+
+class VerificationError(PangeaError):
+    """A result, receipt or proof was rejected. ``reason`` is a code a user can be shown."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multiformats import CID, multihash
+
+from pangea_p2p.core.cid import cid_from_digest, cid_matches, cid_of, parse_cid
+from pangea_p2p.errors import RemoteProtocolError
+
+
+def test_known_value() -> None:
+    # the CID IPFS gives to the raw block "hello world"
+    assert cid_of(b"hello world") == "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+
+
+@given(st.binary(max_size=300))
+def test_same_string_as_multiformats(data: bytes) -> None:
+    expected = str(CID("base32", 1, "raw", multihash.digest(data, "sha2-256")))
+    assert cid_of(data) == expected
+    assert parse_cid(expected) == hashlib.sha256(data).digest()
+
+
+def test_other_spellings_of_a_sha256_cid_parse() -> None:
+    data = b"abc"
+    b58 = str(CID("base58btc", 1, "raw", multihash.digest(data, "sha2-256")))
+    assert parse_cid(b58) == hashlib.sha256(data).digest()
+
+
+def test_matches_detects_tampering() -> None:
+    c = cid_of(b"result")
+    assert cid_matches(c, b"result")
+    assert not cid_matches(c, b"resulT")
+    assert not cid_matches("not-a-cid", b"result")
+
+
+@pytest.mark.parametrize("bad", ["", "bafkrei", "x" * 59, "bafkrei" + "!" * 52, "z" * 500])
+def test_malformed_cids_are_rejected_with_a_clear_error(bad: str) -> None:
+    with pytest.raises(RemoteProtocolError, match="content id"):
+        parse_cid(bad)
+
+
+def test_non_sha256_cid_rejected() -> None:
+    blake = str(CID("base32", 1, "raw", multihash.digest(b"x", "blake2b-256")))
+    with pytest.raises(RemoteProtocolError, match="only sha2-256"):
+        parse_cid(blake)
+
+
+def test_digest_length_checked() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        cid_from_digest(b"short")
