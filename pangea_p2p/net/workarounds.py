@@ -1,0 +1,84 @@
+"""Process-wide workarounds for py-libp2p 0.8.1 (../shared/notes/py-libp2p-0.8.1.md §9).
+
+``apply()`` is idempotent and runs before any host, DHT or pubsub object is created. Each workaround below says
+why it exists; ``tests/net/test_workarounds.py`` has a test per workaround that fails without it. The ones that
+are constructor arguments rather than patches live in ``pangea_p2p.net.host`` (connection config) and
+``pangea_p2p.net.overlay`` (gossipsub parameters), with the same kind of comment.
+
+Not applied, because pangea does not use the affected feature: the ``request_response`` >6.5 MiB fix (§9.5;
+our protocols use their own framing, ``pangea_p2p.net.framing``) and the relay v2 discovery fix (§9.9; no relay).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from libp2p.custom_types import TProtocol
+
+DHT_PROTOCOL_ID = TProtocol("/pangea/kad/1.0.0")
+GOSSIP_QUEUE_SIZE = 4096
+
+_applied = False
+
+
+def apply() -> None:
+    """Apply every workaround once per process."""
+    global _applied
+    if _applied:
+        return
+    _applied = True
+    _quiet_libp2p_logging()
+    _private_dht_protocol()
+    _larger_pubsub_queues()
+    _no_auto_connector()
+
+
+def _quiet_libp2p_logging() -> None:
+    # §9.7: the "libp2p" logger has no handler and propagate=False, so Python's last-resort handler prints its
+    # WARNINGs to stderr: thousands of "Failed to read DHT message from stream" lines per run (a clean EOF
+    # logged as a warning). A NullHandler stops the last-resort handler. `pangea node --libp2p-log LEVEL`
+    # attaches a real handler when someone wants to see them.
+    logging.getLogger("libp2p").addHandler(logging.NullHandler())
+
+
+def _private_dht_protocol() -> None:
+    # KadDHT takes a `protocol_prefix` argument but ignores it: every module uses the constant PROTOCOL_ID
+    # ("/ipfs/kad/1.0.0") imported by name. Left alone, a pangea peer would answer the public IPFS DHT and
+    # could fill its routing table with IPFS nodes that run no pangea protocol. So the constant is replaced in
+    # each module that imported it, before any KadDHT exists. (compute-network-references.md §1.3: "use a
+    # private protocol prefix".)
+    import libp2p.kad_dht.common as common
+    import libp2p.kad_dht.kad_dht as kad_dht
+    import libp2p.kad_dht.peer_routing as peer_routing
+    import libp2p.kad_dht.provider_store as provider_store
+    import libp2p.kad_dht.value_store as value_store
+
+    for module in (common, kad_dht, peer_routing, provider_store, value_store):
+        module.PROTOCOL_ID = DHT_PROTOCOL_ID  # type: ignore[attr-defined]
+
+
+def _no_auto_connector() -> None:
+    # §9.2: the swarm's AutoConnector dials every peer in the peerstore until it holds
+    # (low_watermark + high_watermark) / 2 connections (150 with pangea's settings), turning any overlay into
+    # a full mesh. Config alone cannot stop it: the swarm also calls `maybe_connect` on every disconnect, and
+    # setting high_watermark to 0 would make the connection pruner close every connection. So its one entry
+    # point becomes a no-op; pangea's connections come from the DHT (lookups dial the peers they query), the
+    # bootstrap addresses and task traffic.
+    from libp2p.network.auto_connector import AutoConnector
+
+    async def _maybe_connect_disabled(self: AutoConnector) -> None:
+        return None
+
+    AutoConnector.maybe_connect = _maybe_connect_disabled  # type: ignore[method-assign]
+
+
+def _larger_pubsub_queues() -> None:
+    # §9.4: pubsub drops messages silently when a 32-slot queue is full: the per-peer outbound RpcQueue and
+    # the local subscription channel. Every peer's advert crosses a hub peer within the same second when many
+    # peers start together, so 32 is too small. The queues stay bounded (GOSSIP_QUEUE_SIZE).
+    import libp2p.pubsub.pubsub as pubsub_module
+    import libp2p.pubsub.rpc_queue as rpc_queue
+
+    pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = GOSSIP_QUEUE_SIZE
+    setattr(pubsub_module, "RpcQueue", functools.partial(rpc_queue.RpcQueue, max_size=GOSSIP_QUEUE_SIZE))  # noqa: B010

@@ -1,0 +1,242 @@
+"""The peer's configuration: one frozen, validated object built from a TOML file and CLI flags.
+
+Precedence: built-in defaults < TOML file (``--config FILE``, or ``DATA_DIR/config.toml`` if it exists) <
+command-line flags (``--listen``, ``--bootstrap``, ... and the generic ``--set section.key=value``).
+Every bad value raises ``ConfigError`` naming the dotted key and the allowed range; unknown keys are errors
+too (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pangea_p2p.core.capacity import DirectoryConfig
+from pangea_p2p.errors import ConfigError
+from pangea_p2p.net.overlay import GossipConfig
+
+_T = typing.TypeVar("_T")
+
+DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/4001",)
+DEFAULT_API_PORT = 5101
+CONFIG_FILE_NAME = "config.toml"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("PANGEA_DATA_DIR") or Path.home() / ".pangea")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The local HTTP API. Loopback only unless ``allow_remote`` says otherwise."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_API_PORT
+    allow_remote: bool = False
+    request_bytes_max: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("api.port", f"must be in 0..65535 (0 = any free port), got {self.port}")
+        if self.host not in {"127.0.0.1", "::1", "localhost"} and not self.allow_remote:
+            raise ConfigError("api.host", f"{self.host!r} is not loopback; set api.allow_remote = true to expose it")
+        if not 1024 <= self.request_bytes_max <= 1 << 30:
+            raise ConfigError("api.request_bytes_max", f"must be in 1024..1073741824, got {self.request_bytes_max}")
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityConfig:
+    """What this peer advertises and how often."""
+
+    advert_interval_s: float = 10.0
+    advert_ttl_s: float = 30.0
+    task_slots: int = 0  # 0: one per core
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.advert_interval_s <= 3600:
+            raise ConfigError("capacity.advert_interval_s", f"must be in 0.1..3600, got {self.advert_interval_s}")
+        if not self.advert_interval_s < self.advert_ttl_s <= self.directory.ttl_s_max:
+            raise ConfigError(
+                "capacity.advert_ttl_s",
+                f"must be above advert_interval_s ({self.advert_interval_s}) and at most "
+                f"capacity.directory.ttl_s_max ({self.directory.ttl_s_max}), got {self.advert_ttl_s}",
+            )
+        if not 0 <= self.task_slots <= 4096:
+            raise ConfigError("capacity.task_slots", f"must be in 0..4096 (0 = one per core), got {self.task_slots}")
+
+
+@dataclass(frozen=True, slots=True)
+class DhtConfig:
+    """Kademlia settings. ``server`` mode answers queries (the default: every peer is reachable on a LAN)."""
+
+    mode: str = "server"
+    refresh_interval_s: float = 60.0
+    bootstrap_retry_s_min: float = 1.0
+    bootstrap_retry_s_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in {"server", "client"}:
+            raise ConfigError("dht.mode", f"must be 'server' or 'client', got {self.mode!r}")
+        if not 1.0 <= self.refresh_interval_s <= 86400:
+            raise ConfigError("dht.refresh_interval_s", f"must be in 1..86400, got {self.refresh_interval_s}")
+        if not 0.01 <= self.bootstrap_retry_s_min <= self.bootstrap_retry_s_max <= 3600:
+            raise ConfigError(
+                "dht.bootstrap_retry_s_min",
+                f"need 0.01 <= bootstrap_retry_s_min <= bootstrap_retry_s_max <= 3600, got "
+                f"{self.bootstrap_retry_s_min}, {self.bootstrap_retry_s_max}",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "text"
+    libp2p_level: str = "off"
+
+    def __post_init__(self) -> None:
+        levels = {"debug", "info", "warning", "error"}
+        if self.level not in levels:
+            raise ConfigError("log.level", f"must be one of {sorted(levels)}, got {self.level!r}")
+        if self.format not in {"text", "json"}:
+            raise ConfigError("log.format", f"must be 'text' or 'json', got {self.format!r}")
+        if self.libp2p_level not in levels | {"off"}:
+            raise ConfigError(
+                "log.libp2p_level", f"must be 'off' or one of {sorted(levels)}, got {self.libp2p_level!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a peer needs to start."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    bootstrap: tuple[str, ...] = ()
+    max_connections: int = 300
+    api: ApiConfig = field(default_factory=ApiConfig)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    dht: DhtConfig = field(default_factory=DhtConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ConfigError("listen", "at least one listen address is needed")
+        if len(self.listen) > 16 or len(self.bootstrap) > 64:
+            raise ConfigError("listen", "at most 16 listen and 64 bootstrap addresses")
+        if not 8 <= self.max_connections <= 100_000:
+            raise ConfigError("max_connections", f"must be in 8..100000, got {self.max_connections}")
+
+
+def load_config(
+    config_file: Path | None = None, overrides: Mapping[str, Any] | None = None, data_dir: Path | None = None
+) -> NodeConfig:
+    """Defaults < ``config_file`` (or DATA_DIR/config.toml when present) < ``overrides`` (dotted keys)."""
+    values: dict[str, Any] = {}
+    base_dir = data_dir or default_data_dir()
+    implicit = base_dir / CONFIG_FILE_NAME
+    path = config_file or (implicit if implicit.exists() else None)
+    if path is not None:
+        values = _read_toml(path)
+    if data_dir is not None:
+        values["data_dir"] = str(data_dir)
+    for key, value in (overrides or {}).items():
+        _set_dotted(values, key, value)
+    return build(NodeConfig, values, "")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("config", f"file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = values
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(key, f"{part} is not a section")
+        node = child
+    node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``section.key=value`` from the command line; the value is read as TOML (numbers, booleans, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("--set", f"{text!r} is not of the form section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string
+    return key.strip(), value
+
+
+def build(cls: type[_T], values: Mapping[str, Any], prefix: str) -> _T:
+    """Construct the frozen dataclass ``cls`` from a TOML-like mapping, checking keys and types."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(prefix.rstrip(".") or "config", "must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(prefix + unknown[0], f"unknown key; known keys here: {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(hints[name], value, prefix + name)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        if prefix and not exc.key.startswith(prefix) and "." not in exc.key:
+            raise ConfigError(prefix + exc.key, exc.problem) from None
+        raise
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return build(typing.cast(type[Any], hint), value, key + ".")
+    origin = typing.get_origin(hint)
+    if hint is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(key, f"must be a path string, got {value!r}")
+        return Path(value).expanduser()
+    if origin is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(key, f"must be a list of strings, got {value!r}")
+        return tuple(items)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {value!r}")
+        return value
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no optional fields yet
+        return value
+    raise ConfigError(key, f"unsupported setting type {hint}")  # pragma: no cover

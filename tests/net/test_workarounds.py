@@ -1,0 +1,150 @@
+"""One test per py-libp2p 0.8.1 workaround (notes/py-libp2p-0.8.1.md §9); each fails without its workaround."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import multiaddr
+import pytest
+import trio
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+
+from pangea_p2p.core.identity import Identity
+from pangea_p2p.errors import TransportError
+from pangea_p2p.net import host as hostlib
+from pangea_p2p.net import workarounds
+from pangea_p2p.net.overlay import GossipConfig, make_dht, make_gossip
+from pangea_p2p.testing import local_config, wait_for
+
+LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+
+
+@asynccontextmanager
+async def running_hosts(n: int) -> AsyncIterator[list[IHost]]:
+    hosts = [hostlib.make_host(Identity(bytes([i + 1]) * 32)) for i in range(n)]
+    async with AsyncExitStack() as stack:
+        for h in hosts:
+            await stack.enter_async_context(h.run([LOCAL]))
+        try:
+            yield hosts
+        finally:
+            await hostlib.close_hosts(hosts)
+
+
+async def connect(a: IHost, b: IHost) -> None:
+    await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+
+
+async def test_dial_does_not_wait_out_the_happy_eyeballs_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    # §9.1: with more than one connection allowed per peer, every dial sleeps _HAPPY_EYEBALLS_DELAY (250 ms)
+    # after its last address. Made 60 s here, so a dial that waits for it cannot finish within the deadline.
+    import libp2p.network.swarm as swarm_module
+
+    monkeypatch.setattr(swarm_module, "_HAPPY_EYEBALLS_DELAY", 60.0)
+    async with running_hosts(2) as (a, b):
+        with trio.fail_after(20):
+            await connect(a, b)
+        assert b.get_id() in a.get_connected_peers()
+
+
+async def test_auto_connector_does_not_dial_the_whole_peerstore() -> None:
+    # §9.2: the AutoConnector would dial c, a peer a merely knows the address of.
+    async with running_hosts(3) as (a, b, c):
+        await connect(a, b)
+        a.get_peerstore().add_addrs(c.get_id(), c.get_transport_addrs(), 3600)
+        await a.get_network().auto_connector.maybe_connect()  # type: ignore[attr-defined]
+        await trio.testing.wait_all_tasks_blocked()
+        assert c.get_id() not in a.get_connected_peers()
+        assert b.get_id() in a.get_connected_peers()
+
+
+async def test_closing_a_peer_closes_its_listener(tmp_path: Path) -> None:
+    # §9.3: leaving host.run() leaves the TCP listener accepting; open_peer closes the host explicitly.
+    from pangea_p2p.node.peer import open_peer
+
+    async with open_peer(local_config(tmp_path / "p")) as peer:
+        port = int(multiaddr.Multiaddr(peer.addrs()[0]).value_for_protocol("tcp"))
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.aclose()
+    with pytest.raises(OSError):  # noqa: PT011 - connection refused is all that can be said
+        await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_gossip_relays_bursts_through_a_hub() -> None:
+    # §9.4: a -> b -> c in a line; a publishes 60 messages at once. Without spam_protection off, b drops
+    # everything above 10/s from its forwarder a; without the larger queues, 32-slot queues overflow.
+    topic = "pangea/test-burst"
+    async with running_hosts(3) as hosts, AsyncExitStack() as stack:
+        gossips = [make_gossip(h, GossipConfig(heartbeat_interval_s=0.2)) for h in hosts]
+        for pubsub, router in gossips:
+            await stack.enter_async_context(background_trio_service(pubsub))
+            await stack.enter_async_context(background_trio_service(router))
+            await pubsub.wait_until_ready()
+        subs = [await pubsub.subscribe(topic) for pubsub, _ in gossips]
+        a, b, c = hosts
+        await connect(a, b)
+        await connect(b, c)
+        await wait_for(lambda: a.get_id() in gossips[1][0].peer_topics.get(topic, ())
+                       and c.get_id() in gossips[1][0].peer_topics.get(topic, ()), 20)
+        await wait_for(lambda: c.get_id() in gossips[1][1].mesh.get(topic, ())
+                       and b.get_id() in gossips[0][1].mesh.get(topic, ()), 20)
+        for i in range(60):
+            await gossips[0][0].publish(topic, i.to_bytes(2, "big"))
+        got = set()
+        with trio.fail_after(30):
+            while len(got) < 60:
+                got.add(int.from_bytes((await subs[2].get()).data, "big"))
+        assert got == set(range(60))
+
+
+def test_gossip_heartbeat_is_explicit_and_not_rewritten_by_adaptive_gossip() -> None:
+    # §9.6: the default heartbeat is 120 s; and 0.8.1's adaptive gossip raises it to 30-60 s when the mesh
+    # health score is low (e.g. fewer peers than the mesh degree), the opposite of what it documents.
+    host = hostlib.make_host(Identity(b"h" * 32))
+    _, router = make_gossip(host, GossipConfig(heartbeat_interval_s=1.0))
+    assert router.heartbeat_interval == 1.0
+    router.network_health_score = 0.3
+    router._adapt_gossip_parameters()
+    assert router.heartbeat_interval == 1.0
+
+
+def test_libp2p_warnings_do_not_reach_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    # §9.7: py-libp2p logs thousands of warnings per run through Python's last-resort handler.
+    workarounds.apply()
+    logging.getLogger("libp2p.kad_dht.kad_dht").warning("Failed to read DHT message from stream: StreamEOF")
+    assert "Failed to read DHT message" not in capfd.readouterr().err
+
+
+async def test_open_stream_times_out_instead_of_hanging() -> None:
+    # §9.8: new_stream hangs when the remote never completes negotiation (e.g. its stream limit is reached);
+    # open_stream gives up at its deadline with a TransportError. The "peer" here is a raw TCP listener that
+    # accepts and then says nothing.
+    async with running_hosts(1) as (a,):
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        other = Identity(b"s" * 32)
+        from libp2p.peer.id import ID
+
+        pid = ID.from_base58(other.peer_id)
+        a.get_peerstore().add_addrs(pid, [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")], 3600)
+        with trio.fail_after(20), pytest.raises(TransportError, match=r"took more than 0\.5s|cannot open"):
+            await hostlib.open_stream(a, pid, [TProtocol("/pangea/none/1.0.0")], timeout_s=0.5)
+        silent.close()
+
+
+async def test_dht_speaks_the_private_protocol_id() -> None:
+    # KadDHT ignores its protocol_prefix argument; without the patch it would serve /ipfs/kad/1.0.0.
+    async with running_hosts(1) as (a,):
+        make_dht(a)
+        protocols = set(a.get_mux().handlers)
+        assert workarounds.DHT_PROTOCOL_ID in protocols
+        assert "/ipfs/kad/1.0.0" not in protocols
