@@ -15,9 +15,12 @@ An advert is accepted into the directory only if all of these hold (else it is r
 3. the peer that published it on gossipsub (the pubsub ``from`` field, itself signed by gossipsub) is the
    advert's author: nobody re-publishes another peer's advert as their own;
 4. its sequence number is greater than that of every advert already accepted from that peer (a replayed or
-   reordered old advert is stale);
+   reordered old advert is stale) — except that the very advert already listed, byte for byte, is accepted
+   again as a no-op (gossip and a directory sync both deliver it; that is not an offence);
 5. it is not expired, not issued in the future beyond ``clock_skew_s_max``, its lifetime is at most
-   ``ttl_s_max``, and it arrives no sooner than ``interval_s_min`` after the previous one from that peer;
+   ``ttl_s_max``, and it was issued at least ``interval_s_min`` after the previous accepted one from that peer
+   (by the author's signed ``issued_at``, so delivery jitter and copies passed on by other peers do not
+   matter; with the future-skew bound this caps every author at one advert per ``interval_s_min``);
 6. every value is plausible (``_check_values``): no zero cores, no free slots above total, no speed of 1e15
    fuel/s, no 10 KiB version string.
 
@@ -64,7 +67,7 @@ class AdvertRejection(enum.StrEnum):
     KEY_MISMATCH = "key_mismatch"
     BAD_SIGNATURE = "bad_signature"
     SOURCE_MISMATCH = "source_mismatch"
-    STALE_SEQUENCE = "stale_sequence"
+    STALE_SEQUENCE = "stale_sequence"  # also what an honest advert that arrives after a newer one gets
     EXPIRED = "expired"
     FROM_FUTURE = "from_future"
     ABSURD_VALUE = "absurd_value"
@@ -206,27 +209,44 @@ def _check_values(seq: int, issued_at: float, expires_at: float, cap: LocalCapac
     return next((problem for ok, problem in checks if not ok), "")
 
 
+def _peek_peer_id(data: bytes) -> str:
+    """The claimed author of an advert, unverified ('' if it does not parse); only used to find duplicates."""
+    try:
+        return capacity_pb2.AdvertBody.FromString(capacity_pb2.SignedAdvert.FromString(data).body).peer_id
+    except DecodeError:
+        return ""
+
+
 class CapacityDirectory:
     """The newest unexpired advert of every peer (see the module docstring for the rules)."""
 
     def __init__(self, config: DirectoryConfig | None = None) -> None:
         self.config = config or DirectoryConfig()
         self._adverts: dict[str, CapacityAdvert] = {}
-        self._accepted_at: dict[str, float] = {}
+        self._last_issued_at: dict[str, float] = {}
         self._seq_floor: dict[str, tuple[int, float]] = {}  # peer -> (highest seq, forget after)
         self.rejections: Counter[AdvertRejection] = Counter()
         self.accepted_total = 0
 
-    def offer(self, data: bytes, *, now: float, source: str | None = None) -> CapacityAdvert:
-        """Validate ``data`` (an advert as received from ``source``) and list it; AdvertRejected otherwise."""
+    def offer(self, data: bytes, *, now: float, source: str | None = None, copy: bool = False) -> CapacityAdvert:
+        """Validate ``data`` (an advert as received from ``source``) and list it; AdvertRejected otherwise.
+
+        ``copy=True`` marks an advert passed on by a third peer (a directory sync) rather than published by its
+        author: it is checked the same way, but one we already have (stale or too soon) is not counted as a
+        rejection, since receiving it again is expected.
+        """
+        listed = self._adverts.get(_peek_peer_id(data))
+        if listed is not None and listed.signed == data and listed.expires_at > now:
+            return listed  # the same advert again (gossip and a sync both delivered it): nothing to do
         try:
             advert = decode_advert(data, advert_bytes_max=self.config.advert_bytes_max)
             self._check_fresh(advert, now, source)
         except AdvertRejected as exc:
-            self.rejections[exc.reason] += 1
+            if not (copy and exc.reason in {AdvertRejection.STALE_SEQUENCE, AdvertRejection.TOO_FREQUENT}):
+                self.rejections[exc.reason] += 1
             raise
         self._adverts[advert.peer_id] = advert
-        self._accepted_at[advert.peer_id] = now
+        self._last_issued_at[advert.peer_id] = advert.issued_at
         self._seq_floor[advert.peer_id] = (advert.seq, advert.expires_at + self.config.ttl_s_max)
         self.accepted_total += 1
         return advert
@@ -245,9 +265,10 @@ class CapacityDirectory:
             raise AdvertRejected(AdvertRejection.FROM_FUTURE, f"{peer} advert issued {ahead:.1f}s ahead")
         if advert.expires_at - advert.issued_at > cfg.ttl_s_max:
             raise AdvertRejected(AdvertRejection.ABSURD_VALUE, f"{peer} advert lives longer than {cfg.ttl_s_max}s")
-        last = self._accepted_at.get(peer)
-        if last is not None and now - last < cfg.interval_s_min:
-            raise AdvertRejected(AdvertRejection.TOO_FREQUENT, f"{peer} advertised {now - last:.3f}s after the last")
+        last = self._last_issued_at.get(peer)
+        if last is not None and advert.issued_at - last < cfg.interval_s_min:
+            gap = advert.issued_at - last
+            raise AdvertRejected(AdvertRejection.TOO_FREQUENT, f"{peer} issued an advert {gap:.3f}s after the last")
         if peer not in self._adverts and len(self._adverts) >= cfg.peers_max:
             self.expire(now)
             if len(self._adverts) >= cfg.peers_max:
@@ -258,7 +279,7 @@ class CapacityDirectory:
         gone = [p for p, a in self._adverts.items() if a.expires_at <= now]
         for peer in gone:
             del self._adverts[peer]
-            self._accepted_at.pop(peer, None)
+            self._last_issued_at.pop(peer, None)
         for peer in [p for p, (_, forget_at) in self._seq_floor.items() if forget_at <= now]:
             del self._seq_floor[peer]
         return gone
@@ -287,32 +308,71 @@ class AdvertPublisher:
     """When to publish our own advert and with which sequence number.
 
     Publishes every ``interval_s``; each advert lives ``ttl_s`` (> interval, so one lost advert does not drop
-    us from directories). Sequence numbers are milliseconds of the local clock, forced strictly increasing, so
-    they keep increasing across restarts of the peer.
+    us from directories). In a large network the interval stretches so that the whole network publishes at most
+    ``network_adverts_per_s_max`` adverts per second (every peer relays every advert, so the per-peer load
+    grows with the network size times the rate): interval = max(interval_s, network_size / rate), and the ttl
+    keeps its ratio to the interval, capped so the advert stays within the directories' ``ttl_s_max``. ``publish_soon`` brings the next advert forward (a first neighbour appeared, capacity
+    changed), but never closer than ``gap_s_min`` to the previous one: directories reject adverts that arrive
+    closer than their ``interval_s_min`` (by ``issued_at``), so publishers keep ``DEFAULT_GAP_FACTOR`` times
+    that. Sequence numbers are milliseconds of the local clock, forced strictly
+    increasing, so they keep increasing across restarts of the peer.
     """
 
-    def __init__(self, identity: Identity, interval_s: float, ttl_s: float) -> None:
-        if not 0 < interval_s < ttl_s:
-            raise ConfigError("capacity.advert_interval_s", f"must be > 0 and below the ttl {ttl_s}s, got {interval_s}")
+    DEFAULT_GAP_FACTOR = 2.0
+
+    def __init__(
+        self,
+        identity: Identity,
+        interval_s: float,
+        ttl_s: float,
+        gap_s_min: float = 1.0,
+        network_adverts_per_s_max: float = 10.0,
+        ttl_s_max: float = 600.0,
+    ) -> None:
+        if not 0 < interval_s < ttl_s <= ttl_s_max:
+            raise ConfigError(
+                "capacity.advert_interval_s", f"must be > 0 and below the ttl {ttl_s}s (<= {ttl_s_max}), got {interval_s}"
+            )
+        if not 0 <= gap_s_min <= interval_s:
+            raise ConfigError("capacity.advert_interval_s", f"must be at least {gap_s_min}s, got {interval_s}")
+        if not network_adverts_per_s_max > 0:
+            raise ConfigError("capacity.network_adverts_per_s_max", f"must be > 0, got {network_adverts_per_s_max}")
         self.identity = identity
         self.interval_s = interval_s
         self.ttl_s = ttl_s
+        self.gap_s_min = gap_s_min
+        self.network_adverts_per_s_max = network_adverts_per_s_max
+        self.ttl_s_max = ttl_s_max
         self._last_seq = 0
-        self._next_at: float | None = None  # None: publish as soon as asked
+        self._last_at: float | None = None
+        self._next_at: float | None = None  # None: publish as soon as allowed
 
     def due(self, now: float) -> bool:
-        return self._next_at is None or now >= self._next_at
+        deadline = self.next_deadline()
+        return deadline is None or now >= deadline
 
     def next_deadline(self) -> float | None:
+        """When the next advert is due (None: now)."""
+        if self._next_at is None:
+            return None if self._last_at is None else self._last_at + self.gap_s_min
         return self._next_at
 
     def publish_soon(self) -> None:
-        """Make the next ``due`` true (e.g. capacity changed, or a first neighbour appeared)."""
+        """Publish as soon as the minimum gap since the previous advert allows."""
         self._next_at = None
 
-    def make(self, now: float, capacity: LocalCapacity) -> bytes:
-        """The signed advert to publish now; schedules the next one."""
+    def timing(self, network_size: int) -> tuple[float, float]:
+        """(interval, ttl) in seconds for a network of ``network_size`` peers (see the class docstring)."""
+        ratio = self.ttl_s / self.interval_s
+        interval = max(self.interval_s, network_size / self.network_adverts_per_s_max)
+        interval = min(interval, self.ttl_s_max / ratio)
+        return interval, interval * ratio
+
+    def make(self, now: float, capacity: LocalCapacity, network_size: int = 1) -> bytes:
+        """The signed advert to publish now, in a network of about ``network_size`` peers; schedules the next."""
+        interval, ttl = self.timing(network_size)
         seq = max(self._last_seq + 1, int(now * 1000))
         self._last_seq = seq
-        self._next_at = now + self.interval_s
-        return encode_advert(self.identity, seq, now, now + self.ttl_s, capacity)
+        self._last_at = now
+        self._next_at = now + interval
+        return encode_advert(self.identity, seq, now, now + ttl, capacity)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 
 from pangea_p2p.errors import ConfigError
@@ -54,7 +54,10 @@ def make_gossip(host: IHost, config: GossipConfig) -> tuple[Pubsub, GossipSub]:
     """A strict-signing Pubsub over a GossipSub router (run both as services)."""
     workarounds.apply()
     router = GossipSub(
-        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+        # v1.1, not v1.2: v1.2's IDONTWANT sends one control message per received message to every mesh
+        # peer, which doubled the RPC count for pangea's small (~300-byte) adverts in measurements (it pays
+        # off only for large messages).
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
         degree=config.mesh_degree,
         degree_low=config.mesh_degree_low,
         degree_high=config.mesh_degree_high,

@@ -116,14 +116,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc = getattr(client, args.command)()
         _print_answer(args.command, doc, args.json)
         return 0
-    except ConfigError as exc:
-        print(f"pangea: error: {exc}", file=sys.stderr)
-        return 2
-    except PangeaError as exc:
-        print(f"pangea: error: {exc}", file=sys.stderr)
-        return 1
+    except (PangeaError, BaseExceptionGroup) as exc:
+        error = _first_pangea_error(exc)
+        if error is None:
+            raise
+        print(f"pangea: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
     except KeyboardInterrupt:
         return 130
+
+
+def _first_pangea_error(exc: BaseException) -> PangeaError | None:
+    """The error to show: errors raised inside trio nurseries arrive wrapped in exception groups."""
+    if isinstance(exc, PangeaError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_pangea_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

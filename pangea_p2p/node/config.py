@@ -58,16 +58,26 @@ class CapacityConfig:
     advert_interval_s: float = 10.0
     advert_ttl_s: float = 30.0
     task_slots: int = 0  # 0: one per core
+    network_adverts_per_s_max: float = 10.0
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
 
     def __post_init__(self) -> None:
-        if not 0.1 <= self.advert_interval_s <= 3600:
-            raise ConfigError("capacity.advert_interval_s", f"must be in 0.1..3600, got {self.advert_interval_s}")
+        gap = 2.0 * self.directory.interval_s_min  # AdvertPublisher.DEFAULT_GAP_FACTOR
+        if not max(0.1, gap) <= self.advert_interval_s <= 3600:
+            raise ConfigError(
+                "capacity.advert_interval_s",
+                f"must be in {max(0.1, gap)}..3600 (at least 2 x capacity.directory.interval_s_min), "
+                f"got {self.advert_interval_s}",
+            )
         if not self.advert_interval_s < self.advert_ttl_s <= self.directory.ttl_s_max:
             raise ConfigError(
                 "capacity.advert_ttl_s",
                 f"must be above advert_interval_s ({self.advert_interval_s}) and at most "
                 f"capacity.directory.ttl_s_max ({self.directory.ttl_s_max}), got {self.advert_ttl_s}",
+            )
+        if not 0.01 <= self.network_adverts_per_s_max <= 10_000:
+            raise ConfigError(
+                "capacity.network_adverts_per_s_max", f"must be in 0.01..10000, got {self.network_adverts_per_s_max}"
             )
         if not 0 <= self.task_slots <= 4096:
             raise ConfigError("capacity.task_slots", f"must be in 0..4096 (0 = one per core), got {self.task_slots}")
@@ -203,9 +213,9 @@ def build(cls: type[_T], values: Mapping[str, Any], prefix: str) -> _T:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        if prefix and not exc.key.startswith(prefix) and "." not in exc.key:
-            raise ConfigError(prefix + exc.key, exc.problem) from None
-        raise
+        # sub-configs (e.g. the core's DirectoryConfig) name their own keys; say where they sit in this file
+        key = exc.key if exc.key.startswith(prefix) else prefix + exc.key.rsplit(".", 1)[-1]
+        raise ConfigError(key, exc.problem) from None
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

@@ -172,7 +172,7 @@ class Peer:
             log.debug("advert.bad_addr", peer=advert.peer_id, error=repr(exc))
 
     async def publish_advert(self) -> None:
-        data = self.publisher.make(time.time(), self.local_capacity())
+        data = self.publisher.make(time.time(), self.local_capacity(), network_size=len(self.directory))
         await self.pubsub.publish(TOPIC, data)
 
     def topic_peer_count(self) -> int:
@@ -201,7 +201,7 @@ class Peer:
                     if data is None:
                         break
                     try:
-                        advert = self.directory.offer(data, now=time.time())
+                        advert = self.directory.offer(data, now=time.time(), copy=True)
                     except AdvertRejected:
                         continue  # stale or expired copies are normal here; forgeries are counted
                     self._learn_addrs(advert)
@@ -287,12 +287,13 @@ async def _join(peer: Peer, via: ID) -> None:
 
 
 async def _advert_task(peer: Peer) -> None:
-    known = 0
+    alone = True
     while True:
-        count = peer.topic_peer_count()
-        if count > known:
-            peer.publisher.publish_soon()  # a first (or new) neighbour: make sure it hears from us
-        known = count
+        if alone and peer.topic_peer_count() > 0:
+            alone = False
+            peer.publisher.publish_soon()  # a first neighbour: our first advert went to nobody
+        elif peer.topic_peer_count() == 0:
+            alone = True
         if peer.publisher.due(time.time()):
             try:
                 await peer.publish_advert()
@@ -341,13 +342,18 @@ def _lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-async def _open_api(peer: Peer, nursery: trio.Nursery) -> None:
+async def _open_api_listeners(peer: Peer) -> list[trio.SocketListener]:
     cfg = peer.config.api
     try:
         listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
     except OSError as exc:
         raise TransportError(f"cannot serve the API on {cfg.host}:{cfg.port}: {exc.strerror}") from None
     peer.api_port = listeners[0].socket.getsockname()[1]
+    return list(listeners)
+
+
+def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+    cfg = peer.config.api
     router = api.Router()
     from pangea_p2p.node.routes import add_routes
 
@@ -390,7 +396,12 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         peer = Peer(
             config=config, identity=identity, host=host, dht=dht, pubsub=pubsub,
             directory=CapacityDirectory(config.capacity.directory),
-            publisher=AdvertPublisher(identity, config.capacity.advert_interval_s, config.capacity.advert_ttl_s),
+            publisher=AdvertPublisher(
+                identity, config.capacity.advert_interval_s, config.capacity.advert_ttl_s,
+                gap_s_min=AdvertPublisher.DEFAULT_GAP_FACTOR * config.capacity.directory.interval_s_min,
+                network_adverts_per_s_max=config.capacity.network_adverts_per_s_max,
+                ttl_s_max=config.capacity.directory.ttl_s_max,
+            ),
             speed_fuel_per_s=speed,
         )
         await stack.enter_async_context(background_trio_service(pubsub))
@@ -401,9 +412,10 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         subscription = await pubsub.subscribe(TOPIC)
         host.set_stream_handler(CAPACITY_SYNC_PROTOCOL, peer.handle_capacity_sync)
         host.set_stream_handler(PING_PROTOCOL, peer.handle_ping)
+        api_listeners = await _open_api_listeners(peer)
         try:
             async with trio.open_nursery() as nursery:
-                await _open_api(peer, nursery)
+                _serve_api(peer, api_listeners, nursery)
                 rng = random.Random()  # jitter only; nothing depends on its sequence
                 for addr, info in boots.items():
                     peer.bootstrap[addr] = state = BootstrapState(addr)

@@ -84,11 +84,27 @@ def test_stale_sequence_rejected_and_remembered_after_expiry() -> None:
     assert d.rejections[AdvertRejection.STALE_SEQUENCE] == 3
 
 
-def test_duplicate_delivery_is_stale() -> None:
+def test_the_listed_advert_again_is_a_no_op_but_an_older_one_is_stale() -> None:
     d = CapacityDirectory()
-    a = advert()
-    d.offer(a, now=T0)
-    assert rejected(d, a, now=T0 + 1) == AdvertRejection.STALE_SEQUENCE
+    first, second = advert(seq=1), advert(seq=2, issued=T0 + 1)
+    d.offer(first, now=T0)
+    assert d.offer(first, now=T0 + 0.5).seq == 1  # duplicate delivery
+    d.offer(second, now=T0 + 1)
+    assert rejected(d, first, now=T0 + 1) == AdvertRejection.STALE_SEQUENCE  # replay of an older one
+    assert d.accepted_total == 2
+    assert d.rejections[AdvertRejection.STALE_SEQUENCE] == 1
+
+
+def test_copies_from_a_sync_are_checked_but_known_ones_not_counted() -> None:
+    d = CapacityDirectory()
+    d.offer(advert(seq=2), now=T0)
+    with pytest.raises(AdvertRejected):
+        d.offer(advert(seq=1), now=T0 + 1, copy=True)
+    assert sum(d.rejections.values()) == 0
+    bad = advert(BOB, cores=0)
+    with pytest.raises(AdvertRejected):
+        d.offer(bad, now=T0, copy=True)
+    assert d.rejections[AdvertRejection.ABSURD_VALUE] == 1
 
 
 def test_bad_signature_rejected() -> None:
@@ -171,8 +187,10 @@ def test_unsupported_version_rejected() -> None:
 def test_too_frequent_adverts_rejected() -> None:
     d = CapacityDirectory(DirectoryConfig(interval_s_min=1.0))
     d.offer(advert(seq=1), now=T0)
-    assert rejected(d, advert(seq=2), now=T0 + 0.1) == AdvertRejection.TOO_FREQUENT
-    d.offer(advert(seq=3, issued=T0 + 1), now=T0 + 1)
+    assert rejected(d, advert(seq=2, issued=T0 + 0.5), now=T0 + 2) == AdvertRejection.TOO_FREQUENT
+    # spacing is judged on the signed issue times, not on arrival: two adverts issued 1 s apart that arrive
+    # together (one delayed, or passed on by a sync) are both fine
+    d.offer(advert(seq=3, issued=T0 + 1), now=T0 + 2)
 
 
 def test_directory_is_bounded() -> None:
@@ -200,10 +218,21 @@ def test_publisher_schedule_and_increasing_sequence() -> None:
     second = decode_advert(pub.make(T0, CAP))  # same clock reading: still a higher seq
     assert second.seq > first.seq
     assert first.expires_at - first.issued_at == 6.0
-    pub.publish_soon()
-    assert pub.due(T0)
+    pub.publish_soon()  # brought forward, but not closer than gap_s_min (1 s here) to the last advert
+    assert not pub.due(T0 + 0.5)
+    assert pub.due(T0 + 1.0)
     restarted = AdvertPublisher(ALICE, interval_s=2.0, ttl_s=6.0)  # seq from the clock survives restarts
     assert decode_advert(restarted.make(T0 + 1, CAP)).seq > second.seq
+
+
+def test_publisher_stretches_interval_with_network_size() -> None:
+    pub = AdvertPublisher(ALICE, interval_s=10.0, ttl_s=30.0, network_adverts_per_s_max=10.0, ttl_s_max=600.0)
+    assert pub.timing(50) == (10.0, 30.0)  # small network: the configured interval
+    assert pub.timing(1000) == (100.0, 300.0)  # 1000 peers share 10 adverts/s
+    assert pub.timing(100_000) == (200.0, 600.0)  # capped so the ttl stays within ttl_s_max
+    advert = decode_advert(pub.make(T0, CAP, network_size=1000))
+    assert advert.expires_at - advert.issued_at == 300.0
+    assert pub.next_deadline() == T0 + 100.0
 
 
 def test_config_validation_names_the_key() -> None:
@@ -211,3 +240,5 @@ def test_config_validation_names_the_key() -> None:
         DirectoryConfig(peers_max=0)
     with pytest.raises(ConfigError, match="advert_interval_s"):
         AdvertPublisher(ALICE, interval_s=10, ttl_s=5)
+    with pytest.raises(ConfigError, match="at least 1.0s"):
+        AdvertPublisher(ALICE, interval_s=0.5, ttl_s=5, gap_s_min=1.0)

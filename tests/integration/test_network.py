@@ -35,6 +35,9 @@ async def test_eight_peers_join_dht_and_share_adverts(tmp_path: Path) -> None:
 
         await wait_for(all_in_tables, 60)
         await wait_for(all_adverts, 60)
+        for p in peers:  # honest adverts are never rejected (an older advert arriving late is only stale)
+            wrong = {r: n for r, n in p.directory.rejections.items() if r != AdvertRejection.STALE_SEQUENCE}
+            assert wrong == {}, p.directory.rejections
 
         # A forged advert: peer 7 publishes an advert claiming to be a peer it is not (signed with that key,
         # so the signature is fine, but the gossipsub author is peer 7): every peer rejects it.

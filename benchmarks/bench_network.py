@@ -1,0 +1,122 @@
+"""Peer network benchmarks (issue 2). Prints figures; not a test.
+
+1. Join: time from starting peer N+1 (bootstrap address of peer 0 only) to its advert being in the directory of
+   every other peer, for N = 8 and N = 32 peers already running, all in one process on 127.0.0.1.
+2. Small-message round trip on pangea's framed ping protocol (/pangea/ping/1.0.0) versus a bare py-libp2p
+   stream echo (write + read(n), no framing) between the same two hosts, in the same run. Target ratio <= 1.5.
+
+    .venv/bin/python benchmarks/bench_network.py [--sizes 8,32] [--joins 3] [--rtts 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from pangea_p2p.net import host as hostlib
+from pangea_p2p.node.peer import Peer, open_peer
+from pangea_p2p.testing import local_config, open_network, wait_for
+
+BARE = TProtocol("/bench/bare-echo/1.0.0")
+
+
+def fmt(xs: list[float]) -> str:
+    xs = sorted(xs)
+    return f"median {statistics.median(xs) * 1000:.1f} ms (min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)})"
+
+
+async def join_times(n: int, joins: int, base: Path) -> list[float]:
+    out: list[float] = []
+    async with open_network(n, base / f"net{n}") as peers:
+        ids = {p.peer_id for p in peers}
+        await wait_for(lambda: all(set(p.directory.peers(time.time())) >= ids for p in peers), 120)
+        boot = [peers[0].addrs()[0]]
+        for j in range(joins):
+            start = trio.current_time()
+            async with open_peer(local_config(base / f"net{n}-join{j}", boot)) as newcomer:
+                await wait_for(lambda: all(newcomer.peer_id in p.directory.peers(time.time()) for p in peers), 60,
+                               poll_s=0.005)
+                out.append(trio.current_time() - start)
+    return out
+
+
+async def rtts(base: Path, count: int) -> tuple[list[float], list[float]]:
+    async with open_network(2, base / "rtt") as (a, b):
+        await wait_for(lambda: b.peer_id in a.connected_peers(), 30)
+        pid = ID.from_base58(b.peer_id)
+
+        async def bare_echo(stream: object) -> None:
+            try:
+                while data := await stream.read(8):  # type: ignore[attr-defined]
+                    await stream.write(data)  # type: ignore[attr-defined]
+            except Exception:
+                pass
+
+        b.host.set_stream_handler(BARE, bare_echo)  # type: ignore[arg-type]
+        pangea, bare = [], []
+        for _ in range(3):  # interleave rounds so drift in machine load hits both alike
+            pangea += await ping_rounds(a, pid, count // 3)
+            bare += await bare_rounds(a, pid, count // 3)
+        return pangea, bare
+
+
+async def ping_rounds(a: Peer, pid: ID, count: int) -> list[float]:
+    from pangea_p2p.net.framing import FrameReader, write_frame
+    from pangea_p2p.node.peer import PING_BYTES_MAX, PING_PROTOCOL
+
+    stream = await hostlib.open_stream(a.host, pid, [PING_PROTOCOL])
+    reader = FrameReader(stream, PING_BYTES_MAX)
+    samples = []
+    for i in range(count):
+        msg = i.to_bytes(8, "big")
+        t0 = time.perf_counter()
+        await write_frame(stream, msg)
+        assert await reader.read_frame() == msg
+        samples.append(time.perf_counter() - t0)
+    await stream.close()
+    return samples
+
+
+async def bare_rounds(a: Peer, pid: ID, count: int) -> list[float]:
+    stream = await a.host.new_stream(pid, [BARE])
+    samples = []
+    for i in range(count):
+        msg = i.to_bytes(8, "big")
+        t0 = time.perf_counter()
+        await stream.write(msg)
+        got = b""
+        while len(got) < 8:
+            got += await stream.read(8 - len(got))
+        assert got == msg
+        samples.append(time.perf_counter() - t0)
+    await stream.close()
+    return samples
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        for n in args.sizes:
+            times = await join_times(n, args.joins, base)
+            print(f"join with {n} peers running: advert of peer {n + 1} in all {n} directories: {fmt(times)}")
+        pangea, bare = await rtts(base, args.rtts)
+        p50, b50 = statistics.median(pangea), statistics.median(bare)
+        print(f"64-bit round trip, pangea ping protocol (framed): {fmt(pangea)}")
+        print(f"64-bit round trip, bare py-libp2p stream echo:    {fmt(bare)}")
+        print(f"ratio pangea / bare (median): {p50 / b50:.2f}  (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32])
+    parser.add_argument("--joins", type=int, default=3)
+    parser.add_argument("--rtts", type=int, default=3000)
+    trio.run(main, parser.parse_args())

@@ -1,0 +1,125 @@
+"""Bad input to `pangea` gets one clear line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from pangea_p2p.node.cli import main
+
+LOCAL = ["--listen", "/ip4/127.0.0.1/tcp/0", "--api-port", "0"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("pangea: error:")]
+    assert len(lines) == 1, err
+    return code, lines[0]
+
+
+def test_key_file_readable_by_others(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "identity.key"
+    key.write_text("pangea-ed25519-v1 " + "00" * 32 + "\n")
+    key.chmod(0o644)
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL)
+    assert code == 1
+    assert "has mode 0644" in line and f"chmod 600 {key}" in line
+
+
+def test_corrupt_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "identity.key"
+    key.write_text("not a key\n")
+    key.chmod(0o600)
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL)
+    assert code == 1 and "is corrupt" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode-000 file")
+def test_unreadable_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "identity.key"
+    key.write_text("pangea-ed25519-v1 " + "00" * 32 + "\n")
+    key.chmod(0o000)
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL)
+    assert code == 1 and "cannot read key file" in line
+
+
+def test_malformed_listen_multiaddr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--listen", "/ip4/999.1.1.1/tcp/1", "--api-port", "0")
+    assert code == 2 and "config listen:" in line and "not a multiaddr" in line
+
+
+def test_bootstrap_without_peer_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL, "--bootstrap", "/ip4/127.0.0.1/tcp/4001")
+    assert code == 2 and "config bootstrap:" in line and "/p2p/<peer id>" in line
+
+
+def test_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--listen", f"/ip4/127.0.0.1/tcp/{port}",
+                         "--api-port", "0")
+    finally:
+        taken.close()
+    assert code == 1 and f"cannot listen on /ip4/127.0.0.1/tcp/{port}: port already in use" in line
+
+
+def test_api_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--listen", "/ip4/127.0.0.1/tcp/0",
+                         "--api-port", str(port))
+    finally:
+        taken.close()
+    assert code == 1 and f"cannot serve the API on 127.0.0.1:{port}" in line
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("capacity.advert_interval_s=0", "config capacity.advert_interval_s: must be in"),
+        ("gossip.mesh_degree=100", "config gossip.mesh_degree:"),
+        ("dht.mode=turbo", "config dht.mode: must be 'server' or 'client'"),
+        ("api.port=70000", "config api.port: must be in 0..65535"),
+        ("api.host=0.0.0.0", "config api.host: '0.0.0.0' is not loopback"),
+        ("capacity.tasks=3", "config capacity.tasks: unknown key"),
+        ("capacity.task_slots=many", "config capacity.task_slots: must be an integer"),
+        ("capacity.directory.peers_max=0", "config capacity.directory.peers_max: must be in"),
+    ],
+)
+def test_bad_config_values_name_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, expected: str
+) -> None:
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--listen", "/ip4/127.0.0.1/tcp/0", "--set", setting)
+    assert code == 2
+    assert expected in line
+
+
+def test_config_file_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--config", str(tmp_path / "missing.toml"))
+    assert code == 2 and "does not exist" in line
+    bad = tmp_path / "bad.toml"
+    bad.write_text("listen = [\n")
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--config", str(bad))
+    assert code == 2 and "is not valid TOML" in line
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[gossip]\nheartbeat_interval = 1\n")
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--config", str(typo))
+    assert code == 2 and "gossip.heartbeat_interval: unknown key" in line
+
+
+def test_client_commands_without_a_running_peer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, line = run(capsys, "peers", "--data-dir", str(tmp_path))
+    assert code == 1 and "no peer is running with data dir" in line
+    code, line = run(capsys, "id", "--api", "127.0.0.1:9")
+    assert code == 1 and "no peer answers at http://127.0.0.1:9" in line
