@@ -374,6 +374,8 @@ def _check_children(node: ReceiptTree, r: DelegationReceipt, what: str, config: 
         raise VerificationError(
             RejectReason.LIMIT_EXCEEDED, f"{what} has {len(kids)} children, the limit is {config.children_max}"
         )
+    if len(set(r.children)) != len(r.children):
+        raise VerificationError(RejectReason.REPLAYED, f"{what} names the same child receipt twice")
     task_ids: set[str] = set()
     for i, (kid, digest) in enumerate(zip(kids, r.children, strict=True)):
         if kid.receipt.digest != digest:
