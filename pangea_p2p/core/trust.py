@@ -12,6 +12,7 @@ TrustBook, theory of operation.
   (old behaviour fades, both ways), then: VALID adds ``valid_gain`` and extends the run; INVALID drops the
   score to ``min(score, 0) - invalid_penalty`` and resets the run to 0 (sharp: one wrong result wipes every
   credit); TIMEOUT subtracts ``timeout_penalty`` and leaves the run alone (slow is not wrong).
+  The run does not decay: it counts checked work, and only a wrong result ends it.
   Invariants: ``score_min <= score <= score_max``; at most ``peers_max`` peers are kept, the least recently
   updated forgotten first — a forgotten peer is just a new peer again, which any peer can become anyway by
   making a new key, so forgetting gives an attacker nothing a fresh identity would not.

@@ -7,8 +7,10 @@ its output's sha2-256 digest, a delegation receipt to its own children root — 
 be the sum of its children's. A *receipt tree* is that receipt with its children's trees; its wire form is
 pre-order: ``u32 length | receipt bytes`` for each node, a delegation node's children right after it.
 
-``verify_tree`` walks the tree once and checks every node: signature and key, freshness, binding to its
-parent (same job and module, parent task id = the parent's task id, issuer = the parent's signer, distinct
+``verify_tree`` walks the tree once and checks every node: signature and key, freshness (the root against
+``now`` and the replay guard; a child only for causality — not dated after its parent — since a part that
+finished hours before the rest is still good, and its binding ties it to this job and parent task), binding
+to its parent (same job and module, parent task id = the parent's task id, issuer = the parent's signer, distinct
 task ids among siblings), child digests, the children root, the fuel sum, the children's fuel budgets summing
 to at most the parent's, and that no receipt appears twice (REPLAYED). A peer appearing twice on one path
 from the submitter (who issued the root task) down to a leaf is a DELEGATION_CYCLE. Depth, node count,
@@ -321,10 +323,13 @@ def _verify_node(
     if isinstance(parent, TaskBinding):
         check_binding(r.binding, parent, what)
     else:
-        _check_child_binding(r, parent, what, config)
+        _check_child_binding(r, parent, what)
     check_fuel(r.fuel_used, r.binding.limits, what)
-    check_freshness(r.issued_at_s, walk.now, config, what)
-    _check_not_replayed(walk, r, what)
+    if isinstance(parent, TaskBinding):
+        check_freshness(r.issued_at_s, walk.now, config, what)
+    elif r.issued_at_s > parent.issued_at_s + config.clock_skew_max_s:
+        raise VerificationError(RejectReason.FROM_FUTURE, f"{what} is dated after the delegation receipt over it")
+    _check_not_replayed(walk, r, what, is_root=isinstance(parent, TaskBinding))
     walk.signers.add(r.signer)
     if isinstance(r, Receipt):
         if isinstance(parent, DelegationReceipt) and r.failure is not None:
@@ -338,18 +343,21 @@ def _verify_node(
         _verify_node(walk, child, r, (*path, r.signer), f"{where}/{i}", depth + 1)
 
 
-def _check_not_replayed(walk: _Walk, r: AnyReceipt, what: str) -> None:
+def _check_not_replayed(walk: _Walk, r: AnyReceipt, what: str, *, is_root: bool) -> None:
     key = r.replay_key
     if key in walk.seen:
         raise VerificationError(
             RejectReason.REPLAYED, f"{what} appears twice in the tree (also at {walk.seen[key][0]})"
         )
     if walk.guard is not None:
-        walk.guard.check(key, r.issued_at_s, what)
+        if is_root:
+            walk.guard.check(key, r.issued_at_s, what)
+        elif key in walk.guard:  # old children are fine (see above); only a remembered one is a replay
+            raise VerificationError(RejectReason.REPLAYED, f"{what} was already accepted in another tree")
     walk.seen[key] = (what.removeprefix("receipt "), r.issued_at_s)
 
 
-def _check_child_binding(r: AnyReceipt, parent: DelegationReceipt, what: str, config: VerifyConfig) -> None:
+def _check_child_binding(r: AnyReceipt, parent: DelegationReceipt, what: str) -> None:
     b, pb = r.binding, parent.binding
     if b.module_digest != pb.module_digest:
         raise VerificationError(
@@ -362,8 +370,6 @@ def _check_child_binding(r: AnyReceipt, parent: DelegationReceipt, what: str, co
     ):
         if mine != theirs:
             raise VerificationError(RejectReason.BINDING_MISMATCH, f"{what} has {name} {mine!r}, expected {theirs!r}")
-    if r.issued_at_s > parent.issued_at_s + config.clock_skew_max_s:
-        raise VerificationError(RejectReason.FROM_FUTURE, f"{what} is dated after the delegation receipt over it")
 
 
 def _check_children(node: ReceiptTree, r: DelegationReceipt, what: str, config: VerifyConfig) -> None:

@@ -325,11 +325,17 @@ def test_child_dated_after_its_parent() -> None:
     assert "after the delegation receipt" in str(err)
 
 
-def test_stale_leaf_expires_the_tree() -> None:
+def test_long_job_keeps_its_early_leaves() -> None:
+    # leaves done two hours ago, delegations signed as the last part came back: only the root must be fresh
     job = Job()
-    leaves = job.leaf_trees()
-    leaves[0] = leaf(job.leaves[0], W[0], now=NOW - 4000)
-    assert reject(job.tree(leaves), job.root).reason is RejectReason.EXPIRED
+    tree = job.tree([leaf(b, W[i], now=NOW - 7200 + i, seed=i) for i, b in enumerate(job.leaves)])
+    later = delegate(D1, job.root, [
+        delegate(D2, job.mid[0], tree.children[0].children, now=NOW - 7000, rng=random.Random(1)),
+        delegate(D3, job.mid[1], tree.children[1].children, now=NOW - 7000, rng=random.Random(2)),
+    ], now=NOW - 10, rng=random.Random(3))
+    assert verify_tree(later, job.root, NOW, CONFIG).receipts == 7
+    # the root itself must be fresh
+    assert reject(later, job.root, VerifyConfig(receipt_age_max_s=5.0)).reason is RejectReason.EXPIRED
 
 
 # --- limits and malformed trees ----------------------------------------------------------------------------
@@ -389,3 +395,15 @@ def test_delegation_without_children_is_malformed() -> None:
 def test_delegate_needs_children() -> None:
     with pytest.raises(LocalProtocolError):
         delegate(D1, binding("t"), [], now=NOW, rng=random.Random(0))
+
+
+def test_subtree_reused_in_another_tree_is_a_replay() -> None:
+    # D1 got its result accepted, then sells D2's part again under a fresh root receipt
+    job = Job()
+    tree = job.tree()
+    guard = ReplayGuard(CONFIG)
+    verify_tree(tree, job.root, NOW, CONFIG, guard=guard)
+    again = delegate(D1, job.root, list(tree.children), now=NOW, rng=random.Random(42))
+    err = reject(again, job.root, guard=guard)
+    assert err.reason is RejectReason.REPLAYED
+    assert "another tree" in str(err)
