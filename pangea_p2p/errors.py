@@ -11,6 +11,7 @@
     │   ├── InvalidModule, ForbiddenImport, OutOfFuel, MemoryLimitExceeded, Timeout,
     │   └── StackOverflow, Trap, OutputTooLarge, WorkerCrashed
     └── VerificationError      a result, receipt or proof was rejected; ``reason`` is a RejectReason code
+                               (RejectReason: a StrEnum of stable codes, each with a one-line ``describe()``)
 
 Every message is one line a user can act on. The pattern is h11's ``_util.py``: local and remote faults are
 different types, so a caller can penalise a peer for the second and fix its own code for the first.
@@ -139,10 +140,61 @@ class WorkerCrashed(SandboxError):
     kind = FailureKind.WORKER_CRASHED
 
 
-class VerificationError(PangeaError):
-    """A result, receipt or proof was rejected. ``reason`` is a code a user can be shown."""
+class RejectReason(enum.StrEnum):
+    """Why a result, receipt or proof was rejected: a stable code a user (and a log filter) can be shown.
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+    The string values are part of the node's HTTP API and of logs; add codes, never rename one.
+    """
+
+    MALFORMED = "malformed"  # bytes that do not decode: bad length, unknown version or tag, bad field
+    BAD_SIGNATURE = "bad-signature"  # the ed25519 signature does not verify
+    KEY_PEER_MISMATCH = "key-peer-mismatch"  # the signing key is not the key inside the named peer id
+    CID_MISMATCH = "cid-mismatch"  # bytes (output, module, input, child receipt) do not hash to the named id
+    BINDING_MISMATCH = "binding-mismatch"  # the receipt is for another job, task, issuer, limits or parent
+    PROOF_INVALID = "proof-invalid"  # a Merkle inclusion proof does not lead to the committed root
+    SPOT_CHECK_MISMATCH = "spot-check-mismatch"  # re-executing a chunk gave other bytes than committed
+    QUORUM_DISAGREEMENT = "quorum-disagreement"  # replicas disagree and no answer reached a quorum
+    NO_QUORUM = "no-quorum"  # too few replicas answered to reach a quorum, even after escalating
+    DUPLICATE_VOTE = "duplicate-vote"  # the same worker voted (or committed) twice for one task
+    COMMITMENT_MISMATCH = "commitment-mismatch"  # a reveal does not match its worker's commitment
+    OUT_OF_PHASE = "out-of-phase"  # a commitment after reveals opened, a reveal without commitment, ...
+    REPLAYED = "replayed-receipt"  # this receipt (worker, nonce) was already accepted
+    EXPIRED = "expired"  # issued longer ago than the freshness window allows
+    FROM_FUTURE = "issued-in-future"  # issued later than now plus the allowed clock skew
+    DELEGATION_CYCLE = "delegation-cycle"  # a peer appears twice on one path of a delegation tree
+    LIMIT_EXCEEDED = "limit-exceeded"  # too deep, too many children, too large, fuel above its budget
+
+    def describe(self) -> str:
+        """One sentence for a user interface."""
+        return _REASON_TEXT[self]
+
+
+_REASON_TEXT: dict[RejectReason, str] = {
+    RejectReason.MALFORMED: "the data is malformed and could not be decoded",
+    RejectReason.BAD_SIGNATURE: "the signature does not verify",
+    RejectReason.KEY_PEER_MISMATCH: "the signing key does not belong to the peer named as signer",
+    RejectReason.CID_MISMATCH: "the content does not match its content id",
+    RejectReason.BINDING_MISMATCH: "the receipt is for a different job, task, issuer or limits",
+    RejectReason.PROOF_INVALID: "the Merkle proof does not lead to the committed root",
+    RejectReason.SPOT_CHECK_MISMATCH: "re-executing a chunk gave a different result than the worker committed",
+    RejectReason.QUORUM_DISAGREEMENT: "the replicas disagree and no answer reached a quorum",
+    RejectReason.NO_QUORUM: "too few replicas answered to reach a quorum",
+    RejectReason.DUPLICATE_VOTE: "this worker already voted on this task",
+    RejectReason.COMMITMENT_MISMATCH: "the revealed result does not match the earlier commitment",
+    RejectReason.OUT_OF_PHASE: "the message came in the wrong phase of commit-then-reveal",
+    RejectReason.REPLAYED: "this receipt was already used",
+    RejectReason.EXPIRED: "the receipt is too old",
+    RejectReason.FROM_FUTURE: "the receipt is dated in the future",
+    RejectReason.DELEGATION_CYCLE: "a peer appears twice on one delegation path",
+    RejectReason.LIMIT_EXCEEDED: "a size, depth or budget limit was exceeded",
+}
+
+
+class VerificationError(PangeaError):
+    """A result, receipt or proof was rejected. ``reason`` is a RejectReason code a user can be shown."""
+
+    def __init__(self, reason: RejectReason | str, detail: str = "") -> None:
+        reason = RejectReason(reason)
+        super().__init__(f"{reason}: {detail}" if detail else str(reason))
+        self.reason: RejectReason = reason
         self.detail = detail

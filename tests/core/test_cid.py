@@ -51,3 +51,34 @@ def test_non_sha256_cid_rejected() -> None:
 def test_digest_length_checked() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         cid_from_digest(b"short")
+
+
+@given(st.binary(min_size=32, max_size=32))
+def test_digest_round_trip(digest: bytes) -> None:
+    cid = cid_from_digest(digest)
+    assert cid == str(CID("base32", 1, "raw", ("sha2-256", digest)))
+    assert parse_cid(cid) == digest
+    assert type(parse_cid(cid)) is bytes
+
+
+def test_slow_path_returns_bytes() -> None:
+    upper = cid_of(b"abc").upper()  # multibase 'B': base32 upper, handled by multiformats
+    assert type(parse_cid(upper)) is bytes
+    assert parse_cid(upper) == hashlib.sha256(b"abc").digest()
+
+
+@pytest.mark.parametrize("position", [7, 20, 58])
+@pytest.mark.parametrize("char", ["0", "1", "8", "9", "_", " ", "+"])
+def test_characters_outside_base32_are_rejected(position: int, char: str) -> None:
+    good = cid_of(b"payload")
+    bad = good[:position] + char + good[position + 1 :]
+    with pytest.raises(RemoteProtocolError, match="content id"):
+        parse_cid(bad)
+
+
+def test_nonzero_padding_bits_are_rejected() -> None:
+    good = cid_of(b"payload")
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    bad = good[:-1] + alphabet[alphabet.index(good[-1]) | 1]
+    with pytest.raises(RemoteProtocolError, match="content id"):
+        parse_cid(bad)

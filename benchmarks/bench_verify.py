@@ -1,0 +1,172 @@
+"""Verification speed against bare baselines measured in the same process.
+
+    Merkle tree over 1,000 and 100,000 chunks   vs  a bare hashlib loop over the same chunks
+        targets: build < 1 ms for 1,000 leaves; proof verification < 50 µs
+    receipts signed / verified per second       vs  bare PyNaCl sign / verify of a message of the same size
+        target: ratio <= 1.5
+
+Run: .venv/bin/python benchmarks/bench_verify.py   (or `make bench`). Prints medians of repeated runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import statistics
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import nacl.signing
+
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.verify.chain import ReceiptTree, delegate, verify_tree
+from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.merkle import MerkleTree, verify_inclusion
+from pangea_p2p.core.verify.receipts import (
+    DOMAIN_TAG,
+    ReceiptLimits,
+    ReplayGuard,
+    TaskBinding,
+    decode_receipt,
+    issue_receipt,
+    verify_receipt,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+CHUNK_BYTES = 64
+
+
+def per_call(fn: Callable[[], object], number: int, repeat: int = 7) -> float:
+    """Median seconds per call over ``repeat`` rounds of ``number`` calls."""
+    rounds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        rounds.append((time.perf_counter() - start) / number)
+    return statistics.median(rounds)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def bench_merkle() -> bool:
+    print(f"Merkle trees over {CHUNK_BYTES}-byte chunks (RFC 6962, SHA-256)")
+    print(f"  {'leaves':>8} {'bare loop':>11} {'tree build':>11} {'ratio':>6} {'proof':>9} {'verify':>9}")
+    ok = bench_merkle_size(1_000, 300)
+    return bench_merkle_size(100_000, 3) and ok
+
+
+def bench_merkle_size(n: int, number: int) -> bool:
+    chunks = [os.urandom(CHUNK_BYTES) for _ in range(n)]
+    sha = hashlib.sha256
+    bare = per_call(lambda: [sha(c).digest() for c in chunks], number)
+    build = per_call(lambda: MerkleTree.from_chunks(chunks), number)
+    tree = MerkleTree.from_chunks(chunks)
+    i = n // 3
+    proof = tree.proof(i)
+    root = tree.root
+    prove = per_call(lambda: tree.proof(i), 20_000)
+    check = per_call(lambda: verify_inclusion(root, chunks[i], proof), 20_000)
+    assert verify_inclusion(root, chunks[i], proof)
+    print(f"  {n:>8,} {bare * 1e3:>8.3f} ms {build * 1e3:>8.3f} ms {build / bare:>5.2f}x "
+          f"{prove * 1e6:>6.2f} µs {check * 1e6:>6.2f} µs")
+    ok = True
+    if n == 1_000:
+        ok = build < 1e-3
+        print(f"    target build < 1 ms for 1,000 leaves (seed: 10 ms): {verdict(ok)} "
+              f"({0.010 / build:.1f}x better than the seed)")
+    ok &= check < 50e-6
+    print(f"    target proof verification < 50 µs ({len(proof.path)} siblings): {verdict(check < 50e-6)}")
+    return ok
+
+
+def bench_receipts() -> bool:
+    worker, submitter = Identity(b"\x02" * 32), Identity(b"\x01" * 32)
+    binding = TaskBinding.of(
+        job_id="job-0123456789", task_id="task-0042", module_cid=cid_of(b"module"), input_cid=cid_of(b"input"),
+        limits=ReceiptLimits(10_000_000_000, 100 << 20, 30.0, 1 << 20), issuer=submitter.peer_id,
+    )
+    rng = random.Random(1)
+    output_cid = cid_of(b"output")
+    config = VerifyConfig(replay_entries_max=10_000_000)
+    now = 1_750_000_000.0
+
+    def sign() -> bytes:
+        return issue_receipt(worker, binding, output_cid=output_cid, fuel_used=123_456, now=now, rng=rng).wire
+
+    sample = decode_receipt(sign())
+    wires = [sign() for _ in range(30_000)]
+    it = iter(wires)
+    guard = ReplayGuard(config)
+
+    def verify() -> None:
+        verify_receipt(decode_receipt(next(it)), binding, now, config, guard=guard)
+
+    sk = nacl.signing.SigningKey(b"\x02" * 32)
+    message = DOMAIN_TAG + sample.body
+    signature = sk.sign(message).signature
+    vk = sk.verify_key
+
+    n = 3000
+    t_sign = per_call(sign, n)
+    t_bare_sign = per_call(lambda: sk.sign(message), n)
+    t_verify = per_call(verify, n, repeat=7)  # 21,000 distinct receipts, each recorded in the replay guard
+    t_bare_verify = per_call(lambda: vk.verify(message, signature), n)
+
+    print(f"\nReceipts ({len(sample.wire)} bytes; signed message {len(message)} bytes)")
+    print(f"  {'':26} {'ours':>14} {'bare PyNaCl':>14} {'ratio':>6}")
+    rows = [
+        ("sign (issue + encode)", t_sign, t_bare_sign),
+        ("verify (decode + checks)", t_verify, t_bare_verify),
+        ("sign + verify", t_sign + t_verify, t_bare_sign + t_bare_verify),
+    ]
+    ok = True
+    for name, ours, bare in rows:
+        ok &= ours / bare <= 1.5
+        print(f"  {name:26} {1 / ours:>9,.0f} /s {1 / bare:>9,.0f} /s {ours / bare:>5.2f}x")
+    print(f"    per receipt: sign {t_sign * 1e6:.1f} µs (bare {t_bare_sign * 1e6:.1f}), "
+          f"verify {t_verify * 1e6:.1f} µs (bare {t_bare_verify * 1e6:.1f})")
+    print(f"    target ratio <= 1.5 for each row: {verdict(ok)}")
+    return ok
+
+
+def bench_tree() -> None:
+    rng = random.Random(2)
+    root_issuer, delegator = Identity(b"\x01" * 32), Identity(b"\x04" * 32)
+    limits = ReceiptLimits(10_000_000_000, 100 << 20, 30.0, 1 << 20)
+    small = ReceiptLimits(10_000_000_000 // 64, 100 << 20, 30.0, 1 << 20)
+    now = 1_750_000_000.0
+    root = TaskBinding.of(job_id="job", task_id="t", module_cid=cid_of(b"m"), input_cid=cid_of(b"in"), limits=limits,
+                          issuer=root_issuer.peer_id)
+    kids = []
+    for i in range(64):
+        w = Identity(bytes([10 + i]) * 32)
+        b = TaskBinding.of(job_id="job", task_id=f"t.{i}", parent_task_id="t", module_cid=cid_of(b"m"),
+                           input_cid=cid_of(bytes([i])), limits=small, issuer=delegator.peer_id)
+        kids.append(ReceiptTree(issue_receipt(w, b, output_cid=cid_of(bytes([i, i])), fuel_used=1000, now=now - 1,
+                                              rng=rng)))
+    tree = delegate(delegator, root, kids, now=now, rng=rng)
+    config = VerifyConfig()
+    data = tree.encode()
+    t = per_call(lambda: verify_tree(ReceiptTree.decode(data, config), root, now, config), 30)
+    print(f"\nReceipt tree: 1 delegation over 64 execution receipts ({len(data):,} bytes): decode + verify "
+          f"{t * 1e3:.2f} ms, {t / 65 * 1e6:.1f} µs per receipt")
+
+
+def main() -> int:
+    ok = bench_merkle()
+    ok &= bench_receipts()
+    bench_tree()
+    print(f"\nall targets met: {ok}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

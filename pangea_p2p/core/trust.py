@@ -1,0 +1,214 @@
+"""Local trust scores and the adaptive replication policy they drive.
+
+Every peer keeps its own book of the workers it has dealt with, fed only by *verified* outcomes: a result
+that won a vote or passed a spot check (VALID), a result that lost a vote, failed a spot check or came with
+a forged receipt (INVALID), a replica that never answered (TIMEOUT). Results accepted without any check
+must not be reported as VALID, or a worker could build trust on work nobody looked at (BOINC counts only
+replicated jobs for the same reason).
+
+TrustBook, theory of operation.
+  State per peer: a score, the length of its current run of valid results, counts, and the time of the last
+  update. ``record(peer, outcome, now)`` first decays the score toward 0 with half-life ``half_life_s``
+  (old behaviour fades, both ways), then: VALID adds ``valid_gain`` and extends the run; INVALID drops the
+  score to ``min(score, 0) - invalid_penalty`` and resets the run to 0 (sharp: one wrong result wipes every
+  credit); TIMEOUT subtracts ``timeout_penalty`` and leaves the run alone (slow is not wrong).
+  The run does not decay: it counts checked work, and only a wrong result ends it.
+  Invariants: ``score_min <= score <= score_max``; at most ``peers_max`` peers are kept, the least recently
+  updated forgotten first — a forgotten peer is just a new peer again, which any peer can become anyway by
+  making a new key, so forgetting gives an attacker nothing a fresh identity would not.
+
+ReplicationPolicy decides per task, from the primary worker's record (BOINC adaptive replication, with
+Sarmenta's spot checks as the audit of unreplicated work):
+  - score below ``suspect_score``: ``replicas_suspect`` replicas (majority quorum);
+  - run shorter than ``trusted_after_valid``: ``replicas_untrusted`` replicas, all must agree;
+  - otherwise replicate with probability ``max(audit_probability_min, trusted_after_valid / run)`` — which
+    falls as the record grows — and else run once with ``spot_checks_trusted`` spot checks (when the
+    output is chunked). Any INVALID resets the run, so the next task is replicated again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pangea_p2p.core.verify.config import check_range, config_from_mapping
+from pangea_p2p.core.verify.voting import quorum_for
+from pangea_p2p.errors import ConfigError
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterable, Mapping
+
+
+class Outcome(enum.Enum):
+    VALID = "valid"
+    INVALID = "invalid"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class TrustConfig:
+    """Scores, decay and the replication policy."""
+
+    valid_gain: float = 1.0
+    invalid_penalty: float = 20.0
+    timeout_penalty: float = 0.5
+    score_min: float = -100.0
+    score_max: float = 100.0
+    half_life_s: float = 7 * 86400.0
+    peers_max: int = 100_000
+    trusted_after_valid: int = 10  # BOINC CONS_VALID_UNREPLICATED
+    suspect_score: float = -5.0
+    replicas_untrusted: int = 2
+    replicas_suspect: int = 3
+    audit_probability_min: float = 0.02
+    spot_checks_trusted: int = 3
+
+    def __post_init__(self) -> None:
+        check_range("valid_gain", self.valid_gain, 0.0, 1e6)
+        check_range("invalid_penalty", self.invalid_penalty, 0.0, 1e6)
+        check_range("timeout_penalty", self.timeout_penalty, 0.0, 1e6)
+        check_range("score_min", self.score_min, -1e9, 0.0)
+        check_range("score_max", self.score_max, 0.0, 1e9)
+        check_range("half_life_s", self.half_life_s, 1.0, 1e10)
+        check_range("peers_max", self.peers_max, 1, 10_000_000)
+        check_range("trusted_after_valid", self.trusted_after_valid, 1, 1_000_000)
+        check_range("suspect_score", self.suspect_score, self.score_min, 0.0)
+        check_range("replicas_untrusted", self.replicas_untrusted, 1, 64)
+        check_range("replicas_suspect", self.replicas_suspect, 1, 64)
+        check_range("audit_probability_min", self.audit_probability_min, 0.0, 1.0)
+        check_range("spot_checks_trusted", self.spot_checks_trusted, 0, 4096)
+        for name in ("peers_max", "trusted_after_valid", "replicas_untrusted", "replicas_suspect",
+                     "spot_checks_trusted"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(name, f"must be an integer, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, object], prefix: str = "trust") -> TrustConfig:
+        return config_from_mapping(cls, section, prefix)
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    score: float = 0.0
+    run: int = 0  # consecutive verified valid results since the last invalid one
+    valid: int = 0
+    invalid: int = 0
+    timeouts: int = 0
+    updated_s: float = 0.0
+
+
+class TrustBook:
+    """Local trust scores per peer (see the module docstring)."""
+
+    __slots__ = ("_peers", "config")
+
+    def __init__(self, config: TrustConfig | None = None) -> None:
+        self.config = config or TrustConfig()
+        self._peers: OrderedDict[str, PeerRecord] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, peer: str) -> bool:
+        return peer in self._peers
+
+    def record(self, peer: str, outcome: Outcome, now: float) -> PeerRecord:
+        """Feed one verified outcome; returns the peer's updated record (a copy)."""
+        cfg = self.config
+        rec = self._peers.get(peer)
+        if rec is None:
+            rec = PeerRecord(updated_s=now)
+            self._peers[peer] = rec
+            while len(self._peers) > cfg.peers_max:
+                self._peers.popitem(last=False)
+        else:
+            self._peers.move_to_end(peer)
+        rec.score = self._decayed(rec, now)
+        rec.updated_s = max(rec.updated_s, now)
+        if outcome is Outcome.VALID:
+            rec.score += cfg.valid_gain
+            rec.run += 1
+            rec.valid += 1
+        elif outcome is Outcome.INVALID:
+            rec.score = min(rec.score, 0.0) - cfg.invalid_penalty
+            rec.run = 0
+            rec.invalid += 1
+        else:
+            rec.score -= cfg.timeout_penalty
+            rec.timeouts += 1
+        rec.score = min(cfg.score_max, max(cfg.score_min, rec.score))
+        return PeerRecord(rec.score, rec.run, rec.valid, rec.invalid, rec.timeouts, rec.updated_s)
+
+    def score(self, peer: str, now: float) -> float:
+        """The peer's score decayed to ``now``; 0 for a peer never seen."""
+        rec = self._peers.get(peer)
+        return 0.0 if rec is None else self._decayed(rec, now)
+
+    def run(self, peer: str) -> int:
+        """Consecutive verified valid results of ``peer`` since its last invalid one."""
+        rec = self._peers.get(peer)
+        return 0 if rec is None else rec.run
+
+    def get(self, peer: str) -> PeerRecord | None:
+        rec = self._peers.get(peer)
+        return None if rec is None else PeerRecord(rec.score, rec.run, rec.valid, rec.invalid, rec.timeouts,
+                                                   rec.updated_s)
+
+    def rank(self, peers: Iterable[str], now: float) -> list[str]:
+        """``peers`` by decreasing score (ties by peer id, so the order is deterministic)."""
+        return sorted(peers, key=lambda p: (-self.score(p, now), p))
+
+    def _decayed(self, rec: PeerRecord, now: float) -> float:
+        elapsed = now - rec.updated_s
+        if elapsed <= 0.0:
+            return rec.score
+        return rec.score * float(0.5 ** (elapsed / self.config.half_life_s))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How to verify one task: run it on ``replicas`` workers needing ``quorum`` to agree, then spot-check
+    ``spot_checks`` chunks of the accepted output. ``why`` explains the choice to a user."""
+
+    replicas: int
+    quorum: int
+    spot_checks: int
+    why: str
+
+
+class ReplicationPolicy:
+    """Per-task replication and spot-check decisions from a TrustBook (see the module docstring)."""
+
+    __slots__ = ("book", "config")
+
+    def __init__(self, book: TrustBook) -> None:
+        self.book = book
+        self.config = book.config
+
+    def replicate_probability(self, peer: str, now: float) -> float:
+        """The chance that a task given to ``peer`` is replicated."""
+        cfg = self.config
+        if self.book.score(peer, now) < cfg.suspect_score or self.book.run(peer) < cfg.trusted_after_valid:
+            return 1.0
+        return max(cfg.audit_probability_min, cfg.trusted_after_valid / self.book.run(peer))
+
+    def plan(self, worker: str, now: float, rng: random.Random, *, chunks: int = 0, replicas_max: int = 64) -> Plan:
+        """The plan for a task whose primary worker is ``worker`` and whose output has ``chunks`` chunks."""
+        cfg = self.config
+        score, run = self.book.score(worker, now), self.book.run(worker)
+        if score < cfg.suspect_score:
+            n = min(cfg.replicas_suspect, replicas_max)
+            return Plan(n, quorum_for(n), 0, f"score {score:.1f} is below {cfg.suspect_score}: suspect")
+        if run < cfg.trusted_after_valid:
+            n = min(cfg.replicas_untrusted, replicas_max)
+            return Plan(n, quorum_for(n), 0, f"{run} verified results in a row, trust needs {cfg.trusted_after_valid}")
+        p = max(cfg.audit_probability_min, cfg.trusted_after_valid / run)
+        if rng.random() < p:
+            n = min(cfg.replicas_untrusted, replicas_max)
+            return Plan(n, quorum_for(n), 0, f"trusted ({run} in a row), replicated as an audit (p={p:.3f})")
+        k = min(cfg.spot_checks_trusted, chunks)
+        return Plan(1, 1, k, f"trusted ({run} in a row), not replicated (p={p:.3f}), {k} spot checks")

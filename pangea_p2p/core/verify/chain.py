@@ -1,0 +1,408 @@
+"""Receipt chains for hierarchical delegation, verified offline from the receipts alone.
+
+A peer that splits a task and delegates the parts does not run anything itself; when the parts come back it
+signs a *delegation receipt* over (a) the digests (SHA-256 of the encoded bytes) of its children's receipts,
+in order, and (b) the Merkle root over its children's *output commitments* — an execution receipt commits to
+its output's sha2-256 digest, a delegation receipt to its own children root — plus the fuel used, which must
+be the sum of its children's. A *receipt tree* is that receipt with its children's trees; its wire form is
+pre-order: ``u32 length | receipt bytes`` for each node, a delegation node's children right after it.
+
+``verify_tree`` walks the tree once and checks every node: signature and key, freshness (the root against
+``now`` and the replay guard; a child only for causality — not dated after its parent — since a part that
+finished hours before the rest is still good, and its binding ties it to this job and parent task), binding
+to its parent (same job and module, parent task id = the parent's task id, issuer = the parent's signer, distinct
+task ids among siblings), child digests, the children root, the fuel sum, the children's fuel budgets summing
+to at most the parent's, and that no receipt appears twice (REPLAYED). A peer appearing twice on one path
+from the submitter (who issued the root task) down to a leaf is a DELEGATION_CYCLE. Depth, node count,
+children per node and encoded size are bounded by VerifyConfig. The root must match the binding the
+submitter issued; the result lists the verified execution receipts in output order.
+
+What a tree cannot prove: that the split of the input into the children's inputs is right, or that the
+merged output is (the submitter merges, or spot-checks; see spotcheck.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pangea_p2p.core.verify.merkle import MerkleTree
+from pangea_p2p.core.verify.receipts import (
+    CHILDREN_WIRE_MAX,
+    DIGEST_BYTES,
+    DOMAIN_TAG,
+    NONCE_BYTES,
+    Reader,
+    Receipt,
+    ReceiptKind,
+    ReplayGuard,
+    TaskBinding,
+    check_binding,
+    check_freshness,
+    check_fuel,
+    check_header,
+    check_signature,
+    decode_common,
+    decode_receipt,
+    encode_common,
+    encode_ids,
+    malformed,
+    signer_problem,
+)
+from pangea_p2p.errors import LocalProtocolError, RejectReason, VerificationError
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Sequence
+
+    from pangea_p2p.core.identity import Identity
+    from pangea_p2p.core.verify.config import VerifyConfig
+
+_DELEGATION_TAIL = struct.Struct(">32sH")  # children root, child count
+_LENGTH = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class DelegationReceipt:
+    """A delegator's signed statement: 'this task was done by these children, with these outputs'."""
+
+    binding: TaskBinding
+    children_root: bytes  # Merkle root over the children's commitments, in child order
+    children: tuple[bytes, ...]  # SHA-256 of each child's encoded receipt, in child order
+    fuel_used: int  # the sum of the children's fuel_used
+    delegator: str  # peer id of the signer
+    issued_at_s: float
+    nonce: bytes
+    public_key: bytes
+    signature: bytes = field(repr=False)
+
+    kind = ReceiptKind.DELEGATION
+
+    def __post_init__(self) -> None:
+        problem = signer_problem(self.delegator, self.issued_at_s, self.nonce, self.public_key, self.fuel_used)
+        if problem is None and len(self.children_root) != DIGEST_BYTES:
+            problem = "children_root is 32 bytes"
+        if problem is None and not 1 <= len(self.children) <= CHILDREN_WIRE_MAX:
+            problem = f"a delegation has 1-{CHILDREN_WIRE_MAX} children, got {len(self.children)}"
+        if problem is None and any(len(d) != DIGEST_BYTES for d in self.children):
+            problem = "child digests are 32 bytes"
+        if problem is not None:
+            raise LocalProtocolError(problem)
+
+    @property
+    def signer(self) -> str:
+        return self.delegator
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+    @property
+    def commitment(self) -> bytes:
+        """What a parent delegation's Merkle tree commits to for this child: the children root."""
+        return self.children_root
+
+    @functools.cached_property
+    def body(self) -> bytes:
+        b = self.binding
+        return (
+            encode_common(ReceiptKind.DELEGATION, b, self.nonce, self.issued_at_s, self.fuel_used, self.public_key)
+            + _DELEGATION_TAIL.pack(self.children_root, len(self.children))
+            + b"".join(self.children)
+            + encode_ids(b, self.delegator)
+        )
+
+    @functools.cached_property
+    def wire(self) -> bytes:
+        return self.body + self.signature
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.wire).digest()
+
+    @property
+    def replay_key(self) -> bytes:
+        return self.nonce + self.delegator.encode("ascii")
+
+
+AnyReceipt = Receipt | DelegationReceipt
+
+
+def decode_delegation(data: bytes, what: str = "receipt") -> DelegationReceipt:
+    """Parse a delegation receipt from a peer; VerificationError(MALFORMED) names the wrong field."""
+    if check_header(data, what) is not ReceiptKind.DELEGATION:
+        raise malformed(f"{what} is an execution receipt, expected a delegation receipt")
+    rd = Reader(data, what)
+    (nonce, issued_at_s, fuel_used, public_key), limits, module_d, input_d = decode_common(rd)
+    children_root, count = rd.unpack(_DELEGATION_TAIL, "children")
+    if count == 0:
+        raise malformed(f"{what} delegates to no children")
+    raw = rd.take(count * DIGEST_BYTES, "child digests")
+    children = tuple(raw[i : i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES))
+    job_id, task_id, parent_task_id, delegator, issuer = rd.ids()
+    body, signature = rd.signature()
+    try:
+        binding = TaskBinding(job_id, task_id, parent_task_id, module_d, input_d, limits, issuer)
+        receipt = DelegationReceipt(
+            binding, children_root, children, fuel_used, delegator, issued_at_s, nonce, public_key, signature
+        )
+    except LocalProtocolError as exc:
+        raise malformed(f"{what}: {exc}") from None
+    receipt.__dict__["body"] = body
+    receipt.__dict__["wire"] = data
+    return receipt
+
+
+def decode_any(data: bytes | bytearray | memoryview, what: str = "receipt") -> AnyReceipt:
+    """Parse a receipt of either kind."""
+    data = bytes(data)
+    if check_header(data, what) is ReceiptKind.EXECUTION:
+        return decode_receipt(data, what)
+    return decode_delegation(data, what)
+
+
+@dataclass(frozen=True)
+class ReceiptTree:
+    """A receipt and, for a delegation receipt, its children's trees in order."""
+
+    receipt: AnyReceipt
+    children: tuple[ReceiptTree, ...] = ()
+
+    def encode(self) -> bytes:
+        """Pre-order ``u32 length | receipt`` records (protocols/receipt.md §3)."""
+        parts: list[bytes] = []
+        stack: list[ReceiptTree] = [self]
+        while stack:
+            node = stack.pop()
+            wire = node.receipt.wire
+            parts.append(_LENGTH.pack(len(wire)))
+            parts.append(wire)
+            stack.extend(reversed(node.children))
+        return b"".join(parts)
+
+    @staticmethod
+    def decode(data: bytes | bytearray | memoryview, config: VerifyConfig) -> ReceiptTree:
+        """Parse a tree from a peer, within the config's bounds (MALFORMED or LIMIT_EXCEEDED)."""
+        data = bytes(data)
+        if len(data) > config.tree_bytes_max:
+            raise VerificationError(
+                RejectReason.LIMIT_EXCEEDED, f"receipt tree is {len(data)} bytes, the limit is {config.tree_bytes_max}"
+            )
+        parser = _TreeParser(data, config)
+        tree = parser.node("root", 0)
+        if parser.pos != len(data):
+            raise malformed(f"receipt tree has {len(data) - parser.pos} bytes after its last receipt")
+        return tree
+
+    def receipts(self) -> int:
+        return 1 + sum(c.receipts() for c in self.children)
+
+
+class _TreeParser:
+    __slots__ = ("config", "count", "data", "pos")
+
+    def __init__(self, data: bytes, config: VerifyConfig) -> None:
+        self.data = data
+        self.config = config
+        self.pos = 0
+        self.count = 0
+
+    def node(self, where: str, depth: int) -> ReceiptTree:
+        what = f"receipt {where}"
+        if depth > self.config.tree_depth_max:
+            raise VerificationError(
+                RejectReason.LIMIT_EXCEEDED, f"{what} is {depth} levels deep, the limit is {self.config.tree_depth_max}"
+            )
+        self.count += 1
+        if self.count > self.config.tree_receipts_max:
+            raise VerificationError(
+                RejectReason.LIMIT_EXCEEDED, f"receipt tree has more than {self.config.tree_receipts_max} receipts"
+            )
+        if self.pos + _LENGTH.size > len(self.data):
+            raise malformed(f"receipt tree ends before {what}")
+        (length,) = _LENGTH.unpack_from(self.data, self.pos)
+        start = self.pos + _LENGTH.size
+        if start + length > len(self.data):
+            raise malformed(f"{what} announces {length} bytes, only {len(self.data) - start} remain")
+        self.pos = start + length
+        receipt = decode_any(self.data[start : self.pos], what)
+        if isinstance(receipt, Receipt):
+            return ReceiptTree(receipt)
+        if len(receipt.children) > self.config.children_max:
+            raise VerificationError(
+                RejectReason.LIMIT_EXCEEDED,
+                f"{what} has {len(receipt.children)} children, the limit is {self.config.children_max}",
+            )
+        kids = tuple(self.node(f"{where}/{i}", depth + 1) for i in range(len(receipt.children)))
+        return ReceiptTree(receipt, kids)
+
+
+def children_root(children: Sequence[ReceiptTree]) -> bytes:
+    """The Merkle root over the children's commitments, in order."""
+    return MerkleTree.from_chunks([c.receipt.commitment for c in children]).root
+
+
+def delegate(
+    identity: Identity, binding: TaskBinding, children: Sequence[ReceiptTree], *, now: float, rng: random.Random
+) -> ReceiptTree:
+    """Sign a delegation receipt over ``children`` (each already verified by the caller with verify_tree
+    against the binding it issued) and return the tree the parent will verify."""
+    if not children:
+        raise LocalProtocolError("a delegation receipt needs at least one child")
+    receipt = DelegationReceipt(
+        binding, children_root(children), tuple(c.receipt.digest for c in children),
+        sum(c.receipt.fuel_used for c in children), identity.peer_id, float(now), rng.randbytes(NONCE_BYTES),
+        identity.public_key, b"",
+    )
+    object.__setattr__(receipt, "signature", identity.sign(DOMAIN_TAG + receipt.body))  # before it escapes
+    return ReceiptTree(receipt, tuple(children))
+
+
+@dataclass(frozen=True)
+class VerifiedTree:
+    """What a verified tree proves."""
+
+    root: AnyReceipt
+    leaves: tuple[Receipt, ...]  # the execution receipts, in output order
+    fuel_used: int
+    signers: frozenset[str]
+    receipts: int
+
+    @property
+    def commitment(self) -> bytes:
+        return self.root.commitment
+
+
+@dataclass
+class _Walk:
+    config: VerifyConfig
+    now: float
+    guard: ReplayGuard | None
+    seen: dict[bytes, tuple[str, float]] = field(default_factory=dict)  # replay key -> (where, issued_at_s)
+    leaves: list[Receipt] = field(default_factory=list)
+    signers: set[str] = field(default_factory=set)
+    count: int = 0
+
+
+def verify_tree(
+    tree: ReceiptTree, expected: TaskBinding, now: float, config: VerifyConfig, *, guard: ReplayGuard | None = None
+) -> VerifiedTree:
+    """Verify a whole receipt tree offline against the binding of the root task; VerificationError names the
+    failing receipt by its path ("receipt root/1/0") and the reason. ``guard`` records every receipt of
+    the tree, only when the whole tree passed."""
+    walk = _Walk(config, now, guard)
+    _verify_node(walk, tree, expected, (expected.issuer,), "root", 0)
+    if guard is not None:
+        for key, (_, issued_at_s) in walk.seen.items():
+            guard.record(key, issued_at_s, now)
+    return VerifiedTree(tree.receipt, tuple(walk.leaves), tree.receipt.fuel_used, frozenset(walk.signers), walk.count)
+
+
+def _verify_node(
+    walk: _Walk, node: ReceiptTree, parent: DelegationReceipt | TaskBinding, path: tuple[str, ...], where: str,
+    depth: int,
+) -> None:
+    """``parent``: the delegation receipt over this node, or for the root the binding the submitter issued."""
+    r = node.receipt
+    what = f"receipt {where}"
+    config = walk.config
+    walk.count += 1
+    if walk.count > config.tree_receipts_max or depth > config.tree_depth_max:
+        raise VerificationError(
+            RejectReason.LIMIT_EXCEEDED,
+            f"{what}: the tree is deeper than {config.tree_depth_max} or larger than {config.tree_receipts_max}",
+        )
+    if r.signer in path:
+        raise VerificationError(
+            RejectReason.DELEGATION_CYCLE, f"{what} is signed by {r.signer}, who is already on its delegation path"
+        )
+    check_signature(r.signer, r.public_key, r.body, r.signature, what)
+    if isinstance(parent, TaskBinding):
+        check_binding(r.binding, parent, what)
+    else:
+        _check_child_binding(r, parent, what)
+    check_fuel(r.fuel_used, r.binding.limits, what)
+    if isinstance(parent, TaskBinding):
+        check_freshness(r.issued_at_s, walk.now, config, what)
+    elif r.issued_at_s > parent.issued_at_s + config.clock_skew_max_s:
+        raise VerificationError(RejectReason.FROM_FUTURE, f"{what} is dated after the delegation receipt over it")
+    _check_not_replayed(walk, r, what, is_root=isinstance(parent, TaskBinding))
+    walk.signers.add(r.signer)
+    if isinstance(r, Receipt):
+        if isinstance(parent, DelegationReceipt) and r.failure is not None:
+            raise VerificationError(
+                RejectReason.BINDING_MISMATCH, f"{what} reports {r.failure.name}; a delegation may only include results"
+            )
+        walk.leaves.append(r)
+        return
+    _check_children(node, r, what, config)
+    for i, child in enumerate(node.children):
+        _verify_node(walk, child, r, (*path, r.signer), f"{where}/{i}", depth + 1)
+
+
+def _check_not_replayed(walk: _Walk, r: AnyReceipt, what: str, *, is_root: bool) -> None:
+    key = r.replay_key
+    if key in walk.seen:
+        raise VerificationError(
+            RejectReason.REPLAYED, f"{what} appears twice in the tree (also at {walk.seen[key][0]})"
+        )
+    if walk.guard is not None:
+        if is_root:
+            walk.guard.check(key, r.issued_at_s, what)
+        elif key in walk.guard:  # old children are fine (see above); only a remembered one is a replay
+            raise VerificationError(RejectReason.REPLAYED, f"{what} was already accepted in another tree")
+    walk.seen[key] = (what.removeprefix("receipt "), r.issued_at_s)
+
+
+def _check_child_binding(r: AnyReceipt, parent: DelegationReceipt, what: str) -> None:
+    b, pb = r.binding, parent.binding
+    if b.module_digest != pb.module_digest:
+        raise VerificationError(
+            RejectReason.CID_MISMATCH, f"{what} ran module {b.module_cid}, its parent delegated {pb.module_cid}"
+        )
+    for mine, theirs, name in (
+        (b.job_id, pb.job_id, "job_id"),
+        (b.parent_task_id, pb.task_id, "parent_task_id"),
+        (b.issuer, parent.delegator, "issuer"),
+    ):
+        if mine != theirs:
+            raise VerificationError(RejectReason.BINDING_MISMATCH, f"{what} has {name} {mine!r}, expected {theirs!r}")
+
+
+def _check_children(node: ReceiptTree, r: DelegationReceipt, what: str, config: VerifyConfig) -> None:
+    kids = node.children
+    if len(kids) != len(r.children):
+        raise malformed(f"{what} names {len(r.children)} children, the tree holds {len(kids)}")
+    if len(kids) > config.children_max:
+        raise VerificationError(
+            RejectReason.LIMIT_EXCEEDED, f"{what} has {len(kids)} children, the limit is {config.children_max}"
+        )
+    if len(set(r.children)) != len(r.children):
+        raise VerificationError(RejectReason.REPLAYED, f"{what} names the same child receipt twice")
+    task_ids: set[str] = set()
+    for i, (kid, digest) in enumerate(zip(kids, r.children, strict=True)):
+        if kid.receipt.digest != digest:
+            raise VerificationError(
+                RejectReason.CID_MISMATCH, f"{what}: child {i} is not the receipt the delegator signed over"
+            )
+        if kid.receipt.binding.task_id in task_ids:
+            raise VerificationError(
+                RejectReason.BINDING_MISMATCH, f"{what}: two children have task id {kid.receipt.binding.task_id!r}"
+            )
+        task_ids.add(kid.receipt.binding.task_id)
+    if children_root(kids) != r.children_root:
+        raise VerificationError(RejectReason.PROOF_INVALID, f"{what}: children root does not match its children")
+    fuel = sum(k.receipt.fuel_used for k in kids)
+    if fuel != r.fuel_used:
+        raise VerificationError(
+            RejectReason.BINDING_MISMATCH, f"{what} claims {r.fuel_used} fuel, its children used {fuel}"
+        )
+    budget = sum(k.receipt.binding.limits.fuel_max for k in kids)
+    if budget > r.binding.limits.fuel_max:
+        raise VerificationError(
+            RejectReason.LIMIT_EXCEEDED,
+            f"{what} gave its children {budget} fuel in total, more than its own budget {r.binding.limits.fuel_max}",
+        )

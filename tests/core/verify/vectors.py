@@ -1,0 +1,91 @@
+"""The worked examples of protocols/receipt.md §8, built from the inputs the document lists."""
+
+from __future__ import annotations
+
+import random
+
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.verify.chain import ReceiptTree, delegate
+from pangea_p2p.core.verify.commit_reveal import commitment
+from pangea_p2p.core.verify.merkle import MerkleTree
+from pangea_p2p.core.verify.receipts import Receipt, ReceiptLimits, TaskBinding, issue_receipt
+from pangea_p2p.core.verify.voting import Claim
+
+
+class FixedNonces(random.Random):
+    """An rng whose randbytes hands out 00 01 02 .. 0f, then 10 11 .. 1f, and so on."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.next = 0
+
+    def randbytes(self, n: int) -> bytes:
+        out = bytes((self.next + i) % 256 for i in range(n))
+        self.next += n
+        return out
+
+
+SUBMITTER = Identity(bytes([1]) * 32)
+WORKER = Identity(bytes([2]) * 32)
+WORKER_B = Identity(bytes([3]) * 32)
+DELEGATOR = Identity(bytes([4]) * 32)
+LIMITS = ReceiptLimits(fuel_max=10_000_000_000, memory_bytes_max=104_857_600, wall_time_s=30.0,
+                       output_bytes_max=1_048_576)
+ISSUED_AT_S = 1_750_000_000.0
+
+
+def execution_receipt() -> Receipt:
+    b = TaskBinding.of(job_id="job-1", task_id="t0", module_cid=cid_of(b"module"), input_cid=cid_of(b"input"),
+                       limits=LIMITS, issuer=SUBMITTER.peer_id)
+    tree = MerkleTree.from_chunks([b"out", b"put"])
+    return issue_receipt(WORKER, b, output_cid=cid_of(b"output"), fuel_used=12345, now=ISSUED_AT_S,
+                         rng=FixedNonces(), output_root=tree.root, output_chunks=2)
+
+
+def delegation_tree() -> ReceiptTree:
+    half = ReceiptLimits(5_000_000_000, LIMITS.memory_bytes_max, LIMITS.wall_time_s, LIMITS.output_bytes_max)
+    root = TaskBinding.of(job_id="job-1", task_id="t1", module_cid=cid_of(b"module"), input_cid=cid_of(b"ab"),
+                          limits=LIMITS, issuer=SUBMITTER.peer_id)
+    rng = FixedNonces()
+    kids = []
+    for i, (worker, part) in enumerate([(WORKER, b"a"), (WORKER_B, b"b")]):
+        b = TaskBinding.of(job_id="job-1", task_id=f"t1.{i}", parent_task_id="t1", module_cid=cid_of(b"module"),
+                           input_cid=cid_of(part), limits=half, issuer=DELEGATOR.peer_id)
+        kids.append(ReceiptTree(issue_receipt(worker, b, output_cid=cid_of(part.upper()), fuel_used=100 + i,
+                                              now=ISSUED_AT_S - 10, rng=rng)))
+    return delegate(DELEGATOR, root, kids, now=ISSUED_AT_S, rng=rng)
+
+
+def commit_vector() -> bytes:
+    claim = Claim(bytes.fromhex(cid_hex(cid_of(b"output"))), 12345)
+    return commitment("job-1", "t0", claim, WORKER.peer_id, bytes(range(16)))
+
+
+def cid_hex(cid: str) -> str:
+    from pangea_p2p.core.cid import parse_cid
+
+    return parse_cid(cid).hex()
+
+
+def all_vectors() -> dict[str, str]:
+    r = execution_receipt()
+    tree = delegation_tree()
+    three = MerkleTree.from_chunks([b"a", b"b", b"c"])
+    return {
+        "worker-peer-id": WORKER.peer_id,
+        "issuer-peer-id": SUBMITTER.peer_id,
+        "merkle-root-out-put": MerkleTree.from_chunks([b"out", b"put"]).root.hex(),
+        "merkle-root-a-b-c": three.root.hex(),
+        "merkle-proof-c-of-a-b-c": three.proof(2).encode().hex(),
+        "execution-receipt": r.wire.hex(),
+        "execution-receipt-digest": r.digest.hex(),
+        "delegation-receipt": tree.receipt.wire.hex(),
+        "receipt-tree": tree.encode().hex(),
+        "commitment": commit_vector().hex(),
+    }
+
+
+if __name__ == "__main__":
+    for name, value in all_vectors().items():
+        print(name, value)
