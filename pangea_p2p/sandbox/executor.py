@@ -172,6 +172,10 @@ class Executor:
         """True when ``cid`` is compiled here (or known to be refused), so its bytes are not needed."""
         return cid in self._modules or cid in self._rejected
 
+    def is_compiled(self, cid: str) -> bool:
+        """True when ``cid`` is in the compiled-module cache."""
+        return cid in self._modules
+
     def compiled_cids(self) -> list[str]:
         """The CIDs in the compiled-module cache, least recently used first."""
         return list(self._modules)
