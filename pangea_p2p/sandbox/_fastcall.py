@@ -49,7 +49,7 @@ def export_at(ctx: Any, instance: Any, index: int) -> Any:
 
 
 def _call(ctx: Any, func: Any, params: Any, nparams: int) -> int:
-    results = _Args1()
+    results: Any = _Args1()
     trap = _TrapPtr()
     error = ffi.wasmtime_func_call(ctx, byref(func), params, nparams, results, 1, byref(trap))
     if error:
@@ -66,7 +66,7 @@ def _call(ctx: Any, func: Any, params: Any, nparams: int) -> int:
 
 def call_i32(ctx: Any, func: Any, a: int) -> int:
     """``func(a)`` for a function of type (i32) -> i32 or i64; the result as a signed int."""
-    params = _Args1()
+    params: Any = _Args1()
     params[0].kind = _I32
     params[0].of.i32 = a
     return _call(ctx, func, params, 1)
@@ -74,7 +74,7 @@ def call_i32(ctx: Any, func: Any, a: int) -> int:
 
 def call_i32_i32(ctx: Any, func: Any, a: int, b: int) -> int:
     """``func(a, b)`` for a function of type (i32, i32) -> i32 or i64; the result as a signed int."""
-    params = _Args2()
+    params: Any = _Args2()
     params[0].kind = _I32
     params[0].of.i32 = a
     params[1].kind = _I32

@@ -22,12 +22,16 @@ import os
 import stat
 import threading
 from importlib import metadata
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasmtime import Config, Engine, Module, WasmtimeError
 
 from pangea_p2p.errors import ConfigError
-from pangea_p2p.sandbox.config import SandboxConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pangea_p2p.sandbox.config import SandboxConfig
 
 DISK_CACHE_FILES_MAX = 1024
 CWASM_BYTES_MAX = 512 * 1024 * 1024

@@ -21,8 +21,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wasmtime import FuncType, InstancePre, Linker, MemoryType, Module, Store, Trap, TrapCode, ValType, WasmtimeError
 
@@ -38,6 +37,9 @@ from pangea_p2p.sandbox import _fastcall as fc
 from pangea_p2p.sandbox.config import WASM_PAGE_BYTES, SandboxConfig, SandboxLimits
 from pangea_p2p.sandbox.engine import DiskCache, EpochTicker, engine_fingerprint, make_engine
 from pangea_p2p.sandbox.result import SandboxResult
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 WASM_MAGIC = b"\x00asm"
 TABLE_ELEMENTS_MAX = 100_000

@@ -30,10 +30,9 @@ import subprocess
 import sys
 import tempfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import trio
 
@@ -49,6 +48,9 @@ from pangea_p2p.sandbox.wire import (
     decode_response,
     encode_request_head,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class SandboxStats:
     completed: int
     crashed: int
     spawned: int
+    modules_sent: int
 
 
 class _Worker:
@@ -97,7 +100,8 @@ class _Worker:
     def __init__(self, process: trio.Process, stderr: IO[bytes], cache_entries: int) -> None:
         self.process = process
         self._stderr = stderr
-        assert process.stdin is not None and process.stdout is not None
+        assert process.stdin is not None
+        assert process.stdout is not None
         self._stdin = process.stdin
         self._stdout = process.stdout
         self._buf = bytearray()
@@ -124,7 +128,7 @@ class _Worker:
         del self._buf[:n]
         return out
 
-    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+    async def _send(self, data: bytes | memoryview) -> None:
         try:
             await self._stdin.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -137,7 +141,7 @@ class _Worker:
             await self._send(head + bytes(job.data))
         else:
             await self._send(head)
-            await self._send(job.data)
+            await self._send(job.data if isinstance(job.data, bytes | memoryview) else memoryview(job.data))
         rhead = await self.read_exactly(RESPONSE.size)
         status, flags, tk_len, payload_len = rhead[0], rhead[1], int.from_bytes(rhead[2:4], "little"), \
             int.from_bytes(rhead[4:8], "little")
@@ -222,6 +226,7 @@ class Sandbox:
         self._completed = 0
         self._crashed = 0
         self._spawned = 0
+        self._modules_sent = 0
         self._closed = False
         self._verifier = BytesVerifier()
         self._worker_started = trio.Event()
@@ -265,7 +270,7 @@ class Sandbox:
 
     def stats(self) -> SandboxStats:
         return SandboxStats(len(self._workers), self._busy, self._receive.statistics().current_buffer_used,
-                            self._completed, self._crashed, self._spawned)
+                            self._completed, self._crashed, self._spawned, self._modules_sent)
 
     # -- internals -----------------------------------------------------------------------------------------
 
@@ -365,8 +370,10 @@ class Sandbox:
         result: SandboxResult | None = None
         with trio.move_on_after(job.limits.wall_time_s + grace) as scope:
             try:
+                self._modules_sent += send_module
                 result = await worker.request(job, send_module)
                 if result is None:
+                    self._modules_sent += 1
                     result = await worker.request(job, True)
             except _WorkerGone:
                 result = None

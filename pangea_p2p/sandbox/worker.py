@@ -8,6 +8,7 @@ SIGINT is ignored: the pool decides when workers stop (a Ctrl-C in a terminal re
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -85,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     config = SandboxConfig.from_json(args[0])
     out_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
-    try:
+    with contextlib.suppress(BrokenPipeError, _Closed):
         serve(config, 0, out_fd)
-    except (BrokenPipeError, _Closed):
-        pass
     return 0
 
 
