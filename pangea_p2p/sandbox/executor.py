@@ -133,13 +133,14 @@ def check_abi(module: Module) -> tuple[int, int, int]:
     return indices["memory"], indices["alloc"], indices["run"]
 
 
-def _first_line(text: str) -> str:
-    """The line of a wasmtime error that says what happened (the first cause, without backtrace noise)."""
+def _first_line(text: str, deepest: bool = False) -> str:
+    """The line of a wasmtime error that says what happened: the first (or deepest) cause, without noise."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = lines[0] if lines else "unknown error"
     for i, candidate in enumerate(lines):
         if candidate.startswith("Caused by:") and i + 1 < len(lines):
-            line = lines[i + 1]
+            causes = lines[i + 1:]
+            line = causes[-1] if deepest else causes[0]
             break
     return " ".join(re.sub(r"^(\d+:\s*)?(wasm trap:\s*)?", "", line).split())[:300]
 
@@ -219,7 +220,7 @@ class Executor:
             try:
                 module = Module(self.engine, module_bytes)
             except WasmtimeError as exc:
-                raise InvalidModule(f"invalid WebAssembly module: {_first_line(str(exc))}") from None
+                raise InvalidModule(f"invalid WebAssembly module: {_first_line(str(exc), deepest=True)}") from None
         memory_index, alloc_index, run_index = check_abi(module)
         pre = Linker(self.engine).instantiate_pre(module)
         if compiled_here and self._disk is not None:
