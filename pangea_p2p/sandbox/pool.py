@@ -50,7 +50,7 @@ from pangea_p2p.sandbox.wire import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class Sandbox:
         self._modules_sent = 0
         self._closed = False
         self._verifier = BytesVerifier()
-        self._worker_started = trio.Event()
+        self._changed = trio.Event()
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -249,6 +249,7 @@ class Sandbox:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return SandboxResult.failed(FailureKind.CANCELLED, "sandbox is closed")
         self._pending.add(job)
+        self._notify()
         try:
             await job.done.wait()
         except BaseException:
@@ -261,8 +262,16 @@ class Sandbox:
 
     async def wait_ready(self) -> None:
         """Wait until every worker process has started (the pool also works while they start)."""
-        while len(self.worker_pids()) < self.config.workers:
-            await self._worker_started.wait()
+        await self.wait_until(lambda: len(self.worker_pids()) >= self.config.workers)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds, re-checking whenever the pool's state (``stats()``) changes."""
+        while not condition():
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for monitoring and tests)."""
@@ -317,8 +326,7 @@ class Sandbox:
             raise
         self._workers[slot] = worker
         self._spawned += 1
-        self._worker_started.set()
-        self._worker_started = trio.Event()
+        self._notify()
         return worker
 
     async def _slot_loop(self, slot: int) -> None:
@@ -350,6 +358,7 @@ class Sandbox:
                 if not worker.alive():
                     continue  # died while idle: run the job on a replacement
                 self._busy += 1
+                self._notify()
                 try:
                     result = await self._execute(worker, job)
                 finally:
@@ -357,6 +366,7 @@ class Sandbox:
                 self._completed += 1
                 job.finish(result)
                 job = None
+                self._notify()
         finally:
             if job is not None:
                 job.finish(SandboxResult.failed(FailureKind.CANCELLED, "sandbox closed before the task ran"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from wasmtime import wat2wasm
@@ -11,6 +11,9 @@ from wasmtime import wat2wasm
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.guests import load_guest
 from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits, SandboxResult
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def u32(n: int) -> bytes:

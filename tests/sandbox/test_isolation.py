@@ -18,7 +18,8 @@ ABI = """
 
 # One import per way out of the sandbox: each must be refused before anything runs.
 ESCAPES = {
-    "filesystem": '(import "wasi_snapshot_preview1" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))',
+    "filesystem": '(import "wasi_snapshot_preview1" "path_open" '
+                  '(func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))',
     "filesystem_read": '(import "wasi_snapshot_preview1" "fd_read" (func (param i32 i32 i32 i32) (result i32)))',
     "network": '(import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32)))',
     "network_send": '(import "wasi_snapshot_preview1" "sock_send" (func (param i32 i32 i32 i32 i32) (result i32)))',

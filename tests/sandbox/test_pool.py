@@ -14,11 +14,10 @@ from pangea_p2p.sandbox import SandboxConfig, SandboxLimits, open_sandbox
 from tests.sandbox.conftest import guest, u32
 
 
-async def wait_for(condition, timeout_s: float = 10.0) -> None:
-    """Wait until ``condition()`` is true, failing after ``timeout_s`` (a deadline, not a sleep)."""
+async def wait_for(sandbox, condition, timeout_s: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (re-checked on every pool state change), failing after ``timeout_s``."""
     with trio.fail_after(timeout_s):
-        while not condition():
-            await trio.sleep(0.001)
+        await sandbox.wait_until(condition)
 
 
 async def test_pool_runs_tasks_in_worker_processes():
@@ -92,7 +91,7 @@ async def test_a_killed_worker_fails_its_task_and_is_replaced():
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(victim)
-            await wait_for(lambda: sandbox.stats().busy == 1)
+            await wait_for(sandbox, lambda: sandbox.stats().busy == 1)
             os.kill(old_pid, signal.SIGKILL)
         (result,) = outcome
         assert result.failure is not None
@@ -110,7 +109,9 @@ async def test_a_worker_that_died_while_idle_is_replaced_before_the_next_task():
         await sandbox.wait_ready()
         (old_pid,) = sandbox.worker_pids()
         os.kill(old_pid, signal.SIGKILL)
-        await wait_for(lambda: sandbox.worker_pids() != [old_pid])
+        with trio.fail_after(10):
+            await next(iter(sandbox._workers.values())).process.wait()
+        assert sandbox.worker_pids() == []
         assert (await sandbox.run(cid, module, b"fine")).unwrap() == b"fine"
         assert sandbox.worker_pids() != [old_pid]
 
@@ -137,7 +138,7 @@ async def test_cancelling_the_caller_does_not_leak_or_kill_the_worker():
         pids = sandbox.worker_pids()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sandbox.run, loop_cid, loop_mod, b"", SandboxLimits(wall_time_s=0.3))
-            await wait_for(lambda: sandbox.stats().busy == 1)
+            await wait_for(sandbox, lambda: sandbox.stats().busy == 1)
             nursery.cancel_scope.cancel()
         # the abandoned task finishes within its own limit; then the same worker serves the next one
         assert (await sandbox.run(cid, module, b"after")).unwrap() == b"after"
@@ -152,7 +153,7 @@ async def test_queue_is_bounded():
         async with trio.open_nursery() as nursery:
             for _ in range(2):
                 nursery.start_soon(sandbox.run, loop_cid, loop_mod, b"", SandboxLimits(wall_time_s=0.3))
-            await wait_for(lambda: sandbox.stats().busy == 1 and sandbox.stats().queued == 1)
+            await wait_for(sandbox, lambda: sandbox.stats().busy == 1 and sandbox.stats().queued == 1)
             refused = await sandbox.run(loop_cid, loop_mod, b"", SandboxLimits(wall_time_s=0.3))
             assert refused.failure is not None
             assert refused.failure.kind is FailureKind.REJECTED
@@ -171,7 +172,7 @@ async def test_closing_the_sandbox_finishes_waiting_callers_as_cancelled():
                 outcome.append(await sandbox.run(loop_cid, loop_mod, b"", SandboxLimits(wall_time_s=20.0)))
 
             outer.start_soon(caller)
-            await wait_for(lambda: sandbox.stats().busy == 1)
+            await wait_for(sandbox, lambda: sandbox.stats().busy == 1)
         pids_after_close = sandbox.worker_pids()
     assert outcome[0].failure is not None
     assert outcome[0].failure.kind is FailureKind.CANCELLED
