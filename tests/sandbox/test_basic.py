@@ -85,12 +85,13 @@ def _reference_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def test_matmul_block_matches_documented_order_bit_for_bit_and_numpy_closely(executor):
-    rng = np.random.default_rng(7)
-    a, b = rng.standard_normal((8, 64)), rng.standard_normal((64, 8))
+@pytest.mark.parametrize(("m", "k", "n"), [(8, 64, 8), (7, 33, 5), (1, 1, 1), (6, 512, 3)])
+def test_matmul_block_matches_documented_order_bit_for_bit_and_numpy_closely(executor, m, k, n):
+    rng = np.random.default_rng(m * 1000 + k + n)
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
     out = run_guest(executor, "matmul_block", _matmul_input(a, b)).unwrap()
-    assert struct.unpack("<IIII", out[:16]) == (8, 8, 0, 0)
-    c = np.frombuffer(out[16:], "<f8").reshape(8, 8)
+    assert struct.unpack("<IIII", out[:16]) == (m, n, 0, 0)
+    c = np.frombuffer(out[16:], "<f8").reshape(m, n)
     assert c.tobytes() == _reference_block(a, b).tobytes()
     np.testing.assert_allclose(c, a @ b, rtol=1e-12, atol=1e-12)
 
