@@ -11,7 +11,9 @@ A slot's states: SPAWNING (start a worker, wait for its READY) -> IDLE (wait for
 sent, awaiting the response with ``trio.lowlevel``-backed pipe streams, never blocking the event loop)
 -> IDLE. A worker that dies (EOF or a broken pipe) or overruns its task's wall time plus a grace period is
 killed and reaped, its task is finished as WORKER_CRASHED (or TIMEOUT), and the slot spawns a replacement.
-A job taken while the worker is already found dead is kept and run on the replacement.
+A job taken while the worker is already found dead is kept and run on the replacement. A slot whose
+worker cannot start fails the next queued job (WORKER_CRASHED, with the reason) instead of leaving it
+waiting, and tries again.
 
 Invariants: every job put in the queue is finished exactly once (by a slot, or by ``close`` with
 CANCELLED); a caller that is cancelled while waiting marks its job abandoned, so a queued job is skipped
@@ -342,10 +344,15 @@ class Sandbox:
                         worker = await self._spawn(slot)
                     except _WorkerGone as exc:
                         log.error("%s", exc)
+                        if job is None:  # fail the next queued job rather than leave it waiting
+                            with trio.move_on_after(RESPAWN_BACKOFF_S):
+                                try:
+                                    job = await self._receive.receive()
+                                except (trio.EndOfChannel, trio.ClosedResourceError):
+                                    return
                         if job is not None:
                             job.finish(SandboxResult.failed(FailureKind.WORKER_CRASHED, str(exc)))
                             job = None
-                        await trio.sleep(RESPAWN_BACKOFF_S)
                         continue
                 if job is None:
                     try:

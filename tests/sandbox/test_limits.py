@@ -165,3 +165,16 @@ def test_metering_reports_peak_memory_and_times(executor):
     busy = run_guest(executor, "probe", b"F" + u32(20_000_000))
     assert busy.report.cpu_time_s > 0.001
     assert busy.report.wall_time_s >= busy.report.cpu_time_s * 0.5
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_memory_is_released_after_every_task(executor):
+    run_guest(executor, "probe", b"H" + u32(8 * MiB))
+    before = _rss_bytes()
+    for _ in range(60):
+        assert run_guest(executor, "probe", b"H" + u32(8 * MiB)).ok  # touches 8 MiB each time
+    assert _rss_bytes() - before < 64 * MiB, "60 tasks x 8 MiB must not accumulate"

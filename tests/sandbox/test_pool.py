@@ -223,3 +223,16 @@ async def test_hostile_guests_through_the_pool_never_take_a_worker_down():
             assert result.failure.kind is kind, (name, result.failure)
         assert sandbox.worker_pids() == pids
         assert sandbox.stats().crashed == 0
+
+
+async def test_a_worker_that_cannot_start_fails_tasks_instead_of_hanging(monkeypatch):
+    from pangea_p2p.sandbox import pool
+
+    monkeypatch.setattr(pool.sys, "executable", "/bin/false")
+    cid, module = guest("echo")
+    async with open_sandbox(SandboxConfig(workers=1)) as sandbox:
+        with trio.fail_after(10):
+            result = await sandbox.run(cid, module, b"x")
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.WORKER_CRASHED
+    assert "failed to start" in result.failure.message
