@@ -107,6 +107,12 @@ class SandboxConfig:
         if self.cache_dir is not None and not isinstance(self.cache_dir, Path):
             raise ConfigError("cache_dir", f"must be a path, got {self.cache_dir!r}")
 
+    def default_limits(self) -> SandboxLimits:
+        """The limits of a task that asks for none: the issue's defaults, lowered to this node's maxima."""
+        defaults, maxima = SandboxLimits(), self.limits_max
+        return SandboxLimits(**{f.name: min(getattr(defaults, f.name), getattr(maxima, f.name))
+                                for f in fields(SandboxLimits)})
+
     def to_json(self) -> str:
         """The config as JSON (how the pool hands it to worker processes)."""
         data = asdict(self)

@@ -151,6 +151,7 @@ class Executor:
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
         self.engine = make_engine(self.config)
+        self._default_limits = self.config.default_limits()
         self._modules: OrderedDict[str, CompiledGuest] = OrderedDict()
         self._rejected: OrderedDict[str, SandboxError] = OrderedDict()
         self._verifier = BytesVerifier()
@@ -232,7 +233,7 @@ class Executor:
     def run(self, module_cid: str, module_bytes: bytes | None, input_bytes: bytes | bytearray | memoryview,
             limits: SandboxLimits | None = None) -> SandboxResult:
         """Run one task. Never raises for anything the module, input or limits do: failures are values."""
-        limits = limits or SandboxLimits()
+        limits = limits or self._default_limits
         excess = limits.excess_over(self.config.limits_max)
         if excess is not None:
             return SandboxResult.failed(FailureKind.REJECTED, excess)

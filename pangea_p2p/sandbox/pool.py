@@ -221,6 +221,7 @@ class Sandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self._config_json = config.to_json()
+        self._default_limits = config.default_limits()
         self._send, self._receive = trio.open_memory_channel[_Job](config.queue_max)
         self._pending: set[_Job] = set()
         self._workers: dict[int, _Worker] = {}
@@ -238,7 +239,7 @@ class Sandbox:
     async def run(self, module_cid: str, module_bytes: bytes, input_bytes: bytes | bytearray | memoryview,
                   limits: SandboxLimits | None = None) -> SandboxResult:
         """Run one task in a worker process. Failures are returned as values, never raised."""
-        limits = limits or SandboxLimits()
+        limits = limits or self._default_limits
         refused = self._refusal(module_cid, module_bytes, input_bytes, limits)
         if refused is not None:
             return refused
@@ -314,6 +315,7 @@ class Sandbox:
             raise
         worker = _Worker(process, stderr, self.config.module_cache_entries)
         _grow_pipe(process.stdin)
+        _grow_pipe(process.stdout)
         try:
             with trio.fail_after(self.config.worker_start_timeout_s):
                 ready = await worker.read_exactly(len(READY))

@@ -72,3 +72,11 @@ def test_from_dict_refuses_unknown_keys():
     with pytest.raises(ConfigError) as info:
         SandboxConfig.from_dict({"limits_max": {"fuel": 3}})
     assert info.value.key == "limits_max.fuel"
+
+
+def test_default_limits_never_exceed_the_node_maxima():
+    config = SandboxConfig(limits_max=SandboxLimits(fuel_max=1000, wall_time_s=60.0))
+    limits = config.default_limits()
+    assert limits.fuel_max == 1000
+    assert limits.wall_time_s == 30.0
+    assert limits.excess_over(config.limits_max) is None
