@@ -154,7 +154,7 @@ def main() -> int:
     print("\n== per-task overhead, trivial guest (echo, 5 bytes), median of", n)
     print(f"  bare wasmtime Store+Instance+call (public API, this process): {_median_us(bare):8.1f} us")
     print(f"  Executor.run in this process (fast path, limits, metering):   {_median_us(inproc):8.1f} us")
-    print(f"  worker pool submit -> result ({workers} workers):              {_median_us(pool):8.1f} us "
+    print(f"  worker pool submit -> result ({workers} workers, trio caller):       {_median_us(pool):8.1f} us "
           f"(p90 {_pct_us(pool, 0.9):.1f}, p99 {_pct_us(pool, 0.99):.1f})")
     print(f"  pool overhead over bare: {overhead_us:.1f} us  (target < 500 us: "
           f"{'MET' if overhead_us < 500 else 'MISSED'}; ratio pool/bare {_median_us(pool) / _median_us(bare):.2f}x; "
