@@ -9,7 +9,8 @@
     ├── TransportError         dialing, listening or a stream failed (port in use, peer unreachable, ...)
     ├── SandboxError           a task failed inside the WebAssembly sandbox; ``kind`` says how (FailureKind)
     │   ├── InvalidModule, ForbiddenImport, OutOfFuel, MemoryLimitExceeded, Timeout,
-    │   └── StackOverflow, Trap, OutputTooLarge, WorkerCrashed
+    │   ├── StackOverflow, Trap, OutputTooLarge, WorkerCrashed,
+    │   └── InvalidInput, Cancelled, Rejected
     └── VerificationError      a result, receipt or proof was rejected; ``reason`` is a RejectReason code
                                (RejectReason: a StrEnum of stable codes, each with a one-line ``describe()``)
 
@@ -138,6 +139,47 @@ class WorkerCrashed(SandboxError):
     """The worker process running the task died; the task failed, the pool replaced the worker."""
 
     kind = FailureKind.WORKER_CRASHED
+
+
+class InvalidInput(SandboxError):
+    """The task's input was refused: larger than the task's memory, or the guest rejected it."""
+
+    kind = FailureKind.INVALID_INPUT
+
+
+class Cancelled(SandboxError):
+    """The task was cancelled before it produced a result (the sandbox closed)."""
+
+    kind = FailureKind.CANCELLED
+
+
+class Rejected(SandboxError):
+    """The sandbox refused the task: its limits exceed the node's maxima, or the queue is full."""
+
+    kind = FailureKind.REJECTED
+
+
+SANDBOX_ERRORS: dict[FailureKind, type[SandboxError]] = {
+    FailureKind.INVALID_MODULE: InvalidModule,
+    FailureKind.FORBIDDEN_IMPORT: ForbiddenImport,
+    FailureKind.OUT_OF_FUEL: OutOfFuel,
+    FailureKind.MEMORY_LIMIT_EXCEEDED: MemoryLimitExceeded,
+    FailureKind.TIMEOUT: Timeout,
+    FailureKind.STACK_OVERFLOW: StackOverflow,
+    FailureKind.TRAP: Trap,
+    FailureKind.OUTPUT_TOO_LARGE: OutputTooLarge,
+    FailureKind.WORKER_CRASHED: WorkerCrashed,
+    FailureKind.INVALID_INPUT: InvalidInput,
+    FailureKind.CANCELLED: Cancelled,
+    FailureKind.REJECTED: Rejected,
+}
+
+
+def sandbox_error(kind: FailureKind, message: str, trap_kind: str = "") -> SandboxError:
+    """The SandboxError subclass instance for ``kind`` (``trap_kind`` names the trap for FailureKind.TRAP)."""
+    if kind is FailureKind.TRAP:
+        return Trap(message, trap_kind or "unknown")
+    return SANDBOX_ERRORS[kind](message)
 
 
 class RejectReason(enum.StrEnum):

@@ -1,0 +1,44 @@
+"""The WebAssembly sandbox: wasmtime with fuel, memory and wall-time limits, no imports, typed failures.
+
+    from pangea_p2p.sandbox import open_sandbox, SandboxLimits
+    async with open_sandbox(SandboxConfig()) as sandbox:
+        result = await sandbox.run(module_cid, module_bytes, input_bytes, SandboxLimits(fuel_max=10**9))
+        output = result.unwrap()          # or inspect result.failure / result.report
+
+``Executor`` runs tasks synchronously in this process (benchmarks, ``measure_speed``); the node uses the
+pool (``open_sandbox``), whose worker processes keep a wasmtime abort from taking the peer down. The guest
+ABI is in protocols/guest-abi.md. The pool (and trio) is imported lazily so worker processes start fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pangea_p2p.sandbox.config import SandboxConfig, SandboxLimits
+from pangea_p2p.sandbox.executor import Executor
+from pangea_p2p.sandbox.result import Failure, MeteringReport, SandboxResult
+from pangea_p2p.sandbox.speed import measure_speed
+
+if TYPE_CHECKING:
+    from pangea_p2p.sandbox.pool import Sandbox, SandboxStats, open_sandbox
+
+__all__ = [
+    "Executor",
+    "Failure",
+    "MeteringReport",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxLimits",
+    "SandboxResult",
+    "SandboxStats",
+    "measure_speed",
+    "open_sandbox",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Sandbox", "SandboxStats", "open_sandbox"):
+        from pangea_p2p.sandbox import pool
+
+        return getattr(pool, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,75 @@
+"""What a task run returns: output bytes or a typed failure, always with a metering report.
+
+Failures are values (``Failure``), so they cross the worker-process boundary as plain data;
+``SandboxResult.unwrap()`` raises the matching ``SandboxError`` subclass of ``pangea_p2p.errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pangea_p2p.errors import FailureKind, SandboxError, sandbox_error
+
+
+@dataclass(frozen=True, slots=True)
+class MeteringReport:
+    """What a run used. ``status`` is None when the run produced output, else why it did not.
+
+    ``fuel_used`` counts wasm instructions (deterministic: same module and input, same count);
+    ``peak_memory_bytes`` is the guest's linear memory at the end (wasm memory never shrinks);
+    ``wall_time_s`` and ``cpu_time_s`` cover instantiation, input copy, the guest's run and output copy.
+    """
+
+    fuel_used: int
+    peak_memory_bytes: int
+    wall_time_s: float
+    cpu_time_s: float
+    status: FailureKind | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is None
+
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a task produced no output: the kind, a one-line message, and for traps the trap's name."""
+
+    kind: FailureKind
+    message: str
+    trap_kind: str = ""
+
+    def to_error(self) -> SandboxError:
+        return sandbox_error(self.kind, self.message, self.trap_kind)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxResult:
+    """Either ``output`` (bytes) or ``failure``, and the metering ``report`` in both cases."""
+
+    output: bytes | None
+    failure: Failure | None
+    report: MeteringReport
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def unwrap(self) -> bytes:
+        """The output; raises the SandboxError subclass of the failure if the task failed."""
+        if self.failure is not None:
+            raise self.failure.to_error()
+        assert self.output is not None
+        return self.output
+
+    @classmethod
+    def success(cls, output: bytes, fuel_used: int, peak_memory_bytes: int, wall_time_s: float,
+                cpu_time_s: float) -> SandboxResult:
+        return cls(output, None, MeteringReport(fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s, None))
+
+    @classmethod
+    def failed(cls, kind: FailureKind, message: str, *, trap_kind: str = "", fuel_used: int = 0,
+               peak_memory_bytes: int = 0, wall_time_s: float = 0.0, cpu_time_s: float = 0.0) -> SandboxResult:
+        report = MeteringReport(fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s, kind)
+        return cls(None, Failure(kind, message, trap_kind), report)
