@@ -14,7 +14,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
@@ -30,7 +29,8 @@ BARE = TProtocol("/bench/bare-echo/1.0.0")
 
 def fmt(xs: list[float]) -> str:
     xs = sorted(xs)
-    return f"median {statistics.median(xs) * 1000:.1f} ms (min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)})"
+    med = statistics.median(xs) * 1000
+    return f"median {med:.1f} ms (min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)})"
 
 
 async def join_times(n: int, joins: int, base: Path) -> list[float]:

@@ -57,5 +57,7 @@ def _identity(seeds: list[bytes] | None, i: int) -> Identity | None:
 async def wait_for(predicate: Any, timeout_s: float, poll_s: float = 0.05) -> None:
     """Wait until ``predicate()`` is true; trio.TooSlowError after ``timeout_s``. Polls (cheap predicates only)."""
     with trio.fail_after(timeout_s):
-        while not predicate():
+        # Polling, not an Event: the states waited on (libp2p routing tables, connections) change inside
+        # py-libp2p, which signals nothing. Bounded by the deadline.
+        while not predicate():  # noqa: ASYNC110
             await trio.sleep(poll_s)

@@ -311,11 +311,12 @@ class AdvertPublisher:
     us from directories). In a large network the interval stretches so that the whole network publishes at most
     ``network_adverts_per_s_max`` adverts per second (every peer relays every advert, so the per-peer load
     grows with the network size times the rate): interval = max(interval_s, network_size / rate), and the ttl
-    keeps its ratio to the interval, capped so the advert stays within the directories' ``ttl_s_max``. ``publish_soon`` brings the next advert forward (a first neighbour appeared, capacity
-    changed), but never closer than ``gap_s_min`` to the previous one: directories reject adverts that arrive
-    closer than their ``interval_s_min`` (by ``issued_at``), so publishers keep ``DEFAULT_GAP_FACTOR`` times
-    that. Sequence numbers are milliseconds of the local clock, forced strictly
-    increasing, so they keep increasing across restarts of the peer.
+    keeps its ratio to the interval, capped so the advert stays within the directories' ``ttl_s_max``.
+
+    ``publish_soon`` brings the next advert forward (a first neighbour appeared, capacity changed), but never
+    closer than ``gap_s_min`` to the previous one: directories reject adverts issued closer than their
+    ``interval_s_min``, so publishers keep ``DEFAULT_GAP_FACTOR`` times that. Sequence numbers are milliseconds
+    of the local clock, forced strictly increasing, so they keep increasing across restarts of the peer.
     """
 
     DEFAULT_GAP_FACTOR = 2.0
@@ -331,7 +332,8 @@ class AdvertPublisher:
     ) -> None:
         if not 0 < interval_s < ttl_s <= ttl_s_max:
             raise ConfigError(
-                "capacity.advert_interval_s", f"must be > 0 and below the ttl {ttl_s}s (<= {ttl_s_max}), got {interval_s}"
+                "capacity.advert_interval_s",
+                f"must be > 0 and below the ttl {ttl_s}s (<= {ttl_s_max}), got {interval_s}",
             )
         if not 0 <= gap_s_min <= interval_s:
             raise ConfigError("capacity.advert_interval_s", f"must be at least {gap_s_min}s, got {interval_s}")

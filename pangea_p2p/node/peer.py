@@ -62,6 +62,7 @@ from pangea_p2p.node import api, resources
 from pangea_p2p.node.config import NodeConfig
 from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_identity
 from pangea_p2p.node.logs import get_logger
+from pangea_p2p.sandbox import measure_speed
 
 log = get_logger("peer")
 
@@ -385,7 +386,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
     boots = {a: hostlib.parse_peer_addr(a, "bootstrap") for a in config.bootstrap}
     for addr in listen:
         hostlib.check_listen_addr_free(addr)
-    speed = await trio.to_thread.run_sync(resources.measure_speed_fuel_per_s)
+    speed = await trio.to_thread.run_sync(measure_speed)
     host = hostlib.make_host(identity, config.max_connections)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run(listen))

@@ -1,10 +1,8 @@
-"""What this machine can offer: cores, free memory, measured speed."""
+"""What this machine can offer: cores and free memory (its speed is ``pangea_p2p.sandbox.measure_speed``)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import time
 
 import psutil
 
@@ -19,19 +17,3 @@ def cpu_cores() -> int:
 
 def memory_free_bytes() -> int:
     return int(psutil.virtual_memory().available)
-
-
-def measure_speed_fuel_per_s(duration_s: float = 0.05) -> float:
-    """Speed of one core in fuel per second.
-
-    Until the sandbox lands this is a CPU micro-benchmark (sha256 throughput scaled to roughly the fuel rate of
-    wasmtime on the machines in ../shared/notes: ~1.5e9 fuel/s against ~1.7 GB/s of sha256).
-    """
-    block = b"\x5a" * 65536
-    deadline = time.perf_counter() + duration_s
-    start, n = time.perf_counter(), 0
-    while time.perf_counter() < deadline:
-        hashlib.sha256(block).digest()
-        n += 1
-    bytes_per_s = n * len(block) / (time.perf_counter() - start)
-    return bytes_per_s * (1.5e9 / 1.7e9)

@@ -240,5 +240,5 @@ def test_config_validation_names_the_key() -> None:
         DirectoryConfig(peers_max=0)
     with pytest.raises(ConfigError, match="advert_interval_s"):
         AdvertPublisher(ALICE, interval_s=10, ttl_s=5)
-    with pytest.raises(ConfigError, match="at least 1.0s"):
+    with pytest.raises(ConfigError, match=r"at least 1\.0s"):
         AdvertPublisher(ALICE, interval_s=0.5, ttl_s=5, gap_s_min=1.0)

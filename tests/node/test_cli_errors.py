@@ -28,7 +28,8 @@ def test_key_file_readable_by_others(tmp_path: Path, capsys: pytest.CaptureFixtu
     key.chmod(0o644)
     code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL)
     assert code == 1
-    assert "has mode 0644" in line and f"chmod 600 {key}" in line
+    assert "has mode 0644" in line
+    assert f"chmod 600 {key}" in line
 
 
 def test_corrupt_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,7 +37,8 @@ def test_corrupt_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     key.write_text("not a key\n")
     key.chmod(0o600)
     code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL)
-    assert code == 1 and "is corrupt" in line
+    assert code == 1
+    assert "is corrupt" in line
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode-000 file")
@@ -45,17 +47,22 @@ def test_unreadable_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     key.write_text("pangea-ed25519-v1 " + "00" * 32 + "\n")
     key.chmod(0o000)
     code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL)
-    assert code == 1 and "cannot read key file" in line
+    assert code == 1
+    assert "cannot read key file" in line
 
 
 def test_malformed_listen_multiaddr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--listen", "/ip4/999.1.1.1/tcp/1", "--api-port", "0")
-    assert code == 2 and "config listen:" in line and "not a multiaddr" in line
+    assert code == 2
+    assert "config listen:" in line
+    assert "not a multiaddr" in line
 
 
 def test_bootstrap_without_peer_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL, "--bootstrap", "/ip4/127.0.0.1/tcp/4001")
-    assert code == 2 and "config bootstrap:" in line and "/p2p/<peer id>" in line
+    assert code == 2
+    assert "config bootstrap:" in line
+    assert "/p2p/<peer id>" in line
 
 
 def test_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,7 +75,8 @@ def test_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
                          "--api-port", "0")
     finally:
         taken.close()
-    assert code == 1 and f"cannot listen on /ip4/127.0.0.1/tcp/{port}: port already in use" in line
+    assert code == 1
+    assert f"cannot listen on /ip4/127.0.0.1/tcp/{port}: port already in use" in line
 
 
 def test_api_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,7 +89,8 @@ def test_api_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
                          "--api-port", str(port))
     finally:
         taken.close()
-    assert code == 1 and f"cannot serve the API on 127.0.0.1:{port}" in line
+    assert code == 1
+    assert f"cannot serve the API on 127.0.0.1:{port}" in line
 
 
 @pytest.mark.parametrize(
@@ -107,19 +116,24 @@ def test_bad_config_values_name_the_key(
 
 def test_config_file_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--config", str(tmp_path / "missing.toml"))
-    assert code == 2 and "does not exist" in line
+    assert code == 2
+    assert "does not exist" in line
     bad = tmp_path / "bad.toml"
     bad.write_text("listen = [\n")
     code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--config", str(bad))
-    assert code == 2 and "is not valid TOML" in line
+    assert code == 2
+    assert "is not valid TOML" in line
     typo = tmp_path / "typo.toml"
     typo.write_text("[gossip]\nheartbeat_interval = 1\n")
     code, line = run(capsys, "node", "--data-dir", str(tmp_path), "--config", str(typo))
-    assert code == 2 and "gossip.heartbeat_interval: unknown key" in line
+    assert code == 2
+    assert "gossip.heartbeat_interval: unknown key" in line
 
 
 def test_client_commands_without_a_running_peer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, line = run(capsys, "peers", "--data-dir", str(tmp_path))
-    assert code == 1 and "no peer is running with data dir" in line
+    assert code == 1
+    assert "no peer is running with data dir" in line
     code, line = run(capsys, "id", "--api", "127.0.0.1:9")
-    assert code == 1 and "no peer answers at http://127.0.0.1:9" in line
+    assert code == 1
+    assert "no peer answers at http://127.0.0.1:9" in line

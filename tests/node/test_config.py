@@ -47,7 +47,7 @@ def test_parse_override(text: str, expected: tuple[str, object]) -> None:
 
 
 def test_parse_override_needs_equals() -> None:
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         parse_override("novalue")
 
 
