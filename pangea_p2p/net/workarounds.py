@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 from libp2p.custom_types import TProtocol
 
@@ -32,6 +33,7 @@ def apply() -> None:
     _private_dht_protocol()
     _larger_pubsub_queues()
     _no_auto_connector()
+    _drop_tasks_scheduled_during_shutdown()
 
 
 def _quiet_libp2p_logging() -> None:
@@ -71,6 +73,28 @@ def _no_auto_connector() -> None:
         return None
 
     AutoConnector.maybe_connect = _maybe_connect_disabled  # type: ignore[method-assign]
+
+
+def _drop_tasks_scheduled_during_shutdown() -> None:
+    # §9.3 ("Nursery is closed to new arrivals"): while a pubsub service stops, its stream readers still run
+    # and schedule a task per incoming message; TrioManager checks `is_running`, but the task nursery may
+    # already be closed, and trio raises RuntimeError, which escapes through the host's stream handler and
+    # crashes the whole peer. Closing the host first (pangea_p2p.node.peer) avoids most of it; with many
+    # peers under load it still happened (seen with 24 peers in one process). A task scheduled into a closed
+    # nursery belongs to a service that is stopping, so it is dropped.
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+
+    original = TrioManager._schedule_task
+
+    def _schedule_task(self: TrioManager, task: Any) -> None:
+        try:
+            original(self, task)
+        except RuntimeError as exc:
+            if "closed to new arrivals" not in str(exc):
+                raise
+            logging.getLogger("pangea.net").debug("dropped task %s of a stopping service", task)
+
+    TrioManager._schedule_task = _schedule_task  # type: ignore[method-assign]
 
 
 def _larger_pubsub_queues() -> None:

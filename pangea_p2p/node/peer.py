@@ -179,6 +179,11 @@ class Peer:
     def topic_peer_count(self) -> int:
         return len(self.pubsub.peer_topics.get(TOPIC, ()))
 
+    def mesh_peer_count(self) -> int:
+        """Peers in our gossipsub mesh for the capacity topic: those our own publishes go to."""
+        router = self.pubsub.router
+        return len(getattr(router, "mesh", {}).get(TOPIC, ()))
+
     # --- capacity sync: a joining peer asks a neighbour for the adverts it holds ------------------------
 
     async def handle_capacity_sync(self, stream: INetStream) -> None:
@@ -196,7 +201,7 @@ class Peer:
         accepted = 0
         try:
             reader = FrameReader(stream, self.config.capacity.directory.advert_bytes_max)
-            with trio.fail_after(SYNC_TIMEOUT_S):
+            with trio.move_on_after(SYNC_TIMEOUT_S) as scope:
                 for _ in range(SYNC_ADVERTS_MAX):
                     data = await reader.read_frame()
                     if data is None:
@@ -207,6 +212,8 @@ class Peer:
                         continue  # stale or expired copies are normal here; forgeries are counted
                     self._learn_addrs(advert)
                     accepted += 1
+            if scope.cancelled_caught:
+                raise TransportError(f"capacity sync from {peer} took more than {SYNC_TIMEOUT_S}s")
         finally:
             await stream.close()
         if accepted:
@@ -288,13 +295,19 @@ async def _join(peer: Peer, via: ID) -> None:
 
 
 async def _advert_task(peer: Peer) -> None:
-    alone = True
+    # gossipsub sends our own messages only to our mesh peers for the topic; until a heartbeat grafts one, a
+    # publish reaches nobody, and right after joining the mesh holds one or two peers from which the advert
+    # may not reach everyone. So after being alone, the advert is published again when the mesh gets a first
+    # peer and once more when it first reaches mesh_degree_low.
+    alone, full = True, False
+    degree_low = peer.config.gossip.mesh_degree_low
     while True:
-        if alone and peer.topic_peer_count() > 0:
-            alone = False
-            peer.publisher.publish_soon()  # a first neighbour: our first advert went to nobody
-        elif peer.topic_peer_count() == 0:
-            alone = True
+        mesh = peer.mesh_peer_count()
+        if mesh == 0:
+            alone, full = True, False
+        elif alone or (not full and mesh >= degree_low):
+            alone, full = False, mesh >= degree_low
+            peer.publisher.publish_soon()
         if peer.publisher.due(time.time()):
             try:
                 await peer.publish_advert()

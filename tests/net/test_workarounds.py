@@ -149,6 +149,33 @@ async def test_open_stream_times_out_instead_of_hanging() -> None:
         silent.close()
 
 
+async def test_task_scheduled_into_a_closed_nursery_is_dropped() -> None:
+    # §9.3: a stopping pubsub service whose stream reader schedules one more task must not crash the peer.
+    from libp2p.tools.anyio_service.api import Service
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+
+    class Idle(Service):
+        async def run(self) -> None:
+            await trio.sleep_forever()
+
+    workarounds.apply()
+    ran = []
+
+    async def job() -> None:
+        ran.append(1)
+
+    manager = TrioManager(Idle())
+    async with trio.open_nursery() as closed:
+        pass
+    manager._task_nursery = closed
+    type(manager).is_running = property(lambda self: True)  # type: ignore[assignment]
+    try:
+        manager.run_task(job)  # raises RuntimeError("Nursery is closed to new arrivals") without the patch
+    finally:
+        del type(manager).is_running
+    assert ran == []
+
+
 async def test_dht_speaks_the_private_protocol_id() -> None:
     # KadDHT ignores its protocol_prefix argument; without the patch it would serve /ipfs/kad/1.0.0.
     async with running_hosts(1) as (a,):
