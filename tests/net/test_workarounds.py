@@ -164,15 +164,14 @@ async def test_task_scheduled_into_a_closed_nursery_is_dropped() -> None:
     async def job() -> None:
         ran.append(1)
 
-    manager = TrioManager(Idle())
+    class StillRunning(TrioManager):  # the race: the manager says running, its nursery is already closed
+        is_running = property(lambda self: True)  # type: ignore[assignment]
+
+    manager = StillRunning(Idle())
     async with trio.open_nursery() as closed:
         pass
     manager._task_nursery = closed
-    type(manager).is_running = property(lambda self: True)  # type: ignore[assignment]
-    try:
-        manager.run_task(job)  # raises RuntimeError("Nursery is closed to new arrivals") without the patch
-    finally:
-        del type(manager).is_running
+    manager.run_task(job)  # raises RuntimeError("Nursery is closed to new arrivals") without the patch
     assert ran == []
 
 
