@@ -2,8 +2,8 @@
 
 1. Join: time from starting peer N+1 (bootstrap address of peer 0 only) to its advert being in the directory of
    every other peer, for N = 8 and N = 32 peers already running on 127.0.0.1 (8 peers per OS process).
-2. Small-message round trip on pangea's framed ping protocol (/pangea/ping/1.0.0) versus a bare py-libp2p
-   stream echo (write + read(n), no framing) between the same two hosts, in the same run. Target ratio <= 1.5.
+2. Small-message round trip on pangea's ping protocol (/pangea/ping/1.0.0: framed protobuf) versus a bare
+   py-libp2p stream echo (write + read(n), no framing, no encoding) between the same two hosts, in the same run. Target ratio <= 1.5.
 
     .venv/bin/python benchmarks/bench_network.py [--sizes 8,32] [--joins 3] [--rtts 2000]
 """
@@ -146,12 +146,13 @@ async def rtts(base: Path, count: int) -> tuple[list[float], list[float]]:
 async def ping_rounds(a: Peer, pid: ID, count: int) -> list[float]:
     from pangea_p2p.net.framing import FrameReader, write_frame
     from pangea_p2p.node.peer import PING_BYTES_MAX, PING_PROTOCOL
+    from pangea_p2p.wire import ping_pb2
 
     stream = await hostlib.open_stream(a.host, pid, [PING_PROTOCOL])
     reader = FrameReader(stream, PING_BYTES_MAX)
     samples = []
     for i in range(count):
-        msg = i.to_bytes(8, "big")
+        msg = ping_pb2.Ping(nonce=i.to_bytes(8, "big")).SerializeToString()
         t0 = time.perf_counter()
         await write_frame(stream, msg)
         assert await reader.read_frame() == msg

@@ -34,6 +34,7 @@ from typing import Any
 
 import multiaddr
 import trio
+from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import KadDHT
@@ -63,12 +64,14 @@ from pangea_p2p.node.config import NodeConfig
 from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_identity
 from pangea_p2p.node.logs import get_logger
 from pangea_p2p.sandbox import measure_speed
+from pangea_p2p.wire import ping_pb2
 
 log = get_logger("peer")
 
 CAPACITY_SYNC_PROTOCOL = TProtocol("/pangea/capacity-sync/1.0.0")
 PING_PROTOCOL = TProtocol("/pangea/ping/1.0.0")
 PING_BYTES_MAX = 64
+PING_NONCE_BYTES_MAX = 32
 SYNC_ADVERTS_MAX = 10_000
 SYNC_TIMEOUT_S = 10.0
 API_FILE_NAME = "api"
@@ -226,7 +229,8 @@ class Peer:
         reader = FrameReader(stream, PING_BYTES_MAX)
         try:
             while (payload := await reader.read_frame()) is not None:
-                await write_frame(stream, payload)
+                nonce = _decode_ping(payload)
+                await write_frame(stream, ping_pb2.Ping(nonce=nonce).SerializeToString())
         except PangeaError as exc:
             log.debug("ping.serve_failed", error=str(exc))
         finally:
@@ -239,10 +243,10 @@ class Peer:
         try:
             reader = FrameReader(stream, PING_BYTES_MAX)
             for i in range(count):
-                nonce = i.to_bytes(8, "big")
+                frame = ping_pb2.Ping(nonce=i.to_bytes(8, "big")).SerializeToString()
                 start = trio.current_time()
-                await write_frame(stream, nonce)
-                if await reader.read_frame() != nonce:
+                await write_frame(stream, frame)
+                if await reader.read_frame() != frame:
                     raise RemoteProtocolError(f"{peer} answered a ping with the wrong bytes")
                 samples.append(trio.current_time() - start)
         finally:
@@ -336,6 +340,16 @@ async def _drain(subscription: Any) -> None:
     # Adverts are handled by the validator; the subscription only has to be emptied.
     while True:
         await subscription.get()
+
+
+def _decode_ping(payload: bytes) -> bytes:
+    try:
+        nonce = bytes(ping_pb2.Ping.FromString(payload).nonce)
+    except DecodeError:
+        raise RemoteProtocolError("malformed ping frame") from None
+    if not 1 <= len(nonce) <= PING_NONCE_BYTES_MAX:
+        raise RemoteProtocolError(f"ping nonce of {len(nonce)} bytes, allowed 1..{PING_NONCE_BYTES_MAX}")
+    return nonce
 
 
 def _one_line(exc: BaseException) -> str:
