@@ -3,7 +3,8 @@
 1. Join: time from starting peer N+1 (bootstrap address of peer 0 only) to its advert being in the directory of
    every other peer, for N = 8 and N = 32 peers already running on 127.0.0.1 (8 peers per OS process).
 2. Small-message round trip on pangea's ping protocol (/pangea/ping/1.0.0: framed protobuf) versus a bare
-   py-libp2p stream echo (write + read(n), no framing, no encoding) between the same two hosts, in the same run. Target ratio <= 1.5.
+   py-libp2p stream echo (write + read(n), no framing, no encoding) between the same two hosts, in the same
+   run. Target ratio <= 1.5.
 
     .venv/bin/python benchmarks/bench_network.py [--sizes 8,32] [--joins 3] [--rtts 2000]
 """
