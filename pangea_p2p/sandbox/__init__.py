@@ -4,6 +4,9 @@
     async with open_sandbox(SandboxConfig()) as sandbox:
         result = await sandbox.run(module_cid, module_bytes, input_bytes, SandboxLimits(fuel_max=10**9))
         output = result.unwrap()          # or inspect result.failure / result.report
+        # a task over a chunk list, one round trip to a worker; fuel_max is the whole task's budget:
+        chunks = await sandbox.run_chunks(module_cid, module_bytes, [b"a", b"b"], limits)
+        outputs = chunks.unwrap()         # or chunks.failure, chunks.failed_index, chunks.report
 
 ``Executor`` runs tasks synchronously in this process (benchmarks, ``measure_speed``); the node uses the
 pool (``open_sandbox``), whose worker processes keep a wasmtime abort from taking the peer down. The guest
@@ -16,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from pangea_p2p.sandbox.config import SandboxConfig, SandboxLimits
 from pangea_p2p.sandbox.executor import Executor
-from pangea_p2p.sandbox.result import Failure, MeteringReport, SandboxResult
+from pangea_p2p.sandbox.result import ChunksResult, Failure, MeteringReport, SandboxResult
 from pangea_p2p.sandbox.speed import measure_speed
 
 if TYPE_CHECKING:
     from pangea_p2p.sandbox.pool import Sandbox, SandboxStats, open_sandbox
 
 __all__ = [
+    "ChunksResult",
     "Executor",
     "Failure",
     "MeteringReport",

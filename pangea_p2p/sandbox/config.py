@@ -2,7 +2,9 @@
 
 Both are frozen and validated on construction: a value out of its allowed range raises
 ``ConfigError(key, "... allowed range ...")``. A task asks for ``SandboxLimits``; the node's ``SandboxConfig``
-holds the maxima (``limits_max``) a task may ask for, the worker count and the caches.
+holds the maxima (``limits_max``) a task may ask for, the worker count, the queue bounds and the caches.
+Limits that arrive from a remote peer go through ``SandboxLimits.parse``, which returns a REJECTED
+``Failure`` instead of raising (a peer's bad value is not our configuration error).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pangea_p2p.errors import ConfigError
+from pangea_p2p.errors import ConfigError, FailureKind
+from pangea_p2p.sandbox.result import Failure
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -24,6 +27,10 @@ FUEL_ABSOLUTE_MAX = 10**15            # ~10 days of wasm at 1e9 fuel/s
 MEMORY_BYTES_ABSOLUTE_MAX = 4 * GiB   # wasm32 address space
 WALL_TIME_S_ABSOLUTE_MAX = 86_400.0
 OUTPUT_BYTES_ABSOLUTE_MAX = 1 * GiB
+# One input chunk travels with a u32 length and is copied into 32-bit linear memory.
+INPUT_BYTES_MAX = (1 << 32) - 1
+# The summed output of one task crosses the worker pipe in one response (u32 lengths, bounded memory).
+TASK_OUTPUT_BYTES_ABSOLUTE_MAX = 2 * GiB
 WASM_PAGE_BYTES = 64 * KiB
 # max_wasm_stack above 2 MiB makes wasmtime 50 panic and abort the whole process (notes §2).
 WASM_STACK_BYTES_ABSOLUTE_MAX = 2 * MiB
@@ -58,6 +65,22 @@ class SandboxLimits:
         _check_float("wall_time_s", self.wall_time_s, 0.001, WALL_TIME_S_ABSOLUTE_MAX)
         _check_int("output_bytes_max", self.output_bytes_max, 0, OUTPUT_BYTES_ABSOLUTE_MAX)
 
+    @classmethod
+    def parse(cls, *, fuel_max: object, memory_bytes_max: object, wall_time_s: object,
+              output_bytes_max: object) -> SandboxLimits | Failure:
+        """Limits sent by a remote peer: the validated limits, or a REJECTED ``Failure`` naming the bad value.
+
+        Integers are accepted for ``wall_time_s`` (and stored as float); anything out of range or of the
+        wrong type is refused with the same one-line message a ``ConfigError`` would carry.
+        """
+        if isinstance(wall_time_s, int) and not isinstance(wall_time_s, bool):
+            wall_time_s = float(wall_time_s)
+        try:
+            return cls(fuel_max=fuel_max, memory_bytes_max=memory_bytes_max,  # type: ignore[arg-type]
+                       wall_time_s=wall_time_s, output_bytes_max=output_bytes_max)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            return Failure(FailureKind.REJECTED, f"task limits refused: {exc.key}: {exc.problem}")
+
     def excess_over(self, maxima: SandboxLimits) -> str | None:
         """A one-line description of the first limit above ``maxima``, or None when all fit."""
         for f in fields(self):
@@ -80,17 +103,26 @@ class SandboxConfig:
 
     ``cache_dir``, when set, holds modules this node compiled itself, serialized (native code): it must be
     a directory only this user can write. Nothing else is ever loaded from it.
+
+    ``queue_max`` bounds the tasks waiting for a worker; ``queued_bytes_max`` bounds the input bytes of the
+    tasks the pool holds (queued or running): a task that would go past it is REJECTED, except when the
+    pool holds nothing (so one task up to the memory limit always fits). ``task_output_bytes_max`` bounds
+    the summed output of one task's chunks. A module whose compilation crashed or hung a worker is
+    quarantined (REJECTED at once) for ``quarantine_s`` seconds.
     """
 
     limits_max: SandboxLimits = field(default_factory=SandboxLimits)
     workers: int = field(default_factory=_default_workers)
     queue_max: int = 4096
+    queued_bytes_max: int = 1 * GiB
+    task_output_bytes_max: int = 256 * MiB
     module_cache_entries: int = 64
     module_bytes_max: int = 16 * MiB
     wasm_stack_bytes: int = 1 * MiB
     epoch_tick_s: float = 0.01
     worker_grace_s: float = 5.0
     worker_start_timeout_s: float = 60.0
+    quarantine_s: float = 600.0
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -98,12 +130,15 @@ class SandboxConfig:
             raise ConfigError("limits_max", f"must be SandboxLimits, got {type(self.limits_max).__name__}")
         _check_int("workers", self.workers, 1, 256)
         _check_int("queue_max", self.queue_max, 0, 1_000_000)
+        _check_int("queued_bytes_max", self.queued_bytes_max, 1 * MiB, 1024 * GiB)
+        _check_int("task_output_bytes_max", self.task_output_bytes_max, 1 * KiB, TASK_OUTPUT_BYTES_ABSOLUTE_MAX)
         _check_int("module_cache_entries", self.module_cache_entries, 1, 10_000)
         _check_int("module_bytes_max", self.module_bytes_max, 1 * KiB, 256 * MiB)
         _check_int("wasm_stack_bytes", self.wasm_stack_bytes, 64 * KiB, WASM_STACK_BYTES_ABSOLUTE_MAX)
         _check_float("epoch_tick_s", self.epoch_tick_s, 0.001, 1.0)
         _check_float("worker_grace_s", self.worker_grace_s, 0.1, 600.0)
         _check_float("worker_start_timeout_s", self.worker_start_timeout_s, 1.0, 600.0)
+        _check_float("quarantine_s", self.quarantine_s, 0.0, 7 * 86_400.0)
         if self.cache_dir is not None and not isinstance(self.cache_dir, Path):
             raise ConfigError("cache_dir", f"must be a path, got {self.cache_dir!r}")
 

@@ -9,9 +9,13 @@ serialized code from the disk cache), refuse any import (the allowlist is empty:
 functions, so no files, sockets, environment, clock or randomness), check the guest ABI exports
 (``protocols/guest-abi.md``) and keep an ``InstancePre``. Failed verdicts are cached by CID too.
 
-Per task: a fresh ``Store`` with the memory limit, fuel budget and epoch deadline; instantiate; ``alloc``;
-copy the input; ``run``; copy the output; report fuel, memory, wall and CPU time. Nothing survives between
-tasks but the compiled code, so task B cannot see task A's memory.
+Per guest run: a fresh ``Store`` with the memory limit, fuel budget and epoch deadline; instantiate;
+``alloc``; copy the input; ``run``; copy the output; report fuel, memory, wall and CPU time. Nothing
+survives between runs but the compiled code, so task B cannot see task A's memory (nor chunk 2 chunk 1's).
+A task over a chunk list (``run_chunks``) is one run per chunk, the fuel budget shared by all of them.
+
+CIDs are canonicalised at this boundary (any multibase spelling names the same cache entry) and inputs
+are seen as bytes whatever buffer they come in (``_boundary``).
 """
 
 from __future__ import annotations
@@ -31,14 +35,18 @@ from pangea_p2p.errors import (
     ForbiddenImport,
     InvalidModule,
     LocalProtocolError,
+    Rejected,
+    RemoteProtocolError,
     SandboxError,
 )
 from pangea_p2p.sandbox import _fastcall as fc
+from pangea_p2p.sandbox._boundary import Input, as_input, canonical_cid, module_too_large, refusal
 from pangea_p2p.sandbox.config import WASM_PAGE_BYTES, SandboxConfig, SandboxLimits
 from pangea_p2p.sandbox.engine import DiskCache, EpochTicker, engine_fingerprint, make_engine
-from pangea_p2p.sandbox.result import SandboxResult
+from pangea_p2p.sandbox.result import ChunksResult, MeteringReport, SandboxResult
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
 WASM_MAGIC = b"\x00asm"
@@ -174,18 +182,37 @@ class Executor:
 
     def has_module(self, cid: str) -> bool:
         """True when ``cid`` is compiled here (or known to be refused), so its bytes are not needed."""
-        return cid in self._modules or cid in self._rejected
+        canonical = self._canonical_or_none(cid)
+        return canonical in self._modules or canonical in self._rejected
 
     def is_compiled(self, cid: str) -> bool:
         """True when ``cid`` is in the compiled-module cache."""
-        return cid in self._modules
+        return self._canonical_or_none(cid) in self._modules
 
     def compiled_cids(self) -> list[str]:
-        """The CIDs in the compiled-module cache, least recently used first."""
+        """The (canonical) CIDs in the compiled-module cache, least recently used first."""
         return list(self._modules)
 
+    @staticmethod
+    def _canonical_or_none(cid: str) -> str | None:
+        try:
+            return canonical_cid(cid)
+        except RemoteProtocolError:
+            return None
+
     def compile(self, cid: str, module_bytes: bytes | None) -> CompiledGuest:
-        """The compiled guest for ``cid``; raises InvalidModule / ForbiddenImport for a refused module."""
+        """The compiled guest for ``cid`` (any spelling); raises the SandboxError of a refused module.
+
+        InvalidModule / ForbiddenImport for a bad module (remembered by CID), Rejected for a module larger
+        than this node's ``module_bytes_max`` (not remembered: another node may take it).
+        """
+        try:
+            cid = canonical_cid(cid)
+        except RemoteProtocolError as exc:
+            raise InvalidModule(str(exc)) from None
+        return self._compile(cid, module_bytes)
+
+    def _compile(self, cid: str, module_bytes: bytes | None) -> CompiledGuest:
         guest = self._modules.get(cid)
         if guest is not None:
             self._modules.move_to_end(cid)
@@ -196,10 +223,9 @@ class Executor:
         if module_bytes is None:
             raise LocalProtocolError(f"module {cid} is not compiled here and no bytes were given")
         if len(module_bytes) > self.config.module_bytes_max:
-            raise InvalidModule(f"module is {len(module_bytes)} bytes, more than the "
-                                f"{self.config.module_bytes_max} allowed")
+            raise Rejected(module_too_large(len(module_bytes), self.config.module_bytes_max))
         if not self._verifier.matches(cid, module_bytes):
-            raise InvalidModule(f"module bytes do not match their content id {cid[:80]}")
+            raise InvalidModule(f"module bytes do not match their content id {cid}")
         try:
             guest = self._compile_verified(cid, module_bytes)
         except SandboxError as exc:
@@ -230,36 +256,72 @@ class Executor:
 
     # -- tasks ---------------------------------------------------------------------------------------------
 
-    def run(self, module_cid: str, module_bytes: bytes | None, input_bytes: bytes | bytearray | memoryview,
+    def run(self, module_cid: str, module_bytes: bytes | None, input_bytes: Input,
             limits: SandboxLimits | None = None) -> SandboxResult:
-        """Run one task. Never raises for anything the module, input or limits do: failures are values."""
+        """Run one task on one input. Never raises for anything the module, input or limits do: failures are
+        values. ``input_bytes`` may be any C-contiguous buffer (LocalProtocolError for a strided view)."""
+        return self.run_chunks(module_cid, module_bytes, [input_bytes], limits).single()
+
+    def run_chunks(self, module_cid: str, module_bytes: bytes | None, chunks: Sequence[Input],
+                   limits: SandboxLimits | None = None) -> ChunksResult:
+        """Run one task over ``chunks``: one fresh guest instance per chunk, in order, stopping at the first
+        failure. ``limits`` apply to each chunk's run, except ``fuel_max``, which is the budget of the whole
+        task (each run gets what the runs before it left). See protocols/guest-abi.md, "Chunked tasks"."""
         limits = limits or self._default_limits
-        excess = limits.excess_over(self.config.limits_max)
-        if excess is not None:
-            return SandboxResult.failed(FailureKind.REJECTED, excess)
-        if module_bytes is not None and module_cid in self._modules and not self._verifier.matches(
-                module_cid, module_bytes):
-            return SandboxResult.failed(FailureKind.INVALID_MODULE,
-                                        f"module bytes do not match their content id {module_cid[:80]}")
+        views = [as_input(chunk) for chunk in chunks]
+        refused = refusal(self.config, module_cid, module_bytes, views, limits)
+        if refused is not None:
+            return refused
+        cid = canonical_cid(module_cid)  # refusal() checked it parses
+        if module_bytes is not None and cid in self._modules and not self._verifier.matches(cid, module_bytes):
+            return ChunksResult.failed(FailureKind.INVALID_MODULE, f"module bytes do not match their content id "
+                                       f"{cid}")
         try:
-            guest = self.compile(module_cid, module_bytes)
+            guest = self._compile(cid, module_bytes)
         except SandboxError as exc:
-            return SandboxResult.failed(exc.kind, exc.message)
-        if len(input_bytes) > limits.memory_bytes_max:
-            return SandboxResult.failed(FailureKind.INVALID_INPUT, f"input is {len(input_bytes)} bytes, more "
-                                        f"than the task's memory limit of {limits.memory_bytes_max}")
-        return self._execute(guest, input_bytes, limits, time.perf_counter(), time.thread_time())
+            return ChunksResult.failed(exc.kind, exc.message)
+        return self._run_all(guest, views, limits)
+
+    def _run_all(self, guest: CompiledGuest, views: list[bytes | memoryview], limits: SandboxLimits) -> ChunksResult:
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        outputs: list[bytes] = []
+        fuel_total = peak = output_total = 0
+        failure: _TaskFailed | None = None
+        for data in views:
+            fuel_left = limits.fuel_max - fuel_total
+            if fuel_left <= 0:
+                failure = _TaskFailed(FailureKind.OUT_OF_FUEL, f"the task used its whole fuel budget of "
+                                      f"{limits.fuel_max} before this chunk")
+                break
+            output, failure, fuel_used, memory_bytes = self._execute(guest, data, limits, fuel_left)
+            fuel_total += fuel_used
+            peak = max(peak, memory_bytes)
+            if failure is not None:
+                break
+            output_total += len(output)
+            if output_total > self.config.task_output_bytes_max:
+                failure = _TaskFailed(FailureKind.OUTPUT_TOO_LARGE, f"the task's outputs add up to more than "
+                                      f"the {self.config.task_output_bytes_max} bytes this node allows")
+                break
+            outputs.append(output)
+        wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        if failure is not None:
+            return ChunksResult.failed(failure.kind, failure.message, failed_index=len(outputs),
+                                       trap_kind=failure.trap_kind, fuel_used=fuel_total, peak_memory_bytes=peak,
+                                       wall_time_s=wall, cpu_time_s=cpu)
+        return ChunksResult(outputs, None, None, MeteringReport(fuel_total, peak, wall, cpu, None))
 
     def _deadline_ticks(self, wall_time_s: float) -> int:
         # +1: the first tick may come at once, so k+1 ticks guarantee at least k full tick periods.
         return math.ceil(wall_time_s / self.config.epoch_tick_s) + 1
 
-    def _execute(self, guest: CompiledGuest, data: bytes | bytearray | memoryview, limits: SandboxLimits,
-                 wall0: float, cpu0: float) -> SandboxResult:
+    def _execute(self, guest: CompiledGuest, data: bytes | memoryview, limits: SandboxLimits,
+                 fuel: int) -> tuple[bytes, _TaskFailed | None, int, int]:
+        """One guest run with ``fuel``: (output, failure or None, fuel used, linear memory bytes at the end)."""
         store = Store(self.engine)
         store.set_limits(memory_size=limits.memory_bytes_max, table_elements=TABLE_ELEMENTS_MAX,
                          instances=1, tables=1, memories=1)
-        store.set_fuel(limits.fuel_max)
+        store.set_fuel(fuel)
         store.set_epoch_deadline(self._deadline_ticks(limits.wall_time_s))
         ctx = fc.context(store)
         memory: Any = None
@@ -277,14 +339,9 @@ class Executor:
             failure = self._classify_trap(trap, ctx, memory, limits)
         except WasmtimeError as exc:
             failure = _TaskFailed(FailureKind.TRAP, f"guest failed: {_first_line(str(exc))}", "error")
-        fuel_used = limits.fuel_max - store.get_fuel()
+        fuel_used = fuel - store.get_fuel()
         peak = fc.memory_size(ctx, memory) if memory is not None else 0
-        wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
-        if failure is not None:
-            return SandboxResult.failed(failure.kind, failure.message, trap_kind=failure.trap_kind,
-                                        fuel_used=fuel_used, peak_memory_bytes=peak, wall_time_s=wall,
-                                        cpu_time_s=cpu)
-        return SandboxResult.success(output, fuel_used, peak, wall, cpu)
+        return output, failure, fuel_used, peak
 
     @staticmethod
     def _instantiate(guest: CompiledGuest, store: Store) -> Any:
@@ -298,7 +355,7 @@ class Executor:
             raise _TaskFailed(FailureKind.INVALID_MODULE, f"module cannot be instantiated: {text}") from None
 
     @staticmethod
-    def _call_guest(ctx: Any, memory: Any, alloc: Any, run: Any, data: bytes | bytearray | memoryview,
+    def _call_guest(ctx: Any, memory: Any, alloc: Any, run: Any, data: bytes | memoryview,
                     limits: SandboxLimits) -> bytes:
         n = len(data)
         ptr = fc.call_i32(ctx, alloc, n) & _U32
@@ -331,7 +388,7 @@ class Executor:
         cause = _first_line(trap.message)
         kind = _TRAP_KINDS.get(code) if code is not None else None
         if kind is FailureKind.OUT_OF_FUEL:
-            return _TaskFailed(kind, f"guest used its whole fuel budget of {limits.fuel_max}")
+            return _TaskFailed(kind, f"guest used the task's whole fuel budget of {limits.fuel_max}")
         if kind is FailureKind.TIMEOUT:
             return _TaskFailed(kind, f"guest ran past its wall-time limit of {limits.wall_time_s} s")
         if kind is FailureKind.STACK_OVERFLOW:

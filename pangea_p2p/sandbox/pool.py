@@ -3,23 +3,32 @@
 Theory of operation
 -------------------
 The pool owns ``config.workers`` slots. Each slot is one trio task that keeps one worker process alive
-(``python -m pangea_p2p.sandbox.worker``) and takes jobs from one shared, bounded queue (a trio memory
-channel of ``queue_max`` jobs), so at most ``workers`` tasks run at once and the rest wait in the queue;
-``run`` refuses a job (REJECTED) when the queue is full rather than wait without bound.
+(``python -m pangea_p2p.sandbox.worker``, started with a scrubbed environment and no inherited file
+descriptors: ``harden``) and takes jobs from one shared, bounded queue (a trio memory channel of
+``queue_max`` jobs), so at most ``workers`` tasks run at once and the rest wait in the queue. ``run`` and
+``run_chunks`` refuse a job (REJECTED) rather than wait without bound: when the queue is full, when the
+input bytes of the jobs the pool holds would pass ``queued_bytes_max`` (unless the pool holds none), when
+the module is larger than ``module_bytes_max`` or its limits above the node's maxima, and while its CID is
+quarantined. A job is one task: one module over one or more input chunks, one round trip to a worker.
 
-A slot's states: SPAWNING (start a worker, wait for its READY) -> IDLE (wait for a job) -> BUSY (request
-sent, awaiting the response with ``trio.lowlevel``-backed pipe streams, never blocking the event loop)
--> IDLE. A worker that dies (EOF or a broken pipe) or overruns its task's wall time plus a grace period is
-killed and reaped, its task is finished as WORKER_CRASHED (or TIMEOUT), and the slot spawns a replacement.
+A slot's states: SPAWNING (start a worker, wait for its READY) -> IDLE (wait for a job) -> COMPILING (only
+when the worker does not hold the module: send it, await the verdict within ``worker_grace_s`` + 2 s/MiB)
+-> RUNNING (request sent, awaiting the response within chunks x ``wall_time_s`` + ``worker_grace_s``, with
+``trio.lowlevel``-backed pipe streams, never blocking the event loop) -> IDLE. A worker that dies (EOF or a
+broken pipe), overruns its deadline, or answers out of step with the protocol is killed and reaped, its job
+is finished as WORKER_CRASHED (or TIMEOUT), and the slot spawns a replacement; if that happened while
+COMPILING, the CID is quarantined for ``quarantine_s`` (the worker's own memory of it died with it).
 A job taken while the worker is already found dead is kept and run on the replacement. A slot whose
 worker cannot start fails the next queued job (WORKER_CRASHED, with the reason) instead of leaving it
-waiting, and tries again.
+waiting, and tries again. Any unexpected exception while serving a job is that job's WORKER_CRASHED
+(the worker is replaced): nothing but cancellation leaves a slot, so nothing reaches the caller's nursery.
 
 Invariants: every job put in the queue is finished exactly once (by a slot, or by ``close`` with
-CANCELLED); a caller that is cancelled while waiting marks its job abandoned, so a queued job is skipped
-and a running one is let finish (bounded by its limits) and its result dropped: no worker is leaked or
-killed for it. The pool tracks which CIDs each worker holds compiled (a mirror of the worker's LRU) and
-sends module bytes only when the worker lacks them; the worker answers NEED_MODULE if the mirror was wrong.
+CANCELLED), and its input bytes leave the ``queued_bytes`` count when it is; a caller that is cancelled
+while waiting marks its job abandoned, so a queued job is skipped and a running one is let finish (bounded
+by its limits) and its result dropped: no worker is leaked or killed for it. The pool tracks which CIDs each
+worker holds compiled (a mirror of the worker's LRU) and sends module bytes only when the worker lacks
+them; the worker answers NEED_MODULE if the mirror was wrong. CIDs are canonical inside the pool.
 """
 
 from __future__ import annotations
@@ -40,19 +49,27 @@ import trio
 
 import pangea_p2p
 from pangea_p2p.errors import FailureKind
+from pangea_p2p.sandbox._boundary import Input, as_input, canonical_cid, refusal
 from pangea_p2p.sandbox.config import MiB, SandboxConfig, SandboxLimits
 from pangea_p2p.sandbox.executor import BytesVerifier
-from pangea_p2p.sandbox.result import SandboxResult
+from pangea_p2p.sandbox.harden import worker_env
+from pangea_p2p.sandbox.quarantine import Quarantine
+from pangea_p2p.sandbox.result import ChunksResult, SandboxResult
 from pangea_p2p.sandbox.wire import (
+    MESSAGE_BYTES_MAX,
     READY,
     RESPONSE,
     STATUS_NEED_MODULE,
-    decode_response,
-    encode_request_head,
+    STATUS_OK,
+    WireError,
+    decode_response_body,
+    decode_response_head,
+    encode_compile,
+    encode_run_head,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +78,33 @@ SMALL_INPUT_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 2000
 COMPILE_ALLOWANCE_S_PER_MIB = 2.0
 RESPAWN_BACKOFF_S = 0.5
+REFUSED_MODULES_MAX = 1024
 
 
 class _WorkerGone(Exception):
     """The worker's pipe closed: the process died."""
 
 
+class _WorkerLost(Exception):
+    """The worker cannot finish the job: it died, hung or broke the protocol. Carries the job's failure."""
+
+    def __init__(self, kind: FailureKind, message: str, wall_time_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.wall_time_s = wall_time_s
+
+
 @dataclass(eq=False)
 class _Job:
     cid: str
     module: bytes
-    data: bytes | bytearray | memoryview
+    chunks: list[bytes | memoryview]
     limits: SandboxLimits
+    nbytes: int
     done: trio.Event = field(default_factory=trio.Event)
-    result: SandboxResult | None = None
+    result: ChunksResult | None = None
     abandoned: bool = False
-
-    def finish(self, result: SandboxResult) -> None:
-        if self.result is None:
-            self.result = result
-            self.done.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +118,14 @@ class SandboxStats:
     crashed: int
     spawned: int
     modules_sent: int
+    queued_bytes: int = 0
+    quarantined: int = 0
 
 
 class _Worker:
     """One worker process and its pipes."""
 
-    def __init__(self, process: trio.Process, stderr: IO[bytes], cache_entries: int) -> None:
+    def __init__(self, process: trio.Process, stderr: IO[bytes], config: SandboxConfig) -> None:
         self.process = process
         self._stderr = stderr
         assert process.stdin is not None
@@ -108,7 +134,9 @@ class _Worker:
         self._stdout = process.stdout
         self._buf = bytearray()
         self.cids: OrderedDict[str, None] = OrderedDict()
-        self._cache_entries = cache_entries
+        self._cache_entries = config.module_cache_entries
+        self._output_bytes_max = config.task_output_bytes_max
+        self._seq = 0
 
     @property
     def pid(self) -> int:
@@ -136,27 +164,55 @@ class _Worker:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _WorkerGone from exc
 
-    async def request(self, job: _Job, send_module: bool) -> SandboxResult | None:
-        """Run ``job``; None when the worker needs the module bytes."""
-        head = encode_request_head(job.cid, job.module if send_module else None, len(job.data), job.limits)
-        if len(job.data) <= SMALL_INPUT_BYTES:
-            await self._send(head + bytes(job.data))
-        else:
-            await self._send(head)
-            await self._send(job.data if isinstance(job.data, bytes | memoryview) else memoryview(job.data))
-        rhead = await self.read_exactly(RESPONSE.size)
-        status, flags, tk_len, payload_len = rhead[0], rhead[1], int.from_bytes(rhead[2:4], "little"), \
-            int.from_bytes(rhead[4:8], "little")
-        if status == STATUS_NEED_MODULE:
-            self.cids.pop(job.cid, None)
-            return None
-        rest = await self.read_exactly(tk_len + payload_len)
-        if flags & 1:
-            self.cids[job.cid] = None
-            self.cids.move_to_end(job.cid)
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFF_FFFF
+        return self._seq
+
+    async def _response(self, seq: int, count: int) -> tuple[bool, ChunksResult | None]:
+        """(cached, result) of the response to ``seq``; result None for NEED_MODULE. WireError if out of step."""
+        head = decode_response_head(await self.read_exactly(RESPONSE.size), seq,
+                                    4 * count + max(self._output_bytes_max, MESSAGE_BYTES_MAX))
+        if head.status == STATUS_NEED_MODULE:
+            return False, None
+        rest = await self.read_exactly(head.trap_kind_len + head.body_len)
+        if head.status == STATUS_OK and head.output_count != count:
+            raise WireError(f"response carries {head.output_count} outputs for {count} chunks")
+        result = decode_response_body(head, rest[:head.trap_kind_len], rest[head.trap_kind_len:])
+        return head.cached, result
+
+    def _remember(self, cid: str, cached: bool) -> None:
+        if cached:
+            self.cids[cid] = None
+            self.cids.move_to_end(cid)
             while len(self.cids) > self._cache_entries:
                 self.cids.popitem(last=False)
-        return decode_response(rhead, rest[:tk_len], rest[tk_len:])
+        else:
+            self.cids.pop(cid, None)
+
+    async def compile(self, job: _Job) -> ChunksResult | None:
+        """Have the worker compile ``job``'s module: None when it holds it now, else the refusal."""
+        seq = self._next_seq()
+        await self._send(encode_compile(seq, job.cid, job.module))
+        cached, result = await self._response(seq, 0)
+        if result is None:
+            raise WireError("NEED_MODULE in answer to a compile request")
+        self._remember(job.cid, cached)
+        return None if result.ok else result
+
+    async def run(self, job: _Job) -> ChunksResult | None:
+        """Run ``job``; None when the worker needs the module bytes."""
+        seq = self._next_seq()
+        head = encode_run_head(seq, job.cid, [len(c) for c in job.chunks], job.limits)
+        if job.nbytes <= SMALL_INPUT_BYTES:
+            await self._send(b"".join([head, *job.chunks]))
+        else:
+            await self._send(head)
+            for chunk in job.chunks:
+                if chunk:
+                    await self._send(chunk)
+        cached, result = await self._response(seq, len(job.chunks))
+        self._remember(job.cid, cached)
+        return result
 
     def stderr_tail(self) -> str:
         try:
@@ -199,6 +255,12 @@ class _Worker:
                 await self._stdout.aclose()
             self._stderr.close()
 
+    async def kill(self) -> None:
+        """Kill the process now and reap it (a worker that hung or broke the protocol)."""
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        await self.aclose()
+
 
 def _grow_pipe(stream: Any) -> None:
     """Ask for 1 MiB pipe buffers (fewer syscalls for large inputs); best effort."""
@@ -208,11 +270,8 @@ def _grow_pipe(stream: Any) -> None:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(pangea_p2p.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+def _package_root() -> str:
+    return str(Path(pangea_p2p.__file__).resolve().parents[1])
 
 
 class Sandbox:
@@ -224,6 +283,7 @@ class Sandbox:
         self._default_limits = config.default_limits()
         self._send, self._receive = trio.open_memory_channel[_Job](config.queue_max)
         self._pending: set[_Job] = set()
+        self._pending_bytes = 0
         self._workers: dict[int, _Worker] = {}
         self._busy = 0
         self._completed = 0
@@ -232,34 +292,44 @@ class Sandbox:
         self._modules_sent = 0
         self._closed = False
         self._verifier = BytesVerifier()
+        self._quarantine = Quarantine(config.quarantine_s)
+        self._refused: OrderedDict[str, ChunksResult] = OrderedDict()
         self._changed = trio.Event()
 
     # -- public --------------------------------------------------------------------------------------------
 
-    async def run(self, module_cid: str, module_bytes: bytes, input_bytes: bytes | bytearray | memoryview,
+    async def run(self, module_cid: str, module_bytes: bytes, input_bytes: Input,
                   limits: SandboxLimits | None = None) -> SandboxResult:
-        """Run one task in a worker process. Failures are returned as values, never raised."""
+        """Run one task on one input in a worker process. Failures are returned as values, never raised;
+        ``input_bytes`` may be any C-contiguous buffer (LocalProtocolError for a strided view)."""
+        return (await self.run_chunks(module_cid, module_bytes, [input_bytes], limits)).single()
+
+    async def run_chunks(self, module_cid: str, module_bytes: bytes, chunks: Sequence[Input],
+                         limits: SandboxLimits | None = None) -> ChunksResult:
+        """Run one task over ``chunks`` in one worker, one round trip: an output per chunk, or the first
+        failure and the index of its chunk, and one report summed over the chunks. ``limits`` apply to each
+        chunk's run except ``fuel_max``, the budget of the whole task (protocols/guest-abi.md)."""
         limits = limits or self._default_limits
-        refused = self._refusal(module_cid, module_bytes, input_bytes, limits)
+        views = [as_input(chunk) for chunk in chunks]
+        refused = self._refusal(module_cid, module_bytes, views, limits)
         if refused is not None:
             return refused
-        job = _Job(module_cid, module_bytes, input_bytes, limits)
+        job = _Job(canonical_cid(module_cid), module_bytes, views, limits, sum(len(v) for v in views))
         try:
             self._send.send_nowait(job)
         except trio.WouldBlock:
-            return SandboxResult.failed(FailureKind.REJECTED, f"sandbox queue is full ({self.config.queue_max} "
-                                        "tasks waiting); try later")
+            return ChunksResult.failed(FailureKind.REJECTED, f"sandbox queue is full ({self.config.queue_max} "
+                                       "tasks waiting); try later")
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return SandboxResult.failed(FailureKind.CANCELLED, "sandbox is closed")
+            return ChunksResult.failed(FailureKind.CANCELLED, "sandbox is closed")
         self._pending.add(job)
+        self._pending_bytes += job.nbytes
         self._notify()
         try:
             await job.done.wait()
         except BaseException:
             job.abandoned = True
             raise
-        finally:
-            self._pending.discard(job)
         assert job.result is not None
         return job.result
 
@@ -282,38 +352,53 @@ class Sandbox:
 
     def stats(self) -> SandboxStats:
         return SandboxStats(len(self._workers), self._busy, self._receive.statistics().current_buffer_used,
-                            self._completed, self._crashed, self._spawned, self._modules_sent)
+                            self._completed, self._crashed, self._spawned, self._modules_sent,
+                            self._pending_bytes, len(self._quarantine))
 
     # -- internals -----------------------------------------------------------------------------------------
 
-    def _refusal(self, cid: str, module: bytes, data: bytes | bytearray | memoryview,
-                 limits: SandboxLimits) -> SandboxResult | None:
+    def _refusal(self, cid: str, module: bytes, views: list[bytes | memoryview],
+                 limits: SandboxLimits) -> ChunksResult | None:
         if self._closed:
-            return SandboxResult.failed(FailureKind.CANCELLED, "sandbox is closed")
-        excess = limits.excess_over(self.config.limits_max)
-        if excess is not None:
-            return SandboxResult.failed(FailureKind.REJECTED, excess)
-        if len(module) > self.config.module_bytes_max:
-            return SandboxResult.failed(FailureKind.INVALID_MODULE, f"module is {len(module)} bytes, more than "
-                                        f"the {self.config.module_bytes_max} allowed")
+            return ChunksResult.failed(FailureKind.CANCELLED, "sandbox is closed")
+        refused = refusal(self.config, cid, module, views, limits)
+        if refused is not None:
+            return refused
+        cid = canonical_cid(cid)
+        quarantined = self._quarantine.reason(cid, trio.current_time())
+        if quarantined is not None:
+            return ChunksResult.failed(FailureKind.REJECTED, quarantined)
         if not self._verifier.matches(cid, module):
-            return SandboxResult.failed(FailureKind.INVALID_MODULE,
-                                        f"module bytes do not match their content id {cid[:80]}")
-        if len(data) > limits.memory_bytes_max:
-            return SandboxResult.failed(FailureKind.INVALID_INPUT, f"input is {len(data)} bytes, more than the "
-                                        f"task's memory limit of {limits.memory_bytes_max}")
+            return ChunksResult.failed(FailureKind.INVALID_MODULE, f"module bytes do not match their content id "
+                                       f"{cid}")
+        known = self._refused.get(cid)
+        if known is not None:
+            return known
+        nbytes = sum(len(v) for v in views)
+        if self._pending_bytes and self._pending_bytes + nbytes > self.config.queued_bytes_max:
+            return ChunksResult.failed(FailureKind.REJECTED, f"sandbox holds {self._pending_bytes} bytes of "
+                                       f"task input; {nbytes} more would pass its {self.config.queued_bytes_max}; "
+                                       "try later")
         return None
+
+    def _finish(self, job: _Job, result: ChunksResult) -> None:
+        if job.result is None:
+            job.result = result
+            job.done.set()
+            self._pending.discard(job)
+            self._pending_bytes -= job.nbytes
 
     async def _spawn(self, slot: int) -> _Worker:
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the _Worker, closed in aclose()
         try:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "pangea_p2p.sandbox.worker", self._config_json],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=_worker_env())
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, close_fds=True,
+                env=worker_env(_package_root()))
         except BaseException:
             stderr.close()
             raise
-        worker = _Worker(process, stderr, self.config.module_cache_entries)
+        worker = _Worker(process, stderr, self.config)
         _grow_pipe(process.stdin)
         _grow_pipe(process.stdout)
         try:
@@ -333,6 +418,17 @@ class Sandbox:
         self._notify()
         return worker
 
+    async def _start_worker(self, slot: int) -> _Worker | str:
+        """A new worker for ``slot``, or why none could be started (never raises but for cancellation)."""
+        try:
+            return await self._spawn(slot)
+        except _WorkerGone as exc:
+            problem = str(exc)
+        except Exception as exc:  # OSError (executable gone, out of fds or memory) or a bug of ours
+            problem = f"sandbox worker failed to start ({type(exc).__name__}: {exc})"
+        log.error("%s", problem)
+        return problem
+
     async def _slot_loop(self, slot: int) -> None:
         worker: _Worker | None = None
         job: _Job | None = None
@@ -342,10 +438,8 @@ class Sandbox:
                     if worker is not None:
                         await worker.aclose()
                         worker = None
-                    try:
-                        worker = await self._spawn(slot)
-                    except _WorkerGone as exc:
-                        log.error("%s", exc)
+                    started = await self._start_worker(slot)
+                    if isinstance(started, str):
                         if job is None:  # fail the next queued job rather than leave it waiting
                             with trio.move_on_after(RESPAWN_BACKOFF_S):
                                 try:
@@ -353,69 +447,117 @@ class Sandbox:
                                 except (trio.EndOfChannel, trio.ClosedResourceError):
                                     return
                         if job is not None:
-                            job.finish(SandboxResult.failed(FailureKind.WORKER_CRASHED, str(exc)))
+                            self._finish(job, ChunksResult.failed(FailureKind.WORKER_CRASHED, started))
                             job = None
                         continue
+                    worker = started
                 if job is None:
                     try:
                         job = await self._receive.receive()
                     except (trio.EndOfChannel, trio.ClosedResourceError):
                         return
                 if job.abandoned:
+                    self._finish(job, ChunksResult.failed(FailureKind.CANCELLED, "the caller gave up"))
                     job = None
                     continue
                 if not worker.alive():
                     continue  # died while idle: run the job on a replacement
-                self._busy += 1
-                self._notify()
-                try:
-                    result = await self._execute(worker, job)
-                finally:
-                    self._busy -= 1
+                result, worker = await self._serve(worker, job)
                 self._completed += 1
-                job.finish(result)
+                self._finish(job, result)
                 job = None
                 self._notify()
         finally:
             if job is not None:
-                job.finish(SandboxResult.failed(FailureKind.CANCELLED, "sandbox closed before the task ran"))
+                self._finish(job, ChunksResult.failed(FailureKind.CANCELLED, "sandbox closed before the task ran"))
             self._workers.pop(slot, None)
             if worker is not None:
                 await worker.aclose()
 
-    async def _execute(self, worker: _Worker, job: _Job) -> SandboxResult:
-        send_module = job.cid not in worker.cids
-        grace = self.config.worker_grace_s + COMPILE_ALLOWANCE_S_PER_MIB * len(job.module) / MiB
-        result: SandboxResult | None = None
-        with trio.move_on_after(job.limits.wall_time_s + grace) as scope:
+    async def _serve(self, worker: _Worker, job: _Job) -> tuple[ChunksResult, _Worker | None]:
+        """Run ``job`` on ``worker``: the result, and the worker if it is still usable."""
+        self._busy += 1
+        self._notify()
+        try:
+            return await self._execute(worker, job), worker
+        except _WorkerLost as lost:
+            self._crashed += 1
+            return ChunksResult.failed(lost.kind, lost.message, wall_time_s=lost.wall_time_s), None
+        except Exception as exc:  # a bug of ours: it fails this job, never the pool
+            log.exception("sandbox pool failed serving %s on worker %d", job.cid, worker.pid)
+            self._crashed += 1
+            await worker.kill()
+            return ChunksResult.failed(FailureKind.WORKER_CRASHED, f"internal error of the sandbox pool "
+                                       f"({type(exc).__name__}: {exc}); the worker was replaced"), None
+        finally:
+            self._busy -= 1
+
+    async def _execute(self, worker: _Worker, job: _Job) -> ChunksResult:
+        for _ in range(2):  # a second round only when the worker evicted the module the pool thought it had
+            if job.cid not in worker.cids:
+                refused = await self._step(worker, job, compiling=True)
+                if refused is not None:
+                    if refused.failure is not None and refused.failure.kind in (
+                            FailureKind.INVALID_MODULE, FailureKind.FORBIDDEN_IMPORT):
+                        self._remember_refused(job.cid, refused)
+                    return refused
+            result = await self._step(worker, job, compiling=False)
+            if result is not None:
+                return result
+        await worker.kill()
+        raise _WorkerLost(FailureKind.WORKER_CRASHED, "worker asked twice for a module it was just sent; "
+                          "it was replaced")
+
+    async def _step(self, worker: _Worker, job: _Job, *, compiling: bool) -> ChunksResult | None:
+        """One request (compile or run) within its deadline; _WorkerLost when the worker fails it."""
+        if compiling:
+            deadline_s = self.config.worker_grace_s + COMPILE_ALLOWANCE_S_PER_MIB * len(job.module) / MiB
+        else:
+            deadline_s = len(job.chunks) * job.limits.wall_time_s + self.config.worker_grace_s
+        what = "compiling the module" if compiling else "running the task"
+        answered, result = False, None
+        with trio.move_on_after(deadline_s):
             try:
-                self._modules_sent += send_module
-                result = await worker.request(job, send_module)
-                if result is None:
+                if compiling:
                     self._modules_sent += 1
-                    result = await worker.request(job, True)
+                    result = await worker.compile(job)
+                else:
+                    result = await worker.run(job)
+                answered = True
             except _WorkerGone:
-                result = None
-        if result is not None:
+                description = await worker.reap()
+                await worker.aclose()
+                log.warning("sandbox worker %d died %s %s: %s", worker.pid, what, job.cid, description)
+                self._lost_while(compiling, job.cid, f"its compilation killed a worker ({description})")
+                raise _WorkerLost(FailureKind.WORKER_CRASHED, f"worker process died {what} ({description}); "
+                                  "it was replaced") from None
+            except WireError as exc:
+                await worker.kill()
+                log.error("sandbox worker %d broke the protocol %s %s: %s", worker.pid, what, job.cid, exc)
+                raise _WorkerLost(FailureKind.WORKER_CRASHED, f"worker process broke the protocol {what} "
+                                  f"({exc}); it was replaced") from None
+        if answered:
             return result
-        self._crashed += 1
-        if scope.cancelled_caught:
-            worker.process.kill()
-            await worker.aclose()
-            return SandboxResult.failed(FailureKind.TIMEOUT, f"worker did not answer within "
-                                        f"{job.limits.wall_time_s + grace:.1f} s; it was killed and replaced",
-                                        wall_time_s=job.limits.wall_time_s + grace)
-        description = await worker.reap()
-        await worker.aclose()
-        log.warning("sandbox worker %d died running %s: %s", worker.pid, job.cid, description)
-        return SandboxResult.failed(FailureKind.WORKER_CRASHED, f"worker process died during the task "
-                                    f"({description}); it was replaced")
+        await worker.kill()
+        self._lost_while(compiling, job.cid, f"its compilation took more than {deadline_s:.1f} s")
+        raise _WorkerLost(FailureKind.TIMEOUT, f"worker did not answer within {deadline_s:.1f} s {what}; "
+                          "it was killed and replaced", deadline_s)
+
+    def _lost_while(self, compiling: bool, cid: str, reason: str) -> None:
+        if compiling:
+            self._quarantine.add(cid, trio.current_time(), reason)
+            log.warning("sandbox: module %s quarantined for %.0f s: %s", cid, self.config.quarantine_s, reason)
+
+    def _remember_refused(self, cid: str, result: ChunksResult) -> None:
+        self._refused[cid] = result
+        while len(self._refused) > REFUSED_MODULES_MAX:
+            self._refused.popitem(last=False)
 
     async def _close(self) -> None:
         self._closed = True
         self._send.close()
         for job in list(self._pending):
-            job.finish(SandboxResult.failed(FailureKind.CANCELLED, "sandbox closed before the task finished"))
+            self._finish(job, ChunksResult.failed(FailureKind.CANCELLED, "sandbox closed before the task finished"))
 
 
 @contextlib.asynccontextmanager

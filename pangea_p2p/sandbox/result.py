@@ -1,7 +1,10 @@
 """What a task run returns: output bytes or a typed failure, always with a metering report.
 
-Failures are values (``Failure``), so they cross the worker-process boundary as plain data;
-``SandboxResult.unwrap()`` raises the matching ``SandboxError`` subclass of ``pangea_p2p.errors``.
+``SandboxResult`` is one guest run (``run``); ``ChunksResult`` is one task over a list of input chunks
+(``run_chunks``): one output per chunk, or the first failure and the index of the chunk that failed, with
+one report summed over the chunks that ran. Failures are values (``Failure``), so they cross the
+worker-process boundary as plain data; ``unwrap()`` raises the matching ``SandboxError`` subclass of
+``pangea_p2p.errors``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,6 @@ class MeteringReport:
     @property
     def ok(self) -> bool:
         return self.status is None
-
-
 
 @dataclass(frozen=True, slots=True)
 class Failure:
@@ -73,3 +74,54 @@ class SandboxResult:
                peak_memory_bytes: int = 0, wall_time_s: float = 0.0, cpu_time_s: float = 0.0) -> SandboxResult:
         report = MeteringReport(fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s, kind)
         return cls(None, Failure(kind, message, trap_kind), report)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunksResult:
+    """One task over a list of input chunks: ``outputs`` (one per chunk, in order) or ``failure``.
+
+    ``failed_index`` is the index of the chunk whose run failed (the chunks after it did not run), or None
+    when the failure is not one chunk's: the task was refused before any chunk ran (invalid module, limits,
+    queue full, closed) or the worker process died or hung (the pool cannot tell during which chunk).
+    ``report`` covers every chunk that ran: ``fuel_used`` is the sum, ``peak_memory_bytes`` the largest
+    linear memory of any run, ``wall_time_s`` and ``cpu_time_s`` the totals; ``status`` is the failure's kind.
+    """
+
+    outputs: list[bytes] | None
+    failure: Failure | None
+    failed_index: int | None
+    report: MeteringReport
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def unwrap(self) -> list[bytes]:
+        """The outputs; raises the SandboxError subclass of the failure (its message names the chunk)."""
+        if self.failure is not None:
+            failure = self.failure
+            if self.failed_index is not None:
+                failure = Failure(failure.kind, f"chunk {self.failed_index}: {failure.message}", failure.trap_kind)
+            raise failure.to_error()
+        assert self.outputs is not None
+        return self.outputs
+
+    def single(self) -> SandboxResult:
+        """This result as the ``SandboxResult`` of a one-chunk task."""
+        if self.failure is not None:
+            return SandboxResult(None, self.failure, self.report)
+        assert self.outputs is not None
+        assert len(self.outputs) == 1
+        return SandboxResult(self.outputs[0], None, self.report)
+
+    @classmethod
+    def failed(cls, kind: FailureKind, message: str, *, failed_index: int | None = None, trap_kind: str = "",
+               fuel_used: int = 0, peak_memory_bytes: int = 0, wall_time_s: float = 0.0,
+               cpu_time_s: float = 0.0) -> ChunksResult:
+        report = MeteringReport(fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s, kind)
+        return cls(None, Failure(kind, message, trap_kind), failed_index, report)
+
+    @classmethod
+    def of_failure(cls, result: SandboxResult) -> ChunksResult:
+        """A failed ``SandboxResult`` that concerns no single chunk (refused, crashed) as a ChunksResult."""
+        return cls(None, result.failure, None, result.report)

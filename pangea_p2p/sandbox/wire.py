@@ -4,81 +4,176 @@ No pickling: fixed little-endian headers followed by raw bytes, so a large input
 pipe and once out of it.
 
     worker -> pool, once at start:  READY (8 bytes)
-    pool -> worker, per task:       REQUEST header, cid, module bytes (only when flag MODULE is set), input
-    worker -> pool, per task:       RESPONSE header, trap kind, payload (output, or a UTF-8 message)
+    pool -> worker, per request:    REQUEST header, cid (ASCII, canonical), body
+    worker -> pool, per request:    RESPONSE header, trap kind, body
 
-A worker answers ``STATUS_NEED_MODULE`` when asked to run a CID it has not compiled (evicted from its cache)
-and no bytes were sent; the pool then sends the request again with the module. Closing the worker's stdin
-asks it to exit.
+Two requests: ``OP_COMPILE`` (body = module bytes; the answer is OK with no outputs, or the refusal) and
+``OP_RUN`` (body = ``count`` u32 chunk lengths, then the chunks; the answer is OK with ``count`` u32 output
+lengths and the outputs, or a failure whose body is a UTF-8 message and ``failed_index`` the chunk that
+failed, ``NO_INDEX`` if none). Compilation is its own request so that the pool can tell a module that
+crashes or hangs the compiler (it quarantines the CID) from a guest that does so while running.
+
+Every request carries a sequence number that its response echoes: a pool that reads an answer to another
+request knows the pipe is out of step and kills the worker instead of handing the answer to a caller.
+
+A worker answers ``STATUS_NEED_MODULE`` when asked to run a CID it has not compiled (evicted from its
+cache); the pool then sends ``OP_COMPILE`` and the run again. Closing the worker's stdin asks it to exit.
+A malformed request makes the worker exit with a one-line message on stderr (the pool's bug, not a guest's).
 """
 
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from pangea_p2p.errors import FailureKind
 from pangea_p2p.sandbox.config import SandboxLimits
-from pangea_p2p.sandbox.result import SandboxResult
+from pangea_p2p.sandbox.result import ChunksResult, MeteringReport
 
-READY = b"PGWRKR01"
+READY = b"PGWRKR02"
 
-# op, flags, cid_len, module_len, input_len, fuel_max, memory_bytes_max, wall_time_s, output_bytes_max
-REQUEST = struct.Struct("<BBHIIQQdQ")
+# op, reserved, cid_len, seq, count, body_len, fuel_max, memory_bytes_max, wall_time_s, output_bytes_max
+REQUEST = struct.Struct("<BBHIIQQQdQ")
 OP_RUN = 1
-FLAG_MODULE = 1
+OP_COMPILE = 2
 
-# status, flags, trap_kind_len, payload_len, fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s
-RESPONSE = struct.Struct("<BBHIQQdd")
+# status, flags, trap_kind_len, seq, failed_index, count, body_len, fuel_used, peak_memory_bytes, wall, cpu
+RESPONSE = struct.Struct("<BBHIIIQQQdd")
 STATUS_OK = 0
 STATUS_NEED_MODULE = 255
 FLAG_CACHED = 1  # the worker now holds the module compiled (the pool need not send its bytes again)
+NO_INDEX = 0xFFFF_FFFF
 
 CID_BYTES_MAX = 200
+MESSAGE_BYTES_MAX = 4096
+TRAP_KIND_BYTES_MAX = 255
+_FAILURE_STATUSES = frozenset(int(kind) for kind in FailureKind)
 
 
-def encode_request_head(cid: str, module: bytes | None, input_len: int, limits: SandboxLimits) -> bytes:
-    """The header and CID (and module) of a request; the input follows it on the pipe."""
+class WireError(ValueError):
+    """Bytes on a worker pipe that do not follow this format (the two ends are out of step)."""
+
+
+class RequestHead(NamedTuple):
+    op: int
+    seq: int
+    cid_len: int
+    chunk_count: int
+    body_len: int
+    limits: SandboxLimits | None  # OP_RUN only
+
+
+class ResponseHead(NamedTuple):
+    status: int
+    cached: bool
+    trap_kind_len: int
+    seq: int
+    failed_index: int | None
+    output_count: int
+    body_len: int
+    report: tuple[int, int, float, float]
+
+
+def _lengths(count: int, data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, ...]:
+    return struct.unpack_from(f"<{count}I", data, offset) if count else ()
+
+
+def encode_run_head(seq: int, cid: str, sizes: list[int], limits: SandboxLimits) -> bytes:
+    """Header, CID and chunk lengths of a run request; the chunks follow it on the pipe."""
     cid_raw = cid.encode("ascii")
-    head = REQUEST.pack(OP_RUN, FLAG_MODULE if module is not None else 0, len(cid_raw),
-                        len(module) if module is not None else 0, input_len, limits.fuel_max,
+    head = REQUEST.pack(OP_RUN, 0, len(cid_raw), seq, len(sizes), 4 * len(sizes) + sum(sizes), limits.fuel_max,
                         limits.memory_bytes_max, limits.wall_time_s, limits.output_bytes_max)
-    return head + cid_raw + (module or b"")
+    return head + cid_raw + struct.pack(f"<{len(sizes)}I", *sizes)
 
 
-def decode_request_head(head: bytes | bytearray) -> tuple[int, int, int, int, int, SandboxLimits]:
-    """(op, flags, cid_len, module_len, input_len, limits) of a request header."""
-    op, flags, cid_len, module_len, input_len, fuel, memory, wall, output = REQUEST.unpack(head)
-    return op, flags, cid_len, module_len, input_len, SandboxLimits(fuel, memory, wall, output)
+def encode_compile(seq: int, cid: str, module: bytes) -> bytes:
+    cid_raw = cid.encode("ascii")
+    return REQUEST.pack(OP_COMPILE, 0, len(cid_raw), seq, 0, len(module), 0, 0, 0.0, 0) + cid_raw + module
 
 
-def encode_response(result: SandboxResult, *, cached: bool) -> bytes:
-    """A response carrying ``result`` (output or failure and the metering report)."""
+def decode_request_head(head: bytes | bytearray) -> RequestHead:
+    """The fields of a request header; WireError if they are impossible."""
+    op, _reserved, cid_len, seq, count, body_len, fuel, memory, wall, output = REQUEST.unpack(head)
+    if op not in (OP_RUN, OP_COMPILE) or cid_len > CID_BYTES_MAX or body_len < 4 * count:
+        raise WireError(f"malformed request header (op {op}, cid {cid_len} bytes, {count} chunks in "
+                        f"{body_len} bytes)")
+    limits = None
+    if op == OP_RUN:
+        parsed = SandboxLimits.parse(fuel_max=fuel, memory_bytes_max=memory, wall_time_s=wall,
+                                     output_bytes_max=output)
+        if not isinstance(parsed, SandboxLimits):
+            raise WireError(f"malformed request limits: {parsed.message}")
+        limits = parsed
+    return RequestHead(op, seq, cid_len, count, body_len, limits)
+
+
+def split_chunks(body: bytearray, count: int) -> list[memoryview]:
+    """The chunks of a run request's body, as views into it (no copy); WireError if the lengths do not add up."""
+    sizes = _lengths(count, body)
+    view = memoryview(body)
+    pos = 4 * count
+    if pos + sum(sizes) != len(body):
+        raise WireError(f"request chunk lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
+    chunks = []
+    for size in sizes:
+        chunks.append(view[pos:pos + size])
+        pos += size
+    return chunks
+
+
+def encode_response(seq: int, result: ChunksResult, *, cached: bool) -> bytes:
+    """A response carrying ``result`` (outputs or failure and the metering report)."""
     report = result.report
     flags = FLAG_CACHED if cached else 0
+    index = NO_INDEX
     if result.failure is None:
-        assert result.output is not None
-        status, trap_kind, payload = STATUS_OK, b"", result.output
+        assert result.outputs is not None
+        status, trap_kind, count = STATUS_OK, b"", len(result.outputs)
+        parts = [struct.pack(f"<{count}I", *map(len, result.outputs)), *result.outputs]
     else:
-        status = int(result.failure.kind)
-        trap_kind = result.failure.trap_kind.encode()[:255]
-        payload = result.failure.message.encode()
-    head = RESPONSE.pack(status, flags, len(trap_kind), len(payload), report.fuel_used, report.peak_memory_bytes,
-                         report.wall_time_s, report.cpu_time_s)
-    return head + trap_kind + payload
+        status, count = int(result.failure.kind), 0
+        trap_kind = result.failure.trap_kind.encode()[:TRAP_KIND_BYTES_MAX]
+        parts = [result.failure.message.encode()[:MESSAGE_BYTES_MAX]]
+        if result.failed_index is not None:
+            index = result.failed_index
+    body = b"".join(parts)
+    head = RESPONSE.pack(status, flags, len(trap_kind), seq, index, count, len(body), report.fuel_used,
+                         report.peak_memory_bytes, report.wall_time_s, report.cpu_time_s)
+    return head + trap_kind + body
 
 
-def encode_need_module() -> bytes:
-    return RESPONSE.pack(STATUS_NEED_MODULE, 0, 0, 0, 0, 0, 0.0, 0.0)
+def encode_need_module(seq: int) -> bytes:
+    return RESPONSE.pack(STATUS_NEED_MODULE, 0, 0, seq, NO_INDEX, 0, 0, 0, 0, 0.0, 0.0)
 
 
-def decode_response(head: bytes | bytearray, trap_kind: bytes, payload: bytes) -> SandboxResult:
-    """The result of a response whose header, trap kind and payload have been read."""
-    status, _flags, _tk_len, _len, fuel, peak, wall, cpu = RESPONSE.unpack(head)
-    if status == STATUS_OK:
-        return SandboxResult.success(payload, fuel, peak, wall, cpu)
-    try:
-        kind = FailureKind(status)
-    except ValueError:
-        kind = FailureKind.WORKER_CRASHED
-    return SandboxResult.failed(kind, payload.decode(errors="replace"), trap_kind=trap_kind.decode(errors="replace"),
-                                fuel_used=fuel, peak_memory_bytes=peak, wall_time_s=wall, cpu_time_s=cpu)
+def decode_response_head(head: bytes | bytearray, seq: int, body_bytes_max: int) -> ResponseHead:
+    """The fields of the response to request ``seq``; WireError if it answers another request or is impossible."""
+    status, flags, tk_len, got_seq, index, count, body_len, fuel, peak, wall, cpu = RESPONSE.unpack(head)
+    if got_seq != seq:
+        raise WireError(f"response to request {got_seq} where {seq} was expected")
+    if status not in (STATUS_OK, STATUS_NEED_MODULE) and status not in _FAILURE_STATUSES:
+        raise WireError(f"response with unknown status {status}")
+    if tk_len > TRAP_KIND_BYTES_MAX:
+        raise WireError(f"response with a trap kind of {tk_len} bytes")
+    if body_len > body_bytes_max or (status == STATUS_OK and body_len < 4 * count):
+        raise WireError(f"response body of {body_len} bytes for {count} outputs (at most {body_bytes_max})")
+    return ResponseHead(status, bool(flags & FLAG_CACHED), tk_len, got_seq, None if index == NO_INDEX else index,
+                        count, body_len, (fuel, peak, wall, cpu))
+
+
+def decode_response_body(head: ResponseHead, trap_kind: bytes, body: bytes) -> ChunksResult:
+    """The result of a response whose header, trap kind and body have been read; WireError if inconsistent."""
+    fuel, peak, wall, cpu = head.report
+    if head.status == STATUS_OK:
+        sizes = _lengths(head.output_count, body)
+        pos = 4 * head.output_count
+        if pos + sum(sizes) != len(body):
+            raise WireError(f"response output lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
+        outputs = []
+        for size in sizes:
+            outputs.append(body[pos:pos + size])
+            pos += size
+        return ChunksResult(outputs, None, None, MeteringReport(fuel, peak, wall, cpu, None))
+    return ChunksResult.failed(FailureKind(head.status), body.decode(errors="replace"),
+                               failed_index=head.failed_index, trap_kind=trap_kind.decode(errors="replace"),
+                               fuel_used=fuel, peak_memory_bytes=peak, wall_time_s=wall, cpu_time_s=cpu)

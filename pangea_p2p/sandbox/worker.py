@@ -1,9 +1,11 @@
 """A sandbox worker process: ``python -m pangea_p2p.sandbox.worker CONFIG_JSON``.
 
-Reads requests from stdin and writes responses to stdout (``pangea_p2p.sandbox.wire``), one task at a time,
-with one ``Executor`` (one wasmtime engine) for its whole life. It exits when stdin closes. Anything else
-printed to stdout (a library's stray print) is redirected to stderr so it cannot corrupt the protocol.
-SIGINT is ignored: the pool decides when workers stop (a Ctrl-C in a terminal reaches the whole group).
+Reads requests from stdin and writes responses to stdout (``pangea_p2p.sandbox.wire``), one at a time,
+with one ``Executor`` (one wasmtime engine) for its whole life. It exits when stdin closes. Before it
+builds the engine it drops what it does not need (``pangea_p2p.sandbox.harden``: no core dumps, bounded
+open files, no new privileges). Anything else printed to stdout (a library's stray print) is redirected to
+stderr so it cannot corrupt the protocol. SIGINT is ignored: the pool decides when workers stop (a Ctrl-C
+in a terminal reaches the whole group). A malformed request ends the worker with a one-line message.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ import os
 import signal
 import sys
 
+from pangea_p2p.errors import SandboxError
 from pangea_p2p.sandbox.config import SandboxConfig
 from pangea_p2p.sandbox.executor import Executor
+from pangea_p2p.sandbox.harden import restrict_process
+from pangea_p2p.sandbox.result import ChunksResult, MeteringReport
 from pangea_p2p.sandbox.wire import (
-    FLAG_MODULE,
-    OP_RUN,
+    OP_COMPILE,
     READY,
     REQUEST,
+    WireError,
     decode_request_head,
     encode_need_module,
     encode_response,
+    split_chunks,
 )
+
+_COMPILED = ChunksResult([], None, None, MeteringReport(0, 0, 0.0, 0.0, None))
 
 
 class _Closed(Exception):
@@ -52,11 +60,19 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def _compile(executor: Executor, cid: str, module: bytes) -> ChunksResult:
+    try:
+        executor.compile(cid, module)
+    except SandboxError as exc:
+        return ChunksResult.failed(exc.kind, exc.message)
+    return _COMPILED
+
+
 def serve(config: SandboxConfig, in_fd: int, out_fd: int) -> None:
     """Answer requests on ``in_fd`` until it closes."""
     stream = io.FileIO(in_fd, "rb", closefd=False)
-    head = bytearray(REQUEST.size)
-    head_view = memoryview(head)
+    head_buf = bytearray(REQUEST.size)
+    head_view = memoryview(head_buf)
     with Executor(config) as executor:
         _write_all(out_fd, READY)
         while True:
@@ -64,17 +80,25 @@ def serve(config: SandboxConfig, in_fd: int, out_fd: int) -> None:
                 _read_into(stream, head_view)
             except _Closed:
                 return
-            op, flags, cid_len, module_len, input_len, limits = decode_request_head(head)
-            if op != OP_RUN:
-                raise SystemExit(f"pangea sandbox worker: unknown op {op}")
-            cid = bytes(_read(stream, cid_len)).decode("ascii")
-            module = bytes(_read(stream, module_len)) if flags & FLAG_MODULE else None
-            data = _read(stream, input_len)
-            if module is None and not executor.has_module(cid):
-                _write_all(out_fd, encode_need_module())
+            try:
+                head = decode_request_head(head_buf)
+                cid = bytes(_read(stream, head.cid_len)).decode("ascii")
+            except (WireError, UnicodeDecodeError) as exc:
+                raise SystemExit(f"pangea sandbox worker: {exc}") from None
+            body = _read(stream, head.body_len)
+            if head.op == OP_COMPILE:
+                result = _compile(executor, cid, bytes(body))
+            elif not executor.has_module(cid):
+                _write_all(out_fd, encode_need_module(head.seq))
                 continue
-            result = executor.run(cid, module, data, limits)
-            _write_all(out_fd, encode_response(result, cached=executor.is_compiled(cid)))
+            else:
+                assert head.limits is not None
+                try:
+                    chunks = split_chunks(body, head.chunk_count)
+                except WireError as exc:
+                    raise SystemExit(f"pangea sandbox worker: {exc}") from None
+                result = executor.run_chunks(cid, None, chunks, head.limits)
+            _write_all(out_fd, encode_response(head.seq, result, cached=executor.is_compiled(cid)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m pangea_p2p.sandbox.worker CONFIG_JSON", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    restrict_process()
     config = SandboxConfig.from_json(args[0])
     out_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol

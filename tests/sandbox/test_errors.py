@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.errors import SANDBOX_ERRORS, FailureKind, InvalidModule, SandboxError, Trap, sandbox_error
+from pangea_p2p.errors import SANDBOX_ERRORS, FailureKind, InvalidModule, Rejected, SandboxError, Trap, sandbox_error
 from pangea_p2p.sandbox import SandboxConfig, SandboxLimits
 from pangea_p2p.sandbox.executor import Executor
 from tests.sandbox.conftest import run_guest, wat_module
@@ -52,13 +52,17 @@ def test_wrong_abi_exports_are_invalid(executor):
     assert "run: (i32, i32) -> i64" in result.failure.message
 
 
-def test_oversized_module_is_refused_before_compiling():
+def test_oversized_module_is_rejected_by_this_node_not_declared_invalid():
+    # the size limit is this node's configuration: another node may take the task, so REJECTED
     with Executor(SandboxConfig(workers=1, module_bytes_max=1024)) as ex:
         data = b"\x00asm\x01\x00\x00\x00" + b"\x00" * 2000
         result = ex.run(cid_of(data), data, b"")
-    assert result.failure is not None
-    assert result.failure.kind is FailureKind.INVALID_MODULE
-    assert "more than the 1024 allowed" in result.failure.message
+        assert result.failure is not None
+        assert result.failure.kind is FailureKind.REJECTED
+        assert "more than the 1024 this node allows" in result.failure.message
+        assert not ex.has_module(cid_of(data)), "a node-specific refusal is not remembered as a verdict"
+        with pytest.raises(Rejected):
+            ex.compile(cid_of(data), data)
 
 
 def test_refused_modules_are_remembered_by_cid(executor):
