@@ -80,3 +80,41 @@ def test_default_limits_never_exceed_the_node_maxima():
     assert limits.fuel_max == 1000
     assert limits.wall_time_s == 30.0
     assert limits.excess_over(config.limits_max) is None
+
+
+VALID_LIMITS = {"fuel_max": 10**9, "memory_bytes_max": 64 * MiB, "wall_time_s": 2.5, "output_bytes_max": 4096}
+
+
+def test_limits_from_a_peer_parse_to_limits():
+    assert SandboxLimits.parse(**VALID_LIMITS) == SandboxLimits(**VALID_LIMITS)
+    whole_seconds = SandboxLimits.parse(**{**VALID_LIMITS, "wall_time_s": 3})
+    assert whole_seconds == SandboxLimits(**{**VALID_LIMITS, "wall_time_s": 3.0})
+    assert isinstance(whole_seconds, SandboxLimits)
+    assert isinstance(whole_seconds.wall_time_s, float)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("fuel_max", 0), ("fuel_max", "many"), ("fuel_max", 1.5), ("memory_bytes_max", 5 * GiB),
+     ("memory_bytes_max", True), ("wall_time_s", float("inf")), ("wall_time_s", -1), ("wall_time_s", None),
+     ("output_bytes_max", 2 * GiB)],
+)
+def test_bad_limits_from_a_peer_are_a_rejected_failure_not_a_config_error(key, value):
+    from pangea_p2p.errors import FailureKind, Rejected
+    from pangea_p2p.sandbox import Failure
+
+    parsed = SandboxLimits.parse(**{**VALID_LIMITS, key: value})
+    assert isinstance(parsed, Failure)
+    assert parsed.kind is FailureKind.REJECTED
+    assert key in parsed.message
+    assert "\n" not in parsed.message
+    assert isinstance(parsed.to_error(), Rejected)
+
+
+def test_queue_byte_bound_output_bound_and_quarantine_are_validated():
+    for key, value in [("queued_bytes_max", 1000), ("task_output_bytes_max", 3 * GiB), ("quarantine_s", -1.0)]:
+        with pytest.raises(ConfigError) as info:
+            SandboxConfig(**{key: value})
+        assert info.value.key == key
+    config = SandboxConfig(queued_bytes_max=2 * GiB, task_output_bytes_max=MiB, quarantine_s=0.0)
+    assert SandboxConfig.from_json(config.to_json()) == config
