@@ -6,7 +6,9 @@ Every ratio compares figures measured in this one run on this machine:
 1. per-task overhead: submit -> result of the trivial ``echo`` guest through the worker pool, against a bare
    wasmtime Store + Instance + call (alloc, write, run, read) in this process (target: under 0.5 ms);
 2. throughput of tiny tasks per second on all cores (target: >= 2,000/s on 2 cores);
-3. the ``matmul_block`` guest against numpy (one BLAS thread) and against pure Python on the same block.
+3. tasks over chunk lists (``run_chunks``, one round trip per task): tasks/s and chunks/s through the pool
+   for several chunk counts, against the in-process executor on one core and against one-chunk tasks;
+4. the ``matmul_block`` guest against numpy (one BLAS thread) and against pure Python on the same block.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.guests import load_guest
 from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits, measure_speed, open_sandbox
+
+CHUNK_COUNTS = [1, 4, 16, 64, 256]
 
 
 def _median_us(samples: list[float]) -> float:
@@ -70,6 +74,47 @@ def executor_samples(executor: Executor, n: int) -> list[float]:
         executor.run(cid, module, b"hello", limits).unwrap()
         samples.append(time.perf_counter() - t0)
     return samples
+
+
+def executor_chunk_rate(executor: Executor, chunks_per_task: int, tasks: int) -> float:
+    """Chunks per second of ``run_chunks`` in this process (one core), tiny chunks."""
+    module = load_guest("echo")
+    cid = cid_of(module)
+    chunks = [b"hello"] * chunks_per_task
+    t0 = time.perf_counter()
+    for _ in range(tasks):
+        executor.run_chunks(cid, module, chunks).unwrap()
+    return tasks * chunks_per_task / (time.perf_counter() - t0)
+
+
+async def pool_chunk_figures(chunk_counts: list[int], throughput_s: float) -> dict[int, tuple[float, float]]:
+    """{chunks per task: (tasks/s, chunks/s)} through the pool on all cores, tiny chunks."""
+    module = load_guest("echo")
+    cid = cid_of(module)
+    config = SandboxConfig()
+    figures = {}
+    async with open_sandbox(config) as sandbox:
+        await sandbox.wait_ready()
+        for _ in range(50):
+            await sandbox.run_chunks(cid, module, [b"hello"] * 4)
+        for count in chunk_counts:
+            chunks = [b"hello"] * count
+            done = 0
+            deadline = time.perf_counter() + throughput_s
+
+            async def caller(chunks: list[bytes] = chunks, deadline: float = deadline) -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    (await sandbox.run_chunks(cid, module, chunks)).unwrap()
+                    done += 1
+
+            t0 = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(2 * config.workers):
+                    nursery.start_soon(caller)
+            rate = done / (time.perf_counter() - t0)
+            figures[count] = (rate, rate * count)
+    return figures
 
 
 async def pool_figures(n: int, throughput_s: float) -> tuple[list[float], float, int]:
@@ -148,6 +193,8 @@ def main() -> int:
         bare = bare_call_samples(executor, n)
         inproc = executor_samples(executor, n)
         pool, rate, workers = trio.run(pool_figures, n, 0.5 if args.quick else 2.0)
+        inproc_chunks = executor_chunk_rate(executor, 64, 20 if args.quick else 200)
+        chunked = trio.run(pool_chunk_figures, CHUNK_COUNTS, 0.5 if args.quick else 2.0)
         mm = matmul_figures(executor, 64, 512, 1 if args.quick else 3)
 
     overhead_us = _median_us(pool) - _median_us(bare)
@@ -163,6 +210,12 @@ def main() -> int:
     print(f"  {rate:,.0f} tasks/s with {workers} workers "
           f"(target >= 2,000/s on 2 cores: {'MET' if rate >= 2000 * workers / 2 else 'MISSED'}; "
           f"a bare in-process loop on one core does {1e6 / _median_us(bare):,.0f}/s)")
+    print("\n== tasks over chunk lists (run_chunks: one round trip per task, one guest run per chunk), tiny chunks")
+    print(f"  in this process, one core: {inproc_chunks:,.0f} chunks/s")
+    for count, (tasks_s, chunks_s) in chunked.items():
+        print(f"  pool, {count:4d} chunks/task: {tasks_s:8,.0f} tasks/s = {chunks_s:8,.0f} chunks/s "
+              f"({chunks_s / rate:.1f}x one-chunk tasks; {chunks_s / (inproc_chunks * workers):.2f} of "
+              f"{workers} in-process cores)")
     print("\n== matmul block 64x512 @ 512x64 float64 (one output block of the 512x512 demo), median")
     print(f"  wasm guest (in-process, incl. copies): {mm['wasm_s'] * 1e3:8.2f} ms")
     print(f"  numpy a @ b (1 BLAS thread):           {mm['numpy_s'] * 1e3:8.3f} ms  "

@@ -92,7 +92,9 @@ def test_time_limit_stops_an_infinite_loop(executor):
     result = run_guest(executor, "infinite_loop", wall_time_s=0.1)
     assert result.failure is not None
     assert result.failure.kind is FailureKind.TIMEOUT
-    assert 0.1 <= result.report.wall_time_s < 5.0
+    assert result.report.wall_time_s >= 0.1
+    # far below the 30 s default: the task's own 0.1 s limit stopped it (loose, for a loaded machine)
+    assert result.report.wall_time_s < 20.0
     with pytest.raises(Timeout):
         result.unwrap()
 

@@ -118,7 +118,7 @@ async def test_a_worker_that_died_while_idle_is_replaced_before_the_next_task():
 
 async def test_a_hung_worker_is_killed_after_wall_time_plus_grace():
     cid, module = guest("echo")
-    config = SandboxConfig(workers=1, worker_grace_s=0.2)
+    config = SandboxConfig(workers=1, worker_grace_s=1.0)
     async with open_sandbox(config) as sandbox:
         assert (await sandbox.run(cid, module, b"w")).unwrap() == b"w"  # compiled: the run itself will hang
         (old_pid,) = sandbox.worker_pids()
