@@ -205,6 +205,7 @@ class RejectReason(enum.StrEnum):
     FROM_FUTURE = "issued-in-future"  # issued later than now plus the allowed clock skew
     DELEGATION_CYCLE = "delegation-cycle"  # a peer appears twice on one path of a delegation tree
     LIMIT_EXCEEDED = "limit-exceeded"  # too deep, too many children, too large, fuel above its budget
+    NOT_ASSIGNED = "not-assigned"  # a vote, commitment or reveal from a peer the task was not given to
 
     def describe(self) -> str:
         """One sentence for a user interface."""
@@ -229,6 +230,7 @@ _REASON_TEXT: dict[RejectReason, str] = {
     RejectReason.FROM_FUTURE: "the receipt is dated in the future",
     RejectReason.DELEGATION_CYCLE: "a peer appears twice on one delegation path",
     RejectReason.LIMIT_EXCEEDED: "a size, depth or budget limit was exceeded",
+    RejectReason.NOT_ASSIGNED: "this peer was not given this task",
 }
 
 

@@ -70,6 +70,16 @@ def _parse_cid_slow(cid: str) -> bytes:
     return bytes(parsed.raw_digest)  # multiformats hands out a memoryview
 
 
+def canonical_cid(cid: str) -> str:
+    """The canonical ``bafkrei...`` form of any accepted spelling of a sha2-256 content id.
+
+    Two spellings of one id (base58btc, base32 upper, ...) name the same bytes but compare unequal as
+    strings; canonicalise ids where they enter (HTTP API, messages) before using them as keys.
+    RemoteProtocolError if ``cid`` is not a sha2-256 CID.
+    """
+    return cid_from_digest(parse_cid(cid))
+
+
 def cid_matches(cid: str, data: bytes | bytearray | memoryview) -> bool:
     """True when ``data`` is what ``cid`` names. Malformed CIDs do not match anything."""
     try:

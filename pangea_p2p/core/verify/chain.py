@@ -4,21 +4,30 @@ A peer that splits a task and delegates the parts does not run anything itself; 
 signs a *delegation receipt* over (a) the digests (SHA-256 of the encoded bytes) of its children's receipts,
 in order, and (b) the Merkle root over its children's *output commitments* — an execution receipt commits to
 its output's sha2-256 digest, a delegation receipt to its own children root — plus the fuel used, which must
-be the sum of its children's. A *receipt tree* is that receipt with its children's trees; its wire form is
-pre-order: ``u32 length | receipt bytes`` for each node, a delegation node's children right after it.
+be the sum of its children's. The parts are consecutive runs of the task's input chunks: the children's
+chunk counts add up to the parent's, and the task's output is the children's output chunks in child order.
+A *receipt tree* is that receipt with its children's trees; its wire form is pre-order:
+``u32 length | receipt bytes`` for each node, a delegation node's children right after it.
 
-``verify_tree`` walks the tree once and checks every node: signature and key, freshness (the root against
-``now`` and the replay guard; a child only for causality — not dated after its parent — since a part that
-finished hours before the rest is still good, and its binding ties it to this job and parent task), binding
-to its parent (same job and module, parent task id = the parent's task id, issuer = the parent's signer, distinct
-task ids among siblings), child digests, the children root, the fuel sum, the children's fuel budgets summing
-to at most the parent's, and that no receipt appears twice (REPLAYED). A peer appearing twice on one path
-from the submitter (who issued the root task) down to a leaf is a DELEGATION_CYCLE. Depth, node count,
-children per node and encoded size are bounded by VerifyConfig. The root must match the binding the
-submitter issued; the result lists the verified execution receipts in output order.
+``verify_tree`` walks the tree once and checks every node: signature and key; freshness — the root against
+``now`` (a part that finished hours before the rest is still good, so a child is only checked for
+causality: not dated after ``min(its parent's date, now)`` plus the allowed skew); binding to its parent
+(same job and module, parent task id = the parent's task id, issuer = the parent's signer, distinct task
+ids among siblings, memory, wall-time and output limits no larger than the parent's, fuel budgets and chunk
+counts that add up to at most / exactly the parent's); child digests; the children root; the fuel sum; a
+result committing to its binding's chunk count; and that no (task, signer) appears twice in the tree
+(REPLAYED). A peer appearing twice on one path from the submitter (who issued the root task) down to a leaf
+is a DELEGATION_CYCLE. Depth, node count, children per node and encoded size are bounded by VerifyConfig.
+The root must match the binding the submitter issued and be signed by the peer it was given to. Given the
+task's framed output, the verifier cuts it into the leaves' chunk counts and checks every part against its
+leaf's output id and Merkle root, which makes the output's digest a proven claim for a vote.
 
-What a tree cannot prove: that the split of the input into the children's inputs is right, or that the
-merged output is (the submitter merges, or spot-checks; see spotcheck.py).
+Only the root is recorded in the ReplayGuard (replay.py): every child is bound to its parent's task, so a
+second tree for the same task, or a subtree offered again, is caught at the root; and a tree cannot fill
+the guard or move its clock, however many children it has or how they are dated.
+
+What a tree cannot prove: that the split of the input into the children's inputs is right (the submitter
+checks the merged output, or spot-checks; see spotcheck.py).
 """
 
 from __future__ import annotations
@@ -26,10 +35,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pangea_p2p.core.verify.merkle import MerkleTree
+from pangea_p2p.core.verify.merkle import MerkleTree, root_of
 from pangea_p2p.core.verify.receipts import (
     CHILDREN_WIRE_MAX,
     DIGEST_BYTES,
@@ -44,25 +54,32 @@ from pangea_p2p.core.verify.receipts import (
     check_freshness,
     check_fuel,
     check_header,
+    check_output,
+    check_result,
     check_signature,
     decode_common,
     decode_receipt,
     encode_common,
     encode_ids,
     malformed,
+    output_chunks_of,
+    replay_key_of,
     signer_problem,
+)
+from pangea_p2p.core.verify.receipts import (
+    VerifiedTree as VerifiedTree,
 )
 from pangea_p2p.errors import LocalProtocolError, RejectReason, VerificationError
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Sequence
 
     from pangea_p2p.core.identity import Identity
     from pangea_p2p.core.verify.config import VerifyConfig
 
 _DELEGATION_TAIL = struct.Struct(">32sH")  # children root, child count
 _LENGTH = struct.Struct(">I")
+_U32_LE = struct.Struct("<I")  # the chunk-list framing of pangea_p2p.core.chunks
 
 
 @dataclass(frozen=True)
@@ -123,9 +140,10 @@ class DelegationReceipt:
     def digest(self) -> bytes:
         return hashlib.sha256(self.wire).digest()
 
-    @property
+    @functools.cached_property
     def replay_key(self) -> bytes:
-        return self.nonce + self.delegator.encode("ascii")
+        """One accepted receipt per (task, signer), as for execution receipts (replay.py)."""
+        return replay_key_of(self.binding, self.delegator)
 
 
 AnyReceipt = Receipt | DelegationReceipt
@@ -136,18 +154,18 @@ def decode_delegation(data: bytes, what: str = "receipt") -> DelegationReceipt:
     if check_header(data, what) is not ReceiptKind.DELEGATION:
         raise malformed(f"{what} is an execution receipt, expected a delegation receipt")
     rd = Reader(data, what)
-    (nonce, issued_at_s, fuel_used, public_key), limits, module_d, input_d = decode_common(rd)
+    common = decode_common(rd)
     children_root, count = rd.unpack(_DELEGATION_TAIL, "children")
     if count == 0:
         raise malformed(f"{what} delegates to no children")
     raw = rd.take(count * DIGEST_BYTES, "child digests")
     children = tuple(raw[i : i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES))
-    job_id, task_id, parent_task_id, delegator, issuer = rd.ids()
+    ids = rd.ids()
     body, signature = rd.signature()
     try:
-        binding = TaskBinding(job_id, task_id, parent_task_id, module_d, input_d, limits, issuer)
         receipt = DelegationReceipt(
-            binding, children_root, children, fuel_used, delegator, issued_at_s, nonce, public_key, signature
+            common.binding(ids), children_root, children, common.fuel_used, ids[3], common.issued_at_s, common.nonce,
+            common.public_key, signature,
         )
     except LocalProtocolError as exc:
         raise malformed(f"{what}: {exc}") from None
@@ -249,9 +267,13 @@ def delegate(
     identity: Identity, binding: TaskBinding, children: Sequence[ReceiptTree], *, now: float, rng: random.Random
 ) -> ReceiptTree:
     """Sign a delegation receipt over ``children`` (each already verified by the caller with verify_tree
-    against the binding it issued) and return the tree the parent will verify."""
+    against the binding it issued) and return the tree the parent will verify. LocalProtocolError unless
+    the children's chunk counts add up to ``binding.chunk_count``."""
     if not children:
         raise LocalProtocolError("a delegation receipt needs at least one child")
+    chunks = sum(c.receipt.binding.chunk_count for c in children)
+    if chunks != binding.chunk_count:
+        raise LocalProtocolError(f"the children hold {chunks} chunks, the task has {binding.chunk_count}")
     receipt = DelegationReceipt(
         binding, children_root(children), tuple(c.receipt.digest for c in children),
         sum(c.receipt.fuel_used for c in children), identity.peer_id, float(now), rng.randbytes(NONCE_BYTES),
@@ -261,44 +283,79 @@ def delegate(
     return ReceiptTree(receipt, tuple(children))
 
 
-@dataclass(frozen=True)
-class VerifiedTree:
-    """What a verified tree proves."""
-
-    root: AnyReceipt
-    leaves: tuple[Receipt, ...]  # the execution receipts, in output order
-    fuel_used: int
-    signers: frozenset[str]
-    receipts: int
-
-    @property
-    def commitment(self) -> bytes:
-        return self.root.commitment
-
-
 @dataclass
 class _Walk:
     config: VerifyConfig
     now: float
-    guard: ReplayGuard | None
-    seen: dict[bytes, tuple[str, float]] = field(default_factory=dict)  # replay key -> (where, issued_at_s)
+    seen: dict[bytes, str] = field(default_factory=dict)  # replay key -> where in the tree
     leaves: list[Receipt] = field(default_factory=list)
     signers: set[str] = field(default_factory=set)
     count: int = 0
 
 
 def verify_tree(
-    tree: ReceiptTree, expected: TaskBinding, now: float, config: VerifyConfig, *, guard: ReplayGuard | None = None
+    tree: ReceiptTree,
+    expected: TaskBinding,
+    now: float,
+    config: VerifyConfig,
+    *,
+    worker: str,
+    guard: ReplayGuard | None = None,
+    output: bytes | bytearray | memoryview | None = None,
 ) -> VerifiedTree:
-    """Verify a whole receipt tree offline against the binding of the root task; VerificationError names the
-    failing receipt by its path ("receipt root/1/0") and the reason. ``guard`` records every receipt of
-    the tree, only when the whole tree passed."""
-    walk = _Walk(config, now, guard)
+    """Verify a whole receipt tree offline against the binding of the root task, which was given to
+    ``worker``; VerificationError names the failing receipt by its path ("receipt root/1/0") and the reason.
+
+    ``output``: the task's framed output, when the caller has it: cut into the leaves' chunk counts, every
+    part must be its leaf's output (content id and Merkle root); the result's ``output_digest`` is then its
+    digest. ``guard`` records the root receipt (one per task and worker), only when the whole tree passed.
+    """
+    root = tree.receipt
+    if root.signer != worker:
+        raise VerificationError(
+            RejectReason.NOT_ASSIGNED, f"receipt root is signed by {root.signer}, the task was given to {worker}"
+        )
+    walk = _Walk(config, now)
     _verify_node(walk, tree, expected, (expected.issuer,), "root", 0)
+    output_digest = root.output_digest if isinstance(root, Receipt) else None
+    if output is not None:
+        output_digest = _check_tree_output(root, walk.leaves, output)
     if guard is not None:
-        for key, (_, issued_at_s) in walk.seen.items():
-            guard.record(key, issued_at_s, now)
-    return VerifiedTree(tree.receipt, tuple(walk.leaves), tree.receipt.fuel_used, frozenset(walk.signers), walk.count)
+        guard.check_and_record(root.replay_key, root.issued_at_s, now, "receipt root")
+    return VerifiedTree(root, tuple(walk.leaves), root.fuel_used, frozenset(walk.signers), walk.count, output_digest)
+
+
+def _check_tree_output(
+    root: Receipt | DelegationReceipt, leaves: Sequence[Receipt], output: bytes | bytearray | memoryview
+) -> bytes:
+    """The digest of ``output`` once every leaf's part of it checked out (see verify_tree)."""
+    if isinstance(root, Receipt):
+        check_output(root, output, "receipt root")
+        return hashlib.sha256(output).digest()
+    chunks = output_chunks_of(output, root.binding.chunk_count, root.binding.limits, "receipt root")
+    start = 0
+    for i, r in enumerate(leaves):
+        part = chunks[start : start + r.output_chunks]
+        start += r.output_chunks
+        h = hashlib.sha256(_U32_LE.pack(len(part)))
+        for chunk in part:
+            if len(chunk) > r.binding.limits.output_bytes_max:
+                raise VerificationError(
+                    RejectReason.LIMIT_EXCEEDED,
+                    f"an output chunk of leaf {i} ({r.binding.task_id}) is {len(chunk)} bytes, the limit is "
+                    f"{r.binding.limits.output_bytes_max}",
+                )
+            h.update(_U32_LE.pack(len(chunk)))
+            h.update(chunk)
+        if h.digest() != r.output_digest:
+            raise VerificationError(
+                RejectReason.CID_MISMATCH, f"output chunks of leaf {i} ({r.binding.task_id}) are not its output"
+            )
+        if root_of(part) != r.output_root:
+            raise VerificationError(
+                RejectReason.PROOF_INVALID, f"output chunks of leaf {i} ({r.binding.task_id}) do not lead to its root"
+            )
+    return hashlib.sha256(output).digest()
 
 
 def _verify_node(
@@ -322,39 +379,33 @@ def _verify_node(
     check_signature(r.signer, r.public_key, r.body, r.signature, what)
     if isinstance(parent, TaskBinding):
         check_binding(r.binding, parent, what)
+        check_freshness(r.issued_at_s, walk.now, config, what)
     else:
         _check_child_binding(r, parent, what)
+        if r.issued_at_s > min(parent.issued_at_s, walk.now) + config.clock_skew_max_s:
+            raise VerificationError(
+                RejectReason.FROM_FUTURE, f"{what} is dated after the delegation receipt over it, or after now"
+            )
     check_fuel(r.fuel_used, r.binding.limits, what)
-    if isinstance(parent, TaskBinding):
-        check_freshness(r.issued_at_s, walk.now, config, what)
-    elif r.issued_at_s > parent.issued_at_s + config.clock_skew_max_s:
-        raise VerificationError(RejectReason.FROM_FUTURE, f"{what} is dated after the delegation receipt over it")
-    _check_not_replayed(walk, r, what, is_root=isinstance(parent, TaskBinding))
+    if r.replay_key in walk.seen:
+        raise VerificationError(
+            RejectReason.REPLAYED,
+            f"{what}: {r.signer} signed for task {r.binding.task_id!r} twice in the tree "
+            f"(also at {walk.seen[r.replay_key]})",
+        )
+    walk.seen[r.replay_key] = where
     walk.signers.add(r.signer)
     if isinstance(r, Receipt):
         if isinstance(parent, DelegationReceipt) and r.failure is not None:
             raise VerificationError(
                 RejectReason.BINDING_MISMATCH, f"{what} reports {r.failure.name}; a delegation may only include results"
             )
+        check_result(r, what)
         walk.leaves.append(r)
         return
     _check_children(node, r, what, config)
     for i, child in enumerate(node.children):
         _verify_node(walk, child, r, (*path, r.signer), f"{where}/{i}", depth + 1)
-
-
-def _check_not_replayed(walk: _Walk, r: AnyReceipt, what: str, *, is_root: bool) -> None:
-    key = r.replay_key
-    if key in walk.seen:
-        raise VerificationError(
-            RejectReason.REPLAYED, f"{what} appears twice in the tree (also at {walk.seen[key][0]})"
-        )
-    if walk.guard is not None:
-        if is_root:
-            walk.guard.check(key, r.issued_at_s, what)
-        elif key in walk.guard:  # old children are fine (see above); only a remembered one is a replay
-            raise VerificationError(RejectReason.REPLAYED, f"{what} was already accepted in another tree")
-    walk.seen[key] = (what.removeprefix("receipt "), r.issued_at_s)
 
 
 def _check_child_binding(r: AnyReceipt, parent: DelegationReceipt, what: str) -> None:
@@ -370,6 +421,13 @@ def _check_child_binding(r: AnyReceipt, parent: DelegationReceipt, what: str) ->
     ):
         if mine != theirs:
             raise VerificationError(RejectReason.BINDING_MISMATCH, f"{what} has {name} {mine!r}, expected {theirs!r}")
+    lim, plim = b.limits, pb.limits
+    for name in ("memory_bytes_max", "wall_time_s", "output_bytes_max"):
+        if getattr(lim, name) > getattr(plim, name):
+            raise VerificationError(
+                RejectReason.LIMIT_EXCEEDED,
+                f"{what} ran with {name} {getattr(lim, name)}, above its parent's {getattr(plim, name)}",
+            )
 
 
 def _check_children(node: ReceiptTree, r: DelegationReceipt, what: str, config: VerifyConfig) -> None:
@@ -405,4 +463,10 @@ def _check_children(node: ReceiptTree, r: DelegationReceipt, what: str, config: 
         raise VerificationError(
             RejectReason.LIMIT_EXCEEDED,
             f"{what} gave its children {budget} fuel in total, more than its own budget {r.binding.limits.fuel_max}",
+        )
+    chunks = sum(k.receipt.binding.chunk_count for k in kids)
+    if chunks != r.binding.chunk_count:
+        raise VerificationError(
+            RejectReason.BINDING_MISMATCH,
+            f"{what} split its {r.binding.chunk_count} chunks into children holding {chunks} chunks in total",
         )

@@ -11,7 +11,8 @@ keep a commitment from being replayed on another task. Fuel is committed too, si
 
 Theory of operation (one round; an escalation that adds replicas opens a new round for them).
   Phases: COMMITTING -> REVEALING.
-  ``add_commitment(worker, digest)`` is accepted only while COMMITTING, once per worker. When
+  ``add_commitment(worker, digest)`` is accepted only while COMMITTING, once per worker, and only from a
+  worker the task was given to (``workers`` / ``add_workers``; NOT_ASSIGNED otherwise). When
   ``commitments_needed`` are in, or the caller gives up waiting and calls ``open_reveals()`` with at least
   ``commitments_min`` in, the phase turns to REVEALING and the call returns the workers to ask for their
   reveal. ``add_reveal(worker, claim, nonce)`` is accepted only while REVEALING, once, from a worker that
@@ -32,6 +33,7 @@ from pangea_p2p.errors import LocalProtocolError, RejectReason, VerificationErro
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Iterable
 
     from pangea_p2p.core.verify.voting import Claim
 
@@ -73,9 +75,13 @@ class Phase(enum.Enum):
 class CommitReveal:
     """One commit-then-reveal round of one task, run by the peer that collects the votes."""
 
-    __slots__ = ("_commitments", "_revealed", "commitments_min", "commitments_needed", "job_id", "phase", "task_id")
+    __slots__ = ("_assigned", "_commitments", "_revealed", "commitments_min", "commitments_needed", "job_id", "phase",
+                 "task_id")
 
-    def __init__(self, job_id: str, task_id: str, commitments_needed: int, commitments_min: int | None = None) -> None:
+    def __init__(
+        self, job_id: str, task_id: str, commitments_needed: int, commitments_min: int | None = None, *,
+        workers: Iterable[str] = (),
+    ) -> None:
         commitments_min = commitments_needed if commitments_min is None else commitments_min
         if not 1 <= commitments_min <= commitments_needed:
             raise LocalProtocolError(
@@ -88,6 +94,11 @@ class CommitReveal:
         self.phase = Phase.COMMITTING
         self._commitments: dict[str, bytes] = {}
         self._revealed: set[str] = set()
+        self._assigned: set[str] = set(workers)
+
+    def add_workers(self, workers: Iterable[str]) -> None:
+        """The task was given to ``workers`` too: they may commit."""
+        self._assigned.update(workers)
 
     @property
     def committed(self) -> list[str]:
@@ -95,6 +106,8 @@ class CommitReveal:
 
     def add_commitment(self, worker: str, digest: bytes) -> list[str]:
         """Record a commitment; returns the workers to ask for reveals if this one opened the reveal phase."""
+        if worker not in self._assigned:
+            raise VerificationError(RejectReason.NOT_ASSIGNED, f"{worker} was not given this task, it cannot commit")
         if self.phase is not Phase.COMMITTING:
             raise VerificationError(
                 RejectReason.OUT_OF_PHASE, f"commitment from {worker} arrived after reveals opened"

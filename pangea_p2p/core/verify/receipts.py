@@ -1,10 +1,12 @@
 """Signed receipts: what a worker says it did, in bytes anyone can check offline.
 
 A *task binding* is what the issuer asked for: job id, task id, parent task id, module and input content
-ids, limits and the issuer's peer id. An *execution receipt* adds what happened — the output's content id
-and the Merkle root over its chunks, or a typed failure — the fuel used, the worker's peer id and public key,
-when it was issued, a random nonce, and the worker's ed25519 signature. Delegation receipts (a peer that
-split the task signs over its children's receipts) live in chain.py and share this module's encoding.
+ids, limits, the number of input chunks (``chunk_count``; a task runs its module once per chunk and outputs
+one chunk per input chunk, see pangea_p2p.core.chunks) and the issuer's peer id. An *execution receipt*
+adds what happened — the content id of the framed output and the Merkle root over its chunks, or a typed
+failure — the fuel used, the worker's peer id and public key, when it was issued, a random nonce, and the
+worker's ed25519 signature. Delegation receipts (a peer that split the task signs over its children's
+receipts) live in chain.py and share this module's encoding.
 
 Encoding (protocols/receipt.md is normative): a fixed big-endian ``struct`` layout — version byte, kind
 byte, fixed-width fields, five length-prefixed ASCII ids — then the 64-byte signature over
@@ -16,17 +18,12 @@ ids are held as their 32-byte sha2-256 digests (the ``*_cid`` properties give th
 so encoding and decoding never touch base32.
 
 Verification (``verify_receipt``) checks, in order: the key inside the signer's peer id is the key that
-signed -> the signature -> the binding (module and input ids, then job, task, parent, issuer, limits) and the
-expected worker -> fuel within its budget -> output bytes against the output id -> freshness -> replay. A
-receipt is recorded in the ReplayGuard only after every other check passed, so a forged receipt can neither
-evict nor shadow a real one.
-
-ReplayGuard, theory of operation. State: a map (nonce, signer) -> issued_at_s, a min-heap of the same
-entries by issued_at_s, and a *watermark*. ``record(key, issued_at_s, now)`` first forgets entries issued
-before ``now - receipt_age_max_s`` (freshness rejects those receipts anyway), then adds the key; when the map
-is over ``replay_entries_max`` it forgets the oldest entry and raises the watermark to its issued_at_s.
-Invariants: a key in the map is REPLAYED; a receipt issued at or before the watermark is EXPIRED, so
-forgetting an entry early never lets its receipt back in; the map holds at most ``replay_entries_max`` keys.
+signed -> the signature -> the binding (module and input ids, then job, task, parent, issuer, limits, chunk
+count) -> the signer is the worker the task was given to -> fuel within its budget -> a result commits to
+exactly the binding's number of chunks -> the output bytes, when given: their content id, their framing,
+their chunk count, each chunk's size and the Merkle root -> freshness -> replay (replay.py: one accepted
+receipt per task and worker). A receipt is recorded in the ReplayGuard only after every other check passed,
+so a forged receipt can neither evict nor shadow a real one.
 """
 
 from __future__ import annotations
@@ -35,7 +32,6 @@ import dataclasses
 import enum
 import functools
 import hashlib
-import heapq
 import math
 import re
 import struct
@@ -45,9 +41,12 @@ from typing import TYPE_CHECKING, Any
 import nacl.exceptions
 import nacl.signing
 
+from pangea_p2p.core.chunks import CHUNKS_MAX, unframe_chunks
 from pangea_p2p.core.cid import DIGEST_BYTES as DIGEST_BYTES
 from pangea_p2p.core.cid import cid_from_digest, parse_cid
 from pangea_p2p.core.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, public_key_from_peer_id
+from pangea_p2p.core.verify.merkle import root_of
+from pangea_p2p.core.verify.replay import ReplayGuard as ReplayGuard
 from pangea_p2p.errors import (
     FailureKind,
     LocalProtocolError,
@@ -60,10 +59,12 @@ if TYPE_CHECKING:
     import random
 
     from pangea_p2p.core.identity import Identity
+    from pangea_p2p.core.verify.chain import DelegationReceipt
     from pangea_p2p.core.verify.config import VerifyConfig
 
 VERSION = 1
 DOMAIN_TAG = b"pangea/receipt/v1\x00"
+REPLAY_TAG = b"pangea/replay/v1\x00"
 NONCE_BYTES = 16
 ID_BYTES_MAX = 128
 ZERO_DIGEST = bytes(DIGEST_BYTES)
@@ -72,8 +73,8 @@ U32_MAX = (1 << 32) - 1
 CHILDREN_WIRE_MAX = 0xFFFF
 
 # version, kind, nonce, issued_at_s, fuel_used, fuel_max, memory_bytes_max, wall_time_s, output_bytes_max,
-# module digest, input digest, signer public key
-COMMON = struct.Struct(">BB16sdQQQdQ32s32s32s")
+# chunk_count, module digest, input digest, signer public key
+COMMON = struct.Struct(">BB16sdQQQdQI32s32s32s")
 # status, output digest, output root, output chunks
 _EXEC_TAIL = struct.Struct(">B32s32sI")
 _IDS_BYTES_MAX = 5 * (1 + ID_BYTES_MAX)
@@ -145,7 +146,9 @@ class ReceiptLimits:
 class TaskBinding:
     """What an issuer asked a worker to do; a verifier compares a receipt's binding to its own.
 
-    Build it with :meth:`of` from content-id strings; it stores their digests.
+    Build it with :meth:`of` from content-id strings; it stores their digests. ``input_cid`` names the
+    *framed* input chunk list and ``chunk_count`` is its number of chunks (1..CHUNKS_MAX), which is also the
+    number of output chunks a result must commit to.
     """
 
     job_id: str
@@ -155,6 +158,7 @@ class TaskBinding:
     input_digest: bytes
     limits: ReceiptLimits
     issuer: str  # peer id of the peer that handed out the task
+    chunk_count: int  # input chunks = output chunks of the task
 
     def __post_init__(self) -> None:
         _raise_if(
@@ -163,6 +167,9 @@ class TaskBinding:
             or id_problem("parent_task_id", self.parent_task_id, allow_empty=True)
             or id_problem("issuer", self.issuer)
         )
+        count = self.chunk_count
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= CHUNKS_MAX:
+            raise LocalProtocolError(f"chunk_count {count!r} is not an integer in 1..{CHUNKS_MAX}")
         if len(self.module_digest) != DIGEST_BYTES or len(self.input_digest) != DIGEST_BYTES:
             raise LocalProtocolError("module and input digests are 32 bytes (sha2-256)")
         if not isinstance(self.limits, ReceiptLimits):
@@ -171,10 +178,12 @@ class TaskBinding:
     @classmethod
     def of(
         cls, *, job_id: str, task_id: str, module_cid: str, input_cid: str, limits: ReceiptLimits, issuer: str,
-        parent_task_id: str = "",
+        chunk_count: int, parent_task_id: str = "",
     ) -> TaskBinding:
         """The binding for a task, from content-id strings (RemoteProtocolError if one is not a sha2-256 CID)."""
-        return cls(job_id, task_id, parent_task_id, parse_cid(module_cid), parse_cid(input_cid), limits, issuer)
+        return cls(
+            job_id, task_id, parent_task_id, parse_cid(module_cid), parse_cid(input_cid), limits, issuer, chunk_count
+        )
 
     @functools.cached_property
     def module_cid(self) -> str:
@@ -204,8 +213,8 @@ class Receipt:
     binding: TaskBinding
     output_digest: bytes | None  # sha2-256 of the output; None exactly when ``failure`` is set
     failure: FailureKind | None
-    output_root: bytes  # Merkle root over the output chunks (merkle.py); zeros when output_chunks == 0
-    output_chunks: int  # 0: no chunk commitment, so spot checks are impossible
+    output_root: bytes  # Merkle root over the output chunks (merkle.py); zeros for a failure
+    output_chunks: int  # number of output chunks: >= 1 for a result (== binding.chunk_count), 0 for a failure
     fuel_used: int
     worker: str  # peer id of the signer
     issued_at_s: float
@@ -262,9 +271,15 @@ class Receipt:
         """SHA-256 of :attr:`wire`: how a delegation receipt names this receipt."""
         return hashlib.sha256(self.wire).digest()
 
-    @property
+    @functools.cached_property
     def replay_key(self) -> bytes:
-        return self.nonce + self.worker.encode("ascii")
+        """What the ReplayGuard remembers: one accepted receipt per (task, worker) (replay.py)."""
+        return replay_key_of(self.binding, self.worker)
+
+
+def replay_key_of(binding: TaskBinding, signer: str) -> bytes:
+    """SHA-256 over the tag, then job, task, parent task, signer and issuer ids as encoded in a receipt."""
+    return hashlib.sha256(REPLAY_TAG + encode_ids(binding, signer)).digest()
 
 
 def _outcome_problem(r: Receipt) -> str | None:
@@ -272,12 +287,14 @@ def _outcome_problem(r: Receipt) -> str | None:
         return "exactly one of the output and the failure must be set"
     if r.output_digest is not None and len(r.output_digest) != DIGEST_BYTES:
         return "the output digest is 32 bytes (sha2-256)"
-    if not isinstance(r.output_chunks, int) or not 0 <= r.output_chunks <= U32_MAX:
+    if not isinstance(r.output_chunks, int) or isinstance(r.output_chunks, bool) or not 0 <= r.output_chunks <= U32_MAX:
         return f"output_chunks {r.output_chunks!r} is not an integer in 0..2^32-1"
-    if len(r.output_root) != DIGEST_BYTES or (r.output_chunks == 0) != (r.output_root == ZERO_DIGEST):
-        return "output_root must be 32 bytes, all zero exactly when output_chunks is 0"
-    if r.failure is not None and r.output_chunks:
-        return "a failure receipt commits to no output chunks"
+    if not isinstance(r.output_root, bytes) or len(r.output_root) != DIGEST_BYTES:
+        return "output_root must be 32 bytes"
+    if r.failure is None and r.output_chunks == 0:
+        return "output_chunks must be at least 1 for a result (every output has one chunk per input chunk)"
+    if r.failure is not None and (r.output_chunks or r.output_root != ZERO_DIGEST):
+        return "a failure receipt commits to no output chunks: output_chunks 0, output_root all zero"
     return None
 
 
@@ -287,7 +304,7 @@ def encode_common(
     lim = b.limits
     return COMMON.pack(
         VERSION, kind, nonce, issued_at_s, fuel_used, lim.fuel_max, lim.memory_bytes_max, lim.wall_time_s,
-        lim.output_bytes_max, b.module_digest, b.input_digest, public_key,
+        lim.output_bytes_max, b.chunk_count, b.module_digest, b.input_digest, public_key,
     )
 
 
@@ -304,28 +321,55 @@ def issue_receipt(
     identity: Identity,
     binding: TaskBinding,
     *,
-    output_cid: str | None,
     fuel_used: int,
     now: float,
     rng: random.Random,
+    output: bytes | bytearray | memoryview | None = None,
     failure: FailureKind | None = None,
-    output_root: bytes = ZERO_DIGEST,
-    output_chunks: int = 0,
+    output_cid: str | None = None,
+    output_root: bytes | None = None,
+    output_chunks: int | None = None,
 ) -> Receipt:
     """Sign an execution receipt as ``identity``; the node passes ``random.SystemRandom()`` as ``rng``.
 
-    Give ``output_cid`` for a result or ``failure`` for a typed failure. ``output_root`` and
-    ``output_chunks`` come from ``MerkleTree.from_chunks(chunks)`` when the output is chunked.
-    LocalProtocolError if a field cannot be encoded.
+    Give exactly one of: ``output``, the framed output chunk list (the content id, the Merkle root and the
+    chunk count are computed from it); ``output_cid`` with ``output_root`` and ``output_chunks``, when the
+    caller already has them; or ``failure`` for a typed failure. The receipt is signed as given: a result
+    whose chunk count is not ``binding.chunk_count`` will not verify. LocalProtocolError if the arguments
+    do not describe one outcome or a field cannot be encoded.
     """
+    digest, root, count = _outcome(output, failure, output_cid, output_root, output_chunks)
     unsigned = Receipt(
-        binding, None if output_cid is None else parse_cid(output_cid), failure, output_root, output_chunks,
-        fuel_used, identity.peer_id, float(now), rng.randbytes(NONCE_BYTES), identity.public_key, b"",
+        binding, digest, failure, root, count, fuel_used, identity.peer_id, float(now), rng.randbytes(NONCE_BYTES),
+        identity.public_key, b"",
     )
     # The one write to a frozen receipt, before it escapes: the signature is not part of the body, and
     # rebuilding the dataclass (dataclasses.replace) would cost a fifth of the signing time again.
     object.__setattr__(unsigned, "signature", identity.sign(DOMAIN_TAG + unsigned.body))
     return unsigned
+
+
+def _outcome(
+    output: bytes | bytearray | memoryview | None, failure: FailureKind | None, output_cid: str | None,
+    output_root: bytes | None, output_chunks: int | None,
+) -> tuple[bytes | None, bytes, int]:
+    """(output digest, output root, output chunks) for issue_receipt."""
+    given = sum(x is not None for x in (output, failure, output_cid))
+    if given != 1:
+        raise LocalProtocolError("a receipt reports exactly one of: output bytes, an output_cid, a failure")
+    if output is not None:
+        if output_root is not None or output_chunks is not None:
+            raise LocalProtocolError("output_root and output_chunks are computed from the output bytes")
+        try:
+            chunks = unframe_chunks(output)
+        except RemoteProtocolError as exc:
+            raise LocalProtocolError(f"the output is not a framed chunk list: {exc}") from None
+        return hashlib.sha256(output).digest(), root_of(chunks), len(chunks)
+    if output_cid is not None:
+        if output_root is None or output_chunks is None:
+            raise LocalProtocolError("a receipt with an output_cid needs output_root and output_chunks too")
+        return parse_cid(output_cid), output_root, output_chunks
+    return None, ZERO_DIGEST if output_root is None else output_root, output_chunks or 0
 
 
 class Reader:
@@ -386,14 +430,31 @@ def check_header(data: bytes, what: str = "receipt") -> ReceiptKind:
         raise malformed(f"{what} has unknown kind {data[1]}") from None
 
 
-def decode_common(rd: Reader) -> tuple[tuple[bytes, float, int, bytes], ReceiptLimits, bytes, bytes]:
-    """((nonce, issued_at_s, fuel_used, public_key), limits, module digest, input digest)."""
-    (_, _, nonce, issued_at_s, fuel_used, fuel_max, memory_bytes_max, wall_time_s, output_bytes_max, module_d,
-     input_d, public_key) = rd.unpack(COMMON, "fixed fields")
-    if not (math.isfinite(wall_time_s) and wall_time_s >= 0.0):
-        raise malformed(f"{rd.what} wall_time_s {wall_time_s!r} is not a finite, non-negative number")
-    limits = ReceiptLimits(fuel_max, memory_bytes_max, wall_time_s, output_bytes_max)
-    return (nonce, issued_at_s, fuel_used, public_key), limits, module_d, input_d
+class Common:
+    """The fixed fields every receipt starts with, as decoded (see :func:`decode_common`)."""
+
+    __slots__ = ("chunk_count", "fuel_used", "input_digest", "issued_at_s", "limits", "module_digest", "nonce",
+                 "public_key")
+
+    def __init__(self, rd: Reader) -> None:
+        (_, _, self.nonce, self.issued_at_s, self.fuel_used, fuel_max, memory_bytes_max, wall_time_s,
+         output_bytes_max, self.chunk_count, self.module_digest, self.input_digest,
+         self.public_key) = rd.unpack(COMMON, "fixed fields")
+        if not (math.isfinite(wall_time_s) and wall_time_s >= 0.0):
+            raise malformed(f"{rd.what} wall_time_s {wall_time_s!r} is not a finite, non-negative number")
+        self.limits = ReceiptLimits(fuel_max, memory_bytes_max, wall_time_s, output_bytes_max)
+
+    def binding(self, ids: tuple[str, str, str, str, str]) -> TaskBinding:
+        """The binding from these fields and the ids (job, task, parent, signer, issuer); LocalProtocolError
+        if a field is invalid."""
+        job_id, task_id, parent_task_id, _, issuer = ids
+        return TaskBinding(job_id, task_id, parent_task_id, self.module_digest, self.input_digest, self.limits, issuer,
+                           self.chunk_count)
+
+
+def decode_common(rd: Reader) -> Common:
+    """The fixed fields at the reader's position."""
+    return Common(rd)
 
 
 def decode_receipt(data: bytes | bytearray | memoryview, what: str = "receipt") -> Receipt:
@@ -407,7 +468,7 @@ def decode_receipt(data: bytes | bytearray | memoryview, what: str = "receipt") 
     if len(data) > EXECUTION_BYTES_MAX:
         raise malformed(f"{what} is {len(data)} bytes, more than an execution receipt ({EXECUTION_BYTES_MAX})")
     rd = Reader(data, what)
-    (nonce, issued_at_s, fuel_used, public_key), limits, module_d, input_d = decode_common(rd)
+    common = decode_common(rd)
     status, output_d, output_root, output_chunks = rd.unpack(_EXEC_TAIL, "outcome")
     failure: FailureKind | None = None
     if status:
@@ -417,13 +478,12 @@ def decode_receipt(data: bytes | bytearray | memoryview, what: str = "receipt") 
             raise malformed(f"{what} has unknown status {status}") from None
         if output_d != ZERO_DIGEST:
             raise malformed(f"{what} reports failure {failure.name} but names an output")
-    job_id, task_id, parent_task_id, worker, issuer = rd.ids()
+    ids = rd.ids()
     body, signature = rd.signature()
     try:
-        binding = TaskBinding(job_id, task_id, parent_task_id, module_d, input_d, limits, issuer)
         receipt = Receipt(
-            binding, None if failure else output_d, failure, output_root, output_chunks, fuel_used, worker,
-            issued_at_s, nonce, public_key, signature,
+            common.binding(ids), None if failure else output_d, failure, output_root, output_chunks, common.fuel_used,
+            ids[3], common.issued_at_s, common.nonce, common.public_key, signature,
         )
     except LocalProtocolError as exc:
         raise malformed(f"{what}: {exc}") from None
@@ -469,7 +529,7 @@ def check_binding(actual: TaskBinding, expected: TaskBinding, what: str = "recei
                 RejectReason.CID_MISMATCH,
                 f"{what} names {cid_name} {getattr(actual, cid_name)}, expected {getattr(expected, cid_name)}",
             )
-    for name in ("job_id", "task_id", "parent_task_id", "issuer", "limits"):
+    for name in ("job_id", "task_id", "parent_task_id", "issuer", "limits", "chunk_count"):
         if getattr(actual, name) != getattr(expected, name):
             raise VerificationError(
                 RejectReason.BINDING_MISMATCH,
@@ -500,49 +560,87 @@ def check_freshness(issued_at_s: float, now: float, config: VerifyConfig, what: 
         )
 
 
-class ReplayGuard:
-    """Remembers accepted receipts by (nonce, signer) for the freshness window; bounded (see the docstring)."""
 
-    __slots__ = ("_age_max_s", "_entries_max", "_heap", "_seen", "watermark_s")
+def check_result(r: Receipt, what: str = "receipt") -> None:
+    """BINDING_MISMATCH unless a result commits to exactly the binding's number of output chunks."""
+    if r.failure is None and r.output_chunks != r.binding.chunk_count:
+        raise VerificationError(
+            RejectReason.BINDING_MISMATCH,
+            f"{what} commits to {r.output_chunks} output chunks, the task has {r.binding.chunk_count} input chunks",
+        )
 
-    def __init__(self, config: VerifyConfig) -> None:
-        self._age_max_s = config.receipt_age_max_s
-        self._entries_max = config.replay_entries_max
-        self._seen: dict[bytes, float] = {}
-        self._heap: list[tuple[float, bytes]] = []
-        self.watermark_s = -math.inf
 
-    def __len__(self) -> int:
-        return len(self._seen)
+def output_chunks_of(
+    output: bytes | bytearray | memoryview, chunk_count: int, limits: ReceiptLimits, what: str
+) -> list[bytes]:
+    """The chunks of a framed output that must hold ``chunk_count`` chunks, each within the output limit.
 
-    def __contains__(self, key: bytes) -> bool:
-        return key in self._seen
-
-    def check(self, key: bytes, issued_at_s: float, what: str = "receipt") -> None:
-        """REPLAYED if ``key`` is remembered; EXPIRED if issued at or before the watermark. Records nothing."""
-        if key in self._seen:
-            raise VerificationError(RejectReason.REPLAYED, f"{what} with this nonce was already accepted")
-        if issued_at_s <= self.watermark_s:
+    MALFORMED if it is not a framed list, PROOF_INVALID for another number of chunks, LIMIT_EXCEEDED for a
+    chunk larger than ``limits.output_bytes_max`` (the limit of one guest run, i.e. of one chunk).
+    """
+    try:
+        chunks = unframe_chunks(output)
+    except RemoteProtocolError as exc:
+        raise malformed(f"output of {what} is not a framed chunk list: {exc}") from None
+    if len(chunks) != chunk_count:
+        raise VerificationError(
+            RejectReason.PROOF_INVALID, f"output of {what} has {len(chunks)} chunks, it commits to {chunk_count}"
+        )
+    for i, chunk in enumerate(chunks):
+        if len(chunk) > limits.output_bytes_max:
             raise VerificationError(
-                RejectReason.EXPIRED, f"{what} is older than the oldest receipt this peer still remembers"
+                RejectReason.LIMIT_EXCEEDED,
+                f"output chunk {i} of {what} is {len(chunk)} bytes, the limit is {limits.output_bytes_max}",
             )
+    return chunks
 
-    def record(self, key: bytes, issued_at_s: float, now: float) -> None:
-        """Remember ``key``; call only after every other check passed."""
-        heap, seen = self._heap, self._seen
-        cutoff_s = now - self._age_max_s
-        while heap and heap[0][0] < cutoff_s:
-            del seen[heapq.heappop(heap)[1]]
-        seen[key] = issued_at_s
-        heapq.heappush(heap, (issued_at_s, key))
-        while len(seen) > self._entries_max:
-            issued, oldest = heapq.heappop(heap)
-            del seen[oldest]
-            self.watermark_s = max(self.watermark_s, issued)
 
-    def check_and_record(self, key: bytes, issued_at_s: float, now: float, what: str = "receipt") -> None:
-        self.check(key, issued_at_s, what)
-        self.record(key, issued_at_s, now)
+def check_output(r: Receipt, output: bytes | bytearray | memoryview, what: str = "receipt") -> None:
+    """The output bytes are what ``r`` commits to: its content id, then its chunks and their Merkle root."""
+    if r.output_digest is None:
+        raise VerificationError(RejectReason.CID_MISMATCH, f"{what} reports a failure, yet output bytes came")
+    if hashlib.sha256(output).digest() != r.output_digest:
+        raise VerificationError(
+            RejectReason.CID_MISMATCH, f"the {len(output)} output bytes do not hash to {what}'s {r.output_cid}"
+        )
+    chunks = output_chunks_of(output, r.output_chunks, r.binding.limits, what)
+    if root_of(chunks) != r.output_root:
+        raise VerificationError(
+            RejectReason.PROOF_INVALID, f"the Merkle root of the output's chunks is not the root {what} commits to"
+        )
+
+
+@dataclass(frozen=True)
+class VerifiedTree:
+    """What a verified receipt or receipt tree proves: returned by :func:`verify_receipt` (a one-receipt
+    tree) and ``chain.verify_tree``; votes (voting.py) and reveals (commit_reveal.py) are made of these."""
+
+    root: Receipt | DelegationReceipt
+    leaves: tuple[Receipt, ...]  # the execution receipts, in output order (the root itself if it is one)
+    fuel_used: int
+    signers: frozenset[str]  # every peer that signed a receipt of the tree
+    receipts: int
+    # sha2-256 of the task's framed output: the root's own signed output digest for an execution receipt,
+    # the digest of the output checked against every leaf for a delegation tree verified with its output;
+    # None for a failure, or for a delegation tree verified without its output
+    output_digest: bytes | None
+
+    @property
+    def worker(self) -> str:
+        """The peer the task was given to: the root's signer."""
+        return self.root.signer
+
+    @property
+    def binding(self) -> TaskBinding:
+        return self.root.binding
+
+    @property
+    def failure(self) -> FailureKind | None:
+        return self.root.failure if isinstance(self.root, Receipt) else None
+
+    @property
+    def commitment(self) -> bytes:
+        return self.root.commitment
 
 
 def verify_receipt(
@@ -551,30 +649,29 @@ def verify_receipt(
     now: float,
     config: VerifyConfig,
     *,
+    worker: str,
     guard: ReplayGuard | None = None,
-    worker: str | None = None,
     output: bytes | bytearray | memoryview | None = None,
-) -> None:
-    """Accept ``receipt`` for the task ``expected``, or raise VerificationError with the reason.
+) -> VerifiedTree:
+    """Accept ``receipt`` for the task ``expected`` given to ``worker``, or raise VerificationError.
 
-    ``worker``: the peer the task was given to, when the receipt must be that peer's. ``output``: the output
-    bytes, when the caller has them, checked against the output id. ``guard``: records the receipt, only
-    when every check passed.
+    ``worker``: the peer the task was given to; the receipt must be signed by it (NOT_ASSIGNED).
+    ``output``: the framed output, when the caller has it, checked against the output id, the chunk count
+    and the Merkle root. ``guard``: records the receipt (one per task and worker), only when every check
+    passed. Returns what the receipt proves, ready for a VoteTally or a CommitReveal.
     """
+    what = "receipt"
     check_signature(receipt.worker, receipt.public_key, receipt.body, receipt.signature)
     check_binding(receipt.binding, expected)
-    if worker is not None and receipt.worker != worker:
+    if receipt.worker != worker:
         raise VerificationError(
-            RejectReason.BINDING_MISMATCH, f"receipt is signed by {receipt.worker}, the task was given to {worker}"
+            RejectReason.NOT_ASSIGNED, f"receipt is signed by {receipt.worker}, the task was given to {worker}"
         )
     check_fuel(receipt.fuel_used, receipt.binding.limits)
+    check_result(receipt)
     if output is not None:
-        if receipt.output_digest is None:
-            raise VerificationError(RejectReason.CID_MISMATCH, "receipt reports a failure, yet output bytes came")
-        if hashlib.sha256(output).digest() != receipt.output_digest:
-            raise VerificationError(
-                RejectReason.CID_MISMATCH, f"the {len(output)} output bytes do not hash to {receipt.output_cid}"
-            )
+        check_output(receipt, output, what)
     check_freshness(receipt.issued_at_s, now, config)
     if guard is not None:
         guard.check_and_record(receipt.replay_key, receipt.issued_at_s, now)
+    return VerifiedTree(receipt, (receipt,), receipt.fuel_used, frozenset((receipt.worker,)), 1, receipt.output_digest)

@@ -6,7 +6,10 @@ engine, so honest replicas agree on both numbers, and the fuel doubles as a chea
 
 Theory of operation.
   States: COLLECTING -> ACCEPTED, or COLLECTING -> FAILED. Both end states are final.
-  Events: ``add_vote(worker, claim)`` and ``add_no_show(worker)`` (timed out, crashed, sent garbage).
+  Events: ``add_workers(workers)`` (the task was given to them), ``add_vote(worker, claim, signers)`` and
+  ``add_no_show(worker)`` (timed out, crashed, sent garbage). Only a worker the task was given to may vote
+  (NOT_ASSIGNED otherwise), and the peers that signed one vote's receipts (a delegated replica has several)
+  may not have signed another's (DUPLICATE_VOTE): one peer cannot be two replicas by hiding in two trees.
   Each returns a Decision: the state, the accepted claim, and how many replicas the caller must dispatch now.
   A claim is accepted when at least ``quorum`` distinct workers made it AND they are a strict majority of
   the votes cast so far (so two colluders cannot win a five-replica vote by voting first, and an escalated
@@ -14,9 +17,10 @@ Theory of operation.
   tally escalates: it asks for the fewest extra replicas that could let the leading claim win — at least
   one — unless that would exceed ``replicas_max``, in which case it FAILS (QUORUM_DISAGREEMENT when claims
   differed, NO_QUORUM when too few replicas answered).
-  Invariants: each worker is counted once (a second vote or no-show from it raises DUPLICATE_VOTE and
-  changes nothing); ``dispatched <= replicas_max``; an accepted claim never changes; votes after the end
-  are still recorded, so the caller can tell every agreeing and dissenting worker to the trust book.
+  Invariants: each worker is counted once and each signer is in at most one vote (a second vote or no-show
+  from a worker raises DUPLICATE_VOTE and changes nothing); ``dispatched <= replicas_max``; an accepted
+  claim never changes; votes after the end are still recorded, so the caller can tell every agreeing and
+  dissenting worker to the trust book.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from pangea_p2p.core.cid import cid_from_digest
 from pangea_p2p.errors import FailureKind, LocalProtocolError, RejectReason, VerificationError
 
 if TYPE_CHECKING:
-    from pangea_p2p.core.verify.receipts import Receipt
+    from collections.abc import Iterable
+
+    from pangea_p2p.core.verify.receipts import Receipt, VerifiedTree
 
 # Failures that depend on the machine or the moment, not on (module, input): not a vote, a no-show.
 NONDETERMINISTIC_FAILURES = frozenset(
@@ -52,6 +58,19 @@ class Claim:
         if receipt.failure in NONDETERMINISTIC_FAILURES:
             return None
         return cls(receipt.output_digest, receipt.fuel_used, receipt.failure)
+
+    @classmethod
+    def from_tree(cls, verified: VerifiedTree) -> Claim | None:
+        """The claim a verified receipt tree makes; None for a nondeterministic failure (a no-show).
+
+        LocalProtocolError for a delegation tree verified without its output: only the output's digest,
+        checked against every leaf, can be voted on.
+        """
+        if verified.failure in NONDETERMINISTIC_FAILURES:
+            return None
+        if verified.failure is None and verified.output_digest is None:
+            raise LocalProtocolError("verify a delegation tree with its output before voting on it")
+        return cls(verified.output_digest, verified.fuel_used, verified.failure)
 
     def __str__(self) -> str:
         what = self.failure.name if self.failure is not None else cid_from_digest(self.output_digest or bytes(32))
@@ -80,9 +99,12 @@ def quorum_for(replicas: int) -> int:
 class VoteTally:
     """The quorum state machine of one task (see the module docstring)."""
 
-    __slots__ = ("_no_shows", "_votes", "accepted", "dispatched", "quorum", "reason", "replicas_max", "state")
+    __slots__ = ("_assigned", "_no_shows", "_signers", "_votes", "accepted", "dispatched", "quorum", "reason",
+                 "replicas_max", "state")
 
-    def __init__(self, replicas: int, quorum: int | None = None, replicas_max: int = 9) -> None:
+    def __init__(
+        self, replicas: int, quorum: int | None = None, replicas_max: int = 9, *, workers: Iterable[str] = ()
+    ) -> None:
         quorum = quorum_for(replicas) if quorum is None else quorum
         if not 1 <= quorum <= replicas <= replicas_max:
             raise LocalProtocolError(
@@ -96,6 +118,12 @@ class VoteTally:
         self.reason: RejectReason | None = None
         self._votes: dict[str, Claim] = {}
         self._no_shows: set[str] = set()
+        self._assigned: set[str] = set(workers)
+        self._signers: dict[str, str] = {}  # signer -> the worker whose vote it signed for
+
+    def add_workers(self, workers: Iterable[str]) -> None:
+        """The task was given to ``workers`` too: they may vote."""
+        self._assigned.update(workers)
 
     @property
     def votes(self) -> dict[str, Claim]:
@@ -109,10 +137,23 @@ class VoteTally:
         """Workers whose claim differs from the accepted one (all voters, if nothing was accepted)."""
         return [w for w, c in self._votes.items() if c != self.accepted]
 
-    def add_vote(self, worker: str, claim: Claim) -> Decision:
-        """Count ``worker``'s claim; DUPLICATE_VOTE if the worker already voted or was a no-show."""
+    def add_vote(self, worker: str, claim: Claim, signers: Iterable[str] = ()) -> Decision:
+        """Count ``worker``'s claim. ``signers``: every peer that signed a receipt of its tree
+        (``VerifiedTree.signers``; the worker itself is always one). NOT_ASSIGNED if the task was not given
+        to ``worker``; DUPLICATE_VOTE if it already voted or was a no-show, or if a signer of this vote
+        signed another vote. A refused vote changes nothing."""
         self._check_new(worker)
+        signed = {worker, *signers}
+        for signer in sorted(signed):
+            other = self._signers.get(signer)
+            if other is not None:
+                raise VerificationError(
+                    RejectReason.DUPLICATE_VOTE,
+                    f"the vote of {worker} was signed by {signer}, who also signed the vote of {other}",
+                )
         self._votes[worker] = claim
+        for signer in signed:
+            self._signers[signer] = worker
         return self._decide()
 
     def add_no_show(self, worker: str) -> Decision:
@@ -122,6 +163,8 @@ class VoteTally:
         return self._decide()
 
     def _check_new(self, worker: str) -> None:
+        if worker not in self._assigned:
+            raise VerificationError(RejectReason.NOT_ASSIGNED, f"{worker} was not given this task, it cannot vote")
         if worker in self._votes or worker in self._no_shows:
             raise VerificationError(RejectReason.DUPLICATE_VOTE, f"{worker} already voted on this task")
 
