@@ -23,6 +23,7 @@ from pangea_p2p import __version__
 from pangea_p2p.errors import ConfigError, PangeaError
 from pangea_p2p.node import logs
 from pangea_p2p.node.config import NodeConfig, default_data_dir, load_config, parse_override
+from pangea_p2p.node.job_cli import add_job_parser, run_job_command
 from pangea_p2p.sdk.client import Client
 
 
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in [("id", "this peer's id and addresses"), ("peers", "known peers"),
                        ("capacity", "capacity adverts in the directory"), ("health", "peer health")]:
         _common_api_args(sub.add_parser(name, help=text))
+    add_job_parser(sub, _common_api_args)
+    demo = sub.add_parser("demo", help="run the matrix-multiply demo on a small local network")
+    demo.add_argument("--peers", type=int, default=4)
+    demo.add_argument("--size", type=int, default=512)
+    demo.add_argument("--block", type=int, default=64)
+    demo.add_argument("--verify", default="spot:1")
     return parser
 
 
@@ -111,8 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs.configure(config.log.level, config.log.format, config.log.libp2p_level)
             trio.run(run_node, config)
             return 0
+        if args.command == "demo":
+            from pangea_p2p.demo import run_demo
+
+            return run_demo(peers=args.peers, size=args.size, block=args.block, verification=args.verify)
         client = Client(args.api) if args.api else Client.for_data_dir(args.data_dir or default_data_dir())
         with client:
+            if args.command == "job":
+                return run_job_command(args, client)
             doc = getattr(client, args.command)()
         _print_answer(args.command, doc, args.json)
         return 0

@@ -106,6 +106,53 @@ class DhtConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ComputeConfig:
+    """What this peer runs for others, and how it runs the jobs it submits."""
+
+    queue_max: int = 8  # admitted tasks beyond the running ones
+    sandbox_workers: int = 0  # 0: one per task slot
+    fuel_max: int = 100_000_000_000  # the largest per-task limits this peer accepts
+    memory_bytes_max: int = 256 << 20
+    wall_time_s_max: float = 300.0
+    output_bytes_max: int = 64 << 20
+    input_bytes_max: int = 256 << 20
+    depth_max: int = 4
+    split_above_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("queue_max", 0 <= self.queue_max <= 65536, "0..65536"),
+            ("sandbox_workers", 0 <= self.sandbox_workers <= 256, "0..256 (0 = one per task slot)"),
+            ("fuel_max", 1000 <= self.fuel_max <= 10**15, "1000..10^15"),
+            ("memory_bytes_max", 1 << 20 <= self.memory_bytes_max <= 4 << 30, "1 MiB..4 GiB"),
+            ("wall_time_s_max", 0.01 <= self.wall_time_s_max <= 86400, "0.01..86400"),
+            ("output_bytes_max", 1024 <= self.output_bytes_max <= 1 << 30, "1 KiB..1 GiB"),
+            ("input_bytes_max", 1024 <= self.input_bytes_max <= 4 << 30, "1 KiB..4 GiB"),
+            ("depth_max", 0 <= self.depth_max <= 8, "0..8"),
+            ("split_above_s", 0.001 <= self.split_above_s <= 86400, "0.001..86400"),
+        ]
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ConfigError(f"compute.{key}", f"must be in {allowed}, got {getattr(self, key)}")
+
+
+FAULTS = ("", "wrong_output")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultsConfig:
+    """Deliberate misbehaviour, for tests of the network's defences only (needs PANGEA_ALLOW_FAULTS=1)."""
+
+    byzantine: str = ""  # "wrong_output": sign and return corrupted outputs
+
+    def __post_init__(self) -> None:
+        if self.byzantine not in FAULTS:
+            raise ConfigError("faults.byzantine", f"must be one of {FAULTS}, got {self.byzantine!r}")
+        if self.byzantine and os.environ.get("PANGEA_ALLOW_FAULTS") != "1":
+            raise ConfigError("faults.byzantine", "is for tests only: set PANGEA_ALLOW_FAULTS=1 to use it")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "text"
@@ -135,6 +182,8 @@ class NodeConfig:
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
     dht: DhtConfig = field(default_factory=DhtConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:

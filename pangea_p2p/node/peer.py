@@ -55,15 +55,24 @@ from pangea_p2p.core.capacity import (
     LocalCapacity,
 )
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.jobs.scheduler import SchedulerConfig
+from pangea_p2p.core.jobs.worker import WorkerConfig, WorkerService
+from pangea_p2p.core.verify.receipts import ReceiptLimits
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
 from pangea_p2p.net.overlay import make_dht, make_gossip
 from pangea_p2p.node import api, resources
+from pangea_p2p.node.blocks import BlockStore
+from pangea_p2p.node.blockx import BLOCK_PROTOCOL, serve_block
+from pangea_p2p.node.compute import COMPUTE_PROTOCOL, ComputeService
 from pangea_p2p.node.config import NodeConfig
+from pangea_p2p.node.job_routes import add_job_routes
+from pangea_p2p.node.journal import Journal
 from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_identity
 from pangea_p2p.node.logs import get_logger
-from pangea_p2p.sandbox import measure_speed
+from pangea_p2p.node.routes import add_routes
+from pangea_p2p.sandbox import Sandbox, SandboxConfig, SandboxLimits, measure_speed, open_sandbox
 from pangea_p2p.wire import ping_pb2
 
 log = get_logger("peer")
@@ -76,9 +85,6 @@ SYNC_ADVERTS_MAX = 10_000
 SYNC_TIMEOUT_S = 10.0
 API_FILE_NAME = "api"
 LOCK_FILE_NAME = "repo.lock"
-FUEL_MAX_DEFAULT = 10_000_000_000
-MEMORY_BYTES_MAX_DEFAULT = 100 << 20
-WALL_TIME_S_MAX_DEFAULT = 30.0
 
 
 @dataclass
@@ -106,6 +112,7 @@ class Peer:
     bootstrap: dict[str, BootstrapState] = field(default_factory=dict)
     rtt_s: dict[str, float] = field(default_factory=dict)
     changed: trio.Event = field(default_factory=trio.Event)
+    compute: ComputeService | None = None
 
     @property
     def peer_id(self) -> str:
@@ -116,16 +123,18 @@ class Peer:
         return hostlib.full_addrs(self.host)
 
     def local_capacity(self) -> LocalCapacity:
-        slots = self.config.capacity.task_slots or resources.cpu_cores()
+        slots = task_slots(self.config)
+        free = slots if self.compute is None else self.compute.worker.free_slots()
+        cfg = self.config.compute
         return LocalCapacity(
             cores=resources.cpu_cores(),
             memory_free_bytes=resources.memory_free_bytes(),
             task_slots_total=slots,
-            task_slots_free=slots,
+            task_slots_free=free,
             speed_fuel_per_s=self.speed_fuel_per_s,
-            fuel_max=FUEL_MAX_DEFAULT,
-            memory_bytes_max=MEMORY_BYTES_MAX_DEFAULT,
-            wall_time_s_max=WALL_TIME_S_MAX_DEFAULT,
+            fuel_max=cfg.fuel_max,
+            memory_bytes_max=cfg.memory_bytes_max,
+            wall_time_s_max=cfg.wall_time_s_max,
             software_version=__version__,
             addrs=tuple(hostlib.dialable_addrs(self.host)[:16]),
         )
@@ -326,6 +335,9 @@ async def _maintenance_task(peer: Peer) -> None:
         gone = peer.directory.expire(time.time())
         if gone:
             log.info("capacity.expired", peers=len(gone))
+            if peer.compute is not None:
+                for peer_id in gone:  # its advert expired: whatever it was running for us is reassigned
+                    peer.compute.on_peer_gone(peer_id)
             peer._notify()
         if trio.current_time() >= next_refresh:
             next_refresh = trio.current_time() + peer.config.dht.refresh_interval_s
@@ -383,11 +395,40 @@ async def _open_api_listeners(peer: Peer) -> list[trio.SocketListener]:
 def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
     cfg = peer.config.api
     router = api.Router()
-    from pangea_p2p.node.routes import add_routes
-
     add_routes(router, peer)
+    if peer.compute is not None:
+        add_job_routes(router, peer.compute)
     nursery.start_soon(api.serve, router, listeners, cfg.request_bytes_max)
     (peer.config.data_dir / API_FILE_NAME).write_text(f"{cfg.host}:{peer.api_port}\n")
+
+
+def task_slots(config: NodeConfig) -> int:
+    return config.capacity.task_slots or resources.cpu_cores()
+
+
+def _sandbox_config(config: NodeConfig) -> SandboxConfig:
+    cfg = config.compute
+    limits = SandboxLimits(fuel_max=cfg.fuel_max, memory_bytes_max=cfg.memory_bytes_max,
+                           wall_time_s=cfg.wall_time_s_max, output_bytes_max=cfg.output_bytes_max)
+    return SandboxConfig(limits_max=limits, workers=cfg.sandbox_workers or task_slots(config))
+
+
+def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> ComputeService:
+    cfg, config = peer.config.compute, peer.config
+    worker = WorkerService(peer.peer_id, WorkerConfig(
+        slots=task_slots(config), queue_max=cfg.queue_max,
+        limits_max=ReceiptLimits(cfg.fuel_max, cfg.memory_bytes_max, cfg.wall_time_s_max, cfg.output_bytes_max),
+        input_bytes_max=cfg.input_bytes_max, depth_max=cfg.depth_max, speed_fuel_per_s=peer.speed_fuel_per_s,
+    ), SchedulerConfig(split_above_s=cfg.split_above_s))
+    blocks = BlockStore(config.data_dir / "blocks")
+    journal = Journal(config.data_dir / "jobs.sqlite")
+    compute = ComputeService(peer, sandbox, blocks, journal, worker, nursery)
+    peer.compute = compute
+    peer.host.set_stream_handler(COMPUTE_PROTOCOL, compute.handle_stream)
+    peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, stream))
+    nursery.start_soon(compute.ticker)
+    compute.resume_journal()
+    return compute
 
 
 @asynccontextmanager
@@ -441,8 +482,10 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         host.set_stream_handler(CAPACITY_SYNC_PROTOCOL, peer.handle_capacity_sync)
         host.set_stream_handler(PING_PROTOCOL, peer.handle_ping)
         api_listeners = await _open_api_listeners(peer)
+        sandbox_cfg = _sandbox_config(config)
         try:
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery, open_sandbox(sandbox_cfg) as sandbox:
+                _start_compute(peer, sandbox, nursery)
                 _serve_api(peer, api_listeners, nursery)
                 rng = random.Random()  # jitter only; nothing depends on its sequence
                 for addr, info in boots.items():
@@ -460,4 +503,6 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
             # Close the host before the pubsub/DHT service contexts unwind (notes §6, §9.3).
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await hostlib.close_hosts([host])
+            if peer.compute is not None and peer.compute.journal is not None:
+                peer.compute.journal.close()
             log.info("peer.stopped", peer_id=identity.peer_id)

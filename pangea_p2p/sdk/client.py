@@ -58,10 +58,24 @@ class Client:
         self.close()
 
     def call(self, method: str, path: str, json: Any = None) -> Any:
+        return self._decode(path, self._send(method, path, json=json))
+
+    def call_bytes(self, method: str, path: str, body: bytes) -> Any:
+        return self._decode(path, self._send(method, path, content=body))
+
+    def raw(self, method: str, path: str, body: bytes | None = None) -> bytes:
+        response = self._send(method, path, content=body)
+        if response.status_code >= 400:
+            self._decode(path, response)
+        return response.content
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, json=json)
+            return self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApiUnavailable(f"no peer answers at {self.base_url} ({type(exc).__name__})") from None
+
+    def _decode(self, path: str, response: httpx.Response) -> Any:
         try:
             doc = response.json()
         except ValueError:
@@ -82,3 +96,35 @@ class Client:
 
     def health(self) -> Any:
         return self.call("GET", "/v1/health")
+
+    def upload_block(self, data: bytes) -> str:
+        """Store ``data`` in the peer's block store; its content id."""
+        return str(self.call_bytes("POST", "/v1/blocks", data)["cid"])
+
+    def upload_chunks(self, framed: bytes) -> list[str]:
+        """Store every chunk of a framed chunk list; their content ids, in order."""
+        return [str(c) for c in self.call_bytes("POST", "/v1/chunks", framed)["cids"]]
+
+    def block(self, cid: str) -> bytes:
+        return self.raw("GET", f"/v1/blocks/{cid}")
+
+    def submit_job(self, request: dict[str, Any]) -> Any:
+        return self.call("POST", "/v1/jobs", request)
+
+    def jobs(self) -> Any:
+        return self.call("GET", "/v1/jobs")
+
+    def job(self, job_id: str) -> Any:
+        return self.call("GET", f"/v1/jobs/{job_id}")
+
+    def wait_job(self, job_id: str, seen: int, timeout_s: float = 10.0) -> Any:
+        return self.call("GET", f"/v1/jobs/{job_id}/wait?timeout_s={timeout_s}&seen={seen}")
+
+    def job_result(self, job_id: str) -> Any:
+        return self.call("GET", f"/v1/jobs/{job_id}/result")
+
+    def explain(self, job_id: str) -> Any:
+        return self.call("GET", f"/v1/jobs/{job_id}/explain")
+
+    def cancel(self, job_id: str) -> Any:
+        return self.call("DELETE", f"/v1/jobs/{job_id}")

@@ -1,0 +1,189 @@
+"""Placement: how big a task is, whether to run it here, split it, or send it to which neighbour.
+
+Everything here is a pure function of the task, the candidate workers (built from capacity adverts, the trust
+book and measured round-trip times) and the time; the coordinator calls it, the simulator runs it unchanged.
+
+Cost model. A task's *complexity* is its expected seconds on a reference peer: fuel estimate / reference
+speed + input bytes / reference bandwidth. On a given worker its *expected duration* is
+    rtt + input_bytes / bandwidth + fuel_estimate / (speed_fuel_per_s) * (1 + queued / slots)
+where ``queued`` counts the tasks we already sent that worker and are still out. The fuel estimate is the
+job's own estimate per chunk, or what its completed tasks used so far, or (first tasks) the task's fuel budget.
+
+Decisions (``place``), in order:
+1. candidates = workers whose advert accepts the task's limits, with a free slot (by their advert, minus
+   what we have out with them), not excluded (already ran or failed this task, or on the task's path),
+   and with trust above ``trust_floor``;
+2. if the task is bigger than ``split_above_s`` on the best single worker, has more than one chunk, may still
+   be split (depth < depth_max) and there are at least two candidates: SPLIT into parts;
+3. otherwise run LOCAL when this peer has a free slot and is no slower than the best candidate (ties go to
+   local: no transfer, no trust needed), else DELEGATE to the best-ranked candidates;
+4. no candidate and no local slot: QUEUE, with a reason a user can read.
+Ranking: expected duration, scaled down by trust (a peer with a long valid record is preferred at equal
+speed), never two replicas on the same worker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pangea_p2p.core.capacity import CapacityAdvert
+from pangea_p2p.core.jobs.model import TaskRef
+
+REFERENCE_SPEED_FUEL_PER_S = 1e9
+REFERENCE_BANDWIDTH_BYTES_PER_S = 50e6
+RTT_UNKNOWN_S = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A candidate worker as the scheduler sees it."""
+
+    peer_id: str
+    speed_fuel_per_s: float
+    slots_free: int
+    slots_total: int
+    fuel_max: int
+    memory_bytes_max: int
+    wall_time_s_max: float
+    trust: float = 0.0
+    rtt_s: float = RTT_UNKNOWN_S
+    outstanding: int = 0  # tasks we have out with this worker now
+
+    @classmethod
+    def from_advert(cls, advert: CapacityAdvert, trust: float, rtt_s: float | None, outstanding: int) -> WorkerView:
+        cap = advert.capacity
+        return cls(
+            advert.peer_id, cap.speed_fuel_per_s, cap.task_slots_free, cap.task_slots_total, cap.fuel_max,
+            cap.memory_bytes_max, cap.wall_time_s_max, trust, RTT_UNKNOWN_S if rtt_s is None else rtt_s, outstanding,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    split_above_s: float = 30.0  # a task expected to take longer than this on one worker is split if it can be
+    trust_floor: float = -10.0  # workers scoring below this get no work
+    trust_weight: float = 0.02  # how much one point of trust shortens the expected duration (2 %)
+    bandwidth_bytes_per_s: float = REFERENCE_BANDWIDTH_BYTES_PER_S
+    parts_max: int = 16  # a split makes at most this many parts
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The scheduler's answer. Exactly one of the kinds applies."""
+
+    kind: str  # "local" | "delegate" | "split" | "queue"
+    workers: tuple[str, ...] = ()  # for "delegate": best first
+    parts: int = 0  # for "split"
+    reason: str = ""  # why: shown by `pangea job explain`
+    expected_s: float = 0.0
+
+
+def fuel_estimate(task: TaskRef, learned_fuel_per_chunk: float | None) -> float:
+    """Expected fuel of ``task``: the job's estimate, else what completed tasks used, else its budget."""
+    if task.fuel_per_chunk_estimate > 0:
+        return min(float(task.fuel_per_chunk_estimate * task.chunk_count), float(task.limits.fuel_max))
+    if learned_fuel_per_chunk is not None:
+        return min(learned_fuel_per_chunk * task.chunk_count, float(task.limits.fuel_max))
+    return float(task.limits.fuel_max)
+
+
+def complexity_s(task: TaskRef, fuel: float) -> float:
+    """Expected seconds of ``task`` on a reference peer (1e9 fuel/s, 50 MB/s, nothing queued)."""
+    return fuel / REFERENCE_SPEED_FUEL_PER_S + task.input_bytes / REFERENCE_BANDWIDTH_BYTES_PER_S
+
+
+def expected_s(task: TaskRef, fuel: float, worker: WorkerView, cfg: SchedulerConfig, local: bool = False) -> float:
+    transfer = 0.0 if local else worker.rtt_s + task.input_bytes / cfg.bandwidth_bytes_per_s
+    queue_factor = 1.0 + worker.outstanding / max(1, worker.slots_total)
+    return transfer + fuel / max(worker.speed_fuel_per_s, 1.0) * queue_factor
+
+
+def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig) -> str | None:
+    """Why ``worker`` cannot take ``task`` (a short phrase), or None if it can."""
+    lim = task.limits
+    if lim.fuel_max > worker.fuel_max:
+        return f"accepts at most {worker.fuel_max} fuel (task needs {lim.fuel_max})"
+    if lim.memory_bytes_max > worker.memory_bytes_max:
+        return f"accepts at most {worker.memory_bytes_max >> 20} MiB (task needs {lim.memory_bytes_max >> 20} MiB)"
+    if lim.wall_time_s > worker.wall_time_s_max:
+        return f"accepts at most {worker.wall_time_s_max:g} s (task needs {lim.wall_time_s:g} s)"
+    if worker.slots_free - worker.outstanding <= 0:
+        return "has no free task slot"
+    if worker.trust < cfg.trust_floor:
+        return f"trust {worker.trust:.1f} below {cfg.trust_floor:g}"
+    return None
+
+
+def rank(task: TaskRef, fuel: float, workers: list[WorkerView], cfg: SchedulerConfig) -> list[tuple[float, WorkerView]]:
+    """Eligible workers by effective expected duration, best first (ties broken by peer id: deterministic)."""
+    scored = []
+    for w in workers:
+        if ineligible(task, w, cfg) is None:
+            score = expected_s(task, fuel, w, cfg) / (1.0 + cfg.trust_weight * max(w.trust, 0.0))
+            scored.append((score, w))
+    scored.sort(key=lambda sw: (sw[0], sw[1].peer_id))
+    return scored
+
+
+@dataclass
+class PlaceRequest:
+    task: TaskRef
+    fuel: float
+    workers: list[WorkerView]
+    local: WorkerView | None  # this peer, if it may run the task itself (None: it must not, e.g. full)
+    exclude: frozenset[str] = field(default_factory=frozenset)
+    replicas: int = 1  # how many distinct workers are wanted (redundant execution)
+    may_split: bool = True
+
+
+def place(req: PlaceRequest, cfg: SchedulerConfig) -> Placement:
+    """Decide where ``req.task`` goes (see the module docstring)."""
+    task, fuel = req.task, req.fuel
+    candidates = [w for w in req.workers if w.peer_id not in req.exclude and w.peer_id not in task.path]
+    ranked = rank(task, fuel, candidates, cfg)
+    local_ok = req.local is not None and ineligible(task, req.local, cfg) is None
+    best_remote = ranked[0][0] if ranked else math.inf
+    local_s = expected_s(task, fuel, req.local, cfg, local=True) if local_ok and req.local else math.inf
+    best_single = min(best_remote, local_s)
+    if (
+        req.may_split and req.replicas == 1 and task.chunk_count > 1 and task.depth < task.depth_max
+        and best_single > cfg.split_above_s and len(ranked) >= 2
+    ):
+        parts = min(task.chunk_count, cfg.parts_max, len(ranked) + (1 if local_ok else 0),
+                    max(2, math.ceil(best_single / cfg.split_above_s)))
+        return Placement("split", parts=parts, expected_s=best_single / parts,
+                         reason=f"expected {best_single:.1f} s on one peer, above {cfg.split_above_s:g} s: "
+                                f"split into {parts} parts")
+    if req.replicas == 1 and local_ok and local_s <= best_remote:
+        return Placement("local", expected_s=local_s, reason=f"runs here (expected {local_s:.3f} s)")
+    if len(ranked) >= req.replicas or (ranked and req.replicas > 1):
+        chosen = tuple(w.peer_id for _, w in ranked[: req.replicas])
+        return Placement("delegate", workers=chosen, expected_s=ranked[0][0],
+                         reason=f"sent to {len(chosen)} worker(s), best expected {ranked[0][0]:.3f} s")
+    return Placement("queue", reason=queue_reason(task, candidates, req, cfg))
+
+
+def queue_reason(task: TaskRef, candidates: list[WorkerView], req: PlaceRequest, cfg: SchedulerConfig) -> str:
+    """Why nobody can take the task now, in words (the most common obstacle first)."""
+    if not req.workers:
+        return "no worker is known yet (no capacity adverts received)"
+    if not candidates:
+        return f"all {len(req.workers)} known workers already ran, failed or relayed this task"
+    reasons: dict[str, int] = {}
+    for w in candidates:
+        why = ineligible(task, w, cfg)
+        if why is not None:
+            key = why.split(" (")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    if not reasons:
+        return f"{len(candidates)} eligible worker(s), {req.replicas} distinct ones needed"
+    parts = [f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+    return f"no worker fits: {'; '.join(parts)}"
+
+
+def split_sizes(chunk_count: int, parts: int) -> list[int]:
+    """Chunk counts of ``parts`` near-equal consecutive parts (the larger ones first)."""
+    parts = max(1, min(parts, chunk_count))
+    base, extra = divmod(chunk_count, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]

@@ -1,0 +1,98 @@
+"""/pangea/block/1.0.0: serve and fetch content-addressed blocks (modules, task inputs, task outputs).
+
+A request is one frame (``BlockRequest{cid}``); the answer is a ``BlockResponse{found, size}`` frame and, when
+found, the bytes in frames of at most 1 MiB. The fetcher checks the bytes against the content id, so a peer
+can serve nothing but the right bytes. Protocol text: protocols/block.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from pangea_p2p.core.cid import cid_matches
+from pangea_p2p.core.jobs import wire
+from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
+from pangea_p2p.net import host as hostlib
+from pangea_p2p.net.framing import FrameReader, write_frame
+from pangea_p2p.node.blocks import BlockStore
+from pangea_p2p.node.logs import get_logger
+
+BLOCK_PROTOCOL = TProtocol("/pangea/block/1.0.0")
+FETCH_TIMEOUT_S = 60.0
+log = get_logger("blocks")
+
+
+async def serve_block(store: BlockStore, stream: INetStream) -> None:
+    try:
+        reader = FrameReader(stream, 1024)
+        with trio.fail_after(10):
+            request = await reader.read_frame()
+        if request is None:
+            return
+        cid = wire.decode_block_request(request)
+        data = store.get(cid)
+        if data is None:
+            await write_frame(stream, wire.encode_block_response(False, error="not here"))
+            return
+        await write_frame(stream, wire.encode_block_response(True, len(data)))
+        view = memoryview(data)
+        for start in range(0, len(data), wire.BLOCK_FRAME_BYTES):
+            await write_frame(stream, bytes(view[start : start + wire.BLOCK_FRAME_BYTES]))
+    except (PangeaError, trio.TooSlowError) as exc:
+        log.debug("block.serve_failed", error=str(exc))
+    finally:
+        await stream.close()
+
+
+async def fetch_block(host: IHost, peer: ID, cid: str, size_max: int) -> bytes | None:
+    """The block ``cid`` from ``peer`` (None if it does not have it); TransportError / RemoteProtocolError."""
+    stream = await hostlib.open_stream(host, peer, [BLOCK_PROTOCOL])
+    try:
+        with trio.fail_after(FETCH_TIMEOUT_S):
+            await write_frame(stream, wire.encode_block_request(cid))
+            reader = FrameReader(stream, max(1024, wire.BLOCK_FRAME_BYTES))
+            head = await reader.read_frame()
+            if head is None:
+                raise RemoteProtocolError(f"{peer} closed the block stream without answering")
+            found, size, _ = wire.decode_block_response(head, size_max)
+            if not found:
+                return None
+            buf = bytearray()
+            while len(buf) < size:
+                part = await reader.read_frame()
+                if part is None:
+                    raise RemoteProtocolError(f"{peer} sent {len(buf)} of {size} bytes of {cid}")
+                buf += part
+        if len(buf) != size or not cid_matches(cid, buf):
+            raise RemoteProtocolError(f"{peer} sent bytes that do not match {cid}")
+        return bytes(buf)
+    except trio.TooSlowError:
+        raise TransportError(f"fetching {cid} from {peer} took more than {FETCH_TIMEOUT_S:g} s") from None
+    finally:
+        await stream.close()
+
+
+async def fetch_from_any(
+    host: IHost, store: BlockStore, cid: str, peers: Sequence[ID], size_max: int, *, persist: bool = False
+) -> bytes:
+    """``cid`` from the local store, else from the first of ``peers`` that has it; stored locally."""
+    data = store.get(cid)
+    if data is not None:
+        return data
+    errors = []
+    for peer in peers:
+        try:
+            data = await fetch_block(host, peer, cid, size_max)
+        except PangeaError as exc:
+            errors.append(str(exc))
+            continue
+        if data is not None:
+            store.put(data, persist=persist, cid=cid)
+            return data
+        errors.append(f"{peer} does not have it")
+    raise TransportError(f"cannot fetch {cid}: {'; '.join(errors) or 'no peer to ask'}")

@@ -1,0 +1,116 @@
+"""The job journal: SQLite in DATA_DIR/jobs.sqlite, so a restarted submitting peer resumes its jobs.
+
+What is written: each job's spec when it is submitted and its state when it ends; each task when it ends
+(DONE with its output content id and receipt tree, FAILED or CANCELLED with the reason). Running and pending
+states are not written: after a restart, a task that was not done is simply placed again. The blocks the
+journal names (chunks, outputs) are persisted in the block store.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationMode, VerificationPolicy
+from pangea_p2p.core.verify.receipts import ReceiptLimits
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    created_s REAL NOT NULL, finished_s REAL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    job_id TEXT NOT NULL, task_id TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    output_cid TEXT NOT NULL DEFAULT '', tree BLOB, fuel_used INTEGER NOT NULL DEFAULT 0,
+    worker TEXT NOT NULL DEFAULT '', PRIMARY KEY (job_id, task_id)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    task_id: str
+    state: TaskState
+    reason: str
+    output_cid: str
+    tree: bytes
+    fuel_used: int
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    spec: JobSpec
+    state: JobState
+    reason: str
+    created_s: float
+    finished_s: float | None
+    tasks: dict[str, TaskRecord]
+
+
+def spec_to_json(spec: JobSpec) -> str:
+    doc = asdict(spec)
+    doc["verification"] = str(spec.verification)
+    doc["verification_commit_reveal"] = spec.verification.commit_reveal
+    doc["deadline_s"] = None if spec.deadline_s == float("inf") else spec.deadline_s
+    return json.dumps(doc)
+
+
+def spec_from_json(text: str) -> JobSpec:
+    doc: dict[str, Any] = json.loads(text)
+    policy = VerificationPolicy.parse(doc.pop("verification"))
+    commit_reveal = doc.pop("verification_commit_reveal", True)
+    if policy.mode is VerificationMode.REPLICAS:
+        policy = VerificationPolicy(policy.mode, policy.spot_checks, policy.replicas, commit_reveal)
+    doc["limits"] = ReceiptLimits(**doc["limits"])
+    doc["chunk_cids"] = tuple(doc["chunk_cids"])
+    doc["chunk_sizes"] = tuple(doc["chunk_sizes"])
+    doc["deadline_s"] = float("inf") if doc["deadline_s"] is None else doc["deadline_s"]
+    return JobSpec(verification=policy, **doc)
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def job_submitted(self, spec: JobSpec, now: float) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO jobs (job_id, spec, state, created_s) VALUES (?, ?, ?, ?)",
+            (spec.job_id, spec_to_json(spec), JobState.RUNNING.value, now),
+        )
+
+    def job_finished(self, job_id: str, state: JobState, reason: str, now: float) -> None:
+        self._db.execute(
+            "UPDATE jobs SET state = ?, reason = ?, finished_s = ? WHERE job_id = ?", (state.value, reason, now, job_id)
+        )
+
+    def task_finished(self, job_id: str, rec: TaskRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO tasks (job_id, task_id, state, reason, output_cid, tree, fuel_used, worker) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, rec.task_id, rec.state.value, rec.reason, rec.output_cid, rec.tree, rec.fuel_used, rec.worker),
+        )
+
+    def jobs(self) -> list[JobRecord]:
+        rows = self._db.execute("SELECT job_id, spec, state, reason, created_s, finished_s FROM jobs").fetchall()
+        out = []
+        for job_id, spec, state, reason, created_s, finished_s in rows:
+            tasks = {
+                r[0]: TaskRecord(r[0], TaskState(r[1]), r[2], r[3], r[4] or b"", r[5], r[6])
+                for r in self._db.execute(
+                    "SELECT task_id, state, reason, output_cid, tree, fuel_used, worker FROM tasks WHERE job_id = ?",
+                    (job_id,),
+                )
+            }
+            out.append(JobRecord(spec_from_json(spec), JobState(state), reason, created_s, finished_s, tasks))
+        return out

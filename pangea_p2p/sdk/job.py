@@ -1,0 +1,255 @@
+"""The job DSL: split (Python, on the submitter) -> execute (a WebAssembly guest, on the network) -> merge.
+
+    from pangea_p2p.sdk import Job, Client
+
+    job = Job("wordcount", guest="wordcount_map", verification="spot:1")
+
+    @job.split
+    def split(text: bytes) -> list[bytes]:
+        return pangea_p2p.sdk.splits.lines(text, 1000)
+
+    @job.merge
+    def merge(outputs: list[bytes]) -> dict[str, int]:
+        ...
+
+    counts = job.run(text, client=Client.for_data_dir(path), progress=print)
+
+Only the execute step leaves the submitter: it is a WebAssembly module addressed by its content id, run in
+every worker's sandbox under the job's limits. ``split`` and ``merge`` are ordinary Python functions that run
+where ``run`` is called. ``run_local`` executes the guest in this process (no network): the same results, for
+tests and single machines.
+
+A ``Job`` is safe to share between threads: its definition is guarded by a lock, and ``run`` keeps its state
+in the call, not in the Job, so one definition can run several jobs at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.model import VerificationPolicy
+from pangea_p2p.errors import ConfigError, PangeaError, sandbox_error
+from pangea_p2p.guests import GUEST_NAMES, load_guest
+from pangea_p2p.sdk.client import Client
+
+T = TypeVar("T")
+SplitFn = Callable[[Any], Sequence[bytes]]
+MergeFn = Callable[[list[bytes]], T]
+Progress = Callable[[dict[str, Any]], None]
+
+
+class JobFailed(PangeaError):
+    """The job ended without a result; ``status`` is its final status and ``explain`` the reasons."""
+
+    def __init__(self, message: str, status: dict[str, Any], explain: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.explain = explain or {}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-task limits (fuel is the budget of a whole task, the others apply to each chunk run)."""
+
+    fuel_max: int = 10_000_000_000
+    memory_bytes_max: int = 100 << 20
+    wall_time_s: float = 30.0
+    output_bytes_max: int = 16 << 20
+
+
+def resolve_guest(guest: str | bytes | Path) -> bytes:
+    """Module bytes from a built-in guest name, a path to a .wasm file, or the bytes themselves."""
+    if isinstance(guest, bytes):
+        return guest
+    if isinstance(guest, str) and guest in GUEST_NAMES:
+        return load_guest(guest)
+    path = Path(guest)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("guest", f"{guest!s} is neither a built-in guest ({', '.join(GUEST_NAMES)}) nor a "
+                                   f"readable .wasm file ({exc.strerror})") from None
+
+
+class Job(Generic[T]):
+    """A split / execute / merge job definition (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        guest: str | bytes | Path | None = None,
+        limits: Limits | None = None,
+        verification: str = "hash",
+        chunks_per_task: int = 1,
+        retries_max: int = 3,
+        deadline_s: float | None = None,
+        depth_max: int = 2,
+        fuel_per_chunk_estimate: int = 0,
+    ) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._split: SplitFn | None = None
+        self._merge: MergeFn[T] | None = None
+        self._module: bytes | None = resolve_guest(guest) if guest is not None else None
+        self.limits = limits or Limits()
+        self.verification = VerificationPolicy.parse(verification)
+        self.chunks_per_task = chunks_per_task
+        self.retries_max = retries_max
+        self.deadline_s = deadline_s
+        self.depth_max = depth_max
+        self.fuel_per_chunk_estimate = fuel_per_chunk_estimate
+
+    # --- definition ---------------------------------------------------------------------------------------
+
+    def split(self, fn: SplitFn) -> SplitFn:
+        """Decorator: ``fn(data) -> list of chunk bytes``, one guest run per chunk."""
+        with self._lock:
+            if self._split is not None:
+                raise ConfigError("split", f"job {self.name!r} already has a split function")
+            self._split = fn
+        return fn
+
+    def merge(self, fn: MergeFn[T]) -> MergeFn[T]:
+        """Decorator: ``fn(outputs) -> result``; ``outputs`` are the guest's outputs, in chunk order."""
+        with self._lock:
+            if self._merge is not None:
+                raise ConfigError("merge", f"job {self.name!r} already has a merge function")
+            self._merge = fn
+        return fn
+
+    def execute(self, guest: str | bytes | Path) -> None:
+        """Name the WebAssembly step: a built-in guest, a .wasm path, or module bytes."""
+        module = resolve_guest(guest)
+        with self._lock:
+            self._module = module
+
+    def _parts(self) -> tuple[SplitFn, MergeFn[T], bytes]:
+        with self._lock:
+            split, merge, module = self._split, self._merge, self._module
+        missing = [n for n, v in (("split", split), ("merge", merge), ("execute (guest)", module)) if v is None]
+        if missing:
+            raise ConfigError("job", f"job {self.name!r} has no {', '.join(missing)} step")
+        assert split is not None
+        assert merge is not None
+        assert module is not None
+        return split, merge, module
+
+    def chunks(self, data: Any) -> list[bytes]:
+        split, _, _ = self._parts()
+        chunks = [bytes(c) for c in split(data)]
+        if not chunks:
+            raise ConfigError("split", f"job {self.name!r}: split returned no chunks")
+        return chunks
+
+    # --- running ------------------------------------------------------------------------------------------
+
+    def submit(self, data: Any, client: Client) -> JobHandle[T]:
+        """Split ``data``, upload the module and chunks to the peer, and start the job; a handle to it."""
+        _, merge, module = self._parts()
+        chunks = self.chunks(data)
+        module_cid = client.upload_block(module)
+        chunk_cids = client.upload_chunks(frame_chunks(chunks))
+        request: dict[str, Any] = {
+            "module_cid": module_cid,
+            "chunk_cids": chunk_cids,
+            "chunks_per_task": min(self.chunks_per_task, len(chunks)),
+            "limits": {"fuel_max": self.limits.fuel_max, "memory_bytes_max": self.limits.memory_bytes_max,
+                       "wall_time_s": self.limits.wall_time_s, "output_bytes_max": self.limits.output_bytes_max},
+            "verification": str(self.verification),
+            "retries_max": self.retries_max,
+            "depth_max": self.depth_max,
+            "fuel_per_chunk_estimate": self.fuel_per_chunk_estimate,
+        }
+        if self.deadline_s is not None:
+            request["deadline_s"] = self.deadline_s
+        status = client.submit_job(request)
+        return JobHandle(client, status["job_id"], merge, status)
+
+    def run(self, data: Any, client: Client, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> T:
+        """``submit``, wait (calling ``progress`` with each status), and return ``merge(outputs)``."""
+        return self.submit(data, client).result(progress=progress, timeout_s=timeout_s)
+
+    def run_local(self, data: Any) -> T:
+        """Run every chunk in this process's sandbox (no network) and merge: same answers as ``run``."""
+        from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits
+
+        _, merge, module = self._parts()
+        chunks = self.chunks(data)
+        lim = self.limits
+        limits = SandboxLimits(fuel_max=lim.fuel_max, memory_bytes_max=lim.memory_bytes_max,
+                               wall_time_s=lim.wall_time_s, output_bytes_max=lim.output_bytes_max)
+        cid = cid_of(module)
+        outputs: list[bytes] = []
+        with Executor(SandboxConfig(workers=1)) as executor:
+            for i in range(0, len(chunks), self.chunks_per_task):
+                part = chunks[i : i + self.chunks_per_task]
+                result = executor.run_chunks(cid, module, part, limits)
+                if result.failure is not None:
+                    f, at = result.failure, result.failed_index
+                    where = f"chunk {i + at}" if at is not None else f"the task of chunks {i}..{i + len(part) - 1}"
+                    raise sandbox_error(f.kind, f"{where}: {f.message}", f.trap_kind)
+                outputs.extend(result.unwrap())
+        return merge(outputs)
+
+
+class JobHandle(Generic[T]):
+    """A job running on the network: status, progress, explain, cancel, result."""
+
+    def __init__(self, client: Client, job_id: str, merge: MergeFn[T], status: dict[str, Any]) -> None:
+        self.client = client
+        self.job_id = job_id
+        self._merge = merge
+        self.last_status = status
+
+    def status(self) -> dict[str, Any]:
+        self.last_status = dict(self.client.job(self.job_id))
+        return self.last_status
+
+    def wait(self, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> dict[str, Any]:
+        """Block until the job ends (long-polling the peer), calling ``progress`` on every change."""
+        deadline = time.monotonic() + timeout_s
+        status = self.last_status
+        while status["state"] == "running":
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PangeaError(f"job {self.job_id} still running after {timeout_s:g} s")
+            status = dict(self.client.wait_job(self.job_id, status["version"], min(10.0, left)))
+            self.last_status = status
+            if progress is not None:
+                progress(status)
+        return status
+
+    def outputs(self) -> list[bytes]:
+        """The guest's outputs, one per chunk, in order (downloads each task's framed output)."""
+        doc = self.client.job_result(self.job_id)
+        out: list[bytes] = []
+        for cid in doc["outputs"]:
+            if cid is None:
+                raise PangeaError(f"job {self.job_id} has tasks without output")
+            out.extend(unframe_chunks(self.client.block(cid)))
+        return out
+
+    def result(self, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> T:
+        status = self.wait(progress=progress, timeout_s=timeout_s)
+        if status["state"] != "done":
+            raise JobFailed(f"job {self.job_id} {status['state']}: {status['reason']}", status,
+                            self.client.explain(self.job_id))
+        return self._merge(self.outputs())
+
+    def receipts(self) -> list[bytes]:
+        """The encoded receipt tree of every task (verifiable offline with pangea_p2p.core.verify)."""
+        return [bytes.fromhex(r) for r in self.client.job_result(self.job_id)["receipts"]]
+
+    def explain(self) -> dict[str, Any]:
+        return dict(self.client.explain(self.job_id))
+
+    def cancel(self) -> dict[str, Any]:
+        return dict(self.client.cancel(self.job_id))

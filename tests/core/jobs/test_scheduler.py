@@ -1,0 +1,128 @@
+"""Task scheduling: complexity scoring, the local-or-delegate decision, worker choice, capacity, load."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from pangea_p2p.core.jobs import scheduler
+from pangea_p2p.core.jobs.scheduler import PlaceRequest, SchedulerConfig, place, split_sizes
+from tests.core.jobs.helpers import task, worker
+
+CFG = SchedulerConfig()
+
+
+def test_complexity_grows_with_fuel_and_input() -> None:
+    small, big_input = task(input_bytes=1_000), task(input_bytes=100_000_000)
+    assert scheduler.complexity_s(small, 1e9) == pytest.approx(1.0, rel=1e-3)
+    assert scheduler.complexity_s(big_input, 1e9) > scheduler.complexity_s(small, 1e9) + 1.9
+    assert scheduler.complexity_s(small, 4e9) == pytest.approx(4.0, rel=1e-3)
+
+
+def test_fuel_estimate_prefers_the_jobs_hint_then_what_was_learned_then_the_budget() -> None:
+    t = task(chunks=4, fuel=10**9)
+    assert scheduler.fuel_estimate(t, None) == 10**9
+    assert scheduler.fuel_estimate(t, 1000.0) == 4000
+    assert scheduler.fuel_estimate(task(chunks=4, fuel_estimate=500), 1000.0) == 2000
+    assert scheduler.fuel_estimate(task(chunks=4, fuel=100, fuel_estimate=500), None) == 100  # capped by budget
+
+
+def test_expected_duration_accounts_for_speed_transfer_and_queue() -> None:
+    t = task(input_bytes=50_000_000)
+    fast, slow = worker("a", speed=2e9), worker("b", speed=1e9)
+    assert scheduler.expected_s(t, 2e9, fast, CFG) < scheduler.expected_s(t, 2e9, slow, CFG)
+    queued = worker("c", speed=2e9, outstanding=2, free=4, total=2)
+    assert scheduler.expected_s(t, 2e9, queued, CFG) > scheduler.expected_s(t, 2e9, fast, CFG)
+    assert scheduler.expected_s(t, 2e9, fast, CFG, local=True) == pytest.approx(1.0)  # no transfer when local
+
+
+@pytest.mark.parametrize(
+    ("view", "why"),
+    [
+        (worker("w", fuel_max=10), "accepts at most 10 fuel"),
+        (worker("w", memory_max=1 << 20), "accepts at most 1 MiB"),
+        (worker("w", wall_max=1.0), "accepts at most 1 s"),
+        (worker("w", free=0), "no free task slot"),
+        (worker("w", free=2, outstanding=2), "no free task slot"),
+        (worker("w", trust=-50.0), "trust -50.0 below"),
+    ],
+)
+def test_worker_capacity_and_limits_are_respected(view: scheduler.WorkerView, why: str) -> None:
+    problem = scheduler.ineligible(task(), view, CFG)
+    assert problem is not None
+    assert why in problem
+
+
+def test_workers_ranked_by_speed_and_trust() -> None:
+    t = task()
+    ranked = scheduler.rank(t, 1e9, [worker("slow", speed=5e8), worker("fast", speed=2e9), worker("mid")], CFG)
+    assert [w.peer_id for _, w in ranked] == ["fast", "mid", "slow"]
+    # at equal speed, the trusted worker wins
+    ranked = scheduler.rank(t, 1e9, [worker("new"), worker("trusted", trust=50.0)], CFG)
+    assert ranked[0][1].peer_id == "trusted"
+
+
+def test_delegation_decision_local_when_free_and_not_slower() -> None:
+    t = task()
+    local = worker("me", speed=1e9, rtt_s=0.0)
+    assert place(PlaceRequest(t, 1e9, [worker("a", speed=1e9)], local), CFG).kind == "local"
+    # a much faster neighbour wins over running here
+    p = place(PlaceRequest(t, 1e9, [worker("a", speed=1e10)], local), CFG)
+    assert p.kind == "delegate"
+    assert p.workers == ("a",)
+    # no local slot: delegate
+    assert place(PlaceRequest(t, 1e9, [worker("a")], None), CFG).kind == "delegate"
+
+
+def test_replicas_go_to_distinct_workers_and_never_to_excluded_ones() -> None:
+    t = task()
+    workers = [worker(p) for p in "abcd"]
+    p = place(PlaceRequest(t, 1e9, workers, None, exclude=frozenset({"a"}), replicas=3), CFG)
+    assert p.kind == "delegate"
+    assert len(set(p.workers)) == 3
+    assert "a" not in p.workers
+
+
+def test_peers_on_the_task_path_are_never_chosen() -> None:
+    t = task(path=("submitter", "b"))
+    p = place(PlaceRequest(t, 1e9, [worker("b", speed=1e12), worker("c")], None), CFG)
+    assert p.workers == ("c",)
+
+
+def test_queue_with_a_reason_when_nobody_fits() -> None:
+    t = task(memory=512 << 20)
+    p = place(PlaceRequest(t, 1e9, [worker("a", memory_max=64 << 20), worker("b", free=0)], None), CFG)
+    assert p.kind == "queue"
+    assert "accepts at most 64 MiB" in p.reason
+    assert "no free task slot" in p.reason
+    assert "no worker is known yet" in place(PlaceRequest(t, 1e9, [], None), CFG).reason
+
+
+def test_big_multi_chunk_task_is_split_when_allowed() -> None:
+    t = task(chunks=8, fuel=10**12)  # ~1000 s on one 1e9-fuel/s worker
+    workers = [worker(p) for p in "abcd"]
+    p = place(PlaceRequest(t, 1e12, workers, worker("me"), may_split=True), CFG)
+    assert p.kind == "split"
+    assert 2 <= p.parts <= 5
+    # not when the depth is used up, when there is one chunk, or when splitting is not allowed here
+    assert place(PlaceRequest(task(chunks=8, fuel=10**12, depth=2, depth_max=2), 1e12, workers, None), CFG).kind != "split"
+    assert place(PlaceRequest(task(chunks=1, fuel=10**12), 1e12, workers, None), CFG).kind != "split"
+    assert place(PlaceRequest(t, 1e12, workers, None, may_split=False), CFG).kind != "split"
+
+
+def test_load_distribution_over_repeated_placements() -> None:
+    """Placing tasks one after another while counting what is out spreads them over equal workers."""
+    workers = {p: worker(p, free=4, total=4) for p in "abcd"}
+    outstanding = dict.fromkeys(workers, 0)
+    for i in range(16):
+        views = [replace(w, outstanding=outstanding[w.peer_id]) for w in workers.values()]
+        p = place(PlaceRequest(task(f"j/t{i}"), 1e9, views, None), CFG)
+        outstanding[p.workers[0]] += 1
+    assert sorted(outstanding.values()) == [4, 4, 4, 4]
+
+
+@pytest.mark.parametrize(("chunks", "parts", "sizes"), [(8, 3, [3, 3, 2]), (2, 5, [1, 1]), (7, 1, [7]), (4, 4, [1] * 4)])
+def test_split_sizes(chunks: int, parts: int, sizes: list[int]) -> None:
+    assert split_sizes(chunks, parts) == sizes
+    assert sum(split_sizes(chunks, parts)) == chunks
