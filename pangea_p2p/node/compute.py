@@ -544,6 +544,7 @@ class ComputeService:
                     self._start_split(inc, framed, parts)
                     return  # answered by _finish_split
                 tree, output = await self._execute(ref, framed, [inc.sender])
+                self.worker.release(ref.task_id)  # the slot is free; a reveal may still be awaited below
                 await self._answer(inc, tree, output)
         except PangeaError as exc:
             log.info("task.gave_up", task=ref.task_id, error=str(exc))
@@ -612,6 +613,7 @@ class ComputeService:
             merged = merge_outputs(outputs)
             children = [ReceiptTree.decode(e.tree, CoordinatorConfig().verify) for e in entries]
             tree = delegate(self.peer.identity, _binding(ref), children, now=time.time(), rng=self.rng)
+            inc.scope = trio.CancelScope()  # the first one ended with _serve_task; a Cancel now cancels this
             with inc.scope:
                 await self._answer(inc, tree.encode(), merged)
         except PangeaError as exc:

@@ -117,7 +117,8 @@ class ComputeConfig:
     output_bytes_max: int = 64 << 20
     input_bytes_max: int = 256 << 20
     depth_max: int = 4
-    split_above_s: float = 30.0
+    split_above_s: float = 30.0  # a received task expected to take longer than this here is split
+    split_parts_max: int = 16  # a split makes at most this many parts
 
     def __post_init__(self) -> None:
         checks = [
@@ -130,6 +131,7 @@ class ComputeConfig:
             ("input_bytes_max", 1024 <= self.input_bytes_max <= 4 << 30, "1 KiB..4 GiB"),
             ("depth_max", 0 <= self.depth_max <= 8, "0..8"),
             ("split_above_s", 0.001 <= self.split_above_s <= 86400, "0.001..86400"),
+            ("split_parts_max", 2 <= self.split_parts_max <= 1024, "2..1024"),
         ]
         for key, ok, allowed in checks:
             if not ok:

@@ -419,7 +419,7 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
         slots=task_slots(config), queue_max=cfg.queue_max,
         limits_max=ReceiptLimits(cfg.fuel_max, cfg.memory_bytes_max, cfg.wall_time_s_max, cfg.output_bytes_max),
         input_bytes_max=cfg.input_bytes_max, depth_max=cfg.depth_max, speed_fuel_per_s=peer.speed_fuel_per_s,
-    ), SchedulerConfig(split_above_s=cfg.split_above_s))
+    ), SchedulerConfig(split_above_s=cfg.split_above_s, parts_max=cfg.split_parts_max))
     blocks = BlockStore(config.data_dir / "blocks")
     journal = Journal(config.data_dir / "jobs.sqlite")
     compute = ComputeService(peer, sandbox, blocks, journal, worker, nursery)

@@ -33,7 +33,6 @@ bounded (``REASONS_MAX``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from collections import deque
@@ -55,7 +54,7 @@ from pangea_p2p.core.jobs.effects import (
 from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.trust import Outcome, ReplicationPolicy, TrustBook
 from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
-from pangea_p2p.core.verify.commit_reveal import CommitReveal
+from pangea_p2p.core.verify.commit_reveal import CommitReveal, Phase
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptLimits, ReplayGuard, TaskBinding, VerifiedTree
 from pangea_p2p.core.verify.voting import Claim, TallyState, VoteTally
@@ -87,6 +86,7 @@ class Attempt:
     accepted: bool = False
     committed: bool = False
     local: bool = False
+    counted: bool = True  # counts as load on the worker (not any more once it committed and only waits)
 
 
 @dataclass
@@ -113,7 +113,8 @@ class TaskEntry:
     not_before_s: float = 0.0
     queued_since_s: float | None = None
     tally: VoteTally | None = None
-    reveal: CommitReveal | None = None
+    reveal: CommitReveal | None = None  # the commit-then-reveal round new replicas join (while COMMITTING)
+    rounds: dict[str, CommitReveal] = field(default_factory=dict)  # worker -> the round it committed in
     candidates: dict[str, Candidate] = field(default_factory=dict)
     replicas: int = 1
     spot_checks: int = 0
@@ -214,7 +215,8 @@ class Coordinator:
     # --- placement --------------------------------------------------------------------------------------
 
     def _place_pending(self, now: float) -> None:
-        pending = [e for e in self.tasks.values() if e.state is TaskState.PENDING and e.not_before_s <= now]
+        pending = [e for e in self.tasks.values()
+                   if not e.state.final and e.not_before_s <= now and self._replicas_wanted(e) > 0]
         if not pending:
             return
         workers = self.source.views(now)
@@ -240,7 +242,8 @@ class Coordinator:
             self._queue(entry, ref, placement.reason, now)
 
     def _queue(self, entry: TaskEntry, ref: TaskRef, why: str, now: float) -> None:
-        local = self.source.local(now) if self.local_allowed else None
+        idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
+        local = self.source.local(now) if self.local_allowed and idle else None
         if local is not None and scheduler.ineligible(ref, local, self.config.scheduler) is None:
             self._run_local(entry, ref, now, f"local fallback: {why}")
             return
@@ -252,7 +255,10 @@ class Coordinator:
             self._fail(entry, f"no worker within the {self.queue_timeout_s:g} s queue timeout: {why}", now)
 
     def _replicas_wanted(self, entry: TaskEntry) -> int:
-        return max(1, entry.replicas - len(entry.attempts) - len(entry.candidates))
+        """Attempts to start now: the replicas the tally waits for that are not out, else one if none is."""
+        if entry.tally is not None:
+            return max(0, entry.tally.unanswered - len(entry.attempts))
+        return max(0, entry.replicas - len(entry.attempts) - len(entry.candidates))
 
     def _local_allowed(self) -> bool:
         # Checked modes verify other peers; this peer runs tasks itself only as a fallback (and trusts itself).
@@ -281,8 +287,11 @@ class Coordinator:
         self.inflight[worker] = self.inflight.get(worker, 0) + 1
         if entry.tally is not None:
             entry.tally.add_workers([worker])
-        if entry.reveal is not None:
+        if ref.commit_reveal:
+            if entry.reveal is None or entry.reveal.phase is not Phase.COMMITTING:
+                entry.reveal = CommitReveal(ref.job_id, ref.task_id, self.config.verify.replicas_max, 1)
             entry.reveal.add_workers([worker])
+            entry.rounds[worker] = entry.reveal
         self._note(entry, f"sent to {worker} (attempt {entry.failures + 1}, expected {expected:.3f} s)")
         self._effects.append(Dispatch(ref, worker))
         self._update(entry, worker=worker)
@@ -298,7 +307,7 @@ class Coordinator:
 
     def _end_attempt(self, entry: TaskEntry, worker: str) -> Attempt | None:
         attempt = entry.attempts.pop(worker, None)
-        if attempt is not None:
+        if attempt is not None and attempt.counted:
             left = self.inflight.get(worker, 1) - 1
             if left > 0:
                 self.inflight[worker] = left
@@ -343,19 +352,42 @@ class Coordinator:
 
     def on_commitment(self, task_id: str, worker: str, digest: bytes, now: float) -> list[Effect]:
         entry = self.tasks.get(task_id)
-        if entry is None or worker not in entry.attempts or entry.reveal is None:
+        attempt = entry.attempts.get(worker) if entry is not None else None
+        round_ = entry.rounds.get(worker) if entry is not None else None
+        if entry is None or attempt is None or round_ is None:
             return self.drain()
         try:
-            to_reveal = entry.reveal.add_commitment(worker, digest)
+            round_.add_commitment(worker, digest)
         except VerificationError as exc:
             self._end_attempt(entry, worker)
             self._attempt_failed(entry, worker, f"{worker}: {exc}", now, penalise=True)
             return self.drain()
-        entry.attempts[worker].committed = True
-        self._note(entry, f"{len(entry.reveal.committed)} of {entry.replicas} commitments received")
-        for w in to_reveal:
-            self._effects.append(RequestReveal(task_id, w))
+        attempt.committed = True
+        if attempt.counted:  # the worker is done computing; it only waits for the reveal request
+            attempt.counted = False
+            left = self.inflight.get(worker, 1) - 1
+            if left > 0:
+                self.inflight[worker] = left
+            else:
+                self.inflight.pop(worker, None)
+        waiting = sum(1 for w, a in entry.attempts.items() if entry.rounds.get(w) is round_ and not a.committed)
+        self._note(entry, f"{len(round_.committed)} commitment(s) received, waiting for {waiting} more")
+        self._maybe_reveal(entry, now)
         return self.drain()
+
+    def _maybe_reveal(self, entry: TaskEntry, now: float) -> None:
+        """Open the current round once every replica still out in it has committed."""
+        round_ = entry.reveal
+        if round_ is None or round_.phase is not Phase.COMMITTING or not round_.committed:
+            return
+        if any(entry.rounds.get(w) is round_ and not a.committed for w, a in entry.attempts.items()):
+            return
+        for w in round_.open_reveals():
+            attempt = entry.attempts.get(w)
+            if attempt is not None:
+                attempt.deadline_s = now + OFFER_TIMEOUT_S + ATTEMPT_GRACE_S  # time to send the result
+                self._effects.append(RequestReveal(entry.ref.task_id, w))
+        self._note(entry, f"all {len(round_.committed)} commitment(s) in: reveals requested")
 
     def on_result(
         self, task_id: str, worker: str, tree_bytes: bytes, output: bytes, now: float, nonce: bytes = b""
@@ -421,8 +453,13 @@ class Coordinator:
         return self.drain()
 
     def cancel(self, now: float, reason: str = "cancelled by the submitter") -> list[Effect]:
+        self._cancel_all(now, reason)
+        return self.drain()
+
+    def _cancel_all(self, now: float, reason: str, state: JobState = JobState.CANCELLED, job_reason: str = "") -> None:
+        """Cancel every task not final yet, then end the job in ``state``."""
         if self.state is not JobState.RUNNING:
-            return self.drain()
+            return
         for entry in self.tasks.values():
             if not entry.state.final:
                 for worker in list(entry.attempts):
@@ -432,8 +469,7 @@ class Coordinator:
                 entry.state = TaskState.CANCELLED
                 self._note(entry, reason)
                 self._update(entry, reason=reason)
-        self._finish(JobState.CANCELLED, reason, now)
-        return self.drain()
+        self._finish(state, job_reason or reason, now)
 
     # --- verification -----------------------------------------------------------------------------------
 
@@ -449,15 +485,19 @@ class Coordinator:
         nonce: bytes,
     ) -> tuple[ReceiptTree, VerifiedTree, Claim | None]:
         tree = ReceiptTree.decode(tree_bytes, self.config.verify)
-        if entry.reveal is not None and not attempt.committed and not attempt.local:
+        round_ = entry.rounds.get(worker)
+        if round_ is not None and not attempt.committed:
             raise VerificationError(RejectReason.OUT_OF_PHASE, f"{worker} sent its result without committing first")
         verified = verify_tree(
             tree, self.binding(entry, attempt.limits), now, self.config.verify, worker=worker, guard=self.guard,
             output=output if tree.receipt.ok else None,
         )
         claim = Claim.from_tree(verified)
-        if entry.reveal is not None and attempt.committed and claim is not None:
-            entry.reveal.add_reveal(worker, claim, nonce)
+        if round_ is not None:
+            if claim is None:
+                raise VerificationError(RejectReason.COMMITMENT_MISMATCH, f"{worker} committed, then reported a "
+                                        "failure that is no vote")
+            round_.add_reveal(worker, claim, nonce)
         return tree, verified, claim
 
     def _on_candidate(self, entry: TaskEntry, candidate: Candidate, now: float) -> None:
@@ -497,11 +537,10 @@ class Coordinator:
         entry.replicas = replicas
         entry.tally = VoteTally(replicas, workers=workers, replicas_max=self.config.verify.replicas_max)
         entry.state = TaskState.VERIFYING
-        self._update(entry)
-        self._place_pending_one(entry, now)
+        self._update(entry)  # the other replicas are placed once the primary's vote is in (see _vote)
 
     def _place_pending_one(self, entry: TaskEntry, now: float) -> None:
-        if self._replicas_wanted(entry) > 0 and len(entry.attempts) + len(entry.candidates) < entry.replicas:
+        if self._replicas_wanted(entry) > 0 and entry.not_before_s <= now:
             self._place(entry, self.source.views(now), now)
 
     def _vote(
@@ -527,12 +566,12 @@ class Coordinator:
             self._decided(entry, decision.accepted, now)
         elif decision.state is TallyState.FAILED:
             self._fail(entry, f"replicas disagree and no answer reached a quorum ({decision.reason})", now)
-        elif decision.replicas_to_add > 0:
-            entry.replicas = entry.tally.dispatched
-            self._note(entry, f"replicas disagree: {decision.replicas_to_add} more replica(s)")
-            self._place_pending_one(entry, now)
         else:
+            if decision.replicas_to_add > 0:
+                entry.replicas = entry.tally.dispatched
+                self._note(entry, f"no quorum yet: {decision.replicas_to_add} more replica(s)")
             entry.state = TaskState.VERIFYING
+            self._place_pending_one(entry, now)
 
     def _decided(self, entry: TaskEntry, claim: Claim, now: float) -> None:
         if claim.failure is not None:
@@ -598,9 +637,10 @@ class Coordinator:
         elif timeout:
             self.trust.record(worker, Outcome.TIMEOUT, now)
         self._note(entry, why)
-        if entry.tally is not None and entry.state is not TaskState.DONE:
-            with contextlib.suppress(VerificationError):  # it voted already: its vote stands
-                entry.tally.add_no_show(worker)
+        if entry.tally is not None and not entry.state.final and worker not in entry.tally.votes:
+            self._vote(entry, worker, None, now)  # a no-show: the tally may escalate or give up
+            if _ended(entry):
+                return
         entry.failures += 1
         if entry.failures > self.retries_max:
             self._fail(entry, f"gave up after {entry.failures} failed attempts (retries_max {self.retries_max})", now)
@@ -610,14 +650,20 @@ class Coordinator:
     def _after_attempt(self, entry: TaskEntry, now: float) -> None:
         if entry.state.final:
             return
-        if not entry.attempts and not entry.candidates:
+        self._maybe_reveal(entry, now)  # the replica that ended may have been the last one not committed
+        if entry.failures:
             backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, entry.failures - 1)) * (0.5 + self.rng.random())
-            entry.state, entry.not_before_s = TaskState.PENDING, now + (backoff if entry.failures else 0.0)
+            entry.not_before_s = now + backoff
+        if not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes):
+            entry.state = TaskState.PENDING
             self._update(entry)
         self._place_pending(now)
 
     def _expire_attempts(self, entry: TaskEntry, now: float) -> None:
         for worker, attempt in list(entry.attempts.items()):
+            round_ = entry.rounds.get(worker)
+            if attempt.committed and round_ is not None and round_.phase is Phase.COMMITTING:
+                continue  # it waits for the other replicas of its round, whose own deadlines bound the wait
             if now >= attempt.deadline_s:
                 self._end_attempt(entry, worker)
                 if not attempt.local:
@@ -630,7 +676,7 @@ class Coordinator:
             attempt = self._end_attempt(entry, worker)
             if attempt is not None and not attempt.local:
                 self._effects.append(CancelAttempt(entry.ref.task_id, worker))
-        entry.tally, entry.reveal, entry.candidates = None, None, {}
+        entry.tally, entry.reveal, entry.rounds, entry.candidates = None, None, {}, {}
         entry.replicas = self._initial_replicas()
         self._init_verification(entry)
         entry.state, entry.not_before_s = TaskState.PENDING, now
@@ -647,8 +693,8 @@ class Coordinator:
         entry.state = TaskState.FAILED
         self._note(entry, f"failed: {why}")
         self._update(entry, reason=why)
-        self._finish(JobState.FAILED, f"task {entry.ref.task_id} failed: {why}", now)
-        self.cancel(now, reason=f"job failed: task {entry.ref.task_id} failed")
+        self._cancel_all(now, f"job failed: task {entry.ref.task_id} failed", JobState.FAILED,
+                         f"task {entry.ref.task_id} failed: {why}")
 
     # --- job ----------------------------------------------------------------------------------------------
 
@@ -666,8 +712,6 @@ class Coordinator:
     def _init_verification(self, entry: TaskEntry) -> None:
         if self.policy.mode is VerificationMode.REPLICAS:
             entry.tally = VoteTally(entry.replicas, workers=[], replicas_max=self.config.verify.replicas_max)
-            if self.policy.commit_reveal and entry.replicas > 1:
-                entry.reveal = CommitReveal(entry.ref.job_id, entry.ref.task_id, entry.replicas, workers=[])
 
     def _check_finished(self, now: float) -> None:
         if self.state is JobState.RUNNING and all(e.state is TaskState.DONE for e in self.tasks.values()):
@@ -705,6 +749,10 @@ class Coordinator:
     def explain(self) -> dict[str, list[str]]:
         """The reason chain of every task that is not done, oldest first."""
         return {tid: list(e.reasons) for tid, e in self.tasks.items() if e.state is not TaskState.DONE}
+
+
+def _ended(entry: TaskEntry) -> bool:
+    return entry.state.final
 
 
 def _output_cid(candidate: Candidate) -> str:

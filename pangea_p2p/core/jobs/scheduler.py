@@ -105,9 +105,10 @@ def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig) -> str |
     if lim.fuel_max > worker.fuel_max:
         return f"accepts at most {worker.fuel_max} fuel (task needs {lim.fuel_max})"
     if lim.memory_bytes_max > worker.memory_bytes_max:
-        return f"accepts at most {worker.memory_bytes_max >> 20} MiB (task needs {lim.memory_bytes_max >> 20} MiB)"
+        return (f"accepts at most {worker.memory_bytes_max >> 20} MiB of memory "
+                f"(task needs {lim.memory_bytes_max >> 20} MiB)")
     if lim.wall_time_s > worker.wall_time_s_max:
-        return f"accepts at most {worker.wall_time_s_max:g} s (task needs {lim.wall_time_s:g} s)"
+        return f"accepts at most {worker.wall_time_s_max:g} s of wall time (task needs {lim.wall_time_s:g} s)"
     if worker.slots_free - worker.outstanding <= 0:
         return "has no free task slot"
     if worker.trust < cfg.trust_floor:
@@ -178,7 +179,7 @@ def queue_reason(task: TaskRef, candidates: list[WorkerView], req: PlaceRequest,
             reasons[key] = reasons.get(key, 0) + 1
     if not reasons:
         return f"{len(candidates)} eligible worker(s), {req.replicas} distinct ones needed"
-    parts = [f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+    parts = [f"{n} worker(s) {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
     return f"no worker fits: {'; '.join(parts)}"
 
 

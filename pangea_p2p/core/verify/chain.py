@@ -17,10 +17,12 @@ ids among siblings, memory, wall-time and output limits no larger than the paren
 counts that add up to at most / exactly the parent's); child digests; the children root; the fuel sum; a
 result committing to its binding's chunk count; and that no (task, signer) appears twice in the tree
 (REPLAYED). A peer appearing twice on one path from the submitter (who issued the root task) down to a leaf
-is a DELEGATION_CYCLE. Depth, node count, children per node and encoded size are bounded by VerifyConfig.
-The root must match the binding the submitter issued and be signed by the peer it was given to. Given the
-task's framed output, the verifier cuts it into the leaves' chunk counts and checks every part against its
-leaf's output id and Merkle root, which makes the output's digest a proven claim for a vote.
+is a DELEGATION_CYCLE, except that an issuer may run its own task (a root execution receipt signed by the
+issuer; a split task's parts never run at their delegator). Depth, node count, children per node and encoded
+size are bounded by VerifyConfig. The root must match the binding the submitter issued and be signed by the
+peer it was given to. Given the task's framed output, the verifier cuts it into the leaves' chunk counts and
+checks every part against its leaf's output id and Merkle root, which makes the output's digest a proven
+claim for a vote.
 
 Only the root is recorded in the ReplayGuard (replay.py): every child is bound to its parent's task, so a
 second tree for the same task, or a subtree offered again, is caught at the root; and a tree cannot fill
@@ -316,7 +318,9 @@ def verify_tree(
             RejectReason.NOT_ASSIGNED, f"receipt root is signed by {root.signer}, the task was given to {worker}"
         )
     walk = _Walk(config, now)
-    _verify_node(walk, tree, expected, (expected.issuer,), "root", 0)
+    # An issuer may run its own task (a submitter's local run): one execution receipt it signed itself.
+    own_run = isinstance(root, Receipt) and root.signer == expected.issuer
+    _verify_node(walk, tree, expected, () if own_run else (expected.issuer,), "root", 0)
     output_digest = root.output_digest if isinstance(root, Receipt) else None
     if output is not None:
         output_digest = _check_tree_output(root, walk.leaves, output)
