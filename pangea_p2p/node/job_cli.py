@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pangea_p2p.core.chunks import frame_chunks
-from pangea_p2p.errors import ConfigError, PangeaError
+from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
+from pangea_p2p.core.jobs.model import VerificationPolicy
+from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
 from pangea_p2p.sdk import splits
 from pangea_p2p.sdk.client import Client
 from pangea_p2p.sdk.job import JobHandle, Limits, resolve_guest
@@ -53,21 +54,27 @@ def add_job_parser(sub: Any, api_args: Callable[[argparse.ArgumentParser], None]
 
 
 def split_input(data: bytes, spec: str) -> list[bytes]:
-    name, _, arg = spec.partition(":")
+    """The chunks of ``data`` for ``--split``; ConfigError("--split") for a bad spec or unsplittable input."""
+    usage = f"{spec!r}: use none, lines:N, bytes:N, count:N or framed"
+    name, colon, arg = spec.partition(":")
+    if name in ("none", "framed") and colon:
+        raise ConfigError("--split", f"{spec!r}: {name} takes no argument")
     if name == "none":
         return [data]
     if name == "framed":
-        from pangea_p2p.core.chunks import unframe_chunks
-
-        return unframe_chunks(data)
-    try:
-        n = int(arg)
-    except ValueError:
-        raise ConfigError("--split", f"{spec!r}: use none, lines:N, bytes:N, count:N or framed") from None
+        try:
+            return unframe_chunks(data)
+        except RemoteProtocolError as exc:
+            raise ConfigError("--split", f"{spec!r}: the input is not a framed chunk list ({exc})") from None
     makers = {"lines": splits.lines, "bytes": splits.fixed_size, "count": splits.by_count}
     if name not in makers:
-        raise ConfigError("--split", f"{spec!r}: use none, lines:N, bytes:N, count:N or framed")
-    return makers[name](data, n)
+        raise ConfigError("--split", usage)
+    try:
+        return makers[name](data, int(arg))
+    except ValueError:
+        raise ConfigError("--split", usage) from None
+    except ConfigError as exc:
+        raise ConfigError("--split", f"{spec!r}: N {exc.problem}") from None
 
 
 def run_job_command(args: argparse.Namespace, client: Client) -> int:
@@ -104,6 +111,13 @@ def run_job_command(args: argparse.Namespace, client: Client) -> int:
 
 
 def _submit(args: argparse.Namespace, client: Client) -> int:
+    try:  # checked here, before the input and the module are uploaded, and named as the option
+        VerificationPolicy.parse(args.verify)
+    except ConfigError as exc:
+        problem = exc.problem
+        if not problem.startswith(repr(args.verify)):  # a value out of range: name which one
+            problem = f"{args.verify!r}: {exc.key.rpartition('.')[2]} {problem}"
+        raise ConfigError("--verify", problem) from None
     try:
         data = sys.stdin.buffer.read() if str(args.input) == "-" else args.input.read_bytes()
     except OSError as exc:

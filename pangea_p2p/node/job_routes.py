@@ -83,24 +83,34 @@ def parse_job_request(doc: Any, compute: ComputeService, now: float) -> JobSpec:
     limits_doc = doc.get("limits", {})
     if not isinstance(limits_doc, dict) or set(limits_doc) - set(LIMIT_KEYS):
         raise ApiError(400, "bad_request", f"limits must be an object with keys among {', '.join(LIMIT_KEYS)}")
+    job_id = doc.get("job_id")
+    if job_id is not None and not isinstance(job_id, str):
+        raise ApiError(400, "bad_request", f"job_id must be a string, got {job_id!r}")
+    deadline = doc.get("deadline_s")
+    if deadline is not None and not 0 < _float(doc, "deadline_s", 0.0) < math.inf:
+        raise ApiError(400, "bad_request", f"deadline_s must be a positive number of seconds, got {deadline!r}")
+    fuel_estimate = _int(doc, "fuel_per_chunk_estimate", 0)
+    if not 0 <= fuel_estimate < 1 << 64:
+        raise ApiError(400, "bad_request", f"fuel_per_chunk_estimate must be in 0..2^64-1, got {fuel_estimate}")
     try:
         limits = ReceiptLimits(**{k: limits_doc.get(k, getattr(DEFAULT_LIMITS, k)) for k in LIMIT_KEYS})
-        deadline = doc.get("deadline_s")
         return JobSpec(
-            job_id=doc.get("job_id") or secrets.token_hex(8),
+            job_id=job_id or secrets.token_hex(8),
             module_cid=_str(doc, "module_cid"),
             chunk_cids=tuple(chunk_cids),
             chunk_sizes=tuple(sizes),
             limits=limits,
-            chunks_per_task=int(doc.get("chunks_per_task", 1)),
+            chunks_per_task=_int(doc, "chunks_per_task", 1),
             verification=VerificationPolicy.parse(str(doc.get("verification", "hash"))),
             deadline_s=math.inf if deadline is None else now + float(deadline),
-            retries_max=int(doc.get("retries_max", 3)),
-            escalations_max=int(doc.get("escalations_max", 2)),
-            depth_max=int(doc.get("depth_max", 2)),
-            queue_timeout_s=float(doc.get("queue_timeout_s", 60.0)),
-            fuel_per_chunk_estimate=int(doc.get("fuel_per_chunk_estimate", 0)),
+            retries_max=_int(doc, "retries_max", 3),
+            escalations_max=_int(doc, "escalations_max", 2),
+            depth_max=_int(doc, "depth_max", 2),
+            queue_timeout_s=_float(doc, "queue_timeout_s", 60.0),
+            fuel_per_chunk_estimate=fuel_estimate,
         )
+    except ApiError:
+        raise
     except ConfigError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     except (TypeError, ValueError, PangeaError) as exc:
@@ -112,6 +122,20 @@ def _str(doc: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(400, "bad_request", f"{key} must be a non-empty string")
     return value
+
+
+def _int(doc: dict[str, Any], key: str, default: int) -> int:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "bad_request", f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def _float(doc: dict[str, Any], key: str, default: float) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ApiError(400, "bad_request", f"{key} must be a number, got {value!r}")
+    return float(value)
 
 
 def add_job_routes(router: Router, compute: ComputeService) -> None:

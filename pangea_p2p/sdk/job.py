@@ -25,6 +25,7 @@ in the call, not in the Job, so one definition can run several jobs at once.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,17 @@ class Limits:
     output_bytes_max: int = 16 << 20
 
 
+def positive_int(key: str, value: int) -> int:
+    """``value`` as a plain int (numpy integers too: it may go into a JSON request); ConfigError unless >= 1."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        n = 0
+    if isinstance(value, bool) or n < 1:
+        raise ConfigError(key, f"must be an integer >= 1, got {value!r}")
+    return n
+
+
 def resolve_guest(guest: str | bytes | Path) -> bytes:
     """Module bytes from a built-in guest name, a path to a .wasm file, or the bytes themselves."""
     if isinstance(guest, bytes):
@@ -101,7 +113,7 @@ class Job(Generic[T]):
         self._module: bytes | None = resolve_guest(guest) if guest is not None else None
         self.limits = limits or Limits()
         self.verification = VerificationPolicy.parse(verification)
-        self.chunks_per_task = chunks_per_task
+        self.chunks_per_task = positive_int("chunks_per_task", chunks_per_task)
         self.retries_max = retries_max
         self.deadline_s = deadline_s
         self.depth_max = depth_max
@@ -144,7 +156,16 @@ class Job(Generic[T]):
 
     def chunks(self, data: Any) -> list[bytes]:
         split, _, _ = self._parts()
-        chunks = [bytes(c) for c in split(data)]
+        parts = split(data)
+        if isinstance(parts, bytes | bytearray | memoryview | str):
+            # iterating bytes gives ints, and bytes(n) is n zero bytes: refuse rather than run on garbage
+            raise ConfigError("split", f"job {self.name!r}: split must return a list of chunks, not one "
+                                       f"{type(parts).__name__}")
+        chunks = []
+        for i, chunk in enumerate(parts):
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise ConfigError("split", f"job {self.name!r}: chunk {i} is a {type(chunk).__name__}, not bytes")
+            chunks.append(bytes(chunk))
         if not chunks:
             raise ConfigError("split", f"job {self.name!r}: split returned no chunks")
         return chunks
@@ -188,7 +209,8 @@ class Job(Generic[T]):
                                wall_time_s=lim.wall_time_s, output_bytes_max=lim.output_bytes_max)
         cid = cid_of(module)
         outputs: list[bytes] = []
-        with Executor(SandboxConfig(workers=1)) as executor:
+        # The job's own limits are this local sandbox's maxima: the user who runs it asked for them.
+        with Executor(SandboxConfig(limits_max=limits, workers=1)) as executor:
             for i in range(0, len(chunks), self.chunks_per_task):
                 part = chunks[i : i + self.chunks_per_task]
                 result = executor.run_chunks(cid, module, part, limits)

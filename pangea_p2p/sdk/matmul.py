@@ -13,18 +13,24 @@ import struct
 import numpy as np
 import numpy.typing as npt
 
-from pangea_p2p.sdk.job import Job, Limits
+from pangea_p2p.sdk.job import Job, Limits, positive_int
 
 F64 = npt.NDArray[np.float64]
 _HEADER = struct.Struct("<IIII")
 
 
-def block_inputs(a: F64, b: F64, block: int) -> list[bytes]:
-    """One chunk per output block, row-major over the blocks of C."""
-    m, k = a.shape
-    k2, n = b.shape
-    if k != k2:
+def check_operands(a: F64, b: F64, block: int) -> None:
+    """ValueError unless ``a @ b`` is a product of two matrices; ConfigError unless ``block`` >= 1."""
+    positive_int("block", block)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"cannot multiply {a.shape} by {b.shape}")
+
+
+def block_inputs(a: F64, b: F64, block: int) -> list[bytes]:
+    """One chunk per output block, row-major over the blocks of C (the edge blocks may be smaller)."""
+    check_operands(a, b, block)
+    m, k = a.shape
+    n = b.shape[1]
     out = []
     for i in range(0, m, block):
         rows = np.ascontiguousarray(a[i : i + block], dtype="<f8")
@@ -48,6 +54,7 @@ def assemble(outputs: list[bytes], m: int, n: int, block: int) -> F64:
 
 def matmul_job(a: F64, b: F64, block: int = 64, *, verification: str = "hash", chunks_per_task: int = 4) -> Job[F64]:
     """A Job computing ``a @ b`` (call ``run(None, client)`` or ``run_local(None)``)."""
+    check_operands(a, b, block)
     m, n = a.shape[0], b.shape[1]
     job: Job[F64] = Job(
         "matmul", guest="matmul_block", verification=verification, chunks_per_task=chunks_per_task,

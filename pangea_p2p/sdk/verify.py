@@ -68,22 +68,24 @@ def verify_job(client: Client, job_id: str, *, check_inputs: bool = True,
         report.tasks += 1
         try:
             _verify_task(client, doc, i, task, config, check_inputs, report)
-        except (VerificationError, RemoteProtocolError, PangeaError, KeyError, TypeError, ValueError) as exc:
-            report.problems[str(task.get("task_id", i))] = str(exc) or type(exc).__name__
+        except (VerificationError, RemoteProtocolError, PangeaError, LookupError, TypeError, ValueError) as exc:
+            task_id = task.get("task_id", i) if isinstance(task, dict) else i
+            report.problems[str(task_id)] = str(exc) or type(exc).__name__
     return report
 
 
 def _verify_task(client: Client, doc: dict[str, Any], i: int, task: dict[str, Any], config: VerifyConfig,
                  check_inputs: bool, report: JobVerification) -> None:
-    tree_hex, output_cid, worker = doc["receipts"][i], doc["outputs"][i], doc["workers"][i]
+    tree_hex, output_cid, worker = (doc[k][i] if i < len(doc[k]) else None for k in ("receipts", "outputs", "workers"))
     if tree_hex is None or output_cid is None or worker is None:
         raise PangeaError("the task has no result")
     if check_inputs:
         framed = frame_chunks([client.block(c) for c in task["chunk_cids"]])
         if cid_of(framed) != task["input_cid"]:
             raise PangeaError(f"the uploaded chunks frame to {cid_of(framed)}, the receipts name {task['input_cid']}")
+    # the job asked about, not the one the document names: another job's receipts must not pass for it
     binding = TaskBinding.of(
-        job_id=str(doc["job_id"]), task_id=str(task["task_id"]), module_cid=str(doc["module_cid"]),
+        job_id=report.job_id, task_id=str(task["task_id"]), module_cid=str(doc["module_cid"]),
         input_cid=str(task["input_cid"]), limits=ReceiptLimits(**task["limits"]), issuer=report.issuer,
         chunk_count=int(task["chunk_count"]),
     )

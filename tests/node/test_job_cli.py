@@ -1,0 +1,299 @@
+"""`pangea job ...` through the real entry point (``pangea_p2p.node.cli.main``), with the peer's API replaced by
+the in-memory peer of tests/sdk/fakes.py: bad arguments are one clear line naming the option and a non-zero
+exit, never a traceback, and nothing is uploaded; the commands print what the peer answers."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.errors import ConfigError
+from pangea_p2p.guests import load_guest
+from pangea_p2p.node import cli
+from pangea_p2p.node.job_cli import split_input
+from pangea_p2p.sdk import splits
+from tests.sdk.fakes import FakePeer
+
+API = ["--api", "127.0.0.1:9"]  # never dialled: the Client is the fake peer
+TEXT = b"alpha beta\ngamma\ndelta epsilon zeta\neta\n"
+
+
+@pytest.fixture
+def peer(monkeypatch: pytest.MonkeyPatch) -> FakePeer:
+    fake = FakePeer(job_ids=["job1", "job2", "job3"])
+
+    def client(address: str, timeout_s: float = 30.0) -> FakePeer:
+        assert address == "127.0.0.1:9"
+        return fake
+
+    monkeypatch.setattr(cli, "Client", client)
+    return fake
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "input.txt"
+    path.write_bytes(TEXT)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["job", *argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    lines = [x for x in err.splitlines() if x.startswith("pangea: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --- split_input ------------------------------------------------------------------------------------------
+
+
+def test_split_input_kinds() -> None:
+    assert split_input(TEXT, "none") == [TEXT]
+    assert split_input(TEXT, "lines:3") == splits.lines(TEXT, 3)
+    assert split_input(TEXT, "bytes:10") == splits.fixed_size(TEXT, 10)
+    assert split_input(TEXT, "count:4") == splits.by_count(TEXT, 4)
+    assert split_input(frame_chunks([b"a", b"", b"bc"]), "framed") == [b"a", b"", b"bc"]
+    assert split_input(b"", "lines:5") == [b""]
+    assert split_input(b"", "none") == [b""]
+
+
+@pytest.mark.parametrize(
+    "spec", ["chunks:4", "lines", "lines:", "lines:x", "bytes:0", "count:-1", "lines:0", "framed", "none:3", ""]
+)
+def test_split_input_errors_name_the_option(spec: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        split_input(b"not a framed list", spec)
+    assert info.value.key == "--split"
+    assert info.value.problem.startswith(repr(spec))
+
+
+# --- bad arguments ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--split", "chunks:4"], "config --split: 'chunks:4': use none, lines:N, bytes:N, count:N or framed"),
+        (["--split", "lines:many"], "config --split: 'lines:many'"),
+        (["--split", "bytes:0"], "config --split: 'bytes:0'"),
+        (["--split", "framed"], "config --split: 'framed': the input is not a framed chunk list"),
+        (["--verify", "bogus"], "config --verify: 'bogus': use hash, spot:K, replicas:N or adaptive"),
+        (["--verify", "spot:x"], "config --verify: 'spot:x'"),
+        (["--verify", "replicas:40"],
+         "config --verify: 'replicas:40': replicas must be in 1..9, got 40"),
+        (["--verify", "hash:2"], "config --verify: 'hash:2': hash takes no argument"),
+    ],
+)
+def test_bad_options_are_named(peer: FakePeer, text_file: Path, capsys: pytest.CaptureFixture[str],
+                               args: list[str], expected: str) -> None:
+    code, out, err = run(capsys, "submit", *API, "--guest", "echo", "--input", str(text_file), *args)
+    assert code == 2
+    assert error_line(err).startswith(f"pangea: error: {expected}")
+    assert out == ""
+    assert peer.blocks == {}  # refused before anything was uploaded
+    assert peer.requests == []
+
+
+def test_unreadable_input_is_named(peer: FakePeer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.txt"
+    code, _, err = run(capsys, "submit", *API, "--guest", "echo", "--input", str(missing))
+    assert code == 2
+    assert error_line(err) == f"pangea: error: config --input: cannot read {missing}: No such file or directory"
+    code, _, err = run(capsys, "submit", *API, "--guest", "echo", "--input", str(tmp_path))
+    assert code == 2
+    assert error_line(err) == f"pangea: error: config --input: cannot read {tmp_path}: Is a directory"
+    assert peer.blocks == {}
+
+
+def test_unknown_guest_is_named(peer: FakePeer, text_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "submit", *API, "--guest", "no_such_guest", "--input", str(text_file))
+    assert code == 2
+    assert error_line(err).startswith("pangea: error: config guest: no_such_guest is neither a built-in guest")
+    assert peer.blocks == {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["submit", *API, "--input", "x"], "the following arguments are required: --guest"),
+        (["submit", *API, "--guest", "echo", "--input", "x", "--chunks-per-task", "two"],
+         "argument --chunks-per-task: invalid int value: 'two'"),
+        (["submit", *API, "--guest", "echo", "--input", "x", "--fuel", "1e9"], "argument --fuel: invalid int value"),
+        (["status", *API], "the following arguments are required: job_id"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "the following arguments are required: JOB_COMMAND"),
+    ],
+)
+def test_usage_errors_exit_2(peer: FakePeer, capsys: pytest.CaptureFixture[str], argv: list[str],
+                             expected: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["job", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+
+
+# --- submit -----------------------------------------------------------------------------------------------
+
+
+def test_submit_prints_the_job_id_and_sends_the_options(peer: FakePeer, text_file: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "submit", *API, "--guest", "sha256", "--input", str(text_file), "--split",
+                         "lines:1", "--chunks-per-task", "3", "--verify", "spot:2", "--fuel", "123456789",
+                         "--memory-mib", "8", "--wall-time-s", "2.5", "--deadline-s", "600")
+    assert code == 0
+    assert out == "job1\n"
+    assert err == "job job1 submitted: 4 chunk(s) in 2 task(s)\n"
+    (request,) = peer.requests
+    assert request == {
+        "module_cid": cid_of(load_guest("sha256")),
+        "chunk_cids": [cid_of(c) for c in splits.lines(TEXT, 1)],
+        "chunks_per_task": 3,
+        "limits": {"fuel_max": 123456789, "memory_bytes_max": 8 << 20, "wall_time_s": 2.5},
+        "verification": "spot:2",
+        "deadline_s": 600.0,
+    }
+
+
+def test_submit_reads_stdin(peer: FakePeer, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"from stdin")))
+    code, out, _ = run(capsys, "submit", *API, "--guest", "echo", "--input", "-", "--split", "none")
+    assert (code, out) == (0, "job1\n")
+    assert [peer.blocks[c] for c in peer.requests[0]["chunk_cids"]] == [b"from stdin"]
+
+
+def test_submit_wait_shows_progress_and_writes_the_outputs(peer: FakePeer, text_file: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = tmp_path / "out.bin"
+    code, out, err = run(capsys, "submit", *API, "--guest", "sha256", "--input", str(text_file), "--split",
+                         "lines:1", "--chunks-per-task", "2", "--wait", "-o", str(out_file))
+    assert code == 0
+    assert out == ""
+    assert out_file.read_bytes() == b"".join(hashlib.sha256(c).digest() for c in splits.lines(TEXT, 1))
+    lines = err.splitlines()
+    assert lines[0] == "job job1 submitted: 4 chunk(s) in 2 task(s)"
+    fuel = peer.job("job1")["fuel_used"]
+    assert lines[1] == (f"job1 running: 1/2 done, 1 running, 0 verifying, 0 pending, 0 failed; fuel {fuel // 2}, "
+                        "0.5s, eta 0.5s")
+    assert lines[2] == f"job1 running: 2/2 done, 0 running, 0 verifying, 0 pending, 0 failed; fuel {fuel}, 1.0s"
+    assert lines[3] == f"job1 done: 2/2 done, 0 running, 0 verifying, 0 pending, 0 failed; fuel {fuel}, 1.5s"
+    assert lines[4] == f"wrote {32 * 4} bytes to {out_file}"
+    assert len(lines) == 5
+
+
+def test_submit_wait_of_a_failing_job_exits_1_with_the_reason(peer: FakePeer, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    framed = tmp_path / "chunks.bin"
+    framed.write_bytes(frame_chunks([b"Eok", b"Tu"]))
+    code, out, err = run(capsys, "submit", *API, "--guest", "probe", "--input", str(framed), "--split", "framed",
+                         "--wait")
+    assert code == 1
+    assert out == ""
+    assert "job job1 failed: task job1/t1 failed: chunk 0: guest trapped" in err
+    assert "run `pangea job explain job1` for the reasons of every task" in err
+
+
+# --- the other commands -----------------------------------------------------------------------------------
+
+
+def submitted(peer: FakePeer, chunks: list[bytes], guest: str = "echo", per_task: int = 1) -> str:
+    module = peer.upload_block(load_guest(guest))
+    status: dict[str, Any] = peer.submit_job({"module_cid": module, "chunks_per_task": per_task,
+                                              "chunk_cids": peer.upload_chunks(frame_chunks(chunks))})
+    return str(status["job_id"])
+
+
+def test_status_plain_and_json(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = submitted(peer, [b"a", b"b", b"c"])
+    code, out, _ = run(capsys, "status", *API, job_id)
+    assert code == 0
+    assert out == f"{job_id} running: 0/3 done, 1 running, 0 verifying, 2 pending, 0 failed; fuel 0, 0.0s\n"
+    code, out, _ = run(capsys, "status", *API, job_id, "--json")
+    assert code == 0
+    assert json.loads(out) == peer.job(job_id)
+
+
+def test_wait_exits_0_when_done_and_1_when_not(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
+    good = submitted(peer, [b"Ea", b"Eb"], guest="probe")
+    code, _, err = run(capsys, "wait", *API, good)
+    assert code == 0
+    assert err.splitlines()[-1].startswith(f"{good} done: 2/2 done")
+    bad = submitted(peer, [b"Ea", b"Td"], guest="probe")
+    code, _, err = run(capsys, "wait", *API, bad)
+    assert code == 1
+    assert f"job {bad} failed: task {bad}/t1 failed" in err
+
+
+def test_result_to_a_file_framed_and_to_stdout(peer: FakePeer, tmp_path: Path,
+                                               capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    job_id = submitted(peer, [b"one", b"two", b"three"], per_task=2)
+    out_file = tmp_path / "result.bin"
+    assert cli.main(["job", "result", *API, job_id, "-o", str(out_file)]) == 0
+    assert out_file.read_bytes() == b"onetwothree"
+    assert cli.main(["job", "result", *API, job_id, "-o", str(out_file), "--framed"]) == 0
+    assert unframe_chunks(out_file.read_bytes()) == [b"one", b"two", b"three"]
+    capsysbinary.readouterr()
+    assert cli.main(["job", "result", *API, job_id]) == 0
+    assert capsysbinary.readouterr().out == b"onetwothree"
+
+
+def test_result_to_an_unwritable_path_is_one_line(peer: FakePeer, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = submitted(peer, [b"x"])
+    target = tmp_path / "no" / "such" / "dir.bin"
+    code, _, err = run(capsys, "result", *API, job_id, "-o", str(target))
+    assert code == 1
+    assert error_line(err) == f"pangea: error: cannot write {target}: No such file or directory"
+
+
+def test_explain_lists_the_reasons(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = submitted(peer, [b"Ea", b"Tu"], guest="probe")
+    code, out, _ = run(capsys, "explain", *API, job_id)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"job {job_id}: failed (task {job_id}/t1 failed: chunk 0: guest trapped: wasm `unreachable` " \
+                       "instruction executed)"
+    assert lines[1] == f"  {job_id}/t1: failed"
+    assert lines[2].startswith("    - chunk 0: guest trapped")
+    code, out, _ = run(capsys, "explain", *API, job_id, "--json")
+    assert json.loads(out) == peer.explain(job_id)
+
+
+def test_cancel_and_list(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
+    first = submitted(peer, [b"a"])
+    second = submitted(peer, [b"b", b"c"])
+    code, out, _ = run(capsys, "cancel", *API, second)
+    assert code == 0
+    assert out.startswith(f"{second} cancelled: 0/2 done")
+    assert out.rstrip().endswith("(cancelled by the submitter)")
+    code, out, _ = run(capsys, "list", *API)
+    assert code == 0
+    assert [line.split()[:2] for line in out.splitlines()] == [[first, "running:"], [second, "cancelled:"]]
+
+
+def test_an_unknown_job_is_one_line(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("status", "wait", "result", "explain", "cancel"):
+        code, out, err = run(capsys, command, *API, "nope")
+        assert code == 1
+        assert error_line(err) == "pangea: error: no job nope on this peer"
+        assert out == ""
+
+
+def test_the_client_is_closed_after_the_command(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "list", *API)
+    assert peer.closed

@@ -1,0 +1,147 @@
+"""Job.submit / Job.run and JobHandle against an in-memory peer (tests/sdk/fakes.py): the request the SDK
+sends passes the node's own request parser, progress arrives in order, failures carry their reasons."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from pangea_p2p.core.chunks import unframe_chunks
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.verify.chain import ReceiptTree
+from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.errors import ConfigError, PangeaError
+from pangea_p2p.guests import load_guest
+from pangea_p2p.sdk import Job, JobFailed, Limits, splits
+from pangea_p2p.sdk.client import ApiCallFailed
+from tests.sdk.fakes import WORKERS, FakePeer
+
+
+def sha_job(**kwargs: Any) -> Job[list[bytes]]:
+    job: Job[list[bytes]] = Job("sha", guest="sha256", **kwargs)
+    job.split(lambda data: splits.fixed_size(data, 10))
+    job.merge(lambda outputs: outputs)
+    return job
+
+
+DATA = bytes(range(200)) + b"the end"
+EXPECTED = [hashlib.sha256(c).digest() for c in splits.fixed_size(DATA, 10)]  # 21 chunks
+
+
+def test_submit_uploads_the_module_and_chunks_and_sends_a_valid_request() -> None:
+    peer = FakePeer()
+    job = sha_job(chunks_per_task=4, verification="spot:2", retries_max=1, depth_max=0, deadline_s=90.0,
+                  fuel_per_chunk_estimate=5000, limits=Limits(fuel_max=10**9, memory_bytes_max=1 << 20,
+                                                              wall_time_s=5.0, output_bytes_max=4096))
+    handle = job.submit(DATA, peer)  # type: ignore[arg-type]
+    (request,) = peer.requests
+    assert request["module_cid"] == cid_of(load_guest("sha256"))
+    assert peer.blocks[request["module_cid"]] == load_guest("sha256")
+    assert [peer.blocks[c] for c in request["chunk_cids"]] == splits.fixed_size(DATA, 10)
+    assert request["chunks_per_task"] == 4
+    assert request["limits"] == {"fuel_max": 10**9, "memory_bytes_max": 1 << 20, "wall_time_s": 5.0,
+                                 "output_bytes_max": 4096}
+    assert request["verification"] == "spot:2"
+    assert (request["retries_max"], request["depth_max"], request["fuel_per_chunk_estimate"]) == (1, 0, 5000)
+    assert request["deadline_s"] == 90.0
+    spec = peer.runs[handle.job_id].spec
+    assert spec.task_count == 6  # 21 chunks, 4 per task
+    assert handle.last_status["state"] == "running"
+
+
+def test_chunks_per_task_is_capped_at_the_chunk_count_and_no_deadline_is_sent() -> None:
+    peer = FakePeer()
+    sha_job(chunks_per_task=50).submit(b"short", peer)  # type: ignore[arg-type]
+    (request,) = peer.requests
+    assert request["chunks_per_task"] == 1
+    assert "deadline_s" not in request
+
+
+def test_run_returns_what_run_local_returns_and_reports_progress_in_order() -> None:
+    peer = FakePeer()
+    job = sha_job(chunks_per_task=5)
+    seen: list[dict[str, Any]] = []
+    assert job.run(DATA, peer, progress=seen.append) == EXPECTED == job.run_local(DATA)  # type: ignore[arg-type]
+    assert [s["version"] for s in seen] == list(range(1, 6 + 1))  # 5 tasks: versions 1..5 then the final one
+    assert [s["progress"]["done"] for s in seen] == [1, 2, 3, 4, 5, 5]
+    assert seen[-1]["state"] == "done"
+    assert all(s["state"] == "running" for s in seen[:-1])
+    job_id = seen[-1]["job_id"]
+    assert peer.waits == [(job_id, v) for v in range(6)]  # each long-poll names the version it has seen
+
+
+def test_outputs_and_receipts_of_a_done_job() -> None:
+    peer = FakePeer()
+    handle = sha_job(chunks_per_task=8).submit(DATA, peer)  # type: ignore[arg-type]
+    assert handle.wait()["state"] == "done"
+    assert handle.outputs() == EXPECTED
+    trees = [ReceiptTree.decode(r, VerifyConfig()) for r in handle.receipts()]
+    assert len(trees) == 3
+    assert [t.receipt.signer for t in trees] == [w.peer_id for w in WORKERS]
+    assert [t.receipt.binding.chunk_count for t in trees] == [8, 8, 5]
+    assert handle.status()["state"] == "done"
+
+
+def test_a_failed_job_raises_job_failed_with_status_and_explain() -> None:
+    peer = FakePeer()
+    job: Job[list[bytes]] = Job("probe", guest="probe", chunks_per_task=2)
+    job.split(lambda chunks: chunks)
+    job.merge(lambda outputs: outputs)
+    handle = job.submit([b"Ea", b"Eb", b"Ec", b"Tu"], peer)  # type: ignore[arg-type]
+    with pytest.raises(JobFailed, match=rf"job {handle.job_id} failed: task {handle.job_id}/t1 failed") as info:
+        handle.result()
+    assert info.value.status["state"] == "failed"
+    assert info.value.status["progress"]["failed"] == 1
+    reasons = info.value.explain["tasks"][f"{handle.job_id}/t1"]["reasons"]
+    assert "unreachable" in reasons[0]
+    with pytest.raises(PangeaError, match="has tasks without output"):
+        handle.outputs()
+
+
+def test_wait_gives_up_after_its_timeout() -> None:
+    peer = FakePeer()
+    handle = sha_job().submit(DATA, peer)  # type: ignore[arg-type]
+    with pytest.raises(PangeaError, match=rf"job {handle.job_id} still running after 0 s"):
+        handle.wait(timeout_s=0)
+    assert peer.waits == []
+
+
+def test_cancel_ends_the_wait() -> None:
+    peer = FakePeer()
+    handle = sha_job().submit(DATA, peer)  # type: ignore[arg-type]
+    assert handle.cancel()["state"] == "cancelled"
+    assert handle.status()["state"] == "cancelled"
+    with pytest.raises(JobFailed, match="cancelled: cancelled by the submitter"):
+        handle.result()
+
+
+def test_explain_is_the_peers_document() -> None:
+    peer = FakePeer()
+    handle = sha_job().submit(DATA, peer)  # type: ignore[arg-type]
+    assert handle.explain() == {"job_id": handle.job_id, "state": "done", "reason": "", "tasks": {}}
+
+
+def test_an_incomplete_job_uploads_nothing() -> None:
+    peer = FakePeer()
+    job: Job[None] = Job("no-merge", guest="echo")
+    job.split(lambda data: [data])
+    with pytest.raises(ConfigError, match="has no merge step"):
+        job.submit(b"x", peer)  # type: ignore[arg-type]
+    assert peer.blocks == {}
+    assert peer.requests == []
+
+
+def test_a_request_the_peer_refuses_surfaces_as_api_call_failed() -> None:
+    peer = FakePeer(job_ids=["has a space"])
+    with pytest.raises(ApiCallFailed, match="job_id") as info:
+        sha_job().submit(DATA, peer)  # type: ignore[arg-type]
+    assert (info.value.status, info.value.code) == (400, "bad_request")
+
+
+def test_framed_outputs_on_the_peer_are_one_per_chunk() -> None:
+    peer = FakePeer()
+    handle = sha_job(chunks_per_task=7).submit(DATA, peer)  # type: ignore[arg-type]
+    doc = peer.job_result(handle.job_id)
+    assert [len(unframe_chunks(peer.block(c))) for c in doc["outputs"]] == [7, 7, 7]

@@ -1,0 +1,204 @@
+"""The job endpoints of the HTTP API the SDK and `pangea job` call: a bad job request is a 400 that names the
+field (parse_job_request), checked directly and through the router, with no socket."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from pangea_p2p.core.chunks import frame_chunks
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.model import VerificationMode
+from pangea_p2p.node.api import ApiError, Router
+from pangea_p2p.node.job_routes import DEFAULT_LIMITS, add_job_routes, parse_job_request
+
+NOW = 1_750_000_000.0
+CHUNKS = [b"first chunk", b"second", b"third and last"]
+MODULE = b"\x00asm\x01\x00\x00\x00"
+
+
+class Blocks:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, cid: str) -> bytes | None:
+        return self.data.get(cid)
+
+    def put(self, data: bytes, persist: bool = False) -> str:
+        self.data[cid_of(data)] = bytes(data)
+        return cid_of(data)
+
+
+class Compute:
+    """What parse_job_request and the block and job routes use of the node's ComputeService."""
+
+    def __init__(self) -> None:
+        self.blocks = Blocks()
+        self.jobs: dict[str, Any] = {}
+        self.submitted: list[Any] = []
+        self.self_id = "12D3KooWSubmitter"
+        for chunk in [*CHUNKS, MODULE]:
+            self.blocks.put(chunk)
+
+    def submit(self, spec: Any, now: float) -> Any:
+        self.submitted.append(spec)
+        raise AssertionError("a test submitted a job")
+
+
+def request(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"module_cid": cid_of(MODULE), "chunk_cids": [cid_of(c) for c in CHUNKS]}
+    doc.update(changes)
+    return {k: v for k, v in doc.items() if v is not ...}
+
+
+def bad_request(doc: Any, code: str = "bad_request") -> str:
+    with pytest.raises(ApiError) as info:
+        parse_job_request(doc, Compute(), NOW)  # type: ignore[arg-type]
+    assert (info.value.status, info.value.code) == (400, code)
+    return info.value.message
+
+
+def test_a_minimal_request_gets_the_defaults() -> None:
+    spec = parse_job_request(request(), Compute(), NOW)  # type: ignore[arg-type]
+    assert spec.module_cid == cid_of(MODULE)
+    assert spec.chunk_cids == tuple(cid_of(c) for c in CHUNKS)
+    assert spec.chunk_sizes == tuple(len(c) for c in CHUNKS)
+    assert spec.limits == DEFAULT_LIMITS
+    assert spec.chunks_per_task == 1
+    assert spec.verification.mode is VerificationMode.HASH
+    assert spec.deadline_s == math.inf
+    assert (spec.retries_max, spec.escalations_max, spec.depth_max) == (3, 2, 2)
+    assert len(spec.job_id) == 16
+
+
+def test_every_field_is_taken() -> None:
+    spec = parse_job_request(request(  # type: ignore[arg-type]
+        job_id="my-job", chunks_per_task=2, limits={"fuel_max": 1000, "wall_time_s": 2}, verification="replicas:5",
+        deadline_s=30, retries_max=0, escalations_max=1, depth_max=0, queue_timeout_s=5.5,
+        fuel_per_chunk_estimate=77), Compute(), NOW)
+    assert spec.job_id == "my-job"
+    assert spec.task_count == 2
+    assert (spec.limits.fuel_max, spec.limits.wall_time_s) == (1000, 2.0)
+    assert spec.limits.memory_bytes_max == DEFAULT_LIMITS.memory_bytes_max
+    assert (spec.verification.mode, spec.verification.replicas) == (VerificationMode.REPLICAS, 5)
+    assert spec.deadline_s == NOW + 30
+    assert (spec.retries_max, spec.escalations_max, spec.depth_max) == (0, 1, 0)
+    assert (spec.queue_timeout_s, spec.fuel_per_chunk_estimate) == (5.5, 77)
+
+
+@pytest.mark.parametrize("doc", [None, [], "job", 3])
+def test_the_request_must_be_an_object(doc: Any) -> None:
+    assert bad_request(doc) == "the job request must be a JSON object"
+
+
+def test_an_unknown_field_is_named() -> None:
+    message = bad_request(request(chunk_size=4))
+    assert message.startswith("unknown field 'chunk_size'; known: ")
+    assert "chunks_per_task" in message
+
+
+@pytest.mark.parametrize("chunk_cids", [..., "bafkrei", [1, 2], None, {"a": 1}])
+def test_chunk_cids_must_be_a_list_of_strings(chunk_cids: Any) -> None:
+    assert bad_request(request(chunk_cids=chunk_cids)) == "chunk_cids must be a list of content ids"
+
+
+def test_a_chunk_not_in_the_block_store_is_named() -> None:
+    missing = cid_of(b"never uploaded")
+    message = bad_request(request(chunk_cids=[cid_of(CHUNKS[0]), missing]), code="missing_block")
+    assert message == f"chunk {missing} is not in this peer's block store (POST it first)"
+
+
+@pytest.mark.parametrize("module_cid", [..., "", 7])
+def test_module_cid_must_be_a_non_empty_string(module_cid: Any) -> None:
+    assert bad_request(request(module_cid=module_cid)) == "module_cid must be a non-empty string"
+
+
+@pytest.mark.parametrize("limits", [[], "big", {"fuel": 10}])
+def test_limits_must_be_an_object_of_known_keys(limits: Any) -> None:
+    assert bad_request(request(limits=limits)).startswith("limits must be an object with keys among fuel_max")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"chunk_cids": []}, "config chunks:"),
+        ({"chunks_per_task": 0}, "config chunks_per_task:"),
+        ({"chunks_per_task": 4}, "config chunks_per_task: must be in 1..3, got 4"),
+        ({"verification": "bogus"}, "config verification: 'bogus'"),
+        ({"verification": "spot:x"}, "config verification: 'spot:x': 'x' is not a number"),
+        ({"retries_max": 99}, "config retries_max:"),
+        ({"depth_max": 9}, "config depth_max:"),
+        ({"queue_timeout_s": 0}, "config queue_timeout_s:"),
+        ({"job_id": "a/b"}, "config job_id:"),
+        ({"limits": {"fuel_max": -1}}, "limits.fuel_max"),
+        ({"limits": {"wall_time_s": "long"}}, "limits.wall_time_s"),
+        # the value has the wrong type: the message still names the field
+        ({"chunks_per_task": "two"}, "chunks_per_task"),
+        ({"retries_max": [3]}, "retries_max"),
+        ({"escalations_max": None}, "escalations_max"),
+        ({"depth_max": "deep"}, "depth_max"),
+        ({"queue_timeout_s": "soon"}, "queue_timeout_s"),
+        ({"fuel_per_chunk_estimate": "many"}, "fuel_per_chunk_estimate"),
+        ({"deadline_s": "tomorrow"}, "deadline_s"),
+        ({"job_id": 5}, "job_id"),
+        ({"chunks_per_task": 1.5}, "chunks_per_task"),
+        ({"chunks_per_task": True}, "chunks_per_task"),
+        # values the network cannot carry
+        ({"deadline_s": -5}, "deadline_s"),
+        ({"deadline_s": math.nan}, "deadline_s"),
+        ({"fuel_per_chunk_estimate": -1}, "fuel_per_chunk_estimate"),
+        ({"fuel_per_chunk_estimate": 1 << 64}, "fuel_per_chunk_estimate"),
+    ],
+)
+def test_a_bad_value_is_a_400_naming_the_field(changes: dict[str, Any], field: str) -> None:
+    assert field in bad_request(request(**changes))
+
+
+# --- through the router -----------------------------------------------------------------------------------
+
+
+def router() -> tuple[Router, Compute]:
+    r, compute = Router(), Compute()
+    add_job_routes(r, compute)  # type: ignore[arg-type]
+    return r, compute
+
+
+async def test_post_job_with_a_bad_field_answers_400_naming_it() -> None:
+    r, compute = router()
+    response = await r.dispatch("POST", "/v1/jobs", json.dumps(request(chunks_per_task="x")).encode())
+    assert response.status == 400
+    error = json.loads(response.body)["error"]
+    assert error["code"] == "bad_request"
+    assert "chunks_per_task" in error["message"]
+    response = await r.dispatch("POST", "/v1/jobs", b"{not json")
+    assert (response.status, json.loads(response.body)["error"]["code"]) == (400, "bad_json")
+    assert compute.submitted == []
+
+
+async def test_post_job_with_an_unknown_module_answers_400() -> None:
+    r, _ = router()
+    missing = cid_of(b"not uploaded")
+    response = await r.dispatch("POST", "/v1/jobs", json.dumps(request(module_cid=missing)).encode())
+    assert response.status == 400
+    assert json.loads(response.body)["error"] == {
+        "code": "missing_block", "message": f"module {missing} is not in this peer's block store"}
+
+
+async def test_blocks_and_chunks_round_trip() -> None:
+    r, compute = router()
+    response = await r.dispatch("POST", "/v1/chunks", frame_chunks([b"x", b"", b"yz"]))
+    assert response.status == 200
+    cids = json.loads(response.body)["cids"]
+    assert cids == [cid_of(b"x"), cid_of(b""), cid_of(b"yz")]
+    assert compute.blocks.get(cids[0]) == b"x"
+    got = await r.dispatch("GET", f"/v1/blocks/{cids[2]}", b"")
+    assert (got.status, got.body) == (200, b"yz")
+    bad = await r.dispatch("POST", "/v1/chunks", b"\x05\x00")
+    assert (bad.status, json.loads(bad.body)["error"]["code"]) == (400, "bad_chunks")
+    missing = await r.dispatch("GET", f"/v1/blocks/{cid_of(b'nothing')}", b"")
+    assert missing.status == 404
+    unknown = await r.dispatch("GET", "/v1/jobs/nope", b"")
+    assert (unknown.status, json.loads(unknown.body)["error"]["code"]) == (404, "no_such_job")
