@@ -296,8 +296,9 @@ class ComputeService:
     async def ticker(self) -> None:
         """Wake every coordinator at its next deadline (or when an effect changed something)."""
         while True:
-            deadlines = [d for c in self._coordinators() if (d := c.next_deadline()) is not None]
-            wait = min(deadlines, default=math.inf) - time.time()
+            now = time.time()
+            deadlines = [d for c in self._coordinators() if (d := c.next_deadline(now)) is not None]
+            wait = min(deadlines, default=math.inf) - now
             with trio.move_on_after(max(0.0, min(wait, 1.0))):
                 await self._wake.wait()
             self._wake = trio.Event()

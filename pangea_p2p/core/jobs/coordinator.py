@@ -67,6 +67,7 @@ ATTEMPT_GRACE_S = 10.0
 OFFER_TIMEOUT_S = 10.0
 FUEL_ABSOLUTE_MAX = 10**15
 MEMORY_BYTES_ABSOLUTE_MAX = 4 << 30
+LOCAL_FALLBACK_AFTER_S = 2.0  # a task that only waits for busy workers runs here after this long
 ESCALATING = (FailureKind.OUT_OF_FUEL, FailureKind.MEMORY_LIMIT_EXCEEDED)
 
 
@@ -199,18 +200,18 @@ class Coordinator:
             self._check_finished(now)
         return self.drain()
 
-    def next_deadline(self) -> float | None:
-        """When ``tick`` next has something to do (None: only events can move it)."""
+    def next_deadline(self, now: float) -> float | None:
+        """When after ``now`` ``tick`` next has something to do (None: only events can move it)."""
         if self.state is not JobState.RUNNING:
             return None
         times: list[float] = []
         for e in self.tasks.values():
             times.extend(a.deadline_s for a in e.attempts.values())
-            if e.state is TaskState.PENDING:
+            if not e.state.final:
                 times.append(e.not_before_s)
                 if e.queued_since_s is not None:
-                    times.append(e.queued_since_s + self.queue_timeout_s)
-        return min(times, default=None)
+                    times += [e.queued_since_s + LOCAL_FALLBACK_AFTER_S, e.queued_since_s + self.queue_timeout_s]
+        return min((t for t in times if t > now), default=None)
 
     # --- placement --------------------------------------------------------------------------------------
 
@@ -245,8 +246,16 @@ class Coordinator:
         idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
         local = self.source.local(now) if self.local_allowed and idle else None
         if local is not None and scheduler.ineligible(ref, local, self.config.scheduler) is None:
-            self._run_local(entry, ref, now, f"local fallback: {why}")
-            return
+            # Busy workers free up soon: wait for them a little; run here at once only if none could ever fit.
+            excluded = entry.excluded | set(entry.attempts)
+            could = any(
+                scheduler.ineligible(ref, w, self.config.scheduler, busy_ok=True) is None
+                for w in self.source.views(now) if w.peer_id not in excluded and w.peer_id not in ref.path
+            )
+            waited = entry.queued_since_s is not None and now >= entry.queued_since_s + LOCAL_FALLBACK_AFTER_S
+            if not could or waited:
+                self._run_local(entry, ref, now, f"local fallback: {why}")
+                return
         if entry.queued_since_s is None:
             entry.queued_since_s = now
             self._note(entry, f"queued: {why}")

@@ -53,8 +53,11 @@ class WorkerView:
     @classmethod
     def from_advert(cls, advert: CapacityAdvert, trust: float, rtt_s: float | None, outstanding: int) -> WorkerView:
         cap = advert.capacity
+        # The advert's free-slot count is seconds old and already counts our own tasks there; the slots it
+        # has in all, minus what we have out with it, is the better guess. Another issuer's load shows up as
+        # a "busy" rejection (the worker queues up to its queue_max first), which costs one round trip.
         return cls(
-            advert.peer_id, cap.speed_fuel_per_s, cap.task_slots_free, cap.task_slots_total, cap.fuel_max,
+            advert.peer_id, cap.speed_fuel_per_s, cap.task_slots_total, cap.task_slots_total, cap.fuel_max,
             cap.memory_bytes_max, cap.wall_time_s_max, trust, RTT_UNKNOWN_S if rtt_s is None else rtt_s, outstanding,
         )
 
@@ -99,8 +102,9 @@ def expected_s(task: TaskRef, fuel: float, worker: WorkerView, cfg: SchedulerCon
     return transfer + fuel / max(worker.speed_fuel_per_s, 1.0) * queue_factor
 
 
-def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig) -> str | None:
-    """Why ``worker`` cannot take ``task`` (a short phrase), or None if it can."""
+def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig, *, busy_ok: bool = False) -> str | None:
+    """Why ``worker`` cannot take ``task`` (a short phrase), or None if it can (``busy_ok``: or could, once it
+    has a free slot)."""
     lim = task.limits
     if lim.fuel_max > worker.fuel_max:
         return f"accepts at most {worker.fuel_max} fuel (task needs {lim.fuel_max})"
@@ -109,7 +113,7 @@ def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig) -> str |
                 f"(task needs {lim.memory_bytes_max >> 20} MiB)")
     if lim.wall_time_s > worker.wall_time_s_max:
         return f"accepts at most {worker.wall_time_s_max:g} s of wall time (task needs {lim.wall_time_s:g} s)"
-    if worker.slots_free - worker.outstanding <= 0:
+    if worker.slots_free - worker.outstanding <= 0 and not busy_ok:
         return "has no free task slot"
     if worker.trust < cfg.trust_floor:
         return f"trust {worker.trust:.1f} below {cfg.trust_floor:g}"
