@@ -153,6 +153,10 @@ class TrustBook:
         rec = self._peers.get(peer)
         return 0 if rec is None else rec.run
 
+    def peers(self) -> list[str]:
+        """Every peer with a record, least recently updated first."""
+        return list(self._peers)
+
     def get(self, peer: str) -> PeerRecord | None:
         rec = self._peers.get(peer)
         return None if rec is None else PeerRecord(rec.score, rec.run, rec.valid, rec.invalid, rec.timeouts,

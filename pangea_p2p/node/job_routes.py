@@ -11,6 +11,7 @@
                                           "workers", "issuer", "module_cid", "tasks": [binding fields per task]}
     GET    /v1/jobs/{id}/explain      -> the reason chain of every task that is not done
     DELETE /v1/jobs/{id}              -> cancel; status
+    GET    /v1/trust                  -> {"trust": [{"peer_id", "score", "valid", "invalid", "timeouts"}, ...]}
 """
 
 from __future__ import annotations
@@ -228,6 +229,17 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
         compute.cancel(run.spec.job_id)
         return ApiResponse.of(job_status(run, time.time()))
 
+    async def trust(_: ApiRequest) -> ApiResponse:
+        now, book = time.time(), compute.trust
+        rows = []
+        for peer_id in book.peers():
+            rec = book.get(peer_id)
+            if rec is not None:
+                rows.append({"peer_id": peer_id, "score": round(book.score(peer_id, now), 4), "valid": rec.valid,
+                             "invalid": rec.invalid, "timeouts": rec.timeouts})
+        return ApiResponse.of({"trust": sorted(rows, key=lambda r: -float(r["score"]))})
+
+    router.add("GET", "/v1/trust", trust)
     router.add("POST", "/v1/blocks", post_block)
     router.add("POST", "/v1/chunks", post_chunks)
     router.add("GET", "/v1/blocks/{cid}", get_block)

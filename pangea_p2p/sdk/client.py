@@ -128,3 +128,7 @@ class Client:
 
     def cancel(self, job_id: str) -> Any:
         return self.call("DELETE", f"/v1/jobs/{job_id}")
+
+    def trust(self) -> Any:
+        """This peer's trust scores of the workers it checked, best first."""
+        return self.call("GET", "/v1/trust")

@@ -1,0 +1,151 @@
+"""End to end: jobs on real ``pangea node`` processes on 127.0.0.1, driven through the SDK and HTTP API."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pangea_p2p.core.verify.chain import ReceiptTree
+from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.sdk.client import Client
+from pangea_p2p.sdk.job import Job, Limits
+from pangea_p2p.sdk.verify import verify_job
+from tests.e2e.nodeproc import NodeProcess
+
+pytestmark = pytest.mark.slow
+LOCAL = ["--listen", "/ip4/127.0.0.1/tcp/0", "--api-port", "0"]
+FAST = ["--set", "capacity.advert_interval_s=1", "--set", "dht.bootstrap_retry_s_min=0.2"]
+BENCH_ROUNDS = 150_000_000  # about a second of the `bench` guest
+
+
+def settings(**kv: Any) -> list[str]:
+    return [a for k, v in kv.items() for a in ("--set", f"{k.replace('__', '.')}={v}")]
+
+
+class Net:
+    def __init__(self, nodes: list[NodeProcess]) -> None:
+        self.nodes = nodes
+        self.ids = [n.addrs()[0].rsplit("/p2p/", 1)[1] for n in nodes]
+
+    def client(self, i: int = 0) -> Client:
+        api = next(x for x in self.nodes[i].stdout if x.startswith("api on "))
+        return Client(api.removeprefix("api on http://"), timeout_s=60)
+
+    def wait_for_adverts(self, client: Client, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(client.capacity()["adverts"]) < len(self.nodes):
+            assert time.monotonic() < deadline, "the peers did not see each other's adverts"
+            time.sleep(0.2)  # polling another process's HTTP API
+
+
+@contextmanager
+def network(base: Path, per_node: list[list[str]], env: dict[str, str] | None = None) -> Iterator[Net]:
+    nodes: list[NodeProcess] = []
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        nodes.append(NodeProcess(base / "p0", *LOCAL, *FAST, *per_node[0]))
+        boot = nodes[0].addrs()[0]
+        for i, extra in enumerate(per_node[1:], 1):
+            nodes.append(NodeProcess(base / f"p{i}", *LOCAL, *FAST, "--bootstrap", boot, *extra))
+        net = Net(nodes)
+        with net.client() as client:
+            net.wait_for_adverts(client)
+        yield net
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        for node in nodes:
+            node.kill()
+
+
+def sha_job(verification: str, chunks_per_task: int = 1) -> Job[list[bytes]]:
+    job: Job[list[bytes]] = Job("sha", guest="sha256", verification=verification, chunks_per_task=chunks_per_task)
+    job.split(lambda data: list(data))
+    job.merge(lambda outputs: outputs)
+    return job
+
+
+def wait_done(client: Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    status = client.job(job_id)
+    while status["state"] == "running":
+        assert time.monotonic() < deadline, client.explain(job_id)
+        status = client.wait_job(job_id, status["version"], 5.0)  # long poll: returns on any change
+    return dict(status)
+
+
+def test_a_job_completes_when_a_worker_process_is_killed_mid_task(tmp_path: Path) -> None:
+    workers = settings(capacity__task_slots=1)
+    with network(tmp_path, [settings(capacity__task_slots=1)] + [workers] * 3) as net, net.client() as client:
+        job: Job[list[bytes]] = Job("busy", guest="bench", verification="spot:1", limits=Limits(fuel_max=10**10))
+        job.split(lambda n: [struct.pack("<I", BENCH_ROUNDS + i) for i in range(n)])
+        job.merge(lambda outputs: outputs)
+        handle = job.submit(6, client)
+        # wait until some task is running on a worker, then kill that worker's process (SIGKILL: no goodbye)
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None:
+            assert time.monotonic() < deadline, client.explain(handle.job_id)
+            for reasons in (t["reasons"] for t in client.explain(handle.job_id)["tasks"].values()):
+                sent = [r.split()[2] for r in reasons if r.startswith("sent to ")]
+                if sent and sent[-1] in net.ids[1:]:
+                    victim = sent[-1]
+                    break
+            else:
+                time.sleep(0.05)  # polling the API
+        net.nodes[net.ids.index(victim)].stop(signal.SIGKILL)
+        status = wait_done(client, handle.job_id, 180)
+        assert status["state"] == "done", client.explain(handle.job_id)
+        expected = job.run_local(6)
+        assert handle.outputs() == expected
+        assert verify_job(client, handle.job_id).ok
+
+
+def test_a_byzantine_worker_is_outvoted_and_its_trust_drops(tmp_path: Path) -> None:
+    liar = settings(faults__byzantine="wrong_output")
+    with network(tmp_path, [[], [], [], liar], env={"PANGEA_ALLOW_FAULTS": "1"}) as net, net.client() as client:
+        chunks = [f"vote {i}".encode() for i in range(6)]
+        handle = sha_job("replicas:3").submit(chunks, client)
+        status = wait_done(client, handle.job_id)
+        assert status["state"] == "done", client.explain(handle.job_id)
+        assert handle.outputs() == [hashlib.sha256(c).digest() for c in chunks]
+        assert net.ids[3] not in status["workers"]  # the liar's answer was never the accepted one
+        scores = {row["peer_id"]: row for row in client.trust()["trust"]}
+        assert scores[net.ids[3]]["invalid"] >= 1
+        assert scores[net.ids[3]]["score"] < min(scores[p]["score"] for p in net.ids[1:3])
+        report = verify_job(client, handle.job_id)
+        assert report.ok, report.problems
+        assert net.ids[3] not in report.signers
+
+
+def test_a_three_level_delegation_returns_a_receipt_chain_that_verifies_offline(tmp_path: Path) -> None:
+    split = settings(compute__split_above_s=0.001, compute__split_parts_max=2)
+    with network(tmp_path, [[]] + [split] * 4) as net, net.client() as client:
+        chunks = [bytes([i]) * 4096 for i in range(4)]
+        handle = sha_job("spot:1", chunks_per_task=4).submit(chunks, client)
+        status = wait_done(client, handle.job_id)
+        assert status["state"] == "done", client.explain(handle.job_id)
+        assert handle.outputs() == [hashlib.sha256(c).digest() for c in chunks]
+        (tree_bytes,) = handle.receipts()
+        tree = ReceiptTree.decode(tree_bytes, VerifyConfig())
+        levels = [tree.receipt.signer]
+        node = tree
+        while node.children:
+            node = node.children[0]
+            levels.append(node.receipt.signer)
+        assert len(levels) == 3, levels  # A delegated to B, B delegated to C, C ran
+        assert len({net.ids[0], *levels}) == 4  # four different peers on the path
+        report = verify_job(client, handle.job_id)  # offline: signatures, bindings, chunk commitments, inputs
+        assert report.ok, report.problems
+        assert report.depth_max == 2
+        assert report.receipts == 1 + 2 + 4
