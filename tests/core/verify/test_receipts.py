@@ -636,6 +636,7 @@ OUT = frame_chunks([b"o", b"k"])
         ({"output_cid": cid_of(OUT), "output_root": bytes(32), "output_chunks": 0}, "at least 1"),
         ({"output_cid": cid_of(OUT), "output_root": bytes(31), "output_chunks": 2}, "output_root must be 32"),
         ({"output_cid": cid_of(OUT), "output_root": bytes(32), "output_chunks": 2**32}, "output_chunks"),
+        ({"output_cid": "not-a-cid", "output_root": bytes(32), "output_chunks": 2}, "output_cid: malformed"),
         ({"failure": FailureKind.TRAP, "output_chunks": 2}, "commits to no output chunks"),
         ({"failure": FailureKind.TRAP, "output_root": b"\x01" * 32}, "commits to no output chunks"),
         ({"output": OUT, "fuel_used": -1}, "fuel_used"),
