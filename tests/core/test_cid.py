@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multiformats import CID, multihash
 
-from pangea_p2p.core.cid import cid_from_digest, cid_matches, cid_of, parse_cid
+from pangea_p2p.core.cid import canonical_cid, cid_from_digest, cid_matches, cid_of, parse_cid
 from pangea_p2p.errors import RemoteProtocolError
 
 
@@ -27,6 +27,22 @@ def test_other_spellings_of_a_sha256_cid_parse() -> None:
     data = b"abc"
     b58 = str(CID("base58btc", 1, "raw", multihash.digest(data, "sha2-256")))
     assert parse_cid(b58) == hashlib.sha256(data).digest()
+
+
+@given(st.binary(max_size=100))
+def test_every_spelling_has_one_canonical_form(data: bytes) -> None:
+    canonical = cid_of(data)
+    digest = multihash.digest(data, "sha2-256")
+    spellings = [str(CID(base, 1, "raw", digest)) for base in ("base32", "base58btc", "base32upper", "base16")]
+    assert len(set(spellings)) == 4  # four strings for one id: unequal as dictionary keys ...
+    assert {canonical_cid(s) for s in spellings} == {canonical}  # ... one once canonicalised
+    assert canonical_cid(canonical) == canonical
+
+
+@pytest.mark.parametrize("bad", ["", "not-a-cid", str(CID("base32", 1, "raw", multihash.digest(b"x", "sha2-512")))])
+def test_canonical_cid_of_something_else_is_a_remote_error(bad: str) -> None:
+    with pytest.raises(RemoteProtocolError):
+        canonical_cid(bad)
 
 
 def test_matches_detects_tampering() -> None:

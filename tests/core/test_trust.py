@@ -191,6 +191,7 @@ class Network:
         while tally.state is TallyState.COLLECTING and to_dispatch and queue:
             w = queue.pop(0)
             to_dispatch -= 1
+            tally.add_workers([w])  # dispatched: the task is given to w
             to_dispatch += tally.add_vote(w, self.workers[w].claim()).replicas_to_add
         self.replicas[-1] = tally.dispatched  # escalations included
         if tally.state is TallyState.ACCEPTED:

@@ -192,7 +192,7 @@ class ReceiptTree:
     children: tuple[ReceiptTree, ...] = ()
 
     def encode(self) -> bytes:
-        """Pre-order ``u32 length | receipt`` records (protocols/receipt.md §3)."""
+        """Pre-order ``u32 length | receipt`` records (protocols/receipt.md §7)."""
         parts: list[bytes] = []
         stack: list[ReceiptTree] = [self]
         while stack:

@@ -15,8 +15,9 @@ Theory of operation (one round; an escalation that adds replicas opens a new rou
   worker the task was given to (``workers`` / ``add_workers``; NOT_ASSIGNED otherwise). When
   ``commitments_needed`` are in, or the caller gives up waiting and calls ``open_reveals()`` with at least
   ``commitments_min`` in, the phase turns to REVEALING and the call returns the workers to ask for their
-  reveal. ``add_reveal(worker, claim, nonce)`` is accepted only while REVEALING, once, from a worker that
-  committed, and only if it hashes to that worker's commitment; it returns the claim for the VoteTally.
+  reveal. ``add_reveal(worker, claim, nonce)`` is accepted only from a worker the task was given to
+  (NOT_ASSIGNED), only while REVEALING, once, from a worker that committed, and only if it hashes to that
+  worker's commitment; it returns the claim for the VoteTally.
   Invariants: no commitment is accepted after the first reveal could have been seen (the phase never goes
   back); a worker has at most one commitment and one reveal; every returned claim opens its commitment.
 """
@@ -137,6 +138,8 @@ class CommitReveal:
 
     def add_reveal(self, worker: str, claim: Claim, nonce: bytes) -> Claim:
         """Check a reveal against its commitment; the returned claim goes to the VoteTally."""
+        if worker not in self._assigned:
+            raise VerificationError(RejectReason.NOT_ASSIGNED, f"{worker} was not given this task, it cannot reveal")
         if self.phase is not Phase.REVEALING:
             raise VerificationError(
                 RejectReason.OUT_OF_PHASE, f"{worker} revealed before the commitments were in"

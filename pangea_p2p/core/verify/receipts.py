@@ -368,7 +368,10 @@ def _outcome(
     if output_cid is not None:
         if output_root is None or output_chunks is None:
             raise LocalProtocolError("a receipt with an output_cid needs output_root and output_chunks too")
-        return parse_cid(output_cid), output_root, output_chunks
+        try:
+            return parse_cid(output_cid), output_root, output_chunks
+        except RemoteProtocolError as exc:  # the caller's own id: misuse, not a peer's fault
+            raise LocalProtocolError(f"output_cid: {exc}") from None
     return None, ZERO_DIGEST if output_root is None else output_root, output_chunks or 0
 
 

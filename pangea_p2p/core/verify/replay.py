@@ -22,9 +22,10 @@ Theory of operation.
   Invariants: the map holds at most ``replay_entries_max`` keys; ``watermark_s`` is never later than the
   ``now`` of any ``record`` call, so receipts issued after the last eviction are never EXPIRED by it; a
   receipt forgotten early (the guard overflowed) whose issued_at_s is at or before its guard time is
-  EXPIRED from then on. The one gap: a receipt dated in the future and forgotten early could be accepted
-  again until its issued_at_s falls under the watermark — only after ``replay_entries_max`` receipts of the
-  verifier's own tasks within one freshness window, and only for a task the caller has already settled.
+  EXPIRED from then on. The gap: once a key was forgotten early, a receipt for it issued after the watermark
+  is accepted again — the forgotten receipt itself if it was dated in the future, or one the worker signs
+  anew for the same task — only after ``replay_entries_max`` receipts of the verifier's own tasks within one
+  freshness window, and only for a task the caller has already settled.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from .helpers import OTHER, SUBMITTER, WORKER, identity
 JOB, TASK = "job-1", "t0"
 RIGHT = Claim(hashlib.sha256(b"right").digest(), 1000)
 HONEST = [WORKER.peer_id, identity(4).peer_id, identity(5).peer_id]
-LAZY = OTHER.peer_id
+LAZY = OTHER.peer_id  # a replica that would rather copy than compute
+GIVEN_TO = [*HONEST, LAZY]
 
 
 def reason(call: object, *args: object) -> RejectReason:
@@ -28,14 +29,14 @@ def reason(call: object, *args: object) -> RejectReason:
 
 def test_honest_round_feeds_the_vote() -> None:
     rng = random.Random(1)
-    round_ = CommitReveal(JOB, TASK, commitments_needed=3)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=3, workers=HONEST)
     nonces = {}
     for i, w in enumerate(HONEST):
         digest, nonces[w] = commit(JOB, TASK, RIGHT, w, rng)
         opened = round_.add_commitment(w, digest)
         assert opened == ([] if i < 2 else HONEST)
     assert round_.phase is Phase.REVEALING
-    tally = VoteTally(3)
+    tally = VoteTally(3, workers=HONEST)
     for w in HONEST:
         tally.add_vote(w, round_.add_reveal(w, RIGHT, nonces[w]))
     assert tally.state is TallyState.ACCEPTED
@@ -44,7 +45,7 @@ def test_honest_round_feeds_the_vote() -> None:
 
 def test_copying_a_commitment_does_not_open_as_your_own() -> None:
     rng = random.Random(2)
-    round_ = CommitReveal(JOB, TASK, commitments_needed=2)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=2, workers=GIVEN_TO)
     honest_digest, honest_nonce = commit(JOB, TASK, RIGHT, HONEST[0], rng)
     round_.add_commitment(HONEST[0], honest_digest)
     round_.add_commitment(LAZY, honest_digest)  # the lazy worker sends a copy of what it saw
@@ -55,7 +56,7 @@ def test_copying_a_commitment_does_not_open_as_your_own() -> None:
 
 def test_committing_after_reveals_opened_is_refused() -> None:
     rng = random.Random(3)
-    round_ = CommitReveal(JOB, TASK, commitments_needed=2)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=2, workers=GIVEN_TO)
     for w in HONEST[:2]:
         round_.add_commitment(w, commit(JOB, TASK, RIGHT, w, rng)[0])
     # the lazy worker now learns the answer from a reveal and tries to commit to it
@@ -66,7 +67,7 @@ def test_committing_after_reveals_opened_is_refused() -> None:
 
 def test_revealing_early_is_refused_and_can_be_retried() -> None:
     rng = random.Random(4)
-    round_ = CommitReveal(JOB, TASK, commitments_needed=2)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=2, workers=GIVEN_TO)
     digest, nonce = commit(JOB, TASK, RIGHT, HONEST[0], rng)
     round_.add_commitment(HONEST[0], digest)
     assert reason(round_.add_reveal, HONEST[0], RIGHT, nonce) is RejectReason.OUT_OF_PHASE
@@ -76,7 +77,7 @@ def test_revealing_early_is_refused_and_can_be_retried() -> None:
 
 def test_reveal_must_match_claim_nonce_and_task() -> None:
     rng = random.Random(5)
-    round_ = CommitReveal(JOB, TASK, commitments_needed=1)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=1, workers=GIVEN_TO)
     digest, nonce = commit(JOB, TASK, RIGHT, HONEST[0], rng)
     round_.add_commitment(HONEST[0], digest)
     other = Claim(RIGHT.output_digest, RIGHT.fuel_used + 1)
@@ -84,7 +85,7 @@ def test_reveal_must_match_claim_nonce_and_task() -> None:
     assert reason(round_.add_reveal, HONEST[0], RIGHT, bytes(16)) is RejectReason.COMMITMENT_MISMATCH
     assert reason(round_.add_reveal, HONEST[0], RIGHT, nonce[:8]) is RejectReason.COMMITMENT_MISMATCH
     # a commitment made for another task does not open here
-    elsewhere = CommitReveal(JOB, "t1", commitments_needed=1)
+    elsewhere = CommitReveal(JOB, "t1", commitments_needed=1, workers=GIVEN_TO)
     elsewhere.add_commitment(HONEST[0], digest)
     assert reason(elsewhere.add_reveal, HONEST[0], RIGHT, nonce) is RejectReason.COMMITMENT_MISMATCH
     assert round_.add_reveal(HONEST[0], RIGHT, nonce) == RIGHT
@@ -92,19 +93,20 @@ def test_reveal_must_match_claim_nonce_and_task() -> None:
 
 def test_one_commitment_and_one_reveal_per_worker() -> None:
     rng = random.Random(6)
-    round_ = CommitReveal(JOB, TASK, commitments_needed=2)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=2, workers=GIVEN_TO)
     digest, nonce = commit(JOB, TASK, RIGHT, HONEST[0], rng)
     round_.add_commitment(HONEST[0], digest)
     assert reason(round_.add_commitment, HONEST[0], digest) is RejectReason.DUPLICATE_VOTE
     round_.add_commitment(HONEST[1], commit(JOB, TASK, RIGHT, HONEST[1], rng)[0])
     round_.add_reveal(HONEST[0], RIGHT, nonce)
     assert reason(round_.add_reveal, HONEST[0], RIGHT, nonce) is RejectReason.DUPLICATE_VOTE
-    assert reason(round_.add_reveal, SUBMITTER.peer_id, RIGHT, nonce) is RejectReason.OUT_OF_PHASE
+    assert reason(round_.add_reveal, HONEST[2], RIGHT, nonce) is RejectReason.OUT_OF_PHASE  # never committed
+    assert reason(round_.add_reveal, SUBMITTER.peer_id, RIGHT, nonce) is RejectReason.NOT_ASSIGNED
 
 
 def test_deadline_opens_reveals_with_enough_commitments() -> None:
     rng = random.Random(7)
-    round_ = CommitReveal(JOB, TASK, commitments_needed=3, commitments_min=2)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=3, commitments_min=2, workers=GIVEN_TO)
     round_.add_commitment(HONEST[0], commit(JOB, TASK, RIGHT, HONEST[0], rng)[0])
     with pytest.raises(LocalProtocolError):
         round_.open_reveals()
@@ -129,5 +131,37 @@ def test_commitment_hides_and_binds() -> None:
 
 
 def test_malformed_commitment() -> None:
-    round_ = CommitReveal(JOB, TASK, commitments_needed=2)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=2, workers=GIVEN_TO)
     assert reason(round_.add_commitment, HONEST[0], b"\x00" * 31) is RejectReason.MALFORMED
+
+
+def test_a_peer_the_task_was_not_given_to_cannot_commit() -> None:
+    # unassigned peers cannot fill the round and open the reveals early, nor get their commitment in
+    rng = random.Random(8)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=2, workers=HONEST[:2])
+    round_.add_commitment(HONEST[0], commit(JOB, TASK, RIGHT, HONEST[0], rng)[0])
+    outsider = identity(9).peer_id
+    with pytest.raises(VerificationError, match="was not given this task, it cannot commit") as err:
+        round_.add_commitment(outsider, commit(JOB, TASK, RIGHT, outsider, rng)[0])
+    assert err.value.reason is RejectReason.NOT_ASSIGNED
+    assert round_.committed == [HONEST[0]]
+    assert round_.phase is Phase.COMMITTING
+    # NOT_ASSIGNED comes first, whatever else is wrong with the message
+    assert reason(round_.add_commitment, outsider, b"short") is RejectReason.NOT_ASSIGNED
+    round_.add_workers([outsider])
+    assert round_.add_commitment(outsider, commit(JOB, TASK, RIGHT, outsider, rng)[0]) == [HONEST[0], outsider]
+
+
+def test_a_peer_the_task_was_not_given_to_cannot_reveal() -> None:
+    rng = random.Random(9)
+    round_ = CommitReveal(JOB, TASK, commitments_needed=1, workers=[HONEST[0]])
+    digest, nonce = commit(JOB, TASK, RIGHT, HONEST[0], rng)
+    round_.add_commitment(HONEST[0], digest)
+    assert reason(round_.add_reveal, LAZY, RIGHT, nonce) is RejectReason.NOT_ASSIGNED
+    assert round_.add_reveal(HONEST[0], RIGHT, nonce) == RIGHT
+
+
+def test_a_round_with_no_workers_accepts_nothing() -> None:
+    round_ = CommitReveal(JOB, TASK, commitments_needed=1)
+    assert reason(round_.add_commitment, HONEST[0], bytes(32)) is RejectReason.NOT_ASSIGNED
+    assert round_.committed == []

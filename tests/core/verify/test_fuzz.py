@@ -17,6 +17,7 @@ from .helpers import CONFIG
 
 RECEIPT = vectors.execution_receipt().wire
 TREE = vectors.delegation_tree().encode()
+HONEST_TREE = vectors.delegation_tree()
 
 
 @st.composite
@@ -49,7 +50,9 @@ def test_receipt_decoding_and_verifying_never_crash(data: bytes) -> None:
         r = decode_receipt(data)
     except VerificationError:
         return
-    only_verification_errors(verify_receipt, r, r.binding, vectors.ISSUED_AT_S, CONFIG)
+    # verified as given to its own signer and with the honest output, so every check gets to run
+    with contextlib.suppress(VerificationError):
+        verify_receipt(r, r.binding, vectors.ISSUED_AT_S, CONFIG, worker=r.worker, output=vectors.OUTPUT)
     only_verification_errors(decode_any, data)
 
 
@@ -60,7 +63,35 @@ def test_tree_decoding_and_verifying_never_crash(data: bytes) -> None:
         tree = ReceiptTree.decode(data, CONFIG)
     except VerificationError:
         return
-    only_verification_errors(verify_tree, tree, tree.receipt.binding, vectors.ISSUED_AT_S, CONFIG)
+    with contextlib.suppress(VerificationError):
+        verify_tree(tree, tree.receipt.binding, vectors.ISSUED_AT_S, CONFIG, worker=tree.receipt.signer,
+                    output=vectors.TREE_OUTPUT)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=40), mutated(vectors.OUTPUT)))
+def test_receipt_accepts_only_its_own_output(output: bytes) -> None:
+    r = decode_receipt(RECEIPT)
+    try:
+        verify_receipt(r, r.binding, vectors.ISSUED_AT_S, CONFIG, worker=r.worker, output=output)
+    except VerificationError:
+        assert output != vectors.OUTPUT
+    else:
+        assert output == vectors.OUTPUT
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=40), mutated(vectors.TREE_OUTPUT)))
+def test_tree_accepts_only_its_own_output(output: bytes) -> None:
+    # a delegation root has no output id of its own: the leaves' parts, checked one by one, must pin it down
+    tree = HONEST_TREE
+    try:
+        verify_tree(tree, tree.receipt.binding, vectors.ISSUED_AT_S, CONFIG, worker=tree.receipt.signer,
+                    output=output)
+    except VerificationError:
+        assert output != vectors.TREE_OUTPUT
+    else:
+        assert output == vectors.TREE_OUTPUT
 
 
 @settings(max_examples=200, deadline=None)
