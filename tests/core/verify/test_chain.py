@@ -708,3 +708,22 @@ def test_a_second_tree_for_the_same_task_is_a_replay() -> None:
                        now=NOW - 1, rng=random.Random(3))
     assert accept(replica, job.root, worker=D2.peer_id, guard=guard) == 3
     assert len(guard) == 2
+
+
+def test_an_issuer_may_run_its_own_task_but_not_sign_a_delegation_of_it() -> None:
+    own = binding("own", chunk_count=LEAF_CHUNKS)
+    tree = leaf(own, SUBMITTER)  # a submitter's local run: the one receipt is its own
+    verified = verify_tree(tree, own, NOW, CONFIG, worker=SUBMITTER.peer_id)
+    assert verified.signers == {SUBMITTER.peer_id}
+    # a delegation signed by the issuer, over a part it gave to a worker, is a cycle on the path
+    part = child_binding(own, SUBMITTER, 0, LIMITS, LEAF_CHUNKS)
+    looped = delegate(SUBMITTER, own, [leaf(part, W[0])], now=NOW - 5, rng=random.Random(1))
+    with pytest.raises(VerificationError) as err:
+        verify_tree(looped, own, NOW, CONFIG, worker=SUBMITTER.peer_id)
+    assert err.value.reason is RejectReason.DELEGATION_CYCLE
+    # and a worker's leaf signed again by the issuer below a delegation is a cycle too
+    mid = child_binding(own, D1, 0, LIMITS, LEAF_CHUNKS)
+    deeper = delegate(D1, own, [leaf(mid, SUBMITTER)], now=NOW - 5, rng=random.Random(2))
+    with pytest.raises(VerificationError) as err:
+        verify_tree(deeper, own, NOW, CONFIG, worker=D1.peer_id)
+    assert err.value.reason is RejectReason.DELEGATION_CYCLE
