@@ -17,7 +17,7 @@ import pytest
 from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.sdk.client import Client
-from pangea_p2p.sdk.job import Job, Limits
+from pangea_p2p.sdk.job import Job, JobHandle, Limits
 from pangea_p2p.sdk.verify import verify_job
 from tests.e2e.nodeproc import NodeProcess
 
@@ -149,3 +149,40 @@ def test_a_three_level_delegation_returns_a_receipt_chain_that_verifies_offline(
         assert report.ok, report.problems
         assert report.depth_max == 2
         assert report.receipts == 1 + 2 + 4
+
+
+def test_a_restarted_submitter_resumes_its_job_from_the_journal(tmp_path: Path) -> None:
+    slots = settings(capacity__task_slots=1)
+    with network(tmp_path, [slots] * 3) as net:
+        with net.client() as client:
+            job: Job[list[bytes]] = Job("long", guest="bench", verification="spot:1",
+                                        limits=Limits(fuel_max=10**10))
+            job.split(lambda n: [struct.pack("<I", BENCH_ROUNDS // 2 + i) for i in range(n)])
+            job.merge(lambda outputs: outputs)
+            handle = job.submit(8, client)
+            deadline = time.monotonic() + 90
+            status = client.job(handle.job_id)
+            while status["progress"]["done"] < 2:  # some tasks done, some not
+                assert time.monotonic() < deadline, client.explain(handle.job_id)
+                status = client.wait_job(handle.job_id, status["version"], 5.0)
+            assert status["state"] == "running"
+            done_before = status["progress"]["done"]
+        submitter = net.nodes[0]
+        assert submitter.stop(signal.SIGTERM) < 10
+        stopped_log = list(submitter.stderr)
+        submitter.kill()  # closes its pipes
+        boot = net.nodes[1].addrs()[0]
+        net.nodes[0] = NodeProcess(tmp_path / "p0", *LOCAL, *FAST, *slots, "--bootstrap", boot)
+        net.nodes[0].addrs()
+        with net.client() as client:
+            resumed = client.job(handle.job_id)  # the journal brought it back, with what was done before
+            assert resumed["progress"]["done"] >= done_before
+            status = wait_done(client, handle.job_id, 180)
+            assert status["state"] == "done", client.explain(handle.job_id)
+            assert JobHandleFor(client, handle.job_id).outputs() == job.run_local(8)
+            assert verify_job(client, handle.job_id).ok
+        assert any("job.resumed" in line for line in net.nodes[0].stderr), (stopped_log[-5:], net.nodes[0].stderr[-20:])
+
+
+def JobHandleFor(client: Client, job_id: str) -> JobHandle[list[bytes]]:  # noqa: N802
+    return JobHandle(client, job_id, list, client.job(job_id))
