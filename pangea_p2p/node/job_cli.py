@@ -123,7 +123,10 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
     except OSError as exc:
         raise ConfigError("--input", f"cannot read {args.input}: {exc.strerror}") from None
     chunks = split_input(data, args.split)
-    module = resolve_guest(args.guest)
+    try:
+        module = resolve_guest(args.guest)
+    except ConfigError as exc:
+        raise ConfigError("--guest", exc.problem) from None
     request: dict[str, Any] = {
         "module_cid": client.upload_block(module),
         "chunk_cids": client.upload_chunks(frame_chunks(chunks)),

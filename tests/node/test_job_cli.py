@@ -121,7 +121,7 @@ def test_unreadable_input_is_named(peer: FakePeer, tmp_path: Path, capsys: pytes
 def test_unknown_guest_is_named(peer: FakePeer, text_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "submit", *API, "--guest", "no_such_guest", "--input", str(text_file))
     assert code == 2
-    assert error_line(err).startswith("pangea: error: config guest: no_such_guest is neither a built-in guest")
+    assert error_line(err).startswith("pangea: error: config --guest: no_such_guest is neither a built-in guest")
     assert peer.blocks == {}
 
 

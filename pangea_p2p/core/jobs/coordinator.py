@@ -243,17 +243,19 @@ class Coordinator:
             self._queue(entry, ref, placement.reason, now)
 
     def _queue(self, entry: TaskEntry, ref: TaskRef, why: str, now: float) -> None:
-        idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
-        local = self.source.local(now) if self.local_allowed and idle else None
+        local = self.source.local(now) if self.local_allowed and self.self_id not in entry.attempts else None
         if local is not None and scheduler.ineligible(ref, local, self.config.scheduler) is None:
-            # Busy workers free up soon: wait for them a little; run here at once only if none could ever fit.
+            # Run it here (this peer trusts its own result; it settles a vote that lacks workers, see on_result)
+            # at once if nothing is under way and no known worker could ever take it, else after a short wait
+            # for busy workers to free up.
+            idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
             excluded = entry.excluded | set(entry.attempts)
             could = any(
                 scheduler.ineligible(ref, w, self.config.scheduler, busy_ok=True) is None
                 for w in self.source.views(now) if w.peer_id not in excluded and w.peer_id not in ref.path
             )
             waited = entry.queued_since_s is not None and now >= entry.queued_since_s + LOCAL_FALLBACK_AFTER_S
-            if not could or waited:
+            if (idle and not could) or waited:
                 self._run_local(entry, ref, now, f"local fallback: {why}")
                 return
         if entry.queued_since_s is None:
@@ -419,8 +421,12 @@ class Coordinator:
             return self.drain()
         self._learn_fuel(entry, tree.receipt.fuel_used)
         candidate = Candidate(worker, tree, output, claim, verified.signers)
-        if attempt.local:
-            self._accept(entry, candidate, now, checked=False)
+        if attempt.local:  # this peer's own answer: it settles the task, and grades the replicas that answered
+            for other in entry.candidates.values():
+                self.trust.record(other.worker, Outcome.VALID if other.claim == claim else Outcome.INVALID, now)
+                if other.claim != claim:
+                    self._note(entry, f"{other.worker}'s answer differs from this peer's own run")
+            self._accept(entry, candidate, now, checked=bool(entry.candidates))
             return self.drain()
         self._on_candidate(entry, candidate, now)
         return self.drain()
