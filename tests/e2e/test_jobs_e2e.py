@@ -179,10 +179,10 @@ def test_a_restarted_submitter_resumes_its_job_from_the_journal(tmp_path: Path) 
             assert resumed["progress"]["done"] >= done_before
             status = wait_done(client, handle.job_id, 180)
             assert status["state"] == "done", client.explain(handle.job_id)
-            assert JobHandleFor(client, handle.job_id).outputs() == job.run_local(8)
+            assert handle_for(client, handle.job_id).outputs() == job.run_local(8)
             assert verify_job(client, handle.job_id).ok
         assert any("job.resumed" in line for line in net.nodes[0].stderr), (stopped_log[-5:], net.nodes[0].stderr[-20:])
 
 
-def JobHandleFor(client: Client, job_id: str) -> JobHandle[list[bytes]]:  # noqa: N802
+def handle_for(client: Client, job_id: str) -> JobHandle[list[bytes]]:
     return JobHandle(client, job_id, list, client.job(job_id))
