@@ -176,3 +176,21 @@ async def test_a_task_no_worker_can_take_fails_after_the_queue_timeout_with_its_
         (reasons,) = run.coordinator.explain().values()
         assert any("queued" in r and "memory" in r for r in reasons), reasons
         assert "queue timeout" in run.coordinator.reason
+
+
+async def test_a_vote_that_lacks_workers_is_settled_by_the_submitters_own_run(tmp_path: Path) -> None:
+    # replicas:2 with a single worker: the second replica can never be placed; after a short wait the
+    # submitter runs the task itself, accepts its own answer and grades the worker's against it.
+    async with open_network(2, tmp_path, SETTINGS) as peers:
+        await network_ready(peers)
+        chunks = [f"pair {i}".encode() for i in range(3)]
+        run = submit(peers[0], chunks, verification=VerificationPolicy.parse("replicas:2"))
+        await finished(run, 60)
+        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
+        reasons = [r for e in run.coordinator.tasks.values() for r in e.reasons]
+        assert any(r.startswith("local fallback") for r in reasons), reasons
+        record = compute_of(peers[0]).trust.get(peers[1].peer_id)
+        assert record is not None
+        assert record.valid >= 1
+        assert record.invalid == 0, reasons

@@ -230,7 +230,7 @@ class Coordinator:
         wanted = self._replicas_wanted(entry)
         local = self.source.local(now) if self._local_allowed() else None
         req = scheduler.PlaceRequest(
-            ref, self._fuel(ref), workers, local, frozenset(entry.excluded | set(entry.attempts)),
+            ref, self._fuel(ref), workers, local, self._taken(entry),
             replicas=wanted, may_split=False,
         )
         placement = scheduler.place(req, self.config.scheduler)
@@ -249,7 +249,7 @@ class Coordinator:
             # at once if nothing is under way and no known worker could ever take it, else after a short wait
             # for busy workers to free up.
             idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
-            excluded = entry.excluded | set(entry.attempts)
+            excluded = self._taken(entry)
             could = any(
                 scheduler.ineligible(ref, w, self.config.scheduler, busy_ok=True) is None
                 for w in self.source.views(now) if w.peer_id not in excluded and w.peer_id not in ref.path
@@ -264,6 +264,11 @@ class Coordinator:
             self._update(entry, reason=why)
         elif now >= entry.queued_since_s + self.queue_timeout_s:
             self._fail(entry, f"no worker within the {self.queue_timeout_s:g} s queue timeout: {why}", now)
+
+    def _taken(self, entry: TaskEntry) -> frozenset[str]:
+        """Workers that must not get this task again: never two replicas of a task on one worker."""
+        voted = entry.tally.votes.keys() if entry.tally is not None else ()
+        return frozenset({*entry.excluded, *entry.attempts, *entry.candidates, *voted, *entry.rounds})
 
     def _replicas_wanted(self, entry: TaskEntry) -> int:
         """Attempts to start now: the replicas the tally waits for that are not out, else one if none is."""
