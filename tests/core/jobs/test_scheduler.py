@@ -106,7 +106,8 @@ def test_big_multi_chunk_task_is_split_when_allowed() -> None:
     assert p.kind == "split"
     assert 2 <= p.parts <= 5
     # not when the depth is used up, when there is one chunk, or when splitting is not allowed here
-    assert place(PlaceRequest(task(chunks=8, fuel=10**12, depth=2, depth_max=2), 1e12, workers, None), CFG).kind != "split"
+    deep = task(chunks=8, fuel=10**12, depth=2, depth_max=2)
+    assert place(PlaceRequest(deep, 1e12, workers, None), CFG).kind != "split"
     assert place(PlaceRequest(task(chunks=1, fuel=10**12), 1e12, workers, None), CFG).kind != "split"
     assert place(PlaceRequest(t, 1e12, workers, None, may_split=False), CFG).kind != "split"
 
@@ -122,7 +123,9 @@ def test_load_distribution_over_repeated_placements() -> None:
     assert sorted(outstanding.values()) == [4, 4, 4, 4]
 
 
-@pytest.mark.parametrize(("chunks", "parts", "sizes"), [(8, 3, [3, 3, 2]), (2, 5, [1, 1]), (7, 1, [7]), (4, 4, [1] * 4)])
+@pytest.mark.parametrize(
+    ("chunks", "parts", "sizes"), [(8, 3, [3, 3, 2]), (2, 5, [1, 1]), (7, 1, [7]), (4, 4, [1] * 4)]
+)
 def test_split_sizes(chunks: int, parts: int, sizes: list[int]) -> None:
     assert split_sizes(chunks, parts) == sizes
     assert sum(split_sizes(chunks, parts)) == chunks
