@@ -18,12 +18,25 @@ An *attempt* is one worker working on one task under one set of limits; it is ou
 its result, failure, rejection, transport error or deadline. Replicas of a task are attempts with distinct
 workers at the same time (never two on one worker). A worker that failed, timed out or lied on a task is
 excluded from it. A deterministic OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED (agreed on by the quorum) raises that
-limit by ``escalation_factor`` and starts over, ``escalations_max`` times.
+limit by ``escalation_factor`` and starts over, ``escalations_max`` times (the same workers may run it again:
+the replay guard remembers one receipt per task, worker *and limits*). When no worker fits, the task queues
+(under HASH this peer runs it itself if it fits) and fails after ``queue_timeout_s``.
 
 Verification, per the job's policy: every result's receipt tree is verified offline against the binding the
-coordinator issued (signatures, keys, content ids, Merkle roots over the output chunks); then HASH accepts
-it, SPOT re-runs k random chunks locally and compares, REPLICAS votes (commit-then-reveal when asked), and
-ADAPTIVE asks the trust policy per task. Only checked outcomes feed the trust book.
+coordinator issued (signatures, keys, content ids, Merkle roots over the output chunks; this peer's own local
+run is one execution receipt, verified as such); then HASH accepts it, SPOT re-runs k random chunks locally
+and compares, REPLICAS votes (commit-then-reveal when asked), and ADAPTIVE asks the trust policy per task.
+Only checked outcomes feed the trust book.
+
+Replicas: the tally (voting.py) decides how many replicas a task needs (``tally.dispatched``); ``assigned``
+holds the workers given the task under it, and any replica not yet given to a worker (too few free workers,
+a worker that declined, an escalation) is placed at the next placement, or waits in the queue. A replica
+that fails, times out or leaves is a no-show, and the tally's answer to it (wait, add replicas, fail) is
+acted on. Under commit-then-reveal every attempt belongs to the *round* that was open when it was placed;
+a round's reveals are requested when all its replicas committed, or when every member still out has
+committed and nothing more can join it (the others dropped out, or the missing replica waits in the queue).
+A committed replica does not time out while it waits for its round; its reveal then has ATTEMPT_GRACE_S.
+Replicas placed after a round opened its reveals (an escalation, a late top-up) start a new round.
 
 Invariants: a task is DONE at most once and never changes afterwards; the number of attempts out per task is
 at most its replica count; retries per task at most ``retries_max`` (then FAILED with the reason chain);
@@ -33,8 +46,11 @@ bounded (``REASONS_MAX``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import random
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -56,8 +72,16 @@ from pangea_p2p.core.trust import Outcome, ReplicationPolicy, TrustBook
 from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
 from pangea_p2p.core.verify.commit_reveal import CommitReveal, Phase
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import ReceiptLimits, ReplayGuard, TaskBinding, VerifiedTree
-from pangea_p2p.core.verify.voting import Claim, TallyState, VoteTally
+from pangea_p2p.core.verify.receipts import (
+    Receipt,
+    ReceiptLimits,
+    ReplayGuard,
+    TaskBinding,
+    VerifiedTree,
+    malformed,
+    verify_receipt,
+)
+from pangea_p2p.core.verify.voting import Claim, Decision, TallyState, VoteTally
 from pangea_p2p.errors import FailureKind, PangeaError, RejectReason, RemoteProtocolError, VerificationError
 
 REASONS_MAX = 12
@@ -87,6 +111,7 @@ class Attempt:
     accepted: bool = False
     committed: bool = False
     local: bool = False
+    round: CommitReveal | None = None  # the commit-reveal round it commits and reveals in
     counted: bool = True  # counts as load on the worker (not any more once it committed and only waits)
 
 
@@ -109,13 +134,14 @@ class TaskEntry:
     limits: ReceiptLimits | None = None
     attempts: dict[str, Attempt] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)
+    assigned: set[str] = field(default_factory=set)  # workers given the task in this round (the tally's voters)
     failures: int = 0
     escalations: int = 0
     not_before_s: float = 0.0
     queued_since_s: float | None = None
+    fallback_at_s: float | None = None  # when this peer runs it itself if no busy worker freed up by then
     tally: VoteTally | None = None
-    reveal: CommitReveal | None = None  # the commit-then-reveal round new replicas join (while COMMITTING)
-    rounds: dict[str, CommitReveal] = field(default_factory=dict)  # worker -> the round it committed in
+    reveal: CommitReveal | None = None  # the round replicas placed now join (earlier ones keep theirs)
     candidates: dict[str, Candidate] = field(default_factory=dict)
     replicas: int = 1
     spot_checks: int = 0
@@ -200,24 +226,32 @@ class Coordinator:
             self._check_finished(now)
         return self.drain()
 
-    def next_deadline(self, now: float) -> float | None:
-        """When after ``now`` ``tick`` next has something to do (None: only events can move it)."""
+    def next_deadline(self, now: float = -math.inf) -> float | None:
+        """When (after ``now``) ``tick`` next has something to do (None: only events can move it)."""
         if self.state is not JobState.RUNNING:
             return None
         times: list[float] = []
         for e in self.tasks.values():
             times.extend(a.deadline_s for a in e.attempts.values())
-            if not e.state.final:
+            if e.state.final:
+                continue
+            if e.queued_since_s is not None:  # waiting for a worker: the local fallback, then the queue timeout
+                if e.fallback_at_s is not None:
+                    times.append(e.fallback_at_s)
+                if not e.attempts:
+                    times.append(e.queued_since_s + self.queue_timeout_s)
+            elif e.state is TaskState.PENDING or self._replicas_missing(e) > 0:
                 times.append(e.not_before_s)
-                if e.queued_since_s is not None:
-                    times += [e.queued_since_s + LOCAL_FALLBACK_AFTER_S, e.queued_since_s + self.queue_timeout_s]
-        return min((t for t in times if t > now), default=None)
+        return min((t for t in times if now < t < math.inf), default=None)
 
     # --- placement --------------------------------------------------------------------------------------
 
     def _place_pending(self, now: float) -> None:
-        pending = [e for e in self.tasks.values()
-                   if not e.state.final and e.not_before_s <= now and self._replicas_wanted(e) > 0]
+        pending = [
+            e for e in self.tasks.values()
+            if e.not_before_s <= now and (e.state is TaskState.PENDING or (
+                not e.state.final and self._replicas_missing(e) > 0))  # replicas not yet placed
+        ]
         if not pending:
             return
         workers = self.source.views(now)
@@ -230,11 +264,13 @@ class Coordinator:
         wanted = self._replicas_wanted(entry)
         local = self.source.local(now) if self._local_allowed() else None
         req = scheduler.PlaceRequest(
-            ref, self._fuel(ref), workers, local, self._taken(entry),
+            ref, self._fuel(ref), workers, local, frozenset(entry.excluded | entry.assigned | set(entry.attempts)),
             replicas=wanted, may_split=False,
         )
         placement = scheduler.place(req, self.config.scheduler)
         if placement.kind == "delegate":
+            if entry.reveal is not None and entry.reveal.phase is not Phase.COMMITTING:
+                entry.reveal = self._reveal_round(entry, len(placement.workers))  # too late to join that one
             for worker in placement.workers:
                 self._dispatch(entry, ref, worker, now)
         elif placement.kind == "local":
@@ -247,34 +283,32 @@ class Coordinator:
         if local is not None and scheduler.ineligible(ref, local, self.config.scheduler) is None:
             # Run it here (this peer trusts its own result; it settles a vote that lacks workers, see on_result)
             # at once if nothing is under way and no known worker could ever take it, else after a short wait
-            # for busy workers to free up.
+            # for busy workers to free up. Under checked policies only when nothing else is left to do.
             idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
-            excluded = self._taken(entry)
+            excluded = entry.excluded | entry.assigned | set(entry.attempts)
             could = any(
                 scheduler.ineligible(ref, w, self.config.scheduler, busy_ok=True) is None
                 for w in self.source.views(now) if w.peer_id not in excluded and w.peer_id not in ref.path
             )
-            waited = entry.queued_since_s is not None and now >= entry.queued_since_s + LOCAL_FALLBACK_AFTER_S
-            if (idle and not could) or waited:
+            if entry.fallback_at_s is None:
+                entry.fallback_at_s = now + LOCAL_FALLBACK_AFTER_S
+            if (idle and not could) or now >= entry.fallback_at_s:
                 self._run_local(entry, ref, now, f"local fallback: {why}")
                 return
         if entry.queued_since_s is None:
             entry.queued_since_s = now
             self._note(entry, f"queued: {why}")
             self._update(entry, reason=why)
-        elif now >= entry.queued_since_s + self.queue_timeout_s:
+            self._maybe_open_reveals(entry, now)
+        elif now >= entry.queued_since_s + self.queue_timeout_s and not entry.attempts:
             self._fail(entry, f"no worker within the {self.queue_timeout_s:g} s queue timeout: {why}", now)
 
-    def _taken(self, entry: TaskEntry) -> frozenset[str]:
-        """Workers that must not get this task again: never two replicas of a task on one worker."""
-        voted = entry.tally.votes.keys() if entry.tally is not None else ()
-        return frozenset({*entry.excluded, *entry.attempts, *entry.candidates, *voted, *entry.rounds})
-
     def _replicas_wanted(self, entry: TaskEntry) -> int:
-        """Attempts to start now: the replicas the tally waits for that are not out, else one if none is."""
-        if entry.tally is not None:
-            return max(0, entry.tally.unanswered - len(entry.attempts))
-        return max(0, entry.replicas - len(entry.attempts) - len(entry.candidates))
+        return max(1, self._replicas_missing(entry))
+
+    def _replicas_missing(self, entry: TaskEntry) -> int:
+        """Replicas the tally counts on that were not given to any worker yet (none without a tally)."""
+        return 0 if entry.tally is None else entry.tally.dispatched - len(entry.assigned)
 
     def _local_allowed(self) -> bool:
         # Checked modes verify other peers; this peer runs tasks itself only as a fallback (and trusts itself).
@@ -285,7 +319,7 @@ class Coordinator:
         return replace(entry.ref, limits=entry.limits, commit_reveal=self._commit_reveal(entry))
 
     def _commit_reveal(self, entry: TaskEntry) -> bool:
-        return self.policy.commit_reveal and entry.replicas > 1
+        return entry.reveal is not None  # a commit-reveal round is open for the replicas placed now
 
     def _fuel(self, ref: TaskRef) -> float:
         learned = sum(self._fuel_per_chunk) / len(self._fuel_per_chunk) if self._fuel_per_chunk else None
@@ -298,16 +332,14 @@ class Coordinator:
         expected = scheduler.expected_s(ref, fuel, view, self.config.scheduler) if view else 1.0
         budget = min(expected * self.config.timeout_factor, ref.chunk_count * ref.limits.wall_time_s)
         deadline = min(now + OFFER_TIMEOUT_S + ATTEMPT_GRACE_S + budget, max(ref.deadline_s, now + 1.0))
-        entry.attempts[worker] = Attempt(worker, ref.limits, deadline)
-        entry.state, entry.queued_since_s = TaskState.RUNNING, None
+        entry.attempts[worker] = Attempt(worker, ref.limits, deadline, round=entry.reveal)
+        entry.assigned.add(worker)
+        entry.state, entry.queued_since_s, entry.fallback_at_s = TaskState.RUNNING, None, None
         self.inflight[worker] = self.inflight.get(worker, 0) + 1
         if entry.tally is not None:
             entry.tally.add_workers([worker])
-        if ref.commit_reveal:
-            if entry.reveal is None or entry.reveal.phase is not Phase.COMMITTING:
-                entry.reveal = CommitReveal(ref.job_id, ref.task_id, self.config.verify.replicas_max, 1)
+        if entry.reveal is not None:
             entry.reveal.add_workers([worker])
-            entry.rounds[worker] = entry.reveal
         self._note(entry, f"sent to {worker} (attempt {entry.failures + 1}, expected {expected:.3f} s)")
         self._effects.append(Dispatch(ref, worker))
         self._update(entry, worker=worker)
@@ -315,7 +347,7 @@ class Coordinator:
     def _run_local(self, entry: TaskEntry, ref: TaskRef, now: float, why: str) -> None:
         deadline = now + ATTEMPT_GRACE_S + ref.chunk_count * ref.limits.wall_time_s
         entry.attempts[self.self_id] = Attempt(self.self_id, ref.limits, deadline, accepted=True, local=True)
-        entry.state, entry.queued_since_s = TaskState.RUNNING, None
+        entry.state, entry.queued_since_s, entry.fallback_at_s = TaskState.RUNNING, None, None
         self.inflight[self.self_id] = self.inflight.get(self.self_id, 0) + 1
         self._note(entry, why)
         self._effects.append(RunLocal(ref))
@@ -343,9 +375,14 @@ class Coordinator:
     def on_rejected(self, task_id: str, worker: str, reason: str, now: float) -> list[Effect]:
         """The worker declined the offer (full, limits, depth): try elsewhere, not a fault, no penalty."""
         entry = self.tasks.get(task_id)
-        if entry is None or self._end_attempt(entry, worker) is None:
+        attempt = self._end_attempt(entry, worker) if entry is not None else None
+        if entry is None or attempt is None:
+            return self.drain()
+        if attempt.committed:  # it took part in a vote round already: a no-show, not a free retry
+            self._attempt_failed(entry, worker, f"{worker} declined after committing: {reason}", now, penalise=False)
             return self.drain()
         entry.excluded.add(worker)
+        entry.assigned.discard(worker)  # it never ran it: the replica is placed again
         self._note(entry, f"{worker} declined: {reason}")
         self._after_attempt(entry, now)
         return self.drain()
@@ -369,41 +406,50 @@ class Coordinator:
     def on_commitment(self, task_id: str, worker: str, digest: bytes, now: float) -> list[Effect]:
         entry = self.tasks.get(task_id)
         attempt = entry.attempts.get(worker) if entry is not None else None
-        round_ = entry.rounds.get(worker) if entry is not None else None
-        if entry is None or attempt is None or round_ is None:
+        if entry is None or attempt is None or attempt.round is None:
             return self.drain()
+        r = attempt.round
         try:
-            round_.add_commitment(worker, digest)
+            to_reveal = r.add_commitment(worker, digest)
         except VerificationError as exc:
             self._end_attempt(entry, worker)
             self._attempt_failed(entry, worker, f"{worker}: {exc}", now, penalise=True)
             return self.drain()
         attempt.committed = True
-        if attempt.counted:  # the worker is done computing; it only waits for the reveal request
+        # its work is done: it waits for the round (its reveal then gets ATTEMPT_GRACE_S), within the job deadline
+        attempt.deadline_s = max(attempt.deadline_s, entry.ref.deadline_s)
+        if attempt.counted:  # and its slot is free again (the worker releases it when it commits)
             attempt.counted = False
             left = self.inflight.get(worker, 1) - 1
             if left > 0:
                 self.inflight[worker] = left
             else:
                 self.inflight.pop(worker, None)
-        waiting = sum(1 for w, a in entry.attempts.items() if entry.rounds.get(w) is round_ and not a.committed)
-        self._note(entry, f"{len(round_.committed)} commitment(s) received, waiting for {waiting} more")
-        self._maybe_reveal(entry, now)
+        self._note(entry, f"{len(r.committed)} of {r.commitments_needed} commitments received")
+        self._request_reveals(entry, r, to_reveal, now)
+        self._maybe_open_reveals(entry, now)
         return self.drain()
 
-    def _maybe_reveal(self, entry: TaskEntry, now: float) -> None:
-        """Open the current round once every replica still out in it has committed."""
-        round_ = entry.reveal
-        if round_ is None or round_.phase is not Phase.COMMITTING or not round_.committed:
-            return
-        if any(entry.rounds.get(w) is round_ and not a.committed for w, a in entry.attempts.items()):
-            return
-        for w in round_.open_reveals():
+    def _request_reveals(self, entry: TaskEntry, r: CommitReveal, workers: list[str], now: float) -> None:
+        for w in workers:
             attempt = entry.attempts.get(w)
-            if attempt is not None:
-                attempt.deadline_s = now + OFFER_TIMEOUT_S + ATTEMPT_GRACE_S  # time to send the result
+            if attempt is not None and attempt.round is r:  # not those that dropped out since they committed
+                attempt.deadline_s = now + ATTEMPT_GRACE_S
                 self._effects.append(RequestReveal(entry.ref.task_id, w))
-        self._note(entry, f"all {len(round_.committed)} commitment(s) in: reveals requested")
+
+    def _maybe_open_reveals(self, entry: TaskEntry, now: float) -> None:
+        """Open the current round's reveals without the replicas that dropped out of it: once every replica of
+        the round still out has committed and no replica is left to place (or the one left waits in the
+        queue), nobody else will commit in it."""
+        r = entry.reveal
+        if r is None or r.phase is not Phase.COMMITTING or not r.committed or entry.state.final:
+            return
+        if not all(a.committed for a in entry.attempts.values() if a.round is r):
+            return
+        if self._replicas_missing(entry) > 0 and entry.queued_since_s is None:
+            return
+        self._note(entry, f"opening the reveals with {len(r.committed)} of {r.commitments_needed} commitments")
+        self._request_reveals(entry, r, r.open_reveals(), now)
 
     def on_result(
         self, task_id: str, worker: str, tree_bytes: bytes, output: bytes, now: float, nonce: bytes = b""
@@ -412,9 +458,19 @@ class Coordinator:
         entry = self.tasks.get(task_id)
         if entry is None or entry.state.final:
             return self.drain()
-        attempt = self._end_attempt(entry, worker)
+        attempt = entry.attempts.get(worker)
         if attempt is None:
             return self.drain()
+        try:
+            tree = ReceiptTree.decode(tree_bytes, self.config.verify)
+        except (VerificationError, RemoteProtocolError):
+            tree = None  # verified (and refused) below
+        if tree is not None and tree.receipt.binding.limits != attempt.limits:
+            # the answer to an earlier attempt of this worker under the limits before an escalation, overtaken
+            # by its CancelAttempt: stale, not a lie (a wrong binding under the attempt's own limits still is)
+            self._note(entry, f"ignored a stale result of {worker} for the limits before an escalation")
+            return self.drain()
+        self._end_attempt(entry, worker)
         try:
             tree, verified, claim = self._verify(entry, attempt, worker, tree_bytes, output, now, nonce)
         except (VerificationError, RemoteProtocolError) as exc:
@@ -473,13 +529,14 @@ class Coordinator:
         return self.drain()
 
     def cancel(self, now: float, reason: str = "cancelled by the submitter") -> list[Effect]:
-        self._cancel_all(now, reason)
+        if self.state is not JobState.RUNNING:
+            return self.drain()
+        self._cancel_tasks(now, reason)
+        self._finish(JobState.CANCELLED, reason, now)
         return self.drain()
 
-    def _cancel_all(self, now: float, reason: str, state: JobState = JobState.CANCELLED, job_reason: str = "") -> None:
-        """Cancel every task not final yet, then end the job in ``state``."""
-        if self.state is not JobState.RUNNING:
-            return
+    def _cancel_tasks(self, now: float, reason: str) -> None:
+        """Every task not final: its attempts called off, CANCELLED."""
         for entry in self.tasks.values():
             if not entry.state.final:
                 for worker in list(entry.attempts):
@@ -489,7 +546,6 @@ class Coordinator:
                 entry.state = TaskState.CANCELLED
                 self._note(entry, reason)
                 self._update(entry, reason=reason)
-        self._finish(state, job_reason or reason, now)
 
     # --- verification -----------------------------------------------------------------------------------
 
@@ -505,19 +561,26 @@ class Coordinator:
         nonce: bytes,
     ) -> tuple[ReceiptTree, VerifiedTree, Claim | None]:
         tree = ReceiptTree.decode(tree_bytes, self.config.verify)
-        round_ = entry.rounds.get(worker)
-        if round_ is not None and not attempt.committed:
-            raise VerificationError(RejectReason.OUT_OF_PHASE, f"{worker} sent its result without committing first")
-        verified = verify_tree(
-            tree, self.binding(entry, attempt.limits), now, self.config.verify, worker=worker, guard=self.guard,
-            output=output if tree.receipt.ok else None,
-        )
+        binding = self.binding(entry, attempt.limits)
+        out = output if tree.receipt.ok else None
+        if attempt.local:  # this peer's own run: the issuer signed the leaf, which verify_tree calls a cycle
+            if not isinstance(tree.receipt, Receipt) or tree.children:
+                raise malformed("a local run answers with one execution receipt")
+            verified = verify_receipt(tree.receipt, binding, now, self.config.verify, worker=worker, output=out)
+        else:
+            verified = verify_tree(tree, binding, now, self.config.verify, worker=worker, output=out)
         claim = Claim.from_tree(verified)
-        if round_ is not None:
-            if claim is None:
-                raise VerificationError(RejectReason.COMMITMENT_MISMATCH, f"{worker} committed, then reported a "
-                                        "failure that is no vote")
-            round_.add_reveal(worker, claim, nonce)
+        if attempt.round is not None and claim is not None:  # a no-show (crash, timeout) has nothing to reveal
+            if not attempt.committed:
+                raise VerificationError(RejectReason.OUT_OF_PHASE, f"{worker} sent its result without committing first")
+            attempt.round.add_reveal(worker, claim, nonce)
+        root = verified.root
+        # One accepted receipt per (task, worker) *and limits*: after an escalation the same worker may run the
+        # task again under the raised limits (an old receipt cannot pass for it: its binding names the old ones).
+        lim = root.binding.limits
+        key = hashlib.sha256(root.replay_key + struct.pack(
+            ">QQdQ", lim.fuel_max, lim.memory_bytes_max, lim.wall_time_s, lim.output_bytes_max)).digest()
+        self.guard.check_and_record(key, root.issued_at_s, now, "receipt root")
         return tree, verified, claim
 
     def _on_candidate(self, entry: TaskEntry, candidate: Candidate, now: float) -> None:
@@ -556,11 +619,19 @@ class Coordinator:
     def _start_vote(self, entry: TaskEntry, replicas: int, workers: list[str], now: float) -> None:
         entry.replicas = replicas
         entry.tally = VoteTally(replicas, workers=workers, replicas_max=self.config.verify.replicas_max)
+        entry.assigned = set(workers)
+        if self.policy.commit_reveal and replicas > len(workers):  # a round for the replicas placed now
+            entry.reveal = self._reveal_round(entry, replicas - len(workers))
         entry.state = TaskState.VERIFYING
-        self._update(entry)  # the other replicas are placed once the primary's vote is in (see _vote)
+        self._update(entry)
+        self._place_pending_one(entry, now)
+
+    def _reveal_round(self, entry: TaskEntry, replicas: int) -> CommitReveal:
+        # commitments_min 1: a round can open without a replica that dropped out (see _maybe_open_reveals)
+        return CommitReveal(entry.ref.job_id, entry.ref.task_id, replicas, commitments_min=1)
 
     def _place_pending_one(self, entry: TaskEntry, now: float) -> None:
-        if self._replicas_wanted(entry) > 0 and entry.not_before_s <= now:
+        if self._replicas_missing(entry) > 0:
             self._place(entry, self.source.views(now), now)
 
     def _vote(
@@ -572,11 +643,16 @@ class Coordinator:
                 decision = entry.tally.add_vote(worker, claim, signers)
             else:
                 decision = entry.tally.add_no_show(worker)
-        except VerificationError as exc:
-            self._note(entry, f"vote of {worker} refused: {exc}")
+        except VerificationError as exc:  # e.g. its tree shares a signer with another vote: it counts as a no-show
+            entry.candidates.pop(worker, None)
+            self._attempt_failed(entry, worker, f"vote of {worker} refused: {exc}", now, penalise=False)
             return
         cast = len(entry.tally.votes)
         self._note(entry, f"{cast} of {entry.tally.dispatched} replicas answered")
+        self._on_decision(entry, decision, now)
+
+    def _on_decision(self, entry: TaskEntry, decision: Decision, now: float) -> None:
+        assert entry.tally is not None
         if decision.state is TallyState.ACCEPTED and decision.accepted is not None:
             for w in entry.tally.agreeing():
                 self.trust.record(w, Outcome.VALID, now)
@@ -586,12 +662,14 @@ class Coordinator:
             self._decided(entry, decision.accepted, now)
         elif decision.state is TallyState.FAILED:
             self._fail(entry, f"replicas disagree and no answer reached a quorum ({decision.reason})", now)
-        else:
-            if decision.replicas_to_add > 0:
-                entry.replicas = entry.tally.dispatched
-                self._note(entry, f"no quorum yet: {decision.replicas_to_add} more replica(s)")
-            entry.state = TaskState.VERIFYING
+        elif decision.replicas_to_add > 0:
+            entry.replicas = entry.tally.dispatched
+            if entry.reveal is not None:  # the added replicas commit and reveal in a round of their own
+                entry.reveal = self._reveal_round(entry, decision.replicas_to_add)
+            self._note(entry, f"replicas disagree: {decision.replicas_to_add} more replica(s)")
             self._place_pending_one(entry, now)
+        elif entry.tally.votes:
+            entry.state = TaskState.VERIFYING
 
     def _decided(self, entry: TaskEntry, claim: Claim, now: float) -> None:
         if claim.failure is not None:
@@ -627,8 +705,8 @@ class Coordinator:
                 new = replace(lim, memory_bytes_max=memory)
                 what = f"memory to {memory >> 20} MiB"
             entry.limits = new
-            self._reset(entry, now)
             self._note(entry, f"{why}: raising {what} (escalation {entry.escalations} of {self.escalations_max})")
+            self._reset(entry, now)
             return
         self._fail(entry, f"{why} (deterministic: retrying elsewhere would give the same)", now)
 
@@ -657,35 +735,33 @@ class Coordinator:
         elif timeout:
             self.trust.record(worker, Outcome.TIMEOUT, now)
         self._note(entry, why)
-        if entry.tally is not None and not entry.state.final and worker not in entry.tally.votes:
-            self._vote(entry, worker, None, now)  # a no-show: the tally may escalate or give up
-            if _ended(entry):
-                return
+        decision: Decision | None = None
+        if entry.tally is not None and not entry.state.final:
+            with contextlib.suppress(VerificationError):  # it voted already: its vote stands
+                decision = entry.tally.add_no_show(worker)
         entry.failures += 1
         if entry.failures > self.retries_max:
             self._fail(entry, f"gave up after {entry.failures} failed attempts (retries_max {self.retries_max})", now)
             return
+        if decision is not None:  # the no-show may complete the round: more replicas, or no quorum possible
+            self._on_decision(entry, decision, now)
         self._after_attempt(entry, now)
 
     def _after_attempt(self, entry: TaskEntry, now: float) -> None:
         if entry.state.final:
             return
-        self._maybe_reveal(entry, now)  # the replica that ended may have been the last one not committed
-        if entry.failures:
+        if not entry.attempts and not entry.candidates:
             backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, entry.failures - 1)) * (0.5 + self.rng.random())
-            entry.not_before_s = now + backoff
-        if not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes):
-            entry.state = TaskState.PENDING
+            entry.state, entry.not_before_s = TaskState.PENDING, now + (backoff if entry.failures else 0.0)
             self._update(entry)
+        self._maybe_open_reveals(entry, now)
         self._place_pending(now)
 
     def _expire_attempts(self, entry: TaskEntry, now: float) -> None:
         for worker, attempt in list(entry.attempts.items()):
-            round_ = entry.rounds.get(worker)
-            if attempt.committed and round_ is not None and round_.phase is Phase.COMMITTING:
-                continue  # it waits for the other replicas of its round, whose own deadlines bound the wait
-            if now >= attempt.deadline_s:
-                self._end_attempt(entry, worker)
+            if now >= attempt.deadline_s and self.state is JobState.RUNNING:
+                if self._end_attempt(entry, worker) is None:  # ended meanwhile (the task failed or was accepted)
+                    continue
                 if not attempt.local:
                     self._effects.append(CancelAttempt(entry.ref.task_id, worker))
                 phase = "running" if attempt.accepted else "answering the offer"
@@ -696,7 +772,7 @@ class Coordinator:
             attempt = self._end_attempt(entry, worker)
             if attempt is not None and not attempt.local:
                 self._effects.append(CancelAttempt(entry.ref.task_id, worker))
-        entry.tally, entry.reveal, entry.rounds, entry.candidates = None, None, {}, {}
+        entry.tally, entry.reveal, entry.candidates, entry.assigned = None, None, {}, set()
         entry.replicas = self._initial_replicas()
         self._init_verification(entry)
         entry.state, entry.not_before_s = TaskState.PENDING, now
@@ -713,8 +789,8 @@ class Coordinator:
         entry.state = TaskState.FAILED
         self._note(entry, f"failed: {why}")
         self._update(entry, reason=why)
-        self._cancel_all(now, f"job failed: task {entry.ref.task_id} failed", JobState.FAILED,
-                         f"task {entry.ref.task_id} failed: {why}")
+        self._cancel_tasks(now, f"job failed: task {entry.ref.task_id} failed")
+        self._finish(JobState.FAILED, f"task {entry.ref.task_id} failed: {why}", now)
 
     # --- job ----------------------------------------------------------------------------------------------
 
@@ -732,6 +808,8 @@ class Coordinator:
     def _init_verification(self, entry: TaskEntry) -> None:
         if self.policy.mode is VerificationMode.REPLICAS:
             entry.tally = VoteTally(entry.replicas, workers=[], replicas_max=self.config.verify.replicas_max)
+            if self.policy.commit_reveal and entry.replicas > 1:
+                entry.reveal = self._reveal_round(entry, entry.replicas)
 
     def _check_finished(self, now: float) -> None:
         if self.state is JobState.RUNNING and all(e.state is TaskState.DONE for e in self.tasks.values()):
@@ -769,10 +847,6 @@ class Coordinator:
     def explain(self) -> dict[str, list[str]]:
         """The reason chain of every task that is not done, oldest first."""
         return {tid: list(e.reasons) for tid, e in self.tasks.items() if e.state is not TaskState.DONE}
-
-
-def _ended(entry: TaskEntry) -> bool:
-    return entry.state.final
 
 
 def _output_cid(candidate: Candidate) -> str:

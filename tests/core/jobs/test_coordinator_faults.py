@@ -1,0 +1,464 @@
+"""Coordinator: worker failures (timeouts, transport errors, departures, rejections), retries and their limit,
+escalation of deterministic resource failures, the queue and its timeout, the local fallback, cancel()."""
+
+from __future__ import annotations
+
+import pytest
+
+from pangea_p2p.core.jobs.coordinator import BACKOFF_S_MIN, LOCAL_FALLBACK_AFTER_S
+from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, JobFinished, RequestReveal, RunLocal, TaskUpdate
+from pangea_p2p.core.jobs.model import JobState, TaskState
+from pangea_p2p.core.jobs.scheduler import WorkerView
+from pangea_p2p.core.trust import Outcome
+from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.errors import FailureKind
+from tests.core.jobs.coord_driver import (
+    FUEL_PER_CHUNK,
+    SUBMITTER,
+    T0,
+    Driver,
+    FakeWorker,
+    Msg,
+    chunks_for,
+    ident,
+    pid,
+    signed_failure,
+    signed_result,
+)
+
+LOCAL = WorkerView(pid(SUBMITTER), 1e9, 2, 2, 10**12, 1 << 30, 300.0, 0.0, 0.0)
+
+
+def silent_then_honest(**kw: object) -> Driver:
+    """Worker ``slow`` is ranked first (faster) and never answers; ``b`` is honest."""
+    return Driver([FakeWorker("slow", behaviour="silent", speed=2e9), FakeWorker("b")], chunks_for(1), **kw)  # type: ignore[arg-type]
+
+
+# --- timeouts -------------------------------------------------------------------------------------------
+
+
+def test_a_timed_out_attempt_is_cancelled_and_retried_on_another_worker_after_the_backoff() -> None:
+    d = silent_then_honest()
+    d.start()
+    assert d.dispatched_to() == [pid("slow")]
+    deadline = d.coord.tasks["job/t0"].attempts[pid("slow")].deadline_s
+    assert d.coord.next_deadline() == deadline
+    assert T0 < deadline < T0 + 60
+
+    assert d.tick(deadline - 0.001) == []  # not yet
+    effects = d.tick(deadline)
+    assert CancelAttempt("job/t0", pid("slow")) in effects
+    assert not [e for e in effects if isinstance(e, Dispatch)]  # backoff first
+    entry = d.coord.tasks["job/t0"]
+    assert entry.state is TaskState.PENDING
+    assert entry.not_before_s > deadline
+    assert entry.not_before_s <= deadline + 1.5 * BACKOFF_S_MIN
+    assert d.coord.next_deadline() == entry.not_before_s
+    assert "timed out" in d.explain("job/t0")
+    assert d.trust.score(pid("slow"), d.now) < 0  # slow costs a little trust
+
+    assert d.tick(entry.not_before_s - 1e-6) == []  # still backing off
+    d.tick(entry.not_before_s)
+    assert d.dispatched_to() == [pid("slow"), pid("b")]
+    assert d.coord.state is JobState.DONE
+    (done,) = d.updates("job/t0", TaskState.DONE)
+    assert done.worker == pid("b")
+
+
+def test_a_late_answer_from_a_timed_out_worker_is_ignored() -> None:
+    d = Driver([FakeWorker("a", speed=2e9), FakeWorker("b")], chunks_for(1), auto=False)
+    d.start()
+    d.deliver(0)  # accepted
+    late = d.take("result", "a")
+    d.tick(d.coord.tasks["job/t0"].attempts[pid("a")].deadline_s)
+    assert d.send(late) == []
+    assert d.coord.tasks["job/t0"].state is TaskState.PENDING
+    rec = d.trust.get(pid("a"))
+    assert rec is not None
+    assert rec.invalid == 0
+    assert rec.timeouts == 1
+
+
+# --- transport errors, departures, rejections ----------------------------------------------------------
+
+
+def test_a_transport_error_retries_on_another_worker_without_a_trust_penalty() -> None:
+    d = Driver([FakeWorker("down", behaviour="unreachable", speed=2e9), FakeWorker("b")], chunks_for(1))
+    d.start()
+    d.run_to_end()
+    assert d.dispatched_to() == [pid("down"), pid("b")]
+    assert d.coord.state is JobState.DONE
+    assert d.trust.score(pid("down"), d.now) == 0.0
+    assert any("unreachable: connection refused" in r for r in d.coord.tasks["job/t0"].reasons)
+
+
+def test_a_departed_worker_has_its_tasks_reassigned() -> None:
+    d = Driver([FakeWorker("gone", speed=2e9, slots=4), FakeWorker("b", slots=4)], chunks_for(2), auto=False)
+    d.start()
+    assert d.dispatched_to() == [pid("gone"), pid("gone")]
+    on_gone = [x.task.task_id for x in d.dispatches() if x.worker == pid("gone")]
+    stale = [d.take("result", "gone", tid) for tid in on_gone]
+    d.workers[0].online = False
+    d.apply(d.coord.on_peer_gone(pid("gone"), d.now))
+    assert pid("gone") not in d.coord.inflight
+    for tid in on_gone:
+        assert d.coord.tasks[tid].state is TaskState.PENDING
+        assert "left the network" in d.explain(tid)
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE
+    for tid in on_gone:
+        assert d.updates(tid, TaskState.DONE)[0].worker == pid("b")
+    for msg in stale:  # what the departed worker still sends is ignored
+        assert d.send(msg) == []
+    d.check_invariants()
+
+
+def test_a_declined_offer_goes_to_another_worker_at_once_without_penalty() -> None:
+    d = Driver([FakeWorker("full", behaviour="reject", speed=2e9), FakeWorker("b")], chunks_for(1))
+    d.start()
+    assert d.dispatched_to() == [pid("full"), pid("b")]  # no backoff, no tick needed
+    assert d.coord.state is JobState.DONE
+    assert d.trust.get(pid("full")) is None
+    assert any("declined: busy" in r for r in d.coord.tasks["job/t0"].reasons)
+    assert d.coord.tasks["job/t0"].failures == 0
+
+
+def test_when_every_worker_declined_the_task_queues_then_fails_after_the_queue_timeout() -> None:
+    d = Driver([FakeWorker("x", behaviour="reject"), FakeWorker("y", behaviour="reject")], chunks_for(1),
+               queue_timeout_s=30.0)
+    d.start()
+    text = d.explain("job/t0")
+    assert "declined" in text
+    assert "queued: all 2 known workers already ran, failed or relayed this task" in text
+    assert d.coord.next_deadline() == pytest.approx(T0 + 30.0)
+    assert d.tick(T0 + 29.0) == []
+    d.tick(T0 + 30.0)
+    assert d.coord.state is JobState.FAILED
+    assert d.coord.tasks["job/t0"].state is TaskState.FAILED
+    assert [f.state for f in d.finished()] == [JobState.FAILED]
+    assert "30 s queue timeout" in d.finished()[0].reason
+
+
+def test_a_signed_crash_report_is_retried_elsewhere_without_a_penalty() -> None:
+    d = Driver([FakeWorker("crashy", behaviour="crash", speed=2e9), FakeWorker("b")], chunks_for(1))
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE
+    assert d.dispatched_to() == [pid("crashy"), pid("b")]
+    rec = d.trust.get(pid("crashy"))
+    assert rec is None or rec.invalid == 0
+    assert any("reported WORKER_CRASHED" in r for r in d.coord.tasks["job/t0"].reasons)
+
+
+# --- retries exhausted ---------------------------------------------------------------------------------
+
+
+def test_retries_exhausted_fail_the_task_and_the_job_with_the_reason_chain() -> None:
+    workers = [FakeWorker(n, behaviour="silent") for n in "abcde"]
+    d = Driver(workers, chunks_for(3), retries_max=2)
+    d.start()
+    d.run_to_end()
+    d.check_invariants()
+
+    assert d.coord.state is JobState.FAILED
+    (finished,) = d.finished()
+    assert finished.state is JobState.FAILED
+    assert "failed" in finished.reason
+    assert "gave up after 3 failed attempts (retries_max 2)" in finished.reason
+    failed = [tid for tid, e in d.coord.tasks.items() if e.state is TaskState.FAILED]
+    assert len(failed) == 1
+    (tid,) = failed
+    assert len(d.dispatched_to(tid)) == 3  # the first try and two retries, on three distinct workers
+    assert len(set(d.dispatched_to(tid))) == 3
+    chain = d.coord.explain()[tid]
+    assert sum("timed out" in r for r in chain) == 3
+    assert chain[-1].startswith("failed: gave up after 3 failed attempts")
+    assert d.updates(tid, TaskState.FAILED)
+    # the other tasks are cancelled, and so are their attempts still out
+    for other, e in d.coord.tasks.items():
+        if other != tid:
+            assert e.state is TaskState.CANCELLED
+            assert d.updates(other, TaskState.CANCELLED)
+    assert d.coord.inflight == {}
+    cancelled = {(c.task_id, c.worker) for _, c in d.cancelled}
+    for x in d.dispatches():
+        assert (x.task.task_id, x.worker) in cancelled  # every attempt ever sent was called off
+    assert d.tick(d.now + 1_000) == []
+
+
+# --- escalation ------------------------------------------------------------------------------------------
+
+
+def test_out_of_fuel_is_retried_with_more_fuel() -> None:
+    limits = ReceiptLimits(fuel_max=1_000, memory_bytes_max=16 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
+    d = Driver([FakeWorker("w", behaviour="fuel_hungry", fuel_needed=10_000)], chunks_for(1), limits=limits,
+               escalations_max=2, escalation_factor=4.0)
+    d.start()
+    d.run_to_end()
+    assert [x.task.limits.fuel_max for x in d.dispatches()] == [1_000, 4_000, 16_000]
+    assert all(x.task.limits.memory_bytes_max == 16 << 20 for x in d.dispatches())
+    assert d.coord.state is JobState.DONE, d.coord.tasks["job/t0"].reasons
+    (done,) = d.updates("job/t0", TaskState.DONE)
+    assert done.fuel_used == 10_000
+    assert d.coord.tasks["job/t0"].escalations == 2
+    assert d.trust.get(pid("w")) is None or d.trust.get(pid("w")).invalid == 0  # type: ignore[union-attr]
+
+
+def test_escalation_goes_to_whichever_worker_fits_the_raised_limits() -> None:
+    limits = ReceiptLimits(fuel_max=1_000, memory_bytes_max=16 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
+    workers = [FakeWorker("w", behaviour="fuel_hungry", fuel_needed=3_000, fuel_max=2_000, speed=2e9),
+               FakeWorker("big", behaviour="fuel_hungry", fuel_needed=3_000)]
+    d = Driver(workers, chunks_for(1), limits=limits, escalation_factor=4.0)
+    d.start()
+    d.run_to_end()
+    assert [(x.worker, x.task.limits.fuel_max) for x in d.dispatches()] == [(pid("w"), 1_000), (pid("big"), 4_000)]
+    assert d.coord.state is JobState.DONE
+
+
+def test_out_of_fuel_beyond_escalations_max_fails_the_task() -> None:
+    limits = ReceiptLimits(fuel_max=1_000, memory_bytes_max=16 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
+    workers = [FakeWorker(n, behaviour="fuel_hungry", fuel_needed=100_000) for n in "abc"]
+    d = Driver(workers, chunks_for(1), limits=limits, escalations_max=2, escalation_factor=4.0)
+    d.start()
+    d.run_to_end()
+    assert [x.task.limits.fuel_max for x in d.dispatches()] == [1_000, 4_000, 16_000]
+    assert d.coord.state is JobState.FAILED
+    (finished,) = d.finished()
+    assert "OUT_OF_FUEL" in finished.reason
+    assert "deterministic" in finished.reason
+    assert d.coord.tasks["job/t0"].escalations == 2
+    chain = " | ".join(d.coord.tasks["job/t0"].reasons)
+    assert "raising fuel to 4000 (escalation 1 of 2)" in chain
+    assert "raising fuel to 16000 (escalation 2 of 2)" in chain
+    for w in workers:  # a deterministic failure is the task's, not the worker's
+        rec = d.trust.get(w.peer_id)
+        assert rec is None or rec.invalid == 0
+
+
+# --- queue, queue timeout, local fallback ------------------------------------------------------------------
+
+
+def test_with_no_worker_the_task_queues_and_is_placed_when_one_appears() -> None:
+    d = Driver([], chunks_for(1))
+    d.start()
+    assert d.dispatches() == []
+    (update,) = d.updates("job/t0")
+    assert update.state is TaskState.PENDING
+    assert "no worker is known yet" in update.reason
+    assert "queued: no worker is known yet" in d.explain("job/t0")
+    assert d.coord.next_deadline() == pytest.approx(T0 + 60.0)  # the queue timeout, not a busy loop
+
+    d.tick(T0 + 5)
+    assert d.dispatches() == []
+    d.add_worker(FakeWorker("late"))
+    d.tick(T0 + 10)
+    assert d.dispatched_to() == [pid("late")]
+    assert d.coord.state is JobState.DONE
+
+
+def test_a_queued_task_fails_after_the_queue_timeout() -> None:
+    d = Driver([FakeWorker("tiny", memory_max=1 << 20)], chunks_for(2), queue_timeout_s=45.0)
+    d.start()
+    assert "accepts at most 1 MiB" in d.explain("job/t0")
+    assert d.tick(T0 + 44.9) == []
+    d.tick(T0 + 45.0)
+    assert d.coord.state is JobState.FAILED
+    (finished,) = d.finished()
+    assert "no worker within the 45 s queue timeout" in finished.reason
+    assert "accepts at most 1 MiB" in finished.reason
+    assert d.dispatches() == []
+    states = {e.state for e in d.coord.tasks.values()}
+    assert states == {TaskState.FAILED, TaskState.CANCELLED}
+
+
+def test_local_fallback_runs_the_task_here_under_the_hash_policy() -> None:
+    d = Driver([FakeWorker("tiny", memory_max=1 << 20)], chunks_for(2), local=LOCAL)
+    d.start()
+    local_runs = d.effects(RunLocal)
+    assert len(local_runs) == 2
+    assert d.dispatches() == []
+    assert d.coord.state is JobState.DONE
+    for tid in ("job/t0", "job/t1"):
+        (done,) = d.updates(tid, TaskState.DONE)
+        assert done.worker == pid(SUBMITTER)
+        assert done.fuel_used == FUEL_PER_CHUNK
+
+
+def test_no_local_run_when_this_peer_does_not_fit_the_task_either() -> None:
+    small_local = WorkerView(pid(SUBMITTER), 1e9, 2, 2, 10**12, 1 << 20, 300.0, 0.0, 0.0)
+    d = Driver([], chunks_for(1), local=small_local)
+    d.start()
+    assert d.effects(RunLocal) == []
+    assert d.coord.tasks["job/t0"].state is TaskState.PENDING
+
+
+def test_no_local_run_for_the_parts_of_a_split_task() -> None:
+    d = Driver([], chunks_for(1), local=LOCAL, local_allowed=False)
+    d.start()
+    assert d.effects(RunLocal) == []
+    assert "queued" in d.explain("job/t0")
+
+
+@pytest.mark.parametrize("policy", ["spot:1", "replicas:3", "adaptive"])
+def test_under_checked_policies_a_task_no_worker_could_ever_take_runs_here(policy: str) -> None:
+    # This peer trusts its own run more than any worker's; it is the fallback whatever the policy.
+    d = Driver([FakeWorker("tiny", memory_max=1 << 20)], chunks_for(1), policy=policy, local=LOCAL)
+    d.start()
+    assert len(d.effects(RunLocal)) == 1
+    assert d.dispatches() == []
+    assert d.coord.state is JobState.DONE
+    assert "local fallback" in " ".join(d.coord.tasks["job/t0"].reasons)
+
+
+def test_a_task_waiting_only_for_busy_workers_runs_here_after_a_short_wait() -> None:
+    busy = FakeWorker("busy", behaviour="silent", slots=1)
+    d = Driver([busy], chunks_for(2), policy="spot:1", local=LOCAL)
+    d.start()
+    assert d.dispatched_to() == [pid("busy")]  # t0 took the only slot; t1 queues rather than run here at once
+    assert d.effects(RunLocal) == []
+    assert "queued" in d.explain("job/t1")
+    wake = d.coord.next_deadline()
+    assert wake == pytest.approx(T0 + LOCAL_FALLBACK_AFTER_S)  # the fallback is a timer, not a busy loop
+    d.tick(wake)
+    assert len(d.effects(RunLocal)) == 1
+    assert d.coord.tasks["job/t1"].state is TaskState.DONE
+
+
+def test_a_silent_local_run_times_out_like_any_attempt() -> None:
+    d = Driver([], chunks_for(1), local=LOCAL, local_behaviour="silent", retries_max=0)
+    d.start()
+    assert len(d.effects(RunLocal)) == 1
+    deadline = d.coord.next_deadline()
+    assert deadline is not None
+    d.tick(deadline)
+    assert d.coord.state is JobState.FAILED
+    assert d.effects(CancelAttempt) == []  # nothing to tell a local run
+
+
+# --- cancel ------------------------------------------------------------------------------------------------
+
+
+def test_cancel_calls_off_every_outstanding_attempt_and_ends_the_job() -> None:
+    workers = [FakeWorker(n, behaviour="silent") for n in "abc"]
+    d = Driver(workers, chunks_for(4), policy="hash")
+    d.start()
+    out = {(x.task.task_id, x.worker) for x in d.dispatches()}
+    assert len(out) == 4
+    effects = d.coord.cancel(T0 + 1)
+    cancels = {(e.task_id, e.worker) for e in effects if isinstance(e, CancelAttempt)}
+    assert cancels == out
+    assert [e for e in effects if isinstance(e, JobFinished)] == [JobFinished(JobState.CANCELLED,
+                                                                              "cancelled by the submitter")]
+    cancelled_updates = {e.task_id for e in effects if isinstance(e, TaskUpdate) and e.state is TaskState.CANCELLED}
+    assert cancelled_updates == {r.task_id for r in d.refs}
+    assert d.coord.state is JobState.CANCELLED
+    assert d.coord.inflight == {}
+    assert d.coord.progress()["cancelled"] == 4
+    assert d.coord.cancel(T0 + 2) == []  # once
+    assert d.coord.tick(T0 + 100) == []
+    assert d.coord.next_deadline() is None
+
+
+def test_results_after_cancel_are_ignored() -> None:
+    d = Driver([FakeWorker("a")], chunks_for(1), auto=False)
+    d.start()
+    result = d.take("result", "a")
+    d.coord.cancel(T0)
+    assert d.send(result) == []
+    assert d.coord.tasks["job/t0"].state is TaskState.CANCELLED
+    assert d.trust.get(pid("a")) is None
+
+
+def test_cancel_keeps_tasks_already_done() -> None:
+    d = Driver([FakeWorker("a", slots=1)], chunks_for(2))
+    d.start()
+    assert d.coord.progress()["done"] == 1
+    d.coord.cancel(d.now)
+    assert d.coord.progress()["done"] == 1
+    assert d.coord.progress()["cancelled"] == 1
+
+
+def test_trust_outcomes_of_timeouts_are_not_invalid() -> None:
+    d = silent_then_honest()
+    d.trust.record(pid("slow"), Outcome.VALID, T0)
+    d.start()
+    d.run_to_end()
+    rec = d.trust.get(pid("slow"))
+    assert rec is not None
+    assert rec.invalid == 0
+    assert rec.timeouts == 1
+    assert rec.run == 1  # slow is not wrong
+
+
+def test_replicas_that_agree_on_out_of_fuel_escalate_together() -> None:
+    limits = ReceiptLimits(fuel_max=1_000, memory_bytes_max=16 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
+    workers = [FakeWorker(n, behaviour="fuel_hungry", fuel_needed=3_000) for n in "abc"]
+    d = Driver(workers, chunks_for(1), policy="replicas:3", limits=limits, escalation_factor=4.0)
+    d.start()
+    d.run_to_end()
+    d.check_invariants()
+    assert d.coord.state is JobState.DONE, d.coord.tasks["job/t0"].reasons
+    fuel = [x.task.limits.fuel_max for x in d.dispatches()]
+    assert fuel[:3] == [1_000] * 3  # the quorum agreed on OUT_OF_FUEL ...
+    assert set(fuel[3:]) == {4_000}  # ... so the task started over with four times the fuel
+    assert len(fuel) in (5, 6)  # two agreeing replicas of the new round are enough
+    assert d.updates("job/t0", TaskState.DONE)[0].fuel_used == 3_000
+    for w in workers:  # they were right about the fuel: nobody is punished
+        rec = d.trust.get(w.peer_id)
+        assert rec is None or rec.invalid == 0
+
+
+def test_a_committed_replica_waits_for_its_round_without_timing_out() -> None:
+    workers = [FakeWorker("a", speed=3e9), FakeWorker("b", speed=2e9), FakeWorker("slow", behaviour="silent")]
+    d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
+    d.start()
+    for name in "ab":
+        d.send(d.take("accepted", name))
+        d.send(d.take("commitment", name))
+    slow_deadline = d.coord.tasks["job/t0"].attempts[pid("slow")].deadline_s
+    assert d.coord.next_deadline() == slow_deadline  # only the silent replica can time out
+    effects = d.tick(slow_deadline)
+    assert CancelAttempt("job/t0", pid("slow")) in effects
+    reveals = {e.worker for e in effects if isinstance(e, RequestReveal)}
+    assert reveals == {pid("a"), pid("b")}  # nobody else will commit: the round opens with two
+    d.run()
+    assert d.coord.state is JobState.DONE
+    for name in "ab":
+        rec = d.trust.get(pid(name))
+        assert rec is not None
+        assert (rec.valid, rec.timeouts) == (1, 0)
+
+
+def test_memory_limit_exceeded_is_retried_with_more_memory() -> None:
+    limits = ReceiptLimits(fuel_max=10_000, memory_bytes_max=16 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
+    d = Driver([FakeWorker("w")], chunks_for(1), limits=limits, escalation_factor=2.0, auto=False)
+    d.start()
+    ref = d.dispatches()[0].task
+    d.take("result", "w")
+    tree = signed_failure(ident("w"), ref, FailureKind.MEMORY_LIMIT_EXCEEDED, d.now, d.wrng, fuel=700)
+    effects = d.send(Msg("failure", "job/t0", pid("w"), tree))
+    (again,) = [e for e in effects if isinstance(e, Dispatch)]
+    assert again.worker == pid("w")
+    assert again.task.limits == ReceiptLimits(10_000, 32 << 20, 10.0, 1 << 20)
+    assert "raising memory to 32 MiB (escalation 1 of 2)" in d.explain("job/t0")
+    d.run()  # the worker answers the raised offer honestly
+    assert d.coord.state is JobState.DONE
+    assert d.trust.get(pid("w")) is None
+
+
+def test_a_stale_result_for_the_limits_before_an_escalation_is_ignored() -> None:
+    limits = ReceiptLimits(fuel_max=1_000, memory_bytes_max=16 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
+    d = Driver([FakeWorker("w")], chunks_for(1), limits=limits, auto=False)
+    d.start()
+    first = d.dispatches()[0].task
+    d.take("result", "w")
+    d.send(Msg("failure", "job/t0", pid("w"), signed_failure(ident("w"), first, FailureKind.OUT_OF_FUEL, d.now,
+                                                             d.wrng, fuel=1_000)))
+    assert d.dispatches()[-1].task.limits.fuel_max == 4_000
+    # an answer signed under the old limits arrives late: not a lie, just stale
+    old_tree, old_out = signed_result(ident("w"), first, d.inputs[0], d.now, d.wrng)
+    assert d.send(Msg("result", "job/t0", pid("w"), old_tree, old_out)) == []
+    assert pid("w") in d.coord.tasks["job/t0"].attempts
+    d.run()
+    assert d.coord.state is JobState.DONE
+    assert d.trust.get(pid("w")) is None

@@ -1,0 +1,470 @@
+"""Coordinator: verification policies (hash, spot, replicas with and without commit-reveal, adaptive) and
+delegation trees, with real signed receipts; how the trust book is fed."""
+
+from __future__ import annotations
+
+import hashlib
+
+from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RequestReveal, SpotCheck, TaskUpdate
+from pangea_p2p.core.jobs.model import JobState, TaskState
+from pangea_p2p.core.trust import Outcome, TrustBook, TrustConfig
+from pangea_p2p.core.verify.chain import DelegationReceipt, ReceiptTree
+from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.receipts import Receipt
+from tests.core.jobs.coord_driver import (
+    FUEL_PER_CHUNK,
+    T0,
+    Driver,
+    FakeWorker,
+    Msg,
+    chunks_for,
+    delegated_result,
+    evil,
+    honest,
+    ident,
+    pid,
+    signed_result,
+)
+
+
+def honest_cid(chunks: list[bytes]) -> str:
+    return cid_of(frame_chunks([honest(c) for c in chunks]))
+
+
+def reasons(d: Driver, task_id: str = "job/t0") -> str:
+    return " | ".join(d.coord.tasks[task_id].reasons)
+
+
+# --- hash ---------------------------------------------------------------------------------------------
+
+
+def test_hash_accepts_a_verified_result_unchecked_and_feeds_no_trust() -> None:
+    d = Driver([FakeWorker("a")], chunks_for(1, per_task=4))
+    d.start()
+    assert d.coord.state is JobState.DONE
+    entry = d.coord.tasks["job/t0"]
+    assert entry.output_cid == honest_cid(d.inputs[0])
+    assert entry.checked is False
+    assert d.effects(SpotCheck) == []
+    assert d.trust.get(pid("a")) is None  # unchecked work earns no trust
+
+
+def test_a_receipt_signed_by_another_peer_is_rejected_and_the_task_retried() -> None:
+    d = Driver([FakeWorker("a", behaviour="impostor", speed=2e9), FakeWorker("b")], chunks_for(1))
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE
+    assert d.dispatched_to() == [pid("a"), pid("b")]
+    assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("b")
+    assert "failed verification" in reasons(d)
+    assert "the task was given to" in reasons(d)
+    assert d.trust.get(pid("a")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.score(pid("a"), d.now) < -19.0
+    assert d.trust.score(pid("a"), d.now) < d.trust.score(pid("b"), d.now)
+
+
+def test_output_bytes_that_do_not_match_the_receipt_are_rejected_and_the_task_retried() -> None:
+    d = Driver([FakeWorker("a", behaviour="tamper", speed=2e9), FakeWorker("b")], chunks_for(1, per_task=3))
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE
+    assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("b")
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert "do not hash to" in reasons(d)
+    rec = d.trust.get(pid("a"))
+    assert rec is not None
+    assert rec.invalid == 1
+
+
+def test_a_result_for_another_task_is_rejected() -> None:
+    d = Driver([FakeWorker("a", speed=2e9), FakeWorker("b")], chunks_for(2), auto=False)
+    d.start()
+    other = next(x.task for x in d.dispatches() if x.task.task_id == "job/t1")
+    tree, output = signed_result(ident("a"), other, d.inputs[1], d.now, d.wrng)
+    d.send(Msg("result", "job/t0", pid("a"), tree, output))
+    assert "failed verification" in reasons(d)
+    assert d.coord.tasks["job/t0"].state is TaskState.PENDING
+
+
+def test_a_result_from_a_worker_the_task_was_not_given_to_is_ignored() -> None:
+    d = Driver([FakeWorker("a"), FakeWorker("outsider", online=False)], chunks_for(1), auto=False)
+    d.start()
+    ref = d.dispatches()[0].task
+    tree, output = signed_result(ident("outsider"), ref, d.inputs[0], d.now, d.wrng)
+    assert d.send(Msg("result", "job/t0", pid("outsider"), tree, output)) == []
+    assert d.send(Msg("commitment", "job/t0", pid("outsider"), digest=bytes(32))) == []
+    assert d.coord.tasks["job/t0"].state is TaskState.RUNNING
+    assert d.trust.get(pid("outsider")) is None
+    d.run()
+    assert d.coord.state is JobState.DONE
+    assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("a")
+
+
+def test_a_second_result_from_the_same_worker_is_ignored() -> None:
+    d = Driver([FakeWorker("a")], chunks_for(1), auto=False)
+    d.start()
+    result = d.take("result", "a")
+    d.send(result)
+    assert d.coord.state is JobState.DONE
+    assert d.send(result) == []
+    assert len(d.updates("job/t0", TaskState.DONE)) == 1
+
+
+# --- spot checks ------------------------------------------------------------------------------------------
+
+
+def test_spot_checks_rerun_k_distinct_chunks_and_accept_a_matching_result() -> None:
+    d = Driver([FakeWorker("a")], chunks_for(1, per_task=6), policy="spot:3", auto=False)
+    d.start()
+    d.run()
+    spots = d.effects(SpotCheck)
+    assert len(spots) == 3
+    indexes = [s.chunk_index for s in spots]  # type: ignore[attr-defined]
+    assert len(set(indexes)) == 3
+    assert all(0 <= i < 6 for i in indexes)
+    assert d.coord.state is JobState.DONE
+    assert d.coord.tasks["job/t0"].checked is True
+    rec = d.trust.get(pid("a"))
+    assert rec is not None
+    assert (rec.valid, rec.invalid) == (1, 0)
+    assert "spot checks passed" in reasons(d)
+
+
+def test_the_task_stays_verifying_until_every_spot_check_is_back() -> None:
+    d = Driver([FakeWorker("a")], chunks_for(1, per_task=4), policy="spot:2", auto=False)
+    d.start()
+    d.deliver(0)  # accepted
+    d.deliver(0)  # result
+    assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING
+    assert d.coord.progress()["verifying"] == 1
+    d.deliver(0)  # the first spot check
+    assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING
+    d.deliver(0)
+    assert d.coord.state is JobState.DONE
+
+
+def test_a_failed_spot_check_rejects_the_result_lowers_trust_and_retries_elsewhere() -> None:
+    d = Driver([FakeWorker("liar", behaviour="byzantine", speed=2e9), FakeWorker("b")], chunks_for(1, per_task=5),
+               policy="spot:1")
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE
+    assert d.dispatched_to() == [pid("liar"), pid("b")]
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert "spot check of chunk" in reasons(d)
+    assert d.trust.score(pid("liar"), d.now) < 0 < d.trust.score(pid("b"), d.now)
+    assert len(d.effects(SpotCheck)) == 2
+
+
+def test_a_mismatching_spot_result_rejects_the_candidate_and_the_task_is_retried() -> None:
+    answers = iter([b"not what a computed", None])  # then the default: an honest re-run
+
+    def spot(ref: object, i: int, chunk: bytes) -> bytes | None:
+        return next(answers, honest(chunk))
+
+    d = Driver([FakeWorker("a", speed=3e9), FakeWorker("b", speed=2e9), FakeWorker("c")], chunks_for(1, per_task=2),
+               policy="spot:1", spot_answer=spot)
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE
+    assert d.dispatched_to() == [pid("a"), pid("b"), pid("c")]
+    assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("c")
+    assert d.trust.get(pid("a")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("b")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("c")).valid == 1  # type: ignore[union-attr]
+
+
+def test_a_spot_check_that_fails_here_too_rejects_the_candidate() -> None:
+    d = Driver([FakeWorker("a", speed=2e9), FakeWorker("b")], chunks_for(1, per_task=2), policy="spot:1",
+               spot_answer=lambda ref, i, chunk: None)
+    d.start()
+    d.run_to_end(ticks_max=50)
+    assert d.trust.get(pid("a")).invalid == 1  # type: ignore[union-attr]
+    assert "spot check of chunk" in reasons(d)
+
+
+# --- replicas -------------------------------------------------------------------------------------------------
+
+
+def test_replicas_the_honest_majority_wins_and_the_byzantine_replica_is_recorded_invalid() -> None:
+    workers = [FakeWorker("liar", behaviour="byzantine", speed=3e9), FakeWorker("b"), FakeWorker("c")]
+    d = Driver(workers, chunks_for(1, per_task=3), policy="replicas:3")
+    d.start()
+    assert sorted(d.dispatched_to()) == sorted(w.peer_id for w in workers)
+    assert d.coord.state is JobState.DONE
+    entry = d.coord.tasks["job/t0"]
+    assert entry.output_cid == honest_cid(d.inputs[0])
+    assert entry.checked is True
+    assert entry.worker in (pid("b"), pid("c"))
+    liar = d.trust.get(pid("liar"))
+    assert liar is not None
+    assert liar.invalid == 1
+    assert d.trust.score(pid("liar"), d.now) < 0 < d.trust.score(pid("b"), d.now)
+    assert d.trust.score(pid("c"), d.now) > 0
+    assert "was outvoted" in reasons(d)
+
+
+def test_replicas_still_out_when_the_quorum_is_reached_are_cancelled() -> None:
+    workers = [FakeWorker("a", speed=3e9), FakeWorker("b", speed=2e9), FakeWorker("c")]
+    d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
+    d.start()
+    d.run()
+    assert d.coord.state is JobState.DONE
+    # all three committed; reveals came in order and the third was no longer needed
+    assert CancelAttempt("job/t0", pid("c")) in d.log
+    assert d.trust.get(pid("c")) is None
+
+
+def test_reveals_are_requested_only_once_every_replica_committed() -> None:
+    workers = [FakeWorker(n) for n in "abc"]
+    d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
+    d.start()
+    assert all(x.task.commit_reveal for x in d.dispatches())
+    for name in "ab":
+        d.send(d.take("accepted", name))
+        d.send(d.take("commitment", name))
+    assert d.effects(RequestReveal) == []
+    assert "2 of 3 commitments received" in reasons(d)
+    d.send(d.take("accepted", "c"))
+    effects = d.send(d.take("commitment", "c"))
+    assert sorted(e.worker for e in effects if isinstance(e, RequestReveal)) == sorted(w.peer_id for w in workers)
+    d.run()
+    assert d.coord.state is JobState.DONE
+
+
+def test_a_result_without_a_commitment_is_rejected_and_the_honest_replicas_still_finish() -> None:
+    workers = [FakeWorker("cheat", behaviour="no_commit", speed=3e9), FakeWorker("b"), FakeWorker("c"),
+               FakeWorker("d")]
+    d = Driver(workers, chunks_for(1), policy="replicas:3")
+    d.start()
+    d.run_to_end()
+    assert "without committing first" in reasons(d)
+    assert d.trust.score(pid("cheat"), d.now) < 0
+    assert RequestReveal("job/t0", pid("cheat")) not in d.log
+    assert d.coord.state is JobState.DONE
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    for name in "bcd":  # honest replicas are never punished for the cheat
+        rec = d.trust.get(pid(name))
+        assert rec is None or (rec.invalid, rec.timeouts) == (0, 0)
+
+
+def test_a_result_sent_before_the_reveal_was_requested_is_rejected() -> None:
+    workers = [FakeWorker("eager", behaviour="early_reveal", speed=3e9), FakeWorker("b"), FakeWorker("c"),
+               FakeWorker("d")]
+    d = Driver(workers, chunks_for(1), policy="replicas:3")
+    d.start()
+    d.run_to_end()
+    assert "revealed before the commitments were in" in reasons(d)
+    assert d.trust.score(pid("eager"), d.now) < 0
+    assert d.coord.state is JobState.DONE
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    for name in "bcd":
+        rec = d.trust.get(pid(name))
+        assert rec is None or (rec.invalid, rec.timeouts) == (0, 0)
+
+
+def test_a_reveal_that_does_not_open_its_commitment_is_rejected() -> None:
+    workers = [FakeWorker(n) for n in "abc"]
+    d2 = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
+    d2.start()
+    for name in "abc":
+        d2.send(d2.take("accepted", name))
+        d2.send(d2.take("commitment", name))
+    forged = d2.take("result", "a")
+    forged.nonce = bytes(16)
+    d2.send(forged)
+    assert "does not open its commitment" in reasons(d2)
+    assert d2.trust.score(pid("a"), d2.now) < 0
+    d2.run()
+    assert d2.coord.state is JobState.DONE
+    assert d2.coord.tasks["job/t0"].worker in (pid("b"), pid("c"))
+
+
+def test_a_commitment_from_a_worker_not_given_the_task_is_ignored() -> None:
+    workers = [FakeWorker(n) for n in "abc"]
+    d = Driver([*workers, FakeWorker("x", online=False)], chunks_for(1), policy="replicas:3", auto=False)
+    d.start()
+    assert d.send(Msg("commitment", "job/t0", pid("x"), digest=hashlib.sha256(b"x").digest())) == []
+    assert d.send(Msg("commitment", "job/unknown", pid("a"), digest=bytes(32))) == []
+    ref = d.dispatches()[0].task
+    tree, output = signed_result(ident("x"), ref, d.inputs[0], d.now, d.wrng)
+    assert d.send(Msg("result", "job/t0", pid("x"), tree, output)) == []  # its vote is not counted either
+    assert d.coord.tasks["job/t0"].tally.votes == {}  # type: ignore[union-attr]
+    for name in "ab":
+        d.send(d.take("accepted", name))
+        d.send(d.take("commitment", name))
+    assert d.effects(RequestReveal) == []  # the outsider's commitment did not count
+    d.run()
+    assert d.coord.state is JobState.DONE
+
+
+def test_replicas_that_disagree_with_one_replica_silent_get_one_more_replica() -> None:
+    workers = [FakeWorker("liar", behaviour="byzantine", speed=4e9), FakeWorker("slow", behaviour="silent", speed=3e9),
+               FakeWorker("b", speed=2e9), FakeWorker("c")]
+    d = Driver(workers, chunks_for(1), policy="replicas:3")
+    d.start()
+    assert sorted(d.dispatched_to()) == sorted([pid("liar"), pid("slow"), pid("b")])
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE, reasons(d)
+    assert d.dispatched_to()[3:] == [pid("c")]  # exactly one more replica
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.trust.get(pid("liar")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("slow")).timeouts == 1  # type: ignore[union-attr]
+    rec_c = d.trust.get(pid("c"))
+    assert rec_c is not None
+    assert rec_c.invalid == 0
+
+
+def test_replicas_disagreeing_beyond_replicas_max_fail_the_task() -> None:
+    from pangea_p2p.core.jobs.coordinator import CoordinatorConfig
+
+    workers = [FakeWorker("liar", behaviour="byzantine", speed=3e9), FakeWorker("crashy", behaviour="crash", speed=2e9),
+               FakeWorker("b"), FakeWorker("c")]
+    cfg = CoordinatorConfig(verify=VerifyConfig(replicas_max=3))
+    d = Driver(workers, chunks_for(1), policy="replicas:3", config=cfg)
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.FAILED
+    assert "replicas disagree" in d.finished()[0].reason
+    assert len(d.dispatches()) == 3
+    crashy = d.trust.get(pid("crashy"))
+    assert crashy is None or crashy.invalid == 0  # a crash under commit-reveal is not a cheat
+
+
+def test_replicas_without_commit_reveal_vote_directly() -> None:
+    from pangea_p2p.core.jobs.model import VerificationMode, VerificationPolicy
+
+    workers = [FakeWorker("liar", behaviour="byzantine", speed=3e9), FakeWorker("b"), FakeWorker("c")]
+    d = Driver(workers, chunks_for(1), policy=VerificationPolicy(VerificationMode.REPLICAS, replicas=3,
+                                                                 commit_reveal=False))
+    d.start()
+    assert not any(x.task.commit_reveal for x in d.dispatches())
+    assert d.effects(RequestReveal) == []
+    assert d.coord.state is JobState.DONE
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.trust.get(pid("liar")).invalid == 1  # type: ignore[union-attr]
+
+
+def test_replicas_top_up_when_fewer_workers_than_replicas_were_free() -> None:
+    workers = [FakeWorker("a"), FakeWorker("b")]
+    d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
+    d.start()
+    assert len(d.dispatches()) == 2
+    d.add_worker(FakeWorker("c"))
+    d.tick(T0 + 1)
+    assert sorted(d.dispatched_to()) == sorted(pid(n) for n in "abc")
+    d.run()
+    assert d.coord.state is JobState.DONE
+    d.check_invariants()
+
+
+def test_a_vote_whose_signers_overlap_another_vote_is_refused() -> None:
+    # "front" hands half of the task to "b", who is also a replica: one peer must not count twice
+    workers = [FakeWorker("front", behaviour="delegate", helpers=("b", "x"), speed=3e9), FakeWorker("b", speed=2e9),
+               FakeWorker("c")]
+    d = Driver(workers, chunks_for(1, per_task=2), policy="replicas:2")
+    d.start()
+    d.run_to_end()
+    assert "refused" in reasons(d)
+    assert d.coord.state is JobState.DONE, reasons(d)
+    assert pid("c") in d.dispatched_to()
+
+
+# --- adaptive -----------------------------------------------------------------------------------------------
+
+
+def test_adaptive_replicates_the_task_of_an_untrusted_worker_on_one_other_worker() -> None:
+    workers = [FakeWorker(n) for n in "abc"]
+    d = Driver(workers, chunks_for(2, per_task=2), policy="adaptive")
+    d.start()
+    d.run_to_end()
+    d.check_invariants()
+    assert d.coord.state is JobState.DONE, d.coord.explain()
+    for ref in d.refs:
+        to = d.dispatched_to(ref.task_id)
+        assert len(to) == 2, to  # the primary and one replica
+        assert len(set(to)) == 2  # never the same worker twice
+        assert d.coord.tasks[ref.task_id].checked is True
+    assert all(d.trust.get(w.peer_id) is None or d.trust.get(w.peer_id).timeouts == 0  # type: ignore[union-attr]
+               for w in workers)
+
+
+def test_adaptive_spot_checks_a_trusted_worker_instead_of_replicating() -> None:
+    trust = TrustBook(TrustConfig(audit_probability_min=0.0))
+    for _ in range(1_000):
+        trust.record(pid("vet"), Outcome.VALID, T0)
+    d = Driver([FakeWorker("vet", speed=2e9), FakeWorker("b")], chunks_for(1, per_task=4), policy="adaptive",
+               trust=trust)
+    d.start()
+    assert d.dispatched_to() == [pid("vet")]
+    assert len(d.effects(SpotCheck)) == 3
+    assert d.coord.state is JobState.DONE
+
+
+# --- delegation trees ------------------------------------------------------------------------------------------
+
+
+def test_a_delegation_tree_is_verified_and_accepted() -> None:
+    d = Driver([FakeWorker("w", behaviour="delegate", helpers=("x", "y"))], chunks_for(1, per_task=5))
+    d.start()
+    assert d.coord.state is JobState.DONE, reasons(d)
+    (done,) = d.updates("job/t0", TaskState.DONE)
+    assert done.output_cid == honest_cid(d.inputs[0])
+    assert done.fuel_used == 5 * FUEL_PER_CHUNK
+    tree = ReceiptTree.decode(done.tree, VerifyConfig())
+    assert isinstance(tree.receipt, DelegationReceipt)
+    assert tree.receipt.delegator == pid("w")
+    signers = [c.receipt.signer for c in tree.children]
+    assert signers == [pid("x"), pid("y")]
+    assert all(isinstance(c.receipt, Receipt) for c in tree.children)
+
+
+def test_a_delegation_tree_with_a_tampered_chunk_is_rejected() -> None:
+    d = Driver([FakeWorker("w", speed=2e9), FakeWorker("b")], chunks_for(1, per_task=4), auto=False)
+    d.start()
+    ref = d.dispatches()[0].task
+    assert d.dispatches()[0].worker == pid("w")
+    tree, output = delegated_result(ident("w"), ref, d.inputs[0], [ident("x"), ident("y")], d.now, d.wrng)
+    chunks = unframe_chunks(output)
+    chunks[3] = evil(d.inputs[0][3])  # in y's part
+    d.take("result", "w")
+    d.send(Msg("result", "job/t0", pid("w"), tree.encode(), frame_chunks(chunks)))
+    assert "output chunks of leaf 1" in reasons(d)
+    assert d.trust.score(pid("w"), d.now) < 0
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE
+    assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("b")
+
+
+def test_a_delegation_tree_whose_part_was_computed_wrongly_is_caught_by_the_vote() -> None:
+    workers = [FakeWorker("w", behaviour="delegate", helpers=("x", "y"), speed=3e9), FakeWorker("b", speed=2e9),
+               FakeWorker("c")]
+    d = Driver(workers, chunks_for(1, per_task=4), policy="replicas:3", auto=False)
+    d.start()
+    # w's helpers compute a wrong answer, and w signs over it: a valid tree, but outvoted
+    ref = next(x.task for x in d.dispatches() if x.worker == pid("w"))
+    tree, output = delegated_result(ident("w"), ref, d.inputs[0], [ident("x"), ident("y")], d.now, d.wrng, evil)
+    from pangea_p2p.core.verify.commit_reveal import commit
+    from tests.core.jobs.coord_driver import claim_of
+
+    d.take("commitment", "w")
+    held = d.held.pop(("job/t0", pid("w")))
+    digest, nonce = commit("job", "job/t0", claim_of(tree.encode(), output), pid("w"), d.wrng)
+    d.inbox.insert(0, Msg("commitment", "job/t0", pid("w"), digest=digest))  # w commits and reveals first
+    d.held[("job/t0", pid("w"))] = Msg("result", "job/t0", pid("w"), tree.encode(), output, nonce)
+    assert held.worker == pid("w")
+    d.run()
+    assert d.coord.state is JobState.DONE, reasons(d)
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.trust.get(pid("w")).invalid == 1  # type: ignore[union-attr]
+
+
+def test_update_effects_carry_the_accepted_tree() -> None:
+    d = Driver([FakeWorker("a")], chunks_for(1))
+    d.start()
+    done = [e for e in d.log if isinstance(e, TaskUpdate) and e.state is TaskState.DONE]
+    assert len(done) == 1
+    assert ReceiptTree.decode(done[0].tree, VerifyConfig()).receipt.signer == pid("a")
+    assert not [e for e in d.log if isinstance(e, Dispatch) and e.worker != pid("a")]
