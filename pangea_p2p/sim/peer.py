@@ -26,7 +26,7 @@ import hashlib
 import math
 import random
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pangea_p2p.core.capacity import AdvertPublisher, AdvertRejected, CapacityDirectory, LocalCapacity
@@ -49,7 +49,7 @@ from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, VerificationP
 from pangea_p2p.core.jobs.outputs import merge_outputs
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.worker import Verdict, WorkerConfig, WorkerService, split_task
-from pangea_p2p.core.trust import Outcome, TrustBook
+from pangea_p2p.core.trust import Outcome, PeerRecord, TrustBook
 from pangea_p2p.core.verify.chain import ReceiptTree, delegate
 from pangea_p2p.core.verify.commit_reveal import commit
 from pangea_p2p.core.verify.receipts import Receipt, ReceiptLimits, ReplayGuard, TaskBinding, issue_receipt
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from pangea_p2p.sim.world import Simulation
 
 VERIFY_CONFIG = CoordinatorConfig().verify
+_MISSING = WorkerView("", 1.0, 0, 0, 0, 0, 0.0)
 DIAL_TIMEOUT_S = 5.0
 COLLUDE_TAG = b"pangea-sim-collude"
 ROLES = ("honest", "wrong", "collude", "copy", "liar", "withhold", "forge", "sybil")
@@ -112,6 +113,18 @@ class PeerStats:
     advert_rejections: int = 0
 
 
+class CountingTrustBook(TrustBook):
+    """The core TrustBook, plus a counter of updates (the simulator caches worker views between updates)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = 0
+
+    def record(self, peer: str, outcome: Outcome, now: float) -> PeerRecord:
+        self.version += 1
+        return super().record(peer, outcome, now)
+
+
 class SimPeer:
     """One simulated peer (see the module docstring)."""
 
@@ -136,7 +149,7 @@ class SimPeer:
         self.listed: list[str] = []  # peers ever listed in the directory, for sampling candidates
         self._listed_set: set[str] = set()
         self.publisher = AdvertPublisher(identity, interval_s=30.0, ttl_s=90.0, gap_s_min=0.5)
-        self.trust = TrustBook()
+        self.trust = CountingTrustBook()
         self.guard = ReplayGuard(VERIFY_CONFIG)
         self.last_receipt: tuple[bytes, bytes] | None = None  # (tree, output) of the last task: what forge replays
         self.issuers: set[int] = set()  # peers with a stream open to us (they hear when we crash)
@@ -159,6 +172,9 @@ class SimPeer:
         self.source = WorkerSource(self._views, self._local_view)
         self._sample_at = -1.0
         self._sample: list[str] = []
+        self._sample_set: set[str] = set()
+        self._view_key: tuple[float, int, int] = (-1.0, -1, -1)
+        self._view_cache: dict[str, WorkerView | None] = {}
 
     # --- adverts -------------------------------------------------------------------------------------------
 
@@ -201,24 +217,39 @@ class SimPeer:
     # --- worker views for the scheduler (ComputeService._views / _local_view) -------------------------------
 
     def _views(self, now: float) -> list[WorkerView]:
-        if self.directory is None:
+        """The candidates for the scheduler: a sample of ``candidates_max`` listed workers (drawn anew at each
+        instant) plus every worker that has our tasks, as ``ComputeService._views`` builds them. Views are cached
+        within one instant until the trust book or the directory changes; the outstanding count is always fresh."""
+        directory = self.directory
+        if directory is None:
             return []
         k = self.sim.config.candidates_max
         if now != self._sample_at:
             self._sample_at = now
-            self._sample = self.listed if len(self.listed) <= k else self.rng.sample(self.listed, k)
+            self._sample = list(self.listed) if len(self.listed) <= k else self.rng.sample(self.listed, k)
+            self._sample_set = set(self._sample)
+        key = (now, self.trust.version, directory.accepted_total)
+        if key != self._view_key:
+            self._view_key = key
+            self._view_cache = {}
+        cache, inflight = self._view_cache, self.inflight
         ids = self._sample
-        if self.inflight:
-            extra = [p for p in self.inflight if p != self.peer_id and p not in ids]
+        if inflight:
+            chosen = self._sample_set
+            extra = [p for p in inflight if p not in chosen and p != self.peer_id]
             if extra:
-                ids = [*ids, *extra]
+                ids = ids + extra
         out = []
-        get, score, inflight = self.directory.get, self.trust.score, self.inflight
-        rtt = self.sim.rtt_s
         for pid in ids:
-            advert = get(pid, now)
-            if advert is not None:
-                out.append(WorkerView.from_advert(advert, score(pid, now), rtt(self.idx, pid), inflight.get(pid, 0)))
+            view = cache.get(pid, _MISSING)
+            n_out = inflight.get(pid, 0)
+            if view is _MISSING or (view is not None and view.outstanding != n_out):
+                advert = directory.get(pid, now)
+                view = None if advert is None else WorkerView.from_advert(
+                    advert, self.trust.score(pid, now), self.sim.rtt_s(self.idx, pid), n_out)
+                cache[pid] = view
+            if view is not None:
+                out.append(view)
         return out
 
     def _local_view(self, now: float) -> WorkerView | None:

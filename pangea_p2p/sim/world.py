@@ -98,13 +98,13 @@ class SimConfig:
             raise ValueError("directories: submitters|all; checks: strict|count")
         VerificationPolicy.parse(self.policy)
 
-    def replay_args(self) -> str:
-        """The non-default options as command-line flags."""
+    def replay_args(self, always: tuple[str, ...] = ()) -> str:
+        """The non-default options (and those named in ``always``) as command-line flags."""
         default = SimConfig()
         out = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "seed" or value != getattr(default, f.name):
+            if f.name == "seed" or f.name in always or value != getattr(default, f.name):
                 flag = "--" + f.name.replace("_", "-")
                 if isinstance(value, bool):
                     out.append(flag if value else f"--no-{f.name.replace('_', '-')}")
@@ -122,13 +122,14 @@ class SimResult:
     failed: str = ""  # the safety violation that stopped the run (strict mode)
     scenario: str = "custom"
     trace: list[str] = field(default_factory=list)
+    replay_keys: tuple[str, ...] = ()  # options to spell out even at their default (the scenario sets them)
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.violations
 
     def replay(self) -> str:
-        return f"pangea sim run {self.scenario} {self.config.replay_args()}"
+        return f"pangea sim run {self.scenario} {self.config.replay_args(self.replay_keys)}"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -139,9 +140,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Simulation:
-    def __init__(self, config: SimConfig, scenario: str = "custom") -> None:
+    def __init__(self, config: SimConfig, scenario: str = "custom", replay_keys: tuple[str, ...] = ()) -> None:
         self.config = config
         self.scenario = scenario
+        self.replay_keys = replay_keys
         self.t0 = T0
         self.loop = EventLoop(T0, keep_trace=config.keep_trace)
         self.checker = Checker(self, strict=config.checks == "strict")
@@ -320,7 +322,8 @@ class Simulation:
 
     def rtt_s(self, a: int, peer_id: str) -> float:
         b = self.index.get(peer_id)
-        return 0.005 if b is None else 2.0 * self.net.one_way_s(a, b)
+        net = self.net
+        return 0.005 if b is None else 2.0 * net.latency_s[net.region[a]][net.region[b]]
 
     def send(self, a: int, b: int, msg: wire.Message) -> None:
         data = wire.encode(msg)
@@ -341,7 +344,8 @@ class Simulation:
         if msg is None:
             peer.bad_message(self.peers[a].peer_id)
             return
-        self.loop.trace(f"m {a}>{b} {type(msg).__name__} {msg.ref.task_id if isinstance(msg, wire.Offer) else msg.task_id}")
+        task_id = msg.ref.task_id if isinstance(msg, wire.Offer) else msg.task_id
+        self.loop.trace(f"m {a}>{b} {type(msg).__name__} {task_id}")
         if isinstance(msg, wire.Offer | wire.Cancel | wire.RevealRequest):
             peer.on_issuer_message(a, msg)
         else:
@@ -376,7 +380,8 @@ class Simulation:
     def on_task_update(self, peer: SimPeer, coord: Coordinator, eff: TaskUpdate) -> None:
         if eff.state is TaskState.DONE:
             self.loop.trace(f"done {eff.task_id} by {self.index.get(eff.worker, -1)}")
-            if peer.jobs.get(coord.tasks[eff.task_id].ref.job_id) is not None and not coord.tasks[eff.task_id].ref.parent_task_id:
+            ref = coord.tasks[eff.task_id].ref
+            if peer.jobs.get(ref.job_id) is not None and not ref.parent_task_id:
                 self.useful_fuel += eff.fuel_used
             self.checker.on_accept(peer, coord, eff)
 
@@ -420,7 +425,7 @@ class Simulation:
             failed = str(exc)
         wall = time.perf_counter() - wall
         return SimResult(cfg, self.metrics(wall), self.loop.digest(), list(self.checker.violations), failed,
-                         self.scenario, list(self.loop.records))
+                         self.scenario, list(self.loop.records), self.replay_keys)
 
     def metrics(self, wall_s: float) -> dict[str, Any]:
         jobs = self.all_jobs()
@@ -484,7 +489,8 @@ class Simulation:
             book = self.peers[i].trust
             for peer in book.peers():
                 scores.setdefault(peer, []).append(book.score(peer, now))
-        honest, byz = [], []
+        honest: list[float] = []
+        byz: list[float] = []
         for peer, values in sorted(scores.items()):
             (honest if self.role_of(peer) == "honest" else byz).append(sum(values) / len(values))
         return honest, byz

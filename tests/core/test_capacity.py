@@ -265,10 +265,12 @@ def test_advert_cache_never_stores_a_rejected_advert_and_is_bounded() -> None:
     forged = signed.SerializeToString()
     for _ in range(2):
         assert rejected(CapacityDirectory(cache=cache), forged) == AdvertRejection.BAD_SIGNATURE
-    assert len(cache) == 0 and cache.misses == 2
+    assert len(cache) == 0
+    assert cache.misses == 2
     for seq in range(1, 5):
         cache.decode(advert(seq=seq, issued=T0 + seq))
     assert len(cache) == 2
-    assert cache.peek(advert(seq=4, issued=T0 + 4)) is not None and cache.peek(advert(seq=1, issued=T0 + 1)) is None
+    assert cache.peek(advert(seq=4, issued=T0 + 4)) is not None
+    assert cache.peek(advert(seq=1, issued=T0 + 1)) is None
     with pytest.raises(ConfigError):
         AdvertCache(entries_max=0)
