@@ -230,7 +230,7 @@ class Coordinator:
         wanted = self._replicas_wanted(entry)
         local = self.source.local(now) if self._local_allowed() else None
         req = scheduler.PlaceRequest(
-            ref, self._fuel(ref), workers, local, frozenset(entry.excluded | set(entry.attempts)),
+            ref, self._fuel(ref), workers, local, frozenset(self._busy_with(entry)),
             replicas=wanted, may_split=False,
         )
         placement = scheduler.place(req, self.config.scheduler)
@@ -242,12 +242,17 @@ class Coordinator:
         else:
             self._queue(entry, ref, placement.reason, now)
 
+    def _busy_with(self, entry: TaskEntry) -> set[str]:
+        """Workers that must not get (another replica of) this task: excluded, out with it, or already voted."""
+        done = set(entry.tally.votes) if entry.tally is not None else set()
+        return entry.excluded | set(entry.attempts) | set(entry.candidates) | done
+
     def _queue(self, entry: TaskEntry, ref: TaskRef, why: str, now: float) -> None:
         idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
         local = self.source.local(now) if self.local_allowed and idle else None
         if local is not None and scheduler.ineligible(ref, local, self.config.scheduler) is None:
             # Busy workers free up soon: wait for them a little; run here at once only if none could ever fit.
-            excluded = entry.excluded | set(entry.attempts)
+            excluded = self._busy_with(entry)
             could = any(
                 scheduler.ineligible(ref, w, self.config.scheduler, busy_ok=True) is None
                 for w in self.source.views(now) if w.peer_id not in excluded and w.peer_id not in ref.path
