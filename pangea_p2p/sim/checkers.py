@@ -89,9 +89,10 @@ class Checker:
         """A coordinator accepted ``eff.task_id``: check all three safety properties now."""
         entry = coord.tasks[eff.task_id]
         ref = entry.ref
-        if eff.task_id in self.accepted:
-            self._violate("double_accept", f"task {eff.task_id} accepted twice")
-        self.accepted.add(eff.task_id)
+        key = f"{peer.idx}:{eff.task_id}"  # parts of split replicas share ids across their splitters
+        if key in self.accepted:
+            self._violate("double_accept", f"task {eff.task_id} accepted twice by peer {peer.idx}")
+        self.accepted.add(key)
         if eff.output_cid != self.expected_cid(ref.module_cid, ref.input_cid):
             role = self.sim.role_of(eff.worker)
             self._violate("wrong_result", f"task {eff.task_id} accepted a wrong output from {eff.worker[-8:]} "

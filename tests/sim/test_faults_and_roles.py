@@ -103,3 +103,14 @@ def test_sybils_with_inflated_adverts_capture_whole_votes() -> None:
     _, m = run(byzantine=0.1, role="sybil", checks="count")
     assert m["wrong_accepted"] > 0  # type: ignore[operator]
     assert m["trust_separation"] == 0.0 or math.isnan(m["trust_separation"])  # type: ignore[arg-type]
+
+
+def test_workers_split_big_tasks_and_the_delegation_trees_verify() -> None:
+    # every peer keeps a directory, so a worker that finds a task too big splits it and signs a delegation receipt
+    # over its parts' receipts; the checker verifies every signature of every accepted tree
+    _, m = run(directories="all", depth_max=1, chunks_per_task=8, tasks_per_job=1, fuel_unit=1_000_000, jobs=4,
+               safety_s=600.0, liveness_s=2400.0, policy="hash")
+    assert m["splits"] == 4
+    assert m["jobs_done"] == 4
+    assert m["wrong_accepted"] == 0
+    assert m["bad_signature_accepted"] == 0
