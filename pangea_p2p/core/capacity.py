@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -217,11 +217,56 @@ def _peek_peer_id(data: bytes) -> str:
         return ""
 
 
-class CapacityDirectory:
-    """The newest unexpired advert of every peer (see the module docstring for the rules)."""
+class AdvertCache:
+    """Adverts already decoded and authenticated, keyed by their exact bytes (bounded, least recently used out).
 
-    def __init__(self, config: DirectoryConfig | None = None) -> None:
+    Sound because ``decode_advert`` is a pure function of the bytes: the same bytes verify the same way every
+    time, so a hit skips the protobuf parse and the ed25519 check (rules 1-2 and 6) and nothing else — the
+    directory still applies its own freshness, sequence and source rules (3-5). Only adverts that passed are
+    stored; a rejected advert is checked again each time it comes. One cache may serve several directories
+    (the simulator shares one across thousands of peers); in a node, gossip and directory syncs deliver the
+    same advert several times and each copy costs a dictionary lookup instead of a signature check.
+    """
+
+    def __init__(self, entries_max: int = 4096) -> None:
+        if not 1 <= entries_max <= 10_000_000:
+            raise ConfigError("capacity.advert_cache_entries_max", f"must be in 1..10000000, got {entries_max}")
+        self.entries_max = entries_max
+        self._entries: OrderedDict[bytes, CapacityAdvert] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def decode(self, data: bytes, *, advert_bytes_max: int = 4096) -> CapacityAdvert:
+        """``decode_advert(data)``, from the cache when these bytes verified before (AdvertRejected otherwise)."""
+        advert = self._entries.get(data)
+        if advert is not None and len(data) <= advert_bytes_max:
+            self._entries.move_to_end(data)
+            self.hits += 1
+            return advert
+        self.misses += 1
+        advert = decode_advert(data, advert_bytes_max=advert_bytes_max)
+        self._entries[advert.signed] = advert
+        if len(self._entries) > self.entries_max:
+            self._entries.popitem(last=False)
+        return advert
+
+    def peek(self, data: bytes) -> CapacityAdvert | None:
+        """The cached advert of exactly these bytes, if any (no counting, no reordering)."""
+        return self._entries.get(data)
+
+
+class CapacityDirectory:
+    """The newest unexpired advert of every peer (see the module docstring for the rules).
+
+    ``cache``: an optional ``AdvertCache`` (possibly shared) that saves decoding and verifying the same advert
+    bytes twice."""
+
+    def __init__(self, config: DirectoryConfig | None = None, cache: AdvertCache | None = None) -> None:
         self.config = config or DirectoryConfig()
+        self.cache = cache
         self._adverts: dict[str, CapacityAdvert] = {}
         self._last_issued_at: dict[str, float] = {}
         self._seq_floor: dict[str, tuple[int, float]] = {}  # peer -> (highest seq, forget after)
@@ -235,11 +280,15 @@ class CapacityDirectory:
         author: it is checked the same way, but one we already have (stale or too soon) is not counted as a
         rejection, since receiving it again is expected.
         """
-        listed = self._adverts.get(_peek_peer_id(data))
+        cached = self.cache.peek(data) if self.cache is not None else None
+        listed = self._adverts.get(cached.peer_id if cached is not None else _peek_peer_id(data))
         if listed is not None and listed.signed == data and listed.expires_at > now:
             return listed  # the same advert again (gossip and a sync both delivered it): nothing to do
         try:
-            advert = decode_advert(data, advert_bytes_max=self.config.advert_bytes_max)
+            if self.cache is not None:
+                advert = self.cache.decode(data, advert_bytes_max=self.config.advert_bytes_max)
+            else:
+                advert = decode_advert(data, advert_bytes_max=self.config.advert_bytes_max)
             self._check_fresh(advert, now, source)
         except AdvertRejected as exc:
             if not (copy and exc.reason in {AdvertRejection.STALE_SEQUENCE, AdvertRejection.TOO_FREQUENT}):

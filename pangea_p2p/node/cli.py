@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=512)
     demo.add_argument("--block", type=int, default=64)
     demo.add_argument("--verify", default="spot:1")
+    sim = sub.add_parser("sim", help="network simulations: `pangea sim run|sweep|list ...` (see `pangea sim -h`)",
+                         add_help=False)
+    sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -112,6 +115,10 @@ def _print_answer(command: str, doc: Any, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "sim":  # the simulator and its plotting stack load only when asked for
+        from pangea_p2p.sim.scenarios import main as sim_main
+
+        return sim_main(args.sim_args)
     try:
         if args.command == "node":
             config = node_config_from_args(args)

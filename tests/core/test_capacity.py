@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from pangea_p2p.core.capacity import (
+    AdvertCache,
     AdvertPublisher,
     AdvertRejected,
     AdvertRejection,
@@ -242,3 +243,34 @@ def test_config_validation_names_the_key() -> None:
         AdvertPublisher(ALICE, interval_s=10, ttl_s=5)
     with pytest.raises(ConfigError, match=r"at least 1\.0s"):
         AdvertPublisher(ALICE, interval_s=0.5, ttl_s=5, gap_s_min=1.0)
+
+
+def test_advert_cache_skips_decoding_twice_and_is_shared_by_directories() -> None:
+    cache = AdvertCache(entries_max=2)
+    first, second = CapacityDirectory(cache=cache), CapacityDirectory(cache=cache)
+    data = advert()
+    assert first.offer(data, now=T0).peer_id == ALICE.peer_id
+    assert second.offer(data, now=T0).peer_id == ALICE.peer_id
+    assert (cache.misses, cache.hits) == (1, 1)
+    # the cache only saves the decode: the directory's own rules still apply to a cached advert
+    assert rejected(second, advert(seq=1, issued=T0 - 1), now=T0) == AdvertRejection.STALE_SEQUENCE
+    assert rejected(CapacityDirectory(cache=cache), data, now=T0 + 60) == AdvertRejection.EXPIRED
+    assert rejected(CapacityDirectory(cache=cache), data, source=BOB.peer_id) == AdvertRejection.SOURCE_MISMATCH
+
+
+def test_advert_cache_never_stores_a_rejected_advert_and_is_bounded() -> None:
+    cache = AdvertCache(entries_max=2)
+    signed = capacity_pb2.SignedAdvert.FromString(advert())
+    signed.signature = bytes(64)
+    forged = signed.SerializeToString()
+    for _ in range(2):
+        assert rejected(CapacityDirectory(cache=cache), forged) == AdvertRejection.BAD_SIGNATURE
+    assert len(cache) == 0
+    assert cache.misses == 2
+    for seq in range(1, 5):
+        cache.decode(advert(seq=seq, issued=T0 + seq))
+    assert len(cache) == 2
+    assert cache.peek(advert(seq=4, issued=T0 + 4)) is not None
+    assert cache.peek(advert(seq=1, issued=T0 + 1)) is None
+    with pytest.raises(ConfigError):
+        AdvertCache(entries_max=0)

@@ -264,7 +264,7 @@ class Coordinator:
         wanted = self._replicas_wanted(entry)
         local = self.source.local(now) if self._local_allowed() else None
         req = scheduler.PlaceRequest(
-            ref, self._fuel(ref), workers, local, frozenset(entry.excluded | entry.assigned | set(entry.attempts)),
+            ref, self._fuel(ref), workers, local, frozenset(self._busy_with(entry)),
             replicas=wanted, may_split=False,
         )
         placement = scheduler.place(req, self.config.scheduler)
@@ -278,6 +278,12 @@ class Coordinator:
         else:
             self._queue(entry, ref, placement.reason, now)
 
+    def _busy_with(self, entry: TaskEntry) -> set[str]:
+        """Workers that must not get (another replica of) this task: excluded, given it in this round, out with
+        it, or already voted: never two replicas of a task on one worker."""
+        done = set(entry.tally.votes) if entry.tally is not None else set()
+        return entry.excluded | entry.assigned | set(entry.attempts) | set(entry.candidates) | done
+
     def _queue(self, entry: TaskEntry, ref: TaskRef, why: str, now: float) -> None:
         local = self.source.local(now) if self.local_allowed and self.self_id not in entry.attempts else None
         if local is not None and scheduler.ineligible(ref, local, self.config.scheduler) is None:
@@ -285,7 +291,7 @@ class Coordinator:
             # at once if nothing is under way and no known worker could ever take it, else after a short wait
             # for busy workers to free up. Under checked policies only when nothing else is left to do.
             idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
-            excluded = entry.excluded | entry.assigned | set(entry.attempts)
+            excluded = self._busy_with(entry)
             could = any(
                 scheduler.ineligible(ref, w, self.config.scheduler, busy_ok=True) is None
                 for w in self.source.views(now) if w.peer_id not in excluded and w.peer_id not in ref.path

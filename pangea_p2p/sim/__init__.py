@@ -1,0 +1,16 @@
+"""The deterministic network simulator: the node's core objects on a virtual clock.
+
+One seed fixes everything (topology, latencies, fault schedule, Byzantine roles, every peer's rng), so a run is
+reproducible from ``(seed, options, code version)``. The simulated peers hold the very objects the trio node
+holds (``CapacityDirectory``, ``AdvertPublisher``, ``Coordinator``, ``WorkerService``, ``TrustBook``,
+``ReplayGuard``) and exchange real encoded messages; only the network and the sandbox are modelled.
+
+Modules: ``loop`` (event heap and trace digest), ``network`` (regions, links, faults, gossip and DHT overlay),
+``peer`` (a simulated peer: the node's compute service on a virtual clock, plus Byzantine behaviours),
+``world`` (a whole run: build, workload, fault schedule, phases, metrics), ``checkers`` (invariants),
+``scenarios`` (named experiments, tables, CSV and plots).
+"""
+
+from pangea_p2p.sim.world import SimConfig, SimResult, Simulation, run
+
+__all__ = ["SimConfig", "SimResult", "Simulation", "run"]

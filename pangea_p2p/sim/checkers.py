@@ -1,0 +1,158 @@
+"""Invariants checked while a simulation runs (Jepsen-style checkers over the run's history).
+
+Safety, checked the moment a coordinator accepts a task (a ``TaskUpdate`` to DONE) and asserted after every
+event:
+- ``wrong_result``: the accepted output is the one the modelled guest computes from the task's input;
+- ``no_quorum``: a replicated task was accepted by a tally that reached its quorum and a strict majority of the
+  votes cast, on the accepted output; a spot-checked one passed its spot checks; HASH needs one valid receipt;
+  the submitter's own local run (a fallback it trusts) is exempt and counted;
+- ``bad_signature``: every receipt of the accepted tree carries a valid ed25519 signature by the key inside its
+  signer's peer id — checked here with PyNaCl directly, not through the verifier under test;
+- ``double_accept``: a task is accepted at most once.
+Liveness, after the healing phase (faults off, partitions healed, crashed peers restarted): no job is still
+running — every job that can complete has completed (or failed for a reason the table shows).
+
+In ``strict`` mode the first violation raises ``SafetyViolation`` (the run stops and prints the command that
+replays it); in ``count`` mode violations are counted (an experiment that measures how often an attack wins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import nacl.exceptions
+import nacl.signing
+
+from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
+from pangea_p2p.core.cid import cid_of, parse_cid
+from pangea_p2p.core.identity import public_key_from_peer_id
+from pangea_p2p.core.jobs.model import TaskState, VerificationMode
+from pangea_p2p.core.verify.chain import ReceiptTree
+from pangea_p2p.core.verify.receipts import DOMAIN_TAG
+from pangea_p2p.core.verify.voting import TallyState
+from pangea_p2p.errors import PangeaError
+from pangea_p2p.sim.peer import VERIFY_CONFIG, honest_chunk
+
+if TYPE_CHECKING:
+    from pangea_p2p.core.jobs.coordinator import Coordinator
+    from pangea_p2p.core.jobs.effects import TaskUpdate
+    from pangea_p2p.sim.peer import SimPeer
+    from pangea_p2p.sim.world import Simulation
+
+
+class SafetyViolation(Exception):
+    """An invariant broke; the message names it, the task and the virtual time."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    time_s: float
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] at t={self.time_s:.3f}s: {self.detail}"
+
+
+class Checker:
+    def __init__(self, sim: Simulation, strict: bool) -> None:
+        self.sim = sim
+        self.strict = strict
+        self.violations: list[Violation] = []
+        self.counts: Counter[str] = Counter()
+        self.accepted: set[str] = set()
+        self.local_accepts = 0
+        self.checked_accepts = 0
+        self._expected: dict[tuple[str, str], str] = {}
+
+    def _violate(self, kind: str, detail: str) -> None:
+        v = Violation(self.sim.loop.now - self.sim.t0, kind, detail)
+        self.violations.append(v)
+        self.counts[kind] += 1
+        self.sim.loop.trace(f"violation {kind}")
+        if self.strict:
+            raise SafetyViolation(str(v))
+
+    def expected_cid(self, module_cid: str, input_cid: str) -> str:
+        key = (module_cid, input_cid)
+        cid = self._expected.get(key)
+        if cid is None:
+            chunks = unframe_chunks(self.sim.content[input_cid])
+            cid = cid_of(frame_chunks([honest_chunk(module_cid, c)[0] for c in chunks]))
+            self._expected[key] = cid
+        return cid
+
+    def on_accept(self, peer: SimPeer, coord: Coordinator, eff: TaskUpdate) -> None:
+        """A coordinator accepted ``eff.task_id``: check all three safety properties now."""
+        entry = coord.tasks[eff.task_id]
+        ref = entry.ref
+        key = f"{peer.idx}:{eff.task_id}"  # parts of split replicas share ids across their splitters
+        if key in self.accepted:
+            self._violate("double_accept", f"task {eff.task_id} accepted twice by peer {peer.idx}")
+        self.accepted.add(key)
+        if eff.output_cid != self.expected_cid(ref.module_cid, ref.input_cid):
+            role = self.sim.role_of(eff.worker)
+            self._violate("wrong_result", f"task {eff.task_id} accepted a wrong output from {eff.worker[-8:]} "
+                                          f"({role}) at peer {peer.idx}")
+        if eff.worker == peer.peer_id:
+            self.local_accepts += 1
+        else:
+            self._check_quorum(coord, eff)
+        self._check_signatures(eff)
+
+    def _check_quorum(self, coord: Coordinator, eff: TaskUpdate) -> None:
+        entry = coord.tasks[eff.task_id]
+        mode = coord.policy.mode
+        tally = entry.tally
+        if tally is not None:
+            votes = tally.votes
+            accepted = tally.accepted
+            agree = sum(1 for c in votes.values() if c == accepted)
+            if (tally.state is not TallyState.ACCEPTED or accepted is None or agree < tally.quorum
+                    or 2 * agree <= len(votes) or accepted.output_digest != parse_cid(eff.output_cid)):
+                self._violate("no_quorum", f"task {eff.task_id} accepted with {agree} of {len(votes)} votes "
+                                           f"(quorum {tally.quorum}, tally {tally.state.value})")
+            self.checked_accepts += 1
+        elif mode in (VerificationMode.REPLICAS,) or (mode is VerificationMode.SPOT and coord.policy.spot_checks > 0):
+            if not entry.checked:
+                self._violate("no_quorum", f"task {eff.task_id} accepted unchecked under {coord.policy}")
+        elif mode is VerificationMode.ADAPTIVE and entry.spot_checks > 0 and not entry.checked:
+            self._violate("no_quorum", f"task {eff.task_id} accepted without its {entry.spot_checks} spot checks")
+        elif entry.checked:
+            self.checked_accepts += 1
+        if entry.state is not TaskState.DONE:
+            self._violate("no_quorum", f"task {eff.task_id} reported DONE but is {entry.state.value}")
+
+    def _check_signatures(self, eff: TaskUpdate) -> None:
+        try:
+            tree = ReceiptTree.decode(eff.tree, VERIFY_CONFIG)
+        except PangeaError as exc:
+            self._violate("bad_signature", f"task {eff.task_id}: accepted tree does not decode: {exc}")
+            return
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            r = node.receipt
+            try:
+                key = public_key_from_peer_id(r.signer)
+                if key != r.public_key:
+                    raise ValueError("key is not the signer's")
+                nacl.signing.VerifyKey(key).verify(DOMAIN_TAG + r.body, r.signature)
+            except (nacl.exceptions.BadSignatureError, ValueError, PangeaError) as exc:
+                self._violate("bad_signature", f"task {eff.task_id}: receipt by {r.signer[-8:]} accepted with a "
+                                               f"bad signature ({exc})")
+            stack.extend(node.children)
+
+    def check_liveness(self) -> None:
+        for run in self.sim.all_jobs():
+            if run.coordinator.state.value == "running" and self.sim.peers[self.sim.index[run.coordinator.self_id]].up:
+                progress = run.coordinator.progress()
+                why = "; ".join(f"{t}: {r[-1]}" for t, r in list(run.coordinator.explain().items())[:2] if r)
+                self._violate("liveness", f"job {run.spec.job_id} still running after the healing phase "
+                                          f"({progress}); {why}")
+
+    def digest(self) -> str:
+        return hashlib.sha256("\n".join(map(str, self.violations)).encode()).hexdigest()[:16]

@@ -1,0 +1,527 @@
+"""One simulation run: build the network from the seed, run the workload through a safety phase with faults and
+a liveness phase after healing, check invariants after every event, and report metrics.
+
+Theory of operation
+-------------------
+``Simulation(config)`` derives every random stream from ``config.seed`` (``random.Random(f"{seed}:{name}")``):
+regions and bandwidths, the gossip mesh, roles, peer keys (ed25519 seeds), speeds, job inputs, the fault
+schedule, and each peer's own rng. Nothing reads the wall clock except the reporting of wall time, and no
+module-level ``random`` is used, so ``(seed, config, code)`` fixes the event trace; its digest is in the result.
+
+Phases (TigerBeetle VOPR): *safety*, from 0 to ``safety_s``: jobs arrive, faults happen (partition and heal,
+loss, clogs, crashes, leaves, joins, slow peers, Byzantine roles); *liveness*, ``liveness_s`` more: the
+partition heals, clogs clear, loss stops, crashed peers restart, and every job must finish. The checkers run
+after every event; a failing run's ``replay`` is the command that reproduces it.
+
+Costs at scale: only peers that place work (submitters; all peers with ``directories="all"``) keep a capacity
+directory, and a single ``AdvertCache`` makes each distinct advert's signature be checked once in the whole run.
+Gossip delivery times come from one Dijkstra per directory holder over the mesh, not from per-hop events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from pangea_p2p.core.capacity import AdvertCache, CapacityDirectory, encode_advert
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.jobs import wire
+from pangea_p2p.core.jobs.coordinator import Coordinator
+from pangea_p2p.core.jobs.effects import JobFinished, TaskUpdate
+from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationPolicy
+from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.sim.checkers import Checker, SafetyViolation, Violation
+from pangea_p2p.sim.loop import EventLoop
+from pangea_p2p.sim.network import Faults, Mesh, Network, dht_hops
+from pangea_p2p.sim.peer import ROLES, JobRun, SimPeer
+
+T0 = 1_800_000_000.0  # virtual unix time of the start (receipts and adverts carry absolute times)
+ISSUER_ROLES = ("wrong", "collude", "copy", "liar", "withhold", "forge", "sybil")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Every option of a run; each is a ``--flag`` of ``pangea sim run`` (underscores become dashes)."""
+
+    seed: int = 1
+    peers: int = 200
+    jobs: int = 40
+    tasks_per_job: int = 4
+    chunks_per_task: int = 1
+    chunk_bytes: int = 256
+    fuel_unit: int = 30_000  # fuel per modelled unit; a chunk is 1..65536 units (about 1e9 fuel, 1 s, on average)
+    policy: str = "replicas:3"
+    commit_reveal: bool = True
+    retries_max: int = 3
+    depth_max: int = 0  # how often a task may be split again (splits need directories="all")
+    byzantine: float = 0.0  # fraction of workers (non-submitters) with a Byzantine role
+    role: str = "wrong"  # one of peer.ROLES, or "mix" (the Byzantine roles in turn)
+    submitters: int = 8
+    warmup_s: float = 10.0
+    arrival_s: float = 60.0  # jobs arrive uniformly over [warmup, warmup + arrival]
+    safety_s: float = 200.0
+    liveness_s: float = 200.0
+    loss: float = 0.0
+    jitter: float = 0.1
+    partition: str = "none"  # none | one | majority | islands:K
+    asymmetric: bool = False
+    partition_at_s: float = 30.0
+    partition_for_s: float = 60.0
+    crash: float = 0.0  # fraction of workers that crash during the safety phase (restart after restart_s)
+    leave: float = 0.0  # fraction of workers that leave for good
+    join: float = 0.0  # fraction of workers that join late
+    restart_s: float = 30.0
+    clog: float = 0.0  # fraction of peers clogged one after another during the safety phase
+    clog_s: float = 10.0
+    slow: float = 0.0  # fraction of workers that run slow_factor times slower than they measured
+    slow_factor: float = 10.0
+    mesh_degree: int = 8
+    candidates_max: int = 48
+    directories: str = "submitters"  # submitters | all
+    checks: str = "strict"  # strict | count
+    keep_trace: bool = False
+
+    def __post_init__(self) -> None:
+        if self.peers < self.submitters + 3 or self.submitters < 1:
+            raise ValueError("need at least one submitter and three workers")
+        if self.role not in (*ROLES, "mix"):
+            raise ValueError(f"role {self.role!r}: one of {', '.join(ROLES)}, mix")
+        if not 0.0 <= self.byzantine < 1.0:
+            raise ValueError("byzantine is a fraction in [0, 1)")
+        if self.directories not in ("submitters", "all") or self.checks not in ("strict", "count"):
+            raise ValueError("directories: submitters|all; checks: strict|count")
+        VerificationPolicy.parse(self.policy)
+
+    def replay_args(self, always: tuple[str, ...] = ()) -> str:
+        """The non-default options (and those named in ``always``) as command-line flags."""
+        default = SimConfig()
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "seed" or f.name in always or value != getattr(default, f.name):
+                flag = "--" + f.name.replace("_", "-")
+                if isinstance(value, bool):
+                    out.append(flag if value else f"--no-{f.name.replace('_', '-')}")
+                else:
+                    out.append(f"{flag} {value}")
+        return " ".join(out)
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    metrics: dict[str, Any]
+    digest: str
+    violations: list[Violation]
+    failed: str = ""  # the safety violation that stopped the run (strict mode)
+    scenario: str = "custom"
+    trace: list[str] = field(default_factory=list)
+    replay_keys: tuple[str, ...] = ()  # options to spell out even at their default (the scenario sets them)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.violations
+
+    def replay(self) -> str:
+        return f"pangea sim run {self.scenario} {self.config.replay_args(self.replay_keys)}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100.0 * len(s)) - 1))]
+
+
+class Simulation:
+    def __init__(self, config: SimConfig, scenario: str = "custom", replay_keys: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self.scenario = scenario
+        self.replay_keys = replay_keys
+        self.t0 = T0
+        self.loop = EventLoop(T0, keep_trace=config.keep_trace)
+        self.checker = Checker(self, strict=config.checks == "strict")
+        self.content: dict[str, bytes] = {}  # content-addressed blocks (inputs, outputs): what fetch-by-cid returns
+        self.board: dict[tuple[str, str], tuple[list[bytes], int]] = {}  # answers Byzantine peers share
+        self.msgs = 0
+        self.msg_bytes = 0
+        self.advert_delays: list[float] = []
+        self.adverts_published = 0
+        self.splits = 0
+        self.faults: Counter[str] = Counter()
+        self.job_latencies: list[float] = []
+        self.jobs_state: Counter[str] = Counter()
+        self.useful_fuel = 0
+        self.failed_reasons: Counter[str] = Counter()
+        self.left: set[int] = set()
+        self.joiners: set[int] = set()
+        self._build()
+
+    def rng(self, name: str) -> random.Random:
+        return random.Random(f"{self.config.seed}:{name}")
+
+    # --- building ---------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        cfg = self.config
+        n = cfg.peers
+        self.net = Network(n, self.rng("net"), Faults(loss=cfg.loss, jitter=cfg.jitter, slow_factor=cfg.slow_factor))
+        roles = ["honest"] * n
+        workers = list(range(cfg.submitters, n))
+        role_rng = self.rng("roles")
+        byz = sorted(role_rng.sample(workers, round(cfg.byzantine * len(workers))))
+        for k, i in enumerate(byz):
+            roles[i] = ISSUER_ROLES[k % len(ISSUER_ROLES)] if cfg.role == "mix" else cfg.role
+        slow = set(role_rng.sample(workers, round(cfg.slow * len(workers))))
+        self.cache = AdvertCache(entries_max=max(4096, 4 * n))
+        holders = list(range(n)) if cfg.directories == "all" else list(range(cfg.submitters))
+        speed_rng = self.rng("speeds")
+        self.peers: list[SimPeer] = []
+        for i in range(n):
+            ident = Identity(hashlib.sha256(f"{cfg.seed}:key:{i}".encode()).digest())
+            speed = min(5e9, max(2e8, 1e9 * math.exp(speed_rng.gauss(0.0, 0.5))))
+            slots = speed_rng.choice((1, 2, 2, 4))
+            directory = CapacityDirectory(cache=self.cache) if i in holders or cfg.directories == "all" else None
+            self.peers.append(SimPeer(
+                self, i, ident, roles[i], speed, slots, directory=directory, rng=self.rng(f"peer:{i}"),
+                slow_factor=cfg.slow_factor if i in slow else 1.0,
+            ))
+        self.index = {p.peer_id: i for i, p in enumerate(self.peers)}
+        self.roles = roles
+        self.holders = holders
+        probe = encode_advert(self.peers[0].identity, 1, T0, T0 + 90.0, self.peers[0].capacity())
+        self.mesh = Mesh(self.net, cfg.mesh_degree, self.rng("mesh"), len(probe))
+        self.dist = {h: self.mesh.distances_from(h) for h in holders}
+        self.dht_hops = dht_hops(n)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        cfg, loop = self.config, self.loop
+        fault_rng = self.rng("faults")
+        workers = list(range(cfg.submitters, cfg.peers))
+        joiners = set(fault_rng.sample(workers, round(cfg.join * len(workers))))
+        self.joiners = joiners
+        for i, p in enumerate(self.peers):
+            if i in joiners:
+                loop.at(T0 + fault_rng.uniform(cfg.warmup_s, cfg.safety_s * 0.6), self._join, i)
+                continue
+            p.up = True
+            loop.at(T0 + fault_rng.uniform(0.0, min(5.0, cfg.warmup_s)), p.publish)
+        rest = [w for w in workers if w not in joiners]
+        crashers = fault_rng.sample(rest, round(cfg.crash * len(workers)))
+        leavers = fault_rng.sample([w for w in rest if w not in set(crashers)], round(cfg.leave * len(workers)))
+        for i in crashers:
+            t = fault_rng.uniform(cfg.warmup_s, cfg.safety_s * 0.8)
+            loop.at(T0 + t, self._crash, i)
+            loop.at(T0 + min(t + cfg.restart_s, cfg.safety_s), self._restart, i)
+        for i in leavers:
+            loop.at(T0 + fault_rng.uniform(cfg.warmup_s, cfg.safety_s * 0.8), self._leave, i)
+        clogged = fault_rng.sample(range(cfg.peers), round(cfg.clog * cfg.peers))
+        for k, i in enumerate(clogged):  # swizzle: clog one after another, unclog in another order
+            start = cfg.partition_at_s + k * 0.05
+            loop.at(T0 + start, self._clog, (i, T0 + start + cfg.clog_s * (0.5 + fault_rng.random())))
+        if cfg.partition != "none":
+            loop.at(T0 + cfg.partition_at_s, self._partition)
+            loop.at(T0 + min(cfg.partition_at_s + cfg.partition_for_s, cfg.safety_s), self._heal)
+        job_rng = self.rng("jobs")
+        modules = [cid_of(f"module-{cfg.seed}-{k}".encode()) for k in range(4)]
+        limits = ReceiptLimits(fuel_max=70_000 * cfg.fuel_unit * cfg.chunks_per_task, memory_bytes_max=64 << 20,
+                               wall_time_s=120.0, output_bytes_max=1 << 16)
+        policy = VerificationPolicy.parse(cfg.policy)
+        policy = VerificationPolicy(policy.mode, policy.spot_checks, policy.replicas, cfg.commit_reveal)
+        for j in range(cfg.jobs):
+            chunks = [job_rng.randbytes(cfg.chunk_bytes) for _ in range(cfg.tasks_per_job * cfg.chunks_per_task)]
+            spec = JobSpec(
+                job_id=f"job{j}", module_cid=modules[j % len(modules)], chunk_cids=tuple(cid_of(c) for c in chunks),
+                chunk_sizes=tuple(len(c) for c in chunks), limits=limits, chunks_per_task=cfg.chunks_per_task,
+                verification=policy, retries_max=cfg.retries_max, depth_max=cfg.depth_max,
+                fuel_per_chunk_estimate=32768 * cfg.fuel_unit,
+            )
+            submitter = j % cfg.submitters
+            at = T0 + cfg.warmup_s + job_rng.uniform(0.0, cfg.arrival_s)
+            loop.at(at, self._submit, (submitter, spec, chunks))
+
+    # --- events ----------------------------------------------------------------------------------------------
+
+    def _submit(self, arg: tuple[int, JobSpec, list[bytes]]) -> None:
+        i, spec, chunks = arg
+        for c in chunks:
+            self.content[cid_of(c)] = c
+        self.peers[i].submit(spec, chunks)
+
+    def _join(self, i: int) -> None:
+        self.faults["joins"] += 1
+        self.loop.trace(f"join {i}")
+        self.peers[i].up = True
+        self.peers[i].publish()
+
+    def _crash(self, i: int) -> None:
+        p = self.peers[i]
+        if not p.up:
+            return
+        self.faults["crashes"] += 1
+        self.loop.trace(f"crash {i}")
+        self._break_streams(i, p.crash(), "connection reset: the worker crashed")
+
+    def _leave(self, i: int) -> None:
+        p = self.peers[i]
+        if not p.up:
+            return
+        self.faults["leaves"] += 1
+        self.left.add(i)
+        self.loop.trace(f"leave {i}")
+        self._break_streams(i, p.crash(), "the worker left")
+
+    def _break_streams(self, i: int, issuers: list[int], reason: str) -> None:
+        for s in issuers:  # each issuer's stream resets, seen one round trip later
+            if self.reachable(i, s):
+                self.loop.after(2 * self.net.one_way_s(i, s), self._session_broken, (s, i, reason))
+
+    def _session_broken(self, arg: tuple[int, int, str]) -> None:
+        s, i, reason = arg
+        self.peers[s].session_broken(i, reason)
+
+    def _restart(self, i: int) -> None:
+        p = self.peers[i]
+        if p.up or i in self.left:
+            return
+        self.faults["restarts"] += 1
+        self.loop.trace(f"restart {i}")
+        p.up = True
+        p.publish()
+
+    def _clog(self, arg: tuple[int, float]) -> None:
+        i, until = arg
+        self.faults["clogs"] += 1
+        self.net.clogged_until[i] = until
+        self.loop.trace(f"clog {i}")
+
+    def _partition(self, _: object = None) -> None:
+        cfg = self.config
+        isolate = 0 if cfg.partition == "one" else None  # isolating a submitter is what shows
+        text = self.net.partition(cfg.partition, self.rng("partition"), cfg.asymmetric, isolate)
+        self.faults["partitions"] += 1
+        self.loop.trace(text)
+
+    def _heal(self, _: object = None) -> None:
+        if self.net.side is not None:
+            self.faults["heals"] += 1
+            self.loop.trace("heal")
+        self.net.heal()
+
+    # --- network ------------------------------------------------------------------------------------------------
+
+    def reachable(self, a: int, b: int) -> bool:
+        return self.peers[b].up and not self.net.blocked(a, b)
+
+    def rtt_s(self, a: int, peer_id: str) -> float:
+        b = self.index.get(peer_id)
+        net = self.net
+        return 0.005 if b is None else 2.0 * net.latency_s[net.region[a]][net.region[b]]
+
+    def send(self, a: int, b: int, msg: wire.Message) -> None:
+        data = wire.encode(msg)
+        self.msgs += 1
+        self.msg_bytes += len(data)
+        if not self.reachable(a, b):
+            self.net.dropped += 1
+            return
+        self.loop.after(self.net.delay_s(a, b, len(data) + 64, self.loop.now), self._deliver, (a, b, data))
+
+    def _deliver(self, arg: tuple[int, int, bytes]) -> None:
+        a, b, data = arg
+        peer = self.peers[b]
+        if not peer.up:
+            self.net.dropped += 1
+            return
+        msg = peer.decode_message(data)
+        if msg is None:
+            peer.bad_message(self.peers[a].peer_id)
+            return
+        task_id = msg.ref.task_id if isinstance(msg, wire.Offer) else msg.task_id
+        self.loop.trace(f"m {a}>{b} {type(msg).__name__} {task_id}")
+        if isinstance(msg, wire.Offer | wire.Cancel | wire.RevealRequest):
+            peer.on_issuer_message(a, msg)
+        else:
+            peer.on_worker_message(a, msg)
+
+    def gossip(self, src: int, data: bytes) -> None:
+        """Deliver an advert over the mesh to every directory holder on the publisher's side."""
+        self.adverts_published += 1
+        source = self.peers[src].peer_id
+        jitter = self.net.rng
+        for h in self.holders:
+            if h == src or self.net.blocked(src, h):
+                continue
+            d = self.dist[h][src]
+            if d == math.inf:
+                continue
+            d *= 1.0 + 0.05 * jitter.random()
+            self.advert_delays.append(d)
+            self.loop.after(d, self._deliver_advert, (h, data, source))
+
+    def _deliver_advert(self, arg: tuple[int, bytes, str]) -> None:
+        h, data, source = arg
+        self.peers[h].on_advert(data, source)
+
+    def put(self, data: bytes) -> str:
+        cid = cid_of(data)
+        self.content[cid] = data
+        return cid
+
+    # --- hooks from peers ---------------------------------------------------------------------------------------
+
+    def on_task_update(self, peer: SimPeer, coord: Coordinator, eff: TaskUpdate) -> None:
+        if eff.state is TaskState.DONE:
+            self.loop.trace(f"done {eff.task_id} by {self.index.get(eff.worker, -1)}")
+            ref = coord.tasks[eff.task_id].ref
+            if peer.jobs.get(ref.job_id) is not None and not ref.parent_task_id:
+                self.useful_fuel += eff.fuel_used
+            self.checker.on_accept(peer, coord, eff)
+
+    def on_job_finished(self, peer: SimPeer, run: JobRun, eff: JobFinished) -> None:
+        self.loop.trace(f"job {run.spec.job_id} {eff.state.value}")
+        self.jobs_state[eff.state.value] += 1
+        if eff.state is JobState.DONE:
+            self.job_latencies.append(self.loop.now - run.created_s)
+        else:
+            self.failed_reasons[_reason_class(eff.reason)] += 1
+
+    def role_of(self, peer_id: str) -> str:
+        i = self.index.get(peer_id)
+        return "unknown" if i is None else self.roles[i]
+
+    def all_jobs(self) -> list[JobRun]:
+        return [r for p in self.peers for r in p.jobs.values()]
+
+    # --- running ---------------------------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        if self.checker.strict and self.checker.violations:
+            raise SafetyViolation(str(self.checker.violations[0]))
+
+    def run(self) -> SimResult:
+        cfg = self.config
+        wall = time.perf_counter()
+        failed = ""
+        try:
+            self.loop.run_until(T0 + cfg.safety_s, self._step)
+            self._heal()
+            self.net.clogged_until.clear()
+            self.net.faults.loss = 0.0
+            for i, p in enumerate(self.peers):
+                if not p.up and i not in self.left and i not in self.joiners:
+                    self._restart(i)
+            self.loop.trace("liveness phase")
+            self.loop.run_until(T0 + cfg.safety_s + cfg.liveness_s, self._step)
+            self.checker.check_liveness()
+        except SafetyViolation as exc:
+            failed = str(exc)
+        wall = time.perf_counter() - wall
+        return SimResult(cfg, self.metrics(wall), self.loop.digest(), list(self.checker.violations), failed,
+                         self.scenario, list(self.loop.records), self.replay_keys)
+
+    def metrics(self, wall_s: float) -> dict[str, Any]:
+        jobs = self.all_jobs()
+        honest, byz = self._trust_scores()
+        executed = sum(p.stats.executed_fuel for p in self.peers)
+        stats: Counter[str] = Counter()
+        for p in self.peers:
+            for k, v in asdict(p.stats).items():
+                stats[k] += v
+        advert_rejections: Counter[str] = Counter()
+        for p in self.peers:
+            if p.directory is not None:
+                for reason, count in p.directory.rejections.items():
+                    advert_rejections[str(reason)] += count
+        return {
+            "jobs": len(jobs),
+            "jobs_done": self.jobs_state["done"],
+            "jobs_failed": self.jobs_state["failed"],
+            "jobs_running": sum(1 for r in jobs if r.coordinator.state is JobState.RUNNING),
+            "tasks_accepted": len(self.checker.accepted),
+            "wrong_accepted": self.checker.counts["wrong_result"],
+            "no_quorum": self.checker.counts["no_quorum"],
+            "bad_signature_accepted": self.checker.counts["bad_signature"],
+            "liveness_violations": self.checker.counts["liveness"],
+            "local_fallbacks": self.checker.local_accepts,
+            "wasted_work": 1.0 - self.useful_fuel / executed if executed else 0.0,
+            "latency_p50_s": percentile(self.job_latencies, 50),
+            "latency_p90_s": percentile(self.job_latencies, 90),
+            "latency_p99_s": percentile(self.job_latencies, 99),
+            "advert_p50_s": percentile(self.advert_delays, 50),
+            "advert_p99_s": percentile(self.advert_delays, 99),
+            "adverts_published": self.adverts_published,
+            "advert_deliveries": len(self.advert_delays),
+            "advert_cache_hits": self.cache.hits,
+            "advert_verifications": self.cache.misses,
+            "advert_rejections": dict(advert_rejections),
+            "trust_honest": sum(honest) / len(honest) if honest else math.nan,
+            "trust_byzantine": sum(byz) / len(byz) if byz else math.nan,
+            "trust_separation": _auc(honest, byz),
+            "messages": self.msgs,
+            "message_bytes": self.msg_bytes,
+            "dropped": self.net.dropped,
+            "retransmits": self.net.retransmits,
+            "clogged_messages": self.net.clogged,
+            "splits": self.splits,
+            "dht_hops": self.dht_hops,
+            "faults": dict(self.faults),
+            "failed_reasons": dict(self.failed_reasons),
+            "worker_stats": dict(stats),
+            "events": self.loop.events,
+            "wall_s": wall_s,
+            "events_per_s": self.loop.events / wall_s if wall_s > 0 else math.nan,
+            "virtual_s": self.loop.now - T0,
+        }
+
+    def _trust_scores(self) -> tuple[list[float], list[float]]:
+        """Each worker's mean score over the submitters that dealt with it, split honest / Byzantine."""
+        now = self.loop.now
+        scores: dict[str, list[float]] = {}
+        for i in range(self.config.submitters):
+            book = self.peers[i].trust
+            for peer in book.peers():
+                scores.setdefault(peer, []).append(book.score(peer, now))
+        honest: list[float] = []
+        byz: list[float] = []
+        for peer, values in sorted(scores.items()):
+            (honest if self.role_of(peer) == "honest" else byz).append(sum(values) / len(values))
+        return honest, byz
+
+
+def _auc(honest: list[float], byz: list[float]) -> float:
+    """P(a random honest worker scores above a random Byzantine one), ties count half; nan without both."""
+    if not honest or not byz:
+        return math.nan
+    allv = sorted([(v, 0) for v in honest] + [(v, 1) for v in byz])
+    wins = 0.0
+    i = 0
+    byz_below = 0
+    while i < len(allv):
+        j = i
+        while j < len(allv) and allv[j][0] == allv[i][0]:
+            j += 1
+        h = sum(1 for k in range(i, j) if allv[k][1] == 0)
+        b = (j - i) - h
+        wins += h * (byz_below + 0.5 * b)
+        byz_below += b
+        i = j
+    return wins / (len(honest) * len(byz))
+
+
+def _reason_class(reason: str) -> str:
+    for key in ("disagree", "queue timeout", "gave up", "deterministic"):
+        if key in reason:
+            return key
+    return reason[:40]
+
+
+def run(config: SimConfig, scenario: str = "custom") -> SimResult:
+    return Simulation(config, scenario).run()
