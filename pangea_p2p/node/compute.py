@@ -21,6 +21,7 @@ import hashlib
 import math
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -149,6 +150,21 @@ class ComputeService:
     def self_id(self) -> str:
         return self.peer.peer_id
 
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the service's nursery. Every such task handles one peer's message or one
+        effect; a bug it hits (anything but cancellation) is logged with its traceback and the peer keeps
+        running: a task left without an answer times out at its issuer like any lost one."""
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception as exc:
+                frames = traceback.format_exception(exc)[-3:]
+                log.error("compute.task_crashed", task=getattr(fn, "__name__", repr(fn)), error=repr(exc),
+                          trace=" | ".join(line.strip().replace("\n", " ") for line in frames))
+
+        self.nursery.start_soon(guarded)
+
     # --- worker views for the scheduler ------------------------------------------------------------------
 
     def _views(self, now: float) -> list[WorkerView]:
@@ -189,7 +205,7 @@ class ComputeService:
         for rec in (restored or {}).values():
             if rec.state is TaskState.DONE and self.blocks.has(rec.output_cid):
                 coord.restore(rec.task_id, rec.output_cid, rec.tree, rec.fuel_used, rec.worker)
-        self.nursery.start_soon(self._provide, spec.module_cid)
+        self._spawn(self._provide, spec.module_cid)
         self._apply(coord, coord.start(now))
         return run
 
@@ -252,15 +268,15 @@ class ComputeService:
         for eff in effects:
             if isinstance(eff, Dispatch):
                 self.owner[eff.task.task_id] = coord
-                self.nursery.start_soon(self._dispatch, coord, eff)
+                self._spawn(self._dispatch, coord, eff)
             elif isinstance(eff, RunLocal):
-                self.nursery.start_soon(self._run_local, coord, eff.task)
+                self._spawn(self._run_local, coord, eff.task)
             elif isinstance(eff, RequestReveal):
-                self.nursery.start_soon(self._send_to, eff.worker, wire.RevealRequest(eff.task_id))
+                self._spawn(self._send_to, eff.worker, wire.RevealRequest(eff.task_id))
             elif isinstance(eff, CancelAttempt):
-                self.nursery.start_soon(self._send_to, eff.worker, wire.Cancel(eff.task_id))
+                self._spawn(self._send_to, eff.worker, wire.Cancel(eff.task_id))
             elif isinstance(eff, SpotCheck):
-                self.nursery.start_soon(self._spot_check, coord, eff)
+                self._spawn(self._spot_check, coord, eff)
             elif isinstance(eff, TaskUpdate):
                 self._task_update(coord, eff)
             elif isinstance(eff, JobFinished):
@@ -288,7 +304,7 @@ class ComputeService:
             return
         split = next((s for s in self.splits.values() if s.coordinator is coord), None)
         if split is not None:
-            self.nursery.start_soon(self._finish_split, split, eff)
+            self._spawn(self._finish_split, split, eff)
 
     def _run_of(self, coord: Coordinator) -> JobRun | None:
         return next((r for r in self.jobs.values() if r.coordinator is coord), None)
@@ -329,7 +345,7 @@ class ComputeService:
             return session
         session = Session(peer, stream)
         self.sessions[worker] = session
-        self.nursery.start_soon(self._read_session, session)
+        self._spawn(self._read_session, session)
         return session
 
     async def _dispatch(self, coord: Coordinator, eff: Dispatch) -> None:
@@ -396,7 +412,7 @@ class ComputeService:
             self._apply(coord, coord.on_commitment(msg.task_id, worker, msg.digest, now))
         elif isinstance(msg, wire.Result):
             session.tasks.discard(msg.task_id)
-            self.nursery.start_soon(self._on_result, coord, worker, session, msg)
+            self._spawn(self._on_result, coord, worker, session, msg)
 
     async def _on_result(self, coord: Coordinator, worker: str, session: Session, msg: wire.Result) -> None:
         output = msg.output_inline
@@ -514,12 +530,12 @@ class ComputeService:
             ref = msg.ref
             admission = self.worker.admit(ref, str(sender), self._views(time.time()), time.time())
             if admission.verdict is Verdict.REJECT:
-                self.nursery.start_soon(reply, wire.Rejected(ref.task_id, admission.reason))
+                self._spawn(reply, wire.Rejected(ref.task_id, admission.reason))
                 return
             inc = Incoming(ref, sender, reply)
             self.incoming[ref.task_id] = inc
             mine.add(ref.task_id)
-            self.nursery.start_soon(self._serve_task, inc, msg.input_inline, admission.verdict, admission.parts)
+            self._spawn(self._serve_task, inc, msg.input_inline, admission.verdict, admission.parts)
             return
         known = self.incoming.get(msg.task_id)
         if known is None or known.sender != sender:
@@ -547,11 +563,17 @@ class ComputeService:
                 tree, output = await self._execute(ref, framed, [inc.sender])
                 self.worker.release(ref.task_id)  # the slot is free; a reveal may still be awaited below
                 await self._answer(inc, tree, output)
-        except PangeaError as exc:
-            log.info("task.gave_up", task=ref.task_id, error=str(exc))
+        except Exception as exc:  # a bad input, a vanished issuer, or a bug here: the issuer hears it at once
+            if isinstance(exc, PangeaError):
+                log.info("task.gave_up", task=ref.task_id, error=str(exc))
+                why = f"gave up: {exc}"
+            else:
+                log.error("task.internal_error", task=ref.task_id, error=repr(exc),
+                          trace=" | ".join(x.strip().replace("\n", " ") for x in traceback.format_exception(exc)[-3:]))
+                why = f"internal error on this worker: {type(exc).__name__}"
             # contextlib.suppress: the issuer is gone; its deadline handles the task
             with trio.CancelScope(shield=True), trio.move_on_after(5), contextlib.suppress(PangeaError):
-                await inc.reply(wire.Rejected(ref.task_id, f"gave up: {exc}"[:256]))
+                await inc.reply(wire.Rejected(ref.task_id, why[:256]))
         finally:
             if ref.task_id not in self.splits:
                 self.incoming.pop(ref.task_id, None)

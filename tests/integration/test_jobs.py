@@ -194,3 +194,32 @@ async def test_a_vote_that_lacks_workers_is_settled_by_the_submitters_own_run(tm
         assert record is not None
         assert record.valid >= 1
         assert record.invalid == 0, reasons
+
+
+async def test_a_bug_on_a_worker_is_reported_to_the_issuer_and_both_keep_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_network(3, tmp_path, SETTINGS) as peers:
+        await network_ready(peers)
+        broken = compute_of(peers[1])
+
+        async def explode(*_: Any, **__: Any) -> tuple[bytes, bytes]:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(broken, "_execute", explode)
+        chunks = [f"bug {i}".encode() for i in range(4)]
+        run = submit(peers[0], chunks, verification=VerificationPolicy.parse("spot:1"))
+        await finished(run, 60)
+        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
+        assert peers[1].peer_id not in run.workers
+        reasons = [r for e in run.coordinator.tasks.values() for r in e.reasons]
+        # both workers had free slots, so the broken one was offered tasks; it said why it could not do them
+        assert any(r.startswith(f"sent to {peers[1].peer_id}") for r in reasons), reasons
+        assert any("internal error on this worker: RuntimeError" in r for r in reasons), reasons
+        assert any("task.internal_error" in rec.getMessage() for rec in caplog.records)
+        # the broken worker's peer is still up: it still serves blocks and answers offers (with a refusal)
+        monkeypatch.undo()
+        run2 = submit(peers[0], [b"after"], verification=VerificationPolicy.parse("spot:1"))
+        await finished(run2, 60)
+        assert run2.coordinator.state is JobState.DONE
