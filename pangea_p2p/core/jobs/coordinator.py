@@ -103,6 +103,38 @@ class WorkerSource:
     local: Callable[[float], scheduler.WorkerView | None]
 
 
+class Reachability:
+    """Workers that could not be reached lately, each until its cool-down ends. One per peer, shared by its
+    coordinators (like ``inflight``): a worker one job could not dial is not offered another job's tasks either
+    until the cool-down is over, or until it is heard from (any answer marks it reachable again). Bounded:
+    expired entries are dropped, and at most ``entries_max`` are kept (the soonest to expire go first)."""
+
+    def __init__(self, entries_max: int = 4096) -> None:
+        self.entries_max = entries_max
+        self._until: dict[str, float] = {}
+
+    def mark_unreachable(self, worker: str, until_s: float) -> None:
+        self._until[worker] = max(until_s, self._until.get(worker, until_s))
+        if len(self._until) > self.entries_max:
+            for w, _ in sorted(self._until.items(), key=lambda kv: (kv[1], kv[0]))[: len(self._until) // 4]:
+                del self._until[w]
+
+    def mark_reachable(self, worker: str) -> None:
+        self._until.pop(worker, None)
+
+    def cooling(self, now: float) -> frozenset[str]:
+        """The workers still in their cool-down at ``now`` (expired ones are forgotten)."""
+        if not self._until:
+            return frozenset()
+        expired = [w for w, t in self._until.items() if t <= now]
+        for w in expired:
+            del self._until[w]
+        return frozenset(self._until)
+
+    def next_expiry(self, now: float) -> float | None:
+        return min((t for t in self._until.values() if t > now), default=None)
+
+
 @dataclass
 class Attempt:
     worker: str
@@ -135,7 +167,8 @@ class TaskEntry:
     attempts: dict[str, Attempt] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)
     assigned: set[str] = field(default_factory=set)  # workers given the task in this round (the tally's voters)
-    failures: int = 0
+    failures: int = 0  # worker faults: timeouts, crashes, wrong or unverifiable answers (bounded by retries_max)
+    unreachable: int = 0  # workers that could not be reached (bounded by unreachable_max, not retries_max)
     escalations: int = 0
     not_before_s: float = 0.0
     queued_since_s: float | None = None
@@ -158,6 +191,8 @@ class CoordinatorConfig:
     scheduler: scheduler.SchedulerConfig = field(default_factory=scheduler.SchedulerConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     timeout_factor: float = 3.0  # an attempt may take this many times its expected duration, plus the grace
+    unreachable_max: int = 16  # a task fails after this many unreachable workers (a partition that never heals)
+    unreachable_cooldown_s: float = 20.0  # a worker that could not be reached gets no task for this long
 
 
 class Coordinator:
@@ -181,6 +216,7 @@ class Coordinator:
         config: CoordinatorConfig | None = None,
         local_allowed: bool = True,
         inflight: dict[str, int] | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self.self_id = self_id
         self.policy = policy
@@ -195,6 +231,7 @@ class Coordinator:
         self.config = config or CoordinatorConfig()
         self.local_allowed = local_allowed  # False for the parts of a split task: its delegator must not sign a leaf
         self.inflight = inflight if inflight is not None else {}
+        self.reachability = reachability if reachability is not None else Reachability()
         self.replication = ReplicationPolicy(trust)
         self.tasks: dict[str, TaskEntry] = {t.task_id: TaskEntry(t, limits=t.limits) for t in tasks}
         self.state = JobState.RUNNING
@@ -238,6 +275,9 @@ class Coordinator:
             if e.queued_since_s is not None:  # waiting for a worker: the local fallback, then the queue timeout
                 if e.fallback_at_s is not None:
                     times.append(e.fallback_at_s)
+                expiry = self.reachability.next_expiry(now)  # or a worker's cool-down ends
+                if expiry is not None:
+                    times.append(expiry)
                 if not e.attempts:
                     times.append(e.queued_since_s + self.queue_timeout_s)
             elif e.state is TaskState.PENDING or self._replicas_missing(e) > 0:
@@ -263,9 +303,11 @@ class Coordinator:
         ref = self._ref(entry)
         wanted = self._replicas_wanted(entry)
         local = self.source.local(now) if self._local_allowed() else None
+        # Replicas of a vote (also a single top-up) are independent random draws, not the best-ranked workers:
+        # a party that lies about its speed must not get every replica of a task (see scheduler.py).
         req = scheduler.PlaceRequest(
-            ref, self._fuel(ref), workers, local, frozenset(self._busy_with(entry)),
-            replicas=wanted, may_split=False,
+            ref, self._fuel(ref), workers, local, frozenset(self._busy_with(entry)) | self.reachability.cooling(now),
+            replicas=wanted, may_split=False, rng=self.rng if entry.tally is not None else None,
         )
         placement = scheduler.place(req, self.config.scheduler)
         if placement.kind == "delegate":
@@ -372,6 +414,7 @@ class Coordinator:
     # --- answers to effects -----------------------------------------------------------------------------
 
     def on_accepted(self, task_id: str, worker: str, now: float) -> list[Effect]:
+        self._heard_from(worker)
         entry = self.tasks.get(task_id)
         attempt = entry.attempts.get(worker) if entry else None
         if attempt is not None:
@@ -380,6 +423,7 @@ class Coordinator:
 
     def on_rejected(self, task_id: str, worker: str, reason: str, now: float) -> list[Effect]:
         """The worker declined the offer (full, limits, depth): try elsewhere, not a fault, no penalty."""
+        self._heard_from(worker)
         entry = self.tasks.get(task_id)
         attempt = self._end_attempt(entry, worker) if entry is not None else None
         if entry is None or attempt is None:
@@ -394,12 +438,38 @@ class Coordinator:
         return self.drain()
 
     def on_transport_error(self, task_id: str, worker: str, reason: str, now: float) -> list[Effect]:
-        """The worker could not be reached or the stream broke."""
+        """The worker could not be reached or the stream broke: not a fault of the worker (a partition, a
+        crash), so it costs no retry and no trust; the worker cools down for every task, and the replica is
+        placed again (a committed replica that can no longer reveal is a no-show of its vote)."""
         entry = self.tasks.get(task_id)
-        if entry is None or self._end_attempt(entry, worker) is None:
+        attempt = self._end_attempt(entry, worker) if entry is not None else None
+        if entry is None or attempt is None:
             return self.drain()
-        self._attempt_failed(entry, worker, f"{worker} unreachable: {reason}", now, penalise=False)
+        self._unreachable(entry, worker, attempt, f"{worker} unreachable: {reason}", now)
         return self.drain()
+
+    def _unreachable(self, entry: TaskEntry, worker: str, attempt: Attempt, why: str, now: float) -> None:
+        """``worker`` could not be reached (its attempt has ended): cool it down, place the replica again."""
+        self.reachability.mark_unreachable(worker, now + self.config.unreachable_cooldown_s)
+        self._note(entry, why)
+        entry.unreachable += 1
+        if entry.unreachable > self.config.unreachable_max:
+            self._fail(entry, f"gave up after {entry.unreachable} unreachable workers "
+                              f"(unreachable_max {self.config.unreachable_max})", now)
+            return
+        if attempt.committed and entry.tally is not None:
+            with contextlib.suppress(VerificationError):
+                self._on_decision(entry, entry.tally.add_no_show(worker), now)
+        else:
+            entry.assigned.discard(worker)  # it never answered: the replica is placed again
+        # back off before placing it again even while other replicas are out (a partition would otherwise use
+        # up the budget one dial timeout after another)
+        backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** (entry.unreachable - 1)) * (0.5 + self.rng.random())
+        entry.not_before_s = max(entry.not_before_s, now + backoff)
+        self._after_attempt(entry, now)
+
+    def _heard_from(self, worker: str) -> None:
+        self.reachability.mark_reachable(worker)
 
     def on_peer_gone(self, worker: str, now: float) -> list[Effect]:
         """``worker`` left (its advert expired or its connection dropped): reassign what it had."""
@@ -410,6 +480,7 @@ class Coordinator:
         return self.drain()
 
     def on_commitment(self, task_id: str, worker: str, digest: bytes, now: float) -> list[Effect]:
+        self._heard_from(worker)
         entry = self.tasks.get(task_id)
         attempt = entry.attempts.get(worker) if entry is not None else None
         if entry is None or attempt is None or attempt.round is None:
@@ -461,6 +532,7 @@ class Coordinator:
         self, task_id: str, worker: str, tree_bytes: bytes, output: bytes, now: float, nonce: bytes = b""
     ) -> list[Effect]:
         """A result: ``tree_bytes`` is the encoded receipt tree, ``output`` the framed output chunks."""
+        self._heard_from(worker)
         entry = self.tasks.get(task_id)
         if entry is None or entry.state.final:
             return self.drain()
@@ -757,8 +829,9 @@ class Coordinator:
         if entry.state.final:
             return
         if not entry.attempts and not entry.candidates:
-            backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, entry.failures - 1)) * (0.5 + self.rng.random())
-            entry.state, entry.not_before_s = TaskState.PENDING, now + (backoff if entry.failures else 0.0)
+            misses = entry.failures + entry.unreachable
+            backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, misses - 1)) * (0.5 + self.rng.random())
+            entry.state, entry.not_before_s = TaskState.PENDING, now + (backoff if misses else 0.0)
             self._update(entry)
         self._maybe_open_reveals(entry, now)
         self._place_pending(now)
@@ -770,8 +843,11 @@ class Coordinator:
                     continue
                 if not attempt.local:
                     self._effects.append(CancelAttempt(entry.ref.task_id, worker))
-                phase = "running" if attempt.accepted else "answering the offer"
-                self._attempt_failed(entry, worker, f"{worker} timed out {phase}", now, penalise=False, timeout=True)
+                if not attempt.accepted and not attempt.local:  # never answered the offer: as if unreachable
+                    self.trust.record(worker, Outcome.TIMEOUT, now)
+                    self._unreachable(entry, worker, attempt, f"{worker} timed out answering the offer", now)
+                    continue
+                self._attempt_failed(entry, worker, f"{worker} timed out running", now, penalise=False, timeout=True)
 
     def _reset(self, entry: TaskEntry, now: float) -> None:
         for worker in list(entry.attempts):
