@@ -16,8 +16,18 @@ Per task:
     any --cancel--> CANCELLED
 An *attempt* is one worker working on one task under one set of limits; it is out from its Dispatch until
 its result, failure, rejection, transport error or deadline. Replicas of a task are attempts with distinct
-workers at the same time (never two on one worker). A worker that failed, timed out or lied on a task is
-excluded from it. A deterministic OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED (agreed on by the quorum) raises that
+workers at the same time (never two on one worker), each drawn at random among the eligible workers
+(``PlaceRequest.rng``, see scheduler.py), so that a party with many identities and inflated adverts cannot
+fill a vote. A worker that failed, timed out or lied on a task is excluded from it.
+
+Worker faults and unreachable workers are counted apart. A fault (an accepted attempt that timed out, a
+signed crash, a result that fails verification or is outvoted, a departure) counts toward ``retries_max``.
+An unreachable worker (``on_transport_error``, or an offer with no answer by its deadline) is a partition or
+a crash, not a fault: it counts toward ``unreachable_max`` instead, backs off (also while other replicas are
+out), and goes into the peer's shared ``Reachability`` for ``unreachable_cooldown_s``, during which none of
+its coordinators offers it a task (any answer from it ends the cool-down). Its replica is placed again (a
+no-show of the vote only if it had committed). So a partition delays tasks instead of failing them, and the
+loop stays bounded. A deterministic OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED (agreed on by the quorum) raises that
 limit by ``escalation_factor`` and starts over, ``escalations_max`` times (the same workers may run it again:
 the replay guard remembers one receipt per task, worker *and limits*). When no worker fits, the task queues
 (under HASH this peer runs it itself if it fits) and fails after ``queue_timeout_s``.
@@ -39,7 +49,8 @@ A committed replica does not time out while it waits for its round; its reveal t
 Replicas placed after a round opened its reveals (an escalation, a late top-up) start a new round.
 
 Invariants: a task is DONE at most once and never changes afterwards; the number of attempts out per task is
-at most its replica count; retries per task at most ``retries_max`` (then FAILED with the reason chain);
+at most its replica count; worker faults per task at most ``retries_max`` and unreachable workers at most
+``unreachable_max`` (then FAILED with the reason chain);
 every effect that expects an answer is correlated by (task_id, worker); the reason chain of a task is
 bounded (``REASONS_MAX``).
 """
