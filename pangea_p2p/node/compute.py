@@ -34,7 +34,7 @@ from libp2p.peer.id import ID
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs import wire
-from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, WorkerSource
+from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, Reachability, WorkerSource
 from pangea_p2p.core.jobs.effects import (
     CancelAttempt,
     Dispatch,
@@ -137,6 +137,7 @@ class ComputeService:
         self.guard = ReplayGuard(CoordinatorConfig().verify)
         self.rng = random.SystemRandom()
         self.inflight: dict[str, int] = {}
+        self.reachability = Reachability()
         self.jobs: dict[str, JobRun] = {}
         self.splits: dict[str, SplitRun] = {}
         self.owner: dict[str, Coordinator] = {}  # task id -> the coordinator waiting for its answers
@@ -214,7 +215,7 @@ class ComputeService:
             self.self_id, tasks, policy, retries_max=spec.retries_max, escalations_max=spec.escalations_max,
             escalation_factor=spec.escalation_factor, queue_timeout_s=spec.queue_timeout_s, trust=self.trust,
             guard=self.guard, source=self.source, rng=random.Random(self.rng.getrandbits(64)), now=now,
-            inflight=self.inflight,
+            inflight=self.inflight, reachability=self.reachability,
         )
 
     def _task_ref(self, spec: JobSpec, index: int) -> TaskRef:
@@ -612,7 +613,8 @@ class ComputeService:
         coord = Coordinator(
             self.self_id, [p for p, _ in pieces], VerificationPolicy(), retries_max=3, escalations_max=0,
             escalation_factor=2.0, queue_timeout_s=30.0, trust=self.trust, guard=self.guard, source=self.source,
-            rng=random.Random(self.rng.getrandbits(64)), now=time.time(), inflight=self.inflight, local_allowed=False,
+            rng=random.Random(self.rng.getrandbits(64)), now=time.time(), inflight=self.inflight,
+            reachability=self.reachability, local_allowed=False,
         )
         self.splits[ref.task_id] = SplitRun(ref, inc.sender, coord, {p.task_id: i for i, (p, _) in enumerate(pieces)})
         for part, _ in pieces:

@@ -34,7 +34,7 @@ from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs import wire
-from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, WorkerSource
+from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, Reachability, WorkerSource
 from pangea_p2p.core.jobs.effects import (
     CancelAttempt,
     Dispatch,
@@ -161,6 +161,7 @@ class SimPeer:
                            limits_max=ReceiptLimits(10**13, 256 << 20, 600.0, 16 << 20))
         self.worker = WorkerService(self.peer_id, cfg)
         self.inflight: dict[str, int] = {}
+        self.reachability = Reachability()
         self.jobs: dict[str, JobRun] = {}
         self.splits: dict[str, SplitRun] = {}
         self.owner: dict[str, Coordinator] = {}
@@ -278,6 +279,7 @@ class SimPeer:
             escalations_max=spec.escalations_max, escalation_factor=spec.escalation_factor,
             queue_timeout_s=spec.queue_timeout_s, trust=self.trust, guard=self.guard, source=self.source,
             rng=random.Random(self.rng.getrandbits(64)), now=now, inflight=self.inflight,
+            reachability=self.reachability,
         )
         run = JobRun(spec, coord, now)
         self.jobs[spec.job_id] = run
@@ -624,7 +626,8 @@ class SimPeer:
         coord = Coordinator(
             self.peer_id, [p for p, _ in pieces], VerificationPolicy(), retries_max=3, escalations_max=0,
             escalation_factor=2.0, queue_timeout_s=30.0, trust=self.trust, guard=self.guard, source=self.source,
-            rng=random.Random(self.rng.getrandbits(64)), now=now, inflight=self.inflight, local_allowed=False,
+            rng=random.Random(self.rng.getrandbits(64)), now=now, inflight=self.inflight,
+            reachability=self.reachability, local_allowed=False,
         )
         self.splits[ref.task_id] = SplitRun(ref, inc.sender, coord, {p.task_id: i for i, (p, _) in enumerate(pieces)})
         for part, _ in pieces:

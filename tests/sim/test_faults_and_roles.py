@@ -1,12 +1,11 @@
 """Every fault and every Byzantine role happens in a run (its counter moves) and is handled (the checkers stay
-green in strict mode, jobs still finish, the culprit's trust drops) — or, for Sybils, is shown to win."""
+green in strict mode, jobs still finish, the culprit's trust drops) — for Sybils, within a stated bound."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
+from pangea_p2p.sim.scenarios import SCENARIOS, config_for
 from pangea_p2p.sim.world import Simulation
 from tests.sim.conftest import small, trust_timeouts
 
@@ -89,20 +88,39 @@ def test_withholders_time_out_and_lose_trust() -> None:
     assert m["jobs_done"] == m["jobs"]
 
 
-def test_lying_adverts_absurd_ones_rejected_inflated_ones_attract_work() -> None:
-    _, m = run(byzantine=0.3, role="liar")
+def test_lying_adverts_absurd_ones_rejected_inflated_ones_buy_no_extra_work() -> None:
+    sim, m = run(byzantine=0.3, role="liar")
     assert m["advert_rejections"]["absurd_value"] > 0  # type: ignore[index]
-    assert m["worker_stats"]["rejected_offers"] > 0  # type: ignore[index]  # inflated slots: "busy" answers
     assert m["jobs_done"] == m["jobs"]
     assert m["wrong_accepted"] == 0
+    # inflated speeds count only up to the cap and replicas are drawn at random: liars (30 % of the workers) get
+    # no more than their share of the work (before the cap they attracted it, and answered "busy")
+    sent = {role: sum(p.stats.results_sent for p in sim.peers if p.role == role) for role in ("liar", "honest")}
+    assert sent["liar"] <= 0.35 * (sent["liar"] + sent["honest"])
 
 
-def test_sybils_with_inflated_adverts_capture_whole_votes() -> None:
-    # An open finding, not a defence: the scheduler ranks by advertised speed, so a Sybil group that lies about
-    # speed gets every replica of a task and its shared wrong answer wins; the checker catches every one.
-    _, m = run(byzantine=0.1, role="sybil", checks="count")
-    assert m["wrong_accepted"] > 0  # type: ignore[operator]
-    assert m["trust_separation"] == 0.0 or math.isnan(m["trust_separation"])  # type: ignore[arg-type]
+@pytest.mark.parametrize(("fraction", "wrong_max"), [(0.02, 2), (0.1, 20)])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sybils_with_inflated_adverts_no_longer_capture_whole_votes(fraction: float, wrong_max: int,
+                                                                    seed: int) -> None:
+    """The ``sybil`` scenario (300 peers, 240 tasks, replicas:3): Sybils advertise 100x their speed and 64 slots
+    and share one wrong answer. While placement ranked replicas by advertised speed they got every replica of
+    the tasks they attracted: 2 % Sybils had 55-81 of 240 tasks accepted wrong, 10 % had 232-240.
+
+    The defence (scheduler.py): an unverified speed counts at most 2x the median, and the replicas of a vote are
+    drawn at random among the eligible workers (weighted by trust). A wrong answer then needs 2 of the 3
+    replicas to be Sybils drawn independently, probability 3 f^2 (1-f) + f^3: about 0.1 % of tasks at f = 2 %
+    (0.3 of 240), 2.8 % at f = 10 % (6.7 of 240). Measured at seeds 1-8: 0-1 at 2 %, 3-11 at 10 %, 20-29 at
+    20 %. The residual risk is that binomial tail, and it grows as f^2 (10 % of tasks at f = 20 %); more replicas
+    or spot checks push it down (collusion scenario), and a party holding most of the eligible workers still
+    wins. Trust weighting helps only once the Sybils have lost votes."""
+    sim = Simulation(config_for(SCENARIOS["sybil"], {"seed": seed, "byzantine": fraction}), "sybil")
+    m = sim.run().metrics
+    assert m["tasks_accepted"] == 240
+    assert m["worker_stats"]["wrong_sent"] > 0  # type: ignore[index]  # the Sybils were drawn and lied
+    assert m["wrong_accepted"] <= wrong_max  # type: ignore[operator]  # 55-81 (2 %) and 232-240 (10 %) before
+    assert m["jobs_done"] == m["jobs"]
+    assert m["trust_byzantine"] < 0 < m["trust_honest"]  # type: ignore[operator]  # they lose most votes now
 
 
 def test_workers_split_big_tasks_and_the_delegation_trees_verify() -> None:
@@ -114,3 +132,21 @@ def test_workers_split_big_tasks_and_the_delegation_trees_verify() -> None:
     assert m["jobs_done"] == 4
     assert m["wrong_accepted"] == 0
     assert m["bad_signature_accepted"] == 0
+
+
+@pytest.mark.parametrize("mode", ["majority", "islands:3"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_partitioned_jobs_complete_after_the_heal(mode: str, seed: int) -> None:
+    """The ``partition_heal`` scenario (300 peers, 80 jobs, replicas:3, 10 % wrong-answer workers, a partition
+    from 20 s to 80 s). While an unreachable worker counted as a failed attempt, retries_max = 3 ran out during
+    the partition: a majority split failed a quarter of the jobs (55-59 of 80 done) and islands:3 over half
+    (33-38). Now an unreachable worker (a dial or stream failure, or an offer nobody answered) uses its own
+    budget (unreachable_max), backs off, and cools down for every task of the peer: every job completes."""
+    sim = Simulation(config_for(SCENARIOS["partition_heal"], {"seed": seed, "partition": mode}), "partition_heal")
+    result = sim.run()
+    m = result.metrics
+    assert m["faults"] == {"partitions": 1, "heals": 1}
+    assert m["dropped"] > 0  # type: ignore[operator]
+    assert m["jobs_done"] == m["jobs"] == 80, m["failed_reasons"]
+    assert m["wrong_accepted"] == 0
+    assert result.ok, result.replay()

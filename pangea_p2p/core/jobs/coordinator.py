@@ -16,8 +16,18 @@ Per task:
     any --cancel--> CANCELLED
 An *attempt* is one worker working on one task under one set of limits; it is out from its Dispatch until
 its result, failure, rejection, transport error or deadline. Replicas of a task are attempts with distinct
-workers at the same time (never two on one worker). A worker that failed, timed out or lied on a task is
-excluded from it. A deterministic OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED (agreed on by the quorum) raises that
+workers at the same time (never two on one worker), each drawn at random among the eligible workers
+(``PlaceRequest.rng``, see scheduler.py), so that a party with many identities and inflated adverts cannot
+fill a vote. A worker that failed, timed out or lied on a task is excluded from it.
+
+Worker faults and unreachable workers are counted apart. A fault (an accepted attempt that timed out, a
+signed crash, a result that fails verification or is outvoted, a departure) counts toward ``retries_max``.
+An unreachable worker (``on_transport_error``, or an offer with no answer by its deadline) is a partition or
+a crash, not a fault: it counts toward ``unreachable_max`` instead, backs off (also while other replicas are
+out), and goes into the peer's shared ``Reachability`` for ``unreachable_cooldown_s``, during which none of
+its coordinators offers it a task (any answer from it ends the cool-down). Its replica is placed again (a
+no-show of the vote only if it had committed). So a partition delays tasks instead of failing them, and the
+loop stays bounded. A deterministic OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED (agreed on by the quorum) raises that
 limit by ``escalation_factor`` and starts over, ``escalations_max`` times (the same workers may run it again:
 the replay guard remembers one receipt per task, worker *and limits*). When no worker fits, the task queues
 (under HASH this peer runs it itself if it fits) and fails after ``queue_timeout_s``.
@@ -39,7 +49,8 @@ A committed replica does not time out while it waits for its round; its reveal t
 Replicas placed after a round opened its reveals (an escalation, a late top-up) start a new round.
 
 Invariants: a task is DONE at most once and never changes afterwards; the number of attempts out per task is
-at most its replica count; retries per task at most ``retries_max`` (then FAILED with the reason chain);
+at most its replica count; worker faults per task at most ``retries_max`` and unreachable workers at most
+``unreachable_max`` (then FAILED with the reason chain);
 every effect that expects an answer is correlated by (task_id, worker); the reason chain of a task is
 bounded (``REASONS_MAX``).
 """
@@ -103,6 +114,38 @@ class WorkerSource:
     local: Callable[[float], scheduler.WorkerView | None]
 
 
+class Reachability:
+    """Workers that could not be reached lately, each until its cool-down ends. One per peer, shared by its
+    coordinators (like ``inflight``): a worker one job could not dial is not offered another job's tasks either
+    until the cool-down is over, or until it is heard from (any answer marks it reachable again). Bounded:
+    expired entries are dropped, and at most ``entries_max`` are kept (the soonest to expire go first)."""
+
+    def __init__(self, entries_max: int = 4096) -> None:
+        self.entries_max = entries_max
+        self._until: dict[str, float] = {}
+
+    def mark_unreachable(self, worker: str, until_s: float) -> None:
+        self._until[worker] = max(until_s, self._until.get(worker, until_s))
+        if len(self._until) > self.entries_max:
+            for w, _ in sorted(self._until.items(), key=lambda kv: (kv[1], kv[0]))[: len(self._until) // 4]:
+                del self._until[w]
+
+    def mark_reachable(self, worker: str) -> None:
+        self._until.pop(worker, None)
+
+    def cooling(self, now: float) -> frozenset[str]:
+        """The workers still in their cool-down at ``now`` (expired ones are forgotten)."""
+        if not self._until:
+            return frozenset()
+        expired = [w for w, t in self._until.items() if t <= now]
+        for w in expired:
+            del self._until[w]
+        return frozenset(self._until)
+
+    def next_expiry(self, now: float) -> float | None:
+        return min((t for t in self._until.values() if t > now), default=None)
+
+
 @dataclass
 class Attempt:
     worker: str
@@ -135,7 +178,8 @@ class TaskEntry:
     attempts: dict[str, Attempt] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)
     assigned: set[str] = field(default_factory=set)  # workers given the task in this round (the tally's voters)
-    failures: int = 0
+    failures: int = 0  # worker faults: timeouts, crashes, wrong or unverifiable answers (bounded by retries_max)
+    unreachable: int = 0  # workers that could not be reached (bounded by unreachable_max, not retries_max)
     escalations: int = 0
     not_before_s: float = 0.0
     queued_since_s: float | None = None
@@ -158,6 +202,8 @@ class CoordinatorConfig:
     scheduler: scheduler.SchedulerConfig = field(default_factory=scheduler.SchedulerConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     timeout_factor: float = 3.0  # an attempt may take this many times its expected duration, plus the grace
+    unreachable_max: int = 16  # a task fails after this many unreachable workers (a partition that never heals)
+    unreachable_cooldown_s: float = 20.0  # a worker that could not be reached gets no task for this long
 
 
 class Coordinator:
@@ -181,6 +227,7 @@ class Coordinator:
         config: CoordinatorConfig | None = None,
         local_allowed: bool = True,
         inflight: dict[str, int] | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self.self_id = self_id
         self.policy = policy
@@ -195,6 +242,7 @@ class Coordinator:
         self.config = config or CoordinatorConfig()
         self.local_allowed = local_allowed  # False for the parts of a split task: its delegator must not sign a leaf
         self.inflight = inflight if inflight is not None else {}
+        self.reachability = reachability if reachability is not None else Reachability()
         self.replication = ReplicationPolicy(trust)
         self.tasks: dict[str, TaskEntry] = {t.task_id: TaskEntry(t, limits=t.limits) for t in tasks}
         self.state = JobState.RUNNING
@@ -238,6 +286,9 @@ class Coordinator:
             if e.queued_since_s is not None:  # waiting for a worker: the local fallback, then the queue timeout
                 if e.fallback_at_s is not None:
                     times.append(e.fallback_at_s)
+                expiry = self.reachability.next_expiry(now)  # or a worker's cool-down ends
+                if expiry is not None:
+                    times.append(expiry)
                 if not e.attempts:
                     times.append(e.queued_since_s + self.queue_timeout_s)
             elif e.state is TaskState.PENDING or self._replicas_missing(e) > 0:
@@ -263,9 +314,11 @@ class Coordinator:
         ref = self._ref(entry)
         wanted = self._replicas_wanted(entry)
         local = self.source.local(now) if self._local_allowed() else None
+        # Replicas of a vote (also a single top-up) are independent random draws, not the best-ranked workers:
+        # a party that lies about its speed must not get every replica of a task (see scheduler.py).
         req = scheduler.PlaceRequest(
-            ref, self._fuel(ref), workers, local, frozenset(self._busy_with(entry)),
-            replicas=wanted, may_split=False,
+            ref, self._fuel(ref), workers, local, frozenset(self._busy_with(entry)) | self.reachability.cooling(now),
+            replicas=wanted, may_split=False, rng=self.rng if entry.tally is not None else None,
         )
         placement = scheduler.place(req, self.config.scheduler)
         if placement.kind == "delegate":
@@ -372,6 +425,7 @@ class Coordinator:
     # --- answers to effects -----------------------------------------------------------------------------
 
     def on_accepted(self, task_id: str, worker: str, now: float) -> list[Effect]:
+        self._heard_from(worker)
         entry = self.tasks.get(task_id)
         attempt = entry.attempts.get(worker) if entry else None
         if attempt is not None:
@@ -380,6 +434,7 @@ class Coordinator:
 
     def on_rejected(self, task_id: str, worker: str, reason: str, now: float) -> list[Effect]:
         """The worker declined the offer (full, limits, depth): try elsewhere, not a fault, no penalty."""
+        self._heard_from(worker)
         entry = self.tasks.get(task_id)
         attempt = self._end_attempt(entry, worker) if entry is not None else None
         if entry is None or attempt is None:
@@ -394,12 +449,38 @@ class Coordinator:
         return self.drain()
 
     def on_transport_error(self, task_id: str, worker: str, reason: str, now: float) -> list[Effect]:
-        """The worker could not be reached or the stream broke."""
+        """The worker could not be reached or the stream broke: not a fault of the worker (a partition, a
+        crash), so it costs no retry and no trust; the worker cools down for every task, and the replica is
+        placed again (a committed replica that can no longer reveal is a no-show of its vote)."""
         entry = self.tasks.get(task_id)
-        if entry is None or self._end_attempt(entry, worker) is None:
+        attempt = self._end_attempt(entry, worker) if entry is not None else None
+        if entry is None or attempt is None:
             return self.drain()
-        self._attempt_failed(entry, worker, f"{worker} unreachable: {reason}", now, penalise=False)
+        self._unreachable(entry, worker, attempt, f"{worker} unreachable: {reason}", now)
         return self.drain()
+
+    def _unreachable(self, entry: TaskEntry, worker: str, attempt: Attempt, why: str, now: float) -> None:
+        """``worker`` could not be reached (its attempt has ended): cool it down, place the replica again."""
+        self.reachability.mark_unreachable(worker, now + self.config.unreachable_cooldown_s)
+        self._note(entry, why)
+        entry.unreachable += 1
+        if entry.unreachable > self.config.unreachable_max:
+            self._fail(entry, f"gave up after {entry.unreachable} unreachable workers "
+                              f"(unreachable_max {self.config.unreachable_max})", now)
+            return
+        if attempt.committed and entry.tally is not None:
+            with contextlib.suppress(VerificationError):
+                self._on_decision(entry, entry.tally.add_no_show(worker), now)
+        else:
+            entry.assigned.discard(worker)  # it never answered: the replica is placed again
+        # back off before placing it again even while other replicas are out (a partition would otherwise use
+        # up the budget one dial timeout after another)
+        backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** (entry.unreachable - 1)) * (0.5 + self.rng.random())
+        entry.not_before_s = max(entry.not_before_s, now + backoff)
+        self._after_attempt(entry, now)
+
+    def _heard_from(self, worker: str) -> None:
+        self.reachability.mark_reachable(worker)
 
     def on_peer_gone(self, worker: str, now: float) -> list[Effect]:
         """``worker`` left (its advert expired or its connection dropped): reassign what it had."""
@@ -410,6 +491,7 @@ class Coordinator:
         return self.drain()
 
     def on_commitment(self, task_id: str, worker: str, digest: bytes, now: float) -> list[Effect]:
+        self._heard_from(worker)
         entry = self.tasks.get(task_id)
         attempt = entry.attempts.get(worker) if entry is not None else None
         if entry is None or attempt is None or attempt.round is None:
@@ -461,6 +543,7 @@ class Coordinator:
         self, task_id: str, worker: str, tree_bytes: bytes, output: bytes, now: float, nonce: bytes = b""
     ) -> list[Effect]:
         """A result: ``tree_bytes`` is the encoded receipt tree, ``output`` the framed output chunks."""
+        self._heard_from(worker)
         entry = self.tasks.get(task_id)
         if entry is None or entry.state.final:
             return self.drain()
@@ -757,8 +840,9 @@ class Coordinator:
         if entry.state.final:
             return
         if not entry.attempts and not entry.candidates:
-            backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, entry.failures - 1)) * (0.5 + self.rng.random())
-            entry.state, entry.not_before_s = TaskState.PENDING, now + (backoff if entry.failures else 0.0)
+            misses = entry.failures + entry.unreachable
+            backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, misses - 1)) * (0.5 + self.rng.random())
+            entry.state, entry.not_before_s = TaskState.PENDING, now + (backoff if misses else 0.0)
             self._update(entry)
         self._maybe_open_reveals(entry, now)
         self._place_pending(now)
@@ -770,8 +854,11 @@ class Coordinator:
                     continue
                 if not attempt.local:
                     self._effects.append(CancelAttempt(entry.ref.task_id, worker))
-                phase = "running" if attempt.accepted else "answering the offer"
-                self._attempt_failed(entry, worker, f"{worker} timed out {phase}", now, penalise=False, timeout=True)
+                if not attempt.accepted and not attempt.local:  # never answered the offer: as if unreachable
+                    self.trust.record(worker, Outcome.TIMEOUT, now)
+                    self._unreachable(entry, worker, attempt, f"{worker} timed out answering the offer", now)
+                    continue
+                self._attempt_failed(entry, worker, f"{worker} timed out running", now, penalise=False, timeout=True)
 
     def _reset(self, entry: TaskEntry, now: float) -> None:
         for worker in list(entry.attempts):

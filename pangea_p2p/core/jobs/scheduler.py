@@ -11,21 +11,38 @@ job's own estimate per chunk, or what its completed tasks used so far, or (first
 
 Decisions (``place``), in order:
 1. candidates = workers whose advert accepts the task's limits, with a free slot (by their advert, minus
-   what we have out with them), not excluded (already ran or failed this task, or on the task's path),
-   and with trust above ``trust_floor``;
+   what we have out with them), not excluded (already ran or failed this task, cooling down after it could
+   not be reached, or on the task's path), and with trust above ``trust_floor``;
 2. if the task is bigger than ``split_above_s`` on the best single worker, has more than one chunk, may still
    be split (depth < depth_max) and there are at least two candidates: SPLIT into parts;
 3. otherwise run LOCAL when this peer has a free slot and is no slower than the best candidate (ties go to
-   local: no transfer, no trust needed), else DELEGATE to the best-ranked candidates;
+   local: no transfer, no trust needed), else DELEGATE to the best-ranked candidates (replicas of a vote:
+   to candidates drawn at random, see below);
 4. no candidate and no local slot: QUEUE, with a reason a user can read.
 Ranking: expected duration, scaled down by trust (a peer with a long valid record is preferred at equal
 speed), never two replicas on the same worker.
+
+Defences against lying adverts (Sybils). An advertised speed is a claim nobody checked, so:
+- *speed cap*: an unverified speed (``WorkerView.speed_verified`` False) counts for at most
+  ``speed_cap_factor`` times the median speed of the workers offered (``speed_cap``); a peer that advertises
+  100x gains no more priority than an honest fast one. A verified speed (this peer's own, or one the driver
+  measured) is taken as it is. The median is robust while liars are fewer than half the candidates.
+- *independent replicas*: when the request carries an rng (the coordinator passes one for every replica of
+  a vote, also a single top-up replica), the delegates are drawn at random among the eligible workers,
+  without replacement, each with weight ``replica_weight(trust)`` (1 at zero trust, up to
+  ``replica_weight_max`` for a long valid record, below 1 for a negative one) — not taken from the top of
+  the ranking. Each replica is then an independent draw, so a party holding a fraction f of the eligible
+  workers fills k of n replicas with probability about C(n,k) f^k (1-f)^(n-k), whatever it advertises
+  (BOINC issues the replicas of a workunit to hosts of unrelated users in the same way). Without an rng
+  (single-replica work: HASH, an ADAPTIVE primary, a split's parts) placement stays by rank. The price: a
+  vote no longer goes to the fastest workers (in the simulator, replicas:3 job latency p50 ~1 s -> ~3 s).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.capacity import CapacityAdvert
 from pangea_p2p.core.jobs.model import TaskRef
@@ -49,6 +66,7 @@ class WorkerView:
     trust: float = 0.0
     rtt_s: float = RTT_UNKNOWN_S
     outstanding: int = 0  # tasks we have out with this worker now
+    speed_verified: bool = False  # measured by us (or this peer's own), not only advertised: never capped
 
     @classmethod
     def from_advert(cls, advert: CapacityAdvert, trust: float, rtt_s: float | None, outstanding: int) -> WorkerView:
@@ -69,6 +87,9 @@ class SchedulerConfig:
     trust_weight: float = 0.02  # how much one point of trust shortens the expected duration (2 %)
     bandwidth_bytes_per_s: float = REFERENCE_BANDWIDTH_BYTES_PER_S
     parts_max: int = 16  # a split makes at most this many parts
+    speed_cap_factor: float = 2.0  # an unverified advertised speed counts up to this times the median one
+    replica_trust_weight: float = 0.25  # replica draws: weight 1 + this * trust (1 / (1 + this * |trust|) if < 0)
+    replica_weight_max: float = 4.0  # ... at most this (a long record helps, it cannot monopolise the votes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +141,48 @@ def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig, *, busy_
     return None
 
 
+def speed_cap(workers: list[WorkerView], cfg: SchedulerConfig) -> float:
+    """The most an unverified advertised speed counts for: ``speed_cap_factor`` x the median speed offered."""
+    if not workers:
+        return math.inf
+    speeds = sorted(w.speed_fuel_per_s for w in workers)
+    mid = len(speeds) // 2
+    median = speeds[mid] if len(speeds) % 2 else (speeds[mid - 1] + speeds[mid]) / 2.0
+    return cfg.speed_cap_factor * median
+
+
+def capped(workers: list[WorkerView], cap: float) -> list[WorkerView]:
+    """``workers`` with every unverified speed above ``cap`` lowered to it."""
+    return [
+        w if w.speed_verified or w.speed_fuel_per_s <= cap else replace(w, speed_fuel_per_s=cap) for w in workers
+    ]
+
+
+def replica_weight(trust: float, cfg: SchedulerConfig) -> float:
+    """How likely a worker is drawn for a replica, relative to a newcomer (weight 1)."""
+    if trust >= 0.0:
+        return min(cfg.replica_weight_max, 1.0 + cfg.replica_trust_weight * trust)
+    return 1.0 / (1.0 + cfg.replica_trust_weight * -trust)
+
+
+def draw(ranked: list[tuple[float, WorkerView]], n: int, rng: random.Random,
+         cfg: SchedulerConfig) -> list[tuple[float, WorkerView]]:
+    """``n`` distinct workers drawn at random from ``ranked``, weighted by ``replica_weight`` (in a fixed order,
+    by peer id, so that the draw depends on the rng and the set of workers only)."""
+    pool = sorted(ranked, key=lambda sw: sw[1].peer_id)
+    weights = [replica_weight(w.trust, cfg) for _, w in pool]
+    chosen: list[tuple[float, WorkerView]] = []
+    while pool and len(chosen) < n:
+        x = rng.random() * sum(weights)
+        i = 0
+        while i < len(pool) - 1 and x >= weights[i]:
+            x -= weights[i]
+            i += 1
+        chosen.append(pool.pop(i))
+        weights.pop(i)
+    return chosen
+
+
 def rank(task: TaskRef, fuel: float, workers: list[WorkerView], cfg: SchedulerConfig) -> list[tuple[float, WorkerView]]:
     """Eligible workers by effective expected duration, best first (ties broken by peer id: deterministic)."""
     scored = []
@@ -140,12 +203,14 @@ class PlaceRequest:
     exclude: frozenset[str] = field(default_factory=frozenset)
     replicas: int = 1  # how many distinct workers are wanted (redundant execution)
     may_split: bool = True
+    rng: random.Random | None = None  # set: draw the delegates at random (replicas of a vote), else by rank
 
 
 def place(req: PlaceRequest, cfg: SchedulerConfig) -> Placement:
     """Decide where ``req.task`` goes (see the module docstring)."""
     task, fuel = req.task, req.fuel
-    candidates = [w for w in req.workers if w.peer_id not in req.exclude and w.peer_id not in task.path]
+    cap = speed_cap(req.workers, cfg)
+    candidates = capped([w for w in req.workers if w.peer_id not in req.exclude and w.peer_id not in task.path], cap)
     ranked = rank(task, fuel, candidates, cfg)
     local_ok = req.local is not None and ineligible(task, req.local, cfg) is None
     best_remote = ranked[0][0] if ranked else math.inf
@@ -163,9 +228,16 @@ def place(req: PlaceRequest, cfg: SchedulerConfig) -> Placement:
     if req.replicas == 1 and local_ok and local_s <= best_remote:
         return Placement("local", expected_s=local_s, reason=f"runs here (expected {local_s:.3f} s)")
     if len(ranked) >= req.replicas or (ranked and req.replicas > 1):
-        chosen = tuple(w.peer_id for _, w in ranked[: req.replicas])
-        return Placement("delegate", workers=chosen, expected_s=ranked[0][0],
-                         reason=f"sent to {len(chosen)} worker(s), best expected {ranked[0][0]:.3f} s")
+        if req.rng is not None:
+            picked = draw(ranked, req.replicas, req.rng, cfg)
+            how = f"drawn at random from {len(ranked)} eligible"
+        else:
+            picked = ranked[: req.replicas]
+            how = "best ranked"
+        chosen = tuple(w.peer_id for _, w in picked)
+        best = min(score for score, _ in picked)
+        return Placement("delegate", workers=chosen, expected_s=best,
+                         reason=f"sent to {len(chosen)} worker(s) ({how}), best expected {best:.3f} s")
     return Placement("queue", reason=queue_reason(task, candidates, req, cfg))
 
 

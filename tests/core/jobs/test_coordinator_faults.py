@@ -3,9 +3,16 @@ escalation of deterministic resource failures, the queue and its timeout, the lo
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from pangea_p2p.core.jobs.coordinator import BACKOFF_S_MIN, LOCAL_FALLBACK_AFTER_S
+from pangea_p2p.core.jobs.coordinator import (
+    BACKOFF_S_MIN,
+    LOCAL_FALLBACK_AFTER_S,
+    CoordinatorConfig,
+    Reachability,
+)
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, JobFinished, RequestReveal, RunLocal, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
@@ -90,6 +97,95 @@ def test_a_transport_error_retries_on_another_worker_without_a_trust_penalty() -
     assert d.coord.state is JobState.DONE
     assert d.trust.score(pid("down"), d.now) == 0.0
     assert any("unreachable: connection refused" in r for r in d.coord.tasks["job/t0"].reasons)
+
+
+def test_unreachable_workers_do_not_use_up_the_retries() -> None:
+    # a partition: the three fastest workers are on the other side; retries_max 0 allows no worker fault at all
+    far = [FakeWorker(f"far{i}", behaviour="unreachable", speed=3e9) for i in range(3)]
+    d = Driver([*far, FakeWorker("near")], chunks_for(1), retries_max=0)
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE, d.explain("job/t0")
+    sent = d.dispatched_to()
+    assert set(sent[:3]) == {w.peer_id for w in far}
+    assert sent[3:] == [pid("near")]
+    entry = d.coord.tasks["job/t0"]
+    assert (entry.failures, entry.unreachable) == (0, 3)
+    for w in far:
+        assert d.trust.score(w.peer_id, d.now) == 0.0
+
+
+def test_unreachable_workers_have_their_own_bounded_budget_with_backoff() -> None:
+    config = CoordinatorConfig(unreachable_max=3, unreachable_cooldown_s=5.0)
+    d = Driver([FakeWorker("far", behaviour="unreachable")], chunks_for(1), config=config, queue_timeout_s=1e6)
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.FAILED
+    (finished,) = d.finished()
+    assert "gave up after 4 unreachable workers (unreachable_max 3)" in finished.reason
+    times = [t for t, _ in d.offers]
+    assert len(times) == 4
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g >= 5.0 for g in gaps)  # the only worker waits out its cool-down each time
+
+
+def test_an_unreachable_worker_cools_down_for_every_task_and_job_of_the_peer() -> None:
+    config = CoordinatorConfig(unreachable_cooldown_s=20.0)
+    workers = [FakeWorker("far", behaviour="unreachable", speed=3e9), FakeWorker("near")]
+    d1 = Driver(workers, chunks_for(1), config=config)
+    d1.start()
+    d1.run_to_end()
+    assert d1.dispatched_to() == [pid("far"), pid("near")]
+    # another job of the same peer (coordinators share its Reachability) does not try "far" during the cool-down
+    d2 = Driver(workers, chunks_for(2), config=config, now=d1.now + 1.0)
+    d2.coord.reachability = d1.coord.reachability
+    d2.start()
+    d2.run_to_end()
+    assert d2.coord.state is JobState.DONE
+    assert pid("far") not in d2.dispatched_to()
+    # after the cool-down it is a candidate again (the fastest), and any answer from it clears it at once
+    assert d1.coord.reachability.cooling(d1.now + 20.0) == frozenset()
+    reach = Reachability()
+    reach.mark_unreachable("w", 100.0)
+    assert reach.cooling(50.0) == {"w"}
+    assert reach.next_expiry(50.0) == 100.0
+    reach.mark_reachable("w")
+    assert reach.cooling(50.0) == frozenset()
+
+
+def test_reachability_is_bounded() -> None:
+    reach = Reachability(entries_max=8)
+    for i in range(100):
+        reach.mark_unreachable(f"w{i}", 1000.0 + i)
+    assert len(reach.cooling(0.0)) <= 8
+    assert "w99" in reach.cooling(0.0)  # the latest to expire are kept
+
+
+def test_an_offer_nobody_answers_counts_as_unreachable_not_as_a_worker_fault() -> None:
+    d = Driver([FakeWorker("mute", behaviour="mute", speed=3e9), FakeWorker("b")], chunks_for(1), retries_max=0)
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE, d.explain("job/t0")
+    assert d.dispatched_to() == [pid("mute"), pid("b")]
+    assert any("timed out answering the offer" in r for r in d.coord.tasks["job/t0"].reasons)
+    rec = d.trust.get(pid("mute"))
+    assert rec is not None
+    assert rec.timeouts == 1  # it still costs a little trust, as any timeout
+
+
+def test_an_unreachable_replica_is_placed_again_not_counted_as_a_no_show() -> None:
+    far = [FakeWorker(f"far{i}", behaviour="unreachable") for i in range(4)]
+    near = [FakeWorker(f"near{i}") for i in range(3)]
+    d = Driver([*far, *near], chunks_for(1), policy="replicas:3", retries_max=0)
+    d.start()
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE, d.explain("job/t0")
+    entry = d.coord.tasks["job/t0"]
+    assert entry.failures == 0
+    assert entry.tally is not None
+    assert entry.tally.dispatched == 3  # no replica was added for the unreachable ones: they never ran it
+    assert len(entry.tally.votes) >= 2
+    assert set(entry.tally.votes) <= {w.peer_id for w in near}
 
 
 def test_a_departed_worker_has_its_tasks_reassigned() -> None:
@@ -412,6 +508,7 @@ def test_a_committed_replica_waits_for_its_round_without_timing_out() -> None:
     workers = [FakeWorker("a", speed=3e9), FakeWorker("b", speed=2e9), FakeWorker("slow", behaviour="silent")]
     d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
     d.start()
+    d.send(d.take("accepted", "slow"))  # it accepted, then stays silent: a no-show of the vote when it times out
     for name in "ab":
         d.send(d.take("accepted", name))
         d.send(d.take("commitment", name))

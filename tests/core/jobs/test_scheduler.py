@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -129,3 +130,68 @@ def test_load_distribution_over_repeated_placements() -> None:
 def test_split_sizes(chunks: int, parts: int, sizes: list[int]) -> None:
     assert split_sizes(chunks, parts) == sizes
     assert sum(split_sizes(chunks, parts)) == chunks
+
+
+# --- defences against lying adverts (Sybils) ---------------------------------------------------------------
+
+
+def test_an_unverified_advertised_speed_counts_at_most_the_cap() -> None:
+    honest = [worker(p, speed=1e9) for p in "abcd"]
+    liar = worker("liar", speed=1e11)  # advertises 100x
+    assert scheduler.speed_cap([*honest, liar], CFG) == pytest.approx(2e9)  # 2 x the median
+    measured = replace(worker("measured", speed=3e9), speed_verified=True)
+    p = place(PlaceRequest(task(), 1e9, [*honest, liar, measured], None), CFG)
+    assert p.workers == ("measured",)  # the liar ranks as a 2e9 worker, below a verified 3e9 one
+    # a verified speed is never capped, an unverified one below the cap is left alone
+    views = scheduler.capped([liar, replace(liar, peer_id="v", speed_verified=True), honest[0]], 2e9)
+    assert [w.speed_fuel_per_s for w in views] == [2e9, 1e11, 1e9]
+
+
+def test_replicas_with_an_rng_are_drawn_at_random_not_taken_by_rank() -> None:
+    liars = [worker(f"s{i}", speed=1e11, free=64, total=64) for i in range(2)]
+    honest = [worker(f"h{i}", speed=1e9) for i in range(8)]
+    views = liars + honest
+    # by rank (no rng) the two liars get two of the three replicas every time
+    ranked = place(PlaceRequest(task(), 1e9, views, None, replicas=3), CFG)
+    assert {"s0", "s1"} <= set(ranked.workers)
+    rng = random.Random(7)
+    both = 0
+    picks: dict[str, int] = {}
+    n = 2000
+    for _ in range(n):
+        p = place(PlaceRequest(task(), 1e9, views, None, replicas=3, rng=rng), CFG)
+        assert p.kind == "delegate"
+        assert len(set(p.workers)) == 3
+        assert "drawn at random" in p.reason
+        both += {"s0", "s1"} <= set(p.workers)
+        for w in p.workers:
+            picks[w] = picks.get(w, 0) + 1
+    # each worker is drawn with probability 3/10; both liars together in 3*2*8/(10*9*8) = 1/15 of the tasks
+    assert all(abs(c / n - 0.3) < 0.05 for c in picks.values()), picks
+    assert abs(both / n - 1 / 15) < 0.02
+    # the draw depends on the rng and the set of workers, not on their order
+    a = place(PlaceRequest(task(), 1e9, views, None, replicas=3, rng=random.Random(1)), CFG)
+    b = place(PlaceRequest(task(), 1e9, views[::-1], None, replicas=3, rng=random.Random(1)), CFG)
+    assert a.workers == b.workers
+
+
+def test_replica_draws_are_weighted_by_trust_within_bounds() -> None:
+    assert scheduler.replica_weight(0.0, CFG) == 1.0
+    assert scheduler.replica_weight(4.0, CFG) == pytest.approx(2.0)
+    assert scheduler.replica_weight(1000.0, CFG) == CFG.replica_weight_max
+    assert scheduler.replica_weight(-4.0, CFG) == pytest.approx(0.5)
+    views = [worker("trusted", trust=40.0), worker("new"), worker("suspect", trust=-8.0)]
+    rng = random.Random(3)
+    firsts: dict[str, int] = {}
+    for _ in range(3000):
+        (w,) = place(PlaceRequest(task(), 1e9, views, None, rng=rng), CFG).workers
+        firsts[w] = firsts.get(w, 0) + 1
+    assert firsts["trusted"] > 2.5 * firsts["new"] > 2.5 * firsts["suspect"] > 0  # weights 4 : 1 : 1/3
+
+
+def test_replica_draws_never_take_excluded_busy_or_distrusted_workers() -> None:
+    views = [worker("a"), worker("b", free=0), worker("c", trust=-50.0), worker("d"), worker("e")]
+    rng = random.Random(5)
+    for _ in range(200):
+        p = place(PlaceRequest(task(), 1e9, views, None, exclude=frozenset({"d"}), replicas=2, rng=rng), CFG)
+        assert set(p.workers) == {"a", "e"}
