@@ -29,13 +29,22 @@ Invariants: a task is DONE at most once and never changes afterwards; the number
 at most its replica count; retries per task at most ``retries_max`` (then FAILED with the reason chain);
 every effect that expects an answer is correlated by (task_id, worker); the reason chain of a task is
 bounded (``REASONS_MAX``).
+
+Cost. A job may hold tens of thousands of tasks and every event ends in a ``tick``, so nothing per event scans
+all of them: the coordinator keeps the tasks with attempts out (``_out``), the tasks that may want a placement
+(``_unplaced``: a superset, cleaned as it is walked; a task re-enters whenever an attempt, candidate or vote
+leaves it, at the front), a heap of the queue and backoff timers, and a count of DONE tasks. Placement walks
+``_unplaced`` in order; once no worker (nor this peer, where it may run tasks) has a free slot it only queues
+the tasks never considered and stops at the first queued one: everything behind it is queued already and
+waits for a free slot or for its timers (the queue fallback and timeout run as before).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -171,6 +180,11 @@ class Coordinator:
         self.inflight = inflight if inflight is not None else {}
         self.replication = ReplicationPolicy(trust)
         self.tasks: dict[str, TaskEntry] = {t.task_id: TaskEntry(t, limits=t.limits) for t in tasks}
+        self._out: dict[str, TaskEntry] = {}  # tasks with at least one attempt out
+        self._unplaced: OrderedDict[str, TaskEntry] = OrderedDict(self.tasks)  # a superset of those wanting placement
+        self._timers: list[tuple[float, str]] = []  # (when, task id): queue fallback/timeout, backoff ends
+        self._due: list[str] = []  # tasks whose timers fired, for the next placement round
+        self._done = 0  # tasks DONE
         self.state = JobState.RUNNING
         self.started_s = now
         self.finished_s: float | None = None
@@ -188,13 +202,15 @@ class Coordinator:
     def restore(self, task_id: str, output_cid: str, tree: bytes, fuel_used: int, worker: str) -> None:
         """Mark a task DONE from the journal (a restarted submitter resumes its jobs)."""
         entry = self.tasks[task_id]
+        if entry.state is not TaskState.DONE:
+            self._done += 1
         entry.state, entry.output_cid, entry.tree = TaskState.DONE, output_cid, tree
         entry.fuel_used, entry.worker = fuel_used, worker
 
     def tick(self, now: float) -> list[Effect]:
         """Fire due timers and place pending tasks; return the effects."""
         if self.state is JobState.RUNNING:
-            for entry in list(self.tasks.values()):
+            for entry in list(self._out.values()):
                 self._expire_attempts(entry, now)
             self._place_pending(now)
             self._check_finished(now)
@@ -204,26 +220,70 @@ class Coordinator:
         """When after ``now`` ``tick`` next has something to do (None: only events can move it)."""
         if self.state is not JobState.RUNNING:
             return None
-        times: list[float] = []
-        for e in self.tasks.values():
-            times.extend(a.deadline_s for a in e.attempts.values())
-            if not e.state.final:
-                times.append(e.not_before_s)
-                if e.queued_since_s is not None:
-                    times += [e.queued_since_s + LOCAL_FALLBACK_AFTER_S, e.queued_since_s + self.queue_timeout_s]
-        return min((t for t in times if t > now), default=None)
+        times = [a.deadline_s for e in self._out.values() for a in e.attempts.values() if a.deadline_s > now]
+        while self._timers and self._timers[0][0] <= now:  # due: the next tick sees them (tick takes them all)
+            self._due.append(heapq.heappop(self._timers)[1])
+        if self._timers:
+            times.append(self._timers[0][0])
+        if self._due:
+            times.append(now)
+        return min(times, default=None)
+
+    def _timer(self, when: float, entry: TaskEntry) -> None:
+        heapq.heappush(self._timers, (when, entry.ref.task_id))
 
     # --- placement --------------------------------------------------------------------------------------
 
     def _place_pending(self, now: float) -> None:
-        pending = [e for e in self.tasks.values()
-                   if not e.state.final and e.not_before_s <= now and self._replicas_wanted(e) > 0]
-        if not pending:
+        """Place what wants placing (see Cost in the module docstring): first the tasks whose timers are due
+        (queue fallback and timeout, end of a backoff), then the others in order while any slot is free."""
+        while self._timers and self._timers[0][0] <= now:
+            self._due.append(heapq.heappop(self._timers)[1])
+        if not self._unplaced and not self._due:
             return
         workers = self.source.views(now)
-        for entry in pending:
-            self._place(entry, workers, now)
-            workers = self.source.views(now)  # the placement changed what is outstanding where
+        due, self._due = self._due, []
+        for task_id in dict.fromkeys(due):
+            entry = self.tasks[task_id]
+            if self._wants_placement(entry, now):
+                workers = self._place_and_look(entry, workers, now)
+        for entry in list(self._unplaced.values()):
+            if entry.state.final or self._replicas_wanted(entry) <= 0:
+                self._unplaced.pop(entry.ref.task_id, None)
+                continue
+            if entry.not_before_s > now:
+                continue  # backing off: its timer brings it back
+            if not self._room(workers, now):
+                if entry.queued_since_s is not None:
+                    break  # queued already, and so is everything behind it (re-considered tasks go to the front)
+                workers = self._place_and_look(entry, workers, now)  # first time: queued with its reason
+                continue
+            workers = self._place_and_look(entry, workers, now)
+            if self._replicas_wanted(entry) <= 0:
+                self._unplaced.pop(entry.ref.task_id, None)
+
+    def _reconsider(self, entry: TaskEntry) -> None:
+        """``entry`` may want a placement now: to the front of ``_unplaced``, before the tasks already queued (a
+        placement round stops at the first queued task when no slot is free, so each task is considered)."""
+        self._unplaced[entry.ref.task_id] = entry
+        self._unplaced.move_to_end(entry.ref.task_id, last=False)
+
+    def _wants_placement(self, entry: TaskEntry, now: float) -> bool:
+        return not entry.state.final and entry.not_before_s <= now and self._replicas_wanted(entry) > 0
+
+    def _place_and_look(self, entry: TaskEntry, workers: list[scheduler.WorkerView], now: float
+                        ) -> list[scheduler.WorkerView]:
+        """Place ``entry``; the worker views afresh if that put an attempt out (it changed what is where)."""
+        before = len(entry.attempts)
+        self._place(entry, workers, now)
+        return self.source.views(now) if len(entry.attempts) != before else workers
+
+    def _room(self, workers: list[scheduler.WorkerView], now: float) -> bool:
+        """Whether any worker, or this peer where it may run tasks, has a slot free (else no task can go out)."""
+        if any(w.slots_free - w.outstanding > 0 for w in workers):
+            return True
+        local = self.source.local(now) if self.local_allowed else None
+        return local is not None and local.slots_free - local.outstanding > 0
 
     def _place(self, entry: TaskEntry, workers: list[scheduler.WorkerView], now: float) -> None:
         ref = self._ref(entry)
@@ -258,6 +318,8 @@ class Coordinator:
                 return
         if entry.queued_since_s is None:
             entry.queued_since_s = now
+            self._timer(now + LOCAL_FALLBACK_AFTER_S, entry)
+            self._timer(now + self.queue_timeout_s, entry)
             self._note(entry, f"queued: {why}")
             self._update(entry, reason=why)
         elif now >= entry.queued_since_s + self.queue_timeout_s:
@@ -292,6 +354,7 @@ class Coordinator:
         budget = min(expected * self.config.timeout_factor, ref.chunk_count * ref.limits.wall_time_s)
         deadline = min(now + OFFER_TIMEOUT_S + ATTEMPT_GRACE_S + budget, max(ref.deadline_s, now + 1.0))
         entry.attempts[worker] = Attempt(worker, ref.limits, deadline)
+        self._out[ref.task_id] = entry
         entry.state, entry.queued_since_s = TaskState.RUNNING, None
         self.inflight[worker] = self.inflight.get(worker, 0) + 1
         if entry.tally is not None:
@@ -308,6 +371,7 @@ class Coordinator:
     def _run_local(self, entry: TaskEntry, ref: TaskRef, now: float, why: str) -> None:
         deadline = now + ATTEMPT_GRACE_S + ref.chunk_count * ref.limits.wall_time_s
         entry.attempts[self.self_id] = Attempt(self.self_id, ref.limits, deadline, accepted=True, local=True)
+        self._out[ref.task_id] = entry
         entry.state, entry.queued_since_s = TaskState.RUNNING, None
         self.inflight[self.self_id] = self.inflight.get(self.self_id, 0) + 1
         self._note(entry, why)
@@ -316,6 +380,9 @@ class Coordinator:
 
     def _end_attempt(self, entry: TaskEntry, worker: str) -> Attempt | None:
         attempt = entry.attempts.pop(worker, None)
+        if not entry.attempts:
+            self._out.pop(entry.ref.task_id, None)
+        self._reconsider(entry)  # it may want another attempt now
         if attempt is not None and attempt.counted:
             left = self.inflight.get(worker, 1) - 1
             if left > 0:
@@ -353,7 +420,7 @@ class Coordinator:
 
     def on_peer_gone(self, worker: str, now: float) -> list[Effect]:
         """``worker`` left (its advert expired or its connection dropped): reassign what it had."""
-        for entry in self.tasks.values():
+        for entry in list(self._out.values()):
             if worker in entry.attempts and not entry.attempts[worker].local:
                 self._end_attempt(entry, worker)
                 self._attempt_failed(entry, worker, f"{worker} left the network", now, penalise=False)
@@ -449,6 +516,7 @@ class Coordinator:
             theirs = unframe_chunks(candidate.output)[chunk_index]
             if output_chunk is None or theirs != output_chunk:
                 del entry.candidates[candidate.worker]
+                self._reconsider(entry)
                 self.trust.record(candidate.worker, Outcome.INVALID, now)
                 self._attempt_failed(
                     entry, candidate.worker,
@@ -545,6 +613,7 @@ class Coordinator:
     def _start_vote(self, entry: TaskEntry, replicas: int, workers: list[str], now: float) -> None:
         entry.replicas = replicas
         entry.tally = VoteTally(replicas, workers=workers, replicas_max=self.config.verify.replicas_max)
+        self._reconsider(entry)
         entry.state = TaskState.VERIFYING
         self._update(entry)  # the other replicas are placed once the primary's vote is in (see _vote)
 
@@ -556,6 +625,7 @@ class Coordinator:
         self, entry: TaskEntry, worker: str, claim: Claim | None, now: float, signers: frozenset[str] = frozenset()
     ) -> None:
         assert entry.tally is not None
+        self._reconsider(entry)  # the vote may ask for more replicas
         try:
             if claim is not None:
                 decision = entry.tally.add_vote(worker, claim, signers)
@@ -627,6 +697,8 @@ class Coordinator:
             if attempt is not None and not attempt.local:
                 self._effects.append(CancelAttempt(entry.ref.task_id, worker))
         receipt = candidate.tree.receipt
+        if entry.state is not TaskState.DONE:
+            self._done += 1
         entry.state, entry.checked = TaskState.DONE, checked
         entry.output_cid = _output_cid(candidate)
         entry.tree, entry.fuel_used, entry.worker = candidate.tree.encode(), receipt.fuel_used, candidate.worker
@@ -663,6 +735,7 @@ class Coordinator:
         if entry.failures:
             backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, entry.failures - 1)) * (0.5 + self.rng.random())
             entry.not_before_s = now + backoff
+            self._timer(entry.not_before_s, entry)
         if not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes):
             entry.state = TaskState.PENDING
             self._update(entry)
@@ -686,6 +759,7 @@ class Coordinator:
             if attempt is not None and not attempt.local:
                 self._effects.append(CancelAttempt(entry.ref.task_id, worker))
         entry.tally, entry.reveal, entry.rounds, entry.candidates = None, None, {}, {}
+        self._reconsider(entry)
         entry.replicas = self._initial_replicas()
         self._init_verification(entry)
         entry.state, entry.not_before_s = TaskState.PENDING, now
@@ -723,7 +797,7 @@ class Coordinator:
             entry.tally = VoteTally(entry.replicas, workers=[], replicas_max=self.config.verify.replicas_max)
 
     def _check_finished(self, now: float) -> None:
-        if self.state is JobState.RUNNING and all(e.state is TaskState.DONE for e in self.tasks.values()):
+        if self.state is JobState.RUNNING and self._done == len(self.tasks):
             self._finish(JobState.DONE, "", now)
 
     def _finish(self, state: JobState, reason: str, now: float) -> None:
