@@ -217,7 +217,8 @@ class Coordinator:
         return self.drain()
 
     def next_deadline(self, now: float) -> float | None:
-        """When after ``now`` ``tick`` next has something to do (None: only events can move it)."""
+        """When ``tick`` next has something to do (None: only events can move it): after ``now``, or ``now`` itself
+        when timers are due (they are handed to the next tick, which takes them all: no busy loop)."""
         if self.state is not JobState.RUNNING:
             return None
         times = [a.deadline_s for e in self._out.values() for a in e.attempts.values() if a.deadline_s > now]
@@ -279,8 +280,10 @@ class Coordinator:
         return self.source.views(now) if len(entry.attempts) != before else workers
 
     def _room(self, workers: list[scheduler.WorkerView], now: float) -> bool:
-        """Whether any worker, or this peer where it may run tasks, has a slot free (else no task can go out)."""
-        if any(w.slots_free - w.outstanding > 0 for w in workers):
+        """Whether any worker we trust enough, or this peer where it may run tasks, has a slot free (else no task
+        can go out)."""
+        floor = self.config.scheduler.trust_floor
+        if any(w.slots_free - w.outstanding > 0 and w.trust >= floor for w in workers):
             return True
         local = self.source.local(now) if self.local_allowed else None
         return local is not None and local.slots_free - local.outstanding > 0
