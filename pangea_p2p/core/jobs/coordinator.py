@@ -45,7 +45,7 @@ import heapq
 import math
 import random
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.chunks import unframe_chunks
@@ -122,6 +122,7 @@ class TaskEntry:
     escalations: int = 0
     not_before_s: float = 0.0
     queued_since_s: float | None = None
+    fallback_check_s: float = 0.0  # when a queued task next looks whether it may run here (checked modes)
     tally: VoteTally | None = None
     reveal: CommitReveal | None = None  # the commit-then-reveal round new replicas join (while COMMITTING)
     rounds: dict[str, CommitReveal] = field(default_factory=dict)  # worker -> the round it committed in
@@ -185,6 +186,9 @@ class Coordinator:
         self._timers: list[tuple[float, str]] = []  # (when, task id): queue fallback/timeout, backoff ends
         self._due: list[str] = []  # tasks whose timers fired, for the next placement round
         self._done = 0  # tasks DONE
+        # A task as small as any of ours on the shared path: a worker that cannot take it can take none of them
+        # (placement only gets harder with larger limits), which makes the "any room?" check job-wide.
+        self._probe = replace(tasks[0], limits=_smallest(t.limits for t in tasks)) if tasks else None
         self.state = JobState.RUNNING
         self.started_s = now
         self.finished_s: float | None = None
@@ -280,13 +284,16 @@ class Coordinator:
         return self.source.views(now) if len(entry.attempts) != before else workers
 
     def _room(self, workers: list[scheduler.WorkerView], now: float) -> bool:
-        """Whether any worker we trust enough, or this peer where it may run tasks, has a slot free (else no task
-        can go out)."""
-        floor = self.config.scheduler.trust_floor
-        if any(w.slots_free - w.outstanding > 0 and w.trust >= floor for w in workers):
+        """Whether some worker, or this peer where placement may pick it, could take one of our tasks now: a free
+        slot, enough trust, limits that fit our smallest task, not on the path (else no task can go out). This
+        peer as a checked job's fallback does not count: waiting tasks look at it on their own timers."""
+        probe, cfg = self._probe, self.config.scheduler
+        if probe is None:
+            return False
+        if any(scheduler.ineligible(probe, w, cfg) is None for w in workers if w.peer_id not in probe.path):
             return True
-        local = self.source.local(now) if self.local_allowed else None
-        return local is not None and local.slots_free - local.outstanding > 0
+        local = self.source.local(now) if self._local_allowed() else None
+        return local is not None and scheduler.ineligible(probe, local, cfg) is None
 
     def _place(self, entry: TaskEntry, workers: list[scheduler.WorkerView], now: float) -> None:
         ref = self._ref(entry)
@@ -327,6 +334,10 @@ class Coordinator:
             self._update(entry, reason=why)
         elif now >= entry.queued_since_s + self.queue_timeout_s:
             self._fail(entry, f"no worker within the {self.queue_timeout_s:g} s queue timeout: {why}", now)
+        elif idle and self.local_allowed and not self._local_allowed() and now >= entry.fallback_check_s:
+            # a checked job's task that waited and found this peer busy looks again later (not on every event)
+            entry.fallback_check_s = max(now, entry.queued_since_s + LOCAL_FALLBACK_AFTER_S) + LOCAL_FALLBACK_AFTER_S
+            self._timer(entry.fallback_check_s, entry)
 
     def _replicas_wanted(self, entry: TaskEntry) -> int:
         """Attempts to start now: the replicas the tally waits for that are not out, else one if none is."""
@@ -835,6 +846,13 @@ class Coordinator:
     def explain(self) -> dict[str, list[str]]:
         """The reason chain of every task that is not done, oldest first."""
         return {tid: list(e.reasons) for tid, e in self.tasks.items() if e.state is not TaskState.DONE}
+
+
+def _smallest(limits: Iterable[ReceiptLimits]) -> ReceiptLimits:
+    """The componentwise smallest of ``limits``."""
+    lims = list(limits)
+    return ReceiptLimits(min(x.fuel_max for x in lims), min(x.memory_bytes_max for x in lims),
+                         min(x.wall_time_s for x in lims), min(x.output_bytes_max for x in lims))
 
 
 def _ended(entry: TaskEntry) -> bool:

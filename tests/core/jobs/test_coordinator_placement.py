@@ -20,21 +20,25 @@ T0 = 1000.0
 class Net:
     """Workers with fixed slots; what the coordinator has out with each comes from its ``inflight`` map."""
 
-    def __init__(self, slots: dict[str, int], local_slots: int = 0) -> None:
+    def __init__(self, slots: dict[str, int], local_slots: int = 0, local_memory: int = 1 << 30) -> None:
         self.slots = slots
         self.local_slots = local_slots
+        self.local_memory = local_memory
         self.inflight: dict[str, int] = {}
         self.views_calls = 0
+        self.local_calls = 0
 
     def views(self, now: float) -> list[WorkerView]:
         self.views_calls += 1
         return [worker(p, free=n, total=n, outstanding=self.inflight.get(p, 0)) for p, n in self.slots.items()]
 
     def local(self, now: float) -> WorkerView | None:
+        self.local_calls += 1
         if not self.local_slots:
             return None
         n = self.local_slots
-        return worker("submitter", free=n, total=n, rtt_s=0.0, outstanding=self.inflight.get("submitter", 0))
+        return worker("submitter", free=n, total=n, rtt_s=0.0, outstanding=self.inflight.get("submitter", 0),
+                      memory_max=self.local_memory)
 
 
 def coordinator(net: Net, tasks: int, policy: str = "hash", queue_timeout_s: float = 60.0) -> Coordinator:
@@ -69,6 +73,16 @@ def test_a_tick_with_every_slot_busy_does_not_walk_the_queue() -> None:
     net.views_calls = 0
     assert coord.tick(T0 + 0.5) == []
     assert net.views_calls <= 1  # one look at the workers, not one per queued task
+
+
+def test_a_free_slot_here_that_fits_none_of_the_tasks_does_not_make_a_tick_walk_the_queue() -> None:
+    net = Net({"w1": 1}, local_slots=2, local_memory=16 << 20)  # the tasks ask for 64 MiB
+    coord = coordinator(net, 500)
+    assert dispatches(coord.start(T0)) == [("j/t0", "w1")]
+    net.views_calls = net.local_calls = 0
+    assert coord.tick(T0 + 0.5) == []
+    assert net.views_calls <= 1
+    assert net.local_calls <= 1
 
 
 def test_a_freed_slot_goes_to_the_next_queued_task_and_a_declined_task_tries_elsewhere() -> None:
@@ -117,3 +131,16 @@ def test_a_failed_attempt_is_retried_elsewhere_when_its_backoff_ends() -> None:
     assert T0 + 0.1 < when <= T0 + 0.1 + 0.3  # 0.2 s x (0.5 .. 1.5)
     other = "w2" if first == "w1" else "w1"
     assert dispatches(coord.tick(when)) == [(tid, other)]
+
+
+def test_a_checked_job_looks_here_again_when_this_peer_was_busy_at_the_fallback_delay() -> None:
+    net = Net({"w1": 1}, local_slots=1)
+    coord = coordinator(net, 3, policy="spot:1")
+    coord.start(T0)
+    net.inflight["submitter"] = 1  # this peer is busy (another job) when the waiting tasks may fall back
+    assert [e for e in coord.tick(T0 + 2.0) if isinstance(e, RunLocal)] == []
+    del net.inflight["submitter"]
+    when = coord.next_deadline(T0 + 2.0)
+    assert when == T0 + 4.0
+    local = [e.task.task_id for e in coord.tick(when) if isinstance(e, RunLocal)]
+    assert local == ["j/t1"]
