@@ -607,13 +607,19 @@ async def part_throughput(base: Path, n: int) -> None:
         remote, cpu, workers = await throughput_run(peers, n, "tpremote", TINY_LIMITS)
         print(f"  {remote:,.0f} tasks/s, every task delegated (main process CPU {cpu:.0%} of wall; tasks per "
               f"peer {workers})")
-        prof = cProfile.Profile()
-        prof_rate, _, _ = await throughput_run(peers, n, "tpprof", local_ok, prof)
-        total = sum(t for _, t in cost_centres(prof))
-        print(f"  profile of this process over a second run of {n} tasks ({prof_rate:,.0f} tasks/s under cProfile), "
-              "own time per cost centre (a syscall's time includes any time the process lost the CPU in it):")
-        for name, t in cost_centres(prof):
-            print(f"    {t / n * 1e6:7.0f} us/task  {t / total:4.0%}  {name}")
+        profiles = []
+        for job_id, limits in (("tpprof", local_ok), ("tpprofremote", TINY_LIMITS)):
+            prof = cProfile.Profile()
+            prof_rate, _, _ = await throughput_run(peers, n, job_id, limits, prof)
+            profiles.append((prof_rate, dict(cost_centres(prof))))
+        (rate_a, a), (rate_b, b) = profiles
+        print(f"  profile of this process over two more runs of {n} tasks under cProfile ({rate_a:,.0f} and "
+              f"{rate_b:,.0f} tasks/s): own time per task and cost centre (a syscall's time includes any time the "
+              "process lost the CPU in it)")
+        print("    as placed   delegated")
+        for name in sorted(a, key=lambda k: -a[k]):
+            print(f"    {a[name] / n * 1e6:6.0f} us  {b.get(name, 0.0) / n * 1e6:6.0f} us   {name}")
+        print(f"    {sum(a.values()) / n * 1e6:6.0f} us  {sum(b.values()) / n * 1e6:6.0f} us   in all")
 
 
 # --- main -------------------------------------------------------------------------------------------------------
