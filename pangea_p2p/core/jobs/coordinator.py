@@ -42,10 +42,11 @@ waits for a free slot or for its timers (the queue fallback and timeout run as b
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.chunks import unframe_chunks
@@ -252,9 +253,10 @@ class Coordinator:
             entry = self.tasks[task_id]
             if self._wants_placement(entry, now):
                 workers = self._place_and_look(entry, workers, now)
-        for entry in list(self._unplaced.values()):
+        drop: list[str] = []
+        for entry in self._walk():
             if entry.state.final or self._replicas_wanted(entry) <= 0:
-                self._unplaced.pop(entry.ref.task_id, None)
+                drop.append(entry.ref.task_id)
                 continue
             if entry.not_before_s > now:
                 continue  # backing off: its timer brings it back
@@ -265,7 +267,20 @@ class Coordinator:
                 continue
             workers = self._place_and_look(entry, workers, now)
             if self._replicas_wanted(entry) <= 0:
-                self._unplaced.pop(entry.ref.task_id, None)
+                drop.append(entry.ref.task_id)
+        for task_id in drop:
+            dropped = self._unplaced.get(task_id)
+            if dropped is not None and (dropped.state.final or self._replicas_wanted(dropped) <= 0):
+                del self._unplaced[task_id]
+
+    def _walk(self, chunk: int = 32) -> Iterator[TaskEntry]:
+        """The entries of ``_unplaced`` in order, copied a few at a time (a walk usually stops early; a copy of
+        the whole queue per tick would cost O(tasks)). Placing may move entries meanwhile: one moved to the
+        front is seen at the next walk, one moved behind may be seen twice (placing is asked again: harmless)."""
+        seen = 0
+        while batch := list(itertools.islice(self._unplaced.values(), seen, seen + chunk)):
+            yield from batch
+            seen += len(batch)
 
     def _reconsider(self, entry: TaskEntry) -> None:
         """``entry`` may want a placement now: to the front of ``_unplaced``, before the tasks already queued (a
