@@ -397,8 +397,8 @@ async def pangea_matmul(base: Path, n_peers: int, repeats: int) -> tuple[list[fl
         return times, cpu / sum(times), err, workers
 
 
-def numpy_one_core(repeats: int) -> float:
-    """Median seconds of ``a @ b`` with one BLAS thread (threadpoolctl if installed, else a subprocess)."""
+def numpy_one_core(repeats: int) -> tuple[float, str]:
+    """Median seconds of ``a @ b`` with one BLAS thread (threadpoolctl if installed, else a subprocess), and how."""
     try:
         from threadpoolctl import threadpool_limits  # type: ignore[import-not-found]
     except ImportError:
@@ -413,7 +413,7 @@ def numpy_one_core(repeats: int) -> float:
         one = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **one}, capture_output=True, text=True,
                              check=True)
-        return float(out.stdout.strip())
+        return float(out.stdout.strip()), "a subprocess with OPENBLAS_NUM_THREADS=1"
     a, b = matmul_operands()
     with threadpool_limits(1):
         a @ b
@@ -422,7 +422,7 @@ def numpy_one_core(repeats: int) -> float:
             t0 = time.perf_counter()
             a @ b
             ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return statistics.median(ts), "threadpoolctl"
 
 
 def wasm_serial(chunks: list[bytes]) -> float:
@@ -468,8 +468,8 @@ def dask_matmul(chunks: list[bytes], repeats: int) -> dict[str, list[float]] | s
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:
         return f"dask.distributed is not importable ({exc}): skipped"
-    for name in ("distributed", "tornado"):  # importing distributed set its loggers to INFO
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("distributed", "tornado"):  # importing distributed set its loggers to INFO; a failure raises below
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # (and its shutdown races log harmless CommClosedErrors)
     a, b = matmul_operands()
     expected = a @ b
     out: dict[str, list[float]] = {}
@@ -501,13 +501,17 @@ def part_matmul(base: Path, peer_counts: list[int], repeats: int) -> None:
           f"median of {repeats} warm run(s) ({load()})")
     a, b = matmul_operands()
     chunks = block_inputs(a, b, MATMUL_BLOCK)
-    np_s = numpy_one_core(20)
+    np_s, how = numpy_one_core(20)
     serial_s = wasm_serial(chunks)
     pangea = trio.run(part_matmul_pangea, base, peer_counts, repeats)
     dask = dask_matmul(chunks, repeats)
-    print(f"  numpy a @ b, one BLAS thread:                        {np_s * 1e3:8.1f} ms")
+    print(f"  numpy a @ b, one BLAS thread ({how}): {np_s * 1e3:.1f} ms")
     print(f"  the {len(chunks)} guest runs back to back, this process:     {serial_s * 1e3:8.1f} ms  "
           f"({serial_s / np_s:.0f}x numpy: the wasm kernel itself)")
+    tasks = -(-len(chunks) // MATMUL_CHUNKS_PER_TASK)
+    per_task_mib = sum(len(c) for c in chunks) / tasks / (1 << 20)
+    print(f"  each of the {tasks} tasks carries {per_task_mib:.1f} MiB of input for "
+          f"{serial_s / tasks * 1e3:.1f} ms of guest compute")
     one = statistics.median(pangea[peer_counts[0]][0]) if peer_counts else 0.0
     for n, (times, cpu, err, workers) in pangea.items():
         med = statistics.median(times)
