@@ -189,7 +189,6 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
     orig_serve = ComputeService._serve_task
     orig_answer = ComputeService._answer
     orig_worker_msg = ComputeService._on_worker_message
-    orig_on_result = ComputeService._on_result
     orig_coord_result = coordinator_mod.Coordinator.on_result
     orig_issue = compute_mod.issue_receipt
     orig_run_chunks = b_compute.sandbox.run_chunks
@@ -231,9 +230,6 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
         if isinstance(msg, wire.Result):
             trace.mark("result_at_a")
         await orig_worker_msg(self, worker, session, msg)
-
-    async def on_result(self: ComputeService, *a: Any) -> None:
-        await orig_on_result(self, *a)
 
     def coord_result(self: coordinator_mod.Coordinator, *a: Any, **k: Any) -> Any:
         trace.mark("verify_start")
