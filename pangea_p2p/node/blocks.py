@@ -39,13 +39,21 @@ class BlockStore:
         else:
             cid = canonical_cid(cid)
         self._remember(cid, data)
-        if persist and self.directory is not None:
+        if persist:
+            self.write_files({cid: data})
+        return cid
+
+    def write_files(self, blocks: dict[str, bytes]) -> None:
+        """Write ``blocks`` (canonical cid -> bytes, already checked) to disk. Touches no in-memory state, so
+        it may run in a worker thread; each file appears whole (written aside, then renamed) or not at all."""
+        if self.directory is None:
+            return
+        for cid, data in blocks.items():
             path = self.directory / cid
             if not path.exists():
                 tmp = path.with_suffix(".tmp")
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
-        return cid
 
     def get(self, cid: str) -> bytes | None:
         try:

@@ -503,6 +503,8 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
             # Close the host before the pubsub/DHT service contexts unwind (notes §6, §9.3).
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await hostlib.close_hosts([host])
-            if peer.compute is not None and peer.compute.journal is not None:
-                peer.compute.journal.close()
+            if peer.compute is not None:
+                peer.compute.flush_outputs()
+                if peer.compute.journal is not None:
+                    peer.compute.journal.close()
             log.info("peer.stopped", peer_id=identity.peer_id)
