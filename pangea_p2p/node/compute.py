@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
 COMPUTE_PROTOCOL = TProtocol("/pangea/compute/1.0.0")
 REVEAL_WAIT_S_MAX = 600.0
+SEND_TIMEOUT_S = 30.0  # a peer that does not take a frame for this long has stopped reading
 log = get_logger("compute")
 
 
@@ -109,8 +110,12 @@ class Session:
     tasks: set[str] = field(default_factory=set)
 
     async def send(self, msg: wire.Message) -> None:
+        """TransportError if the worker does not take the frame within SEND_TIMEOUT_S (it stopped reading)."""
         async with self.lock:
-            await write_frame(self.stream, wire.encode(msg))
+            with trio.move_on_after(SEND_TIMEOUT_S) as scope:
+                await write_frame(self.stream, wire.encode(msg))
+        if scope.cancelled_caught:
+            raise TransportError(f"{self.peer} did not read a frame within {SEND_TIMEOUT_S:g} s")
 
 
 @dataclass
@@ -294,6 +299,9 @@ class ComputeService:
             elif isinstance(eff, RequestReveal):
                 self._spawn(self._send_to, eff.worker, wire.RevealRequest(eff.task_id))
             elif isinstance(eff, CancelAttempt):
+                session = self.sessions.get(eff.worker)
+                if session is not None:
+                    session.tasks.discard(eff.task_id)
                 self._spawn(self._send_to, eff.worker, wire.Cancel(eff.task_id))
             elif isinstance(eff, SpotCheck):
                 self._spawn(self._spot_check, coord, eff)
@@ -316,6 +324,9 @@ class ComputeService:
 
     def _job_finished(self, coord: Coordinator, eff: JobFinished) -> None:
         self._running.pop(coord, None)
+        for task_id in coord.tasks:  # late answers about its tasks are ignored from now on
+            if self.owner.get(task_id) is coord:
+                del self.owner[task_id]
         run = self._run_of(coord)
         if run is not None:
             log.info("job.finished", job=run.spec.job_id, state=str(eff.state), reason=eff.reason)
@@ -406,6 +417,8 @@ class ComputeService:
                 await self._on_worker_message(worker, session, msg)
         except PangeaError as exc:
             reason = str(exc)
+            if isinstance(exc, RemoteProtocolError):  # e.g. an oversized frame: a fault, not a lost connection
+                self.trust.record(worker, Outcome.INVALID, time.time())
         finally:
             if self.sessions.get(worker) is session:
                 del self.sessions[worker]
@@ -437,11 +450,18 @@ class ComputeService:
             self._spawn(self._on_result, coord, worker, session, msg)
 
     async def _on_result(self, coord: Coordinator, worker: str, session: Session, msg: wire.Result) -> None:
+        entry = coord.tasks.get(msg.task_id)
+        attempt = entry.attempts.get(worker) if entry is not None else None
+        if entry is None or attempt is None:  # not a result this peer waits for: nothing fetched, nothing stored
+            log.debug("compute.unexpected_result", worker=worker, task=msg.task_id)
+            return
         output = msg.output_inline
         if msg.output_cid and not output:
+            n = entry.ref.chunk_count  # the framed output: a count, then a length and the bytes per chunk
+            size_max = 4 * (n + 1) + n * attempt.limits.output_bytes_max
             try:
                 output = await blockx.fetch_from_any(self.peer.host, self.blocks, msg.output_cid, [session.peer],
-                                                     self.worker.config.limits_max.output_bytes_max * 64)
+                                                     min(size_max, msg.output_bytes or size_max))
             except PangeaError as exc:
                 self._apply(coord, coord.on_transport_error(msg.task_id, worker, str(exc), time.time()))
                 return
@@ -551,7 +571,10 @@ class ComputeService:
 
         async def reply(msg: wire.Message) -> None:
             async with lock:
-                await write_frame(stream, wire.encode(msg))
+                with trio.move_on_after(SEND_TIMEOUT_S) as scope:
+                    await write_frame(stream, wire.encode(msg))
+            if scope.cancelled_caught:
+                raise TransportError(f"{sender} did not read a frame within {SEND_TIMEOUT_S:g} s")
 
         mine: set[str] = set()
         try:
@@ -566,10 +589,14 @@ class ComputeService:
         except PangeaError as exc:
             log.debug("compute.issuer_stream_ended", sender=str(sender), error=str(exc))
         finally:
+            now = time.time()
             for task_id in mine:  # the issuer went away: its tasks are not wanted any more
                 inc = self.incoming.get(task_id)
-                if inc is not None:
+                if inc is not None and inc.sender == sender:
                     inc.scope.cancel()
+                    split = self.splits.get(task_id)
+                    if split is not None:
+                        self._apply(split.coordinator, split.coordinator.cancel(now, "the issuer went away"))
             with trio.CancelScope(shield=True):
                 await stream.close()
 
@@ -606,11 +633,15 @@ class ComputeService:
                                                                  self.worker.config.input_bytes_max)
                 if cid_of(framed) != ref.input_cid:
                     raise RemoteProtocolError(f"input of {ref.task_id} does not match {ref.input_cid}")
+                if len(unframe_chunks(framed)) != ref.chunk_count:
+                    raise RemoteProtocolError(f"input of {ref.task_id} does not hold the {ref.chunk_count} chunks "
+                                              "the offer names")
                 if verdict is Verdict.SPLIT:
                     self._start_split(inc, framed, parts)
                     return  # answered by _finish_split
                 tree, output = await self._execute(ref, framed, [inc.sender])
-                self.worker.release(ref.task_id)  # the slot is free; a reveal may still be awaited below
+                if self.incoming.get(ref.task_id) is inc:
+                    self.worker.release(ref.task_id)  # the slot is free; a reveal may still be awaited below
                 await self._answer(inc, tree, output)
         except Exception as exc:  # a bad input, a vanished issuer, or a bug here: the issuer hears it at once
             if isinstance(exc, PangeaError):
@@ -624,8 +655,8 @@ class ComputeService:
             with trio.CancelScope(shield=True), trio.move_on_after(5), contextlib.suppress(PangeaError):
                 await inc.reply(wire.Rejected(ref.task_id, why[:256]))
         finally:
-            if ref.task_id not in self.splits:
-                self.incoming.pop(ref.task_id, None)
+            if ref.task_id not in self.splits and self.incoming.get(ref.task_id) is inc:
+                del self.incoming[ref.task_id]
                 self.worker.release(ref.task_id)
 
     async def _answer(self, inc: Incoming, tree: bytes, output: bytes) -> None:
@@ -644,7 +675,7 @@ class ComputeService:
                 with trio.move_on_at(_trio_deadline(ref.deadline_s, REVEAL_WAIT_S_MAX)):
                     await inc.reveal.wait()
                 if not inc.reveal.is_set():
-                    return
+                    raise TransportError(f"no reveal request within {REVEAL_WAIT_S_MAX:g} s")
         if len(output) <= wire.OUTPUT_INLINE_MAX:
             await inc.reply(wire.Result(ref.task_id, tree, output_inline=output, nonce=nonce))
         else:
@@ -685,8 +716,11 @@ class ComputeService:
                 await inc.reply(wire.Rejected(ref.task_id, f"could not finish its parts: {eff.reason}"[:256]))
                 return
             entries = sorted(split.coordinator.tasks.values(), key=lambda e: split.parts[e.ref.task_id])
-            outputs = [self.blocks.get(e.output_cid) or b"" for e in entries]
-            merged = merge_outputs(outputs)
+            outputs = [self.blocks.get(e.output_cid) for e in entries]
+            missing = [e.ref.task_id for e, out in zip(entries, outputs, strict=True) if out is None]
+            if missing:
+                raise PangeaError(f"the outputs of parts {missing} are gone from the block store")
+            merged = merge_outputs([out for out in outputs if out is not None])
             children = [ReceiptTree.decode(e.tree, CoordinatorConfig().verify) for e in entries]
             tree = delegate(self.peer.identity, _binding(ref), children, now=time.time(), rng=self.rng)
             inc.scope = trio.CancelScope()  # the first one ended with _serve_task; a Cancel now cancels this
@@ -694,6 +728,9 @@ class ComputeService:
                 await self._answer(inc, tree.encode(), merged)
         except PangeaError as exc:
             log.warning("task.split_answer_failed", task=ref.task_id, error=str(exc))
+            if inc is not None:  # say so: the issuer retries elsewhere at once
+                with trio.CancelScope(shield=True), trio.move_on_after(5), contextlib.suppress(PangeaError):
+                    await inc.reply(wire.Rejected(ref.task_id, f"gave up: {exc}"[:256]))
         finally:
             self.incoming.pop(ref.task_id, None)
 

@@ -84,10 +84,13 @@ class Journal:
         self._db.close()
 
     def job_submitted(self, spec: JobSpec, now: float) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO jobs (job_id, spec, state, created_s) VALUES (?, ?, ?, ?)",
-            (spec.job_id, spec_to_json(spec), JobState.RUNNING.value, now),
-        )
+        """Record a new job; an old job of the same id (failed or cancelled before) is forgotten with its tasks."""
+        with self._db:
+            self._db.execute("DELETE FROM tasks WHERE job_id = ?", (spec.job_id,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO jobs (job_id, spec, state, created_s) VALUES (?, ?, ?, ?)",
+                (spec.job_id, spec_to_json(spec), JobState.RUNNING.value, now),
+            )
 
     def job_finished(self, job_id: str, state: JobState, reason: str, now: float) -> None:
         self._db.execute(

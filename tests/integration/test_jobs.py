@@ -11,15 +11,18 @@ from typing import Any
 
 import pytest
 import trio
+from libp2p.peer.id import ID
 
 from pangea_p2p.core.chunks import unframe_chunks
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs import wire
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
 from pangea_p2p.guests import load_guest
-from pangea_p2p.node.compute import ComputeService, JobRun
+from pangea_p2p.node.compute import ComputeService, JobRun, Session
 from pangea_p2p.node.peer import Peer, open_peer
 from pangea_p2p.testing import local_config, open_network, wait_for
 
@@ -223,3 +226,21 @@ async def test_a_bug_on_a_worker_is_reported_to_the_issuer_and_both_keep_running
         run2 = submit(peers[0], [b"after"], verification=VerificationPolicy.parse("spot:1"))
         await finished(run2, 60)
         assert run2.coordinator.state is JobState.DONE
+
+
+async def test_a_result_nobody_asked_for_is_neither_fetched_nor_stored(tmp_path: Path) -> None:
+    async with open_network(2, tmp_path, SETTINGS) as peers:
+        await network_ready(peers)
+        compute = compute_of(peers[0])
+        run = submit(peers[0], [b"only"], verification=VerificationPolicy.parse("spot:1"))
+        await finished(run, 60)
+        coord = run.coordinator
+        task_id = run.spec.task_ids()[0]
+        rogue = peers[1].peer_id  # done with the task: it holds no attempt any more
+        junk = b"\x01" * 1000
+        session = Session(ID.from_base58(rogue), stream=None)  # type: ignore[arg-type]  # never used: no fetch
+        for i in range(20):
+            msg = wire.Result(task_id, b"not a receipt", output_inline=junk + bytes([i]))
+            await compute._on_result(coord, rogue, session, msg)
+            assert compute.blocks.get(cid_of(junk + bytes([i]))) is None
+        assert coord.state is JobState.DONE

@@ -82,6 +82,9 @@ class WorkerService:
         if problem:
             self.rejected_total += 1
             return Admission(Verdict.REJECT, problem)
+        if len(self.admitted) >= self.config.slots + self.config.queue_max:  # running, queued and splitting
+            self.rejected_total += 1
+            return Admission(Verdict.REJECT, f"busy: {len(self.admitted)} tasks admitted, {self.config.slots} slots")
         fuel = scheduler.fuel_estimate(offer, None)
         me = self.local_view()
         others = [w for w in neighbours if w.peer_id not in offer.path and w.peer_id != self.self_id]
@@ -89,9 +92,6 @@ class WorkerService:
         if placement.kind == "split":
             self.admitted[offer.task_id] = Verdict.SPLIT
             return Admission(Verdict.SPLIT, placement.reason, placement.parts)
-        if self.running >= self.config.slots + self.config.queue_max:
-            self.rejected_total += 1
-            return Admission(Verdict.REJECT, f"busy: {self.running} tasks admitted, {self.config.slots} slots")
         self.admitted[offer.task_id] = Verdict.RUN
         return Admission(Verdict.RUN, "runs here")
 

@@ -153,3 +153,20 @@ def test_worker_config_validated() -> None:
     with pytest.raises(ConfigError, match=r"compute\.input_bytes_max"):
         WorkerConfig(input_bytes_max=1)
     assert ReceiptLimits is not None
+
+
+def test_split_admissions_count_toward_the_admission_bound() -> None:
+    # A task this peer splits costs it a coordinator and its neighbours' slots: an issuer must not be able to
+    # make it split without bound while its advert still shows free slots.
+    s = svc(slots=1, queue=1, speed_fuel_per_s=1e7)
+    neighbours = [worker(p, speed=1e8) for p in "abc"]
+
+    def offer(task_id: str) -> Verdict:
+        return s.admit(task(task_id, chunks=16, fuel=10**10), "submitter", neighbours, 0.0).verdict
+
+    assert [offer("j/t0"), offer("j/t1")] == [Verdict.SPLIT, Verdict.SPLIT]
+    refused = s.admit(task("j/t2", chunks=16, fuel=10**10), "submitter", neighbours, 0.0)
+    assert refused.verdict is Verdict.REJECT
+    assert "busy" in refused.reason
+    s.release("j/t0")
+    assert offer("j/t2") is Verdict.SPLIT

@@ -1,0 +1,43 @@
+"""The job journal (SQLite in the data dir): what a restarted submitter resumes from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
+from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.node.journal import Journal, TaskRecord
+
+LIMITS = ReceiptLimits(10**9, 64 << 20, 10.0, 1 << 20)
+
+
+def spec(chunks: list[bytes]) -> JobSpec:
+    return JobSpec(job_id="again", module_cid=cid_of(b"module"), chunk_cids=tuple(cid_of(c) for c in chunks),
+                   chunk_sizes=tuple(len(c) for c in chunks), limits=LIMITS)
+
+
+def test_a_job_and_its_finished_tasks_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    journal = Journal(path)
+    first = spec([b"a", b"b"])
+    journal.job_submitted(first, 100.0)
+    journal.task_finished("again", TaskRecord("again/t0", TaskState.DONE, "", cid_of(b"out"), b"tree", 7, "w1"))
+    journal.close()
+    (record,) = Journal(path).jobs()
+    assert record.spec == first
+    assert record.state is JobState.RUNNING
+    assert record.tasks["again/t0"].output_cid == cid_of(b"out")
+    assert record.tasks["again/t0"].fuel_used == 7
+
+
+def test_a_new_job_with_an_old_jobs_id_does_not_inherit_its_results(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "jobs.sqlite")
+    journal.job_submitted(spec([b"a", b"b"]), 100.0)
+    journal.task_finished("again", TaskRecord("again/t0", TaskState.DONE, "", cid_of(b"out"), b"tree", 7, "w1"))
+    journal.job_finished("again", JobState.FAILED, "task again/t1 failed", 101.0)
+    second = spec([b"x", b"y"])  # the same id reused for other data
+    journal.job_submitted(second, 200.0)
+    (record,) = journal.jobs()
+    assert record.spec == second
+    assert record.tasks == {}
