@@ -53,17 +53,41 @@ at most its replica count; worker faults per task at most ``retries_max`` and un
 ``unreachable_max`` (then FAILED with the reason chain);
 every effect that expects an answer is correlated by (task_id, worker); the reason chain of a task is
 bounded (``REASONS_MAX``).
+
+Cost. A job may hold tens of thousands of tasks and every event ends in a placement round or a ``tick``, so
+nothing per event scans all of them. The coordinator keeps:
+- ``_out``: the tasks with at least one attempt out (exactly those; deadlines, expiry and departures look
+  only here);
+- ``_unplaced``: an ordered superset of the tasks that want a placement (not final, and PENDING or with
+  replicas the tally counts on not yet given to a worker), cleaned as it is walked; a task whose attempt,
+  candidate or vote changed goes back to its front;
+- ``_due``: the tasks the next placement round looks at whatever the room: those whose state changed as
+  above, whose placement left replicas unplaced (the next round places or queues the rest, as a scan would),
+  and those whose timer fired;
+- a heap of timers (queue timeout, local fallback, a checked job's re-look at this peer, end of a backoff),
+  each live only while the value it was set for is unchanged (stale ones are dropped lazily);
+- ``_queued`` (tasks with ``queued_since_s``, for the cool-down expiry wake-up) and a count of DONE tasks.
+Index invariant, after every call: a task that wants a placement is in ``_unplaced``, and if it is not
+queued it is in ``_due`` or has a live timer (a backoff). A placement round first places the due tasks,
+then walks ``_unplaced`` in order only while some worker — or this peer, where placement may pick it —
+could take the job's smallest task (free slot, limits, trust floor, not cooling down, not on the path): when
+none could, no task can go out, and every task left in the walk is queued with its timers or due, so the
+round stops at once. This peer as a checked job's *fallback* is not in that check: a queued task that finds
+this peer busy once its fallback delay is over looks at it again every LOCAL_FALLBACK_AFTER_S (a timer).
+``next_deadline(now)`` is then ``now`` itself when a timer is due or a task is due for a look (the next
+tick takes them all: no busy loop).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import math
 import random
 import struct
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.chunks import unframe_chunks
@@ -104,6 +128,9 @@ FUEL_ABSOLUTE_MAX = 10**15
 MEMORY_BYTES_ABSOLUTE_MAX = 4 << 30
 LOCAL_FALLBACK_AFTER_S = 2.0  # a task that only waits for busy workers runs here after this long
 ESCALATING = (FailureKind.OUT_OF_FUEL, FailureKind.MEMORY_LIMIT_EXCEEDED)
+
+# Timer kinds (see Cost in the module docstring): a timer is live while the value it was set for is unchanged.
+_TIMEOUT, _FALLBACK, _RECHECK, _BACKOFF = 0, 1, 2, 3
 
 
 @dataclass
@@ -184,6 +211,7 @@ class TaskEntry:
     not_before_s: float = 0.0
     queued_since_s: float | None = None
     fallback_at_s: float | None = None  # when this peer runs it itself if no busy worker freed up by then
+    fallback_check_s: float | None = None  # when a queued task of a checked job looks at this peer again (busy)
     tally: VoteTally | None = None
     reveal: CommitReveal | None = None  # the round replicas placed now join (earlier ones keep theirs)
     candidates: dict[str, Candidate] = field(default_factory=dict)
@@ -245,6 +273,18 @@ class Coordinator:
         self.reachability = reachability if reachability is not None else Reachability()
         self.replication = ReplicationPolicy(trust)
         self.tasks: dict[str, TaskEntry] = {t.task_id: TaskEntry(t, limits=t.limits) for t in tasks}
+        # Placement indexes (see Cost in the module docstring).
+        self._out: dict[str, TaskEntry] = {}  # tasks with at least one attempt out
+        self._unplaced: OrderedDict[str, TaskEntry] = OrderedDict(self.tasks)  # superset of those wanting placement
+        self._due: dict[str, None] = dict.fromkeys(self.tasks)  # looked at by the next placement round, room or not
+        self._queued: set[str] = set()  # tasks with queued_since_s set (not DONE)
+        self._timers: list[tuple[float, str, int]] = []  # heap of (when, task id, kind)
+        self._done = 0  # tasks DONE
+        self._walking = False  # a placement walk is iterating _unplaced (moves to its front are deferred)
+        self._deferred: list[TaskEntry] = []
+        # A task as small as any of ours, on the path they all share: a worker that cannot take it can take none
+        # of them (limits only grow, by escalation), which makes the "any room?" check job-wide.
+        self._probe = _probe(tasks)
         self.state = JobState.RUNNING
         self.started_s = now
         self.finished_s: float | None = None
@@ -262,53 +302,165 @@ class Coordinator:
     def restore(self, task_id: str, output_cid: str, tree: bytes, fuel_used: int, worker: str) -> None:
         """Mark a task DONE from the journal (a restarted submitter resumes its jobs)."""
         entry = self.tasks[task_id]
+        if entry.state is not TaskState.DONE:
+            self._done += 1
+        self._queued.discard(task_id)
         entry.state, entry.output_cid, entry.tree = TaskState.DONE, output_cid, tree
         entry.fuel_used, entry.worker = fuel_used, worker
 
     def tick(self, now: float) -> list[Effect]:
         """Fire due timers and place pending tasks; return the effects."""
         if self.state is JobState.RUNNING:
-            for entry in list(self.tasks.values()):
+            for entry in list(self._out.values()):
                 self._expire_attempts(entry, now)
             self._place_pending(now)
             self._check_finished(now)
         return self.drain()
 
     def next_deadline(self, now: float = -math.inf) -> float | None:
-        """When (after ``now``) ``tick`` next has something to do (None: only events can move it)."""
+        """When ``tick`` next has something to do (None: only events can move it): after ``now``, or ``now``
+        itself when a timer is due or a task waits for its look at the next placement round (the next tick
+        takes them all: no busy loop)."""
         if self.state is not JobState.RUNNING:
             return None
-        times: list[float] = []
-        for e in self.tasks.values():
-            times.extend(a.deadline_s for a in e.attempts.values())
-            if e.state.final:
-                continue
-            if e.queued_since_s is not None:  # waiting for a worker: the local fallback, then the queue timeout
-                if e.fallback_at_s is not None:
-                    times.append(e.fallback_at_s)
-                expiry = self.reachability.next_expiry(now)  # or a worker's cool-down ends
-                if expiry is not None:
-                    times.append(expiry)
-                if not e.attempts:
-                    times.append(e.queued_since_s + self.queue_timeout_s)
-            elif e.state is TaskState.PENDING or self._replicas_missing(e) > 0:
-                times.append(e.not_before_s)
-        return min((t for t in times if now < t < math.inf), default=None)
+        times = [a.deadline_s for e in self._out.values() for a in e.attempts.values() if now < a.deadline_s]
+        while self._timers and not self._live(self._timers[0]):
+            heapq.heappop(self._timers)  # stale: the value it was set for changed
+        if self._timers:
+            times.append(max(now, self._timers[0][0]))
+        if self._queued:  # waiting for a worker: or a worker's cool-down ends
+            expiry = self.reachability.next_expiry(now)
+            if expiry is not None:
+                times.append(expiry)
+        times.extend(max(now, e.not_before_s) for e in map(self.tasks.__getitem__, self._due) if self._may_want(e))
+        return min((t for t in times if t < math.inf), default=None)
+
+    def _timer(self, when: float, entry: TaskEntry, kind: int) -> None:
+        heapq.heappush(self._timers, (when, entry.ref.task_id, kind))
+
+    def _live(self, timer: tuple[float, str, int]) -> bool:
+        """Whether ``timer`` still stands for something: the value it was set for is unchanged (a queue timeout
+        counts only while no attempt is out: ``_end_attempt`` sets it again when the last one ends)."""
+        when, task_id, kind = timer
+        e = self.tasks[task_id]
+        if e.state.final:
+            return False
+        if kind == _BACKOFF:
+            return e.not_before_s == when
+        if kind == _TIMEOUT:
+            return e.queued_since_s is not None and not e.attempts and e.queued_since_s + self.queue_timeout_s == when
+        if kind == _FALLBACK:
+            return e.queued_since_s is not None and e.fallback_at_s == when
+        return e.queued_since_s is not None and e.fallback_check_s == when
 
     # --- placement --------------------------------------------------------------------------------------
 
     def _place_pending(self, now: float) -> None:
-        pending = [
-            e for e in self.tasks.values()
-            if e.not_before_s <= now and (e.state is TaskState.PENDING or (
-                not e.state.final and self._replicas_missing(e) > 0))  # replicas not yet placed
-        ]
-        if not pending:
+        """Place what wants placing (see Cost in the module docstring): first the tasks due for a look (their
+        timers fired, their state changed, or a placement left replicas unplaced), whatever the room; then the
+        others in ``_unplaced`` order while some worker (or this peer) has room for our smallest task."""
+        if self.state is not JobState.RUNNING:
             return
-        workers = self.source.views(now)
-        for entry in pending:
-            self._place(entry, workers, now)
-            workers = self.source.views(now)  # the placement changed what is outstanding where
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)
+            if self._live(timer):
+                self._due[timer[1]] = None
+        if not self._due and not self._unplaced:
+            return
+        workers: list[scheduler.WorkerView] | None = None
+        looked: set[str] = set()
+        again: list[str] = []  # placed in part: looked at again by the next round (as a full scan would)
+        due, self._due = self._due, {}
+        for task_id in due:
+            entry = self.tasks[task_id]
+            if self.state is not JobState.RUNNING or not self._wants_placement(entry, now):
+                continue
+            if workers is None:
+                workers = self.source.views(now)
+            workers = self._place_and_look(entry, workers, now)
+            looked.add(task_id)
+            if self._wants_placement(entry, now) and entry.queued_since_s is None:
+                again.append(task_id)
+        if self._unplaced and self.state is JobState.RUNNING:
+            if workers is None:
+                workers = self.source.views(now)
+            self._walk_unplaced(workers, looked, again, now)
+        for task_id in again:
+            self._due[task_id] = None
+
+    def _walk_unplaced(self, workers: list[scheduler.WorkerView], looked: set[str], again: list[str],
+                       now: float) -> None:
+        """Walk ``_unplaced`` in order while there is room, dropping the tasks that want no placement."""
+        drop: list[str] = []
+        room = self._room(workers, now)
+        self._walking = True
+        try:
+            for task_id, entry in self._unplaced.items():
+                if not self._may_want(entry):
+                    drop.append(task_id)
+                    continue
+                if entry.not_before_s > now or task_id in looked:
+                    continue  # backing off (its timer brings it back), or placed by this round already
+                if not room:
+                    break  # everything from here on is queued, or due for a look (see Cost)
+                before = workers
+                workers = self._place_and_look(entry, workers, now)
+                if self.state is not JobState.RUNNING:
+                    break
+                if workers is not before:
+                    room = self._room(workers, now)
+                if not self._may_want(entry):
+                    drop.append(task_id)
+                elif entry.queued_since_s is None and entry.not_before_s <= now:
+                    again.append(task_id)
+        finally:
+            self._walking = False
+        for task_id in drop:
+            if not self._may_want(self.tasks[task_id]):
+                self._unplaced.pop(task_id, None)
+        deferred, self._deferred = self._deferred, []
+        for entry in deferred:
+            self._reconsider(entry)
+
+    def _reconsider(self, entry: TaskEntry) -> None:
+        """``entry`` may want a placement now: to the front of ``_unplaced``, and due for a look at the next
+        placement round (whatever the room: it is placed or queued with its reason and timers)."""
+        if self._walking:  # not while a walk iterates _unplaced
+            self._deferred.append(entry)
+            return
+        task_id = entry.ref.task_id
+        self._unplaced[task_id] = entry
+        self._unplaced.move_to_end(task_id, last=False)
+        self._due[task_id] = None
+
+    def _may_want(self, entry: TaskEntry) -> bool:
+        """Whether ``entry`` wants a placement, now or when its backoff ends."""
+        return not entry.state.final and (entry.state is TaskState.PENDING or self._replicas_missing(entry) > 0)
+
+    def _wants_placement(self, entry: TaskEntry, now: float) -> bool:
+        return entry.not_before_s <= now and self._may_want(entry)
+
+    def _place_and_look(self, entry: TaskEntry, workers: list[scheduler.WorkerView], now: float
+                        ) -> list[scheduler.WorkerView]:
+        """Place ``entry``; the worker views afresh if that put an attempt out (it changed what is where)."""
+        before = len(entry.attempts)
+        self._place(entry, workers, now)
+        return self.source.views(now) if len(entry.attempts) != before else workers
+
+    def _room(self, workers: list[scheduler.WorkerView], now: float) -> bool:
+        """Whether some worker, or this peer where placement may pick it, could take one of our tasks now: a
+        free slot, enough trust, limits that fit our smallest task, not cooling down, not on the path (else no
+        task can go out). This peer as a checked job's fallback does not count: waiting tasks look at it on
+        their own timers."""
+        probe, cfg = self._probe, self.config.scheduler
+        if probe is None:
+            return False
+        cooling = self.reachability.cooling(now)
+        if any(scheduler.ineligible(probe, w, cfg) is None for w in workers
+               if w.peer_id not in probe.path and w.peer_id not in cooling):
+            return True
+        local = self.source.local(now) if self._local_allowed() else None
+        return local is not None and scheduler.ineligible(probe, local, cfg) is None
 
     def _place(self, entry: TaskEntry, workers: list[scheduler.WorkerView], now: float) -> None:
         ref = self._ref(entry)
@@ -324,12 +476,13 @@ class Coordinator:
         if placement.kind == "delegate":
             if entry.reveal is not None and entry.reveal.phase is not Phase.COMMITTING:
                 entry.reveal = self._reveal_round(entry, len(placement.workers))  # too late to join that one
+            views = {w.peer_id: w for w in workers if w.peer_id in placement.workers}
             for worker in placement.workers:
-                self._dispatch(entry, ref, worker, now)
+                self._dispatch(entry, ref, worker, views.get(worker), now)
         elif placement.kind == "local":
             self._run_local(entry, ref, now, placement.reason)
         else:
-            self._queue(entry, ref, placement.reason, now)
+            self._queue(entry, ref, placement.reason, workers, now)
 
     def _busy_with(self, entry: TaskEntry) -> set[str]:
         """Workers that must not get (another replica of) this task: excluded, given it in this round, out with
@@ -337,7 +490,8 @@ class Coordinator:
         done = set(entry.tally.votes) if entry.tally is not None else set()
         return entry.excluded | entry.assigned | set(entry.attempts) | set(entry.candidates) | done
 
-    def _queue(self, entry: TaskEntry, ref: TaskRef, why: str, now: float) -> None:
+    def _queue(self, entry: TaskEntry, ref: TaskRef, why: str, workers: list[scheduler.WorkerView],
+               now: float) -> None:
         local = self.source.local(now) if self.local_allowed and self.self_id not in entry.attempts else None
         if local is not None and scheduler.ineligible(ref, local, self.config.scheduler) is None:
             # Run it here (this peer trusts its own result; it settles a vote that lacks workers, see on_result)
@@ -347,15 +501,25 @@ class Coordinator:
             excluded = self._busy_with(entry)
             could = any(
                 scheduler.ineligible(ref, w, self.config.scheduler, busy_ok=True) is None
-                for w in self.source.views(now) if w.peer_id not in excluded and w.peer_id not in ref.path
+                for w in workers if w.peer_id not in excluded and w.peer_id not in ref.path
             )
             if entry.fallback_at_s is None:
                 entry.fallback_at_s = now + LOCAL_FALLBACK_AFTER_S
+                self._timer(entry.fallback_at_s, entry, _FALLBACK)
             if (idle and not could) or now >= entry.fallback_at_s:
                 self._run_local(entry, ref, now, f"local fallback: {why}")
                 return
+        elif (local is not None and not self._local_allowed() and now >= (entry.fallback_check_s or -math.inf)
+              and scheduler.ineligible(ref, local, self.config.scheduler, busy_ok=True) is None
+              and (entry.fallback_at_s is None or now >= entry.fallback_at_s)):
+            # A checked job's task that could run here once this peer has a free slot: as this peer's slots are
+            # not part of the "any room?" check (see Cost), it looks again in a while (not on every event).
+            entry.fallback_check_s = now + LOCAL_FALLBACK_AFTER_S
+            self._timer(entry.fallback_check_s, entry, _RECHECK)
         if entry.queued_since_s is None:
             entry.queued_since_s = now
+            self._queued.add(entry.ref.task_id)
+            self._timer(now + self.queue_timeout_s, entry, _TIMEOUT)
             self._note(entry, f"queued: {why}")
             self._update(entry, reason=why)
             self._maybe_open_reveals(entry, now)
@@ -384,16 +548,15 @@ class Coordinator:
         learned = sum(self._fuel_per_chunk) / len(self._fuel_per_chunk) if self._fuel_per_chunk else None
         return scheduler.fuel_estimate(ref, learned)
 
-    def _dispatch(self, entry: TaskEntry, ref: TaskRef, worker: str, now: float) -> None:
+    def _dispatch(self, entry: TaskEntry, ref: TaskRef, worker: str, view: scheduler.WorkerView | None,
+                  now: float) -> None:
         fuel = self._fuel(ref)
-        views = {w.peer_id: w for w in self.source.views(now)}
-        view = views.get(worker)
         expected = scheduler.expected_s(ref, fuel, view, self.config.scheduler) if view else 1.0
         budget = min(expected * self.config.timeout_factor, ref.chunk_count * ref.limits.wall_time_s)
         deadline = min(now + OFFER_TIMEOUT_S + ATTEMPT_GRACE_S + budget, max(ref.deadline_s, now + 1.0))
         entry.attempts[worker] = Attempt(worker, ref.limits, deadline, round=entry.reveal)
         entry.assigned.add(worker)
-        entry.state, entry.queued_since_s, entry.fallback_at_s = TaskState.RUNNING, None, None
+        self._started(entry)
         self.inflight[worker] = self.inflight.get(worker, 0) + 1
         if entry.tally is not None:
             entry.tally.add_workers([worker])
@@ -406,15 +569,29 @@ class Coordinator:
     def _run_local(self, entry: TaskEntry, ref: TaskRef, now: float, why: str) -> None:
         deadline = now + ATTEMPT_GRACE_S + ref.chunk_count * ref.limits.wall_time_s
         entry.attempts[self.self_id] = Attempt(self.self_id, ref.limits, deadline, accepted=True, local=True)
-        entry.state, entry.queued_since_s, entry.fallback_at_s = TaskState.RUNNING, None, None
+        self._started(entry)
         self.inflight[self.self_id] = self.inflight.get(self.self_id, 0) + 1
         self._note(entry, why)
         self._effects.append(RunLocal(ref))
         self._update(entry, worker=self.self_id)
 
+    def _started(self, entry: TaskEntry) -> None:
+        """An attempt of ``entry`` went out: it runs, and waits in the queue no more."""
+        entry.state, entry.queued_since_s, entry.fallback_at_s, entry.fallback_check_s = (
+            TaskState.RUNNING, None, None, None)
+        self._out[entry.ref.task_id] = entry
+        self._queued.discard(entry.ref.task_id)
+
     def _end_attempt(self, entry: TaskEntry, worker: str) -> Attempt | None:
         attempt = entry.attempts.pop(worker, None)
-        if attempt is not None and attempt.counted:
+        if attempt is None:
+            return None
+        if not entry.attempts:
+            self._out.pop(entry.ref.task_id, None)
+            if entry.queued_since_s is not None:  # its queue timeout counts again (see _live)
+                self._timer(entry.queued_since_s + self.queue_timeout_s, entry, _TIMEOUT)
+        self._reconsider(entry)  # it may want another attempt now
+        if attempt.counted:
             left = self.inflight.get(worker, 1) - 1
             if left > 0:
                 self.inflight[worker] = left
@@ -476,7 +653,9 @@ class Coordinator:
         # back off before placing it again even while other replicas are out (a partition would otherwise use
         # up the budget one dial timeout after another)
         backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** (entry.unreachable - 1)) * (0.5 + self.rng.random())
-        entry.not_before_s = max(entry.not_before_s, now + backoff)
+        if now + backoff > entry.not_before_s:
+            entry.not_before_s = now + backoff
+            self._timer(entry.not_before_s, entry, _BACKOFF)
         self._after_attempt(entry, now)
 
     def _heard_from(self, worker: str) -> None:
@@ -484,7 +663,7 @@ class Coordinator:
 
     def on_peer_gone(self, worker: str, now: float) -> list[Effect]:
         """``worker`` left (its advert expired or its connection dropped): reassign what it had."""
-        for entry in self.tasks.values():
+        for entry in list(self._out.values()):
             if worker in entry.attempts and not entry.attempts[worker].local:
                 self._end_attempt(entry, worker)
                 self._attempt_failed(entry, worker, f"{worker} left the network", now, penalise=False)
@@ -712,6 +891,7 @@ class Coordinator:
         if self.policy.commit_reveal and replicas > len(workers):  # a round for the replicas placed now
             entry.reveal = self._reveal_round(entry, replicas - len(workers))
         entry.state = TaskState.VERIFYING
+        self._reconsider(entry)
         self._update(entry)
         self._place_pending_one(entry, now)
 
@@ -722,6 +902,8 @@ class Coordinator:
     def _place_pending_one(self, entry: TaskEntry, now: float) -> None:
         if self._replicas_missing(entry) > 0:
             self._place(entry, self.source.views(now), now)
+            if self._replicas_missing(entry) > 0 and entry.queued_since_s is None:
+                self._due[entry.ref.task_id] = None  # placed in part: the rest at the next round
 
     def _vote(
         self, entry: TaskEntry, worker: str, claim: Claim | None, now: float, signers: frozenset[str] = frozenset()
@@ -756,6 +938,7 @@ class Coordinator:
             if entry.reveal is not None:  # the added replicas commit and reveal in a round of their own
                 entry.reveal = self._reveal_round(entry, decision.replicas_to_add)
             self._note(entry, f"replicas disagree: {decision.replicas_to_add} more replica(s)")
+            self._reconsider(entry)
             self._place_pending_one(entry, now)
         elif entry.tally.votes:
             entry.state = TaskState.VERIFYING
@@ -805,6 +988,9 @@ class Coordinator:
             if attempt is not None and not attempt.local:
                 self._effects.append(CancelAttempt(entry.ref.task_id, worker))
         receipt = candidate.tree.receipt
+        if entry.state is not TaskState.DONE:
+            self._done += 1
+        self._queued.discard(entry.ref.task_id)
         entry.state, entry.checked = TaskState.DONE, checked
         entry.output_cid = _output_cid(candidate)
         entry.tree, entry.fuel_used, entry.worker = candidate.tree.encode(), receipt.fuel_used, candidate.worker
@@ -843,7 +1029,10 @@ class Coordinator:
             misses = entry.failures + entry.unreachable
             backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, misses - 1)) * (0.5 + self.rng.random())
             entry.state, entry.not_before_s = TaskState.PENDING, now + (backoff if misses else 0.0)
+            if misses:
+                self._timer(entry.not_before_s, entry, _BACKOFF)
             self._update(entry)
+        self._reconsider(entry)
         self._maybe_open_reveals(entry, now)
         self._place_pending(now)
 
@@ -869,6 +1058,7 @@ class Coordinator:
         entry.replicas = self._initial_replicas()
         self._init_verification(entry)
         entry.state, entry.not_before_s = TaskState.PENDING, now
+        self._reconsider(entry)
         self._update(entry)
         self._place_pending(now)
 
@@ -905,7 +1095,7 @@ class Coordinator:
                 entry.reveal = self._reveal_round(entry, entry.replicas)
 
     def _check_finished(self, now: float) -> None:
-        if self.state is JobState.RUNNING and all(e.state is TaskState.DONE for e in self.tasks.values()):
+        if self.state is JobState.RUNNING and self._done == len(self.tasks):
             self._finish(JobState.DONE, "", now)
 
     def _finish(self, state: JobState, reason: str, now: float) -> None:
@@ -940,6 +1130,22 @@ class Coordinator:
     def explain(self) -> dict[str, list[str]]:
         """The reason chain of every task that is not done, oldest first."""
         return {tid: list(e.reasons) for tid, e in self.tasks.items() if e.state is not TaskState.DONE}
+
+
+def _probe(tasks: list[TaskRef]) -> TaskRef | None:
+    """A task with the componentwise smallest limits of ``tasks``, on the path they all share."""
+    if not tasks:
+        return None
+    shared = set(tasks[0].path).intersection(*(t.path for t in tasks[1:]))
+    return replace(tasks[0], limits=_smallest(t.limits for t in tasks),
+                   path=tuple(p for p in tasks[0].path if p in shared))
+
+
+def _smallest(limits: Iterable[ReceiptLimits]) -> ReceiptLimits:
+    """The componentwise smallest of ``limits``."""
+    lims = list(limits)
+    return ReceiptLimits(min(x.fuel_max for x in lims), min(x.memory_bytes_max for x in lims),
+                         min(x.wall_time_s for x in lims), min(x.output_bytes_max for x in lims))
 
 
 def _output_cid(candidate: Candidate) -> str:
