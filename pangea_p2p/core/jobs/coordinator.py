@@ -382,17 +382,16 @@ class Coordinator:
             if self._wants_placement(entry, now) and entry.queued_since_s is None:
                 again.append(task_id)
         if self._unplaced and self.state is JobState.RUNNING:
-            if workers is None:
-                workers = self.source.views(now)
             self._walk_unplaced(workers, looked, again, now)
         for task_id in again:
             self._due[task_id] = None
 
-    def _walk_unplaced(self, workers: list[scheduler.WorkerView], looked: set[str], again: list[str],
+    def _walk_unplaced(self, workers: list[scheduler.WorkerView] | None, looked: set[str], again: list[str],
                        now: float) -> None:
-        """Walk ``_unplaced`` in order while there is room, dropping the tasks that want no placement."""
+        """Walk ``_unplaced`` in order while there is room, dropping the tasks that want no placement (the
+        workers are looked at only once a task wants placing)."""
         drop: list[str] = []
-        room = self._room(workers, now)
+        room: bool | None = None
         self._walking = True
         try:
             for task_id, entry in self._unplaced.items():
@@ -401,6 +400,10 @@ class Coordinator:
                     continue
                 if entry.not_before_s > now or task_id in looked:
                     continue  # backing off (its timer brings it back), or placed by this round already
+                if workers is None:
+                    workers = self.source.views(now)
+                if room is None:
+                    room = self._room(workers, now)
                 if not room:
                     break  # everything from here on is queued, or due for a look (see Cost)
                 before = workers
