@@ -53,7 +53,7 @@ from pangea_p2p.core.trust import Outcome, TrustBook
 from pangea_p2p.core.verify.chain import ReceiptTree, delegate
 from pangea_p2p.core.verify.commit_reveal import commit
 from pangea_p2p.core.verify.receipts import Receipt, ReplayGuard, TaskBinding, issue_receipt
-from pangea_p2p.core.verify.voting import Claim
+from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES, Claim
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
@@ -516,10 +516,16 @@ class ComputeService:
             module = await self._fetch(ref.module_cid, [], 64 << 20)
             result = await self.sandbox.run_chunks(ref.module_cid, module, [chunks[eff.chunk_index]],
                                                    _sandbox_limits(ref))
-            chunk = None if result.failure is not None else result.outputs[0]
         except PangeaError as exc:
             log.warning("spot_check.failed_here", task=ref.task_id, error=str(exc))
-            chunk = None
+            self._apply(coord, coord.on_spot_result(ref.task_id, eff.chunk_index, None, time.time(), str(exc)))
+            return
+        failure = result.failure
+        if failure is not None and failure.kind in NONDETERMINISTIC_FAILURES:  # says nothing about the worker
+            why = f"{failure.kind.name}: {failure.message}"
+            self._apply(coord, coord.on_spot_result(ref.task_id, eff.chunk_index, None, time.time(), why))
+            return
+        chunk = None if failure is not None else result.outputs[0]
         self._apply(coord, coord.on_spot_result(ref.task_id, eff.chunk_index, chunk, time.time()))
 
     async def _execute(

@@ -775,8 +775,13 @@ class Coordinator:
         self._attempt_failed(entry, self.self_id, f"local run failed: {reason}", now, penalise=False)
         return self.drain()
 
-    def on_spot_result(self, task_id: str, chunk_index: int, output_chunk: bytes | None, now: float) -> list[Effect]:
-        """This peer's re-execution of one chunk (None: it failed here too, see the reason in the journal)."""
+    def on_spot_result(
+        self, task_id: str, chunk_index: int, output_chunk: bytes | None, now: float, inconclusive: str = ""
+    ) -> list[Effect]:
+        """This peer's re-execution of one chunk: its output, or None when the guest failed here (a trap, which
+        the worker's success contradicts). ``inconclusive`` names why the re-execution could not say anything
+        (this peer timed out, was full, could not fetch the input): the result is then accepted unchecked,
+        and nobody's trust changes."""
         entry = self.tasks.get(task_id)
         if entry is None or entry.state is not TaskState.VERIFYING:
             return self.drain()
@@ -784,6 +789,11 @@ class Coordinator:
             if chunk_index not in candidate.spot_pending:
                 continue
             candidate.spot_pending.discard(chunk_index)
+            if inconclusive:
+                self._note(entry, f"spot check of chunk {chunk_index} inconclusive here ({inconclusive}): "
+                                  f"{candidate.worker}'s result accepted unchecked")
+                self._accept(entry, candidate, now, checked=False)
+                continue
             theirs = unframe_chunks(candidate.output)[chunk_index]
             if output_chunk is None or theirs != output_chunk:
                 del entry.candidates[candidate.worker]

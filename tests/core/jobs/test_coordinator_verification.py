@@ -185,6 +185,22 @@ def test_a_spot_check_that_fails_here_too_rejects_the_candidate() -> None:
     assert "spot check of chunk" in reasons(d)
 
 
+def test_a_spot_check_that_says_nothing_here_accepts_the_result_unchecked_and_blames_nobody() -> None:
+    # This peer timed out or was full while re-running the chunk: that is no evidence against the worker.
+    d = Driver([FakeWorker("a")], chunks_for(1, per_task=2), policy="spot:1", auto=False)
+    d.start()
+    d.deliver(0)  # accepted
+    d.deliver(0)  # result: a spot check goes out
+    (spot,) = d.effects(SpotCheck)
+    d.inbox.clear()  # this peer's re-run never gives an answer...
+    d.apply(d.coord.on_spot_result("job/t0", spot.chunk_index, None, d.now, "TIMEOUT: slower here"))  # type: ignore[attr-defined]
+    assert d.coord.state is JobState.DONE
+    assert d.coord.tasks["job/t0"].checked is False
+    rec = d.trust.get(pid("a"))
+    assert rec is None or (rec.valid, rec.invalid) == (0, 0)
+    assert "inconclusive here (TIMEOUT: slower here)" in reasons(d)
+
+
 # --- replicas -------------------------------------------------------------------------------------------------
 
 
