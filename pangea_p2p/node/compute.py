@@ -17,7 +17,6 @@ Everything that decides is in pangea_p2p.core.jobs; this module moves bytes and 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import random
 import time
@@ -46,14 +45,13 @@ from pangea_p2p.core.jobs.effects import (
     TaskUpdate,
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState, VerificationPolicy
-from pangea_p2p.core.jobs.outputs import merge_outputs
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.jobs.worker import Verdict, WorkerService, split_task
+from pangea_p2p.core.jobs.worker import Verdict, WorkerService, commit_claim, delegation, split_coordinator, split_task
 from pangea_p2p.core.trust import Outcome, TrustBook
-from pangea_p2p.core.verify.chain import ReceiptTree, delegate
+from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.commit_reveal import commit
-from pangea_p2p.core.verify.receipts import Receipt, ReplayGuard, TaskBinding, issue_receipt
-from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES, Claim
+from pangea_p2p.core.verify.receipts import ReplayGuard, issue_receipt
+from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
@@ -95,9 +93,7 @@ class SplitRun:
     """A task this peer received and split: its parts run under ``coordinator``."""
 
     ref: TaskRef
-    sender: ID
-    coordinator: Coordinator
-    parts: dict[str, int]  # sub-task id -> position
+    coordinator: Coordinator  # its tasks are the parts, in order
 
 
 @dataclass
@@ -535,7 +531,7 @@ class ComputeService:
         module = await self._fetch(ref.module_cid, fetch_from or [], 64 << 20)
         chunks = unframe_chunks(framed_input)
         result = await self.sandbox.run_chunks(ref.module_cid, module, chunks, _sandbox_limits(ref))
-        binding = _binding(ref)
+        binding = ref.binding()
         now = time.time()
         if result.failure is not None:
             receipt = issue_receipt(self.peer.identity, binding, output=None, failure=result.failure.kind,
@@ -670,11 +666,7 @@ class ComputeService:
         ref = inc.ref
         nonce = b""
         if ref.commit_reveal:
-            root = ReceiptTree.decode(tree, CoordinatorConfig().verify).receipt
-            if isinstance(root, Receipt):
-                claim = Claim.from_receipt(root)
-            else:  # a delegation: the vote is on the merged output
-                claim = Claim(hashlib.sha256(output).digest(), root.fuel_used)
+            claim = commit_claim(ReceiptTree.decode(tree, CoordinatorConfig().verify).receipt, output)
             if claim is not None:
                 digest, nonce = commit(ref.job_id, ref.task_id, claim, self.self_id, self.rng)
                 await inc.reply(wire.Commitment(ref.task_id, digest))
@@ -695,13 +687,12 @@ class ComputeService:
         pieces = split_task(ref, framed, parts, self.self_id)
         for part, data in pieces:
             self.blocks.put(data, cid=part.input_cid)
-        coord = Coordinator(
-            self.self_id, [p for p, _ in pieces], VerificationPolicy(), retries_max=3, escalations_max=0,
-            escalation_factor=2.0, queue_timeout_s=30.0, trust=self.trust, guard=self.guard, source=self.source,
+        coord = split_coordinator(
+            self.self_id, [p for p, _ in pieces], trust=self.trust, guard=self.guard, source=self.source,
             rng=random.Random(self.rng.getrandbits(64)), now=time.time(), inflight=self.inflight,
-            reachability=self.reachability, local_allowed=False,
+            reachability=self.reachability,
         )
-        split = SplitRun(ref, inc.sender, coord, {p.task_id: i for i, (p, _) in enumerate(pieces)})
+        split = SplitRun(ref, coord)
         self.splits[ref.task_id] = split
         self._split_by_coord[coord] = split
         self._running[coord] = None
@@ -721,17 +712,12 @@ class ComputeService:
             if eff.state is not JobState.DONE:
                 await inc.reply(wire.Rejected(ref.task_id, f"could not finish its parts: {eff.reason}"[:256]))
                 return
-            entries = sorted(split.coordinator.tasks.values(), key=lambda e: split.parts[e.ref.task_id])
-            outputs = [self.blocks.get(e.output_cid) for e in entries]
-            missing = [e.ref.task_id for e, out in zip(entries, outputs, strict=True) if out is None]
-            if missing:
-                raise PangeaError(f"the outputs of parts {missing} are gone from the block store")
-            merged = merge_outputs([out for out in outputs if out is not None])
-            children = [ReceiptTree.decode(e.tree, CoordinatorConfig().verify) for e in entries]
-            tree = delegate(self.peer.identity, _binding(ref), children, now=time.time(), rng=self.rng)
+            outputs = [self.blocks.get(e.output_cid) for e in split.coordinator.tasks.values()]
+            tree, merged = delegation(self.peer.identity, ref, split.coordinator, outputs, CoordinatorConfig().verify,
+                                      now=time.time(), rng=self.rng)
             inc.scope = trio.CancelScope()  # the first one ended with _serve_task; a Cancel now cancels this
             with inc.scope:
-                await self._answer(inc, tree.encode(), merged)
+                await self._answer(inc, tree, merged)
         except PangeaError as exc:
             log.warning("task.split_answer_failed", task=ref.task_id, error=str(exc))
             if inc is not None:  # say so: the issuer retries elsewhere at once
@@ -739,13 +725,6 @@ class ComputeService:
                     await inc.reply(wire.Rejected(ref.task_id, f"gave up: {exc}"[:256]))
         finally:
             self.incoming.pop(ref.task_id, None)
-
-
-def _binding(ref: TaskRef) -> TaskBinding:
-    return TaskBinding.of(
-        job_id=ref.job_id, task_id=ref.task_id, parent_task_id=ref.parent_task_id, module_cid=ref.module_cid,
-        input_cid=ref.input_cid, limits=ref.limits, issuer=ref.issuer, chunk_count=ref.chunk_count,
-    )
 
 
 def _sandbox_limits(ref: TaskRef) -> SandboxLimits:

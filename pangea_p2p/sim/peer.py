@@ -45,15 +45,21 @@ from pangea_p2p.core.jobs.effects import (
     SpotCheck,
     TaskUpdate,
 )
-from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, VerificationPolicy
-from pangea_p2p.core.jobs.outputs import merge_outputs
+from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.jobs.worker import Verdict, WorkerConfig, WorkerService, split_task
+from pangea_p2p.core.jobs.worker import (
+    Verdict,
+    WorkerConfig,
+    WorkerService,
+    commit_claim,
+    delegation,
+    split_coordinator,
+    split_task,
+)
 from pangea_p2p.core.trust import Outcome, PeerRecord, TrustBook
-from pangea_p2p.core.verify.chain import ReceiptTree, delegate
+from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.commit_reveal import commit
-from pangea_p2p.core.verify.receipts import Receipt, ReceiptLimits, ReplayGuard, TaskBinding, issue_receipt
-from pangea_p2p.core.verify.voting import Claim
+from pangea_p2p.core.verify.receipts import ReceiptLimits, ReplayGuard, issue_receipt
 from pangea_p2p.errors import FailureKind, PangeaError, RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -84,9 +90,7 @@ class JobRun:
 @dataclass
 class SplitRun:
     ref: TaskRef
-    sender: int
-    coordinator: Coordinator
-    parts: dict[str, int]
+    coordinator: Coordinator  # its tasks are the parts, in order
 
 
 @dataclass
@@ -452,7 +456,7 @@ class SimPeer:
 
     def _receipt(self, ref: TaskRef, outputs: list[bytes], fuel: int, *, honest: bool) -> tuple[bytes, bytes]:
         """Sign the result (or the OUT_OF_FUEL failure) as this peer: (encoded tree, framed output)."""
-        binding = _binding(ref)
+        binding = ref.binding()
         now = self.sim.loop.now
         if not outputs:
             receipt = issue_receipt(self.identity, binding, failure=FailureKind.OUT_OF_FUEL, fuel_used=fuel, now=now,
@@ -579,7 +583,7 @@ class SimPeer:
             return self.last_receipt
         if kind == 2 and output:
             other = Identity(hashlib.sha256(b"forger" + self.identity.seed).digest())
-            receipt = issue_receipt(other, _binding(ref), output=output,
+            receipt = issue_receipt(other, ref.binding(), output=output,
                                     fuel_used=ReceiptTree.decode(tree, VERIFY_CONFIG).receipt.fuel_used,
                                     now=self.sim.loop.now, rng=self.rng)
             forged = replace(receipt, worker=self.peer_id, public_key=other.public_key)
@@ -594,14 +598,9 @@ class SimPeer:
         nonce = b""
         if ref.commit_reveal:
             try:
-                root = ReceiptTree.decode(tree, VERIFY_CONFIG).receipt
+                claim = commit_claim(ReceiptTree.decode(tree, VERIFY_CONFIG).receipt, output)
             except PangeaError:
-                root = None
-            claim: Claim | None = None
-            if isinstance(root, Receipt):
-                claim = Claim.from_receipt(root)
-            elif root is not None:
-                claim = Claim(hashlib.sha256(output).digest(), root.fuel_used)
+                claim = None  # a forger's garbled tree: nothing to commit to
             if claim is not None:
                 digest, nonce = commit(ref.job_id, ref.task_id, claim, self.peer_id, self.rng)
                 inc.reveal = (tree, output, nonce)
@@ -623,13 +622,12 @@ class SimPeer:
         pieces = split_task(ref, framed, parts, self.peer_id)
         for _, data in pieces:
             self.sim.put(data)
-        coord = Coordinator(
-            self.peer_id, [p for p, _ in pieces], VerificationPolicy(), retries_max=3, escalations_max=0,
-            escalation_factor=2.0, queue_timeout_s=30.0, trust=self.trust, guard=self.guard, source=self.source,
+        coord = split_coordinator(
+            self.peer_id, [p for p, _ in pieces], trust=self.trust, guard=self.guard, source=self.source,
             rng=random.Random(self.rng.getrandbits(64)), now=now, inflight=self.inflight,
-            reachability=self.reachability, local_allowed=False,
+            reachability=self.reachability,
         )
-        self.splits[ref.task_id] = SplitRun(ref, inc.sender, coord, {p.task_id: i for i, (p, _) in enumerate(pieces)})
+        self.splits[ref.task_id] = SplitRun(ref, coord)
         for part, _ in pieces:
             self.owner[part.task_id] = coord
         self.sim.loop.trace(f"split {self.idx} {ref.task_id} parts={len(pieces)}")
@@ -646,11 +644,10 @@ class SimPeer:
         if eff.state is not JobState.DONE:
             self._give_up(inc, f"could not finish its parts: {eff.reason}")
             return
-        entries = sorted(split.coordinator.tasks.values(), key=lambda e: split.parts[e.ref.task_id])
-        merged = merge_outputs([self.sim.content.get(e.output_cid, b"") for e in entries])
-        children = [ReceiptTree.decode(e.tree, VERIFY_CONFIG) for e in entries]
-        tree = delegate(self.identity, _binding(ref), children, now=self.sim.loop.now, rng=self.rng)
-        self._answer(inc, tree.encode(), merged)
+        outputs = [self.sim.content.get(e.output_cid) for e in split.coordinator.tasks.values()]
+        tree, merged = delegation(self.identity, ref, split.coordinator, outputs, VERIFY_CONFIG, now=self.sim.loop.now,
+                                  rng=self.rng)
+        self._answer(inc, tree, merged)
 
     # --- churn ---------------------------------------------------------------------------------------------------
 
@@ -670,10 +667,3 @@ class SimPeer:
 
     def bad_message(self, sender: str) -> None:
         self.trust.record(sender, Outcome.INVALID, self.sim.loop.now)
-
-
-def _binding(ref: TaskRef) -> TaskBinding:
-    return TaskBinding.of(
-        job_id=ref.job_id, task_id=ref.task_id, parent_task_id=ref.parent_task_id, module_cid=ref.module_cid,
-        input_cid=ref.input_cid, limits=ref.limits, issuer=ref.issuer, chunk_count=ref.chunk_count,
-    )

@@ -831,11 +831,7 @@ class Coordinator:
     # --- verification -----------------------------------------------------------------------------------
 
     def binding(self, entry: TaskEntry, limits: ReceiptLimits) -> TaskBinding:
-        ref = entry.ref
-        return TaskBinding.of(
-            job_id=ref.job_id, task_id=ref.task_id, parent_task_id=ref.parent_task_id, module_cid=ref.module_cid,
-            input_cid=ref.input_cid, limits=limits, issuer=self.self_id, chunk_count=ref.chunk_count,
-        )
+        return replace(entry.ref, issuer=self.self_id).binding(limits)
 
     def _verify(
         self, entry: TaskEntry, attempt: Attempt, worker: str, tree_bytes: bytes, output: bytes, now: float,

@@ -17,7 +17,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
 from pangea_p2p.errors import ConfigError
 
 JOB_ID_CHARS_MAX = 64
@@ -181,3 +181,11 @@ class TaskRef:
     deadline_s: float
     commit_reveal: bool = False
     fuel_per_chunk_estimate: int = 0
+
+    def binding(self, limits: ReceiptLimits | None = None) -> TaskBinding:
+        """What a receipt for this task must be bound to (``limits``: when they were raised since)."""
+        return TaskBinding.of(
+            job_id=self.job_id, task_id=self.task_id, parent_task_id=self.parent_task_id, module_cid=self.module_cid,
+            input_cid=self.input_cid, limits=self.limits if limits is None else limits, issuer=self.issuer,
+            chunk_count=self.chunk_count,
+        )

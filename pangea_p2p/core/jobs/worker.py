@@ -12,20 +12,41 @@ Theory of operation
     (depth < depth_max), and this peer knows at least two other workers that fit: cut it into parts,
     delegate them with a Coordinator of its own, merge the outputs and sign a delegation receipt.
 The service counts what it has admitted (``running`` + ``splitting``) and frees a slot on ``release``.
-Invariants: running <= slots; queued <= queue_max; a task id is admitted at most once while it is out.
+Invariants: admitted (running, queued and splitting) <= slots + queue_max; a task id is admitted at most once
+while it is out.
+
+The node's driver and the simulator share the rest of the worker side from here: ``split_task`` cuts a task,
+``split_coordinator`` makes the coordinator of its parts, ``delegation`` merges the parts' outputs and signs
+the delegation receipt over them, and ``commit_claim`` is what a worker commits to under commit-then-reveal.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs import scheduler
-from pangea_p2p.core.jobs.model import TaskRef
-from pangea_p2p.core.verify.receipts import ReceiptLimits
-from pangea_p2p.errors import ConfigError
+from pangea_p2p.core.jobs.coordinator import Coordinator, Reachability, WorkerSource
+from pangea_p2p.core.jobs.model import TaskRef, VerificationPolicy
+from pangea_p2p.core.jobs.outputs import merge_outputs
+from pangea_p2p.core.verify.chain import AnyReceipt, ReceiptTree, delegate
+from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.receipts import Receipt, ReceiptLimits, ReplayGuard
+from pangea_p2p.core.verify.voting import Claim
+from pangea_p2p.errors import ConfigError, PangeaError
+
+if TYPE_CHECKING:
+    from pangea_p2p.core.identity import Identity
+    from pangea_p2p.core.trust import TrustBook
+
+SPLIT_RETRIES_MAX = 3  # a part that failed this often fails the split (the issuer then retries the whole task)
+SPLIT_QUEUE_TIMEOUT_S = 30.0  # a part nobody can take fails the split after this long
 
 
 class Verdict(enum.StrEnum):
@@ -147,3 +168,39 @@ def split_task(ref: TaskRef, framed_input: bytes, parts: int, self_id: str) -> l
         ))
         start += size
     return out
+
+
+def split_coordinator(
+    self_id: str, parts: list[TaskRef], *, trust: TrustBook, guard: ReplayGuard, source: WorkerSource,
+    rng: random.Random, now: float, inflight: dict[str, int], reachability: Reachability,
+) -> Coordinator:
+    """The coordinator of a split task's parts: hash-verified (this peer signs for the whole), never run here
+    (its delegation receipt must not sit above a leaf it signed), no escalation (the issuer escalates)."""
+    return Coordinator(
+        self_id, parts, VerificationPolicy(), retries_max=SPLIT_RETRIES_MAX, escalations_max=0,
+        escalation_factor=2.0, queue_timeout_s=SPLIT_QUEUE_TIMEOUT_S, trust=trust, guard=guard, source=source,
+        rng=rng, now=now, inflight=inflight, reachability=reachability, local_allowed=False,
+    )
+
+
+def delegation(
+    identity: Identity, ref: TaskRef, parts: Coordinator, outputs: Sequence[bytes | None], config: VerifyConfig,
+    *, now: float, rng: random.Random,
+) -> tuple[bytes, bytes]:
+    """(encoded receipt tree, merged framed output) of a split task whose parts are all done; ``outputs`` are
+    the parts' framed outputs in part order (None: gone from the store). PangeaError if one is missing."""
+    entries = list(parts.tasks.values())  # in part order: the coordinator keeps the order it was given
+    missing = [e.ref.task_id for e, out in zip(entries, outputs, strict=True) if out is None]
+    if missing:
+        raise PangeaError(f"the outputs of parts {missing} are gone")
+    merged = merge_outputs([out for out in outputs if out is not None])
+    children = [ReceiptTree.decode(e.tree, config) for e in entries]
+    return delegate(identity, ref.binding(), children, now=now, rng=rng).encode(), merged
+
+
+def commit_claim(root: AnyReceipt, output: bytes) -> Claim | None:
+    """What a worker commits to for its answer: an execution receipt's claim, or for a delegation the merged
+    output's digest and the fuel of the whole tree; None for a failure that is no vote."""
+    if isinstance(root, Receipt):
+        return Claim.from_receipt(root)
+    return Claim(hashlib.sha256(output).digest(), root.fuel_used)
