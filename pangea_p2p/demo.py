@@ -23,7 +23,6 @@ import numpy as np
 from pangea_p2p.errors import PangeaError
 from pangea_p2p.sdk.client import Client
 from pangea_p2p.sdk.matmul import matmul_job
-from pangea_p2p.sdk.verify import verify_job
 
 START_TIMEOUT_S = 120.0
 TOLERANCE = 1e-12
@@ -121,7 +120,7 @@ def _run_job(client: Client, size: int, block: int, verification: str) -> int:
     expected = a @ b
     numpy_s = time.perf_counter() - t0
     error = float(np.max(np.abs(c - expected)) / np.max(np.abs(expected)))
-    report = verify_job(client, handle.job_id)
+    report = handle.verify()
     _print_report(status, elapsed, numpy_s, error, report)
     return 0 if error <= TOLERANCE and report.ok else 1
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
@@ -39,6 +39,9 @@ from pangea_p2p.core.jobs.model import VerificationPolicy
 from pangea_p2p.errors import ConfigError, PangeaError, sandbox_error
 from pangea_p2p.guests import GUEST_NAMES, load_guest
 from pangea_p2p.sdk.client import Client
+
+if TYPE_CHECKING:
+    from pangea_p2p.sdk.verify import JobVerification
 
 T = TypeVar("T")
 SplitFn = Callable[[Any], Sequence[bytes]]
@@ -192,7 +195,7 @@ class Job(Generic[T]):
         if self.deadline_s is not None:
             request["deadline_s"] = self.deadline_s
         status = client.submit_job(request)
-        return JobHandle(client, status["job_id"], merge, status)
+        return JobHandle(client, status["job_id"], merge, status, module_cid=module_cid, chunk_cids=chunk_cids)
 
     def run(self, data: Any, client: Client, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> T:
         """``submit``, wait (calling ``progress`` with each status), and return ``merge(outputs)``."""
@@ -225,11 +228,20 @@ class Job(Generic[T]):
 class JobHandle(Generic[T]):
     """A job running on the network: status, progress, explain, cancel, result."""
 
-    def __init__(self, client: Client, job_id: str, merge: MergeFn[T], status: dict[str, Any]) -> None:
+    def __init__(self, client: Client, job_id: str, merge: MergeFn[T], status: dict[str, Any], *,
+                 module_cid: str | None = None, chunk_cids: list[str] | None = None) -> None:
         self.client = client
         self.job_id = job_id
         self._merge = merge
         self.last_status = status
+        self.module_cid = module_cid  # what was submitted (None for a handle to a job submitted elsewhere)
+        self.chunk_cids = chunk_cids
+
+    def verify(self) -> JobVerification:
+        """Check every receipt offline against what this handle submitted (``sdk.verify.verify_job``)."""
+        from pangea_p2p.sdk.verify import verify_job
+
+        return verify_job(self.client, self.job_id, module_cid=self.module_cid, chunk_cids=self.chunk_cids)
 
     def status(self) -> dict[str, Any]:
         self.last_status = dict(self.client.job(self.job_id))

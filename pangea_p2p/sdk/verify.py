@@ -58,12 +58,23 @@ class JobVerification:
         )
 
 
-def verify_job(client: Client, job_id: str, *, check_inputs: bool = True,
-               config: VerifyConfig | None = None) -> JobVerification:
-    """Verify every task of a done job offline (see the module docstring)."""
+def verify_job(client: Client, job_id: str, *, check_inputs: bool = True, config: VerifyConfig | None = None,
+               module_cid: str | None = None, chunk_cids: list[str] | None = None) -> JobVerification:
+    """Verify every task of a done job offline (see the module docstring). ``module_cid`` and ``chunk_cids``:
+    what the caller submitted (``JobHandle.verify`` passes them), so the peer's document is checked against
+    the caller's own record of the job, not only against itself: same module, every chunk in some task, in
+    order, none missing or added."""
     doc = client.job_result(job_id)
     config = config or VerifyConfig()
     report = JobVerification(job_id, str(doc["issuer"]), str(doc["verification"]))
+    if module_cid is not None and doc.get("module_cid") != module_cid:
+        report.problems["job"] = f"the job ran module {doc.get('module_cid')}, not the submitted {module_cid}"
+    if chunk_cids is not None:
+        tasks = doc.get("tasks") if isinstance(doc.get("tasks"), list) else []
+        covered = [c for t in tasks if isinstance(t, dict) for c in t.get("chunk_cids", [])]
+        if covered != list(chunk_cids):
+            report.problems["job"] = (f"the tasks cover {len(covered)} chunk(s) that are not the {len(chunk_cids)} "
+                                      "submitted ones, in order")
     for i, task in enumerate(doc["tasks"]):
         report.tasks += 1
         try:

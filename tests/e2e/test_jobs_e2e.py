@@ -18,7 +18,6 @@ from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.sdk.client import Client
 from pangea_p2p.sdk.job import Job, JobHandle, Limits
-from pangea_p2p.sdk.verify import verify_job
 from tests.e2e.nodeproc import NodeProcess
 
 pytestmark = pytest.mark.slow
@@ -108,7 +107,7 @@ def test_a_job_completes_when_a_worker_process_is_killed_mid_task(tmp_path: Path
         assert status["state"] == "done", client.explain(handle.job_id)
         expected = job.run_local(6)
         assert handle.outputs() == expected
-        assert verify_job(client, handle.job_id).ok
+        assert handle.verify().ok
 
 
 def test_a_byzantine_worker_is_outvoted_and_its_trust_drops(tmp_path: Path) -> None:
@@ -123,7 +122,7 @@ def test_a_byzantine_worker_is_outvoted_and_its_trust_drops(tmp_path: Path) -> N
         scores = {row["peer_id"]: row for row in client.trust()["trust"]}
         assert scores[net.ids[3]]["invalid"] >= 1
         assert scores[net.ids[3]]["score"] < min(scores[p]["score"] for p in net.ids[1:3])
-        report = verify_job(client, handle.job_id)
+        report = handle.verify()
         assert report.ok, report.problems
         assert net.ids[3] not in report.signers
 
@@ -145,7 +144,7 @@ def test_a_three_level_delegation_returns_a_receipt_chain_that_verifies_offline(
             levels.append(node.receipt.signer)
         assert len(levels) == 3, levels  # A delegated to B, B delegated to C, C ran
         assert len({net.ids[0], *levels}) == 4  # four different peers on the path
-        report = verify_job(client, handle.job_id)  # offline: signatures, bindings, chunk commitments, inputs
+        report = handle.verify()  # offline: signatures, bindings, chunk commitments, inputs
         assert report.ok, report.problems
         assert report.depth_max == 2
         assert report.receipts == 1 + 2 + 4
@@ -180,7 +179,7 @@ def test_a_restarted_submitter_resumes_its_job_from_the_journal(tmp_path: Path) 
             status = wait_done(client, handle.job_id, 180)
             assert status["state"] == "done", client.explain(handle.job_id)
             assert handle_for(client, handle.job_id).outputs() == job.run_local(8)
-            assert verify_job(client, handle.job_id).ok
+            assert handle.verify().ok
         assert any("job.resumed" in line for line in net.nodes[0].stderr), (stopped_log[-5:], net.nodes[0].stderr[-20:])
 
 

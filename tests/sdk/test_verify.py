@@ -215,3 +215,23 @@ def test_the_document_of_another_job_does_not_verify() -> None:
     report = verify_job(peer, asked)  # type: ignore[arg-type]
     assert sorted(report.problems) == [f"{other}/t0", f"{other}/t1"]
     assert all(p.startswith("binding-mismatch: receipt root is for job_id") for p in report.problems.values())
+
+
+def test_the_handle_checks_the_document_against_what_it_submitted() -> None:
+    peer = FakePeer()
+    job: Job[list[bytes]] = Job("sha", guest="sha256", chunks_per_task=3, verification="hash")
+    job.split(lambda data: splits.by_count(data, 8))
+    job.merge(lambda outputs: outputs)
+    handle = job.submit(DATA, peer)  # type: ignore[arg-type]
+    assert handle.wait()["state"] == "done"
+    assert handle.verify().ok
+    doc = peer.runs[handle.job_id].doc
+    # a peer that quietly drops the last task: every remaining receipt is valid, the job is not what was sent
+    dropped = {**doc, **{k: doc[k][:-1] for k in ("tasks", "receipts", "outputs", "workers")}}
+    peer.runs[handle.job_id].doc = dropped
+    assert verify_job(peer, handle.job_id).ok  # type: ignore[arg-type]  # consistent with itself...
+    report = handle.verify()  # ...but not with the submitter's own record
+    assert not report.ok
+    assert "not the 8 submitted ones" in report.problems["job"]
+    peer.runs[handle.job_id].doc = {**doc, "module_cid": cid_of(b"another module")}
+    assert "not the submitted" in handle.verify().problems["job"]
