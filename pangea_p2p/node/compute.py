@@ -505,13 +505,14 @@ class ComputeService:
     async def _run_local(self, coord: Coordinator, ref: TaskRef) -> None:
         try:
             framed = await self._fetch(ref.input_cid, [], self.worker.config.input_bytes_max)
-            tree, output = await self._execute(ref, framed)
+            tree, output = await self._execute_tree(ref, framed)
         except PangeaError as exc:
             self._apply(coord, coord.on_local_error(ref.task_id, str(exc), time.time()))
             return
         if output:
             self._keep(output, persist=True)
-        self._apply(coord, coord.on_result(ref.task_id, self.self_id, tree, output, time.time()))
+        # the tree signed here a moment ago goes along: the coordinator need not verify its own signature
+        self._apply(coord, coord.on_result(ref.task_id, self.self_id, tree.encode(), output, time.time(), own=tree))
 
     async def _spot_check(self, coord: Coordinator, eff: SpotCheck) -> None:
         ref = eff.task
@@ -536,6 +537,12 @@ class ComputeService:
         self, ref: TaskRef, framed_input: bytes, fetch_from: list[ID] | None = None
     ) -> tuple[bytes, bytes]:
         """Run ``ref`` here; (encoded receipt tree, framed output or b'' for a failure)."""
+        tree, output = await self._execute_tree(ref, framed_input, fetch_from)
+        return tree.encode(), output
+
+    async def _execute_tree(
+        self, ref: TaskRef, framed_input: bytes, fetch_from: list[ID] | None = None
+    ) -> tuple[ReceiptTree, bytes]:
         module = await self._fetch(ref.module_cid, fetch_from or [], 64 << 20)
         chunks = unframe_chunks(framed_input)
         result = await self.sandbox.run_chunks(ref.module_cid, module, chunks, _sandbox_limits(ref))
@@ -544,14 +551,14 @@ class ComputeService:
         if result.failure is not None:
             receipt = issue_receipt(self.peer.identity, binding, output=None, failure=result.failure.kind,
                                     fuel_used=result.report.fuel_used, now=now, rng=self.rng)
-            return ReceiptTree(receipt, ()).encode(), b""
+            return ReceiptTree(receipt, ()), b""
         outputs = list(result.outputs)
         if self.byzantine == "wrong_output" and outputs:
             outputs[0] = bytes(b ^ 0x5A for b in outputs[0]) or b"\x00"
         output = frame_chunks(outputs)
         receipt = issue_receipt(self.peer.identity, binding, output=output, fuel_used=result.report.fuel_used,
                                 now=now, rng=self.rng)
-        return ReceiptTree(receipt, ()).encode(), output
+        return ReceiptTree(receipt, ()), output
 
     async def _fetch(self, cid: str, peers: list[ID], size_max: int) -> bytes:
         """``cid`` from the block store, else from ``peers``, else from providers found in the DHT."""
