@@ -6,6 +6,8 @@ Prints ``READY <n>`` when its peers are up. Commands on stdin, one per line:
 ``COUNT``            -> ``COUNT <min directory size over my peers>``
 ``STATS``            -> ``STATS <advert rejections by reason, summed over my peers>``
 ``WATCH <peer id>``  -> ``SEEN <peer id>`` as soon as every one of my peers lists that peer's advert
+``IDS``              -> ``IDS <peer id> ...`` (my peers)
+``CPU``              -> ``CPU <seconds of CPU this process used so far>``
 ``QUIT``             -> stops the peers and exits
 """
 
@@ -53,6 +55,10 @@ async def main(args: argparse.Namespace) -> None:
             elif cmd == "MESH":
                 print(f"MESH {[p.mesh_peer_count() for p in peers]} {[p.topic_peer_count() for p in peers]}",
                       flush=True)
+            elif cmd == "IDS":
+                print(f"IDS {' '.join(p.peer_id for p in peers)}", flush=True)
+            elif cmd == "CPU":
+                print(f"CPU {time.process_time()}", flush=True)
             elif cmd == "WATCH":
                 nursery.start_soon(watch, peers, arg)
             elif cmd == "QUIT":

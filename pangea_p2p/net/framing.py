@@ -56,6 +56,72 @@ async def write_frame(stream: ByteStream, payload: bytes) -> None:
         raise TransportError(f"stream write failed: {exc!r}") from exc
 
 
+class _Batch:
+    """Frames that go out in one write; ``error`` says why they did not."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: TransportError | None = None
+
+
+class FrameWriter:
+    """Writes frames on one stream, joining those sent back to back: a frame sent while a write is under way
+    waits and goes out with every other frame queued meanwhile in the next single ``stream.write`` (one yamux
+    frame, one noise message, one syscall for several small messages). No task of its own: the first sender
+    that finds the stream idle writes the whole queue, then hands over. ``send`` returns once its frame was
+    written; TransportError if that write failed or took longer than ``timeout_s`` (the peer stopped reading).
+    A sender cancelled while its frame waits takes the frame back; one cancelled during a write leaves the
+    stream's state unknown, as any cancelled write does (the frames of that write get a TransportError)."""
+
+    def __init__(self, stream: ByteStream, timeout_s: float) -> None:
+        self.stream = stream
+        self.timeout_s = timeout_s
+        self._queue: list[bytes] = []
+        self._batch = _Batch()  # the batch queued frames join
+        self._busy = False
+        self._turn = trio.Event()  # set when a write ends: a waiter whose frame is still queued writes next
+
+    async def send(self, payload: bytes) -> None:
+        data = frame(payload)
+        self._queue.append(data)
+        batch = self._batch
+        while not batch.done.is_set():
+            if not self._busy:
+                await self._write_queue()
+                continue
+            try:
+                await self._turn.wait()
+            except trio.Cancelled:
+                if batch is self._batch:  # not taken by a write yet: not sent at all
+                    self._queue.remove(data)
+                raise
+        if batch.error is not None:
+            raise batch.error
+
+    async def _write_queue(self) -> None:
+        self._busy = True
+        batch, self._batch = self._batch, _Batch()
+        data = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
+        self._queue = []
+        try:
+            with trio.move_on_after(self.timeout_s) as scope:
+                await self.stream.write(data)
+            if scope.cancelled_caught:
+                batch.error = TransportError(f"the peer did not read a frame within {self.timeout_s:g} s")
+        except trio.Cancelled:
+            batch.error = TransportError("a write of this frame was cancelled")
+            raise
+        except Exception as exc:
+            batch.error = TransportError(f"stream write failed: {exc!r}")
+        finally:
+            batch.done.set()
+            self._busy = False
+            turn, self._turn = self._turn, trio.Event()
+            turn.set()
+
+
 class FrameReader:
     """Reads frames of at most ``frame_bytes_max`` from a stream."""
 

@@ -54,7 +54,7 @@ from pangea_p2p.core.verify.receipts import ReplayGuard, issue_receipt
 from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.net import host as hostlib
-from pangea_p2p.net.framing import FrameReader, write_frame
+from pangea_p2p.net.framing import FrameReader, FrameWriter
 from pangea_p2p.node import blockx
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.journal import Journal, TaskRecord
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 COMPUTE_PROTOCOL = TProtocol("/pangea/compute/1.0.0")
 REVEAL_WAIT_S_MAX = 600.0
 SEND_TIMEOUT_S = 30.0  # a peer that does not take a frame for this long has stopped reading
+ACCEPT_DELAY_S = 0.5  # a task answered sooner than this needs no TaskAccepted (its answer implies it)
 log = get_logger("compute")
 
 
@@ -102,16 +103,16 @@ class Session:
 
     peer: ID
     stream: INetStream
-    lock: trio.Lock = field(default_factory=trio.Lock)
     tasks: set[str] = field(default_factory=set)
+    writer: FrameWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = FrameWriter(self.stream, SEND_TIMEOUT_S)
 
     async def send(self, msg: wire.Message) -> None:
-        """TransportError if the worker does not take the frame within SEND_TIMEOUT_S (it stopped reading)."""
-        async with self.lock:
-            with trio.move_on_after(SEND_TIMEOUT_S) as scope:
-                await write_frame(self.stream, wire.encode(msg))
-        if scope.cancelled_caught:
-            raise TransportError(f"{self.peer} did not read a frame within {SEND_TIMEOUT_S:g} s")
+        """TransportError if the worker does not take the frame within SEND_TIMEOUT_S (it stopped reading).
+        Messages sent back to back (a burst of offers) go out in one write."""
+        await self.writer.send(wire.encode(msg))
 
 
 @dataclass
@@ -152,6 +153,9 @@ class ComputeService:
         self.owner: dict[str, Coordinator] = {}  # task id -> the coordinator waiting for its answers
         self.sessions: dict[str, Session] = {}
         self.incoming: dict[str, Incoming] = {}
+        # Tasks served here not answered yet, by trio time their TaskAccepted is due (insertion order is due order)
+        self._unaccepted: dict[str, tuple[float, Incoming]] = {}
+        self._accepting = False
         self.source = WorkerSource(self._views, self._local_view)
         self._wake = trio.Event()
         self.byzantine = peer.config.faults.byzantine
@@ -497,13 +501,14 @@ class ComputeService:
     async def _run_local(self, coord: Coordinator, ref: TaskRef) -> None:
         try:
             framed = await self._fetch(ref.input_cid, [], self.worker.config.input_bytes_max)
-            tree, output = await self._execute(ref, framed)
+            tree, output = await self._execute_tree(ref, framed)
         except PangeaError as exc:
             self._apply(coord, coord.on_local_error(ref.task_id, str(exc), time.time()))
             return
         if output:
             self._keep(output, persist=True)
-        self._apply(coord, coord.on_result(ref.task_id, self.self_id, tree, output, time.time()))
+        # the tree signed here a moment ago goes along: the coordinator need not verify its own signature
+        self._apply(coord, coord.on_result(ref.task_id, self.self_id, tree.encode(), output, time.time(), own=tree))
 
     async def _spot_check(self, coord: Coordinator, eff: SpotCheck) -> None:
         ref = eff.task
@@ -528,6 +533,12 @@ class ComputeService:
         self, ref: TaskRef, framed_input: bytes, fetch_from: list[ID] | None = None
     ) -> tuple[bytes, bytes]:
         """Run ``ref`` here; (encoded receipt tree, framed output or b'' for a failure)."""
+        tree, output = await self._execute_tree(ref, framed_input, fetch_from)
+        return tree.encode(), output
+
+    async def _execute_tree(
+        self, ref: TaskRef, framed_input: bytes, fetch_from: list[ID] | None = None
+    ) -> tuple[ReceiptTree, bytes]:
         module = await self._fetch(ref.module_cid, fetch_from or [], 64 << 20)
         chunks = unframe_chunks(framed_input)
         result = await self.sandbox.run_chunks(ref.module_cid, module, chunks, _sandbox_limits(ref))
@@ -536,14 +547,14 @@ class ComputeService:
         if result.failure is not None:
             receipt = issue_receipt(self.peer.identity, binding, output=None, failure=result.failure.kind,
                                     fuel_used=result.report.fuel_used, now=now, rng=self.rng)
-            return ReceiptTree(receipt, ()).encode(), b""
+            return ReceiptTree(receipt, ()), b""
         outputs = list(result.outputs)
         if self.byzantine == "wrong_output" and outputs:
             outputs[0] = bytes(b ^ 0x5A for b in outputs[0]) or b"\x00"
         output = frame_chunks(outputs)
         receipt = issue_receipt(self.peer.identity, binding, output=output, fuel_used=result.report.fuel_used,
                                 now=now, rng=self.rng)
-        return ReceiptTree(receipt, ()).encode(), output
+        return ReceiptTree(receipt, ()), output
 
     async def _fetch(self, cid: str, peers: list[ID], size_max: int) -> bytes:
         """``cid`` from the block store, else from ``peers``, else from providers found in the DHT."""
@@ -569,14 +580,15 @@ class ComputeService:
     async def handle_stream(self, stream: INetStream) -> None:
         """A peer opened a compute stream to us: serve its offers until it closes."""
         sender = stream.muxed_conn.peer_id
-        lock = trio.Lock()
+        writer = FrameWriter(stream, SEND_TIMEOUT_S)  # answers sent back to back go out in one write
 
         async def reply(msg: wire.Message) -> None:
-            async with lock:
-                with trio.move_on_after(SEND_TIMEOUT_S) as scope:
-                    await write_frame(stream, wire.encode(msg))
-            if scope.cancelled_caught:
-                raise TransportError(f"{sender} did not read a frame within {SEND_TIMEOUT_S:g} s")
+            # any answer says the task was taken: no TaskAccepted due any more
+            if not isinstance(msg, (wire.Accepted, wire.Offer)):
+                due = self._unaccepted.get(msg.task_id)
+                if due is not None and due[1].reply is reply:
+                    del self._unaccepted[msg.task_id]
+            await writer.send(wire.encode(msg))
 
         mine: set[str] = set()
         try:
@@ -630,7 +642,7 @@ class ComputeService:
         ref = inc.ref
         try:
             with inc.scope:
-                await inc.reply(wire.Accepted(ref.task_id))
+                self._accept_later(inc)
                 framed = inline if inline else await self._fetch(ref.input_cid, [inc.sender],
                                                                  self.worker.config.input_bytes_max)
                 if cid_of(framed) != ref.input_cid:
@@ -660,6 +672,36 @@ class ComputeService:
             if ref.task_id not in self.splits and self.incoming.get(ref.task_id) is inc:
                 del self.incoming[ref.task_id]
                 self.worker.release(ref.task_id)
+                due = self._unaccepted.get(ref.task_id)
+                if due is not None and due[1] is inc:
+                    del self._unaccepted[ref.task_id]
+
+    def _accept_later(self, inc: Incoming) -> None:
+        """TaskAccepted for ``inc`` if it is still unanswered ACCEPT_DELAY_S from now. A tiny task's result
+        follows its offer within milliseconds: the issuer takes the result as the acceptance, and the frame
+        (and its handling at both ends) is saved. One task sends the due ones, sleeping until the oldest is."""
+        self._unaccepted[inc.ref.task_id] = (trio.current_time() + ACCEPT_DELAY_S, inc)
+        if not self._accepting:
+            self._accepting = True
+            self._spawn(self._send_acceptances)
+
+    async def _send_acceptances(self) -> None:
+        try:
+            while self._unaccepted:
+                task_id, (due, inc) = next(iter(self._unaccepted.items()))
+                wait = due - trio.current_time()
+                if wait > 0:
+                    await trio.sleep(wait)
+                    continue
+                del self._unaccepted[task_id]
+                if self.incoming.get(task_id) is inc:
+                    self._spawn(self._send_accepted, inc)
+        finally:
+            self._accepting = False
+
+    async def _send_accepted(self, inc: Incoming) -> None:
+        with contextlib.suppress(PangeaError):  # a broken stream: the task's answer will fail and say so
+            await inc.reply(wire.Accepted(inc.ref.task_id))
 
     async def _answer(self, inc: Incoming, tree: bytes, output: bytes) -> None:
         """Send the result; under commit-then-reveal, the commitment first and the result when asked."""

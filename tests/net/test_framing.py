@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import pytest
+import trio
+import trio.testing
 
 from pangea_p2p.errors import RemoteProtocolError, TransportError
-from pangea_p2p.net.framing import FrameReader, encode_uvarint, frame, write_frame
+from pangea_p2p.net.framing import FrameReader, FrameWriter, encode_uvarint, frame, write_frame
 
 
 class FakeStream:
@@ -79,3 +81,55 @@ async def test_stream_failures_are_transport_errors() -> None:
         await FrameReader(FakeStream([], fail_with=ConnectionResetError("boom")), 64).read_frame()
     with pytest.raises(TransportError, match="write failed"):
         await write_frame(FakeStream([], fail_with=ConnectionResetError("boom")), b"x")
+
+
+class SlowStream(FakeStream):
+    """Each write waits until ``release`` is set (a write under way while other frames are sent)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.writes: list[bytes] = []
+        self.release = trio.Event()
+
+    async def write(self, data: bytes) -> None:
+        await self.release.wait()
+        self.writes.append(data)
+        self.written += data
+
+
+async def test_frame_writer_joins_frames_sent_during_a_write() -> None:
+    stream = SlowStream()
+    writer = FrameWriter(stream, 5.0)
+    async with trio.open_nursery() as nursery:
+        for p in (b"a", b"bb", b"ccc", b"dddd"):
+            nursery.start_soon(writer.send, p)
+            await trio.testing.wait_all_tasks_blocked()
+        stream.release.set()
+    assert stream.writes == [frame(b"a"), frame(b"bb") + frame(b"ccc") + frame(b"dddd")]
+    reader = FrameReader(FakeStream([bytes(stream.written)]), 100)
+    assert [await reader.read_frame() for _ in range(4)] == [b"a", b"bb", b"ccc", b"dddd"]
+
+
+async def test_frame_writer_cancelled_waiter_takes_its_frame_back_and_errors_reach_their_senders() -> None:
+    stream = SlowStream()
+    writer = FrameWriter(stream, 5.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.send, b"first")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(writer.send, b"kept")
+        await trio.testing.wait_all_tasks_blocked()
+        cancelled = trio.CancelScope()
+
+        async def send_then_cancel() -> None:
+            with cancelled:
+                await writer.send(b"dropped")
+
+        nursery.start_soon(send_then_cancel)
+        await trio.testing.wait_all_tasks_blocked()
+        cancelled.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        stream.release.set()
+    assert stream.writes == [frame(b"first"), frame(b"kept")]
+    broken = FrameWriter(FakeStream([], fail_with=ConnectionResetError("boom")), 5.0)
+    with pytest.raises(TransportError):
+        await broken.send(b"x")

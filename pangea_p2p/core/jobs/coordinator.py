@@ -113,6 +113,7 @@ from pangea_p2p.core.verify.receipts import (
     ReplayGuard,
     TaskBinding,
     VerifiedTree,
+    check_binding,
     malformed,
     verify_receipt,
 )
@@ -195,6 +196,7 @@ class Candidate:
     claim: Claim
     signers: frozenset[str]  # every peer that signed a receipt of the tree (a vote's signers must not overlap)
     spot_pending: set[int] = field(default_factory=set)
+    tree_bytes: bytes = b""  # the tree as received (re-encoded when empty)
 
 
 @dataclass
@@ -686,6 +688,7 @@ class Coordinator:
             self._attempt_failed(entry, worker, f"{worker}: {exc}", now, penalise=True)
             return self.drain()
         attempt.committed = True
+        attempt.accepted = True  # a commitment answers the offer too (a worker may skip TaskAccepted)
         # its work is done: it waits for the round (its reveal then gets ATTEMPT_GRACE_S), within the job deadline
         attempt.deadline_s = max(attempt.deadline_s, entry.ref.deadline_s)
         if attempt.counted:  # and its slot is free again (the worker releases it when it commits)
@@ -722,9 +725,13 @@ class Coordinator:
         self._request_reveals(entry, r, r.open_reveals(), now)
 
     def on_result(
-        self, task_id: str, worker: str, tree_bytes: bytes, output: bytes, now: float, nonce: bytes = b""
+        self, task_id: str, worker: str, tree_bytes: bytes, output: bytes, now: float, nonce: bytes = b"",
+        *, own: ReceiptTree | None = None,
     ) -> list[Effect]:
-        """A result: ``tree_bytes`` is the encoded receipt tree, ``output`` the framed output chunks."""
+        """A result: ``tree_bytes`` is the encoded receipt tree, ``output`` the framed output chunks. ``own``:
+        the tree itself, for this peer's own local run (the driver signed it over the sandbox's output a moment
+        ago): its signature and output digest are then not checked again (it is still bound, recorded by the
+        replay guard and journaled as signed, so it verifies offline like any other receipt)."""
         self._heard_from(worker)
         entry = self.tasks.get(task_id)
         if entry is None or entry.state.final:
@@ -732,8 +739,9 @@ class Coordinator:
         attempt = entry.attempts.get(worker)
         if attempt is None:
             return self.drain()
+        own = own if attempt.local else None
         try:
-            tree = ReceiptTree.decode(tree_bytes, self.config.verify)
+            tree = own or ReceiptTree.decode(tree_bytes, self.config.verify)
         except (VerificationError, RemoteProtocolError):
             tree = None  # verified (and refused) below
         if tree is not None and tree.receipt.binding.limits != attempt.limits:
@@ -743,7 +751,7 @@ class Coordinator:
             return self.drain()
         self._end_attempt(entry, worker)
         try:
-            tree, verified, claim = self._verify(entry, attempt, worker, tree_bytes, output, now, nonce)
+            tree, verified, claim = self._verify(entry, attempt, worker, tree_bytes, output, now, nonce, own)
         except (VerificationError, RemoteProtocolError) as exc:
             self._attempt_failed(entry, worker, f"{worker} sent a result that failed verification: {exc}", now,
                                  penalise=True)
@@ -752,7 +760,7 @@ class Coordinator:
             self._on_signed_failure(entry, worker, verified, claim, now)
             return self.drain()
         self._learn_fuel(entry, tree.receipt.fuel_used)
-        candidate = Candidate(worker, tree, output, claim, verified.signers)
+        candidate = Candidate(worker, tree, output, claim, verified.signers, tree_bytes=tree_bytes if own else b"")
         if attempt.local:  # this peer's own answer: it settles the task, and grades the replicas that answered
             for other in entry.candidates.values():
                 self.trust.record(other.worker, Outcome.VALID if other.claim == claim else Outcome.INVALID, now)
@@ -835,12 +843,18 @@ class Coordinator:
 
     def _verify(
         self, entry: TaskEntry, attempt: Attempt, worker: str, tree_bytes: bytes, output: bytes, now: float,
-        nonce: bytes,
+        nonce: bytes, own: ReceiptTree | None = None,
     ) -> tuple[ReceiptTree, VerifiedTree, Claim | None]:
-        tree = ReceiptTree.decode(tree_bytes, self.config.verify)
+        tree = own or ReceiptTree.decode(tree_bytes, self.config.verify)
         binding = self.binding(entry, attempt.limits)
         out = output if tree.receipt.ok else None
-        if attempt.local:  # this peer's own run: the issuer signed the leaf, which verify_tree calls a cycle
+        if own is not None:  # this peer's own run, signed here over the sandbox's output: bound, not re-verified
+            r = own.receipt
+            if not isinstance(r, Receipt) or own.children or r.worker != worker:
+                raise malformed("a local run answers with one execution receipt of this peer")
+            check_binding(r.binding, binding)
+            verified = VerifiedTree(r, (r,), r.fuel_used, frozenset((r.worker,)), 1, r.output_digest)
+        elif attempt.local:  # this peer's own run: the issuer signed the leaf, which verify_tree calls a cycle
             if not isinstance(tree.receipt, Receipt) or tree.children:
                 raise malformed("a local run answers with one execution receipt")
             verified = verify_receipt(tree.receipt, binding, now, self.config.verify, worker=worker, output=out)
@@ -1002,7 +1016,8 @@ class Coordinator:
         self._queued.discard(entry.ref.task_id)
         entry.state, entry.checked = TaskState.DONE, checked
         entry.output_cid = _output_cid(candidate)
-        entry.tree, entry.fuel_used, entry.worker = candidate.tree.encode(), receipt.fuel_used, candidate.worker
+        entry.tree = candidate.tree_bytes or candidate.tree.encode()
+        entry.fuel_used, entry.worker = receipt.fuel_used, candidate.worker
         entry.candidates.clear()
         self._note(entry, f"done by {candidate.worker} ({'checked' if checked else 'unchecked'})")
         self._update(entry, output_cid=entry.output_cid, tree=entry.tree, fuel_used=entry.fuel_used,
