@@ -243,7 +243,9 @@ class ComputeService:
                 raise PangeaError(f"chunk {c} ({spec.chunk_cids[c]}) of job {spec.job_id} is not in the block store")
             chunks.append(data)
         framed = frame_chunks(chunks)
-        input_cid = self.blocks.put(framed)
+        # on disk too, now: the memory LRU alone could evict the input of a task not placed yet in a big job
+        # (a one-time cost at submit; the background writer could lose a block evicted before its turn)
+        input_cid = self.blocks.put(framed, persist=True)
         return TaskRef(
             job_id=spec.job_id, task_id=f"{spec.job_id}/t{index}", parent_task_id="", module_cid=spec.module_cid,
             input_cid=input_cid, input_bytes=len(framed), chunk_count=len(chunks), limits=spec.limits,
@@ -469,16 +471,17 @@ class ComputeService:
             self._keep(output, persist=self._run_of(coord) is not None)
         self._apply(coord, coord.on_result(msg.task_id, worker, msg.receipt_tree, output, time.time(), msg.nonce))
 
-    def _keep(self, output: bytes, *, persist: bool) -> None:
-        """Store an output in the block store now and, if ``persist``, on disk soon: in a worker thread, batched.
-        Creating a file costs 0.1-0.7 ms here, which the event loop would pay once per task. The journal may name
-        an output before its file exists; a restarted peer re-runs a DONE task whose output is missing."""
+    def _keep(self, output: bytes, *, persist: bool) -> str:
+        """Store a task's output now and, if ``persist``, on disk soon: in a worker thread, batched. Creating a
+        file costs 0.1-0.7 ms here, which the event loop would pay once per task. The journal may name an output
+        before its file exists; a restarted peer re-runs a DONE task whose output is missing. Returns its cid."""
         cid = self.blocks.put(output)
         if persist and self.blocks.directory is not None:
             self._unwritten[cid] = output
             if not self._writing:
                 self._writing = True
                 self._spawn(self._write_outputs)
+        return cid
 
     def flush_outputs(self) -> None:
         """Write the outputs still waiting for their files (at shutdown, after the nursery is gone)."""

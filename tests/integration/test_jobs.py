@@ -244,3 +244,15 @@ async def test_a_result_nobody_asked_for_is_neither_fetched_nor_stored(tmp_path:
             await compute._on_result(coord, rogue, session, msg)
             assert compute.blocks.get(cid_of(junk + bytes([i]))) is None
         assert coord.state is JobState.DONE
+
+
+async def test_a_job_whose_inputs_overflow_the_memory_cache_still_completes(tmp_path: Path) -> None:
+    # Task inputs go to disk at submit: evicted from the block store's memory LRU, they are read back.
+    async with open_network(3, tmp_path, SETTINGS) as peers:
+        await network_ready(peers)
+        compute_of(peers[0]).blocks.memory_bytes_max = 100 << 10  # room for two of the inputs below
+        chunks = [bytes([i]) * (40 << 10) for i in range(10)]
+        run = submit(peers[0], chunks, verification=VerificationPolicy.parse("spot:1"))
+        await finished(run, 60)
+        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
