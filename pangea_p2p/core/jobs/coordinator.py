@@ -118,7 +118,7 @@ from pangea_p2p.core.verify.receipts import (
     verify_receipt,
 )
 from pangea_p2p.core.verify.voting import Claim, Decision, TallyState, VoteTally
-from pangea_p2p.errors import FailureKind, PangeaError, RejectReason, RemoteProtocolError, VerificationError
+from pangea_p2p.errors import FailureKind, RejectReason, RemoteProtocolError, VerificationError
 
 REASONS_MAX = 12
 BACKOFF_S_MIN = 0.2
@@ -596,13 +596,18 @@ class Coordinator:
             if entry.queued_since_s is not None:  # its queue timeout counts again (see _live)
                 self._timer(entry.queued_since_s + self.queue_timeout_s, entry, _TIMEOUT)
         self._reconsider(entry)  # it may want another attempt now
-        if attempt.counted:
-            left = self.inflight.get(worker, 1) - 1
-            if left > 0:
-                self.inflight[worker] = left
-            else:
-                self.inflight.pop(worker, None)
+        self._uncount(attempt)
         return attempt
+
+    def _uncount(self, attempt: Attempt) -> None:
+        """The attempt no longer occupies a slot of its worker (it ended, or committed and only waits)."""
+        if attempt.counted:
+            attempt.counted = False
+            left = self.inflight.get(attempt.worker, 1) - 1
+            if left > 0:
+                self.inflight[attempt.worker] = left
+            else:
+                self.inflight.pop(attempt.worker, None)
 
     # --- answers to effects -----------------------------------------------------------------------------
 
@@ -691,13 +696,7 @@ class Coordinator:
         attempt.accepted = True  # a commitment answers the offer too (a worker may skip TaskAccepted)
         # its work is done: it waits for the round (its reveal then gets ATTEMPT_GRACE_S), within the job deadline
         attempt.deadline_s = max(attempt.deadline_s, entry.ref.deadline_s)
-        if attempt.counted:  # and its slot is free again (the worker releases it when it commits)
-            attempt.counted = False
-            left = self.inflight.get(worker, 1) - 1
-            if left > 0:
-                self.inflight[worker] = left
-            else:
-                self.inflight.pop(worker, None)
+        self._uncount(attempt)  # and its slot is free again (the worker releases it when it commits)
         self._note(entry, f"{len(r.committed)} of {r.commitments_needed} commitments received")
         self._request_reveals(entry, r, to_reveal, now)
         self._maybe_open_reveals(entry, now)
@@ -1178,4 +1177,4 @@ def _output_cid(candidate: Candidate) -> str:
     return cid_of(candidate.output)
 
 
-__all__ = ["Coordinator", "CoordinatorConfig", "PangeaError", "WorkerSource", "math"]
+__all__ = ["Coordinator", "CoordinatorConfig", "WorkerSource"]
