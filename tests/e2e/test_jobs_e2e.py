@@ -113,7 +113,10 @@ def test_a_job_completes_when_a_worker_process_is_killed_mid_task(tmp_path: Path
 
 def test_a_byzantine_worker_is_outvoted_and_its_trust_drops(tmp_path: Path) -> None:
     liar = settings(faults__byzantine="wrong_output")
-    with network(tmp_path, [[], [], [], liar], env={"PANGEA_ALLOW_FAULTS": "1"}) as net, net.client() as client:
+    # The submitter cannot run these tasks itself (less memory than they ask for): no local fallback settles a
+    # task while the liar's replica is still out, so every task is decided by a vote the liar takes part in.
+    no_local = settings(compute__memory_bytes_max=64 << 20)
+    with network(tmp_path, [no_local, [], [], liar], env={"PANGEA_ALLOW_FAULTS": "1"}) as net, net.client() as client:
         chunks = [f"vote {i}".encode() for i in range(6)]
         handle = sha_job("replicas:3").submit(chunks, client)
         status = wait_done(client, handle.job_id)

@@ -139,7 +139,9 @@ async def test_workers_split_big_tasks_and_a_three_level_receipt_chain_verifies(
 
 async def test_a_byzantine_worker_is_outvoted_and_loses_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PANGEA_ALLOW_FAULTS", "1")
-    async with open_peers(tmp_path, [{}, {}, {}, {}, {"faults.byzantine": "wrong_output"}]) as peers:
+    # the submitter cannot run these tasks itself (too little memory), so every task is settled by a vote
+    no_local = {"compute.memory_bytes_max": 32 << 20}
+    async with open_peers(tmp_path, [no_local, {}, {}, {}, {"faults.byzantine": "wrong_output"}]) as peers:
         liar = peers[4].peer_id
         chunks = [f"vote {i}".encode() for i in range(8)]
         run = submit(peers[0], chunks, verification=VerificationPolicy.parse("replicas:3"))

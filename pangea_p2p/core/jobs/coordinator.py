@@ -565,8 +565,10 @@ class Coordinator:
         self.inflight[worker] = self.inflight.get(worker, 0) + 1
         if entry.tally is not None:
             entry.tally.add_workers([worker])
-        if entry.reveal is not None:
-            entry.reveal.add_workers([worker])
+        if entry.reveal is not None:  # its round waits for its commitment too
+            r = entry.reveal
+            r.add_workers([worker])
+            r.commitments_needed = max(r.commitments_needed, sum(1 for a in entry.attempts.values() if a.round is r))
         self._note(entry, f"sent to {worker} (attempt {entry.failures + 1}, expected {expected:.3f} s)")
         self._effects.append(Dispatch(ref, worker))
         self._update(entry, worker=worker)

@@ -251,6 +251,33 @@ def test_reveals_are_requested_only_once_every_replica_committed() -> None:
     assert d.coord.state is JobState.DONE
 
 
+def test_a_replica_placed_into_a_round_that_is_still_collecting_is_waited_for() -> None:
+    # Found by the e2e Byzantine test: a round made for one late replica (the first round had already opened
+    # its reveals) was joined by a second late replica, yet still opened at its first commitment, so the
+    # second one's honest commitment came "out of phase" and cost it trust.
+    d = Driver([FakeWorker("a")], chunks_for(1), policy="replicas:3", auto=False)
+    d.start()
+    d.send(d.take("accepted", "a"))
+    d.send(d.take("commitment", "a"))
+    d.tick(d.now + 0.1)  # the other two replicas queue (no free worker), so round 1 opens with a alone
+    assert "opening the reveals with 1 of 3 commitments" in reasons(d)
+    d.run()  # a reveals: 1 of 3 answered
+    d.add_worker(FakeWorker("b"))
+    d.tick(d.now + 1)  # b placed: too late for round 1, a round of its own
+    d.add_worker(FakeWorker("c"))
+    d.tick(d.now + 1)  # c joins b's round, which is still collecting
+    assert sorted(d.dispatched_to()) == sorted(pid(n) for n in "abc")
+    d.send(d.take("accepted", "b"))
+    effects = d.send(d.take("commitment", "b"))
+    assert [e for e in effects if isinstance(e, RequestReveal)] == []  # c has not committed yet
+    d.send(d.take("accepted", "c"))
+    d.send(d.take("commitment", "c"))
+    d.run()
+    assert d.coord.state is JobState.DONE
+    assert "out-of-phase" not in reasons(d)
+    assert all(rec.invalid == 0 for n in "abc" if (rec := d.trust.get(pid(n))) is not None)
+
+
 def test_a_result_without_a_commitment_is_rejected_and_the_honest_replicas_still_finish() -> None:
     workers = [FakeWorker("cheat", behaviour="no_commit", speed=3e9), FakeWorker("b"), FakeWorker("c"),
                FakeWorker("d")]
