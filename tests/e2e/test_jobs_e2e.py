@@ -116,7 +116,11 @@ def test_a_byzantine_worker_is_outvoted_and_its_trust_drops(tmp_path: Path) -> N
     # The submitter cannot run these tasks itself (less memory than they ask for): no local fallback settles a
     # task while the liar's replica is still out, so every task is decided by a vote the liar takes part in.
     no_local = settings(compute__memory_bytes_max=64 << 20)
-    with network(tmp_path, [no_local, [], [], liar], env={"PANGEA_ALLOW_FAULTS": "1"}) as net, net.client() as client:
+    # A slot per replica of every task: with fewer, a task's third replica can wait in the queue for the liar's
+    # slot while the two honest replicas already agree (a quorum of 2 of 3), and the liar is then never voted on.
+    slots = settings(capacity__task_slots=6)
+    with network(tmp_path, [no_local, slots, slots, liar + slots], env={"PANGEA_ALLOW_FAULTS": "1"}
+                 ) as net, net.client() as client:
         chunks = [f"vote {i}".encode() for i in range(6)]
         handle = sha_job("replicas:3").submit(chunks, client)
         status = wait_done(client, handle.job_id)
@@ -124,6 +128,7 @@ def test_a_byzantine_worker_is_outvoted_and_its_trust_drops(tmp_path: Path) -> N
         assert handle.outputs() == [hashlib.sha256(c).digest() for c in chunks]
         assert net.ids[3] not in status["workers"]  # the liar's answer was never the accepted one
         scores = {row["peer_id"]: row for row in client.trust()["trust"]}
+        assert net.ids[3] in scores, client.explain(handle.job_id)  # the liar took part in some vote
         assert scores[net.ids[3]]["invalid"] >= 1
         assert scores[net.ids[3]]["score"] < min(scores[p]["score"] for p in net.ids[1:3])
         report = handle.verify()
