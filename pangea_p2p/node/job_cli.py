@@ -47,6 +47,8 @@ def add_job_parser(sub: Any, api_args: Callable[[argparse.ArgumentParser], None]
         p = jsub.add_parser(name, help=text)
         api_args(p)
         p.add_argument("job_id")
+        if name == "explain":
+            p.add_argument("--all", action="store_true", help="the finished tasks' histories too")
         if name == "result":
             p.add_argument("-o", "--output", type=Path, help="write the outputs here (default: stdout)")
             p.add_argument("--framed", action="store_true", help="write them as one framed chunk list")
@@ -92,7 +94,7 @@ def run_job_command(args: argparse.Namespace, client: Client) -> int:
         status = follow(JobHandle(client, args.job_id, list, client.job(args.job_id)))
         return 0 if status["state"] == "done" else 1
     if cmd == "explain":
-        doc = client.explain(args.job_id)
+        doc = client.explain(args.job_id, done=args.all)
         if args.json:
             print(json.dumps(doc, indent=2))
         else:

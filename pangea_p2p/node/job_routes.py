@@ -9,7 +9,7 @@
     GET    /v1/jobs/{id}/wait?timeout_s=S&seen=N -> status, after it changed (N = the status "version" seen) or S
     GET    /v1/jobs/{id}/result       -> {"outputs": [cid per task], "receipts": [hex receipt tree per task],
                                           "workers", "issuer", "module_cid", "tasks": [binding fields per task]}
-    GET    /v1/jobs/{id}/explain      -> the reason chain of every task that is not done
+    GET    /v1/jobs/{id}/explain      -> the reason chain of every task that is not done (?all=1: of every task)
     DELETE /v1/jobs/{id}              -> cancel; status
     GET    /v1/trust                  -> {"trust": [{"peer_id", "score", "valid", "invalid", "timeouts"}, ...]}
 """
@@ -216,12 +216,13 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
     async def explain(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
         coord = run.coordinator
+        done = req.query.get("all", "0") not in ("0", "", "false")
         return ApiResponse.of({
             "job_id": run.spec.job_id,
             "state": coord.state.value,
             "reason": coord.reason,
             "tasks": {tid: {"state": coord.tasks[tid].state.value, "reasons": reasons}
-                      for tid, reasons in coord.explain().items()},
+                      for tid, reasons in coord.explain(done=done).items()},
         })
 
     async def cancel(req: ApiRequest) -> ApiResponse:

@@ -123,8 +123,9 @@ class Client:
     def job_result(self, job_id: str) -> Any:
         return self.call("GET", f"/v1/jobs/{job_id}/result")
 
-    def explain(self, job_id: str) -> Any:
-        return self.call("GET", f"/v1/jobs/{job_id}/explain")
+    def explain(self, job_id: str, *, done: bool = False) -> Any:
+        """Why each task of the job is where it is (``done``: the finished tasks' histories too)."""
+        return self.call("GET", f"/v1/jobs/{job_id}/explain" + ("?all=1" if done else ""))
 
     def cancel(self, job_id: str) -> Any:
         return self.call("DELETE", f"/v1/jobs/{job_id}")

@@ -282,8 +282,8 @@ class JobHandle(Generic[T]):
         """The encoded receipt tree of every task (verifiable offline with pangea_p2p.core.verify)."""
         return [bytes.fromhex(r) for r in self.client.job_result(self.job_id)["receipts"]]
 
-    def explain(self) -> dict[str, Any]:
-        return dict(self.client.explain(self.job_id))
+    def explain(self, *, done: bool = False) -> dict[str, Any]:
+        return dict(self.client.explain(self.job_id, done=done))
 
     def cancel(self) -> dict[str, Any]:
         return dict(self.client.cancel(self.job_id))

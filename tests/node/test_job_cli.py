@@ -270,8 +270,9 @@ def test_explain_lists_the_reasons(peer: FakePeer, capsys: pytest.CaptureFixture
                        "instruction executed)"
     assert lines[1] == f"  {job_id}/t1: failed"
     assert lines[2].startswith("    - chunk 0: guest trapped")
-    code, out, _ = run(capsys, "explain", *API, job_id, "--json")
+    code, out, _ = run(capsys, "explain", *API, job_id, "--json", "--all")
     assert json.loads(out) == peer.explain(job_id)
+    assert peer.explained[:2] == [(job_id, False), (job_id, True)]
 
 
 def test_cancel_and_list(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:

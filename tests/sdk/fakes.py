@@ -50,6 +50,7 @@ class FakePeer:
         self.requests: list[dict[str, Any]] = []
         self.runs: dict[str, FakeRun] = {}
         self.waits: list[tuple[str, int]] = []
+        self.explained: list[tuple[str, bool]] = []  # (job id, done) of each explain call
         self.closed = False
         self._delegate = delegate
         self._job_ids = list(job_ids or [])
@@ -107,7 +108,8 @@ class FakePeer:
     def job_result(self, job_id: str) -> dict[str, Any]:
         return copy.deepcopy(self._get(job_id).doc)
 
-    def explain(self, job_id: str) -> dict[str, Any]:
+    def explain(self, job_id: str, *, done: bool = False) -> dict[str, Any]:
+        self.explained.append((job_id, done))
         return copy.deepcopy(self._get(job_id).explain)
 
     def cancel(self, job_id: str) -> dict[str, Any]:

@@ -47,6 +47,8 @@ a round's reveals are requested when all its replicas committed, or when every m
 committed and nothing more can join it (the others dropped out, or the missing replica waits in the queue).
 A committed replica does not time out while it waits for its round; its reveal then has ATTEMPT_GRACE_S.
 Replicas placed after a round opened its reveals (an escalation, a late top-up) start a new round.
+A decision waits for the reveals already asked for (that work is done; each reveal is graded, so a liar
+slower than the honest quorum is still outvoted); replicas still running when it is reached are cancelled.
 
 Invariants: a task is DONE at most once and never changes afterwards; the number of attempts out per task is
 at most its replica count; worker faults per task at most ``retries_max`` and unreachable workers at most
@@ -949,6 +951,12 @@ class Coordinator:
     def _on_decision(self, entry: TaskEntry, decision: Decision, now: float) -> None:
         assert entry.tally is not None
         if decision.state is TallyState.ACCEPTED and decision.accepted is not None:
+            if self._reveals_due(entry):
+                # Replicas that committed and were asked to reveal did the work already: their reveals (a round
+                # trip away, within ATTEMPT_GRACE_S) are graded against the decision before the task is done.
+                # Else a liar slower than the honest quorum would never be outvoted, nor lose trust.
+                entry.state = TaskState.VERIFYING
+                return
             for w in entry.tally.agreeing():
                 self.trust.record(w, Outcome.VALID, now)
             for w in entry.tally.dissenting():
@@ -966,6 +974,12 @@ class Coordinator:
             self._place_pending_one(entry, now)
         elif entry.tally.votes:
             entry.state = TaskState.VERIFYING
+
+    @staticmethod
+    def _reveals_due(entry: TaskEntry) -> bool:
+        """Whether a replica that committed was asked to reveal and has not answered yet."""
+        return any(a.committed and a.round is not None and a.round.phase is Phase.REVEALING
+                   for a in entry.attempts.values())
 
     def _decided(self, entry: TaskEntry, claim: Claim, now: float) -> None:
         if claim.failure is not None:
@@ -1152,9 +1166,9 @@ class Coordinator:
     def fuel_used(self) -> int:
         return sum(e.fuel_used for e in self.tasks.values())
 
-    def explain(self) -> dict[str, list[str]]:
-        """The reason chain of every task that is not done, oldest first."""
-        return {tid: list(e.reasons) for tid, e in self.tasks.items() if e.state is not TaskState.DONE}
+    def explain(self, *, done: bool = False) -> dict[str, list[str]]:
+        """The reason chain of every task that is not done (``done``: of every task), oldest first."""
+        return {tid: list(e.reasons) for tid, e in self.tasks.items() if done or e.state is not TaskState.DONE}
 
 
 def _probe(tasks: list[TaskRef]) -> TaskRef | None:

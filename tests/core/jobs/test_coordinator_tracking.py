@@ -57,7 +57,11 @@ def test_every_task_is_done_once_with_its_output_and_receipt_and_the_job_finishe
         assert verified.fuel_used == 3 * FUEL_PER_CHUNK
         assert d.coord.tasks[ref.task_id].output_cid == done.output_cid
     assert d.coord.fuel_used() == 6 * 3 * FUEL_PER_CHUNK
-    assert d.coord.explain() == {}
+    assert d.coord.explain() == {}  # nothing is pending; the finished tasks' histories on request:
+    history = d.coord.explain(done=True)
+    assert list(history) == [ref.task_id for ref in d.refs]
+    for ref in d.refs:
+        assert history[ref.task_id][-1] == f"done by {d.coord.tasks[ref.task_id].worker} (unchecked)"
     # a finished job does nothing more
     assert d.tick(d.now + 1_000) == []
     assert d.coord.next_deadline() is None

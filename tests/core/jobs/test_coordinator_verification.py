@@ -7,8 +7,9 @@ import hashlib
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.coordinator import ATTEMPT_GRACE_S
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RequestReveal, SpotCheck, TaskUpdate
-from pangea_p2p.core.jobs.model import JobState, TaskState
+from pangea_p2p.core.jobs.model import JobState, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.trust import Outcome, TrustBook, TrustConfig
 from pangea_p2p.core.verify.chain import DelegationReceipt, ReceiptTree
 from pangea_p2p.core.verify.config import VerifyConfig
@@ -222,16 +223,66 @@ def test_replicas_the_honest_majority_wins_and_the_byzantine_replica_is_recorded
     assert "was outvoted" in reasons(d)
 
 
-def test_replicas_still_out_when_the_quorum_is_reached_are_cancelled() -> None:
+def test_without_commit_reveal_replicas_still_out_when_the_quorum_is_reached_are_cancelled() -> None:
     workers = [FakeWorker("a", speed=3e9), FakeWorker("b", speed=2e9), FakeWorker("c")]
-    d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
+    policy = VerificationPolicy(VerificationMode.REPLICAS, replicas=3, commit_reveal=False)
+    d = Driver(workers, chunks_for(1), policy=policy, auto=False)
     d.start()
     third = d.dispatched_to()[2]  # replicas are drawn at random: the third one drawn answers last here
-    d.run()
-    assert d.coord.state is JobState.DONE
-    # all three committed; reveals came in order and the third was no longer needed
+    first_two = [d.take("result", name) for name in "abc" if pid(name) != third]
+    for msg in first_two:
+        d.send(msg)
+    assert d.coord.state is JobState.DONE  # two of three agree: the third one's work is not needed
     assert CancelAttempt("job/t0", third) in d.log
+    d.run()  # its answer, if it comes, is not counted
     assert d.trust.get(third) is None
+
+
+def test_a_committed_replica_that_reveals_after_the_quorum_is_graded_before_the_task_is_done() -> None:
+    # Found by the e2e Byzantine test: a liar whose reveals came after the honest quorum's was never outvoted
+    # and never lost trust, as the task was accepted and its reveal ignored. Having committed, it did the work:
+    # its reveal is a round trip away, and it is graded.
+    workers = [FakeWorker("liar", behaviour="byzantine"), FakeWorker("b"), FakeWorker("c")]
+    d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
+    d.start()
+    for name in ("b", "c", "liar"):
+        d.send(d.take("accepted", name))
+        d.send(d.take("commitment", name))
+    for name in ("b", "c"):
+        d.send(d.take("result", name))
+    assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING  # a quorum agrees; the liar's reveal is due
+    assert d.coord.state is JobState.RUNNING
+    d.send(d.take("result", "liar"))
+    d.check_invariants()
+    assert d.coord.state is JobState.DONE
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.effects(CancelAttempt) == []
+    liar, b = d.trust.get(pid("liar")), d.trust.get(pid("b"))
+    assert liar is not None
+    assert (liar.valid, liar.invalid) == (0, 1)
+    assert b is not None
+    assert (b.valid, b.invalid) == (1, 0)
+    assert f"{pid('liar')} was outvoted" in reasons(d)
+
+
+def test_a_committed_replica_that_withholds_its_reveal_delays_the_task_by_the_grace_only() -> None:
+    workers = [FakeWorker(n) for n in "abc"]
+    d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
+    d.start()
+    for name in "abc":
+        d.send(d.take("accepted", name))
+        d.send(d.take("commitment", name))
+    d.take("result", "c")  # c never reveals
+    d.run()
+    assert d.coord.state is JobState.RUNNING
+    asked = d.now
+    d.run_to_end()
+    assert d.coord.state is JobState.DONE
+    assert d.now <= asked + ATTEMPT_GRACE_S
+    withheld = d.trust.get(pid("c"))
+    assert withheld is not None
+    assert (withheld.valid, withheld.invalid, withheld.timeouts) == (0, 0, 1)
+    assert CancelAttempt("job/t0", pid("c")) in d.log
 
 
 def test_reveals_are_requested_only_once_every_replica_committed() -> None:
