@@ -148,8 +148,7 @@ class ComputeService:
         self._run_by_coord: dict[Coordinator, JobRun] = {}
         self._split_by_coord: dict[Coordinator, SplitRun] = {}
         self._provided: set[str] = set()  # module CIDs announced in the DHT (or being announced)
-        self._unwritten: dict[str, bytes] = {}  # outputs kept in memory and waiting for their files
-        self._writing = False
+        self._writing = False  # a task writes the blocks stored with persist="soon"
         self.owner: dict[str, Coordinator] = {}  # task id -> the coordinator waiting for its answers
         self.sessions: dict[str, Session] = {}
         self.incoming: dict[str, Incoming] = {}
@@ -242,10 +241,10 @@ class ComputeService:
             if data is None:
                 raise PangeaError(f"chunk {c} ({spec.chunk_cids[c]}) of job {spec.job_id} is not in the block store")
             chunks.append(data)
+        # on disk too (soon; the store keeps it in memory until then): the memory LRU alone could evict the input
+        # of a task not placed yet in a big job
         framed = frame_chunks(chunks)
-        # on disk too, now: the memory LRU alone could evict the input of a task not placed yet in a big job
-        # (a one-time cost at submit; the background writer could lose a block evicted before its turn)
-        input_cid = self.blocks.put(framed, persist=True)
+        input_cid = self._keep(framed, persist=True)
         return TaskRef(
             job_id=spec.job_id, task_id=f"{spec.job_id}/t{index}", parent_task_id="", module_cid=spec.module_cid,
             input_cid=input_cid, input_bytes=len(framed), chunk_count=len(chunks), limits=spec.limits,
@@ -471,31 +470,31 @@ class ComputeService:
             self._keep(output, persist=self._run_of(coord) is not None)
         self._apply(coord, coord.on_result(msg.task_id, worker, msg.receipt_tree, output, time.time(), msg.nonce))
 
-    def _keep(self, output: bytes, *, persist: bool) -> str:
-        """Store a task's output now and, if ``persist``, on disk soon: in a worker thread, batched. Creating a
-        file costs 0.1-0.7 ms here, which the event loop would pay once per task. The journal may name an output
-        before its file exists; a restarted peer re-runs a DONE task whose output is missing. Returns its cid."""
-        cid = self.blocks.put(output)
-        if persist and self.blocks.directory is not None:
-            self._unwritten[cid] = output
-            if not self._writing:
-                self._writing = True
-                self._spawn(self._write_outputs)
+    def _keep(self, data: bytes, *, persist: bool) -> str:
+        """Store a block (a task's input or output) now and, if ``persist``, on disk soon: in a worker thread,
+        batched. Creating a file costs 0.1-0.8 ms here, which the event loop would pay once per task. The journal
+        may name an output before its file exists; a restarted peer re-runs a DONE task whose output is missing.
+        Returns its cid."""
+        cid = self.blocks.put(data, persist="soon" if persist else False)
+        if self.blocks.unwritten and not self._writing:
+            self._writing = True
+            self._spawn(self._write_blocks)
         return cid
 
-    def flush_outputs(self) -> None:
-        """Write the outputs still waiting for their files (at shutdown, after the nursery is gone)."""
-        batch, self._unwritten = self._unwritten, {}
-        self.blocks.write_files(batch)
+    def flush_blocks(self) -> None:
+        """Write the blocks still waiting for their files (at shutdown, after the nursery is gone)."""
+        self.blocks.flush()
 
-    async def _write_outputs(self) -> None:
+    async def _write_blocks(self) -> None:
         try:
-            while self._unwritten:
-                batch, self._unwritten = self._unwritten, {}
-                try:
+            while self.blocks.unwritten:
+                batch = self.blocks.take_unwritten()
+                try:  # not abandoned on cancellation: a batch taken is written whole before the task ends
                     await trio.to_thread.run_sync(self.blocks.write_files, batch)
                 except OSError as exc:  # a full disk loses the files, not the node (the blocks stay in memory)
                     log.warning("blocks.write_failed", blocks=len(batch), error=str(exc))
+                finally:
+                    self.blocks.written(batch)
         finally:
             self._writing = False
 

@@ -249,7 +249,7 @@ async def test_a_result_nobody_asked_for_is_neither_fetched_nor_stored(tmp_path:
 
 
 async def test_a_job_whose_inputs_overflow_the_memory_cache_still_completes(tmp_path: Path) -> None:
-    # Task inputs go to disk at submit: evicted from the block store's memory LRU, they are read back.
+    # Task inputs go to disk soon after submit (held in memory till then): evicted from the LRU, they are read back.
     async with open_network(3, tmp_path, SETTINGS) as peers:
         await network_ready(peers)
         compute_of(peers[0]).blocks.memory_bytes_max = 100 << 10  # room for two of the inputs below

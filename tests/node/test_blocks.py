@@ -1,0 +1,58 @@
+"""The block store: content-checked blocks in a memory LRU and on disk, and its deferred ("soon") writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.errors import RemoteProtocolError
+from pangea_p2p.node.blocks import BlockStore
+
+
+def test_a_block_to_persist_soon_is_readable_before_during_and_after_its_write(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path, memory_bytes_max=16)
+    big, empty = b"x" * 10, b""
+    cids = [store.put(big, persist="soon"), store.put(empty, persist="soon")]
+    store.put(b"y" * 16)  # fills the LRU: `big` is evicted from it, yet not lost
+    assert store.unwritten == 2
+    assert not (tmp_path / cids[0]).exists()
+    assert [store.get(c) for c in cids] == [big, empty]
+    batch = store.take_unwritten()
+    assert batch == {cids[0]: big, cids[1]: empty}
+    assert store.unwritten == 0
+    assert [store.get(c) for c in cids] == [big, empty]  # taken by a writer, not written yet: still readable
+    store.write_files(batch)
+    store.written(batch)
+    assert (tmp_path / cids[0]).read_bytes() == big
+    assert [store.get(c) for c in cids] == [big, empty]  # read back from disk
+    assert BlockStore(tmp_path).get(cids[0]) == big  # and by a restarted peer
+
+
+def test_flush_writes_what_no_writer_took_and_a_block_is_not_queued_twice(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid = store.put(b"abc", persist="soon")
+    assert store.put(b"abc", persist="soon") == cid
+    assert store.unwritten == 1
+    store.flush()
+    assert store.unwritten == 0
+    assert BlockStore(tmp_path).get(cid) == b"abc"
+
+
+def test_a_store_without_a_directory_keeps_soon_blocks_in_memory_only() -> None:
+    store = BlockStore(None)
+    cid = store.put(b"abc", persist="soon")
+    assert store.unwritten == 0
+    assert store.get(cid) == b"abc"
+    store.flush()
+
+
+def test_a_block_on_disk_that_does_not_match_its_name_is_removed(tmp_path: Path) -> None:
+    cid = cid_of(b"good")
+    (tmp_path / cid).write_bytes(b"evil")
+    store = BlockStore(tmp_path)
+    assert store.get(cid) is None
+    assert not (tmp_path / cid).exists()
+    with pytest.raises(RemoteProtocolError, match="do not match"):
+        store.put(b"evil", cid=cid)
