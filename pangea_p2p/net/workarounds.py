@@ -34,6 +34,7 @@ def apply() -> None:
     _larger_pubsub_queues()
     _no_auto_connector()
     _drop_tasks_scheduled_during_shutdown()
+    _window_updates_at_half_window()
 
 
 def _quiet_libp2p_logging() -> None:
@@ -95,6 +96,32 @@ def _drop_tasks_scheduled_during_shutdown() -> None:
             logging.getLogger("pangea.net").debug("dropped task %s of a stopping service", task)
 
     TrioManager._schedule_task = _schedule_task  # type: ignore[method-assign]
+
+
+def _window_updates_at_half_window() -> None:
+    # Yamux flow control: a receiver grants its peer more send window with a WINDOW_UPDATE frame. go-yamux (and
+    # rust-yamux) send one once half the window has been consumed: one frame per ~128 KiB read. py-libp2p 0.8.1
+    # sends one after almost every read ("partial slack", then PY_YAMUX_RELEASE_ON_READ, on by default): for a
+    # stream of small messages, a whole extra frame (Noise encryption, a socket send, and a wake-up of the
+    # other process) per message read, each way. That was about a third of the sends of a busy submitter.
+    # Here the update follows go-yamux's rule (GrowTo with its half-window hysteresis, and the auto-tuning of
+    # the window py-libp2p does with it): the sender never waits, as it still has half a window in hand when
+    # the update goes out; a receiver that stops reading still stops its sender, which is what flow control is
+    # for.
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    async def _auto_tune_and_send_window_update(self: YamuxStream, *, bytes_read: int = 0) -> None:
+        delta = 0
+        async with self.window_lock:
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            grow = self.target_recv_window - (self.recv_window + buffered)
+            if grow > 0 and grow >= self._grow_threshold():
+                delta = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+                self._pending_recv_release = 0
+        if delta > 0:
+            await self.send_window_update(delta, skip_lock=True)
+
+    YamuxStream._auto_tune_and_send_window_update = _auto_tune_and_send_window_update  # type: ignore[method-assign]
 
 
 def _larger_pubsub_queues() -> None:
