@@ -57,7 +57,7 @@ from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, FrameWriter
 from pangea_p2p.node import blockx
 from pangea_p2p.node.blocks import BlockStore
-from pangea_p2p.node.journal import Journal, TaskRecord
+from pangea_p2p.node.journal import FLUSH_AFTER_S, Journal, TaskRecord
 from pangea_p2p.node.logs import get_logger
 from pangea_p2p.sandbox import SandboxLimits
 
@@ -321,7 +321,14 @@ class ComputeService:
             if eff.state.final and self.journal is not None:
                 self.journal.task_finished(run.spec.job_id, TaskRecord(
                     eff.task_id, eff.state, eff.reason, eff.output_cid, eff.tree, eff.fuel_used, eff.worker))
+                if self.journal.pending == 1:  # the first row of a batch: it is written within FLUSH_AFTER_S
+                    self._spawn(self._flush_journal)
             run.bump()
+
+    async def _flush_journal(self) -> None:
+        await trio.sleep(FLUSH_AFTER_S)
+        if self.journal is not None:
+            self.journal.flush()
 
     def _job_finished(self, coord: Coordinator, eff: JobFinished) -> None:
         self._running.pop(coord, None)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
 from pangea_p2p.core.verify.receipts import ReceiptLimits
-from pangea_p2p.node.journal import Journal, TaskRecord
+from pangea_p2p.node.journal import FLUSH_ROWS, Journal, TaskRecord
 
 LIMITS = ReceiptLimits(10**9, 64 << 20, 10.0, 1 << 20)
 
@@ -41,3 +41,29 @@ def test_a_new_job_with_an_old_jobs_id_does_not_inherit_its_results(tmp_path: Pa
     (record,) = journal.jobs()
     assert record.spec == second
     assert record.tasks == {}
+
+
+def test_finished_tasks_are_written_in_batches_and_none_is_lost_at_a_flush_point(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    journal = Journal(path)
+    journal.job_submitted(spec([b"a"] * (FLUSH_ROWS + 2)), 100.0)
+
+    def on_disk() -> int:
+        (record,) = Journal(path).jobs()  # another connection: what a restarted peer would read
+        return len(record.tasks)
+
+    def done(i: int) -> None:
+        journal.task_finished("again", TaskRecord(f"again/t{i}", TaskState.DONE, "", cid_of(b"o"), b"tree", 1, "w"))
+
+    done(0)
+    assert (journal.pending, on_disk()) == (1, 0)  # queued, not written yet
+    journal.flush()
+    assert (journal.pending, on_disk()) == (0, 1)
+    for i in range(1, FLUSH_ROWS + 1):
+        done(i)
+    assert (journal.pending, on_disk()) == (0, FLUSH_ROWS + 1)  # a full batch is written at once
+    done(FLUSH_ROWS + 1)
+    journal.job_finished("again", JobState.DONE, "", 101.0)  # a job's end writes its tasks first
+    (record,) = Journal(path).jobs()
+    assert (record.state, len(record.tasks)) == (JobState.DONE, FLUSH_ROWS + 2)
+    journal.close()
