@@ -227,6 +227,8 @@ class TaskEntry:
     tree: bytes = b""
     fuel_used: int = 0
     worker: str = ""
+    ref_cache: TaskRef | None = None  # _ref's answer for the current limits and round (a replace costs ~15 us)
+    binding_cache: TaskBinding | None = None  # binding()'s, for the limits it names
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,8 +547,12 @@ class Coordinator:
         return self.local_allowed and self.policy.mode is VerificationMode.HASH
 
     def _ref(self, entry: TaskEntry) -> TaskRef:
+        """The task as it goes out now: its current limits, and commit-reveal if a round is open."""
         assert entry.limits is not None
-        return replace(entry.ref, limits=entry.limits, commit_reveal=self._commit_reveal(entry))
+        commit_reveal, cached = self._commit_reveal(entry), entry.ref_cache
+        if cached is None or cached.limits != entry.limits or cached.commit_reveal is not commit_reveal:
+            cached = entry.ref_cache = replace(entry.ref, limits=entry.limits, commit_reveal=commit_reveal)
+        return cached
 
     def _commit_reveal(self, entry: TaskEntry) -> bool:
         return entry.reveal is not None  # a commit-reveal round is open for the replicas placed now
@@ -754,7 +760,8 @@ class Coordinator:
             return self.drain()
         self._end_attempt(entry, worker)
         try:
-            tree, verified, claim = self._verify(entry, attempt, worker, tree_bytes, output, now, nonce, own)
+            tree, verified, claim = self._verify(entry, attempt, worker, tree_bytes, output, now, nonce, tree,
+                                                 own=own is not None)
         except (VerificationError, RemoteProtocolError) as exc:
             self._attempt_failed(entry, worker, f"{worker} sent a result that failed verification: {exc}", now,
                                  penalise=True)
@@ -842,18 +849,23 @@ class Coordinator:
     # --- verification -----------------------------------------------------------------------------------
 
     def binding(self, entry: TaskEntry, limits: ReceiptLimits) -> TaskBinding:
-        return replace(entry.ref, issuer=self.self_id).binding(limits)
+        cached = entry.binding_cache  # one per task and limits: every result of the task is checked against it
+        if cached is None or cached.limits != limits:
+            cached = entry.binding_cache = entry.ref.binding(limits, issuer=self.self_id)
+        return cached
 
     def _verify(
         self, entry: TaskEntry, attempt: Attempt, worker: str, tree_bytes: bytes, output: bytes, now: float,
-        nonce: bytes, own: ReceiptTree | None = None,
+        nonce: bytes, decoded: ReceiptTree | None, *, own: bool,
     ) -> tuple[ReceiptTree, VerifiedTree, Claim | None]:
-        tree = own or ReceiptTree.decode(tree_bytes, self.config.verify)
+        """``decoded``: ``tree_bytes`` decoded already (None: they did not decode, and this raises why); ``own``:
+        it is the tree this peer signed for its own local run (see on_result)."""
+        tree = decoded or ReceiptTree.decode(tree_bytes, self.config.verify)
         binding = self.binding(entry, attempt.limits)
         out = output if tree.receipt.ok else None
-        if own is not None:  # this peer's own run, signed here over the sandbox's output: bound, not re-verified
-            r = own.receipt
-            if not isinstance(r, Receipt) or own.children or r.worker != worker:
+        if own:  # this peer's own run, signed here over the sandbox's output: bound, not re-verified
+            r = tree.receipt
+            if not isinstance(r, Receipt) or tree.children or r.worker != worker:
                 raise malformed("a local run answers with one execution receipt of this peer")
             check_binding(r.binding, binding)
             verified = VerifiedTree(r, (r,), r.fuel_used, frozenset((r.worker,)), 1, r.output_digest)

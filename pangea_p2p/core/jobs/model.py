@@ -182,10 +182,11 @@ class TaskRef:
     commit_reveal: bool = False
     fuel_per_chunk_estimate: int = 0
 
-    def binding(self, limits: ReceiptLimits | None = None) -> TaskBinding:
-        """What a receipt for this task must be bound to (``limits``: when they were raised since)."""
+    def binding(self, limits: ReceiptLimits | None = None, issuer: str | None = None) -> TaskBinding:
+        """What a receipt for this task must be bound to (``limits``: when they were raised since; ``issuer``:
+        the peer that hands it out, if not ``self.issuer``)."""
         return TaskBinding.of(
             job_id=self.job_id, task_id=self.task_id, parent_task_id=self.parent_task_id, module_cid=self.module_cid,
-            input_cid=self.input_cid, limits=self.limits if limits is None else limits, issuer=self.issuer,
-            chunk_count=self.chunk_count,
+            input_cid=self.input_cid, limits=self.limits if limits is None else limits,
+            issuer=self.issuer if issuer is None else issuer, chunk_count=self.chunk_count,
         )
