@@ -488,9 +488,9 @@ class ComputeService:
             self._spawn(self._write_blocks)
         return cid
 
-    def flush_blocks(self) -> None:
-        """Write the blocks still waiting for their files (at shutdown, after the nursery is gone)."""
-        self.blocks.flush()
+    def close_blocks(self) -> None:
+        """Write the blocks still waiting for the disk and close the store (at shutdown, after the nursery)."""
+        self.blocks.close()
 
     async def _write_blocks(self) -> None:
         try:

@@ -504,7 +504,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await hostlib.close_hosts([host])
             if peer.compute is not None:
-                peer.compute.flush_blocks()
+                peer.compute.close_blocks()
                 if peer.compute.journal is not None:
                     peer.compute.journal.close()
             log.info("peer.stopped", peer_id=identity.peer_id)

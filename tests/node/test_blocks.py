@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.errors import RemoteProtocolError
-from pangea_p2p.node.blocks import BlockStore
+from pangea_p2p.node.blocks import SMALL_BYTES_MAX, SMALL_DB, BlockStore
 
 
 def test_a_block_to_persist_soon_is_readable_before_during_and_after_its_write(tmp_path: Path) -> None:
@@ -17,7 +19,7 @@ def test_a_block_to_persist_soon_is_readable_before_during_and_after_its_write(t
     cids = [store.put(big, persist="soon"), store.put(empty, persist="soon")]
     store.put(b"y" * 16)  # fills the LRU: `big` is evicted from it, yet not lost
     assert store.unwritten == 2
-    assert not (tmp_path / cids[0]).exists()
+    assert BlockStore(tmp_path).get(cids[0]) is None  # not on disk yet
     assert [store.get(c) for c in cids] == [big, empty]
     batch = store.take_unwritten()
     assert batch == {cids[0]: big, cids[1]: empty}
@@ -25,9 +27,8 @@ def test_a_block_to_persist_soon_is_readable_before_during_and_after_its_write(t
     assert [store.get(c) for c in cids] == [big, empty]  # taken by a writer, not written yet: still readable
     store.write_files(batch)
     store.written(batch)
-    assert (tmp_path / cids[0]).read_bytes() == big
     assert [store.get(c) for c in cids] == [big, empty]  # read back from disk
-    assert BlockStore(tmp_path).get(cids[0]) == big  # and by a restarted peer
+    assert [BlockStore(tmp_path).get(c) for c in cids] == [big, empty]  # and by a restarted peer
 
 
 def test_flush_writes_what_no_writer_took_and_a_block_is_not_queued_twice(tmp_path: Path) -> None:
@@ -56,3 +57,40 @@ def test_a_block_on_disk_that_does_not_match_its_name_is_removed(tmp_path: Path)
     assert not (tmp_path / cid).exists()
     with pytest.raises(RemoteProtocolError, match="do not match"):
         store.put(b"evil", cid=cid)
+
+
+def test_small_blocks_are_rows_big_ones_files_and_both_survive_a_restart(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    small, big = b"s" * SMALL_BYTES_MAX, b"b" * (SMALL_BYTES_MAX + 1)
+    cids = [store.put(small, persist=True), store.put(big, persist="soon")]
+    store.close()  # writes what waits
+    assert not (tmp_path / cids[0]).exists()
+    assert (tmp_path / cids[1]).read_bytes() == big
+    again = BlockStore(tmp_path)
+    assert [again.get(c) for c in cids] == [small, big]
+    again.close()
+
+
+def test_a_batch_written_from_a_worker_thread_is_read_back(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    blocks = [f"tiny {i}".encode() for i in range(100)]
+    cids = [store.put(b, persist="soon") for b in blocks]
+    batch = store.take_unwritten()
+    writer = threading.Thread(target=store.write_files, args=(batch,))
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive()
+    store.written(batch)
+    again = BlockStore(tmp_path)  # reads the rows, not the first store's memory
+    assert [again.get(c) for c in cids] == blocks
+
+
+def test_a_row_that_does_not_match_its_name_is_removed(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid = cid_of(b"good")
+    db = sqlite3.connect(tmp_path / SMALL_DB)
+    with db:
+        db.execute("INSERT INTO blocks (cid, data) VALUES (?, ?)", (cid, b"evil"))
+    assert store.get(cid) is None
+    assert db.execute("SELECT count(*) FROM blocks").fetchone() == (0,)
+    db.close()
