@@ -117,10 +117,14 @@ class BlockStore:
             return
         rows = [(cid, data) for cid, data in blocks.items() if len(data) <= SMALL_BYTES_MAX]
         if rows:
-            db = self._db if threading.get_ident() == self._owner else self._writer_db()
-            assert db is not None
-            with db:
-                db.executemany("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows)
+            try:
+                db = self._db if threading.get_ident() == self._owner else self._writer_db()
+                if db is None:
+                    raise sqlite3.ProgrammingError("the block store is closed")
+                with db:
+                    db.executemany("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows)
+            except sqlite3.Error as exc:  # a full disk, a locked or broken database: like a failed file write
+                raise OSError(f"cannot write {len(rows)} block(s) to {SMALL_DB}: {exc}") from exc
         for cid, data in blocks.items():
             if len(data) <= SMALL_BYTES_MAX:
                 continue
@@ -162,7 +166,10 @@ class BlockStore:
     def _read_row(self, cid: str) -> bytes | None:
         if self._db is None:
             return None
-        row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid,)).fetchone()
+        try:
+            row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid,)).fetchone()
+        except sqlite3.Error:  # a damaged database reads as a missing block, as an unreadable file does
+            return None
         if row is None:
             return None
         data = bytes(row[0])

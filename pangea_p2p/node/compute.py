@@ -479,8 +479,8 @@ class ComputeService:
 
     def _keep(self, data: bytes, *, persist: bool) -> str:
         """Store a block (a task's input or output) now and, if ``persist``, on disk soon: in a worker thread,
-        batched. Creating a file costs 0.1-0.8 ms here, which the event loop would pay once per task. The journal
-        may name an output before its file exists; a restarted peer re-runs a DONE task whose output is missing.
+        batched (see blocks.py: a file or a row per block would cost the event loop 0.1-0.8 ms each). The journal
+        may name an output before it is on disk; a restarted peer re-runs a DONE task whose output is missing.
         Returns its cid."""
         cid = self.blocks.put(data, persist="soon" if persist else False)
         if self.blocks.unwritten and not self._writing:

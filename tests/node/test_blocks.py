@@ -94,3 +94,18 @@ def test_a_row_that_does_not_match_its_name_is_removed(tmp_path: Path) -> None:
     assert store.get(cid) is None
     assert db.execute("SELECT count(*) FROM blocks").fetchone() == (0,)
     db.close()
+
+
+def test_a_write_to_a_broken_database_is_an_oserror_naming_it_and_the_block_stays_readable(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid = store.put(b"kept", persist="soon")
+    db = sqlite3.connect(tmp_path / SMALL_DB)
+    with db:
+        db.execute("DROP TABLE blocks")  # what a damaged database looks like to the writer
+    db.close()
+    batch = store.take_unwritten()
+    with pytest.raises(OSError, match=r"cannot write 1 block\(s\) to small\.sqlite"):
+        store.write_files(batch)
+    store.written(batch)
+    assert store.get(cid) == b"kept"  # still in memory: the node keeps running, nothing it holds is lost
+    assert store.get(cid_of(b"never stored")) is None  # and a lookup that reaches the database is a miss, not an error
