@@ -14,6 +14,7 @@ The store also serves /pangea/block/1.0.0 to other peers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from pangea_p2p.core.cid import canonical_cid, cid_matches, cid_of
-from pangea_p2p.errors import RemoteProtocolError
+from pangea_p2p.errors import PangeaError, RemoteProtocolError
 
 MEMORY_BYTES_MAX = 512 << 20
 BLOCK_BYTES_MAX = 1 << 30
@@ -47,10 +48,14 @@ class BlockStore:
 
     def _connect(self) -> sqlite3.Connection:
         assert self.directory is not None
-        db = sqlite3.connect(self.directory / SMALL_DB, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID")
+        path = self.directory / SMALL_DB
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID")
+        except sqlite3.Error as exc:
+            raise PangeaError(f"cannot open the block database {path}: {exc} (move it aside to start afresh)") from exc
         return db
 
     def close(self) -> None:
@@ -73,7 +78,7 @@ class BlockStore:
             cid = canonical_cid(cid)
         self._remember(cid, data)
         if persist == "soon":
-            if self.directory is not None and cid not in self._writing:
+            if self.directory is not None:  # even if a writer has it: should that write fail, this one may not
                 self._unwritten[cid] = data
         elif persist:
             self.write_files({cid: data})
@@ -121,7 +126,8 @@ class BlockStore:
                 db = self._db if threading.get_ident() == self._owner else self._writer_db()
                 if db is None:
                     raise sqlite3.ProgrammingError("the block store is closed")
-                with db:
+                with db:  # autocommit connection: the BEGIN makes the batch one transaction
+                    db.execute("BEGIN")
                     db.executemany("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows)
             except sqlite3.Error as exc:  # a full disk, a locked or broken database: like a failed file write
                 raise OSError(f"cannot write {len(rows)} block(s) to {SMALL_DB}: {exc}") from exc
@@ -174,7 +180,7 @@ class BlockStore:
             return None
         data = bytes(row[0])
         if not cid_matches(cid, data):
-            with self._db:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("DELETE FROM blocks WHERE cid = ?", (cid,))
             return None
         return data

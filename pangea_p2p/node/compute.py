@@ -496,8 +496,10 @@ class ComputeService:
         try:
             while self.blocks.unwritten:
                 batch = self.blocks.take_unwritten()
-                try:  # not abandoned on cancellation: a batch taken is written whole before the task ends
-                    await trio.to_thread.run_sync(self.blocks.write_files, batch)
+                try:  # shielded: a batch taken is written whole even when shutdown cancels this task (close()
+                    # writes only what no writer took)
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(self.blocks.write_files, batch)
                 except OSError as exc:  # a full disk loses the files, not the node (the blocks stay in memory)
                     log.warning("blocks.write_failed", blocks=len(batch), error=str(exc))
                 finally:

@@ -103,15 +103,21 @@ class Journal:
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO tasks (job_id, task_id, state, reason, output_cid, tree, fuel_used, worker) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        try:
+            with self._db:  # autocommit connection: the BEGIN makes the batch one transaction
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO tasks (job_id, task_id, state, reason, output_cid, tree, fuel_used, "
+                    "worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error:
+            self._rows[:0] = rows  # kept for the next flush (a full disk may clear)
+            raise
 
     def job_submitted(self, spec: JobSpec, now: float) -> None:
         """Record a new job; an old job of the same id (failed or cancelled before) is forgotten with its tasks."""
         self.flush()
         with self._db:
+            self._db.execute("BEGIN")  # autocommit connection: forgetting the old job and recording the new is one
             self._db.execute("DELETE FROM tasks WHERE job_id = ?", (spec.job_id,))
             self._db.execute(
                 "INSERT OR REPLACE INTO jobs (job_id, spec, state, created_s) VALUES (?, ?, ?, ?)",

@@ -504,7 +504,11 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await hostlib.close_hosts([host])
             if peer.compute is not None:
-                peer.compute.close_blocks()
-                if peer.compute.journal is not None:
-                    peer.compute.journal.close()
+                try:
+                    peer.compute.close_blocks()
+                except OSError as exc:  # a full disk: the journal below is still written
+                    log.error("blocks.close_failed", error=str(exc))
+                finally:
+                    if peer.compute.journal is not None:
+                        peer.compute.journal.close()
             log.info("peer.stopped", peer_id=identity.peer_id)

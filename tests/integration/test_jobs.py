@@ -22,6 +22,7 @@ from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
 from pangea_p2p.guests import load_guest
+from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.compute import ComputeService, JobRun, Session
 from pangea_p2p.node.peer import Peer, open_peer
 from pangea_p2p.testing import local_config, open_network, wait_for
@@ -258,3 +259,18 @@ async def test_a_job_whose_inputs_overflow_the_memory_cache_still_completes(tmp_
         await finished(run, 60)
         assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
         assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
+
+
+async def test_task_inputs_waiting_for_the_disk_are_written_when_the_peer_stops(tmp_path: Path) -> None:
+    # Found in review: a batch the writer had taken was dropped when shutdown cancelled the writer before its
+    # thread started, and close() writes only what no writer took: inputs missing after a restart.
+    chunks = [f"input {i}".encode() for i in range(300)]
+    async with open_network(1, tmp_path, SETTINGS) as (peer,):
+        run = submit(peer, chunks)
+        inputs = [entry.ref.input_cid for entry in run.coordinator.tasks.values()]
+        await trio.lowlevel.checkpoint()  # the writer task starts and takes a batch; the peer stops right after
+    store = BlockStore(tmp_path / "p0" / "blocks")  # what a restarted peer reads
+    try:
+        assert [c for c in inputs if store.get(c) is None] == []
+    finally:
+        store.close()

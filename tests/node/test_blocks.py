@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.errors import RemoteProtocolError
+from pangea_p2p.errors import PangeaError, RemoteProtocolError
 from pangea_p2p.node.blocks import SMALL_BYTES_MAX, SMALL_DB, BlockStore
 
 
@@ -109,3 +109,9 @@ def test_a_write_to_a_broken_database_is_an_oserror_naming_it_and_the_block_stay
     store.written(batch)
     assert store.get(cid) == b"kept"  # still in memory: the node keeps running, nothing it holds is lost
     assert store.get(cid_of(b"never stored")) is None  # and a lookup that reaches the database is a miss, not an error
+
+
+def test_a_block_database_that_cannot_be_opened_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / SMALL_DB).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(PangeaError, match=r"cannot open the block database .*small\.sqlite"):
+        BlockStore(tmp_path)

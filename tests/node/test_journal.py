@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
@@ -66,4 +69,23 @@ def test_finished_tasks_are_written_in_batches_and_none_is_lost_at_a_flush_point
     journal.job_finished("again", JobState.DONE, "", 101.0)  # a job's end writes its tasks first
     (record,) = Journal(path).jobs()
     assert (record.state, len(record.tasks)) == (JobState.DONE, FLUSH_ROWS + 2)
+    journal.close()
+
+
+def test_rows_a_failed_flush_could_not_write_are_kept_for_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    journal = Journal(path)
+    journal.job_submitted(spec([b"a", b"b"]), 100.0)
+    journal.task_finished("again", TaskRecord("again/t0", TaskState.DONE, "", cid_of(b"o"), b"tree", 1, "w"))
+    other = sqlite3.connect(path)
+    other.execute("BEGIN EXCLUSIVE")  # another writer holds the database: the flush cannot write
+    journal._db.execute("PRAGMA busy_timeout = 0")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        journal.flush()
+    assert journal.pending == 1
+    other.rollback()
+    other.close()
+    journal.flush()
+    (record,) = Journal(path).jobs()
+    assert list(record.tasks) == ["again/t0"]
     journal.close()

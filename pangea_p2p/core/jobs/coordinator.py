@@ -660,6 +660,12 @@ class Coordinator:
         """``worker`` could not be reached (its attempt has ended): cool it down, place the replica again."""
         self.reachability.mark_unreachable(worker, now + self.config.unreachable_cooldown_s)
         self._note(entry, why)
+        tally = entry.tally
+        if attempt.committed and tally is not None and self._decided_awaiting_reveals(entry):
+            with contextlib.suppress(VerificationError):  # only its reveal was awaited: nothing to place again
+                self._on_decision(entry, tally.add_no_show(worker), now)
+            self._after_attempt(entry, now)
+            return
         entry.unreachable += 1
         if entry.unreachable > self.config.unreachable_max:
             self._fail(entry, f"gave up after {entry.unreachable} unreachable workers "
@@ -988,6 +994,12 @@ class Coordinator:
             entry.state = TaskState.VERIFYING
 
     @staticmethod
+    def _decided_awaiting_reveals(entry: TaskEntry) -> bool:
+        """Whether the task's vote is decided and it waits only for reveals to grade (see _on_decision): a replica
+        lost then costs the task no retry and is not placed again."""
+        return entry.tally is not None and entry.tally.state is TallyState.ACCEPTED and not entry.state.final
+
+    @staticmethod
     def _reveals_due(entry: TaskEntry) -> bool:
         """Whether a replica that committed was asked to reveal and has not answered yet."""
         return any(a.committed and a.round is not None and a.round.phase is Phase.REVEALING
@@ -1065,6 +1077,11 @@ class Coordinator:
         if entry.tally is not None and not entry.state.final:
             with contextlib.suppress(VerificationError):  # it voted already: its vote stands
                 decision = entry.tally.add_no_show(worker)
+        if self._decided_awaiting_reveals(entry):  # only its reveal was awaited: the task needs no retry
+            assert decision is not None
+            self._on_decision(entry, decision, now)
+            self._after_attempt(entry, now)
+            return
         entry.failures += 1
         if entry.failures > self.retries_max:
             self._fail(entry, f"gave up after {entry.failures} failed attempts (retries_max {self.retries_max})", now)

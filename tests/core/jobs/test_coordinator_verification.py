@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.coordinator import ATTEMPT_GRACE_S
@@ -566,3 +568,28 @@ def test_update_effects_carry_the_accepted_tree() -> None:
     assert len(done) == 1
     assert ReceiptTree.decode(done[0].tree, VerifyConfig()).receipt.signer == pid("a")
     assert not [e for e in d.log if isinstance(e, Dispatch) and e.worker != pid("a")]
+
+
+@pytest.mark.parametrize("lost", ["timeout", "unreachable", "left"])
+def test_a_reveal_lost_after_the_decision_costs_the_task_no_retry(lost: str) -> None:
+    # Found in review: with the decision waiting for owed reveals, losing the last one counted as a failed attempt,
+    # so with retries_max 0 (or a budget used up by others) a task two honest replicas had agreed on failed.
+    workers = [FakeWorker(n) for n in "abc"]
+    d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False, retries_max=0)
+    d.start()
+    for name in "abc":
+        d.send(d.take("accepted", name))
+        d.send(d.take("commitment", name))
+    d.take("result", "c")  # c's reveal never arrives
+    d.run()
+    assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING
+    if lost == "timeout":
+        d.run_to_end()
+    elif lost == "unreachable":
+        d.send(Msg("transport_error", "job/t0", pid("c"), reason="stream reset"))
+    else:
+        d.apply(d.coord.on_peer_gone(pid("c"), d.now))
+    d.check_invariants()
+    assert d.coord.state is JobState.DONE
+    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert len(d.dispatches("job/t0")) == 3  # nothing was placed again
