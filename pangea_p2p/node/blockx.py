@@ -78,7 +78,7 @@ async def fetch_block(host: IHost, peer: ID, cid: str, size_max: int) -> bytes |
 
 
 async def fetch_from_any(
-    host: IHost, store: BlockStore, cid: str, peers: Sequence[ID], size_max: int, *, persist: bool = False
+    host: IHost, store: BlockStore, cid: str, peers: Sequence[ID], size_max: int
 ) -> bytes:
     """``cid`` from the local store, else from the first of ``peers`` that has it; stored locally."""
     data = store.get(cid)
@@ -92,7 +92,7 @@ async def fetch_from_any(
             errors.append(str(exc))
             continue
         if data is not None:
-            store.put(data, persist=persist, cid=cid)
+            store.put(data, cid=cid)
             return data
         errors.append(f"{peer} does not have it")
     raise TransportError(f"cannot fetch {cid}: {'; '.join(errors) or 'no peer to ask'}")

@@ -30,7 +30,7 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
+from pangea_p2p.core.chunks import chunk_count, frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs import wire
 from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, Reachability, WorkerSource
@@ -136,7 +136,8 @@ class ComputeService:
         self.worker = worker
         self.nursery = nursery
         self.trust = TrustBook()
-        self.guard = ReplayGuard(CoordinatorConfig().verify)
+        self.verify = CoordinatorConfig().verify  # the receipt rules this peer checks by (the coordinators' too)
+        self.guard = ReplayGuard(self.verify)
         self.rng = random.SystemRandom()
         self.inflight: dict[str, int] = {}
         self.reachability = Reachability()
@@ -569,9 +570,6 @@ class ComputeService:
 
     async def _fetch(self, cid: str, peers: list[ID], size_max: int) -> bytes:
         """``cid`` from the block store, else from ``peers``, else from providers found in the DHT."""
-        data = self.blocks.get(cid)
-        if data is not None:
-            return data
         try:
             return await blockx.fetch_from_any(self.peer.host, self.blocks, cid, peers, size_max)
         except TransportError as first:
@@ -656,9 +654,10 @@ class ComputeService:
                 self._accept_later(inc)
                 framed = inline if inline else await self._fetch(ref.input_cid, [inc.sender],
                                                                  self.worker.config.input_bytes_max)
-                if cid_of(framed) != ref.input_cid:
+                # a fetched block was checked against its cid on the way in; the framing is checked when unframed
+                if inline and cid_of(inline) != ref.input_cid:
                     raise RemoteProtocolError(f"input of {ref.task_id} does not match {ref.input_cid}")
-                if len(unframe_chunks(framed)) != ref.chunk_count:
+                if chunk_count(framed) != ref.chunk_count:
                     raise RemoteProtocolError(f"input of {ref.task_id} does not hold the {ref.chunk_count} chunks "
                                               "the offer names")
                 if verdict is Verdict.SPLIT:
@@ -719,7 +718,7 @@ class ComputeService:
         ref = inc.ref
         nonce = b""
         if ref.commit_reveal:
-            claim = commit_claim(ReceiptTree.decode(tree, CoordinatorConfig().verify).receipt, output)
+            claim = commit_claim(ReceiptTree.decode(tree, self.verify).receipt, output)
             if claim is not None:
                 digest, nonce = commit(ref.job_id, ref.task_id, claim, self.self_id, self.rng)
                 await inc.reply(wire.Commitment(ref.task_id, digest))
@@ -766,7 +765,7 @@ class ComputeService:
                 await inc.reply(wire.Rejected(ref.task_id, f"could not finish its parts: {eff.reason}"[:256]))
                 return
             outputs = [self.blocks.get(e.output_cid) for e in split.coordinator.tasks.values()]
-            tree, merged = delegation(self.peer.identity, ref, split.coordinator, outputs, CoordinatorConfig().verify,
+            tree, merged = delegation(self.peer.identity, ref, split.coordinator, outputs, self.verify,
                                       now=time.time(), rng=self.rng)
             inc.scope = trio.CancelScope()  # the first one ended with _serve_task; a Cancel now cancels this
             with inc.scope:

@@ -2,8 +2,8 @@
 
 - Content ids: a caller may spell a CID in any multibase (base32 upper, base58, base64 with ``/`` ...);
   the sandbox keys its caches, the worker protocol and the disk cache's file names by one canonical form,
-  ``cid_from_digest(parse_cid(cid))`` (CIDv1 raw sha2-256 base32, ``bafkrei...``). Canonical forms are
-  memoised (bounded), so the per-task cost is one dict lookup.
+  ``pangea_p2p.core.cid.canonical_cid`` (CIDv1 raw sha2-256 base32, ``bafkrei...``; an id already in that
+  form is recognised in ~1 µs and returned as is).
 - Inputs: any C-contiguous buffer is accepted and seen as bytes (``memoryview(x).cast("B")``), so its
   length is its size in bytes whatever the item size of the exporter (an ``array('d')`` view has 8 bytes
   per item). A strided view or a non-buffer is our caller's bug: ``LocalProtocolError``, before anything
@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pangea_p2p.core.chunks import CHUNKS_MAX
-from pangea_p2p.core.cid import cid_from_digest, parse_cid
+from pangea_p2p.core.chunks import CHUNK_BYTES_MAX, CHUNKS_MAX
+from pangea_p2p.core.cid import canonical_cid as core_canonical_cid
 from pangea_p2p.errors import FailureKind, LocalProtocolError, RemoteProtocolError
-from pangea_p2p.sandbox.config import INPUT_BYTES_MAX
 from pangea_p2p.sandbox.result import ChunksResult
 
 if TYPE_CHECKING:
@@ -30,22 +29,12 @@ if TYPE_CHECKING:
 
 Input = bytes | bytearray | memoryview
 
-_CANONICAL_ENTRIES_MAX = 4096
-_canonical: dict[str, str] = {}
-
-
 def canonical_cid(cid: str) -> str:
-    """The canonical spelling of ``cid``; RemoteProtocolError if it is not a sha2-256 content id."""
-    known = _canonical.get(cid) if isinstance(cid, str) else None
-    if known is not None:
-        return known
+    """The canonical spelling of ``cid``; RemoteProtocolError if it is not a sha2-256 content id,
+    LocalProtocolError if it is not even a str (our caller's bug)."""
     if not isinstance(cid, str):
         raise LocalProtocolError(f"a content id is a str, got {type(cid).__name__}")
-    canonical = cid_from_digest(parse_cid(cid))
-    if len(_canonical) >= _CANONICAL_ENTRIES_MAX:
-        _canonical.clear()
-    _canonical[cid] = canonical
-    return canonical
+    return core_canonical_cid(cid)
 
 
 def as_input(data: Input) -> bytes | memoryview:
@@ -82,7 +71,7 @@ def refusal(config: SandboxConfig, cid: str, module: bytes | None, views: Sequen
     if len(views) > CHUNKS_MAX:
         return ChunksResult.failed(FailureKind.INVALID_INPUT, f"task has {len(views)} chunks, at most "
                                    f"{CHUNKS_MAX}")
-    allowed = min(limits.memory_bytes_max, INPUT_BYTES_MAX)
+    allowed = min(limits.memory_bytes_max, CHUNK_BYTES_MAX)
     for i, view in enumerate(views):
         if len(view) > allowed:
             return ChunksResult.failed(FailureKind.INVALID_INPUT, f"input is {len(view)} bytes, more than the "

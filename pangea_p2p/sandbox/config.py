@@ -27,8 +27,6 @@ FUEL_ABSOLUTE_MAX = 10**15            # ~10 days of wasm at 1e9 fuel/s
 MEMORY_BYTES_ABSOLUTE_MAX = 4 * GiB   # wasm32 address space
 WALL_TIME_S_ABSOLUTE_MAX = 86_400.0
 OUTPUT_BYTES_ABSOLUTE_MAX = 1 * GiB
-# One input chunk travels with a u32 length and is copied into 32-bit linear memory.
-INPUT_BYTES_MAX = (1 << 32) - 1
 # The summed output of one task crosses the worker pipe in one response (u32 lengths, bounded memory).
 TASK_OUTPUT_BYTES_ABSOLUTE_MAX = 2 * GiB
 WASM_PAGE_BYTES = 64 * KiB

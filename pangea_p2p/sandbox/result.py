@@ -65,11 +65,6 @@ class SandboxResult:
         return self.output
 
     @classmethod
-    def success(cls, output: bytes, fuel_used: int, peak_memory_bytes: int, wall_time_s: float,
-                cpu_time_s: float) -> SandboxResult:
-        return cls(output, None, MeteringReport(fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s, None))
-
-    @classmethod
     def failed(cls, kind: FailureKind, message: str, *, trap_kind: str = "", fuel_used: int = 0,
                peak_memory_bytes: int = 0, wall_time_s: float = 0.0, cpu_time_s: float = 0.0) -> SandboxResult:
         report = MeteringReport(fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s, kind)
@@ -120,8 +115,3 @@ class ChunksResult:
                cpu_time_s: float = 0.0) -> ChunksResult:
         report = MeteringReport(fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s, kind)
         return cls(None, Failure(kind, message, trap_kind), failed_index, report)
-
-    @classmethod
-    def of_failure(cls, result: SandboxResult) -> ChunksResult:
-        """A failed ``SandboxResult`` that concerns no single chunk (refused, crashed) as a ChunksResult."""
-        return cls(None, result.failure, None, result.report)

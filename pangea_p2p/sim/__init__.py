@@ -11,6 +11,6 @@ Modules: ``loop`` (event heap and trace digest), ``network`` (regions, links, fa
 ``scenarios`` (named experiments, tables, CSV and plots).
 """
 
-from pangea_p2p.sim.world import SimConfig, SimResult, Simulation, run
+from pangea_p2p.sim.world import SimConfig, SimResult, Simulation
 
-__all__ = ["SimConfig", "SimResult", "Simulation", "run"]
+__all__ = ["SimConfig", "SimResult", "Simulation"]

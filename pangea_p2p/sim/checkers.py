@@ -18,7 +18,6 @@ replays it); in ``count`` mode violations are counted (an experiment that measur
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,7 +64,6 @@ class Checker:
         self.counts: Counter[str] = Counter()
         self.accepted: set[str] = set()
         self.local_accepts = 0
-        self.checked_accepts = 0
         self._expected: dict[tuple[str, str], str] = {}
 
     def _violate(self, kind: str, detail: str) -> None:
@@ -115,14 +113,11 @@ class Checker:
                     or 2 * agree <= len(votes) or accepted.output_digest != parse_cid(eff.output_cid)):
                 self._violate("no_quorum", f"task {eff.task_id} accepted with {agree} of {len(votes)} votes "
                                            f"(quorum {tally.quorum}, tally {tally.state.value})")
-            self.checked_accepts += 1
         elif mode in (VerificationMode.REPLICAS,) or (mode is VerificationMode.SPOT and coord.policy.spot_checks > 0):
             if not entry.checked:
                 self._violate("no_quorum", f"task {eff.task_id} accepted unchecked under {coord.policy}")
         elif mode is VerificationMode.ADAPTIVE and entry.spot_checks > 0 and not entry.checked:
             self._violate("no_quorum", f"task {eff.task_id} accepted without its {entry.spot_checks} spot checks")
-        elif entry.checked:
-            self.checked_accepts += 1
         if entry.state is not TaskState.DONE:
             self._violate("no_quorum", f"task {eff.task_id} reported DONE but is {entry.state.value}")
 
@@ -153,6 +148,3 @@ class Checker:
                 why = "; ".join(f"{t}: {r[-1]}" for t, r in list(run.coordinator.explain().items())[:2] if r)
                 self._violate("liveness", f"job {run.spec.job_id} still running after the healing phase "
                                           f"({progress}); {why}")
-
-    def digest(self) -> str:
-        return hashlib.sha256("\n".join(map(str, self.violations)).encode()).hexdigest()[:16]

@@ -52,7 +52,6 @@ RTO_S_MIN = 0.2
 class Faults:
     loss: float = 0.0
     jitter: float = 0.1
-    slow_factor: float = 10.0
 
 
 class Network:

@@ -84,7 +84,6 @@ class JobRun:
     spec: JobSpec
     coordinator: Coordinator
     created_s: float
-    finished_s: float | None = None
 
 
 @dataclass
@@ -341,7 +340,6 @@ class SimPeer:
     def _job_finished(self, coord: Coordinator, eff: JobFinished) -> None:
         run = next((r for r in self.jobs.values() if r.coordinator is coord), None)
         if run is not None:
-            run.finished_s = self.sim.loop.now
             self.sim.on_job_finished(self, run, eff)
             return
         split = next((s for s in self.splits.values() if s.coordinator is coord), None)
@@ -422,7 +420,7 @@ class SimPeer:
         if not self.up:
             return
         self.stats.executed_fuel += fuel
-        tree, output = self._receipt(ref, outputs, fuel, honest=True)
+        tree, output = self._receipt(ref, outputs, fuel)
         self.sim.put(output)
         self._apply(coord, coord.on_result(ref.task_id, self.peer_id, tree, output, self.sim.loop.now))
 
@@ -454,7 +452,7 @@ class SimPeer:
     def _duration(self, fuel: int) -> float:
         return fuel / self.speed * self.slow_factor + 0.001
 
-    def _receipt(self, ref: TaskRef, outputs: list[bytes], fuel: int, *, honest: bool) -> tuple[bytes, bytes]:
+    def _receipt(self, ref: TaskRef, outputs: list[bytes], fuel: int) -> tuple[bytes, bytes]:
         """Sign the result (or the OUT_OF_FUEL failure) as this peer: (encoded tree, framed output)."""
         binding = ref.binding()
         now = self.sim.loop.now
@@ -551,7 +549,7 @@ class SimPeer:
             self.stats.wrong_sent += 1
         if outputs and self.role in WRONG_OUTPUT_ROLES | {"copy"}:
             self.sim.board[(ref.module_cid, ref.input_cid)] = (outputs, fuel)
-        tree, output = self._receipt(ref, outputs, fuel, honest=self.role == "honest")
+        tree, output = self._receipt(ref, outputs, fuel)
         if self.role == "forge":
             tree, output = self._forge(ref, tree, output)
         else:
@@ -571,7 +569,7 @@ class SimPeer:
             outputs = [self.rng.randbytes(32) for _ in range(ref.chunk_count)]
             fuel = min(ref.limits.fuel_max, ref.chunk_count * 32768 * self.sim.config.fuel_unit)
         self.stats.copies_sent += 1
-        tree, output = self._receipt(ref, list(outputs), fuel, honest=False)
+        tree, output = self._receipt(ref, list(outputs), fuel)
         self.worker.release(ref.task_id)
         self._answer(inc, tree, output)
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ class Scenario:
     sweep_option: str = ""
     sweep_values: tuple[Any, ...] = ()
     plots: tuple[str, ...] = ("jobs_done_ratio", "wrong_accepted", "wasted_work", "latency_p50_s")
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -259,4 +257,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(build_parser().parse_args(argv))
 
 
-__all__ = ["SCENARIOS", "Scenario", "dataclasses", "main", "run_command"]
+__all__ = ["SCENARIOS", "Scenario", "main", "run_command"]

@@ -171,7 +171,7 @@ class Simulation:
     def _build(self) -> None:
         cfg = self.config
         n = cfg.peers
-        self.net = Network(n, self.rng("net"), Faults(loss=cfg.loss, jitter=cfg.jitter, slow_factor=cfg.slow_factor))
+        self.net = Network(n, self.rng("net"), Faults(loss=cfg.loss, jitter=cfg.jitter))
         roles = ["honest"] * n
         workers = list(range(cfg.submitters, n))
         role_rng = self.rng("roles")
@@ -187,7 +187,7 @@ class Simulation:
             ident = Identity(hashlib.sha256(f"{cfg.seed}:key:{i}".encode()).digest())
             speed = min(5e9, max(2e8, 1e9 * math.exp(speed_rng.gauss(0.0, 0.5))))
             slots = speed_rng.choice((1, 2, 2, 4))
-            directory = CapacityDirectory(cache=self.cache) if i in holders or cfg.directories == "all" else None
+            directory = CapacityDirectory(cache=self.cache) if i in holders else None
             self.peers.append(SimPeer(
                 self, i, ident, roles[i], speed, slots, directory=directory, rng=self.rng(f"peer:{i}"),
                 slow_factor=cfg.slow_factor if i in slow else 1.0,
@@ -322,8 +322,7 @@ class Simulation:
 
     def rtt_s(self, a: int, peer_id: str) -> float:
         b = self.index.get(peer_id)
-        net = self.net
-        return 0.005 if b is None else 2.0 * net.latency_s[net.region[a]][net.region[b]]
+        return 0.005 if b is None else 2 * self.net.one_way_s(a, b)
 
     def send(self, a: int, b: int, msg: wire.Message) -> None:
         data = wire.encode(msg)
@@ -521,7 +520,3 @@ def _reason_class(reason: str) -> str:
         if key in reason:
             return key
     return reason[:40]
-
-
-def run(config: SimConfig, scenario: str = "custom") -> SimResult:
-    return Simulation(config, scenario).run()

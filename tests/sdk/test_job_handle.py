@@ -121,6 +121,8 @@ def test_explain_is_the_peers_document() -> None:
     peer = FakePeer()
     handle = sha_job().submit(DATA, peer)  # type: ignore[arg-type]
     assert handle.explain() == {"job_id": handle.job_id, "state": "done", "reason": "", "tasks": {}}
+    assert handle.explain(done=True) == {"job_id": handle.job_id, "state": "done", "reason": "", "tasks": {}}
+    assert peer.explained == [(handle.job_id, False), (handle.job_id, True)]
 
 
 def test_an_incomplete_job_uploads_nothing() -> None:

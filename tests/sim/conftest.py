@@ -2,8 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from pangea_p2p.sim.world import SimConfig, SimResult, Simulation
 
 SMALL: dict[str, Any] = {
@@ -29,8 +27,3 @@ def trust_timeouts(sim: Simulation) -> int:
             assert rec is not None
             total += rec.timeouts
     return total
-
-
-@pytest.fixture
-def sim_factory() -> Any:
-    return lambda **changes: Simulation(small(**changes), "test")

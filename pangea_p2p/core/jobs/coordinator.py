@@ -93,6 +93,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.chunks import unframe_chunks
+from pangea_p2p.core.cid import cid_from_digest
 from pangea_p2p.core.jobs import scheduler
 from pangea_p2p.core.jobs.effects import (
     CancelAttempt,
@@ -609,6 +610,17 @@ class Coordinator:
         self._uncount(attempt)
         return attempt
 
+    def _call_off(self, entry: TaskEntry) -> None:
+        """End every attempt of ``entry``; the workers running one are told to stop."""
+        for worker in list(entry.attempts):
+            attempt = self._end_attempt(entry, worker)
+            if attempt is not None and not attempt.local:
+                self._effects.append(CancelAttempt(entry.ref.task_id, worker))
+
+    def _backoff(self, misses: int) -> float:
+        """How long a task waits before it is placed again after ``misses`` failed or unreachable attempts."""
+        return min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2.0 ** max(0, misses - 1)) * (0.5 + self.rng.random())
+
     def _uncount(self, attempt: Attempt) -> None:
         """The attempt no longer occupies a slot of its worker (it ended, or committed and only waits)."""
         if attempt.counted:
@@ -678,7 +690,7 @@ class Coordinator:
             entry.assigned.discard(worker)  # it never answered: the replica is placed again
         # back off before placing it again even while other replicas are out (a partition would otherwise use
         # up the budget one dial timeout after another)
-        backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** (entry.unreachable - 1)) * (0.5 + self.rng.random())
+        backoff = self._backoff(entry.unreachable)
         if now + backoff > entry.not_before_s:
             entry.not_before_s = now + backoff
             self._timer(entry.not_before_s, entry, _BACKOFF)
@@ -844,10 +856,7 @@ class Coordinator:
         """Every task not final: its attempts called off, CANCELLED."""
         for entry in self.tasks.values():
             if not entry.state.final:
-                for worker in list(entry.attempts):
-                    attempt = self._end_attempt(entry, worker)
-                    if attempt is not None and not attempt.local:
-                        self._effects.append(CancelAttempt(entry.ref.task_id, worker))
+                self._call_off(entry)
                 entry.state = TaskState.CANCELLED
                 self._note(entry, reason)
                 self._update(entry, reason=reason)
@@ -874,7 +883,7 @@ class Coordinator:
             if not isinstance(r, Receipt) or tree.children or r.worker != worker:
                 raise malformed("a local run answers with one execution receipt of this peer")
             check_binding(r.binding, binding)
-            verified = VerifiedTree(r, (r,), r.fuel_used, frozenset((r.worker,)), 1, r.output_digest)
+            verified = VerifiedTree.of_receipt(r)
         elif attempt.local:  # this peer's own run: the issuer signed the leaf, which verify_tree calls a cycle
             if not isinstance(tree.receipt, Receipt) or tree.children:
                 raise malformed("a local run answers with one execution receipt")
@@ -1045,10 +1054,7 @@ class Coordinator:
         self._fail(entry, f"{why} (deterministic: retrying elsewhere would give the same)", now)
 
     def _accept(self, entry: TaskEntry, candidate: Candidate, now: float, *, checked: bool) -> None:
-        for worker in list(entry.attempts):  # replicas still out are not needed
-            attempt = self._end_attempt(entry, worker)
-            if attempt is not None and not attempt.local:
-                self._effects.append(CancelAttempt(entry.ref.task_id, worker))
+        self._call_off(entry)  # replicas still out are not needed
         receipt = candidate.tree.receipt
         if entry.state is not TaskState.DONE:
             self._done += 1
@@ -1095,7 +1101,7 @@ class Coordinator:
             return
         if not entry.attempts and not entry.candidates:
             misses = entry.failures + entry.unreachable
-            backoff = min(BACKOFF_S_MAX, BACKOFF_S_MIN * 2 ** max(0, misses - 1)) * (0.5 + self.rng.random())
+            backoff = self._backoff(misses)
             entry.state, entry.not_before_s = TaskState.PENDING, now + (backoff if misses else 0.0)
             if misses:
                 self._timer(entry.not_before_s, entry, _BACKOFF)
@@ -1118,10 +1124,7 @@ class Coordinator:
                 self._attempt_failed(entry, worker, f"{worker} timed out running", now, penalise=False, timeout=True)
 
     def _reset(self, entry: TaskEntry, now: float) -> None:
-        for worker in list(entry.attempts):
-            attempt = self._end_attempt(entry, worker)
-            if attempt is not None and not attempt.local:
-                self._effects.append(CancelAttempt(entry.ref.task_id, worker))
+        self._call_off(entry)
         entry.tally, entry.reveal, entry.candidates, entry.assigned = None, None, {}, set()
         entry.replicas = self._initial_replicas()
         self._init_verification(entry)
@@ -1133,10 +1136,7 @@ class Coordinator:
     def _fail(self, entry: TaskEntry, why: str, now: float) -> None:
         if entry.state.final:
             return
-        for worker in list(entry.attempts):
-            attempt = self._end_attempt(entry, worker)
-            if attempt is not None and not attempt.local:
-                self._effects.append(CancelAttempt(entry.ref.task_id, worker))
+        self._call_off(entry)
         entry.state = TaskState.FAILED
         self._note(entry, f"failed: {why}")
         self._update(entry, reason=why)
@@ -1217,9 +1217,10 @@ def _smallest(limits: Iterable[ReceiptLimits]) -> ReceiptLimits:
 
 
 def _output_cid(candidate: Candidate) -> str:
-    from pangea_p2p.core.cid import cid_of
-
-    return cid_of(candidate.output)
+    """The content id of an accepted output: its digest was checked against the bytes when it was verified."""
+    digest = candidate.claim.output_digest
+    assert digest is not None  # a candidate is a successful result
+    return cid_from_digest(digest)
 
 
 __all__ = ["Coordinator", "CoordinatorConfig", "WorkerSource"]

@@ -123,12 +123,11 @@ def decode(data: bytes) -> Message:
         _check_id("task_id", r.task_id)
         if len(r.output_inline) > OUTPUT_INLINE_MAX:
             raise RemoteProtocolError(f"inline output of {len(r.output_inline)} bytes, at most {OUTPUT_INLINE_MAX}")
-        if r.output_cid:
-            _cid("output_cid", r.output_cid)
+        output_cid = _cid("output_cid", r.output_cid) if r.output_cid else ""
         if len(r.nonce) > 64:
             raise RemoteProtocolError("nonce longer than 64 bytes")
-        return Result(r.task_id, bytes(r.receipt_tree), bytes(r.output_inline),
-                      _cid("output_cid", r.output_cid) if r.output_cid else "", r.output_bytes, bytes(r.nonce))
+        return Result(r.task_id, bytes(r.receipt_tree), bytes(r.output_inline), output_cid, r.output_bytes,
+                      bytes(r.nonce))
     if kind == "commitment":
         _check_id("task_id", m.commitment.task_id)
         if len(m.commitment.digest) != 32:

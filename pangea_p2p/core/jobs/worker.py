@@ -88,7 +88,6 @@ class WorkerService:
         self.config = config
         self.sched = sched or scheduler.SchedulerConfig()
         self.admitted: dict[str, Verdict] = {}
-        self.rejected_total = 0
 
     @property
     def running(self) -> int:
@@ -101,10 +100,8 @@ class WorkerService:
         """Decide on ``offer`` from ``sender``; ``neighbours`` are the workers this peer could delegate to."""
         problem = self._problem(offer, sender)
         if problem:
-            self.rejected_total += 1
             return Admission(Verdict.REJECT, problem)
         if len(self.admitted) >= self.config.slots + self.config.queue_max:  # running, queued and splitting
-            self.rejected_total += 1
             return Admission(Verdict.REJECT, f"busy: {len(self.admitted)} tasks admitted, {self.config.slots} slots")
         fuel = scheduler.fuel_estimate(offer, None)
         me = self.local_view()

@@ -628,6 +628,11 @@ class VerifiedTree:
     # None for a failure, or for a delegation tree verified without its output
     output_digest: bytes | None
 
+    @classmethod
+    def of_receipt(cls, receipt: Receipt) -> VerifiedTree:
+        """What one execution receipt, checked by the caller, proves."""
+        return cls(receipt, (receipt,), receipt.fuel_used, frozenset((receipt.worker,)), 1, receipt.output_digest)
+
     @property
     def worker(self) -> str:
         """The peer the task was given to: the root's signer."""
@@ -640,10 +645,6 @@ class VerifiedTree:
     @property
     def failure(self) -> FailureKind | None:
         return self.root.failure if isinstance(self.root, Receipt) else None
-
-    @property
-    def commitment(self) -> bytes:
-        return self.root.commitment
 
 
 def verify_receipt(
@@ -677,4 +678,4 @@ def verify_receipt(
     check_freshness(receipt.issued_at_s, now, config)
     if guard is not None:
         guard.check_and_record(receipt.replay_key, receipt.issued_at_s, now)
-    return VerifiedTree(receipt, (receipt,), receipt.fuel_used, frozenset((receipt.worker,)), 1, receipt.output_digest)
+    return VerifiedTree.of_receipt(receipt)

@@ -126,11 +126,6 @@ class VoteTally:
         self._assigned.update(workers)
 
     @property
-    def unanswered(self) -> int:
-        """Replicas the tally still waits for: dispatched, minus votes and no-shows."""
-        return self.dispatched - len(self._votes) - len(self._no_shows)
-
-    @property
     def votes(self) -> dict[str, Claim]:
         return dict(self._votes)
 

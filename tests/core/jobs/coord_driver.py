@@ -17,7 +17,7 @@ import functools
 import hashlib
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
@@ -301,6 +301,12 @@ class Driver:
             if m.kind == kind and (worker is None or m.worker == pid(worker)) and task_id in (None, m.task_id):
                 return self.inbox.pop(i)
         raise AssertionError(f"no {kind} from {worker} in the inbox: {[(m.kind, m.worker) for m in self.inbox]}")
+
+    def commit_all(self, names: str | Iterable[str]) -> None:
+        """Deliver each named worker's acceptance and commitment, in order (a ``str`` is one worker's name)."""
+        for name in (names,) if isinstance(names, str) else names:
+            self.send(self.take("accepted", name))
+            self.send(self.take("commitment", name))
 
     def send(self, msg: Msg) -> list[Effect]:
         """Deliver ``msg`` to the coordinator now and apply the effects it returns."""

@@ -509,9 +509,7 @@ def test_a_committed_replica_waits_for_its_round_without_timing_out() -> None:
     d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
     d.start()
     d.send(d.take("accepted", "slow"))  # it accepted, then stays silent: a no-show of the vote when it times out
-    for name in "ab":
-        d.send(d.take("accepted", name))
-        d.send(d.take("commitment", name))
+    d.commit_all(("a", "b"))
     slow_deadline = d.coord.tasks["job/t0"].attempts[pid("slow")].deadline_s
     assert d.coord.next_deadline() == slow_deadline  # only the silent replica can time out
     effects = d.tick(slow_deadline)

@@ -247,9 +247,7 @@ def test_a_committed_replica_that_reveals_after_the_quorum_is_graded_before_the_
     workers = [FakeWorker("liar", behaviour="byzantine"), FakeWorker("b"), FakeWorker("c")]
     d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
     d.start()
-    for name in ("b", "c", "liar"):
-        d.send(d.take("accepted", name))
-        d.send(d.take("commitment", name))
+    d.commit_all(("b", "c", "liar"))
     for name in ("b", "c"):
         d.send(d.take("result", name))
     assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING  # a quorum agrees; the liar's reveal is due
@@ -271,9 +269,7 @@ def test_a_committed_replica_that_withholds_its_reveal_delays_the_task_by_the_gr
     workers = [FakeWorker(n) for n in "abc"]
     d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
     d.start()
-    for name in "abc":
-        d.send(d.take("accepted", name))
-        d.send(d.take("commitment", name))
+    d.commit_all(("a", "b", "c"))
     d.take("result", "c")  # c never reveals
     d.run()
     assert d.coord.state is JobState.RUNNING
@@ -292,9 +288,7 @@ def test_reveals_are_requested_only_once_every_replica_committed() -> None:
     d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False)
     d.start()
     assert all(x.task.commit_reveal for x in d.dispatches())
-    for name in "ab":
-        d.send(d.take("accepted", name))
-        d.send(d.take("commitment", name))
+    d.commit_all(("a", "b"))
     assert d.effects(RequestReveal) == []
     assert "2 of 3 commitments received" in reasons(d)
     d.send(d.take("accepted", "c"))
@@ -310,8 +304,7 @@ def test_a_replica_placed_into_a_round_that_is_still_collecting_is_waited_for() 
     # second one's honest commitment came "out of phase" and cost it trust.
     d = Driver([FakeWorker("a")], chunks_for(1), policy="replicas:3", auto=False)
     d.start()
-    d.send(d.take("accepted", "a"))
-    d.send(d.take("commitment", "a"))
+    d.commit_all("a")
     d.tick(d.now + 0.1)  # the other two replicas queue (no free worker), so round 1 opens with a alone
     assert "opening the reveals with 1 of 3 commitments" in reasons(d)
     d.run()  # a reveals: 1 of 3 answered
@@ -323,8 +316,7 @@ def test_a_replica_placed_into_a_round_that_is_still_collecting_is_waited_for() 
     d.send(d.take("accepted", "b"))
     effects = d.send(d.take("commitment", "b"))
     assert [e for e in effects if isinstance(e, RequestReveal)] == []  # c has not committed yet
-    d.send(d.take("accepted", "c"))
-    d.send(d.take("commitment", "c"))
+    d.commit_all("c")
     d.run()
     assert d.coord.state is JobState.DONE
     assert "out-of-phase" not in reasons(d)
@@ -390,9 +382,7 @@ def test_a_commitment_from_a_worker_not_given_the_task_is_ignored() -> None:
     tree, output = signed_result(ident("x"), ref, d.inputs[0], d.now, d.wrng)
     assert d.send(Msg("result", "job/t0", pid("x"), tree, output)) == []  # its vote is not counted either
     assert d.coord.tasks["job/t0"].tally.votes == {}  # type: ignore[union-attr]
-    for name in "ab":
-        d.send(d.take("accepted", name))
-        d.send(d.take("commitment", name))
+    d.commit_all(("a", "b"))
     assert d.effects(RequestReveal) == []  # the outsider's commitment did not count
     d.run()
     assert d.coord.state is JobState.DONE
@@ -550,11 +540,10 @@ def test_a_delegation_tree_whose_part_was_computed_wrongly_is_caught_by_the_vote
     from tests.core.jobs.coord_driver import claim_of
 
     d.take("commitment", "w")
-    held = d.held.pop(("job/t0", pid("w")))
+    d.held.pop(("job/t0", pid("w")))
     digest, nonce = commit("job", "job/t0", claim_of(tree.encode(), output), pid("w"), d.wrng)
     d.inbox.insert(0, Msg("commitment", "job/t0", pid("w"), digest=digest))  # w commits and reveals first
     d.held[("job/t0", pid("w"))] = Msg("result", "job/t0", pid("w"), tree.encode(), output, nonce)
-    assert held.worker == pid("w")
     d.run()
     assert d.coord.state is JobState.DONE, reasons(d)
     assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
@@ -577,9 +566,7 @@ def test_a_reveal_lost_after_the_decision_costs_the_task_no_retry(lost: str) -> 
     workers = [FakeWorker(n) for n in "abc"]
     d = Driver(workers, chunks_for(1), policy="replicas:3", auto=False, retries_max=0)
     d.start()
-    for name in "abc":
-        d.send(d.take("accepted", name))
-        d.send(d.take("commitment", name))
+    d.commit_all(("a", "b", "c"))
     d.take("result", "c")  # c's reveal never arrives
     d.run()
     assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING
