@@ -66,13 +66,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pangea_p2p.core.chunks import unframe_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs import behaviour as behaviour_mod
+from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs import coordinator as coordinator_mod
-from pangea_p2p.core.jobs import wire
+from pangea_p2p.core.jobs.events import FromIssuer, FromWorker, SendToWorker
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.verify.receipts import ReceiptLimits
 from pangea_p2p.guests import load_guest
-from pangea_p2p.node import compute as compute_mod
-from pangea_p2p.node.compute import ComputeService, JobRun, Session
+from pangea_p2p.node.compute import ComputeService, JobWatch, Session
 from pangea_p2p.node.peer import Peer, open_peer
 from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits
 from pangea_p2p.sdk.matmul import assemble, block_inputs, matmul_job
@@ -126,14 +127,14 @@ def compute_of(peer: Peer) -> ComputeService:
 
 
 def submit(peer: Peer, job_id: str, module_cid: str, chunk_cids: list[str], sizes: list[int], limits: ReceiptLimits,
-           chunks_per_task: int = 1, verification: str = "hash") -> JobRun:
+           chunks_per_task: int = 1, verification: str = "hash") -> JobWatch:
     spec = JobSpec(job_id=job_id, module_cid=module_cid, chunk_cids=tuple(chunk_cids), chunk_sizes=tuple(sizes),
                    limits=limits, chunks_per_task=chunks_per_task,
                    verification=VerificationPolicy.parse(verification), queue_timeout_s=600.0)
     return compute_of(peer).submit(spec)
 
 
-def outputs(peer: Peer, run: JobRun) -> list[bytes]:
+def outputs(peer: Peer, run: JobWatch) -> list[bytes]:
     out: list[bytes] = []
     for task_id in run.spec.task_ids():
         data = compute_of(peer).blocks.get(run.coordinator.tasks[task_id].output_cid)
@@ -142,7 +143,7 @@ def outputs(peer: Peer, run: JobRun) -> list[bytes]:
     return out
 
 
-async def finished(run: JobRun, timeout_s: float) -> None:
+async def finished(run: JobWatch, timeout_s: float) -> None:
     with trio.move_on_after(timeout_s):
         await run.done.wait()
     if run.coordinator.state is not JobState.DONE:
@@ -167,16 +168,16 @@ class Trace:
 
 PHASES = [
     ("submit", "A: submit() called (task refs, coordinator, placement)"),
-    ("dispatch", "A: dispatch task running (session stream)"),
+    ("dispatch", "A: offer being sent (session stream)"),
     ("offer_sent", "A: offer encoded and written"),
     ("offer_at_b", "B: offer read and decoded"),
-    ("serving", "B: admitted, serving task started"),
-    ("sandbox_start", "B: accepted sent, module+input in hand, sandbox called"),
+    ("serving", "B: admitted, input in hand, run requested"),
+    ("sandbox_start", "B: module in hand, sandbox called"),
     ("sandbox_end", "B: sandbox result back (worker process round trip)"),
     ("signed", "B: receipt signed"),
     ("result_sent", "B: result written"),
     ("result_at_a", "A: result read and decoded"),
-    ("verify_start", "A: result handler running, output stored"),
+    ("verify_start", "A: result handed to the coordinator, output stored"),
     ("verified", "A: receipt tree verified, task accepted, job finished"),
     ("done", "caller: run.done seen"),
 ]
@@ -190,33 +191,35 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
         saved.append((owner, name, owner.__dict__.get(name, getattr(owner, name))))
         setattr(owner, name, new)
 
-    orig_dispatch = ComputeService._dispatch
+    orig_send_to_worker = ComputeService._send_to_worker
     orig_send = Session.send
-    orig_issuer_msg = ComputeService._on_issuer_message
-    orig_serve = ComputeService._serve_task
-    orig_answer = ComputeService._answer
-    orig_worker_msg = ComputeService._on_worker_message
+    orig_handle = ComputeService._handle
+    orig_execute = ComputeService._execute
+    orig_reply = ComputeService._reply
     orig_coord_result = coordinator_mod.Coordinator.on_result
-    orig_issue = compute_mod.issue_receipt
+    orig_issue = behaviour_mod.issue_receipt
     orig_run_chunks = b_compute.sandbox.run_chunks
 
-    async def dispatch(self: ComputeService, *a: Any) -> None:
-        trace.mark("dispatch")
-        await orig_dispatch(self, *a)
+    async def send_to_worker(self: ComputeService, act: SendToWorker) -> None:
+        if act.dial:
+            trace.mark("dispatch")
+        await orig_send_to_worker(self, act)
 
-    async def send(self: Session, msg: wire.Message) -> None:
+    async def send(self: Session, msg: codec.Message) -> None:
         await orig_send(self, msg)
-        if isinstance(msg, wire.Offer):
+        if isinstance(msg, codec.Offer):
             trace.mark("offer_sent")
 
-    def issuer_msg(self: ComputeService, sender: ID, msg: wire.Message, *a: Any) -> None:
-        if isinstance(msg, wire.Offer):
+    def handle(self: ComputeService, event: Any, now: float | None = None) -> None:
+        if isinstance(event, FromIssuer) and isinstance(event.message, codec.Offer):
             trace.mark("offer_at_b")
-        orig_issuer_msg(self, sender, msg, *a)
+        elif isinstance(event, FromWorker) and isinstance(event.message, codec.Result):
+            trace.mark("result_at_a")
+        orig_handle(self, event, now)
 
-    async def serve(self: ComputeService, *a: Any) -> None:
+    async def execute(self: ComputeService, act: Any) -> Any:
         trace.mark("serving")
-        await orig_serve(self, *a)
+        return await orig_execute(self, act)
 
     async def run_chunks(*a: Any, **k: Any) -> Any:
         trace.mark("sandbox_start")
@@ -229,14 +232,10 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
         trace.mark("signed")
         return out
 
-    async def answer(self: ComputeService, *a: Any) -> None:
-        await orig_answer(self, *a)
-        trace.mark("result_sent")
-
-    async def worker_msg(self: ComputeService, worker: str, session: Session, msg: wire.Message) -> None:
-        if isinstance(msg, wire.Result):
-            trace.mark("result_at_a")
-        await orig_worker_msg(self, worker, session, msg)
+    async def reply(self: ComputeService, act: Any) -> None:
+        await orig_reply(self, act)
+        if isinstance(act.message, codec.Result):
+            trace.mark("result_sent")
 
     def coord_result(self: coordinator_mod.Coordinator, *a: Any, **k: Any) -> Any:
         trace.mark("verify_start")
@@ -244,14 +243,13 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
         trace.mark("verified")
         return out
 
-    patch(ComputeService, "_dispatch", dispatch)
+    patch(ComputeService, "_send_to_worker", send_to_worker)
     patch(Session, "send", send)
-    patch(ComputeService, "_on_issuer_message", issuer_msg)
-    patch(ComputeService, "_serve_task", serve)
-    patch(ComputeService, "_answer", answer)
-    patch(ComputeService, "_on_worker_message", worker_msg)
+    patch(ComputeService, "_handle", handle)
+    patch(ComputeService, "_execute", execute)
+    patch(ComputeService, "_reply", reply)
     patch(coordinator_mod.Coordinator, "on_result", coord_result)
-    patch(compute_mod, "issue_receipt", issue)
+    patch(behaviour_mod, "issue_receipt", issue)
     patch(b_compute.sandbox, "run_chunks", run_chunks)
 
     def undo() -> None:
@@ -544,7 +542,7 @@ COST_CENTRES: list[tuple[str, tuple[str, ...]]] = [  # the first that matches "f
     ("files: journal (sqlite), block files", ("io.open", "posix.", "_io.", "sqlite3", "pathlib")),
     ("coordinator + scheduler (core/jobs, trust)", ("core/jobs/coordinator", "core/jobs/scheduler",
                                                     "core/jobs/worker", "core/trust", "core/jobs/model")),
-    ("wire encode/decode (compute protobuf, framing)", ("core/jobs/wire", "net/framing", "google/protobuf",
+    ("wire encode/decode (compute protobuf, framing)", ("core/jobs/codec", "net/framing", "google/protobuf",
                                                         "_pb2", "SerializeToString", "FromString")),
     ("receipts: sign, verify, tree codec, cids", ("core/verify", "nacl/", "_sodium", "crypto_sign", "core/cid",
                                                   "sha256", "multiformats")),

@@ -15,7 +15,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from pangea_p2p.core.cid import cid_matches
-from pangea_p2p.core.jobs import wire
+from pangea_p2p.core.jobs import codec
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
@@ -34,15 +34,15 @@ async def serve_block(store: BlockStore, stream: INetStream) -> None:
             request = await reader.read_frame()
         if request is None:
             return
-        cid = wire.decode_block_request(request)
+        cid = codec.decode_block_request(request)
         data = store.get(cid)
         if data is None:
-            await write_frame(stream, wire.encode_block_response(False, error="not here"))
+            await write_frame(stream, codec.encode_block_response(False, error="not here"))
             return
-        await write_frame(stream, wire.encode_block_response(True, len(data)))
+        await write_frame(stream, codec.encode_block_response(True, len(data)))
         view = memoryview(data)
-        for start in range(0, len(data), wire.BLOCK_FRAME_BYTES):
-            await write_frame(stream, bytes(view[start : start + wire.BLOCK_FRAME_BYTES]))
+        for start in range(0, len(data), codec.BLOCK_FRAME_BYTES):
+            await write_frame(stream, bytes(view[start : start + codec.BLOCK_FRAME_BYTES]))
     except (PangeaError, trio.TooSlowError) as exc:
         log.debug("block.serve_failed", error=str(exc))
     finally:
@@ -54,12 +54,12 @@ async def fetch_block(host: IHost, peer: ID, cid: str, size_max: int) -> bytes |
     stream = await hostlib.open_stream(host, peer, [BLOCK_PROTOCOL])
     try:
         with trio.fail_after(FETCH_TIMEOUT_S):
-            await write_frame(stream, wire.encode_block_request(cid))
-            reader = FrameReader(stream, max(1024, wire.BLOCK_FRAME_BYTES))
+            await write_frame(stream, codec.encode_block_request(cid))
+            reader = FrameReader(stream, max(1024, codec.BLOCK_FRAME_BYTES))
             head = await reader.read_frame()
             if head is None:
                 raise RemoteProtocolError(f"{peer} closed the block stream without answering")
-            found, size, _ = wire.decode_block_response(head, size_max)
+            found, size, _ = codec.decode_block_response(head, size_max)
             if not found:
                 return None
             buf = bytearray()

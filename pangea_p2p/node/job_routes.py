@@ -31,14 +31,14 @@ from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
 from pangea_p2p.node.api import ApiError, ApiRequest, ApiResponse, Router
 
 if TYPE_CHECKING:
-    from pangea_p2p.node.compute import ComputeService, JobRun
+    from pangea_p2p.node.compute import ComputeService, JobWatch
 
 WAIT_S_MAX = 60.0
 LIMIT_KEYS = ("fuel_max", "memory_bytes_max", "wall_time_s", "output_bytes_max")
 DEFAULT_LIMITS = ReceiptLimits(10_000_000_000, 100 << 20, 30.0, 16 << 20)
 
 
-def job_status(run: JobRun, now: float) -> dict[str, Any]:
+def job_status(run: JobWatch, now: float) -> dict[str, Any]:
     coord = run.coordinator
     progress = coord.progress()
     total = len(coord.tasks)
@@ -140,7 +140,7 @@ def _float(doc: dict[str, Any], key: str, default: float) -> float:
 
 
 def add_job_routes(router: Router, compute: ComputeService) -> None:
-    def run_of(req: ApiRequest) -> JobRun:
+    def run_of(req: ApiRequest) -> JobWatch:
         run = compute.jobs.get(req.params["job_id"])
         if run is None:
             raise ApiError(404, "no_such_job", f"no job {req.params['job_id']} on this peer")

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pangea_p2p.core.jobs.effects import TaskUpdate
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.verify.receipts import ReceiptLimits
 
@@ -38,15 +39,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    task_id: str
-    state: TaskState
-    reason: str
-    output_cid: str
-    tree: bytes
-    fuel_used: int
-    worker: str
+TaskRecord = TaskUpdate  # a journaled task is the last update of it
 
 
 @dataclass(frozen=True, slots=True)

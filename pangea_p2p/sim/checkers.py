@@ -36,8 +36,8 @@ from pangea_p2p.errors import PangeaError
 from pangea_p2p.sim.peer import VERIFY_CONFIG, honest_chunk
 
 if TYPE_CHECKING:
-    from pangea_p2p.core.jobs.coordinator import Coordinator
-    from pangea_p2p.core.jobs.effects import TaskUpdate
+    from pangea_p2p.core.jobs.coordinator import TaskView
+    from pangea_p2p.core.jobs.events import TaskUpdated
     from pangea_p2p.sim.peer import SimPeer
     from pangea_p2p.sim.world import Simulation
 
@@ -83,10 +83,10 @@ class Checker:
             self._expected[key] = cid
         return cid
 
-    def on_accept(self, peer: SimPeer, coord: Coordinator, eff: TaskUpdate) -> None:
-        """A coordinator accepted ``eff.task_id``: check all three safety properties now."""
-        entry = coord.tasks[eff.task_id]
-        ref = entry.ref
+    def on_accept(self, peer: SimPeer, act: TaskUpdated) -> None:
+        """A coordinator accepted ``act.update.task_id``: check all three safety properties now."""
+        eff, task = act.update, act.task
+        ref = task.ref
         key = f"{peer.idx}:{eff.task_id}"  # parts of split replicas share ids across their splitters
         if key in self.accepted:
             self._violate("double_accept", f"task {eff.task_id} accepted twice by peer {peer.idx}")
@@ -98,34 +98,33 @@ class Checker:
         if eff.worker == peer.peer_id:
             self.local_accepts += 1
         else:
-            self._check_quorum(coord, eff)
-        self._check_signatures(eff)
+            self._check_quorum(task)
+        self._check_signatures(task)
 
-    def _check_quorum(self, coord: Coordinator, eff: TaskUpdate) -> None:
-        entry = coord.tasks[eff.task_id]
-        mode = coord.policy.mode
-        tally = entry.tally
+    def _check_quorum(self, entry: TaskView) -> None:
+        mode = entry.policy.mode
+        tally = entry.vote
         if tally is not None:
             votes = tally.votes
             accepted = tally.accepted
             agree = sum(1 for c in votes.values() if c == accepted)
             if (tally.state is not TallyState.ACCEPTED or accepted is None or agree < tally.quorum
-                    or 2 * agree <= len(votes) or accepted.output_digest != parse_cid(eff.output_cid)):
-                self._violate("no_quorum", f"task {eff.task_id} accepted with {agree} of {len(votes)} votes "
+                    or 2 * agree <= len(votes) or accepted.output_digest != parse_cid(entry.output_cid)):
+                self._violate("no_quorum", f"task {entry.task_id} accepted with {agree} of {len(votes)} votes "
                                            f"(quorum {tally.quorum}, tally {tally.state.value})")
-        elif mode in (VerificationMode.REPLICAS,) or (mode is VerificationMode.SPOT and coord.policy.spot_checks > 0):
+        elif mode in (VerificationMode.REPLICAS,) or (mode is VerificationMode.SPOT and entry.policy.spot_checks > 0):
             if not entry.checked:
-                self._violate("no_quorum", f"task {eff.task_id} accepted unchecked under {coord.policy}")
+                self._violate("no_quorum", f"task {entry.task_id} accepted unchecked under {entry.policy}")
         elif mode is VerificationMode.ADAPTIVE and entry.spot_checks > 0 and not entry.checked:
-            self._violate("no_quorum", f"task {eff.task_id} accepted without its {entry.spot_checks} spot checks")
+            self._violate("no_quorum", f"task {entry.task_id} accepted without its {entry.spot_checks} spot checks")
         if entry.state is not TaskState.DONE:
-            self._violate("no_quorum", f"task {eff.task_id} reported DONE but is {entry.state.value}")
+            self._violate("no_quorum", f"task {entry.task_id} reported DONE but is {entry.state.value}")
 
-    def _check_signatures(self, eff: TaskUpdate) -> None:
+    def _check_signatures(self, entry: TaskView) -> None:
         try:
-            tree = ReceiptTree.decode(eff.tree, VERIFY_CONFIG)
+            tree = ReceiptTree.decode(entry.tree, VERIFY_CONFIG)
         except PangeaError as exc:
-            self._violate("bad_signature", f"task {eff.task_id}: accepted tree does not decode: {exc}")
+            self._violate("bad_signature", f"task {entry.task_id}: accepted tree does not decode: {exc}")
             return
         stack = [tree]
         while stack:
@@ -137,7 +136,7 @@ class Checker:
                     raise ValueError("key is not the signer's")
                 nacl.signing.VerifyKey(key).verify(DOMAIN_TAG + r.body, r.signature)
             except (nacl.exceptions.BadSignatureError, ValueError, PangeaError) as exc:
-                self._violate("bad_signature", f"task {eff.task_id}: receipt by {r.signer[-8:]} accepted with a "
+                self._violate("bad_signature", f"task {entry.task_id}: receipt by {r.signer[-8:]} accepted with a "
                                                f"bad signature ({exc})")
             stack.extend(node.children)
 

@@ -25,21 +25,21 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pangea_p2p.core.capacity import AdvertCache, CapacityDirectory, encode_advert
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.jobs import wire
-from pangea_p2p.core.jobs.coordinator import Coordinator
-from pangea_p2p.core.jobs.effects import JobFinished, TaskUpdate
+from pangea_p2p.core.jobs import codec
+from pangea_p2p.core.jobs.behaviour import JobRun
+from pangea_p2p.core.jobs.events import TaskUpdated
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationPolicy
 from pangea_p2p.core.verify.receipts import ReceiptLimits
 from pangea_p2p.sim.checkers import Checker, SafetyViolation, Violation
 from pangea_p2p.sim.loop import EventLoop
 from pangea_p2p.sim.network import Faults, Mesh, Network, dht_hops
-from pangea_p2p.sim.peer import ROLES, JobRun, SimPeer
+from pangea_p2p.sim.peer import ROLES, SimPeer
 
 T0 = 1_800_000_000.0  # virtual unix time of the start (receipts and adverts carry absolute times)
 ISSUER_ROLES = ("wrong", "collude", "copy", "liar", "withhold", "forge", "sybil")
@@ -148,6 +148,7 @@ class Simulation:
         self.loop = EventLoop(T0, keep_trace=config.keep_trace)
         self.checker = Checker(self, strict=config.checks == "strict")
         self.content: dict[str, bytes] = {}  # content-addressed blocks (inputs, outputs): what fetch-by-cid returns
+        self.modules: set[str] = set()  # module cids: modelled, every peer has them
         self.board: dict[tuple[str, str], tuple[list[bytes], int]] = {}  # answers Byzantine peers share
         self.msgs = 0
         self.msg_bytes = 0
@@ -231,6 +232,7 @@ class Simulation:
             loop.at(T0 + min(cfg.partition_at_s + cfg.partition_for_s, cfg.safety_s), self._heal)
         job_rng = self.rng("jobs")
         modules = [cid_of(f"module-{cfg.seed}-{k}".encode()) for k in range(4)]
+        self.modules.update(modules)
         limits = ReceiptLimits(fuel_max=70_000 * cfg.fuel_unit * cfg.chunks_per_task, memory_bytes_max=64 << 20,
                                wall_time_s=120.0, output_bytes_max=1 << 16)
         policy = VerificationPolicy.parse(cfg.policy)
@@ -253,7 +255,7 @@ class Simulation:
         i, spec, chunks = arg
         for c in chunks:
             self.content[cid_of(c)] = c
-        self.peers[i].submit(spec, chunks)
+        self.peers[i].submit(spec)
 
     def _join(self, i: int) -> None:
         self.faults["joins"] += 1
@@ -324,8 +326,8 @@ class Simulation:
         b = self.index.get(peer_id)
         return 0.005 if b is None else 2 * self.net.one_way_s(a, b)
 
-    def send(self, a: int, b: int, msg: wire.Message) -> None:
-        data = wire.encode(msg)
+    def send(self, a: int, b: int, msg: codec.Message) -> None:
+        data = codec.encode(msg)
         self.msgs += 1
         self.msg_bytes += len(data)
         if not self.reachable(a, b):
@@ -340,12 +342,12 @@ class Simulation:
             self.net.dropped += 1
             return
         msg = peer.decode_message(data)
-        if msg is None:
-            peer.bad_message(self.peers[a].peer_id)
+        if isinstance(msg, str):
+            peer.on_malformed(self.peers[a].peer_id, msg)
             return
-        task_id = msg.ref.task_id if isinstance(msg, wire.Offer) else msg.task_id
+        task_id = msg.ref.task_id if isinstance(msg, codec.Offer) else msg.task_id
         self.loop.trace(f"m {a}>{b} {type(msg).__name__} {task_id}")
-        if isinstance(msg, wire.Offer | wire.Cancel | wire.RevealRequest):
+        if isinstance(msg, codec.Offer | codec.Cancel | codec.RevealRequest):
             peer.on_issuer_message(a, msg)
         else:
             peer.on_worker_message(a, msg)
@@ -376,21 +378,21 @@ class Simulation:
 
     # --- hooks from peers ---------------------------------------------------------------------------------------
 
-    def on_task_update(self, peer: SimPeer, coord: Coordinator, eff: TaskUpdate) -> None:
+    def on_task_update(self, peer: SimPeer, act: TaskUpdated) -> None:
+        eff = act.update
         if eff.state is TaskState.DONE:
             self.loop.trace(f"done {eff.task_id} by {self.index.get(eff.worker, -1)}")
-            ref = coord.tasks[eff.task_id].ref
-            if peer.jobs.get(ref.job_id) is not None and not ref.parent_task_id:
+            if act.job_id:
                 self.useful_fuel += eff.fuel_used
-            self.checker.on_accept(peer, coord, eff)
+            self.checker.on_accept(peer, act)
 
-    def on_job_finished(self, peer: SimPeer, run: JobRun, eff: JobFinished) -> None:
-        self.loop.trace(f"job {run.spec.job_id} {eff.state.value}")
-        self.jobs_state[eff.state.value] += 1
-        if eff.state is JobState.DONE:
+    def on_job_finished(self, peer: SimPeer, run: JobRun, state: JobState, reason: str) -> None:
+        self.loop.trace(f"job {run.spec.job_id} {state.value}")
+        self.jobs_state[state.value] += 1
+        if state is JobState.DONE:
             self.job_latencies.append(self.loop.now - run.created_s)
         else:
-            self.failed_reasons[_reason_class(eff.reason)] += 1
+            self.failed_reasons[_reason_class(reason)] += 1
 
     def role_of(self, peer_id: str) -> str:
         i = self.index.get(peer_id)
@@ -432,7 +434,7 @@ class Simulation:
         executed = sum(p.stats.executed_fuel for p in self.peers)
         stats: Counter[str] = Counter()
         for p in self.peers:
-            for k, v in asdict(p.stats).items():
+            for k, v in p.stats_dict().items():
                 stats[k] += v
         advert_rejections: Counter[str] = Counter()
         for p in self.peers:

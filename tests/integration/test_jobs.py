@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import trio
-from libp2p.peer.id import ID
 
 from pangea_p2p.core.chunks import unframe_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs import wire
+from pangea_p2p.core.jobs import codec
+from pangea_p2p.core.jobs.events import Fetch, FromWorker
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
@@ -23,7 +23,7 @@ from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
 from pangea_p2p.guests import load_guest
 from pangea_p2p.node.blocks import BlockStore
-from pangea_p2p.node.compute import ComputeService, JobRun, Session
+from pangea_p2p.node.compute import ComputeService, JobWatch
 from pangea_p2p.node.peer import Peer, open_peer
 from pangea_p2p.testing import local_config, open_network, wait_for
 
@@ -46,7 +46,7 @@ async def open_peers(base: Path, settings: list[dict[str, Any]]) -> AsyncIterato
         yield peers
 
 
-def verify_offline(peer: Peer, run: JobRun) -> list[Any]:
+def verify_offline(peer: Peer, run: JobWatch) -> list[Any]:
     """Every task's receipt tree verified against the binding rebuilt from the job (as an auditor would)."""
     out = []
     for task_id in run.spec.task_ids():
@@ -77,7 +77,7 @@ async def network_ready(peers: list[Peer]) -> None:
     await wait_for(lambda: all(set(p.directory.peers(time.time())) == ids for p in peers), 60)
 
 
-def submit(peer: Peer, chunks: list[bytes], guest: str = "sha256", **spec: Any) -> JobRun:
+def submit(peer: Peer, chunks: list[bytes], guest: str = "sha256", **spec: Any) -> JobWatch:
     compute = compute_of(peer)
     module_cid = compute.blocks.put(load_guest(guest), persist=True)
     cids = tuple(compute.blocks.put(c, persist=True) for c in chunks)
@@ -86,7 +86,7 @@ def submit(peer: Peer, chunks: list[bytes], guest: str = "sha256", **spec: Any) 
     return compute.submit(job)
 
 
-def outputs(peer: Peer, run: JobRun) -> list[bytes]:
+def outputs(peer: Peer, run: JobWatch) -> list[bytes]:
     compute = compute_of(peer)
     out: list[bytes] = []
     for task_id in run.spec.task_ids():
@@ -96,7 +96,7 @@ def outputs(peer: Peer, run: JobRun) -> list[bytes]:
     return out
 
 
-async def finished(run: JobRun, timeout_s: float = 60) -> None:
+async def finished(run: JobWatch, timeout_s: float = 60) -> None:
     with trio.move_on_after(timeout_s):
         await run.done.wait()
     if not run.done.is_set():
@@ -237,16 +237,17 @@ async def test_a_result_nobody_asked_for_is_neither_fetched_nor_stored(tmp_path:
         compute = compute_of(peers[0])
         run = submit(peers[0], [b"only"], verification=VerificationPolicy.parse("spot:1"))
         await finished(run, 60)
-        coord = run.coordinator
         task_id = run.spec.task_ids()[0]
         rogue = peers[1].peer_id  # done with the task: it holds no attempt any more
         junk = b"\x01" * 1000
-        session = Session(ID.from_base58(rogue), stream=None)  # type: ignore[arg-type]  # never used: no fetch
         for i in range(20):
-            msg = wire.Result(task_id, b"not a receipt", output_inline=junk + bytes([i]))
-            await compute._on_result(coord, rogue, session, msg)
+            inline = codec.Result(task_id, b"not a receipt", output_inline=junk + bytes([i]))
+            by_cid = codec.Result(task_id, b"not a receipt", output_cid=cid_of(junk + bytes([i])), output_bytes=1001)
+            for msg in (inline, by_cid):
+                actions = compute.behaviour.handle(time.time(), FromWorker(rogue, msg))
+                assert not [a for a in actions if isinstance(a, Fetch)]
             assert compute.blocks.get(cid_of(junk + bytes([i]))) is None
-        assert coord.state is JobState.DONE
+        assert run.coordinator.state is JobState.DONE
 
 
 async def test_a_job_whose_inputs_overflow_the_memory_cache_still_completes(tmp_path: Path) -> None:

@@ -232,6 +232,91 @@ class TaskEntry:
     binding_cache: TaskBinding | None = None  # binding()'s, for the limits it names
 
 
+class TaskView:
+    """A read-only view of one task of a coordinator: what its driver, the API and checkers may read."""
+
+    __slots__ = ("_e", "policy")
+
+    def __init__(self, entry: TaskEntry, policy: VerificationPolicy) -> None:
+        self._e = entry
+        self.policy = policy
+
+    @property
+    def ref(self) -> TaskRef:
+        return self._e.ref
+
+    @property
+    def task_id(self) -> str:
+        return self._e.ref.task_id
+
+    @property
+    def state(self) -> TaskState:
+        return self._e.state
+
+    @property
+    def limits(self) -> ReceiptLimits:
+        return self._e.limits or self._e.ref.limits
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(self._e.reasons)
+
+    @property
+    def output_cid(self) -> str:
+        return self._e.output_cid
+
+    @property
+    def tree(self) -> bytes:
+        return self._e.tree
+
+    @property
+    def fuel_used(self) -> int:
+        return self._e.fuel_used
+
+    @property
+    def worker(self) -> str:
+        return self._e.worker
+
+    @property
+    def checked(self) -> bool:
+        return self._e.checked
+
+    @property
+    def spot_checks(self) -> int:
+        return self._e.spot_checks
+
+    @property
+    def vote(self) -> VoteView | None:
+        """The task's vote (replicas), if it has one."""
+        tally = self._e.tally
+        return None if tally is None else VoteView(tally)
+
+
+class VoteView:
+    """A read-only view of a task's vote."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, tally: VoteTally) -> None:
+        self._t = tally
+
+    @property
+    def votes(self) -> dict[str, Claim]:
+        return dict(self._t.votes)
+
+    @property
+    def accepted(self) -> Claim | None:
+        return self._t.accepted
+
+    @property
+    def quorum(self) -> int:
+        return self._t.quorum
+
+    @property
+    def state(self) -> TallyState:
+        return self._t.state
+
+
 @dataclass(frozen=True, slots=True)
 class CoordinatorConfig:
     scheduler: scheduler.SchedulerConfig = field(default_factory=scheduler.SchedulerConfig)
@@ -1195,6 +1280,20 @@ class Coordinator:
     def fuel_used(self) -> int:
         return sum(e.fuel_used for e in self.tasks.values())
 
+    def view(self, task_id: str) -> TaskView:
+        """A read-only view of task ``task_id`` (KeyError if it is not one of ours)."""
+        return TaskView(self.tasks[task_id], self.policy)
+
+    def views(self) -> list[TaskView]:
+        """Read-only views of every task, in the order they were given."""
+        return [TaskView(e, self.policy) for e in self.tasks.values()]
+
+    def attempt_limits(self, task_id: str, worker: str) -> ReceiptLimits | None:
+        """The limits of ``worker``'s attempt at ``task_id`` if one is out (None: no answer is awaited)."""
+        entry = self.tasks.get(task_id)
+        attempt = entry.attempts.get(worker) if entry is not None else None
+        return None if attempt is None else attempt.limits
+
     def explain(self, *, done: bool = False) -> dict[str, list[str]]:
         """The reason chain of every task that is not done (``done``: of every task), oldest first."""
         return {tid: list(e.reasons) for tid, e in self.tasks.items() if done or e.state is not TaskState.DONE}
@@ -1223,4 +1322,4 @@ def _output_cid(candidate: Candidate) -> str:
     return cid_from_digest(digest)
 
 
-__all__ = ["Coordinator", "CoordinatorConfig", "WorkerSource"]
+__all__ = ["Coordinator", "CoordinatorConfig", "TaskView", "VoteView", "WorkerSource"]

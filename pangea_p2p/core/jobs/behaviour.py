@@ -1,0 +1,838 @@
+"""The compute protocol of one peer, as a sans-IO behaviour: the jobs it submits, the tasks it serves, the
+tasks it splits and issues again.
+
+Theory of operation
+-------------------
+``ComputeBehaviour`` is everything one peer decides on ``/pangea/compute/1.0.0``, issuer side and worker
+side, in the shape of rust-libp2p's ``NetworkBehaviour`` and h11's ``Connection``: ``handle(now, event)``
+takes what happened (events.py) and returns what to do (actions), and ``next_deadline()`` says when time alone
+has something for it. It never performs I/O and never reads a clock; the node (node/compute.py) and the
+simulator (sim/peer.py) are its executors, and a test drives it directly.
+
+Issuer side. A submitted job gets a ``Coordinator`` (coordinator.py) over its tasks; a task this peer splits
+gets one over its parts. The behaviour turns their effects into actions — an offer to a worker, a reveal
+request, a cancel, a local run, a spot-check run — keeps which coordinator owns each task id out there
+(``_owner``) and which tasks are out with each worker (``_out``), and routes every answer back: a worker's
+message, a failed send, a broken stream (every task out with that worker fails over), a peer that left.
+Any message from a worker marks it reachable (the peer's shared ``Reachability``).
+
+Worker side. An offer is admitted or refused by the admission service (``WorkerService``). An admitted task
+(``Incoming``) goes through its own states::
+
+    FETCHING --input in hand--> RUNNING (a sandbox run) --result signed--> ANSWERED
+                            \\-> SPLITTING (its parts run under a coordinator of this peer) -> ANSWERED
+    RUNNING / SPLITTING --commit-reveal--> COMMITTED --reveal request--> ANSWERED
+    any of them --cancel, issuer gone, a problem--> DROPPED / ANSWERED (with a refusal)
+
+``TaskAccepted`` goes out only when the task is still unanswered ``accept_delay_s`` after its offer: a small
+task's result follows within milliseconds and stands for the acceptance. Under commit-then-reveal the worker
+sends its commitment, keeps the result, and sends it when the issuer asks (at most ``reveal_wait_s_max``).
+
+Invariants: every request the behaviour makes (fetch, run) is answered at most once and an answer to a request
+it dropped is ignored; a task id is served at most once at a time; answers go to the stream the offer came on;
+an admission slot is released exactly when its task leaves RUNNING or SPLITTING for good.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pangea_p2p.core.chunks import chunk_count, frame_chunks, unframe_chunks
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.jobs import effects as fx
+from pangea_p2p.core.jobs.codec import (
+    INPUT_INLINE_MAX,
+    OUTPUT_INLINE_MAX,
+    Accepted,
+    Cancel,
+    Commitment,
+    Offer,
+    Rejected,
+    Result,
+    RevealRequest,
+)
+from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, Reachability, TaskView, WorkerSource
+from pangea_p2p.core.jobs.events import (
+    Abort,
+    Action,
+    CancelJob,
+    Event,
+    Execute,
+    Executed,
+    ExecutionFailed,
+    Fetch,
+    Fetched,
+    FetchFailed,
+    FromIssuer,
+    FromWorker,
+    IssuerLost,
+    JobEnded,
+    JobSubmitted,
+    Log,
+    Malformed,
+    PeerGone,
+    Provide,
+    Purpose,
+    Reply,
+    SendFailed,
+    SendToWorker,
+    SetTimer,
+    SplitStarted,
+    SubmitJob,
+    TaskUpdated,
+    Tick,
+    TimerFired,
+    WorkerLost,
+    WorkerMessage,
+)
+from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
+from pangea_p2p.core.jobs.scheduler import SchedulerConfig, WorkerView
+from pangea_p2p.core.jobs.worker import (
+    Verdict,
+    WorkerConfig,
+    WorkerService,
+    commit_claim,
+    delegation,
+    split_coordinator,
+    split_task,
+)
+from pangea_p2p.core.trust import Outcome, TrustBook
+from pangea_p2p.core.verify.chain import ReceiptTree
+from pangea_p2p.core.verify.commit_reveal import commit
+from pangea_p2p.core.verify.receipts import ReplayGuard, issue_receipt
+from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
+from pangea_p2p.errors import FailureKind, LocalProtocolError, PangeaError, RemoteProtocolError
+
+MODULE_BYTES_MAX = 64 << 20
+
+
+class BlockSource(Protocol):
+    """The peer's content-addressed block store, as the behaviour sees it (synchronous: the node's keeps recent
+    blocks in memory and writes to disk in the background)."""
+
+    def get(self, cid: str) -> bytes | None: ...
+
+    def has(self, cid: str) -> bool: ...
+
+    def put(self, data: bytes, *, persist: bool = False, cid: str | None = None) -> str: ...
+
+
+Forge = Callable[[TaskRef, bytes, bytes], tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourConfig:
+    """How this peer serves and issues tasks."""
+
+    worker: WorkerConfig = field(default_factory=WorkerConfig)  # admission: slots, queue, limits it accepts
+    split: SchedulerConfig = field(default_factory=SchedulerConfig)  # when a served task is split, and how
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)  # the jobs and splits it issues
+    accept_delay_s: float = 0.5  # a task answered sooner than this needs no TaskAccepted
+    reveal_wait_s_max: float = 600.0  # a committed result waits at most this long for its reveal request
+
+
+@dataclass
+class ComputeContext:
+    """What a behaviour works with: its identity and config, the block store, the candidate workers (the
+    driver's capacity directory: ``views(now)``, built with the behaviour's trust book and ``inflight``), an
+    rng, and the state it shares with the rest of the peer (trust, replay guard, reachability). ``forge``:
+    tests and the simulator only, a filter over every signed answer (tree, output) before it goes out."""
+
+    identity: Identity
+    blocks: BlockSource
+    views: Callable[[float], list[WorkerView]]
+    rng: random.Random
+    config: BehaviourConfig = field(default_factory=BehaviourConfig)
+    trust: TrustBook = field(default_factory=TrustBook)
+    guard: ReplayGuard | None = None
+    reachability: Reachability = field(default_factory=Reachability)
+    forge: Forge | None = None
+
+
+@dataclass
+class JobRun:
+    """A job submitted at this peer."""
+
+    spec: JobSpec
+    coordinator: Coordinator
+    created_s: float
+    workers: dict[str, int] = field(default_factory=dict)  # tasks done per worker
+
+
+@dataclass(eq=False)
+class _Run:
+    """A coordinator this peer drives: of a job (``job``) or of the parts of a task it split (``split``)."""
+
+    key: str  # the job id, or the split task's id (ids of tasks contain '/', job ids never do)
+    coord: Coordinator
+    job: JobRun | None = None
+    split: Incoming | None = None
+
+
+class Serving(enum.Enum):
+    """Where a task this peer serves is (see the module docstring)."""
+
+    FETCHING = "fetching"
+    RUNNING = "running"
+    SPLITTING = "splitting"
+    COMMITTED = "committed"
+    ANSWERED = "answered"
+    DROPPED = "dropped"
+
+    @property
+    def final(self) -> bool:
+        return self in (Serving.ANSWERED, Serving.DROPPED)
+
+
+_SERVING_NEXT: dict[Serving, frozenset[Serving]] = {
+    Serving.FETCHING: frozenset({Serving.RUNNING, Serving.SPLITTING, Serving.ANSWERED, Serving.DROPPED}),
+    Serving.RUNNING: frozenset({Serving.COMMITTED, Serving.ANSWERED, Serving.DROPPED}),
+    Serving.SPLITTING: frozenset({Serving.COMMITTED, Serving.ANSWERED, Serving.DROPPED}),
+    Serving.COMMITTED: frozenset({Serving.ANSWERED, Serving.DROPPED}),
+    Serving.ANSWERED: frozenset(),
+    Serving.DROPPED: frozenset(),
+}
+
+
+@dataclass(eq=False, slots=True)
+class Incoming:
+    """A task another peer gave us."""
+
+    ref: TaskRef
+    issuer: str
+    channel: int
+    verdict: Verdict
+    parts: int
+    state: Serving = Serving.FETCHING
+    request: int = 0  # the fetch or run under way for it
+    reveal: tuple[bytes, bytes, bytes] | None = None  # (tree, output, nonce) waiting for the reveal request
+    reveal_by_s: float = math.inf
+
+    def move(self, to: Serving) -> None:
+        if to not in _SERVING_NEXT[self.state]:
+            raise LocalProtocolError(f"served task {self.ref.task_id}: no transition {self.state.value} -> {to.value}")
+        self.state = to
+
+
+# What a request number stands for.
+@dataclass(slots=True)
+class _InputFetch:
+    inc: Incoming
+
+
+@dataclass(slots=True)
+class _OutputFetch:
+    run: _Run
+    task_id: str
+    worker: str
+    message: Result
+
+
+@dataclass(slots=True)
+class _LocalInput:
+    run: _Run
+    task: TaskRef
+    purpose: Purpose
+    chunk_index: int
+
+
+@dataclass(slots=True)
+class _Serve:
+    inc: Incoming
+
+
+@dataclass(slots=True)
+class _Here:
+    run: _Run
+    task: TaskRef
+    purpose: Purpose  # LOCAL or SPOT
+    chunk_index: int
+
+
+_Request = _InputFetch | _OutputFetch | _LocalInput | _Serve | _Here
+
+
+class ComputeBehaviour:
+    """The compute protocol of one peer (see the module docstring)."""
+
+    def __init__(self, ctx: ComputeContext) -> None:
+        self.ctx = ctx
+        self.self_id = ctx.identity.peer_id
+        self.config = ctx.config
+        self.trust = ctx.trust
+        self.guard = ctx.guard if ctx.guard is not None else ReplayGuard(ctx.config.coordinator.verify)
+        self.reachability = ctx.reachability
+        self.admission = WorkerService(self.self_id, ctx.config.worker, ctx.config.split)
+        self.inflight: dict[str, int] = {}  # tasks out per worker, over every coordinator (a slot each)
+        self.jobs: dict[str, JobRun] = {}
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("offers_admitted", "offers_rejected", "results_sent", "splits"), 0)
+        self._source = WorkerSource(ctx.views, self._local_view)
+        self._runs: dict[str, _Run] = {}  # running coordinators, by key
+        self._owner: dict[str, _Run] = {}  # task id -> the run waiting for its answers
+        self._out: dict[str, set[str]] = {}  # worker -> task ids out with it
+        self._incoming: dict[str, Incoming] = {}
+        self._unaccepted: dict[str, float] = {}  # served task id -> when its TaskAccepted is due (in due order)
+        self._requests: dict[int, _Request] = {}
+        self._next_request = 0
+        self._armed: dict[str, float] = {}  # run key -> when its timer fires
+        self._actions: list[Action] = []
+        self._handlers: dict[type, Callable[[float, Event], None]] = {
+            SubmitJob: self._on_submit,  # type: ignore[dict-item]
+            CancelJob: self._on_cancel,  # type: ignore[dict-item]
+            FromIssuer: self._on_issuer_message,  # type: ignore[dict-item]
+            FromWorker: self._on_worker_message,  # type: ignore[dict-item]
+            Malformed: self._on_malformed,  # type: ignore[dict-item]
+            SendFailed: self._on_send_failed,  # type: ignore[dict-item]
+            WorkerLost: self._on_worker_lost,  # type: ignore[dict-item]
+            IssuerLost: self._on_issuer_lost,  # type: ignore[dict-item]
+            PeerGone: self._on_peer_gone,  # type: ignore[dict-item]
+            Fetched: self._on_fetched,  # type: ignore[dict-item]
+            FetchFailed: self._on_fetch_failed,  # type: ignore[dict-item]
+            Executed: self._on_executed,  # type: ignore[dict-item]
+            ExecutionFailed: self._on_execution_failed,  # type: ignore[dict-item]
+            Tick: self._on_tick,  # type: ignore[dict-item]
+            TimerFired: self._on_timer,  # type: ignore[dict-item]
+        }
+
+    # --- the interface -------------------------------------------------------------------------------------
+
+    def handle(self, now: float, event: Event) -> list[Action]:
+        """Take ``event`` at ``now``; the actions to carry out, in order. ``SubmitJob`` / ``CancelJob`` raise
+        PangeaError for a job that cannot start (the module or a chunk is missing, the id is taken) or that
+        does not exist."""
+        self._handlers[type(event)](now, event)
+        out, self._actions = self._actions, []
+        return out
+
+    def deadline_all(self, now: float) -> float | None:
+        """When ``tick_all`` next has something to do (the node's way to drive timers; see SetTimer)."""
+        times = [d for run in self._runs.values() if (d := run.coord.next_deadline(now)) is not None]
+        if self._unaccepted:
+            times.append(next(iter(self._unaccepted.values())))
+        times.extend(inc.reveal_by_s for inc in self._incoming.values() if inc.state is Serving.COMMITTED)
+        return min((t for t in times if t < math.inf), default=None)
+
+    def tick_all(self, now: float) -> list[Action]:
+        """Tick every running coordinator and fire what is due."""
+        self._fire_due(now)
+        for run in list(self._runs.values()):
+            self._apply(run, run.coord.tick(now), now)
+        out, self._actions = self._actions, []
+        return out
+
+    def issuers(self) -> set[str]:
+        """The peers whose tasks this peer serves now."""
+        return {inc.issuer for inc in self._incoming.values()}
+
+    def serving(self, task_id: str) -> Incoming | None:
+        """The task ``task_id`` this peer serves now, if any."""
+        return self._incoming.get(task_id)
+
+    def task(self, key: str, task_id: str) -> TaskView | None:
+        """A read-only view of ``task_id`` of the job (or split task) ``key``."""
+        run = self._runs.get(key)
+        if run is None and key in self.jobs:
+            return self.jobs[key].coordinator.view(task_id)
+        return run.coord.view(task_id) if run is not None else None
+
+    # --- issuer side: jobs ---------------------------------------------------------------------------------------
+
+    def _on_submit(self, now: float, ev: SubmitJob) -> None:
+        spec = ev.spec
+        if spec.job_id in self.jobs:
+            raise PangeaError(f"job {spec.job_id} exists already")
+        if not self.ctx.blocks.has(spec.module_cid):
+            raise PangeaError(f"module {spec.module_cid} is not in this peer's block store (upload it first)")
+        tasks = [self._task_ref(spec, i) for i in range(spec.task_count)]
+        coord = self._coordinator(tasks, spec, now)
+        job = JobRun(spec, coord, ev.created_s if ev.created_s is not None else now)
+        run = _Run(spec.job_id, coord, job=job)
+        self.jobs[spec.job_id] = job
+        self._runs[run.key] = run
+        for ref in tasks:
+            self._owner[ref.task_id] = run
+        if not ev.restored:
+            self._actions.append(JobSubmitted(spec, job.created_s))
+        for rec in ev.restored.values():
+            if rec.state is TaskState.DONE and self.ctx.blocks.has(rec.output_cid):
+                coord.restore(rec.task_id, rec.output_cid, rec.tree, rec.fuel_used, rec.worker)
+        self._actions.append(Provide(spec.module_cid))
+        self._apply(run, coord.start(now), now)
+
+    def _task_ref(self, spec: JobSpec, index: int) -> TaskRef:
+        chunks = []
+        for c in spec.task_chunks(index):
+            data = self.ctx.blocks.get(spec.chunk_cids[c])
+            if data is None:
+                raise PangeaError(f"chunk {c} ({spec.chunk_cids[c]}) of job {spec.job_id} is not in the block store")
+            chunks.append(data)
+        framed = frame_chunks(chunks)
+        # kept on disk too: the memory cache alone could lose the input of a task not placed yet in a big job
+        input_cid = self.ctx.blocks.put(framed, persist=True)
+        return TaskRef(
+            job_id=spec.job_id, task_id=f"{spec.job_id}/t{index}", parent_task_id="", module_cid=spec.module_cid,
+            input_cid=input_cid, input_bytes=len(framed), chunk_count=len(chunks), limits=spec.limits,
+            issuer=self.self_id, depth=0, depth_max=spec.depth_max, path=(self.self_id,), partition_index=index,
+            partition_count=spec.task_count, deadline_s=spec.deadline_s,
+            fuel_per_chunk_estimate=spec.fuel_per_chunk_estimate,
+        )
+
+    def _coordinator(self, tasks: list[TaskRef], spec: JobSpec, now: float) -> Coordinator:
+        return Coordinator(
+            self.self_id, tasks, spec.verification, retries_max=spec.retries_max,
+            escalations_max=spec.escalations_max, escalation_factor=spec.escalation_factor,
+            queue_timeout_s=spec.queue_timeout_s, trust=self.trust, guard=self.guard, source=self._source,
+            rng=random.Random(self.ctx.rng.getrandbits(64)), now=now, config=self.config.coordinator,
+            inflight=self.inflight, reachability=self.reachability,
+        )
+
+    def _on_cancel(self, now: float, ev: CancelJob) -> None:
+        job = self.jobs.get(ev.job_id)
+        if job is None:
+            raise PangeaError(f"no job {ev.job_id}")
+        run = self._runs.get(ev.job_id)
+        if run is not None:
+            self._apply(run, job.coordinator.cancel(now, ev.reason), now)
+
+    def _local_view(self, now: float) -> WorkerView | None:
+        view = self.admission.local_view()
+        busy = view.outstanding + self.inflight.get(self.self_id, 0)
+        return WorkerView(view.peer_id, view.speed_fuel_per_s, view.slots_total, view.slots_total, view.fuel_max,
+                          view.memory_bytes_max, view.wall_time_s_max, 0.0, 0.0, busy)
+
+    # --- issuer side: the coordinators' effects ----------------------------------------------------------------
+
+    def _apply(self, run: _Run, effects: list[fx.Effect], now: float) -> None:
+        acts = self._actions
+        for eff in effects:
+            kind = type(eff)
+            if kind is fx.Dispatch:
+                ref, worker = eff.task, eff.worker  # type: ignore[union-attr]
+                self._owner[ref.task_id] = run
+                inline = b""
+                if ref.input_bytes <= INPUT_INLINE_MAX:
+                    inline = self.ctx.blocks.get(ref.input_cid) or b""
+                out = self._out.get(worker)
+                if out is None:
+                    out = self._out[worker] = set()
+                out.add(ref.task_id)
+                acts.append(SendToWorker(worker, Offer(ref, inline), dial=True))
+            elif kind is fx.RunLocal:
+                self._run_here(run, eff.task, Purpose.LOCAL, 0, now)  # type: ignore[union-attr]
+            elif kind is fx.RequestReveal:
+                acts.append(SendToWorker(eff.worker, RevealRequest(eff.task_id)))  # type: ignore[union-attr]
+            elif kind is fx.CancelAttempt:
+                tasks = self._out.get(eff.worker)  # type: ignore[union-attr]
+                if tasks is not None:
+                    tasks.discard(eff.task_id)  # type: ignore[union-attr]
+                acts.append(SendToWorker(eff.worker, Cancel(eff.task_id)))  # type: ignore[union-attr]
+            elif kind is fx.SpotCheck:
+                self._run_here(run, eff.task, Purpose.SPOT, eff.chunk_index, now)  # type: ignore[union-attr]
+            elif kind is fx.TaskUpdate:
+                self._task_updated(run, eff)  # type: ignore[arg-type]
+            elif kind is fx.JobFinished:
+                self._run_finished(run, eff, now)  # type: ignore[arg-type]
+        self._arm(run, now)
+
+    def _task_updated(self, run: _Run, eff: fx.TaskUpdate) -> None:
+        job = run.job
+        if job is not None and eff.state is TaskState.DONE:
+            job.workers[eff.worker] = job.workers.get(eff.worker, 0) + 1
+        self._actions.append(TaskUpdated(run.key if job is not None else "", eff, run.coord.view(eff.task_id)))
+
+    def _run_finished(self, run: _Run, eff: fx.JobFinished, now: float) -> None:
+        self._runs.pop(run.key, None)
+        self._armed.pop(run.key, None)
+        for task_id in run.coord.tasks:  # late answers about its tasks are ignored from now on
+            if self._owner.get(task_id) is run:
+                del self._owner[task_id]
+        if run.job is not None:
+            self._actions.append(JobEnded(run.key, eff.state, eff.reason))
+            return
+        self._finish_split(run, eff, now)
+
+    def _arm(self, run: _Run, now: float) -> None:
+        """Ask for a timer at ``run``'s next deadline (one per run; an earlier one supersedes a later one)."""
+        if run.coord.state is not JobState.RUNNING:
+            return
+        d = run.coord.next_deadline(now)
+        if d is None:
+            return
+        if d < self._armed.get(run.key, math.inf):
+            self._armed[run.key] = d
+            self._actions.append(SetTimer(run.key, d))
+
+    def _on_timer(self, now: float, ev: TimerFired) -> None:
+        if self._armed.get(ev.key) != now:
+            return  # superseded by an earlier timer
+        del self._armed[ev.key]
+        run = self._runs.get(ev.key)
+        if run is not None:
+            self._apply(run, run.coord.tick(now), now)
+
+    def _on_tick(self, now: float, ev: Tick) -> None:
+        self._fire_due(now)
+
+    # --- issuer side: answers ----------------------------------------------------------------------------------
+
+    def _on_worker_message(self, now: float, ev: FromWorker) -> None:
+        worker, msg = ev.peer, ev.message
+        self.reachability.mark_reachable(worker)  # any answer: it can be reached (ends a cool-down)
+        task_id = msg.task_id
+        kind = type(msg)
+        if kind is Rejected or kind is Result:
+            tasks = self._out.get(worker)
+            if tasks is not None:
+                tasks.discard(task_id)
+        run = self._owner.get(task_id)
+        if run is None:
+            return
+        coord = run.coord
+        if kind is Accepted:
+            self._apply(run, coord.on_accepted(task_id, worker, now), now)
+        elif kind is Rejected:
+            self._apply(run, coord.on_rejected(task_id, worker, msg.reason, now), now)  # type: ignore[union-attr]
+        elif kind is Commitment:
+            self._apply(run, coord.on_commitment(task_id, worker, msg.digest, now), now)  # type: ignore[union-attr]
+        else:
+            self._on_result(run, worker, msg, now)  # type: ignore[arg-type]
+
+    def _on_result(self, run: _Run, worker: str, msg: Result, now: float) -> None:
+        limits = run.coord.attempt_limits(msg.task_id, worker)
+        if msg.output_cid and not msg.output_inline:
+            if limits is None:  # not a result this peer waits for: nothing fetched
+                return
+            n = run.coord.tasks[msg.task_id].ref.chunk_count  # the framed output: a count, a length per chunk
+            size_max = 4 * (n + 1) + n * limits.output_bytes_max
+            request = self._request(_OutputFetch(run, msg.task_id, worker, msg))
+            self._actions.append(Fetch(request, msg.output_cid, (worker,), min(size_max, msg.output_bytes or size_max)))
+            return
+        output = msg.output_inline
+        if output and limits is not None:  # stored only when it is awaited
+            self.ctx.blocks.put(output, persist=run.job is not None)
+        self._apply(run, run.coord.on_result(msg.task_id, worker, msg.receipt_tree, output, now, msg.nonce), now)
+
+    def _on_malformed(self, now: float, ev: Malformed) -> None:
+        self.trust.record(ev.peer, Outcome.INVALID, now)
+        self._actions.append(Log("warning", "compute.bad_message", (("peer", ev.peer), ("error", ev.problem))))
+
+    def _on_send_failed(self, now: float, ev: SendFailed) -> None:
+        tasks = self._out.get(ev.worker)
+        if tasks is not None:
+            tasks.discard(ev.task_id)
+        run = self._owner.get(ev.task_id)
+        if run is not None:
+            self._apply(run, run.coord.on_transport_error(ev.task_id, ev.worker, ev.reason, now), now)
+
+    def _on_worker_lost(self, now: float, ev: WorkerLost) -> None:
+        for task_id in sorted(self._out.pop(ev.worker, ())):
+            run = self._owner.get(task_id)
+            if run is not None:
+                self._apply(run, run.coord.on_transport_error(task_id, ev.worker, ev.reason, now), now)
+
+    def _on_peer_gone(self, now: float, ev: PeerGone) -> None:
+        for run in list(self._runs.values()):
+            self._apply(run, run.coord.on_peer_gone(ev.peer, now), now)
+
+    # --- issuer side: running here (local runs and spot checks) -----------------------------------------------
+
+    def _run_here(self, run: _Run, ref: TaskRef, purpose: Purpose, chunk_index: int, now: float) -> None:
+        framed = self.ctx.blocks.get(ref.input_cid)
+        if framed is None:
+            request = self._request(_LocalInput(run, ref, purpose, chunk_index))
+            self._actions.append(Fetch(request, ref.input_cid, (), self.config.worker.input_bytes_max))
+            return
+        self._execute_here(run, ref, purpose, chunk_index, framed, now)
+
+    def _execute_here(self, run: _Run, ref: TaskRef, purpose: Purpose, chunk_index: int, framed: bytes,
+                      now: float) -> None:
+        try:
+            chunks = unframe_chunks(framed)
+        except RemoteProtocolError as exc:
+            self._here_failed(_Here(run, ref, purpose, chunk_index), str(exc), now)
+            return
+        if purpose is Purpose.SPOT:
+            chunks = [chunks[chunk_index]]
+        request = self._request(_Here(run, ref, purpose, chunk_index))
+        self._actions.append(Execute(request, ref, chunks, purpose))
+
+    def _here_done(self, req: _Here, ev: Executed, now: float) -> None:
+        run, ref = req.run, req.task
+        coord = run.coord
+        if req.purpose is Purpose.SPOT:
+            if ev.failure is not None and ev.failure in NONDETERMINISTIC_FAILURES:  # says nothing about the worker
+                self._apply(run, coord.on_spot_result(ref.task_id, req.chunk_index, None, now, ev.failure.name), now)
+                return
+            chunk = ev.outputs[0] if ev.failure is None and ev.outputs else None
+            self._apply(run, coord.on_spot_result(ref.task_id, req.chunk_index, chunk, now), now)
+            return
+        tree, output = self._sign(ref, ev.outputs, ev.failure, ev.fuel_used, now)
+        if output:
+            self.ctx.blocks.put(output, persist=True)
+        # the tree signed here a moment ago goes along: the coordinator need not verify its own signature
+        self._apply(run, coord.on_result(ref.task_id, self.self_id, tree.encode(), output, now, own=tree), now)
+
+    def _here_failed(self, req: _Here | _LocalInput, reason: str, now: float) -> None:
+        run, ref = req.run, req.task
+        if req.purpose is Purpose.SPOT:
+            self._actions.append(Log("warning", "spot_check.failed_here", (("task", ref.task_id), ("error", reason))))
+            self._apply(run, run.coord.on_spot_result(ref.task_id, req.chunk_index, None, now, reason), now)
+        else:
+            self._apply(run, run.coord.on_local_error(ref.task_id, reason, now), now)
+
+    # --- worker side: offers ------------------------------------------------------------------------------------
+
+    def _on_issuer_message(self, now: float, ev: FromIssuer) -> None:
+        msg = ev.message
+        if isinstance(msg, Offer):
+            self._on_offer(now, ev.peer, ev.channel, msg)
+            return
+        inc = self._incoming.get(msg.task_id)
+        if inc is None or inc.issuer != ev.peer:
+            return
+        if type(msg) is Cancel:
+            self._drop(inc, "cancelled by the issuer", now)
+        elif inc.state is Serving.COMMITTED and inc.reveal is not None:
+            tree, output, nonce = inc.reveal
+            self._send_result(inc, tree, output, nonce)
+
+    def _on_offer(self, now: float, issuer: str, channel: int, offer: Offer) -> None:
+        ref = offer.ref
+        admission = self.admission.admit(ref, issuer, self.ctx.views(now), now)
+        if admission.verdict is Verdict.REJECT:
+            self.counters["offers_rejected"] += 1
+            self._actions.append(Reply(issuer, channel, Rejected(ref.task_id, admission.reason)))
+            return
+        self.counters["offers_admitted"] += 1
+        inc = Incoming(ref, issuer, channel, admission.verdict, admission.parts)
+        self._incoming[ref.task_id] = inc
+        if self.config.accept_delay_s > 0:
+            self._unaccepted[ref.task_id] = now + self.config.accept_delay_s
+        else:
+            self._actions.append(Reply(issuer, channel, Accepted(ref.task_id)))
+        if offer.input_inline:
+            if cid_of(offer.input_inline) != ref.input_cid:
+                self._give_up(inc, f"input of {ref.task_id} does not match {ref.input_cid}")
+                return
+            self._input_ready(inc, offer.input_inline, now)
+            return
+        framed = self.ctx.blocks.get(ref.input_cid)  # a block read back was checked against its cid
+        if framed is not None:
+            self._input_ready(inc, framed, now)
+            return
+        inc.request = self._request(_InputFetch(inc))
+        self._actions.append(Fetch(inc.request, ref.input_cid, (issuer,), self.config.worker.input_bytes_max))
+
+    def _input_ready(self, inc: Incoming, framed: bytes, now: float) -> None:
+        ref = inc.ref
+        try:
+            if chunk_count(framed) != ref.chunk_count:
+                raise RemoteProtocolError(f"input of {ref.task_id} does not hold the {ref.chunk_count} chunks "
+                                          "the offer names")
+            chunks = unframe_chunks(framed)
+        except RemoteProtocolError as exc:
+            self._give_up(inc, str(exc))
+            return
+        if inc.verdict is Verdict.SPLIT:
+            self._start_split(inc, framed, now)
+            return
+        inc.move(Serving.RUNNING)
+        inc.request = self._request(_Serve(inc))
+        self._actions.append(Execute(inc.request, ref, chunks, Purpose.SERVE, module_from=(inc.issuer,)))
+
+    def _served(self, inc: Incoming, ev: Executed, now: float) -> None:
+        ref = inc.ref
+        tree, output = self._sign(ref, ev.outputs, ev.failure, ev.fuel_used, now)
+        tree_bytes = tree.encode()
+        if self.ctx.forge is not None:
+            tree_bytes, output = self.ctx.forge(ref, tree_bytes, output)
+        self.admission.release(ref.task_id)  # the slot is free; a reveal may still be awaited
+        self._answer(inc, tree_bytes, output, now)
+
+    def _sign(self, ref: TaskRef, outputs: list[bytes] | None, failure: FailureKind | None, fuel: int,
+              now: float) -> tuple[ReceiptTree, bytes]:
+        """This peer's signed receipt over a run of ``ref``: (tree, framed output, b'' for a failure)."""
+        binding = ref.binding()
+        ctx = self.ctx
+        if failure is not None or outputs is None:
+            receipt = issue_receipt(ctx.identity, binding, failure=failure or FailureKind.WORKER_CRASHED,
+                                    fuel_used=fuel, now=now, rng=ctx.rng)
+            return ReceiptTree(receipt, ()), b""
+        output = frame_chunks(outputs)
+        receipt = issue_receipt(ctx.identity, binding, output=output, fuel_used=fuel, now=now, rng=ctx.rng)
+        return ReceiptTree(receipt, ()), output
+
+    def _answer(self, inc: Incoming, tree: bytes, output: bytes, now: float) -> None:
+        """Send the result; under commit-then-reveal, the commitment first and the result when asked."""
+        ref = inc.ref
+        nonce = b""
+        if ref.commit_reveal:
+            try:
+                claim = commit_claim(ReceiptTree.decode(tree, self.config.coordinator.verify).receipt, output)
+            except PangeaError:
+                claim = None  # a garbled tree (forged): nothing to commit to
+            if claim is not None:
+                digest, nonce = commit(ref.job_id, ref.task_id, claim, self.self_id, self.ctx.rng)
+                inc.reveal = (tree, output, nonce)
+                inc.move(Serving.COMMITTED)
+                inc.reveal_by_s = min(now + self.config.reveal_wait_s_max, ref.deadline_s)
+                self._reply(inc, Commitment(ref.task_id, digest))
+                return
+        self._send_result(inc, tree, output, nonce)
+
+    def _send_result(self, inc: Incoming, tree: bytes, output: bytes, nonce: bytes) -> None:
+        ref = inc.ref
+        self.counters["results_sent"] += 1
+        if len(output) <= OUTPUT_INLINE_MAX:
+            msg = Result(ref.task_id, tree, output_inline=output, nonce=nonce)
+        else:
+            cid = self.ctx.blocks.put(output)
+            msg = Result(ref.task_id, tree, output_cid=cid, output_bytes=len(output), nonce=nonce)
+        self._reply(inc, msg)
+        self._close(inc, Serving.ANSWERED)
+
+    def _reply(self, inc: Incoming, msg: WorkerMessage) -> None:
+        if type(msg) is not Accepted:  # any answer says the task was taken: no TaskAccepted due any more
+            self._unaccepted.pop(inc.ref.task_id, None)
+        self._actions.append(Reply(inc.issuer, inc.channel, msg))
+
+    def _give_up(self, inc: Incoming, why: str) -> None:
+        self._actions.append(Log("info", "task.gave_up", (("task", inc.ref.task_id), ("error", why))))
+        self._reply(inc, Rejected(inc.ref.task_id, f"gave up: {why}"[:256]))
+        self._close(inc, Serving.ANSWERED)
+
+    def _drop(self, inc: Incoming, why: str, now: float) -> None:
+        """``inc`` is not wanted any more (cancelled, or its issuer went away): stop its work, no answer."""
+        if inc.state in (Serving.FETCHING, Serving.RUNNING) and inc.request:
+            self._requests.pop(inc.request, None)
+            self._actions.append(Abort(inc.request))
+        self._close(inc, Serving.DROPPED)
+        run = self._runs.get(inc.ref.task_id)
+        if run is not None and run.split is inc:
+            self._apply(run, run.coord.cancel(now, why), now)
+
+    def _close(self, inc: Incoming, state: Serving) -> None:
+        inc.move(state)
+        task_id = inc.ref.task_id
+        if self._incoming.get(task_id) is inc:
+            del self._incoming[task_id]
+        self._unaccepted.pop(task_id, None)
+        self.admission.release(task_id)
+
+    def _on_issuer_lost(self, now: float, ev: IssuerLost) -> None:
+        gone = [inc for inc in self._incoming.values() if inc.issuer == ev.issuer and inc.channel == ev.channel]
+        for inc in gone:
+            self._drop(inc, "the issuer went away", now)
+
+    def _fire_due(self, now: float) -> None:
+        """TaskAccepted for the served tasks still unanswered after the accept delay; refusals for committed
+        results whose reveal request did not come."""
+        while self._unaccepted:
+            task_id, due = next(iter(self._unaccepted.items()))
+            if due > now:
+                break
+            del self._unaccepted[task_id]
+            inc = self._incoming.get(task_id)
+            if inc is not None:
+                self._actions.append(Reply(inc.issuer, inc.channel, Accepted(task_id)))
+        late = [inc for inc in self._incoming.values()
+                if inc.state is Serving.COMMITTED and inc.reveal_by_s <= now]
+        for inc in late:
+            self._give_up(inc, f"no reveal request within {self.config.reveal_wait_s_max:g} s")
+
+    # --- worker side: splitting ------------------------------------------------------------------------------------
+
+    def _start_split(self, inc: Incoming, framed: bytes, now: float) -> None:
+        ref = inc.ref
+        inc.move(Serving.SPLITTING)
+        pieces = split_task(ref, framed, inc.parts, self.self_id)
+        for part, data in pieces:
+            self.ctx.blocks.put(data, cid=part.input_cid)
+        coord = split_coordinator(
+            self.self_id, [p for p, _ in pieces], trust=self.trust, guard=self.guard, source=self._source,
+            rng=random.Random(self.ctx.rng.getrandbits(64)), now=now, inflight=self.inflight,
+            reachability=self.reachability, config=self.config.coordinator,
+        )
+        run = _Run(ref.task_id, coord, split=inc)
+        self._runs[run.key] = run
+        for part, _ in pieces:
+            self._owner[part.task_id] = run
+        self.counters["splits"] += 1
+        self._actions.append(SplitStarted(ref.task_id, len(pieces)))
+        self._actions.append(Log("info", "task.split", (("task", ref.task_id), ("parts", str(len(pieces))))))
+        self._apply(run, coord.start(now), now)
+
+    def _finish_split(self, run: _Run, eff: fx.JobFinished, now: float) -> None:
+        inc = run.split
+        assert inc is not None
+        self.admission.release(inc.ref.task_id)
+        if inc.state is not Serving.SPLITTING:
+            return  # dropped meanwhile
+        if eff.state is not JobState.DONE:
+            self._give_up(inc, f"could not finish its parts: {eff.reason}")
+            return
+        outputs = [self.ctx.blocks.get(e.output_cid) for e in run.coord.tasks.values()]
+        try:
+            tree, merged = delegation(self.ctx.identity, inc.ref, run.coord, outputs,
+                                      self.config.coordinator.verify, now=now, rng=self.ctx.rng)
+        except PangeaError as exc:
+            self._give_up(inc, str(exc))
+            return
+        self._answer(inc, tree, merged, now)
+
+    # --- answers to requests ----------------------------------------------------------------------------------------
+
+    def _request(self, what: _Request) -> int:
+        self._next_request += 1
+        self._requests[self._next_request] = what
+        return self._next_request
+
+    def _on_fetched(self, now: float, ev: Fetched) -> None:
+        req = self._requests.pop(ev.request, None)
+        if isinstance(req, _InputFetch):
+            if req.inc.state is Serving.FETCHING:
+                self._input_ready(req.inc, ev.data, now)
+        elif isinstance(req, _OutputFetch):
+            run = req.run
+            self.ctx.blocks.put(ev.data, persist=run.job is not None)
+            msg = req.message
+            self._apply(run, run.coord.on_result(req.task_id, req.worker, msg.receipt_tree, ev.data, now, msg.nonce),
+                        now)
+        elif isinstance(req, _LocalInput):
+            self._execute_here(req.run, req.task, req.purpose, req.chunk_index, ev.data, now)
+
+    def _on_fetch_failed(self, now: float, ev: FetchFailed) -> None:
+        req = self._requests.pop(ev.request, None)
+        if isinstance(req, _InputFetch):
+            if req.inc.state is Serving.FETCHING:
+                self._give_up(req.inc, ev.reason)
+        elif isinstance(req, _OutputFetch):
+            self._apply(req.run, req.run.coord.on_transport_error(req.task_id, req.worker, ev.reason, now), now)
+        elif isinstance(req, _LocalInput):
+            self._here_failed(req, ev.reason, now)
+
+    def _on_executed(self, now: float, ev: Executed) -> None:
+        req = self._requests.pop(ev.request, None)
+        if isinstance(req, _Serve):
+            if req.inc.state is Serving.RUNNING:
+                self._served(req.inc, ev, now)
+        elif isinstance(req, _Here):
+            self._here_done(req, ev, now)
+
+    def _on_execution_failed(self, now: float, ev: ExecutionFailed) -> None:
+        req = self._requests.pop(ev.request, None)
+        if isinstance(req, _Serve):
+            if req.inc.state is Serving.RUNNING:
+                self._give_up(req.inc, ev.reason)
+        elif isinstance(req, _Here):
+            self._here_failed(req, ev.reason, now)
+
+
+__all__ = ["BehaviourConfig", "BlockSource", "ComputeBehaviour", "ComputeContext", "Incoming", "JobRun", "Serving"]
