@@ -56,6 +56,7 @@ from pangea_p2p.core.jobs.events import (
     SendToWorker,
     SubmitJob,
     TaskUpdated,
+    Tick,
     WorkerLost,
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
@@ -223,7 +224,7 @@ class ComputeService:
                     self._spawn(self._provide, act.cid)  # type: ignore[union-attr]
             elif kind is Log:
                 getattr(log, act.level)(act.event, **dict(act.fields))  # type: ignore[union-attr]
-            # SetTimer: the ticker asks the behaviour for its deadlines instead; SplitStarted: logged via Log
+            # SplitStarted: logged (a Log comes with it)
         if self.blocks.unwritten and not self._writing:
             self._writing = True
             self._spawn(self._write_blocks)
@@ -231,15 +232,16 @@ class ComputeService:
             self._wake.set()
 
     async def ticker(self) -> None:
-        """Wake the behaviour at its next deadline (or when an event may have moved one)."""
+        """Tick the behaviour at its next deadline (an event that moves the deadline wakes this task)."""
         while True:
-            now = time.time()
-            deadline = self.behaviour.deadline_all(now)
-            wait = math.inf if deadline is None else deadline - now
-            with trio.move_on_after(max(0.0, min(wait, 1.0))):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            self._do(self.behaviour.tick_all(time.time()), wake=False)
+            deadline = self.behaviour.next_deadline()
+            wait = math.inf if deadline is None else deadline - time.time()
+            if wait > 0:
+                with trio.move_on_after(wait):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            self._do(self.behaviour.handle(time.time(), Tick()), wake=False)
 
     # --- jobs submitted here -----------------------------------------------------------------------------------
 

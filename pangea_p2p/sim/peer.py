@@ -51,11 +51,10 @@ from pangea_p2p.core.jobs.events import (
     Reply,
     SendFailed,
     SendToWorker,
-    SetTimer,
     SplitStarted,
     SubmitJob,
     TaskUpdated,
-    TimerFired,
+    Tick,
     WorkerLost,
 )
 from pangea_p2p.core.jobs.model import JobSpec, TaskRef
@@ -183,6 +182,7 @@ class SimPeer:
         self.queue: deque[_Run] = deque()  # runs for other peers waiting for a slot
         self.runs: dict[int, _Run] = {}  # request -> a run the sandbox holds
         self.executing = 0
+        self._wake_at = math.inf  # when the behaviour is woken next
         self._sample_at = -1.0
         self._sample: list[str] = []
         self._sample_set: set[str] = set()
@@ -304,6 +304,10 @@ class SimPeer:
 
     def _handle(self, event: Event) -> None:
         self._do(self.behaviour.handle(self.sim.loop.now, event))
+        deadline = self.behaviour.next_deadline()
+        if deadline is not None and deadline < self._wake_at:
+            self._wake_at = deadline
+            self.sim.loop.at(deadline, self._on_wake, self.incarnation)
 
     def _do(self, actions: list[Action]) -> None:
         sim = self.sim
@@ -313,8 +317,6 @@ class SimPeer:
                 self._send_to_worker(act)  # type: ignore[arg-type]
             elif kind is Reply:
                 sim.send(self.idx, sim.index[act.issuer], act.message)  # type: ignore[union-attr]
-            elif kind is SetTimer:
-                sim.loop.at(act.when, self._on_timer, (act.key, self.incarnation))  # type: ignore[union-attr]
             elif kind is Execute:
                 self._execute(act)  # type: ignore[arg-type]
             elif kind is TaskUpdated:
@@ -353,10 +355,11 @@ class SimPeer:
         if self.up and incarnation == self.incarnation:
             self._handle(SendFailed(worker, task_id, reason))
 
-    def _on_timer(self, arg: tuple[str, int]) -> None:
-        key, incarnation = arg
-        if self.up and incarnation == self.incarnation:
-            self._handle(TimerFired(key))
+    def _on_wake(self, incarnation: int) -> None:
+        if not self.up or incarnation != self.incarnation or self._wake_at != self.sim.loop.now:
+            return  # the peer crashed, or an earlier wake-up superseded this one
+        self._wake_at = math.inf
+        self._handle(Tick())
 
     # --- the modelled sandbox ------------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ an admission slot is released exactly when its task leaves RUNNING or SPLITTING 
 from __future__ import annotations
 
 import enum
+import heapq
 import math
 import random
 from collections.abc import Callable
@@ -82,12 +83,10 @@ from pangea_p2p.core.jobs.events import (
     Reply,
     SendFailed,
     SendToWorker,
-    SetTimer,
     SplitStarted,
     SubmitJob,
     TaskUpdated,
     Tick,
-    TimerFired,
     WorkerLost,
     WorkerMessage,
 )
@@ -109,7 +108,8 @@ from pangea_p2p.core.verify.receipts import ReplayGuard, issue_receipt
 from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
 from pangea_p2p.errors import FailureKind, LocalProtocolError, PangeaError, RemoteProtocolError
 
-MODULE_BYTES_MAX = 64 << 20
+# Timer kinds: a run to tick, a TaskAccepted due, a reveal request awaited too long.
+_RUN, _ACCEPT, _REVEAL = "run", "accept", "reveal"
 
 
 class BlockSource(Protocol):
@@ -281,7 +281,9 @@ class ComputeBehaviour:
         self._unaccepted: dict[str, float] = {}  # served task id -> when its TaskAccepted is due (in due order)
         self._requests: dict[int, _Request] = {}
         self._next_request = 0
-        self._armed: dict[str, float] = {}  # run key -> when its timer fires
+        self._armed: dict[str, float] = {}  # run key -> when it is ticked next
+        self._timers: list[tuple[float, int, str, str]] = []  # heap of (when, seq, kind, key); stale ones lazily
+        self._timer_seq = 0
         self._actions: list[Action] = []
         self._handlers: dict[type, Callable[[float, Event], None]] = {
             SubmitJob: self._on_submit,  # type: ignore[dict-item]
@@ -298,7 +300,6 @@ class ComputeBehaviour:
             Executed: self._on_executed,  # type: ignore[dict-item]
             ExecutionFailed: self._on_execution_failed,  # type: ignore[dict-item]
             Tick: self._on_tick,  # type: ignore[dict-item]
-            TimerFired: self._on_timer,  # type: ignore[dict-item]
         }
 
     # --- the interface -------------------------------------------------------------------------------------
@@ -311,21 +312,12 @@ class ComputeBehaviour:
         out, self._actions = self._actions, []
         return out
 
-    def deadline_all(self, now: float) -> float | None:
-        """When ``tick_all`` next has something to do (the node's way to drive timers; see SetTimer)."""
-        times = [d for run in self._runs.values() if (d := run.coord.next_deadline(now)) is not None]
-        if self._unaccepted:
-            times.append(next(iter(self._unaccepted.values())))
-        times.extend(inc.reveal_by_s for inc in self._incoming.values() if inc.state is Serving.COMMITTED)
-        return min((t for t in times if t < math.inf), default=None)
-
-    def tick_all(self, now: float) -> list[Action]:
-        """Tick every running coordinator and fire what is due."""
-        self._fire_due(now)
-        for run in list(self._runs.values()):
-            self._apply(run, run.coord.tick(now), now)
-        out, self._actions = self._actions, []
-        return out
+    def next_deadline(self) -> float | None:
+        """When time alone has something for the behaviour (a ``Tick`` at or after it fires it), or None."""
+        timers = self._timers
+        while timers and not self._live(timers[0]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
 
     def issuers(self) -> set[str]:
         """The peers whose tasks this peer serves now."""
@@ -459,26 +451,48 @@ class ComputeBehaviour:
         self._finish_split(run, eff, now)
 
     def _arm(self, run: _Run, now: float) -> None:
-        """Ask for a timer at ``run``'s next deadline (one per run; an earlier one supersedes a later one)."""
+        """Tick ``run`` at its next deadline (an earlier one supersedes a later one; a tick with nothing to do
+        is harmless and arms the next)."""
         if run.coord.state is not JobState.RUNNING:
             return
         d = run.coord.next_deadline(now)
-        if d is None:
-            return
-        if d < self._armed.get(run.key, math.inf):
+        if d is not None and d < self._armed.get(run.key, math.inf):
             self._armed[run.key] = d
-            self._actions.append(SetTimer(run.key, d))
+            self._timer(d, _RUN, run.key)
 
-    def _on_timer(self, now: float, ev: TimerFired) -> None:
-        if self._armed.get(ev.key) != now:
-            return  # superseded by an earlier timer
-        del self._armed[ev.key]
-        run = self._runs.get(ev.key)
-        if run is not None:
-            self._apply(run, run.coord.tick(now), now)
+    def _timer(self, when: float, kind: str, key: str) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
+
+    def _live(self, timer: tuple[float, int, str, str]) -> bool:
+        """Whether ``timer`` still stands for something: the value it was set for is unchanged."""
+        when, _, kind, key = timer
+        if kind == _RUN:
+            return self._armed.get(key) == when
+        if kind == _ACCEPT:
+            return self._unaccepted.get(key) == when
+        inc = self._incoming.get(key)
+        return inc is not None and inc.state is Serving.COMMITTED and inc.reveal_by_s == when
 
     def _on_tick(self, now: float, ev: Tick) -> None:
-        self._fire_due(now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)
+            if not self._live(timer):
+                continue
+            _, _, kind, key = timer
+            if kind == _RUN:
+                del self._armed[key]
+                run = self._runs.get(key)
+                if run is not None:
+                    self._apply(run, run.coord.tick(now), now)
+            elif kind == _ACCEPT:  # still unanswered after the accept delay: say it was taken
+                del self._unaccepted[key]
+                inc = self._incoming[key]
+                self._actions.append(Reply(inc.issuer, inc.channel, Accepted(key)))
+            else:
+                inc = self._incoming[key]
+                self._give_up(inc, f"no reveal request within {self.config.reveal_wait_s_max:g} s")
 
     # --- issuer side: answers ----------------------------------------------------------------------------------
 
@@ -614,7 +628,8 @@ class ComputeBehaviour:
         inc = Incoming(ref, issuer, channel, admission.verdict, admission.parts)
         self._incoming[ref.task_id] = inc
         if self.config.accept_delay_s > 0:
-            self._unaccepted[ref.task_id] = now + self.config.accept_delay_s
+            due = self._unaccepted[ref.task_id] = now + self.config.accept_delay_s
+            self._timer(due, _ACCEPT, ref.task_id)
         else:
             self._actions.append(Reply(issuer, channel, Accepted(ref.task_id)))
         if offer.input_inline:
@@ -683,6 +698,8 @@ class ComputeBehaviour:
                 inc.reveal = (tree, output, nonce)
                 inc.move(Serving.COMMITTED)
                 inc.reveal_by_s = min(now + self.config.reveal_wait_s_max, ref.deadline_s)
+                if inc.reveal_by_s < math.inf:
+                    self._timer(inc.reveal_by_s, _REVEAL, ref.task_id)
                 self._reply(inc, Commitment(ref.task_id, digest))
                 return
         self._send_result(inc, tree, output, nonce)
@@ -730,22 +747,6 @@ class ComputeBehaviour:
         gone = [inc for inc in self._incoming.values() if inc.issuer == ev.issuer and inc.channel == ev.channel]
         for inc in gone:
             self._drop(inc, "the issuer went away", now)
-
-    def _fire_due(self, now: float) -> None:
-        """TaskAccepted for the served tasks still unanswered after the accept delay; refusals for committed
-        results whose reveal request did not come."""
-        while self._unaccepted:
-            task_id, due = next(iter(self._unaccepted.items()))
-            if due > now:
-                break
-            del self._unaccepted[task_id]
-            inc = self._incoming.get(task_id)
-            if inc is not None:
-                self._actions.append(Reply(inc.issuer, inc.channel, Accepted(task_id)))
-        late = [inc for inc in self._incoming.values()
-                if inc.state is Serving.COMMITTED and inc.reveal_by_s <= now]
-        for inc in late:
-            self._give_up(inc, f"no reveal request within {self.config.reveal_wait_s_max:g} s")
 
     # --- worker side: splitting ------------------------------------------------------------------------------------
 

@@ -131,6 +131,7 @@ OFFER_TIMEOUT_S = 10.0
 FUEL_ABSOLUTE_MAX = 10**15
 MEMORY_BYTES_ABSOLUTE_MAX = 4 << 30
 LOCAL_FALLBACK_AFTER_S = 2.0  # a task that only waits for busy workers runs here after this long
+RELOOK_S = 1.0  # while tasks wait in the queue, the workers are looked at again this often (slots free up elsewhere)
 ESCALATING = (FailureKind.OUT_OF_FUEL, FailureKind.MEMORY_LIMIT_EXCEEDED)
 
 # Timer kinds (see Cost in the module docstring): a timer is live while the value it was set for is unchanged.
@@ -374,6 +375,7 @@ class Coordinator:
         self._done = 0  # tasks DONE
         self._walking = False  # a placement walk is iterating _unplaced (moves to its front are deferred)
         self._deferred: list[TaskEntry] = []
+        self._looked_s = -math.inf  # when the last placement round ran
         # A task as small as any of ours, on the path they all share: a worker that cannot take it can take none
         # of them (limits only grow, by escalation), which makes the "any room?" check job-wide.
         self._probe = _probe(tasks)
@@ -420,7 +422,8 @@ class Coordinator:
             heapq.heappop(self._timers)  # stale: the value it was set for changed
         if self._timers:
             times.append(max(now, self._timers[0][0]))
-        if self._queued:  # waiting for a worker: or a worker's cool-down ends
+        if self._queued:  # waiting for a worker: look again in a while (a slot frees up, a worker appears), or
+            times.append(max(now, self._looked_s + RELOOK_S))  # when a worker's cool-down ends
             expiry = self.reachability.next_expiry(now)
             if expiry is not None:
                 times.append(expiry)
@@ -453,6 +456,7 @@ class Coordinator:
         others in ``_unplaced`` order while some worker (or this peer) has room for our smallest task."""
         if self.state is not JobState.RUNNING:
             return
+        self._looked_s = now
         while self._timers and self._timers[0][0] <= now:
             timer = heapq.heappop(self._timers)
             if self._live(timer):

@@ -139,19 +139,12 @@ class ExecutionFailed:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Time passed: fire what is due at ``now`` (see ``ComputeBehaviour.next_deadline``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired:
-    """The timer set by ``SetTimer(key, ...)`` fired."""
-
-    key: str
+    """Time passed: do what is due at ``now`` (``ComputeBehaviour.next_deadline`` says when something is)."""
 
 
 Event = (
     SubmitJob | CancelJob | FromIssuer | FromWorker | Malformed | SendFailed | WorkerLost | IssuerLost | PeerGone
-    | Fetched | FetchFailed | Executed | ExecutionFailed | Tick | TimerFired
+    | Fetched | FetchFailed | Executed | ExecutionFailed | Tick
 )
 
 
@@ -259,14 +252,6 @@ class SplitStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class SetTimer:
-    """Deliver ``TimerFired(key)`` at ``when`` (it supersedes a later timer of the same key)."""
-
-    key: str
-    when: float
-
-
-@dataclass(frozen=True, slots=True)
 class Log:
     """Something an operator may want to read: ``event`` and its fields (the simulator ignores these)."""
 
@@ -277,5 +262,5 @@ class Log:
 
 Action = (
     SendToWorker | Reply | Fetch | Execute | Abort | Provide | JobSubmitted | TaskUpdated | JobEnded
-    | SplitStarted | SetTimer | Log
+    | SplitStarted | Log
 )

@@ -10,6 +10,7 @@ import pytest
 from pangea_p2p.core.jobs.coordinator import (
     BACKOFF_S_MIN,
     LOCAL_FALLBACK_AFTER_S,
+    RELOOK_S,
     CoordinatorConfig,
     Reachability,
 )
@@ -226,8 +227,9 @@ def test_when_every_worker_declined_the_task_queues_then_fails_after_the_queue_t
     text = d.explain("job/t0")
     assert "declined" in text
     assert "queued: all 2 known workers already ran, failed or relayed this task" in text
-    assert d.coord.next_deadline() == pytest.approx(T0 + 30.0)
-    assert d.tick(T0 + 29.0) == []
+    assert d.coord.next_deadline() == pytest.approx(T0 + RELOOK_S)  # queued: the workers are looked at again
+    for k in range(1, 30):
+        assert d.tick(T0 + k * RELOOK_S) == []  # nobody new: nothing goes out, no effect
     d.tick(T0 + 30.0)
     assert d.coord.state is JobState.FAILED
     assert d.coord.tasks["job/t0"].state is TaskState.FAILED
@@ -342,7 +344,7 @@ def test_with_no_worker_the_task_queues_and_is_placed_when_one_appears() -> None
     assert update.state is TaskState.PENDING
     assert "no worker is known yet" in update.reason
     assert "queued: no worker is known yet" in d.explain("job/t0")
-    assert d.coord.next_deadline() == pytest.approx(T0 + 60.0)  # the queue timeout, not a busy loop
+    assert d.coord.next_deadline() == pytest.approx(T0 + RELOOK_S)  # a look every second, not a busy loop
 
     d.tick(T0 + 5)
     assert d.dispatches() == []
@@ -413,6 +415,9 @@ def test_a_task_waiting_only_for_busy_workers_runs_here_after_a_short_wait() -> 
     assert d.dispatched_to() == [pid("busy")]  # t0 took the only slot; t1 queues rather than run here at once
     assert d.effects(RunLocal) == []
     assert "queued" in d.explain("job/t1")
+    assert d.coord.next_deadline() == pytest.approx(T0 + RELOOK_S)  # the workers looked at again: still busy
+    d.tick(T0 + RELOOK_S)
+    assert d.effects(RunLocal) == []
     wake = d.coord.next_deadline()
     assert wake == pytest.approx(T0 + LOCAL_FALLBACK_AFTER_S)  # the fallback is a timer, not a busy loop
     d.tick(wake)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from pangea_p2p.core.jobs.coordinator import Coordinator, WorkerSource
+from pangea_p2p.core.jobs.coordinator import RELOOK_S, Coordinator, WorkerSource
 from pangea_p2p.core.jobs.effects import Dispatch, Effect, RunLocal
 from pangea_p2p.core.jobs.model import JobState, VerificationPolicy
 from pangea_p2p.core.jobs.scheduler import WorkerView
@@ -103,10 +103,11 @@ def test_queued_tasks_still_time_out_and_fail_the_job() -> None:
     coord = coordinator(net, 10, queue_timeout_s=5.0)
     coord.start(T0)
     # the queue timeout: this peer has no slot, so the queued tasks have no local-fallback timer to wake for
-    assert coord.next_deadline(T0) == T0 + 5.0
-    coord.tick(T0 + 2.0)
+    for k in range(1, 5):  # looked at again every second, nothing frees up
+        assert coord.next_deadline(T0 + k - 1) == T0 + k * RELOOK_S
+        assert coord.tick(T0 + k * RELOOK_S) == []
     assert coord.state is JobState.RUNNING
-    assert coord.next_deadline(T0 + 2.0) == T0 + 5.0
+    assert coord.next_deadline(T0 + 4.0) == T0 + 5.0
     coord.tick(T0 + 5.0)
     assert coord.state is JobState.FAILED
     assert "queue timeout" in coord.reason
@@ -141,7 +142,23 @@ def test_a_checked_job_looks_here_again_when_this_peer_was_busy_at_the_fallback_
     net.inflight["submitter"] = 1  # this peer is busy (another job) when the waiting tasks may fall back
     assert [e for e in coord.tick(T0 + 2.0) if isinstance(e, RunLocal)] == []
     del net.inflight["submitter"]
-    when = coord.next_deadline(T0 + 2.0)
-    assert when == T0 + 4.0
+    assert coord.next_deadline(T0 + 2.0) == T0 + 2.0 + RELOOK_S  # the workers are looked at again: still busy
+    assert [e for e in coord.tick(T0 + 2.0 + RELOOK_S) if isinstance(e, RunLocal)] == []
+    when = coord.next_deadline(T0 + 3.0)
+    assert when == T0 + 4.0  # and this peer at its own timer
     local = [e.task.task_id for e in coord.tick(when) if isinstance(e, RunLocal)]
     assert local == ["j/t1"]
+
+
+def test_a_task_queued_behind_another_job_goes_out_within_a_second_of_the_slot_freeing_up() -> None:
+    # The slot frees up in another coordinator (another job of this peer): this one hears nothing of it, and
+    # finds it when it looks at the workers again (every RELOOK_S while tasks wait), not at its queue timeout.
+    net = Net({"w1": 1})
+    first = coordinator(net, 1)
+    ((tid, _),) = dispatches(first.start(T0))
+    second = coordinator(net, 1)
+    assert dispatches(second.start(T0)) == []  # w1's only slot is taken
+    first.on_transport_error(tid, "w1", "stream reset", T0 + 0.3)  # the slot is free again
+    when = second.next_deadline(T0 + 0.3)
+    assert when == T0 + RELOOK_S
+    assert dispatches(second.tick(when)) == [("j/t0", "w1")]

@@ -183,7 +183,7 @@ def test_a_spot_check_that_fails_here_too_rejects_the_candidate() -> None:
     d = Driver([FakeWorker("a", speed=2e9), FakeWorker("b")], chunks_for(1, per_task=2), policy="spot:1",
                spot_answer=lambda ref, i, chunk: None)
     d.start()
-    d.run_to_end(ticks_max=50)
+    d.run_to_end(ticks_max=200)  # queued at the end: looked at every second till the timeout
     assert d.trust.get(pid("a")).invalid == 1  # type: ignore[union-attr]
     assert "spot check of chunk" in reasons(d)
 
