@@ -25,8 +25,9 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,6 +447,16 @@ async def open_peer(config: NodeConfig, identity: Identity | None = None) -> Asy
     finally:
         (config.data_dir / API_FILE_NAME).unlink(missing_ok=True)
         os.close(lock_fd)
+
+
+async def run_node(config: NodeConfig, started: Callable[[Peer], None]) -> None:
+    """Run a peer until SIGINT or SIGTERM (what `pangea node` does); ``started(peer)`` once it is up."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_peer(config) as peer:
+            started(peer)
+            async for signum in signals:
+                log.info("peer.stopping", signal=signal.Signals(signum).name)
+                break
 
 
 @asynccontextmanager

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pangea_p2p.cli.common import add_api_args, client_from_args
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.jobs.model import VerificationPolicy
 from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
@@ -22,14 +22,17 @@ from pangea_p2p.sdk import splits
 from pangea_p2p.sdk.client import Client
 from pangea_p2p.sdk.job import JobHandle, Limits, resolve_guest
 
+if TYPE_CHECKING:
+    from pangea_p2p.cli.common import Subparsers
+
 _DEFAULTS = Limits()
 
 
-def add_job_parser(sub: Any, api_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Subparsers) -> None:
     job = sub.add_parser("job", help="submit and follow jobs")
     jsub = job.add_subparsers(dest="job_command", required=True, metavar="JOB_COMMAND")
     submit = jsub.add_parser("submit", help="submit a job")
-    api_args(submit)
+    add_api_args(submit)
     submit.add_argument("--guest", required=True, help="built-in guest name or path to a .wasm module")
     submit.add_argument("--input", required=True, type=Path, help="input file ('-' for stdin)")
     submit.add_argument("--split", default="none", help="none | lines:N | bytes:N | count:N | framed")
@@ -45,14 +48,14 @@ def add_job_parser(sub: Any, api_args: Callable[[argparse.ArgumentParser], None]
                        ("result", "a job's outputs"), ("explain", "why tasks are pending or failed"),
                        ("cancel", "cancel a job")]:
         p = jsub.add_parser(name, help=text)
-        api_args(p)
+        add_api_args(p)
         p.add_argument("job_id")
         if name == "explain":
             p.add_argument("--all", action="store_true", help="the finished tasks' histories too")
         if name == "result":
             p.add_argument("-o", "--output", type=Path, help="write the outputs here (default: stdout)")
             p.add_argument("--framed", action="store_true", help="write them as one framed chunk list")
-    api_args(jsub.add_parser("list", help="jobs on this peer"))
+    add_api_args(jsub.add_parser("list", help="jobs on this peer"))
 
 
 def split_input(data: bytes, spec: str) -> list[bytes]:
@@ -79,7 +82,12 @@ def split_input(data: bytes, spec: str) -> list[bytes]:
         raise ConfigError("--split", f"{spec!r}: N {exc.problem}") from None
 
 
-def run_job_command(args: argparse.Namespace, client: Client) -> int:
+def run(args: argparse.Namespace) -> int:
+    with client_from_args(args) as client:
+        return _run(args, client)
+
+
+def _run(args: argparse.Namespace, client: Client) -> int:
     cmd = args.job_command
     if cmd == "list":
         for status in client.jobs()["jobs"]:

@@ -1,4 +1,4 @@
-"""`pangea job ...` through the real entry point (``pangea_p2p.node.cli.main``), with the peer's API replaced by
+"""`pangea job ...` through the real entry point (``pangea_p2p.cli.main.main``), with the peer's API replaced by
 the in-memory peer of tests/sdk/fakes.py: bad arguments are one clear line naming the option and a non-zero
 exit, never a traceback, and nothing is uploaded; the commands print what the peer answers."""
 
@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from pangea_p2p.cli import common
+from pangea_p2p.cli import main as cli
+from pangea_p2p.cli.job import split_input
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.errors import ConfigError
 from pangea_p2p.guests import load_guest
-from pangea_p2p.node import cli
-from pangea_p2p.node.job_cli import split_input
 from pangea_p2p.sdk import splits
 from tests.sdk.fakes import FakePeer
 
@@ -33,7 +34,7 @@ def peer(monkeypatch: pytest.MonkeyPatch) -> FakePeer:
         assert address == "127.0.0.1:9"
         return fake
 
-    monkeypatch.setattr(cli, "Client", client)
+    monkeypatch.setattr(common, "Client", client)
     return fake
 
 

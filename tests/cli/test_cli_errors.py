@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pangea_p2p.node.cli import main
+from pangea_p2p.cli.main import main
 
 LOCAL = ["--listen", "/ip4/127.0.0.1/tcp/0", "--api-port", "0"]
 
