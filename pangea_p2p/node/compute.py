@@ -128,15 +128,16 @@ class Incoming:
 
 class ComputeService:
     def __init__(self, peer: Peer, sandbox: Any, blocks: BlockStore, journal: Journal | None,
-                 worker: WorkerService, nursery: trio.Nursery) -> None:
+                 worker: WorkerService, nursery: trio.Nursery, config: CoordinatorConfig, trust: TrustBook) -> None:
         self.peer = peer
         self.sandbox = sandbox
         self.blocks = blocks
         self.journal = journal
         self.worker = worker
         self.nursery = nursery
-        self.trust = TrustBook()
-        self.verify = CoordinatorConfig().verify  # the receipt rules this peer checks by (the coordinators' too)
+        self.trust = trust
+        self.config = config  # every coordinator's ([coordinator] of the node's config)
+        self.verify = config.verify  # the receipt rules this peer checks by (the coordinators' too)
         self.guard = ReplayGuard(self.verify)
         self.rng = random.SystemRandom()
         self.inflight: dict[str, int] = {}
@@ -232,7 +233,7 @@ class ComputeService:
             self.self_id, tasks, policy, retries_max=spec.retries_max, escalations_max=spec.escalations_max,
             escalation_factor=spec.escalation_factor, queue_timeout_s=spec.queue_timeout_s, trust=self.trust,
             guard=self.guard, source=self.source, rng=random.Random(self.rng.getrandbits(64)), now=now,
-            inflight=self.inflight, reachability=self.reachability,
+            config=self.config, inflight=self.inflight, reachability=self.reachability,
         )
 
     def _task_ref(self, spec: JobSpec, index: int) -> TaskRef:
@@ -742,7 +743,7 @@ class ComputeService:
         coord = split_coordinator(
             self.self_id, [p for p, _ in pieces], trust=self.trust, guard=self.guard, source=self.source,
             rng=random.Random(self.rng.getrandbits(64)), now=time.time(), inflight=self.inflight,
-            reachability=self.reachability,
+            reachability=self.reachability, config=self.config,
         )
         split = SplitRun(ref, coord)
         self.splits[ref.task_id] = split

@@ -56,8 +56,8 @@ from pangea_p2p.core.capacity import (
     LocalCapacity,
 )
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.jobs.scheduler import SchedulerConfig
 from pangea_p2p.core.jobs.worker import WorkerConfig, WorkerService
+from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.receipts import ReceiptLimits
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.net import host as hostlib
@@ -420,10 +420,11 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
         slots=task_slots(config), queue_max=cfg.queue_max,
         limits_max=ReceiptLimits(cfg.fuel_max, cfg.memory_bytes_max, cfg.wall_time_s_max, cfg.output_bytes_max),
         input_bytes_max=cfg.input_bytes_max, depth_max=cfg.depth_max, speed_fuel_per_s=peer.speed_fuel_per_s,
-    ), SchedulerConfig(split_above_s=cfg.split_above_s, parts_max=cfg.split_parts_max))
+    ), config.coordinator.scheduler)
     blocks = BlockStore(config.data_dir / "blocks")
     journal = Journal(config.data_dir / "jobs.sqlite")
-    compute = ComputeService(peer, sandbox, blocks, journal, worker, nursery)
+    compute = ComputeService(peer, sandbox, blocks, journal, worker, nursery, config.coordinator,
+                             TrustBook(config.trust))
     peer.compute = compute
     peer.host.set_stream_handler(COMPUTE_PROTOCOL, compute.handle_stream)
     peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, stream))

@@ -104,11 +104,11 @@ def as_int(key: str, value: object, low: int, high: int) -> int:
     return number
 
 
-def as_seconds(key: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
-    """``value`` as a float of seconds in ``low..high`` (``(low, high]`` when ``low_open``); ConfigError(key)."""
+def as_number(key: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    """``value`` as a float in ``low..high`` (``(low, high]`` when ``low_open``); ConfigError(key) naming the range."""
     allowed = f"({low:g}, {high:g}]" if low_open else f"{low:g}..{high:g}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(key, f"must be a number of seconds in {allowed}, got {value!r}")
+        raise ConfigError(key, f"must be a number in {allowed}, got {value!r}")
     seconds = float(value)
     if not (low < seconds if low_open else low <= seconds) or not seconds <= high:  # NaN fails both
         raise ConfigError(key, f"must be in {allowed}, got {seconds:g}")
@@ -151,7 +151,7 @@ class JobLimits:
                                 ("memory_bytes_max", MEMORY_BYTES_MIN, MEMORY_BYTES_ABSOLUTE_MAX),
                                 ("output_bytes_max", 0, OUTPUT_BYTES_ABSOLUTE_MAX)):
             object.__setattr__(self, name, as_int(f"limits.{name}", getattr(self, name), low, high))
-        object.__setattr__(self, "wall_time_s", as_seconds("limits.wall_time_s", self.wall_time_s, WALL_TIME_S_MIN,
+        object.__setattr__(self, "wall_time_s", as_number("limits.wall_time_s", self.wall_time_s, WALL_TIME_S_MIN,
                                                            WALL_TIME_S_ABSOLUTE_MAX))
 
     def receipt_limits(self) -> ReceiptLimits:
@@ -209,7 +209,7 @@ def _deadline(value: object) -> float:
 
 
 def _queue_timeout(value: object) -> float:
-    return as_seconds("queue_timeout_s", value, 0.0, QUEUE_TIMEOUT_S_MAX, low_open=True)
+    return as_number("queue_timeout_s", value, 0.0, QUEUE_TIMEOUT_S_MAX, low_open=True)
 
 
 DEFAULT_OPTIONS = JobOptions()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs import scheduler
-from pangea_p2p.core.jobs.coordinator import Coordinator, Reachability, WorkerSource
+from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, Reachability, WorkerSource
 from pangea_p2p.core.jobs.model import TaskRef, VerificationPolicy
 from pangea_p2p.core.jobs.outputs import merge_outputs
 from pangea_p2p.core.verify.chain import AnyReceipt, ReceiptTree, delegate
@@ -170,13 +170,14 @@ def split_task(ref: TaskRef, framed_input: bytes, parts: int, self_id: str) -> l
 def split_coordinator(
     self_id: str, parts: list[TaskRef], *, trust: TrustBook, guard: ReplayGuard, source: WorkerSource,
     rng: random.Random, now: float, inflight: dict[str, int], reachability: Reachability,
+    config: CoordinatorConfig | None = None,
 ) -> Coordinator:
     """The coordinator of a split task's parts: hash-verified (this peer signs for the whole), never run here
     (its delegation receipt must not sit above a leaf it signed), no escalation (the issuer escalates)."""
     return Coordinator(
         self_id, parts, VerificationPolicy(), retries_max=SPLIT_RETRIES_MAX, escalations_max=0,
         escalation_factor=2.0, queue_timeout_s=SPLIT_QUEUE_TIMEOUT_S, trust=trust, guard=guard, source=source,
-        rng=rng, now=now, inflight=inflight, reachability=reachability, local_allowed=False,
+        rng=rng, now=now, config=config, inflight=inflight, reachability=reachability, local_allowed=False,
     )
 
 
