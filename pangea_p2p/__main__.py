@@ -1,5 +1,5 @@
 import sys
 
-from pangea_p2p.node.cli import main
+from pangea_p2p.cli.main import main
 
 sys.exit(main())

@@ -147,7 +147,7 @@ class _Blocks:
 
 class ComputeService:
     def __init__(self, peer: Peer, sandbox: Any, blocks: BlockStore, journal: Journal | None,
-                 config: BehaviourConfig, nursery: trio.Nursery) -> None:
+                 config: BehaviourConfig, nursery: trio.Nursery, trust: TrustBook | None = None) -> None:
         self.peer = peer
         self.sandbox = sandbox
         self.blocks = blocks
@@ -155,6 +155,7 @@ class ComputeService:
         self.nursery = nursery
         self.behaviour = ComputeBehaviour(ComputeContext(
             peer.identity, _Blocks(blocks), self._views, random.SystemRandom(), config,
+            trust=trust if trust is not None else TrustBook(),
         ))
         self.trust: TrustBook = self.behaviour.trust
         self.verify = config.coordinator.verify  # the receipt rules this peer checks by

@@ -4,6 +4,11 @@ Precedence: built-in defaults < TOML file (``--config FILE``, or ``DATA_DIR/conf
 command-line flags (``--listen``, ``--bootstrap``, ... and the generic ``--set section.key=value``).
 Every bad value raises ``ConfigError`` naming the dotted key and the allowed range; unknown keys are errors
 too (a typo must not silently fall back to a default).
+
+A section is a frozen dataclass, the node's own or the core object it configures as it is (``[coordinator]`` is
+the ``CoordinatorConfig`` every coordinator of this peer gets, ``[verify]`` the ``VerifyConfig`` it checks
+receipts by, ``[trust]`` its ``TrustBook``'s ``TrustConfig``). A setting has one key: the fields of a core object
+that another key sets (SET_ELSEWHERE) are refused where they are and filled in by ``NodeConfig``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pangea_p2p.core.capacity import DirectoryConfig
+from pangea_p2p.core.jobs.coordinator import CoordinatorConfig
+from pangea_p2p.core.trust import TrustConfig
+from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.errors import ConfigError
 from pangea_p2p.net.overlay import GossipConfig
 
@@ -27,6 +35,12 @@ _T = typing.TypeVar("_T")
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/4001",)
 DEFAULT_API_PORT = 5101
 CONFIG_FILE_NAME = "config.toml"
+# Fields of core config objects that another key sets: dotted key -> the key to use.
+SET_ELSEWHERE = {
+    "coordinator.verify": "the [verify] section",
+    "coordinator.scheduler.split_above_s": "compute.split_above_s",
+    "coordinator.scheduler.parts_max": "compute.split_parts_max",
+}
 
 
 def default_data_dir() -> Path:
@@ -185,6 +199,11 @@ class NodeConfig:
     gossip: GossipConfig = field(default_factory=GossipConfig)
     dht: DhtConfig = field(default_factory=DhtConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    # what the peer's coordinators get (jobs submitted here and tasks it splits); its scheduler also decides
+    # whether a received task is split. Its verify and split settings are the [verify] and compute.split_* ones.
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)  # how this peer checks receipts and trees
+    trust: TrustConfig = field(default_factory=TrustConfig)  # how it scores the workers it checked
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -195,6 +214,10 @@ class NodeConfig:
             raise ConfigError("listen", "at most 16 listen and 64 bootstrap addresses")
         if not 8 <= self.max_connections <= 100_000:
             raise ConfigError("max_connections", f"must be in 8..100000, got {self.max_connections}")
+        # One key per setting (SET_ELSEWHERE): the coordinator object carries the values of the keys that set it.
+        sched = replace(self.coordinator.scheduler, split_above_s=self.compute.split_above_s,
+                        parts_max=self.compute.split_parts_max)
+        object.__setattr__(self, "coordinator", replace(self.coordinator, scheduler=sched, verify=self.verify))
 
 
 def load_config(
@@ -254,7 +277,10 @@ def build(cls: type[_T], values: Mapping[str, Any], prefix: str) -> _T:
     if not isinstance(values, Mapping):
         raise ConfigError(prefix.rstrip(".") or "config", "must be a table")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if prefix + f.name not in SET_ELSEWHERE}  # type: ignore[arg-type]
+    for name in values:
+        if prefix + name in SET_ELSEWHERE:
+            raise ConfigError(prefix + name, f"is set by {SET_ELSEWHERE[prefix + name]}")
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(prefix + unknown[0], f"unknown key; known keys here: {', '.join(sorted(fields))}")

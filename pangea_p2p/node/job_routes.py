@@ -3,7 +3,7 @@
     POST   /v1/blocks                 raw bytes            -> {"cid", "size"}
     POST   /v1/chunks                 a framed chunk list  -> {"cids": [...]} (each chunk stored as a block)
     GET    /v1/blocks/{cid}           -> raw bytes
-    POST   /v1/jobs                   JSON job request     -> job status
+    POST   /v1/jobs                   JSON job request (pangea_p2p/core/jobs/request.py) -> job status
     GET    /v1/jobs                   -> {"jobs": [status, ...]}
     GET    /v1/jobs/{id}              -> status (progress, fuel, workers, ETA)
     GET    /v1/jobs/{id}/wait?timeout_s=S&seen=N -> status, after it changed (N = the status "version" seen) or S
@@ -17,25 +17,26 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from pangea_p2p.core.chunks import unframe_chunks
-from pangea_p2p.core.jobs.model import JobSpec, TaskState, VerificationPolicy
-from pangea_p2p.core.verify.receipts import ReceiptLimits
-from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
+from pangea_p2p.core.jobs.model import JobSpec, TaskState
+from pangea_p2p.core.jobs.request import JobRequest
+from pangea_p2p.errors import ConfigError, RemoteProtocolError
 from pangea_p2p.node.api import ApiError, ApiRequest, ApiResponse, Router
 
 if TYPE_CHECKING:
     from pangea_p2p.node.compute import ComputeService, JobWatch
 
 WAIT_S_MAX = 60.0
-LIMIT_KEYS = ("fuel_max", "memory_bytes_max", "wall_time_s", "output_bytes_max")
-DEFAULT_LIMITS = ReceiptLimits(10_000_000_000, 100 << 20, 30.0, 16 << 20)
+
+
+class BlockSource(Protocol):
+    def get(self, cid: str) -> bytes | None: ...
 
 
 def job_status(run: JobWatch, now: float) -> dict[str, Any]:
@@ -63,80 +64,20 @@ def job_status(run: JobWatch, now: float) -> dict[str, Any]:
     }
 
 
-def parse_job_request(doc: Any, compute: ComputeService, now: float) -> JobSpec:
-    """A JobSpec from the API's JSON; ApiError(400) naming the bad field."""
-    if not isinstance(doc, dict):
-        raise ApiError(400, "bad_request", "the job request must be a JSON object")
-    known = {"job_id", "module_cid", "chunk_cids", "chunks_per_task", "limits", "verification", "deadline_s",
-             "retries_max", "escalations_max", "depth_max", "queue_timeout_s", "fuel_per_chunk_estimate"}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    chunk_cids = doc.get("chunk_cids")
-    if not isinstance(chunk_cids, list) or not all(isinstance(c, str) for c in chunk_cids):
-        raise ApiError(400, "bad_request", "chunk_cids must be a list of content ids")
+def parse_job_request(doc: Any, blocks: BlockSource, now: float) -> JobSpec:
+    """The JobSpec of the API's JSON job request ``doc`` (``JobRequest.from_json``), with the sizes of its chunks
+    in ``blocks``; ApiError(400) naming the bad field, or the chunk that was never uploaded."""
+    try:
+        request = JobRequest.from_json(doc)
+    except ConfigError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
     sizes = []
-    for cid in chunk_cids:
-        data = compute.blocks.get(cid)
+    for cid in request.chunk_cids:
+        data = blocks.get(cid)
         if data is None:
             raise ApiError(400, "missing_block", f"chunk {cid} is not in this peer's block store (POST it first)")
         sizes.append(len(data))
-    limits_doc = doc.get("limits", {})
-    if not isinstance(limits_doc, dict) or set(limits_doc) - set(LIMIT_KEYS):
-        raise ApiError(400, "bad_request", f"limits must be an object with keys among {', '.join(LIMIT_KEYS)}")
-    job_id = doc.get("job_id")
-    if job_id is not None and not isinstance(job_id, str):
-        raise ApiError(400, "bad_request", f"job_id must be a string, got {job_id!r}")
-    deadline = doc.get("deadline_s")
-    if deadline is not None and not 0 < _float(doc, "deadline_s", 0.0) < math.inf:
-        raise ApiError(400, "bad_request", f"deadline_s must be a positive number of seconds, got {deadline!r}")
-    fuel_estimate = _int(doc, "fuel_per_chunk_estimate", 0)
-    if not 0 <= fuel_estimate < 1 << 64:
-        raise ApiError(400, "bad_request", f"fuel_per_chunk_estimate must be in 0..2^64-1, got {fuel_estimate}")
-    try:
-        limits = ReceiptLimits(**{k: limits_doc.get(k, getattr(DEFAULT_LIMITS, k)) for k in LIMIT_KEYS})
-        return JobSpec(
-            job_id=job_id or secrets.token_hex(8),
-            module_cid=_str(doc, "module_cid"),
-            chunk_cids=tuple(chunk_cids),
-            chunk_sizes=tuple(sizes),
-            limits=limits,
-            chunks_per_task=_int(doc, "chunks_per_task", 1),
-            verification=VerificationPolicy.parse(str(doc.get("verification", "hash"))),
-            deadline_s=math.inf if deadline is None else now + float(deadline),
-            retries_max=_int(doc, "retries_max", 3),
-            escalations_max=_int(doc, "escalations_max", 2),
-            depth_max=_int(doc, "depth_max", 2),
-            queue_timeout_s=_float(doc, "queue_timeout_s", 60.0),
-            fuel_per_chunk_estimate=fuel_estimate,
-        )
-    except ApiError:
-        raise
-    except ConfigError as exc:
-        raise ApiError(400, "bad_request", str(exc)) from None
-    except (TypeError, ValueError, PangeaError) as exc:
-        raise ApiError(400, "bad_request", f"invalid job request: {exc}") from None
-
-
-def _str(doc: dict[str, Any], key: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str) or not value:
-        raise ApiError(400, "bad_request", f"{key} must be a non-empty string")
-    return value
-
-
-def _int(doc: dict[str, Any], key: str, default: int) -> int:
-    value = doc.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, "bad_request", f"{key} must be an integer, got {value!r}")
-    return value
-
-
-def _float(doc: dict[str, Any], key: str, default: float) -> float:
-    value = doc.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ApiError(400, "bad_request", f"{key} must be a number, got {value!r}")
-    return float(value)
+    return request.to_spec(sizes, now, secrets.token_hex(8))
 
 
 def add_job_routes(router: Router, compute: ComputeService) -> None:
@@ -165,7 +106,7 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
 
     async def post_job(req: ApiRequest) -> ApiResponse:
         now = time.time()
-        spec = parse_job_request(req.json(), compute, now)
+        spec = parse_job_request(req.json(), compute.blocks, now)
         if compute.blocks.get(spec.module_cid) is None:
             raise ApiError(400, "missing_block", f"module {spec.module_cid} is not in this peer's block store")
         run = compute.submit(spec, now=now)

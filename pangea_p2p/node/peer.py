@@ -25,8 +25,9 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +57,8 @@ from pangea_p2p.core.capacity import (
 )
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs.behaviour import BehaviourConfig
-from pangea_p2p.core.jobs.scheduler import SchedulerConfig
 from pangea_p2p.core.jobs.worker import WorkerConfig
+from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.receipts import ReceiptLimits
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.net import host as hostlib
@@ -422,11 +423,12 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
             limits_max=ReceiptLimits(cfg.fuel_max, cfg.memory_bytes_max, cfg.wall_time_s_max, cfg.output_bytes_max),
             input_bytes_max=cfg.input_bytes_max, depth_max=cfg.depth_max, speed_fuel_per_s=peer.speed_fuel_per_s,
         ),
-        split=SchedulerConfig(split_above_s=cfg.split_above_s, parts_max=cfg.split_parts_max),
+        split=config.coordinator.scheduler,  # split_above_s and parts_max come from [compute]
+        coordinator=config.coordinator,
     )
     blocks = BlockStore(config.data_dir / "blocks")
     journal = Journal(config.data_dir / "jobs.sqlite")
-    compute = ComputeService(peer, sandbox, blocks, journal, behaviour, nursery)
+    compute = ComputeService(peer, sandbox, blocks, journal, behaviour, nursery, TrustBook(config.trust))
     peer.compute = compute
     peer.host.set_stream_handler(COMPUTE_PROTOCOL, compute.handle_stream)
     peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, stream))
@@ -450,6 +452,16 @@ async def open_peer(config: NodeConfig, identity: Identity | None = None) -> Asy
     finally:
         (config.data_dir / API_FILE_NAME).unlink(missing_ok=True)
         os.close(lock_fd)
+
+
+async def run_node(config: NodeConfig, started: Callable[[Peer], None]) -> None:
+    """Run a peer until SIGINT or SIGTERM (what `pangea node` does); ``started(peer)`` once it is up."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_peer(config) as peer:
+            started(peer)
+            async for signum in signals:
+                log.info("peer.stopping", signal=signal.Signals(signum).name)
+                break
 
 
 @asynccontextmanager

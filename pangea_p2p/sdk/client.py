@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.errors import PangeaError
 
 API_FILE_NAME = "api"
@@ -108,8 +109,9 @@ class Client:
     def block(self, cid: str) -> bytes:
         return self.raw("GET", f"/v1/blocks/{cid}")
 
-    def submit_job(self, request: dict[str, Any]) -> Any:
-        return self.call("POST", "/v1/jobs", request)
+    def submit_job(self, request: JobRequest) -> Any:
+        """Start the job ``request`` asks for (its module and chunks uploaded first); the job's status."""
+        return self.call("POST", "/v1/jobs", request.to_json())
 
     def jobs(self) -> Any:
         return self.call("GET", "/v1/jobs")

@@ -29,13 +29,13 @@ import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs.model import VerificationPolicy
+from pangea_p2p.core.jobs.model import DEFAULT_OPTIONS, JobLimits, JobOptions, VerificationPolicy, check_job_id
+from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.errors import ConfigError, PangeaError, sandbox_error
 from pangea_p2p.guests import GUEST_NAMES, load_guest
 from pangea_p2p.sdk.client import Client
@@ -58,14 +58,9 @@ class JobFailed(PangeaError):
         self.explain = explain or {}
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Per-task limits (fuel is the budget of a whole task, the others apply to each chunk run)."""
-
-    fuel_max: int = 10_000_000_000
-    memory_bytes_max: int = 100 << 20
-    wall_time_s: float = 30.0
-    output_bytes_max: int = 16 << 20
+# Per-task limits (fuel is the budget of a whole task, the others apply to each chunk run): the core's one
+# definition, validated on construction (ConfigError naming ``limits.<field>``).
+Limits = JobLimits
 
 
 def positive_int(key: str, value: int) -> int:
@@ -102,25 +97,41 @@ class Job(Generic[T]):
         *,
         guest: str | bytes | Path | None = None,
         limits: Limits | None = None,
-        verification: str = "hash",
-        chunks_per_task: int = 1,
-        retries_max: int = 3,
-        deadline_s: float | None = None,
-        depth_max: int = 2,
-        fuel_per_chunk_estimate: int = 0,
+        verification: str | VerificationPolicy = str(DEFAULT_OPTIONS.verification),
+        chunks_per_task: int = DEFAULT_OPTIONS.chunks_per_task,
+        retries_max: int = DEFAULT_OPTIONS.retries_max,
+        deadline_s: float | None = DEFAULT_OPTIONS.deadline_s,
+        depth_max: int = DEFAULT_OPTIONS.depth_max,
+        fuel_per_chunk_estimate: int = DEFAULT_OPTIONS.fuel_per_chunk_estimate,
+        escalations_max: int = DEFAULT_OPTIONS.escalations_max,
+        queue_timeout_s: float = DEFAULT_OPTIONS.queue_timeout_s,
     ) -> None:
+        """The arguments after ``guest`` are the job's ``JobOptions`` (pangea_p2p/core/jobs/model.py: their
+        meaning, defaults and ranges), checked here: a bad one is a ConfigError naming it."""
         self.name = name
         self._lock = threading.Lock()
         self._split: SplitFn | None = None
         self._merge: MergeFn[T] | None = None
         self._module: bytes | None = resolve_guest(guest) if guest is not None else None
-        self.limits = limits or Limits()
-        self.verification = VerificationPolicy.parse(verification)
-        self.chunks_per_task = positive_int("chunks_per_task", chunks_per_task)
-        self.retries_max = retries_max
-        self.deadline_s = deadline_s
-        self.depth_max = depth_max
-        self.fuel_per_chunk_estimate = fuel_per_chunk_estimate
+        if isinstance(verification, str):
+            verification = VerificationPolicy.parse(verification)
+        self.options = JobOptions(
+            chunks_per_task=chunks_per_task, limits=limits or DEFAULT_OPTIONS.limits, verification=verification,
+            deadline_s=deadline_s, retries_max=retries_max, escalations_max=escalations_max, depth_max=depth_max,
+            queue_timeout_s=queue_timeout_s, fuel_per_chunk_estimate=fuel_per_chunk_estimate,
+        )
+
+    @property
+    def limits(self) -> Limits:
+        return self.options.limits
+
+    @property
+    def verification(self) -> VerificationPolicy:
+        return self.options.verification
+
+    @property
+    def chunks_per_task(self) -> int:
+        return self.options.chunks_per_task
 
     # --- definition ---------------------------------------------------------------------------------------
 
@@ -175,27 +186,11 @@ class Job(Generic[T]):
 
     # --- running ------------------------------------------------------------------------------------------
 
-    def submit(self, data: Any, client: Client) -> JobHandle[T]:
-        """Split ``data``, upload the module and chunks to the peer, and start the job; a handle to it."""
+    def submit(self, data: Any, client: Client, *, job_id: str | None = None) -> JobHandle[T]:
+        """Split ``data``, upload the module and chunks to the peer, and start the job (named ``job_id``, or
+        by the peer); a handle to it that knows what it submitted."""
         _, merge, module = self._parts()
-        chunks = self.chunks(data)
-        module_cid = client.upload_block(module)
-        chunk_cids = client.upload_chunks(frame_chunks(chunks))
-        request: dict[str, Any] = {
-            "module_cid": module_cid,
-            "chunk_cids": chunk_cids,
-            "chunks_per_task": min(self.chunks_per_task, len(chunks)),
-            "limits": {"fuel_max": self.limits.fuel_max, "memory_bytes_max": self.limits.memory_bytes_max,
-                       "wall_time_s": self.limits.wall_time_s, "output_bytes_max": self.limits.output_bytes_max},
-            "verification": str(self.verification),
-            "retries_max": self.retries_max,
-            "depth_max": self.depth_max,
-            "fuel_per_chunk_estimate": self.fuel_per_chunk_estimate,
-        }
-        if self.deadline_s is not None:
-            request["deadline_s"] = self.deadline_s
-        status = client.submit_job(request)
-        return JobHandle(client, status["job_id"], merge, status, module_cid=module_cid, chunk_cids=chunk_cids)
+        return submit_chunks(client, module, self.chunks(data), self.options, merge, job_id=job_id)
 
     def run(self, data: Any, client: Client, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> T:
         """``submit``, wait (calling ``progress`` with each status), and return ``merge(outputs)``."""
@@ -223,6 +218,20 @@ class Job(Generic[T]):
                     raise sandbox_error(f.kind, f"{where}: {f.message}", f.trap_kind)
                 outputs.extend(result.unwrap())
         return merge(outputs)
+
+
+def submit_chunks(client: Client, module: bytes, chunks: Sequence[bytes], options: JobOptions, merge: MergeFn[T],
+                  *, job_id: str | None = None) -> JobHandle[T]:
+    """Upload ``module`` and ``chunks`` to the peer and start a job over them with ``options`` (at most one task
+    per chunk); a handle that verifies against what was submitted. What ``Job.submit`` and `pangea job submit`
+    do: ``job_id`` is checked before anything is uploaded."""
+    if job_id is not None:
+        check_job_id(job_id)
+    module_cid = client.upload_block(module)
+    chunk_cids = client.upload_chunks(frame_chunks(chunks))
+    request = JobRequest(module_cid, tuple(chunk_cids), options.fitted(len(chunk_cids)), job_id)
+    status = client.submit_job(request)
+    return JobHandle(client, status["job_id"], merge, status, module_cid=module_cid, chunk_cids=chunk_cids)
 
 
 class JobHandle(Generic[T]):

@@ -50,7 +50,8 @@ class JobVerification:
     def summary(self) -> str:
         if not self.ok:
             first = next(iter(self.problems.items()), ("-", "no tasks"))
-            return f"FAILED: {len(self.problems)} of {self.tasks} task(s) did not verify; {first[0]}: {first[1]}"
+            failed = sum(1 for key in self.problems if key != "job")  # "job": the job as a whole, not a task
+            return f"FAILED: {failed} of {self.tasks} task(s) did not verify; {first[0]}: {first[1]}"
         return (
             f"OK: {self.receipts} signed receipt(s) over {self.tasks} task(s) verified offline (signatures, "
             f"bindings, content ids, Merkle roots; delegation depth {self.depth_max}), {len(self.signers)} "

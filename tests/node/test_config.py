@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
+import re
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pangea_p2p.core.jobs.coordinator import CoordinatorConfig
+from pangea_p2p.core.trust import TrustConfig
+from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.errors import ConfigError
-from pangea_p2p.node.config import load_config, parse_override
+from pangea_p2p.node.config import SET_ELSEWHERE, load_config, parse_override
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -59,3 +66,72 @@ def test_ttl_must_exceed_interval(tmp_path: Path) -> None:
 def test_section_must_be_a_table(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gossip: must be a table"):
         load_config(None, {"gossip": 3}, tmp_path)
+
+
+def test_coordinator_verify_and_trust_sections_from_the_file_and_flags(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[coordinator]\nunreachable_max = 7\n[coordinator.scheduler]\ntrust_floor = -3\n"
+                 "[verify]\nreplicas_max = 5\n[trust]\nhalf_life_s = 3600\n[compute]\nsplit_above_s = 12\n")
+    cfg = load_config(f, {"coordinator.timeout_factor": 4, "verify.clock_skew_max_s": 5,
+                          "coordinator.scheduler.speed_cap_factor": 3}, tmp_path)
+    assert (cfg.coordinator.unreachable_max, cfg.coordinator.timeout_factor) == (7, 4.0)
+    assert (cfg.coordinator.scheduler.trust_floor, cfg.coordinator.scheduler.speed_cap_factor) == (-3.0, 3.0)
+    assert (cfg.verify.replicas_max, cfg.verify.clock_skew_max_s, cfg.trust.half_life_s) == (5, 5.0, 3600.0)
+    # one key per setting: the coordinator's verify and split settings are those of [verify] and [compute]
+    assert cfg.coordinator.verify is cfg.verify
+    assert cfg.coordinator.scheduler.split_above_s == 12.0
+    assert cfg.coordinator.scheduler.parts_max == cfg.compute.split_parts_max == 16
+
+
+def test_the_new_sections_default_to_the_core_defaults(tmp_path: Path) -> None:
+    cfg = load_config(data_dir=tmp_path)
+    assert (cfg.coordinator, cfg.verify, cfg.trust) == (CoordinatorConfig(), VerifyConfig(), TrustConfig())
+
+
+@pytest.mark.parametrize("key", sorted(SET_ELSEWHERE))
+def test_a_setting_has_one_key(tmp_path: Path, key: str) -> None:
+    value = {"replicas_max": 3} if key.endswith("verify") else 4
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {key: value}, tmp_path)
+    assert info.value.key == key
+    assert info.value.problem == f"is set by {SET_ELSEWHERE[key]}"
+
+
+def readme_config_block() -> dict[str, dict[str, str]]:
+    """{section path ("" for the top level): {key: its documented default, as written}} from the README."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("### Configuration", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    sections: dict[str, dict[str, str]] = {"": {}}
+    section = ""
+    for line in block.splitlines():
+        head, _, comment = line.partition("#")
+        if head.strip().startswith("["):
+            section = head.strip().strip("[]")
+            sections[section] = {}
+        elif head.strip():
+            key, _, value = head.partition("=")
+            sections[""][key.strip()] = value.strip()
+        for match in re.finditer(r"(\w+) = (.+?)(?=, \w+ = |,?$)", comment.strip()):
+            sections[section][match[1]] = match[2]
+    return sections
+
+
+def test_the_readme_documents_every_key_with_its_default(tmp_path: Path) -> None:
+    defaults = load_config(data_dir=tmp_path)
+    documented = readme_config_block()
+    for section, keys in documented.items():
+        obj: Any = defaults
+        for part in filter(None, section.split(".")):
+            obj = getattr(obj, part)
+        prefix = f"{section}." if section else ""
+        settable = {f.name for f in dataclasses.fields(obj) if not dataclasses.is_dataclass(getattr(obj, f.name))
+                    and prefix + f.name not in SET_ELSEWHERE and f.name != "data_dir"}
+        assert set(keys) == settable, section
+        for key, text in keys.items():
+            value = tomllib.loads(f"v = {text.split(' (')[0].split(' | ')[0]}")["v"]
+            default = getattr(obj, key)
+            assert value == (list(default) if isinstance(default, tuple) else default), f"{prefix}{key}"
+    sections = {f"{p}{f.name}" for p, o in [("", defaults), ("capacity.", defaults.capacity),
+                                            ("coordinator.", defaults.coordinator)]
+                for f in dataclasses.fields(o) if dataclasses.is_dataclass(getattr(o, f.name))}
+    assert sections - set(SET_ELSEWHERE) == set(documented) - {""}

@@ -21,6 +21,7 @@ from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs.model import JobSpec
+from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.core.verify.chain import ReceiptTree, delegate
 from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding, issue_receipt
 from pangea_p2p.node.api import ApiError
@@ -79,12 +80,13 @@ class FakePeer:
             raise ApiCallFailed(404, "no_such_block", f"block {cid} is not here")
         return self.blocks[cid]
 
-    def submit_job(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.requests.append(copy.deepcopy(request))
-        if self._job_ids and "job_id" not in request:
-            request = {**request, "job_id": self._job_ids.pop(0)}
+    def submit_job(self, request: JobRequest) -> dict[str, Any]:
+        doc = request.to_json()  # what a Client sends
+        self.requests.append(copy.deepcopy(doc))
+        if self._job_ids and "job_id" not in doc:
+            doc = {**doc, "job_id": self._job_ids.pop(0)}
         try:
-            spec = parse_job_request(request, self, NOW)  # type: ignore[arg-type]
+            spec = parse_job_request(doc, self.blocks, NOW)
         except ApiError as exc:
             raise ApiCallFailed(exc.status, exc.code, exc.message) from None
         if spec.module_cid not in self.blocks:

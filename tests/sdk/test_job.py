@@ -3,6 +3,7 @@ and one Job definition shared by several threads."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import struct
@@ -15,6 +16,7 @@ import pytest
 
 from pangea_p2p.errors import ConfigError, InvalidModule, OutOfFuel, SandboxError, Timeout, Trap
 from pangea_p2p.guests import load_guest
+from pangea_p2p.sandbox import SandboxLimits
 from pangea_p2p.sdk import Job, Limits, splits
 
 TEXT = (b"The quick brown Fox jumps over the lazy dog.\nthe DOG sleeps; the fox runs \xc3\xa9t\xc3\xa9 42 times\n"
@@ -195,14 +197,22 @@ def test_bad_definition_values_are_config_errors() -> None:
 
 @pytest.mark.parametrize(
     ("limits", "key"),
-    [(Limits(fuel_max=0), "fuel_max"), (Limits(memory_bytes_max=1000), "memory_bytes_max"),
-     (Limits(wall_time_s=0.0), "wall_time_s"), (Limits(output_bytes_max=-1), "output_bytes_max")],
+    [({"fuel_max": 0}, "fuel_max"), ({"memory_bytes_max": 1000}, "memory_bytes_max"),
+     ({"wall_time_s": 0.0}, "wall_time_s"), ({"output_bytes_max": -1}, "output_bytes_max"),
+     ({"fuel_max": 10**16}, "fuel_max"), ({"memory_bytes_max": 5 << 30}, "memory_bytes_max"),
+     ({"wall_time_s": 1e6}, "wall_time_s"), ({"output_bytes_max": 2 << 30}, "output_bytes_max")],
 )
-def test_limits_the_sandbox_cannot_take_are_config_errors(limits: Limits, key: str) -> None:
-    job = listing(Job("limits", guest="echo", limits=limits))
+def test_limits_no_sandbox_can_take_are_config_errors_at_once(limits: dict[str, float], key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        job.run_local([b"x"])
-    assert info.value.key == key
+        Limits(**limits)  # type: ignore[arg-type]
+    assert info.value.key == f"limits.{key}"
+    assert info.value.problem.startswith("must be in ")
+
+
+def test_the_limits_bounds_are_the_sandboxs() -> None:
+    for edge in (Limits(fuel_max=1, memory_bytes_max=64 << 10, wall_time_s=0.001, output_bytes_max=0),
+                 Limits(fuel_max=10**15, memory_bytes_max=4 << 30, wall_time_s=86400, output_bytes_max=1 << 30)):
+        SandboxLimits(**dataclasses.asdict(edge))  # the sandbox takes both ends (else a ConfigError)
 
 
 # --- chunk execution with built-in guests -----------------------------------------------------------------

@@ -3,6 +3,7 @@ sends passes the node's own request parser, progress arrives in order, failures 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -10,13 +11,15 @@ import pytest
 
 from pangea_p2p.core.chunks import unframe_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.model import JobOptions, VerificationPolicy
+from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.errors import ConfigError, PangeaError
 from pangea_p2p.guests import load_guest
 from pangea_p2p.sdk import Job, JobFailed, Limits, splits
 from pangea_p2p.sdk.client import ApiCallFailed
-from tests.sdk.fakes import WORKERS, FakePeer
+from tests.sdk.fakes import NOW, WORKERS, FakePeer
 
 
 def sha_job(**kwargs: Any) -> Job[list[bytes]]:
@@ -49,6 +52,42 @@ def test_submit_uploads_the_module_and_chunks_and_sends_a_valid_request() -> Non
     spec = peer.runs[handle.job_id].spec
     assert spec.task_count == 6  # 21 chunks, 4 per task
     assert handle.last_status["state"] == "running"
+
+
+def test_every_option_of_a_job_request_is_a_job_argument() -> None:
+    peer = FakePeer()
+    arguments = {"chunks_per_task": 2, "limits": Limits(fuel_max=10**9), "verification": "replicas:5",
+                 "deadline_s": 90.0, "retries_max": 0, "escalations_max": 1, "depth_max": 0, "queue_timeout_s": 5.5,
+                 "fuel_per_chunk_estimate": 77}
+    assert set(arguments) == {f.name for f in dataclasses.fields(JobOptions)}
+    job = sha_job(**arguments)
+    handle = job.submit(DATA, peer, job_id="named")  # type: ignore[arg-type]
+    (request,) = peer.requests
+    assert JobRequest.from_json(request) == JobRequest(
+        request["module_cid"], tuple(request["chunk_cids"]), job.options, "named")
+    assert job.options == JobOptions(**{**arguments, "verification": VerificationPolicy.parse("replicas:5")})
+    spec = peer.runs["named"].spec
+    assert (handle.job_id, spec.escalations_max, spec.queue_timeout_s, spec.deadline_s) == ("named", 1, 5.5,
+                                                                                            NOW + 90.0)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "key"),
+    [({"retries_max": 99}, "retries_max"), ({"escalations_max": -1}, "escalations_max"),
+     ({"queue_timeout_s": 0}, "queue_timeout_s"), ({"depth_max": 9}, "depth_max"),
+     ({"deadline_s": -1.0}, "deadline_s"), ({"fuel_per_chunk_estimate": -5}, "fuel_per_chunk_estimate")],
+)
+def test_a_bad_job_argument_is_refused_when_the_job_is_defined(arguments: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        sha_job(**arguments)
+    assert info.value.key == key
+
+
+def test_a_bad_job_id_is_refused_before_anything_is_uploaded() -> None:
+    peer = FakePeer()
+    with pytest.raises(ConfigError, match="job_id"):
+        sha_job().submit(DATA, peer, job_id="has space")  # type: ignore[arg-type]
+    assert (peer.blocks, peer.requests) == ({}, [])
 
 
 def test_chunks_per_task_is_capped_at_the_chunk_count_and_no_deadline_is_sent() -> None:

@@ -11,9 +11,9 @@ import pytest
 
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs.model import VerificationMode
+from pangea_p2p.core.jobs.model import DEFAULT_OPTIONS, VerificationMode
 from pangea_p2p.node.api import ApiError, Router
-from pangea_p2p.node.job_routes import DEFAULT_LIMITS, add_job_routes, parse_job_request
+from pangea_p2p.node.job_routes import add_job_routes, parse_job_request
 
 NOW = 1_750_000_000.0
 CHUNKS = [b"first chunk", b"second", b"third and last"]
@@ -56,17 +56,19 @@ def request(**changes: Any) -> dict[str, Any]:
 
 def bad_request(doc: Any, code: str = "bad_request") -> str:
     with pytest.raises(ApiError) as info:
-        parse_job_request(doc, Compute(), NOW)  # type: ignore[arg-type]
+        parse_job_request(doc, Compute().blocks, NOW)
     assert (info.value.status, info.value.code) == (400, code)
     return info.value.message
 
 
 def test_a_minimal_request_gets_the_defaults() -> None:
-    spec = parse_job_request(request(), Compute(), NOW)  # type: ignore[arg-type]
+    spec = parse_job_request(request(), Compute().blocks, NOW)
     assert spec.module_cid == cid_of(MODULE)
     assert spec.chunk_cids == tuple(cid_of(c) for c in CHUNKS)
     assert spec.chunk_sizes == tuple(len(c) for c in CHUNKS)
-    assert spec.limits == DEFAULT_LIMITS
+    assert spec.limits == DEFAULT_OPTIONS.limits.receipt_limits()
+    assert (spec.limits.fuel_max, spec.limits.memory_bytes_max, spec.limits.wall_time_s,
+            spec.limits.output_bytes_max) == (10_000_000_000, 100 << 20, 30.0, 16 << 20)  # as before JobRequest
     assert spec.chunks_per_task == 1
     assert spec.verification.mode is VerificationMode.HASH
     assert spec.deadline_s == math.inf
@@ -75,14 +77,14 @@ def test_a_minimal_request_gets_the_defaults() -> None:
 
 
 def test_every_field_is_taken() -> None:
-    spec = parse_job_request(request(  # type: ignore[arg-type]
+    spec = parse_job_request(request(
         job_id="my-job", chunks_per_task=2, limits={"fuel_max": 1000, "wall_time_s": 2}, verification="replicas:5",
         deadline_s=30, retries_max=0, escalations_max=1, depth_max=0, queue_timeout_s=5.5,
-        fuel_per_chunk_estimate=77), Compute(), NOW)
+        fuel_per_chunk_estimate=77), Compute().blocks, NOW)
     assert spec.job_id == "my-job"
     assert spec.task_count == 2
     assert (spec.limits.fuel_max, spec.limits.wall_time_s) == (1000, 2.0)
-    assert spec.limits.memory_bytes_max == DEFAULT_LIMITS.memory_bytes_max
+    assert spec.limits.memory_bytes_max == DEFAULT_OPTIONS.limits.memory_bytes_max
     assert (spec.verification.mode, spec.verification.replicas) == (VerificationMode.REPLICAS, 5)
     assert spec.deadline_s == NOW + 30
     assert (spec.retries_max, spec.escalations_max, spec.depth_max) == (0, 1, 0)
@@ -91,18 +93,18 @@ def test_every_field_is_taken() -> None:
 
 @pytest.mark.parametrize("doc", [None, [], "job", 3])
 def test_the_request_must_be_an_object(doc: Any) -> None:
-    assert bad_request(doc) == "the job request must be a JSON object"
+    assert bad_request(doc).startswith("config request: the job request must be a JSON object, got ")
 
 
 def test_an_unknown_field_is_named() -> None:
     message = bad_request(request(chunk_size=4))
-    assert message.startswith("unknown field 'chunk_size'; known: ")
+    assert message.startswith("config chunk_size: unknown field; known: ")
     assert "chunks_per_task" in message
 
 
 @pytest.mark.parametrize("chunk_cids", [..., "bafkrei", [1, 2], None, {"a": 1}])
 def test_chunk_cids_must_be_a_list_of_strings(chunk_cids: Any) -> None:
-    assert bad_request(request(chunk_cids=chunk_cids)) == "chunk_cids must be a list of content ids"
+    assert bad_request(request(chunk_cids=chunk_cids)) == "config chunk_cids: must be a list of content ids"
 
 
 def test_a_chunk_not_in_the_block_store_is_named() -> None:
@@ -113,18 +115,18 @@ def test_a_chunk_not_in_the_block_store_is_named() -> None:
 
 @pytest.mark.parametrize("module_cid", [..., "", 7])
 def test_module_cid_must_be_a_non_empty_string(module_cid: Any) -> None:
-    assert bad_request(request(module_cid=module_cid)) == "module_cid must be a non-empty string"
+    assert bad_request(request(module_cid=module_cid)).startswith("config module_cid: must be a non-empty content id")
 
 
 @pytest.mark.parametrize("limits", [[], "big", {"fuel": 10}])
 def test_limits_must_be_an_object_of_known_keys(limits: Any) -> None:
-    assert bad_request(request(limits=limits)).startswith("limits must be an object with keys among fuel_max")
+    assert bad_request(request(limits=limits)).startswith("config limits: must be an object with keys among fuel_max")
 
 
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"chunk_cids": []}, "config chunks:"),
+        ({"chunk_cids": []}, "config chunk_cids: need 1..1048576 chunks, got 0"),
         ({"chunks_per_task": 0}, "config chunks_per_task:"),
         ({"chunks_per_task": 4}, "config chunks_per_task: must be in 1..3, got 4"),
         ({"verification": "bogus"}, "config verification: 'bogus'"),

@@ -233,5 +233,6 @@ def test_the_handle_checks_the_document_against_what_it_submitted() -> None:
     report = handle.verify()  # ...but not with the submitter's own record
     assert not report.ok
     assert "not the 8 submitted ones" in report.problems["job"]
+    assert report.summary().startswith(f"FAILED: 0 of {report.tasks} task(s) did not verify; job: the tasks cover")
     peer.runs[handle.job_id].doc = {**doc, "module_cid": cid_of(b"another module")}
     assert "not the submitted" in handle.verify().problems["job"]

@@ -105,11 +105,11 @@ from pangea_p2p.core.jobs.effects import (
     SpotCheck,
     TaskUpdate,
 )
-from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationMode, VerificationPolicy
+from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationMode, VerificationPolicy, as_int
 from pangea_p2p.core.trust import Outcome, ReplicationPolicy, TrustBook
 from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
 from pangea_p2p.core.verify.commit_reveal import CommitReveal, Phase
-from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.config import VerifyConfig, check_range
 from pangea_p2p.core.verify.receipts import (
     Receipt,
     ReceiptLimits,
@@ -325,6 +325,11 @@ class CoordinatorConfig:
     timeout_factor: float = 3.0  # an attempt may take this many times its expected duration, plus the grace
     unreachable_max: int = 16  # a task fails after this many unreachable workers (a partition that never heals)
     unreachable_cooldown_s: float = 20.0  # a worker that could not be reached gets no task for this long
+
+    def __post_init__(self) -> None:
+        check_range("timeout_factor", self.timeout_factor, 1.0, 1000.0)
+        as_int("unreachable_max", self.unreachable_max, 0, 100_000)
+        check_range("unreachable_cooldown_s", self.unreachable_cooldown_s, 0.0, 86400.0)
 
 
 class Coordinator:

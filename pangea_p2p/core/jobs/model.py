@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+import numbers
+from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
 from pangea_p2p.errors import ConfigError
@@ -24,7 +25,18 @@ JOB_ID_CHARS_MAX = 64
 TASKS_PER_JOB_MAX = 1 << 16
 CHUNKS_PER_JOB_MAX = 1 << 20
 RETRIES_MAX = 16
+ESCALATIONS_MAX = 8
 DEPTH_MAX = 8
+QUEUE_TIMEOUT_S_MAX = 86_400.0
+U64_MAX = (1 << 64) - 1
+# What a task may ask for at most: the bounds every sandbox has (pangea_p2p/sandbox/config.py, which core cannot
+# import); a job asking for more could run nowhere.
+FUEL_ABSOLUTE_MAX = 10**15
+MEMORY_BYTES_ABSOLUTE_MAX = 4 << 30
+MEMORY_BYTES_MIN = 64 << 10  # one WebAssembly page
+WALL_TIME_S_ABSOLUTE_MAX = 86_400.0
+WALL_TIME_S_MIN = 0.001
+OUTPUT_BYTES_ABSOLUTE_MAX = 1 << 30
 
 
 class VerificationMode(enum.StrEnum):
@@ -82,6 +94,127 @@ def _int_arg(text: str, arg: str, default: int) -> int:
         raise ConfigError("verification", f"{text!r}: {arg!r} is not a number") from None
 
 
+def as_int(key: str, value: object, low: int, high: int) -> int:
+    """``value`` as a plain int (numpy integers too: it may go into JSON); ConfigError(key) naming the range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(key, f"must be an integer in {low}..{high}, got {value!r}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ConfigError(key, f"must be in {low}..{high}, got {number}")
+    return number
+
+
+def as_number(key: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    """``value`` as a float in ``low..high`` (``(low, high]`` when ``low_open``); ConfigError(key) naming the range."""
+    allowed = f"({low:g}, {high:g}]" if low_open else f"{low:g}..{high:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(key, f"must be a number in {allowed}, got {value!r}")
+    seconds = float(value)
+    if not (low < seconds if low_open else low <= seconds) or not seconds <= high:  # NaN fails both
+        raise ConfigError(key, f"must be in {allowed}, got {seconds:g}")
+    return seconds
+
+
+def check_job_id(job_id: object) -> str:
+    """``job_id`` if it can name a job (it goes into task ids and signed receipts), else ConfigError("job_id")."""
+    if not isinstance(job_id, str):
+        raise ConfigError("job_id", f"must be a string, got {job_id!r}")
+    if not job_id or len(job_id) > JOB_ID_CHARS_MAX or not job_id.isascii() or any(c in job_id for c in " /."):
+        raise ConfigError("job_id", f"{job_id[:80]!r} must be 1..64 ASCII characters without ' ', '/', '.'")
+    return job_id
+
+
+def check_chunking(chunk_count: int, chunks_per_task: int) -> None:
+    """ConfigError unless a job of ``chunk_count`` chunks, ``chunks_per_task`` a task, has 1..TASKS_PER_JOB_MAX
+    tasks of 1..CHUNKS_PER_JOB_MAX chunks in all."""
+    if not 1 <= chunk_count <= CHUNKS_PER_JOB_MAX:
+        raise ConfigError("chunk_cids", f"need 1..{CHUNKS_PER_JOB_MAX} chunks, got {chunk_count}")
+    if not 1 <= chunks_per_task <= chunk_count:
+        raise ConfigError("chunks_per_task", f"must be in 1..{chunk_count}, got {chunks_per_task}")
+    tasks = -(-chunk_count // chunks_per_task)
+    if tasks > TASKS_PER_JOB_MAX:
+        raise ConfigError("chunks_per_task", f"{tasks} tasks, at most {TASKS_PER_JOB_MAX}")
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """What each task of a job may use: ``fuel_max`` is the budget of a whole task (all its chunks), the others
+    apply to each chunk's run. Validated against what any sandbox can run (ConfigError naming ``limits.*``)."""
+
+    fuel_max: int = 10_000_000_000
+    memory_bytes_max: int = 100 << 20
+    wall_time_s: float = 30.0
+    output_bytes_max: int = 16 << 20
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("fuel_max", 1, FUEL_ABSOLUTE_MAX),
+                                ("memory_bytes_max", MEMORY_BYTES_MIN, MEMORY_BYTES_ABSOLUTE_MAX),
+                                ("output_bytes_max", 0, OUTPUT_BYTES_ABSOLUTE_MAX)):
+            object.__setattr__(self, name, as_int(f"limits.{name}", getattr(self, name), low, high))
+        object.__setattr__(self, "wall_time_s", as_number("limits.wall_time_s", self.wall_time_s, WALL_TIME_S_MIN,
+                                                           WALL_TIME_S_ABSOLUTE_MAX))
+
+    def receipt_limits(self) -> ReceiptLimits:
+        return ReceiptLimits(self.fuel_max, self.memory_bytes_max, self.wall_time_s, self.output_bytes_max)
+
+
+# The integer options of a job and their ranges (JobOptions and JobSpec check them alike).
+_OPTION_INTS = {
+    "chunks_per_task": (1, CHUNKS_PER_JOB_MAX),
+    "retries_max": (0, RETRIES_MAX),
+    "escalations_max": (0, ESCALATIONS_MAX),
+    "depth_max": (0, DEPTH_MAX),
+    "fuel_per_chunk_estimate": (0, U64_MAX),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What a submitter chooses about a job besides its module and its inputs, with the defaults: the SDK's
+    ``Job(...)`` arguments, the flags of `pangea job submit` and the fields of the API's job request are these
+    (see request.py). Validated on construction: ConfigError naming the field and its range."""
+
+    chunks_per_task: int = 1  # consecutive chunks per task (capped at the job's chunk count by ``fitted``)
+    limits: JobLimits = field(default_factory=JobLimits)
+    verification: VerificationPolicy = field(default_factory=VerificationPolicy)
+    deadline_s: float | None = None  # seconds from submission within which the job must be done (None: no limit)
+    retries_max: int = 3  # worker faults a task survives (each retried elsewhere)
+    escalations_max: int = 2  # times fuel/memory may be raised after OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED
+    depth_max: int = 2  # how many times a task may be split again below the submitter
+    queue_timeout_s: float = 60.0  # how long a task may wait for a worker that fits
+    fuel_per_chunk_estimate: int = 0  # 0: unknown (learned from completed tasks; until then fuel_max)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.limits, JobLimits):
+            raise ConfigError("limits", f"must be a JobLimits, got {type(self.limits).__name__}")
+        if not isinstance(self.verification, VerificationPolicy):
+            raise ConfigError("verification", f"must be a VerificationPolicy, got {type(self.verification).__name__}")
+        for name, (low, high) in _OPTION_INTS.items():
+            object.__setattr__(self, name, as_int(name, getattr(self, name), low, high))
+        object.__setattr__(self, "queue_timeout_s", _queue_timeout(self.queue_timeout_s))
+        if self.deadline_s is not None:
+            object.__setattr__(self, "deadline_s", _deadline(self.deadline_s))
+
+    def fitted(self, chunk_count: int) -> JobOptions:
+        """These options for a job of ``chunk_count`` chunks: at most that many chunks per task."""
+        return replace(self, chunks_per_task=min(self.chunks_per_task, max(1, chunk_count)))
+
+
+def _deadline(value: object) -> float:
+    seconds = math.nan if isinstance(value, bool) or not isinstance(value, numbers.Real) else float(value)
+    if not 0 < seconds < math.inf:  # NaN fails too
+        raise ConfigError("deadline_s", f"must be a positive, finite number of seconds (none: leave it out), "
+                                        f"got {value!r}")
+    return seconds
+
+
+def _queue_timeout(value: object) -> float:
+    return as_number("queue_timeout_s", value, 0.0, QUEUE_TIMEOUT_S_MAX, low_open=True)
+
+
+DEFAULT_OPTIONS = JobOptions()
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """Everything the network needs to run a job. Built by the SDK/API, validated here."""
@@ -91,35 +224,27 @@ class JobSpec:
     chunk_cids: tuple[str, ...]
     chunk_sizes: tuple[int, ...]
     limits: ReceiptLimits  # per task: fuel is the task's budget over all its chunks
-    chunks_per_task: int = 1
-    verification: VerificationPolicy = field(default_factory=VerificationPolicy)
+    # the options a submitter chose (JobOptions, whose defaults these are), the deadline made absolute
+    chunks_per_task: int = DEFAULT_OPTIONS.chunks_per_task
+    verification: VerificationPolicy = DEFAULT_OPTIONS.verification
     deadline_s: float = math.inf  # absolute (unix seconds) by which the job must be done
-    retries_max: int = 3
-    escalations_max: int = 2  # times fuel/memory may be raised after OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED
+    retries_max: int = DEFAULT_OPTIONS.retries_max
+    escalations_max: int = DEFAULT_OPTIONS.escalations_max
     escalation_factor: float = 4.0
-    depth_max: int = 2  # how many times a task may be split again below the submitter
-    queue_timeout_s: float = 60.0  # how long a task may wait for a worker that fits
-    fuel_per_chunk_estimate: int = 0  # 0: unknown (learned from completed tasks; until then fuel_max)
+    depth_max: int = DEFAULT_OPTIONS.depth_max
+    queue_timeout_s: float = DEFAULT_OPTIONS.queue_timeout_s
+    fuel_per_chunk_estimate: int = DEFAULT_OPTIONS.fuel_per_chunk_estimate
 
     def __post_init__(self) -> None:
-        if not self.job_id or len(self.job_id) > JOB_ID_CHARS_MAX or not self.job_id.isascii() or any(
-            c in self.job_id for c in " /."
-        ):
-            raise ConfigError("job_id", f"{self.job_id[:80]!r} must be 1..64 ASCII characters without ' ', '/', '.'")
-        if not 1 <= len(self.chunk_cids) <= CHUNKS_PER_JOB_MAX or len(self.chunk_sizes) != len(self.chunk_cids):
-            raise ConfigError("chunks", f"need 1..{CHUNKS_PER_JOB_MAX} chunks with a size each")
-        if not 1 <= self.chunks_per_task <= len(self.chunk_cids):
-            raise ConfigError("chunks_per_task", f"must be in 1..{len(self.chunk_cids)}, got {self.chunks_per_task}")
-        if self.task_count > TASKS_PER_JOB_MAX:
-            raise ConfigError("chunks_per_task", f"{self.task_count} tasks, at most {TASKS_PER_JOB_MAX}")
-        if not 0 <= self.retries_max <= RETRIES_MAX:
-            raise ConfigError("retries_max", f"must be in 0..{RETRIES_MAX}, got {self.retries_max}")
-        if not 0 <= self.escalations_max <= 8 or not 1.0 < self.escalation_factor <= 64.0:
-            raise ConfigError("escalation", "escalations_max in 0..8 and escalation_factor in (1, 64]")
-        if not 0 <= self.depth_max <= DEPTH_MAX:
-            raise ConfigError("depth_max", f"must be in 0..{DEPTH_MAX}, got {self.depth_max}")
-        if not 0 < self.queue_timeout_s <= 86400:
-            raise ConfigError("queue_timeout_s", f"must be in (0, 86400], got {self.queue_timeout_s}")
+        check_job_id(self.job_id)
+        check_chunking(len(self.chunk_cids), self.chunks_per_task)
+        if len(self.chunk_sizes) != len(self.chunk_cids):
+            raise ConfigError("chunk_sizes", f"{len(self.chunk_sizes)} sizes for {len(self.chunk_cids)} chunks")
+        for name, (low, high) in _OPTION_INTS.items():
+            as_int(name, getattr(self, name), low, high)
+        _queue_timeout(self.queue_timeout_s)
+        if not 1.0 < self.escalation_factor <= 64.0:
+            raise ConfigError("escalation_factor", f"must be in (1, 64], got {self.escalation_factor}")
 
     @property
     def task_count(self) -> int:

@@ -45,7 +45,8 @@ import random
 from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.capacity import CapacityAdvert
-from pangea_p2p.core.jobs.model import TaskRef
+from pangea_p2p.core.jobs.model import TaskRef, as_int
+from pangea_p2p.core.verify.config import check_range
 
 REFERENCE_SPEED_FUEL_PER_S = 1e9
 REFERENCE_BANDWIDTH_BYTES_PER_S = 50e6
@@ -90,6 +91,14 @@ class SchedulerConfig:
     speed_cap_factor: float = 2.0  # an unverified advertised speed counts up to this times the median one
     replica_trust_weight: float = 0.25  # replica draws: weight 1 + this * trust (1 / (1 + this * |trust|) if < 0)
     replica_weight_max: float = 4.0  # ... at most this (a long record helps, it cannot monopolise the votes)
+
+    def __post_init__(self) -> None:
+        as_int("parts_max", self.parts_max, 2, 1024)
+        for name, low, high in (("split_above_s", 0.001, 86400.0), ("trust_floor", -1e9, 1e9),
+                                ("trust_weight", 0.0, 100.0), ("bandwidth_bytes_per_s", 1e3, 1e12),
+                                ("speed_cap_factor", 1.0, 1e6), ("replica_trust_weight", 0.0, 100.0),
+                                ("replica_weight_max", 1.0, 1e6)):
+            check_range(name, getattr(self, name), low, high)
 
 
 @dataclass(frozen=True, slots=True)

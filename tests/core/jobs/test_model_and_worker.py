@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.coordinator import CoordinatorConfig, Reachability, WorkerSource
 from pangea_p2p.core.jobs.model import JobSpec, VerificationMode, VerificationPolicy
-from pangea_p2p.core.jobs.worker import Verdict, WorkerConfig, WorkerService, split_task
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.jobs.scheduler import SchedulerConfig
+from pangea_p2p.core.jobs.worker import Verdict, WorkerConfig, WorkerService, split_coordinator, split_task
+from pangea_p2p.core.trust import TrustBook
+from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.receipts import ReceiptLimits, ReplayGuard
 from pangea_p2p.errors import ConfigError
 from tests.core.jobs.helpers import LIMITS, MODULE_CID, task, worker
 
@@ -76,6 +81,22 @@ def test_verification_policy_parse(text: str, mode: VerificationMode, k: int | N
 def test_verification_policy_rejects_nonsense(bad: str) -> None:
     with pytest.raises(ConfigError, match="verification"):
         VerificationPolicy.parse(bad)
+
+
+def test_a_split_tasks_coordinator_decides_by_the_peers_coordinator_config() -> None:
+    chunks = [bytes([i]) for i in range(4)]
+    framed = frame_chunks(chunks)
+    parent = replace(task("j/t0", chunks=4), input_cid=cid_of(framed), input_bytes=len(framed))
+    parts = [p for p, _ in split_task(parent, framed, 2, "middle")]
+    config = CoordinatorConfig(timeout_factor=6.0, scheduler=SchedulerConfig(trust_floor=-1.0))
+    made = {}
+    for given in (config, None):
+        made[given] = split_coordinator(
+            "middle", parts, trust=TrustBook(), guard=ReplayGuard(VerifyConfig()), source=WorkerSource(
+                lambda now: [worker("a"), worker("b")], lambda now: None),
+            rng=random.Random(1), now=0.0, inflight={}, reachability=Reachability(), config=given)
+    assert made[config].config is config
+    assert made[None].config == CoordinatorConfig()
 
 
 def test_split_task_metadata_and_inputs() -> None:

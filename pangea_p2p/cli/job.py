@@ -3,7 +3,11 @@
     pangea job submit --guest wordcount_map --input corpus.txt --split lines:1000 --verify spot:1 --wait -o out.bin
     pangea job status JOB | wait JOB | result JOB [-o FILE] | explain JOB | cancel JOB | list
 
-Progress is a rich progress bar on a terminal and one plain line per change otherwise.
+Every option of a job request (``JobOptions``, pangea_p2p/core/jobs/model.py, and the job id) is a flag of
+``submit`` (OPTION_FLAGS), with the same defaults as the SDK's ``Job``; a bad value is refused before anything is
+uploaded, naming the flag. ``submit`` goes through the SDK's ``submit_chunks`` like ``Job.submit``, so with
+``--wait --check-receipts`` the receipts are checked offline against what this command submitted before the
+outputs are written. Progress is a rich progress bar on a terminal and one plain line per change otherwise.
 """
 
 from __future__ import annotations
@@ -11,48 +15,76 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pangea_p2p.cli.common import add_api_args, client_from_args
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
-from pangea_p2p.core.jobs.model import VerificationPolicy
+from pangea_p2p.core.jobs.model import (
+    DEFAULT_OPTIONS,
+    MEMORY_BYTES_ABSOLUTE_MAX,
+    JobLimits,
+    JobOptions,
+    VerificationPolicy,
+    as_int,
+)
 from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
 from pangea_p2p.sdk import splits
 from pangea_p2p.sdk.client import Client
-from pangea_p2p.sdk.job import JobHandle, Limits, resolve_guest
+from pangea_p2p.sdk.job import JobHandle, resolve_guest, submit_chunks
 
-_DEFAULTS = Limits()
+if TYPE_CHECKING:
+    from pangea_p2p.cli.common import Subparsers
+
+_LIMITS = DEFAULT_OPTIONS.limits
+# Every field of a job request as a flag of `pangea job submit`: (flag, the field it sets, type, default, help).
+OPTION_FLAGS: tuple[tuple[str, str, type, object, str], ...] = (
+    ("--chunks-per-task", "chunks_per_task", int, DEFAULT_OPTIONS.chunks_per_task, "consecutive chunks per task"),
+    ("--verify", "verification", str, str(DEFAULT_OPTIONS.verification), "hash | spot:K | replicas:N | adaptive"),
+    ("--fuel", "limits.fuel_max", int, _LIMITS.fuel_max, "fuel budget per task"),
+    ("--memory-mib", "limits.memory_bytes_max", int, _LIMITS.memory_bytes_max >> 20, "memory per chunk run, MiB"),
+    ("--wall-time-s", "limits.wall_time_s", float, _LIMITS.wall_time_s, "wall time per chunk run"),
+    ("--output-bytes-max", "limits.output_bytes_max", int, _LIMITS.output_bytes_max, "output bytes per chunk"),
+    ("--deadline-s", "deadline_s", float, DEFAULT_OPTIONS.deadline_s, "the job must finish within this many seconds"),
+    ("--retries-max", "retries_max", int, DEFAULT_OPTIONS.retries_max, "worker faults a task survives"),
+    ("--escalations-max", "escalations_max", int, DEFAULT_OPTIONS.escalations_max,
+     "times a task's fuel or memory is raised after it ran out of it"),
+    ("--depth-max", "depth_max", int, DEFAULT_OPTIONS.depth_max, "how often a task may be split again by workers"),
+    ("--queue-timeout-s", "queue_timeout_s", float, DEFAULT_OPTIONS.queue_timeout_s,
+     "how long a task may wait for a worker that fits"),
+    ("--fuel-per-chunk-estimate", "fuel_per_chunk_estimate", int, DEFAULT_OPTIONS.fuel_per_chunk_estimate,
+     "expected fuel of one chunk, for placement (0: learnt from finished tasks)"),
+    ("--job-id", "job_id", str, None, "the job's id (default: the peer picks one)"),
+)
 
 
-def add_job_parser(sub: Any, api_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Subparsers) -> None:
     job = sub.add_parser("job", help="submit and follow jobs")
     jsub = job.add_subparsers(dest="job_command", required=True, metavar="JOB_COMMAND")
     submit = jsub.add_parser("submit", help="submit a job")
-    api_args(submit)
+    add_api_args(submit)
     submit.add_argument("--guest", required=True, help="built-in guest name or path to a .wasm module")
     submit.add_argument("--input", required=True, type=Path, help="input file ('-' for stdin)")
     submit.add_argument("--split", default="none", help="none | lines:N | bytes:N | count:N | framed")
-    submit.add_argument("--chunks-per-task", type=int, default=1)
-    submit.add_argument("--verify", default="hash", help="hash | spot:K | replicas:N | adaptive")
-    submit.add_argument("--fuel", type=int, default=_DEFAULTS.fuel_max, help="fuel budget per task")
-    submit.add_argument("--memory-mib", type=int, default=_DEFAULTS.memory_bytes_max >> 20)
-    submit.add_argument("--wall-time-s", type=float, default=_DEFAULTS.wall_time_s)
-    submit.add_argument("--deadline-s", type=float, help="the job must finish within this many seconds")
+    for flag, _, kind, default, text in OPTION_FLAGS:
+        submit.add_argument(flag, type=kind, default=default, help=text + (" (default %(default)s)" if default else ""))
     submit.add_argument("--wait", action="store_true", help="wait for the result, showing progress")
     submit.add_argument("-o", "--output", type=Path, help="with --wait: write the outputs here")
+    submit.add_argument("--check-receipts", action="store_true",
+                        help="with --wait: before writing the outputs, verify every receipt offline against "
+                             "what was submitted")
     for name, text in [("status", "a job's status"), ("wait", "wait for a job, showing progress"),
                        ("result", "a job's outputs"), ("explain", "why tasks are pending or failed"),
                        ("cancel", "cancel a job")]:
         p = jsub.add_parser(name, help=text)
-        api_args(p)
+        add_api_args(p)
         p.add_argument("job_id")
         if name == "explain":
             p.add_argument("--all", action="store_true", help="the finished tasks' histories too")
         if name == "result":
             p.add_argument("-o", "--output", type=Path, help="write the outputs here (default: stdout)")
             p.add_argument("--framed", action="store_true", help="write them as one framed chunk list")
-    api_args(jsub.add_parser("list", help="jobs on this peer"))
+    add_api_args(jsub.add_parser("list", help="jobs on this peer"))
 
 
 def split_input(data: bytes, spec: str) -> list[bytes]:
@@ -79,7 +111,12 @@ def split_input(data: bytes, spec: str) -> list[bytes]:
         raise ConfigError("--split", f"{spec!r}: N {exc.problem}") from None
 
 
-def run_job_command(args: argparse.Namespace, client: Client) -> int:
+def run(args: argparse.Namespace) -> int:
+    with client_from_args(args) as client:
+        return _run(args, client)
+
+
+def _run(args: argparse.Namespace, client: Client) -> int:
     cmd = args.job_command
     if cmd == "list":
         for status in client.jobs()["jobs"]:
@@ -112,14 +149,36 @@ def run_job_command(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def _submit(args: argparse.Namespace, client: Client) -> int:
-    try:  # checked here, before the input and the module are uploaded, and named as the option
-        VerificationPolicy.parse(args.verify)
+def job_options(args: argparse.Namespace) -> JobOptions:
+    """The job options the flags of ``submit`` ask for; ConfigError naming the flag of a bad one."""
+    try:
+        as_int("--memory-mib", args.memory_mib, 1, MEMORY_BYTES_ABSOLUTE_MAX >> 20)  # said in the flag's unit
+        limits = JobLimits(fuel_max=args.fuel, memory_bytes_max=args.memory_mib << 20, wall_time_s=args.wall_time_s,
+                           output_bytes_max=args.output_bytes_max)
+        return JobOptions(
+            chunks_per_task=args.chunks_per_task, limits=limits, verification=VerificationPolicy.parse(args.verify),
+            deadline_s=args.deadline_s, retries_max=args.retries_max, escalations_max=args.escalations_max,
+            depth_max=args.depth_max, queue_timeout_s=args.queue_timeout_s,
+            fuel_per_chunk_estimate=args.fuel_per_chunk_estimate,
+        )
     except ConfigError as exc:
-        problem = exc.problem
-        if not problem.startswith(repr(args.verify)):  # a value out of range: name which one
-            problem = f"{args.verify!r}: {exc.key.rpartition('.')[2]} {problem}"
-        raise ConfigError("--verify", problem) from None
+        raise flag_error(exc, args) from None
+
+
+def flag_error(exc: ConfigError, args: argparse.Namespace) -> ConfigError:
+    """``exc`` about a field of a job request, said of the flag that sets it (others as they are)."""
+    for flag, name, _, _, _ in OPTION_FLAGS:
+        if exc.key == name or exc.key.startswith(name + "."):
+            value = getattr(args, flag.lstrip("-").replace("-", "_"))
+            problem = exc.problem
+            if exc.key != name and not problem.startswith(repr(value)):  # a part of it is out of range: say which
+                problem = f"{value!r}: {exc.key.rpartition('.')[2]} {problem}"
+            return ConfigError(flag, problem)
+    return exc
+
+
+def _submit(args: argparse.Namespace, client: Client) -> int:
+    options = job_options(args)  # checked before the input and the module are uploaded
     try:
         data = sys.stdin.buffer.read() if str(args.input) == "-" else args.input.read_bytes()
     except OSError as exc:
@@ -129,25 +188,24 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
         module = resolve_guest(args.guest)
     except ConfigError as exc:
         raise ConfigError("--guest", exc.problem) from None
-    request: dict[str, Any] = {
-        "module_cid": client.upload_block(module),
-        "chunk_cids": client.upload_chunks(frame_chunks(chunks)),
-        "chunks_per_task": max(1, min(args.chunks_per_task, len(chunks))),
-        "limits": {"fuel_max": args.fuel, "memory_bytes_max": args.memory_mib << 20, "wall_time_s": args.wall_time_s},
-        "verification": args.verify,
-    }
-    if args.deadline_s is not None:
-        request["deadline_s"] = args.deadline_s
-    status = client.submit_job(request)
+    try:
+        handle = submit_chunks(client, module, chunks, options, list, job_id=args.job_id)
+    except ConfigError as exc:
+        raise flag_error(exc, args) from None
+    status = handle.last_status
     print(f"job {status['job_id']} submitted: {len(chunks)} chunk(s) in {status['tasks_total']} task(s)",
           file=sys.stderr)
     if not args.wait:
         print(status["job_id"])
         return 0
-    handle: JobHandle[list[bytes]] = JobHandle(client, status["job_id"], list, status)
     final = follow(handle)
     if final["state"] != "done":
         return 1
+    if args.check_receipts:
+        report = handle.verify()
+        if not report.ok:
+            raise PangeaError(f"job {handle.job_id}: the receipts do not verify, no output written: {report.summary()}")
+        print(report.summary(), file=sys.stderr)
     _write_outputs(handle.outputs(), args.output, False)
     return 0
 

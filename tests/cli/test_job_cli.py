@@ -1,4 +1,4 @@
-"""`pangea job ...` through the real entry point (``pangea_p2p.node.cli.main``), with the peer's API replaced by
+"""`pangea job ...` through the real entry point (``pangea_p2p.cli.main.main``), with the peer's API replaced by
 the in-memory peer of tests/sdk/fakes.py: bad arguments are one clear line naming the option and a non-zero
 exit, never a traceback, and nothing is uploaded; the commands print what the peer answers."""
 
@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 
+from pangea_p2p.cli import common
+from pangea_p2p.cli import main as cli
+from pangea_p2p.cli.job import OPTION_FLAGS, job_options, split_input
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.model import DEFAULT_OPTIONS, JobLimits, JobOptions, VerificationPolicy
+from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.errors import ConfigError
 from pangea_p2p.guests import load_guest
-from pangea_p2p.node import cli
-from pangea_p2p.node.job_cli import split_input
-from pangea_p2p.sdk import splits
+from pangea_p2p.sdk import Job, splits
 from tests.sdk.fakes import FakePeer
 
 API = ["--api", "127.0.0.1:9"]  # never dialled: the Client is the fake peer
@@ -33,7 +36,7 @@ def peer(monkeypatch: pytest.MonkeyPatch) -> FakePeer:
         assert address == "127.0.0.1:9"
         return fake
 
-    monkeypatch.setattr(cli, "Client", client)
+    monkeypatch.setattr(common, "Client", client)
     return fake
 
 
@@ -95,6 +98,19 @@ def test_split_input_errors_name_the_option(spec: str) -> None:
         (["--verify", "replicas:40"],
          "config --verify: 'replicas:40': replicas must be in 1..9, got 40"),
         (["--verify", "hash:2"], "config --verify: 'hash:2': hash takes no argument"),
+        (["--chunks-per-task", "0"], "config --chunks-per-task: must be in 1..1048576, got 0"),
+        (["--fuel", "0"], "config --fuel: must be in 1..1000000000000000, got 0"),
+        (["--memory-mib", "0"], "config --memory-mib: must be in 1..4096, got 0"),
+        (["--memory-mib", "5000"], "config --memory-mib: must be in 1..4096, got 5000"),
+        (["--wall-time-s", "0"], "config --wall-time-s: must be in 0.001..86400, got 0"),
+        (["--output-bytes-max", "-1"], "config --output-bytes-max: must be in 0..1073741824, got -1"),
+        (["--deadline-s", "-3"], "config --deadline-s: must be a positive, finite number of seconds"),
+        (["--retries-max", "99"], "config --retries-max: must be in 0..16, got 99"),
+        (["--escalations-max", "9"], "config --escalations-max: must be in 0..8, got 9"),
+        (["--depth-max", "9"], "config --depth-max: must be in 0..8, got 9"),
+        (["--queue-timeout-s", "0"], "config --queue-timeout-s: must be in (0, 86400], got 0"),
+        (["--fuel-per-chunk-estimate", "-1"], "config --fuel-per-chunk-estimate: must be in 0..18446744073709551615"),
+        (["--job-id", "a/b"], "config --job-id: 'a/b' must be 1..64 ASCII characters without"),
     ],
 )
 def test_bad_options_are_named(peer: FakePeer, text_file: Path, capsys: pytest.CaptureFixture[str],
@@ -163,10 +179,36 @@ def test_submit_prints_the_job_id_and_sends_the_options(peer: FakePeer, text_fil
         "module_cid": cid_of(load_guest("sha256")),
         "chunk_cids": [cid_of(c) for c in splits.lines(TEXT, 1)],
         "chunks_per_task": 3,
-        "limits": {"fuel_max": 123456789, "memory_bytes_max": 8 << 20, "wall_time_s": 2.5},
+        "limits": {"fuel_max": 123456789, "memory_bytes_max": 8 << 20, "wall_time_s": 2.5,
+                   "output_bytes_max": DEFAULT_OPTIONS.limits.output_bytes_max},
         "verification": "spot:2",
         "deadline_s": 600.0,
+        "retries_max": 3, "escalations_max": 2, "depth_max": 2, "queue_timeout_s": 60.0, "fuel_per_chunk_estimate": 0,
     }
+
+
+def test_every_option_of_a_job_request_is_a_flag(peer: FakePeer, text_file: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    values = {"--chunks-per-task": "2", "--verify": "replicas:5", "--fuel": "5000000", "--memory-mib": "3",
+              "--wall-time-s": "4.5", "--output-bytes-max": "4096", "--deadline-s": "90", "--retries-max": "0",
+              "--escalations-max": "1", "--depth-max": "0", "--queue-timeout-s": "5.5",
+              "--fuel-per-chunk-estimate": "77", "--job-id": "mine"}
+    assert set(values) == {flag for flag, *_ in OPTION_FLAGS}
+    code, out, _ = run(capsys, "submit", *API, "--guest", "echo", "--input", str(text_file), "--split", "lines:1",
+                       *[x for pair in values.items() for x in pair])
+    assert (code, out) == (0, "mine\n")
+    (request,) = peer.requests
+    assert JobRequest.from_json(request) == JobRequest(
+        cid_of(load_guest("echo")), tuple(cid_of(c) for c in splits.lines(TEXT, 1)), JobOptions(
+            chunks_per_task=2, verification=VerificationPolicy.parse("replicas:5"), deadline_s=90.0,
+            limits=JobLimits(fuel_max=5_000_000, memory_bytes_max=3 << 20, wall_time_s=4.5, output_bytes_max=4096),
+            retries_max=0, escalations_max=1, depth_max=0, queue_timeout_s=5.5, fuel_per_chunk_estimate=77,
+        ), job_id="mine")
+
+
+def test_the_flags_defaults_are_the_sdks() -> None:
+    args = cli.build_parser().parse_args(["job", "submit", "--guest", "echo", "--input", "x"])
+    assert job_options(args) == Job("any", guest="echo").options == DEFAULT_OPTIONS
 
 
 def test_submit_reads_stdin(peer: FakePeer, monkeypatch: pytest.MonkeyPatch,
@@ -208,13 +250,35 @@ def test_submit_wait_of_a_failing_job_exits_1_with_the_reason(peer: FakePeer, tm
     assert "run `pangea job explain job1` for the reasons of every task" in err
 
 
+def test_check_receipts_verifies_against_what_was_submitted(peer: FakePeer, text_file: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = tmp_path / "out.bin"
+    argv = ["submit", *API, "--guest", "sha256", "--input", str(text_file), "--split", "lines:1", "--wait",
+            "--check-receipts", "-o", str(out_file)]
+    code, _, err = run(capsys, *argv)
+    assert code == 0
+    assert err.splitlines()[-2].startswith("OK: 4 signed receipt(s) over 4 task(s) verified offline")
+    assert out_file.read_bytes() == b"".join(hashlib.sha256(c).digest() for c in splits.lines(TEXT, 1))
+    out_file.unlink()
+    # a peer that ran another module than the one this command uploaded: caught, nothing written
+    real = peer.job_result
+    other = cid_of(b"another module")
+    peer.job_result = lambda job_id: {**real(job_id), "module_cid": other}  # type: ignore[method-assign]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert error_line(err) == (f"pangea: error: job job2: the receipts do not verify, no output written: FAILED: "
+                               f"4 of 4 task(s) did not verify; job: the job ran module {other}, not the submitted "
+                               f"{cid_of(load_guest('sha256'))}")
+    assert not out_file.exists()
+
+
 # --- the other commands -----------------------------------------------------------------------------------
 
 
 def submitted(peer: FakePeer, chunks: list[bytes], guest: str = "echo", per_task: int = 1) -> str:
     module = peer.upload_block(load_guest(guest))
-    status: dict[str, Any] = peer.submit_job({"module_cid": module, "chunks_per_task": per_task,
-                                              "chunk_cids": peer.upload_chunks(frame_chunks(chunks))})
+    cids = tuple(peer.upload_chunks(frame_chunks(chunks)))
+    status: dict[str, Any] = peer.submit_job(JobRequest(module, cids, JobOptions(chunks_per_task=per_task)))
     return str(status["job_id"])
 
 
