@@ -175,7 +175,7 @@ class SimPeer:
                            limits_max=ReceiptLimits(10**13, 256 << 20, 600.0, 16 << 20))
         self.behaviour = ComputeBehaviour(ComputeContext(
             self.identity, SimBlocks(self.sim.content, self.sim.modules), self._views, self.rng,
-            BehaviourConfig(worker=cfg, accept_delay_s=0.0, reveal_wait_s_max=math.inf), trust=self.trust,
+            BehaviourConfig(worker=cfg), trust=self.trust,
             guard=self.guard, reachability=Reachability(), forge=self._forge if self.role == "forge" else None,
         ))
         self.sessions: set[int] = set()  # workers we have a stream open to
