@@ -34,6 +34,7 @@ Time is a parameter (``now``, unix seconds of the local clock); nothing here rea
 from __future__ import annotations
 
 import enum
+import heapq
 import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -270,6 +271,10 @@ class CapacityDirectory:
         self._adverts: dict[str, CapacityAdvert] = {}
         self._last_issued_at: dict[str, float] = {}
         self._seq_floor: dict[str, tuple[int, float]] = {}  # peer -> (highest seq, forget after)
+        # (when, peer) of every advert's expiry and every sequence floor's end, so that expire() and
+        # next_deadline() look only at what is due; an entry whose value changed since is skipped (lazily)
+        self._expiries: list[tuple[float, str]] = []
+        self._forgets: list[tuple[float, str]] = []
         self.rejections: Counter[AdvertRejection] = Counter()
         self.accepted_total = 0
 
@@ -294,9 +299,19 @@ class CapacityDirectory:
             if not (copy and exc.reason in {AdvertRejection.STALE_SEQUENCE, AdvertRejection.TOO_FREQUENT}):
                 self.rejections[exc.reason] += 1
             raise
-        self._adverts[advert.peer_id] = advert
-        self._last_issued_at[advert.peer_id] = advert.issued_at
-        self._seq_floor[advert.peer_id] = (advert.seq, advert.expires_at + self.config.ttl_s_max)
+        peer = advert.peer_id
+        self._adverts[peer] = advert
+        self._last_issued_at[peer] = advert.issued_at
+        forget_at = advert.expires_at + self.config.ttl_s_max
+        self._seq_floor[peer] = (advert.seq, forget_at)
+        heapq.heappush(self._expiries, (advert.expires_at, peer))
+        heapq.heappush(self._forgets, (forget_at, peer))
+        if len(self._expiries) > 4 * len(self._adverts) + 64:  # mostly superseded entries: rebuild
+            self._expiries = [(a.expires_at, p) for p, a in self._adverts.items()]
+            heapq.heapify(self._expiries)
+        if len(self._forgets) > 4 * len(self._seq_floor) + 64:
+            self._forgets = [(f, p) for p, (_, f) in self._seq_floor.items()]
+            heapq.heapify(self._forgets)
         self.accepted_total += 1
         return advert
 
@@ -324,13 +339,22 @@ class CapacityDirectory:
                 raise AdvertRejected(AdvertRejection.DIRECTORY_FULL, f"{cfg.peers_max} peers listed already")
 
     def expire(self, now: float) -> list[str]:
-        """Drop adverts whose expiry has passed; return the peers dropped."""
-        gone = [p for p, a in self._adverts.items() if a.expires_at <= now]
-        for peer in gone:
-            del self._adverts[peer]
-            self._last_issued_at.pop(peer, None)
-        for peer in [p for p, (_, forget_at) in self._seq_floor.items() if forget_at <= now]:
-            del self._seq_floor[peer]
+        """Drop adverts whose expiry has passed; return the peers dropped, soonest expired first."""
+        gone: list[str] = []
+        expiries, adverts = self._expiries, self._adverts
+        while expiries and expiries[0][0] <= now:
+            when, peer = heapq.heappop(expiries)
+            advert = adverts.get(peer)
+            if advert is not None and advert.expires_at == when:  # not superseded by a newer advert
+                del adverts[peer]
+                self._last_issued_at.pop(peer, None)
+                gone.append(peer)
+        forgets, floors = self._forgets, self._seq_floor
+        while forgets and forgets[0][0] <= now:
+            when, peer = heapq.heappop(forgets)
+            floor = floors.get(peer)
+            if floor is not None and floor[1] == when:
+                del floors[peer]
         return gone
 
     def get(self, peer_id: str, now: float) -> CapacityAdvert | None:
@@ -350,7 +374,14 @@ class CapacityDirectory:
 
     def next_deadline(self) -> float | None:
         """When the next advert expires (a driver calls ``expire`` then), or None if the directory is empty."""
-        return min((a.expires_at for a in self._adverts.values()), default=None)
+        expiries, adverts = self._expiries, self._adverts
+        while expiries:
+            when, peer = expiries[0]
+            advert = adverts.get(peer)
+            if advert is not None and advert.expires_at == when:
+                return when
+            heapq.heappop(expiries)  # superseded or expired already
+        return None
 
 
 class AdvertPublisher:

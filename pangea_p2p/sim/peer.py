@@ -47,6 +47,7 @@ from pangea_p2p.core.jobs.events import (
     FromWorker,
     JobEnded,
     Malformed,
+    PeerGone,
     Purpose,
     Reply,
     SendFailed,
@@ -92,6 +93,7 @@ class PeerStats:
     forged_sent: int = 0
     rejected_offers: int = 0
     advert_rejections: int = 0
+    adverts_expired: int = 0  # peers this peer's directory saw leave (their advert expired)
 
 
 class CountingTrustBook(TrustBook):
@@ -226,6 +228,18 @@ class SimPeer:
         nxt = self.publisher.next_deadline()
         if nxt is not None:
             self.sim.loop.at(nxt, self.publish)
+
+    def maintain(self, incarnation: int | None = None) -> None:
+        """Drop the adverts that expired and tell the behaviour those peers are gone (the node's maintenance
+        task does the same); again at the next expiry."""
+        if self.directory is None or not self.up or incarnation not in (None, self.incarnation):
+            return
+        now = self.sim.loop.now
+        for peer in self.directory.expire(now):
+            self.stats.adverts_expired += 1
+            self._handle(PeerGone(peer))
+        nxt = self.directory.next_deadline()
+        self.sim.loop.at(max(now + 1.0, nxt if nxt is not None else now + 30.0), self.maintain, self.incarnation)
 
     def on_advert(self, data: bytes, source: str) -> None:
         if self.directory is None or not self.up:

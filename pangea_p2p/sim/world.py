@@ -214,6 +214,8 @@ class Simulation:
                 continue
             p.up = True
             loop.at(T0 + fault_rng.uniform(0.0, min(5.0, cfg.warmup_s)), p.publish)
+            if p.directory is not None:
+                loop.at(T0 + 1.0, p.maintain)
         rest = [w for w in workers if w not in joiners]
         crashers = fault_rng.sample(rest, round(cfg.crash * len(workers)))
         leavers = fault_rng.sample([w for w in rest if w not in set(crashers)], round(cfg.leave * len(workers)))
@@ -262,6 +264,7 @@ class Simulation:
         self.loop.trace(f"join {i}")
         self.peers[i].up = True
         self.peers[i].publish()
+        self.peers[i].maintain()
 
     def _crash(self, i: int) -> None:
         p = self.peers[i]
@@ -297,6 +300,7 @@ class Simulation:
         self.loop.trace(f"restart {i}")
         p.up = True
         p.publish()
+        p.maintain()
 
     def _clog(self, arg: tuple[int, float]) -> None:
         i, until = arg

@@ -74,6 +74,22 @@ def test_expiry_removes_adverts_and_reports_deadline() -> None:
     assert d.next_deadline() is None
 
 
+def test_a_refreshed_advert_expires_at_its_new_time_not_its_old_one() -> None:
+    d = CapacityDirectory()
+    d.offer(advert(seq=1, ttl=10), now=T0)
+    d.offer(advert(seq=2, issued=T0 + 5, ttl=10), now=T0 + 5)  # refreshed before it expired
+    assert d.next_deadline() == T0 + 15
+    assert d.expire(T0 + 12) == []
+    assert d.get(ALICE.peer_id, T0 + 12) is not None
+    assert d.expire(T0 + 15) == [ALICE.peer_id]
+    assert d.next_deadline() is None
+    for k in range(1000):  # refreshed many times: it expires once, at its last advert's time
+        d.offer(advert(seq=3 + k, issued=T0 + 20 + k, ttl=10), now=T0 + 20 + k)
+        assert d.expire(T0 + 20 + k) == []
+    assert d.next_deadline() == T0 + 1029
+    assert d.expire(T0 + 2000) == [ALICE.peer_id]
+
+
 def test_stale_sequence_rejected_and_remembered_after_expiry() -> None:
     d = CapacityDirectory()
     old = advert(seq=5, ttl=100)

@@ -47,6 +47,13 @@ def test_churn_crashes_restarts_leaves_and_joins() -> None:
     faults = m["faults"]
     assert faults["crashes"] > 0 and faults["restarts"] > 0 and faults["leaves"] > 0 and faults["joins"] > 0  # type: ignore[index]  # noqa: PT018
     assert m["jobs_done"] == m["jobs"]
+    # the submitters' directories saw the leavers' adverts expire and told their behaviours (PeerGone)
+    assert m["worker_stats"]["adverts_expired"] >= faults["leaves"]  # type: ignore[index]
+
+
+def test_without_churn_no_advert_expires() -> None:
+    _, m = run()
+    assert m["worker_stats"]["adverts_expired"] == 0  # type: ignore[index]
 
 
 def test_slow_peers_time_out_and_their_tasks_go_elsewhere() -> None:
