@@ -28,7 +28,7 @@ import hashlib
 import math
 import random
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pangea_p2p.core.capacity import AdvertPublisher, AdvertRejected, CapacityDirectory, LocalCapacity
@@ -37,6 +37,7 @@ from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs.behaviour import BehaviourConfig, ComputeBehaviour, ComputeContext, JobRun
 from pangea_p2p.core.jobs.coordinator import CoordinatorConfig, Reachability
+from pangea_p2p.core.jobs.effects import TaskUpdate
 from pangea_p2p.core.jobs.events import (
     Abort,
     Action,
@@ -45,7 +46,9 @@ from pangea_p2p.core.jobs.events import (
     Executed,
     FromIssuer,
     FromWorker,
+    IssuerLost,
     JobEnded,
+    JobSubmitted,
     Malformed,
     PeerGone,
     Purpose,
@@ -58,7 +61,7 @@ from pangea_p2p.core.jobs.events import (
     Tick,
     WorkerLost,
 )
-from pangea_p2p.core.jobs.model import JobSpec, TaskRef
+from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.worker import WorkerConfig
 from pangea_p2p.core.trust import Outcome, PeerRecord, TrustBook
@@ -94,6 +97,8 @@ class PeerStats:
     rejected_offers: int = 0
     advert_rejections: int = 0
     adverts_expired: int = 0  # peers this peer's directory saw leave (their advert expired)
+    jobs_resumed: int = 0  # jobs taken up from the journal after a crash
+    tasks_restored: int = 0  # ... and their tasks done before it, not run again
 
 
 class CountingTrustBook(TrustBook):
@@ -127,6 +132,16 @@ class SimBlocks:
         cid = cid or cid_of(data)
         self.content[cid] = data
         return cid
+
+
+@dataclass
+class Journaled:
+    """A job as the submitter's journal keeps it (it survives a crash): what ``SubmitJob`` resumes from."""
+
+    spec: JobSpec
+    created_s: float
+    state: JobState = JobState.RUNNING
+    tasks: dict[str, TaskUpdate] = field(default_factory=dict)  # the final update of each finished task
 
 
 @dataclass(slots=True)
@@ -167,6 +182,7 @@ class SimPeer:
         self.guard = ReplayGuard(VERIFY_CONFIG)
         self.last_receipt: tuple[bytes, bytes] | None = None  # what forge replays
         self.issuers: set[int] = set()  # peers with a stream open to us (they hear when we crash)
+        self.journal: dict[str, Journaled] = {}  # the jobs it submitted, on its disk
         self.incarnation = 0
         self._reset_volatile()
 
@@ -334,9 +350,14 @@ class SimPeer:
             elif kind is Execute:
                 self._execute(act)  # type: ignore[arg-type]
             elif kind is TaskUpdated:
+                if act.job_id and act.update.state.final:  # type: ignore[union-attr]
+                    self.journal[act.job_id].tasks[act.update.task_id] = act.update  # type: ignore[union-attr]
                 sim.on_task_update(self, act)  # type: ignore[arg-type]
             elif kind is JobEnded:
+                self.journal[act.job_id].state = act.state  # type: ignore[union-attr]
                 sim.on_job_finished(self, self.jobs[act.job_id], act.state, act.reason)  # type: ignore[union-attr]
+            elif kind is JobSubmitted:
+                self.journal[act.spec.job_id] = Journaled(act.spec, act.created_s)  # type: ignore[union-attr]
             elif kind is Abort:
                 run = self.runs.pop(act.request, None)  # type: ignore[union-attr]
                 if run is not None:
@@ -344,8 +365,8 @@ class SimPeer:
             elif kind is SplitStarted:
                 sim.loop.trace(f"split {self.idx} {act.task_id} parts={act.parts}")  # type: ignore[union-attr]
                 sim.splits += 1
-            # Fetch never happens (every block is in the content store); Provide, JobSubmitted and Log are the
-            # node's business (the DHT, the journal, the log)
+            # Fetch never happens (every block is in the content store); Provide and Log are the node's business
+            # (the DHT, the log)
 
     def _send_to_worker(self, act: SendToWorker) -> None:
         sim = self.sim
@@ -490,11 +511,13 @@ class SimPeer:
 
     # --- churn ---------------------------------------------------------------------------------------------------
 
-    def crash(self) -> list[int]:
-        """Lose every volatile thing; returns the issuers whose streams to us broke."""
+    def crash(self) -> tuple[list[int], list[int]]:
+        """Lose every volatile thing; returns the issuers whose streams to us broke and the workers whose streams
+        from us did."""
         self.up = False
         served = {self.sim.index[p] for p in self.behaviour.issuers()}
         issuers = sorted(served | self.issuers)
+        workers = sorted(self.sessions)
         for key, value in self.behaviour.counters.items():  # what it counted survives in the stats
             if key == "results_sent":
                 self.stats.results_sent += value
@@ -502,7 +525,24 @@ class SimPeer:
                 self.stats.rejected_offers += value
         self._reset_volatile()
         self.issuers = set()
-        return issuers
+        return issuers, workers
+
+    def resume(self) -> list[JobRun]:
+        """After a restart: take up the journaled jobs that had not ended (as the node's resume_journal does)."""
+        resumed = []
+        for job in list(self.journal.values()):
+            if job.state is JobState.RUNNING:
+                self.stats.jobs_resumed += 1
+                self.stats.tasks_restored += sum(1 for t in job.tasks.values() if t.state is TaskState.DONE)
+                self._handle(SubmitJob(job.spec, dict(job.tasks), job.created_s))
+                resumed.append(self.jobs[job.spec.job_id])
+        return resumed
+
+    def issuer_lost(self, s: int) -> None:
+        """Issuer ``s``'s stream to us closed (it crashed): its tasks are not wanted any more."""
+        self.issuers.discard(s)
+        if self.up:
+            self._handle(IssuerLost(self.sim.peers[s].peer_id, 0))
 
     @staticmethod
     def decode_message(data: bytes) -> codec.Message | str:

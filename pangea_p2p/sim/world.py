@@ -9,7 +9,8 @@ schedule, and each peer's own rng. Nothing reads the wall clock except the repor
 module-level ``random`` is used, so ``(seed, config, code)`` fixes the event trace; its digest is in the result.
 
 Phases (TigerBeetle VOPR): *safety*, from 0 to ``safety_s``: jobs arrive, faults happen (partition and heal,
-loss, clogs, crashes, leaves, joins, slow peers, Byzantine roles); *liveness*, ``liveness_s`` more: the
+loss, clogs, crashes, leaves, joins, slow peers, Byzantine roles; a submitter that crashes resumes its jobs from
+its journal when it restarts, as the node does); *liveness*, ``liveness_s`` more: the
 partition heals, clogs clear, loss stops, crashed peers restart, and every job must finish. The checkers run
 after every event; a failing run's ``replay`` is the command that reproduces it.
 
@@ -74,6 +75,7 @@ class SimConfig:
     partition_at_s: float = 30.0
     partition_for_s: float = 60.0
     crash: float = 0.0  # fraction of workers that crash during the safety phase (restart after restart_s)
+    submitter_crash: float = 0.0  # fraction of submitters that crash once and resume their jobs from the journal
     leave: float = 0.0  # fraction of workers that leave for good
     join: float = 0.0  # fraction of workers that join late
     restart_s: float = 30.0
@@ -149,6 +151,8 @@ class Simulation:
         self.checker = Checker(self, strict=config.checks == "strict")
         self.content: dict[str, bytes] = {}  # content-addressed blocks (inputs, outputs): what fetch-by-cid returns
         self.modules: set[str] = set()  # module cids: modelled, every peer has them
+        self.job_runs: dict[str, JobRun] = {}
+        self.deferred: dict[int, list[JobSpec]] = {}  # jobs whose submitter was down when they arrived
         self.board: dict[tuple[str, str], tuple[list[bytes], int]] = {}  # answers Byzantine peers share
         self.msgs = 0
         self.msg_bytes = 0
@@ -232,6 +236,10 @@ class Simulation:
         if cfg.partition != "none":
             loop.at(T0 + cfg.partition_at_s, self._partition)
             loop.at(T0 + min(cfg.partition_at_s + cfg.partition_for_s, cfg.safety_s), self._heal)
+        for i in fault_rng.sample(range(cfg.submitters), round(cfg.submitter_crash * cfg.submitters)):
+            t = fault_rng.uniform(cfg.warmup_s + cfg.arrival_s / 4, cfg.warmup_s + cfg.arrival_s)  # jobs in flight
+            loop.at(T0 + t, self._crash, i)
+            loop.at(T0 + min(t + cfg.restart_s, cfg.safety_s), self._restart, i)
         job_rng = self.rng("jobs")
         modules = [cid_of(f"module-{cfg.seed}-{k}".encode()) for k in range(4)]
         self.modules.update(modules)
@@ -257,7 +265,12 @@ class Simulation:
         i, spec, chunks = arg
         for c in chunks:
             self.content[cid_of(c)] = c
-        self.peers[i].submit(spec)
+        peer = self.peers[i]
+        if not peer.up:  # its user submits again once it is back
+            self.deferred.setdefault(i, []).append(spec)
+            return
+        peer.submit(spec)
+        self.job_runs[spec.job_id] = peer.jobs[spec.job_id]
 
     def _join(self, i: int) -> None:
         self.faults["joins"] += 1
@@ -272,7 +285,7 @@ class Simulation:
             return
         self.faults["crashes"] += 1
         self.loop.trace(f"crash {i}")
-        self._break_streams(i, p.crash(), "connection reset: the worker crashed")
+        self._break_streams(i, *p.crash(), "connection reset: the peer crashed")
 
     def _leave(self, i: int) -> None:
         p = self.peers[i]
@@ -281,12 +294,21 @@ class Simulation:
         self.faults["leaves"] += 1
         self.left.add(i)
         self.loop.trace(f"leave {i}")
-        self._break_streams(i, p.crash(), "the worker left")
+        self._break_streams(i, *p.crash(), "the peer left")
 
-    def _break_streams(self, i: int, issuers: list[int], reason: str) -> None:
-        for s in issuers:  # each issuer's stream resets, seen one round trip later
+    def _break_streams(self, i: int, issuers: list[int], workers: list[int], reason: str) -> None:
+        """Peer ``i`` went down: the streams its issuers opened to it and those it opened to its workers reset,
+        each seen at the other end one round trip later."""
+        for s in issuers:
             if self.reachable(i, s):
                 self.loop.after(2 * self.net.one_way_s(i, s), self._session_broken, (s, i, reason))
+        for w in workers:
+            if self.reachable(i, w):
+                self.loop.after(2 * self.net.one_way_s(i, w), self._issuer_lost, (w, i))
+
+    def _issuer_lost(self, arg: tuple[int, int]) -> None:
+        w, i = arg
+        self.peers[w].issuer_lost(i)
 
     def _session_broken(self, arg: tuple[int, int, str]) -> None:
         s, i, reason = arg
@@ -301,6 +323,11 @@ class Simulation:
         p.up = True
         p.publish()
         p.maintain()
+        for run in p.resume():
+            self.job_runs[run.spec.job_id] = run
+        for spec in self.deferred.pop(i, []):
+            p.submit(spec)
+            self.job_runs[spec.job_id] = p.jobs[spec.job_id]
 
     def _clog(self, arg: tuple[int, float]) -> None:
         i, until = arg
@@ -403,7 +430,8 @@ class Simulation:
         return "unknown" if i is None else self.roles[i]
 
     def all_jobs(self) -> list[JobRun]:
-        return [r for p in self.peers for r in p.jobs.values()]
+        """Every job submitted, as its submitter runs it now (resumed after a crash: the new run)."""
+        return list(self.job_runs.values())
 
     # --- running ---------------------------------------------------------------------------------------------
 

@@ -157,3 +157,18 @@ def test_partitioned_jobs_complete_after_the_heal(mode: str, seed: int) -> None:
     assert m["jobs_done"] == m["jobs"] == 80, m["failed_reasons"]
     assert m["wrong_accepted"] == 0
     assert result.ok, result.replay()
+
+
+@pytest.mark.parametrize("seed", [2, 4])  # seeds where both crashes hit jobs in flight with tasks done
+def test_a_submitter_that_crashes_resumes_its_jobs_from_its_journal(seed: int) -> None:
+    # Two of the three submitters crash with jobs in flight and restart 30 s later; what they accepted before
+    # is restored from the journal (not run again, not accepted twice), the rest is placed again, and the
+    # workers still running a crashed submitter's tasks hear its stream close and drop them.
+    _, m = run(seed=seed, submitter_crash=0.67, jobs=20)
+    stats = m["worker_stats"]
+    assert m["faults"] == {"crashes": 2, "restarts": 2}
+    assert stats["jobs_resumed"] > 0  # type: ignore[index]
+    assert stats["tasks_restored"] > 0  # type: ignore[index]
+    assert m["jobs_done"] == m["jobs"] == 20
+    assert m["tasks_accepted"] == 20 * 4  # each task accepted once (a restored one is not run again)
+    assert m["wrong_accepted"] == 0
