@@ -69,11 +69,12 @@ from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs import behaviour as behaviour_mod
 from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs import coordinator as coordinator_mod
+from pangea_p2p.core.jobs.behaviour import JobRun
 from pangea_p2p.core.jobs.events import FromIssuer, FromWorker, SendToWorker
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.verify.receipts import ReceiptLimits
 from pangea_p2p.guests import load_guest
-from pangea_p2p.node.compute import ComputeService, JobWatch, Session
+from pangea_p2p.node.compute import ComputeService, Session
 from pangea_p2p.node.peer import Peer, open_peer
 from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits
 from pangea_p2p.sdk.matmul import assemble, block_inputs, matmul_job
@@ -127,28 +128,28 @@ def compute_of(peer: Peer) -> ComputeService:
 
 
 def submit(peer: Peer, job_id: str, module_cid: str, chunk_cids: list[str], sizes: list[int], limits: ReceiptLimits,
-           chunks_per_task: int = 1, verification: str = "hash") -> JobWatch:
+           chunks_per_task: int = 1, verification: str = "hash") -> JobRun:
     spec = JobSpec(job_id=job_id, module_cid=module_cid, chunk_cids=tuple(chunk_cids), chunk_sizes=tuple(sizes),
                    limits=limits, chunks_per_task=chunks_per_task,
                    verification=VerificationPolicy.parse(verification), queue_timeout_s=600.0)
     return compute_of(peer).submit(spec)
 
 
-def outputs(peer: Peer, run: JobWatch) -> list[bytes]:
+def outputs(peer: Peer, run: JobRun) -> list[bytes]:
     out: list[bytes] = []
     for task_id in run.spec.task_ids():
-        data = compute_of(peer).blocks.get(run.coordinator.tasks[task_id].output_cid)
+        data = compute_of(peer).blocks.get(run.task(task_id).output_cid)
         assert data is not None
         out.extend(unframe_chunks(data))
     return out
 
 
-async def finished(run: JobWatch, timeout_s: float) -> None:
+async def finished(peer: Peer, run: JobRun, timeout_s: float) -> None:
     with trio.move_on_after(timeout_s):
-        await run.done.wait()
-    if run.coordinator.state is not JobState.DONE:
-        raise RuntimeError(f"job {run.spec.job_id} {run.coordinator.state}: {run.coordinator.reason} "
-                           f"{dict(list(run.coordinator.explain().items())[:3])}")
+        await compute_of(peer).watch(run.spec.job_id).done.wait()
+    if run.state is not JobState.DONE:
+        raise RuntimeError(f"job {run.spec.job_id} {run.state}: {run.reason} "
+                           f"{dict(list(run.explain().items())[:3])}")
 
 
 # --- 1. delegation round trip ---------------------------------------------------------------------------------
@@ -276,15 +277,15 @@ async def delegation_round_trips(a: Peer, b: Peer, count: int, trace: Trace | No
         run = submit(a, f"rt{len(ca.jobs)}", module, [cid], [len(data)], TINY_LIMITS)
         if trace is not None:
             trace.mark("submit")
-        await run.done.wait()
+        await ca.watch(run.spec.job_id).done.wait()
         samples.append(time.perf_counter() - t0)
         if trace is not None:
             trace.mark("done")
             trace.active = False
             if traces is not None:
                 traces.append({k: v - t0 for k, v in trace.t.items()})
-        if run.coordinator.state is not JobState.DONE or dict(run.workers) != {b.peer_id: 1}:
-            raise RuntimeError(f"delegation {i}: {run.coordinator.state}, workers {dict(run.workers)}")
+        if run.state is not JobState.DONE or dict(run.workers) != {b.peer_id: 1}:
+            raise RuntimeError(f"delegation {i}: {run.state}, workers {dict(run.workers)}")
         if outputs(a, run) != [data]:
             raise RuntimeError(f"delegation {i}: wrong output")
     return samples
@@ -386,7 +387,7 @@ async def pangea_matmul(base: Path, n_peers: int, repeats: int) -> tuple[list[fl
         for r in range(repeats + 1):  # run 0 warms up: module fetched and compiled everywhere
             c0, t0 = time.process_time(), time.perf_counter()
             run = submit(first, f"mm{r}", module, cids, sizes, matmul_limits(), MATMUL_CHUNKS_PER_TASK)
-            await finished(run, 300)
+            await finished(first, run, 300)
             c = assemble(outputs(first, run), MATMUL_SIZE, MATMUL_SIZE, MATMUL_BLOCK)
             wall = time.perf_counter() - t0
             if r:
@@ -585,7 +586,7 @@ async def throughput_run(first: Peer, names: dict[str, str], n: int, job_id: str
     if prof is not None:
         prof.enable()
     run = submit(first, job_id, module, cids, [len(c) for c in chunks], limits)
-    await finished(run, 600)
+    await finished(first, run, 600)
     if prof is not None:
         prof.disable()
     wall = time.perf_counter() - t0

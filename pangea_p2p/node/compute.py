@@ -29,7 +29,6 @@ from libp2p.peer.id import ID
 
 from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs.behaviour import BehaviourConfig, ComputeBehaviour, ComputeContext, JobRun
-from pangea_p2p.core.jobs.coordinator import Coordinator
 from pangea_p2p.core.jobs.events import (
     Abort,
     Action,
@@ -82,28 +81,11 @@ log = get_logger("compute")
 
 @dataclass
 class JobWatch:
-    """A job submitted at this peer, as the API follows it: the behaviour's record, and events to wait on."""
+    """What the API waits on for a job submitted here: an event per change, and one when it ends."""
 
-    run: JobRun
     done: trio.Event = field(default_factory=trio.Event)
     changed: trio.Event = field(default_factory=trio.Event)
     version: int = 0  # bumped on every change (the API's long poll waits for it to move)
-
-    @property
-    def spec(self) -> JobSpec:
-        return self.run.spec
-
-    @property
-    def coordinator(self) -> Coordinator:
-        return self.run.coordinator
-
-    @property
-    def created_s(self) -> float:
-        return self.run.created_s
-
-    @property
-    def workers(self) -> dict[str, int]:
-        return self.run.workers
 
     def bump(self) -> None:
         self.version += 1
@@ -159,7 +141,7 @@ class ComputeService:
         ))
         self.trust: TrustBook = self.behaviour.trust
         self.verify = config.coordinator.verify  # the receipt rules this peer checks by
-        self.jobs: dict[str, JobWatch] = {}
+        self._watches: dict[str, JobWatch] = {}
         self.sessions: dict[str, Session] = {}
         self._channels: dict[int, FrameWriter] = {}
         self._next_channel = 0
@@ -173,6 +155,15 @@ class ComputeService:
     @property
     def self_id(self) -> str:
         return self.peer.peer_id
+
+    @property
+    def jobs(self) -> Mapping[str, JobRun]:
+        """The jobs submitted here (read-only views)."""
+        return self.behaviour.jobs
+
+    def watch(self, job_id: str) -> JobWatch:
+        """Events to wait on for the job ``job_id`` (KeyError if it was not submitted here)."""
+        return self._watches[job_id]
 
     @property
     def worker(self) -> Any:
@@ -247,12 +238,12 @@ class ComputeService:
     # --- jobs submitted here -----------------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec, *, restored: Mapping[str, TaskRecord] | None = None, now: float | None = None,
-               created_s: float | None = None) -> JobWatch:
+               created_s: float | None = None) -> JobRun:
         now = time.time() if now is None else now
         actions = self.behaviour.handle(now, SubmitJob(spec, restored or {}, created_s))
-        watch = self.jobs[spec.job_id] = JobWatch(self.behaviour.jobs[spec.job_id])
+        self._watches[spec.job_id] = JobWatch()
         self._do(actions)
-        return watch
+        return self.behaviour.jobs[spec.job_id]
 
     def resume_journal(self) -> None:
         """Take up the jobs a previous run of this peer journaled and had not finished (and the done ones)."""
@@ -276,7 +267,7 @@ class ComputeService:
         self._handle(PeerGone(peer_id))
 
     def _task_updated(self, act: TaskUpdated) -> None:
-        watch = self.jobs.get(act.job_id)
+        watch = self._watches.get(act.job_id)
         if watch is None:
             return  # a part of a task this peer split
         eff = act.update
@@ -296,7 +287,7 @@ class ComputeService:
             self.journal.flush()
 
     def _job_ended(self, act: JobEnded) -> None:
-        watch = self.jobs.get(act.job_id)
+        watch = self._watches.get(act.job_id)
         log.info("job.finished", job=act.job_id, state=str(act.state), reason=act.reason)
         if self.journal is not None:
             self.journal.job_finished(act.job_id, act.state, act.reason, time.time())

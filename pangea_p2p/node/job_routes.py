@@ -30,6 +30,7 @@ from pangea_p2p.errors import ConfigError, RemoteProtocolError
 from pangea_p2p.node.api import ApiError, ApiRequest, ApiResponse, Router
 
 if TYPE_CHECKING:
+    from pangea_p2p.core.jobs.behaviour import JobRun
     from pangea_p2p.node.compute import ComputeService, JobWatch
 
 WAIT_S_MAX = 60.0
@@ -39,28 +40,27 @@ class BlockSource(Protocol):
     def get(self, cid: str) -> bytes | None: ...
 
 
-def job_status(run: JobWatch, now: float) -> dict[str, Any]:
-    coord = run.coordinator
-    progress = coord.progress()
-    total = len(coord.tasks)
+def job_status(run: JobRun, watch: JobWatch, now: float) -> dict[str, Any]:
+    progress = run.progress()
+    total = run.spec.task_count
     done = progress[TaskState.DONE.value]
-    elapsed = (coord.finished_s or now) - run.created_s
+    elapsed = (run.finished_s or now) - run.created_s
     eta = None
-    if 0 < done < total and not coord.state.final:
+    if 0 < done < total and not run.state.final:
         eta = round(elapsed / done * (total - done), 3)
     return {
         "job_id": run.spec.job_id,
-        "state": coord.state.value,
-        "reason": coord.reason,
+        "state": run.state.value,
+        "reason": run.reason,
         "tasks_total": total,
         "progress": progress,
         "fraction_done": round(done / total, 4),
-        "fuel_used": coord.fuel_used(),
+        "fuel_used": run.fuel_used(),
         "elapsed_s": round(elapsed, 3),
         "eta_s": eta,
         "workers": dict(sorted(run.workers.items())),
         "verification": str(run.spec.verification),
-        "version": run.version,
+        "version": watch.version,
     }
 
 
@@ -81,11 +81,14 @@ def parse_job_request(doc: Any, blocks: BlockSource, now: float) -> JobSpec:
 
 
 def add_job_routes(router: Router, compute: ComputeService) -> None:
-    def run_of(req: ApiRequest) -> JobWatch:
+    def run_of(req: ApiRequest) -> JobRun:
         run = compute.jobs.get(req.params["job_id"])
         if run is None:
             raise ApiError(404, "no_such_job", f"no job {req.params['job_id']} on this peer")
         return run
+
+    def status(run: JobRun, now: float) -> dict[str, Any]:
+        return job_status(run, compute.watch(run.spec.job_id), now)
 
     async def post_block(req: ApiRequest) -> ApiResponse:
         cid = compute.blocks.put(req.body, persist=True)
@@ -110,14 +113,14 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
         if compute.blocks.get(spec.module_cid) is None:
             raise ApiError(400, "missing_block", f"module {spec.module_cid} is not in this peer's block store")
         run = compute.submit(spec, now=now)
-        return ApiResponse.of(job_status(run, now), 201)
+        return ApiResponse.of(status(run, now), 201)
 
     async def list_jobs(_: ApiRequest) -> ApiResponse:
         now = time.time()
-        return ApiResponse.of({"jobs": [job_status(r, now) for r in compute.jobs.values()]})
+        return ApiResponse.of({"jobs": [status(r, now) for r in compute.jobs.values()]})
 
     async def get_job(req: ApiRequest) -> ApiResponse:
-        return ApiResponse.of(job_status(run_of(req), time.time()))
+        return ApiResponse.of(status(run_of(req), time.time()))
 
     async def wait_job(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
@@ -126,17 +129,18 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
             seen = int(req.query.get("seen", "-1"))
         except ValueError:
             raise ApiError(400, "bad_request", "timeout_s and seen must be numbers") from None
+        watch = compute.watch(run.spec.job_id)
         with trio.move_on_after(timeout):
-            while run.version == seen and not run.coordinator.state.final:
-                await run.changed.wait()
-        return ApiResponse.of(job_status(run, time.time()))
+            while watch.version == seen and not run.state.final:
+                await watch.changed.wait()
+        return ApiResponse.of(status(run, time.time()))
 
     async def get_result(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
-        entries = [run.coordinator.tasks[t] for t in run.spec.task_ids()]
+        entries = run.tasks()
         return ApiResponse.of({
             "job_id": run.spec.job_id,
-            "state": run.coordinator.state.value,
+            "state": run.state.value,
             "issuer": compute.self_id,
             "module_cid": run.spec.module_cid,
             "verification": str(run.spec.verification),
@@ -149,27 +153,26 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
                 "input_cid": e.ref.input_cid,
                 "chunk_count": e.ref.chunk_count,
                 "chunk_cids": [run.spec.chunk_cids[c] for c in run.spec.task_chunks(i)],
-                "limits": dataclasses.asdict(e.limits or e.ref.limits),
+                "limits": dataclasses.asdict(e.limits),
                 "checked": e.checked,
             } for i, e in enumerate(entries)],
         })
 
     async def explain(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
-        coord = run.coordinator
         done = req.query.get("all", "0") not in ("0", "", "false")
         return ApiResponse.of({
             "job_id": run.spec.job_id,
-            "state": coord.state.value,
-            "reason": coord.reason,
-            "tasks": {tid: {"state": coord.tasks[tid].state.value, "reasons": reasons}
-                      for tid, reasons in coord.explain(done=done).items()},
+            "state": run.state.value,
+            "reason": run.reason,
+            "tasks": {tid: {"state": run.task(tid).state.value, "reasons": reasons}
+                      for tid, reasons in run.explain(done=done).items()},
         })
 
     async def cancel(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
         compute.cancel(run.spec.job_id)
-        return ApiResponse.of(job_status(run, time.time()))
+        return ApiResponse.of(status(run, time.time()))
 
     async def trust(_: ApiRequest) -> ApiResponse:
         now, book = time.time(), compute.trust

@@ -142,8 +142,8 @@ class Checker:
 
     def check_liveness(self) -> None:
         for run in self.sim.all_jobs():
-            if run.coordinator.state.value == "running" and self.sim.peers[self.sim.index[run.coordinator.self_id]].up:
-                progress = run.coordinator.progress()
-                why = "; ".join(f"{t}: {r[-1]}" for t, r in list(run.coordinator.explain().items())[:2] if r)
+            if run.state.value == "running" and self.sim.peers[self.sim.index[run.issuer]].up:
+                progress = run.progress()
+                why = "; ".join(f"{t}: {r[-1]}" for t, r in list(run.explain().items())[:2] if r)
                 self._violate("liveness", f"job {run.spec.job_id} still running after the healing phase "
                                           f"({progress}); {why}")

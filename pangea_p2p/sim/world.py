@@ -477,7 +477,7 @@ class Simulation:
             "jobs": len(jobs),
             "jobs_done": self.jobs_state["done"],
             "jobs_failed": self.jobs_state["failed"],
-            "jobs_running": sum(1 for r in jobs if r.coordinator.state is JobState.RUNNING),
+            "jobs_running": sum(1 for r in jobs if r.state is JobState.RUNNING),
             "tasks_accepted": len(self.checker.accepted),
             "wrong_accepted": self.checker.counts["wrong_result"],
             "no_quorum": self.checker.counts["no_quorum"],

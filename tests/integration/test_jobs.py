@@ -15,6 +15,7 @@ import trio
 from pangea_p2p.core.chunks import unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs import codec
+from pangea_p2p.core.jobs.behaviour import JobRun
 from pangea_p2p.core.jobs.events import Fetch, FromWorker
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.trust import TrustBook
@@ -23,7 +24,7 @@ from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
 from pangea_p2p.guests import load_guest
 from pangea_p2p.node.blocks import BlockStore
-from pangea_p2p.node.compute import ComputeService, JobWatch
+from pangea_p2p.node.compute import ComputeService
 from pangea_p2p.node.peer import Peer, open_peer
 from pangea_p2p.testing import local_config, open_network, wait_for
 
@@ -46,11 +47,11 @@ async def open_peers(base: Path, settings: list[dict[str, Any]]) -> AsyncIterato
         yield peers
 
 
-def verify_offline(peer: Peer, run: JobWatch) -> list[Any]:
+def verify_offline(peer: Peer, run: JobRun) -> list[Any]:
     """Every task's receipt tree verified against the binding rebuilt from the job (as an auditor would)."""
     out = []
     for task_id in run.spec.task_ids():
-        entry = run.coordinator.tasks[task_id]
+        entry = run.task(task_id)
         tree = ReceiptTree.decode(entry.tree, VerifyConfig())
         binding = TaskBinding.of(job_id=run.spec.job_id, task_id=task_id, module_cid=run.spec.module_cid,
                                  input_cid=entry.ref.input_cid, limits=entry.limits or LIMITS,
@@ -77,30 +78,36 @@ async def network_ready(peers: list[Peer]) -> None:
     await wait_for(lambda: all(set(p.directory.peers(time.time())) == ids for p in peers), 60)
 
 
-def submit(peer: Peer, chunks: list[bytes], guest: str = "sha256", **spec: Any) -> JobWatch:
+_SUBMITTED_AT: dict[int, ComputeService] = {}  # id(run) -> the compute service it was submitted to
+
+
+def submit(peer: Peer, chunks: list[bytes], guest: str = "sha256", **spec: Any) -> JobRun:
     compute = compute_of(peer)
     module_cid = compute.blocks.put(load_guest(guest), persist=True)
     cids = tuple(compute.blocks.put(c, persist=True) for c in chunks)
     job = JobSpec(job_id=spec.pop("job_id", f"job{len(compute.jobs)}"), module_cid=module_cid, chunk_cids=cids,
                   chunk_sizes=tuple(len(c) for c in chunks), limits=spec.pop("limits", LIMITS), **spec)
-    return compute.submit(job)
+    run = compute.submit(job)
+    _SUBMITTED_AT[id(run)] = compute
+    return run
 
 
-def outputs(peer: Peer, run: JobWatch) -> list[bytes]:
+def outputs(peer: Peer, run: JobRun) -> list[bytes]:
     compute = compute_of(peer)
     out: list[bytes] = []
     for task_id in run.spec.task_ids():
-        data = compute.blocks.get(run.coordinator.tasks[task_id].output_cid)
+        data = compute.blocks.get(run.task(task_id).output_cid)
         assert data is not None
         out.extend(unframe_chunks(data))
     return out
 
 
-async def finished(run: JobWatch, timeout_s: float = 60) -> None:
+async def finished(run: JobRun, timeout_s: float = 60) -> None:
+    done = _SUBMITTED_AT[id(run)].watch(run.spec.job_id).done
     with trio.move_on_after(timeout_s):
-        await run.done.wait()
-    if not run.done.is_set():
-        raise AssertionError(f"job {run.spec.job_id} not finished after {timeout_s} s: {run.coordinator.explain()}")
+        await done.wait()
+    if not done.is_set():
+        raise AssertionError(f"job {run.spec.job_id} not finished after {timeout_s} s: {run.explain()}")
 
 
 async def test_a_job_runs_on_other_peers_and_its_receipts_verify(tmp_path: Path) -> None:
@@ -109,7 +116,7 @@ async def test_a_job_runs_on_other_peers_and_its_receipts_verify(tmp_path: Path)
         chunks = [f"chunk {i}".encode() * (i + 1) for i in range(12)]
         run = submit(peers[0], chunks, chunks_per_task=2, verification=VerificationPolicy.parse("hash"))
         await finished(run)
-        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert run.state is JobState.DONE, run.explain()
         assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
         assert len(set(run.workers) - {peers[0].peer_id}) >= 2, f"work spreads over the network: {run.workers}"
         assert sum(run.workers.values()) == run.spec.task_count
@@ -125,7 +132,7 @@ async def test_workers_split_big_tasks_and_a_three_level_receipt_chain_verifies(
         run = submit(peers[0], chunks, chunks_per_task=4, depth_max=2,
                      verification=VerificationPolicy.parse("spot:1"))
         await finished(run, 90)
-        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert run.state is JobState.DONE, run.explain()
         assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
         ((tree, verified),) = verify_offline(peers[0], run)
         assert depth(tree) == 2
@@ -147,14 +154,14 @@ async def test_a_byzantine_worker_is_outvoted_and_loses_trust(tmp_path: Path, mo
         chunks = [f"vote {i}".encode() for i in range(8)]
         run = submit(peers[0], chunks, verification=VerificationPolicy.parse("replicas:3"))
         await finished(run, 90)
-        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert run.state is JobState.DONE, run.explain()
         assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
-        assert liar not in {e.worker for e in run.coordinator.tasks.values()}
+        assert liar not in {e.worker for e in run.tasks()}
         trust: TrustBook = compute_of(peers[0]).trust
         now = time.time()
         honest = [trust.score(p.peer_id, now) for p in peers[1:4]]
         assert trust.score(liar, now) < min(honest), (trust.score(liar, now), honest)
-        reasons = [r for e in run.coordinator.tasks.values() for r in e.reasons]
+        reasons = [r for e in run.tasks() for r in e.reasons]
         assert any(f"{liar} was outvoted" in r for r in reasons)
 
 
@@ -165,10 +172,10 @@ async def test_a_spot_check_catches_a_byzantine_worker(tmp_path: Path, monkeypat
         chunks = [f"spot {i}".encode() for i in range(6)]
         run = submit(peers[0], chunks, verification=VerificationPolicy.parse("spot:1"))
         await finished(run, 90)
-        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert run.state is JobState.DONE, run.explain()
         assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
-        assert liar not in {e.worker for e in run.coordinator.tasks.values()}
-        reasons = [r for e in run.coordinator.tasks.values() for r in e.reasons]
+        assert liar not in {e.worker for e in run.tasks()}
+        reasons = [r for e in run.tasks() for r in e.reasons]
         assert any("spot check of chunk 0 failed" in r and liar in r for r in reasons), reasons
 
 
@@ -178,10 +185,10 @@ async def test_a_task_no_worker_can_take_fails_after_the_queue_timeout_with_its_
         huge = ReceiptLimits(fuel_max=10**10, memory_bytes_max=3 << 30, wall_time_s=10.0, output_bytes_max=1 << 20)
         run = submit(peers[0], [b"x"], limits=huge, queue_timeout_s=1.0)
         await finished(run, 30)
-        assert run.coordinator.state is JobState.FAILED
-        (reasons,) = run.coordinator.explain().values()
+        assert run.state is JobState.FAILED
+        (reasons,) = run.explain().values()
         assert any("queued" in r and "memory" in r for r in reasons), reasons
-        assert "queue timeout" in run.coordinator.reason
+        assert "queue timeout" in run.reason
 
 
 async def test_a_vote_that_lacks_workers_is_settled_by_the_submitters_own_run(tmp_path: Path) -> None:
@@ -192,9 +199,9 @@ async def test_a_vote_that_lacks_workers_is_settled_by_the_submitters_own_run(tm
         chunks = [f"pair {i}".encode() for i in range(3)]
         run = submit(peers[0], chunks, verification=VerificationPolicy.parse("replicas:2"))
         await finished(run, 60)
-        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert run.state is JobState.DONE, run.explain()
         assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
-        reasons = [r for e in run.coordinator.tasks.values() for r in e.reasons]
+        reasons = [r for e in run.tasks() for r in e.reasons]
         assert any(r.startswith("local fallback") for r in reasons), reasons
         record = compute_of(peers[0]).trust.get(peers[1].peer_id)
         assert record is not None
@@ -216,10 +223,10 @@ async def test_a_bug_on_a_worker_is_reported_to_the_issuer_and_both_keep_running
         chunks = [f"bug {i}".encode() for i in range(4)]
         run = submit(peers[0], chunks, verification=VerificationPolicy.parse("spot:1"))
         await finished(run, 60)
-        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert run.state is JobState.DONE, run.explain()
         assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
         assert peers[1].peer_id not in run.workers
-        reasons = [r for e in run.coordinator.tasks.values() for r in e.reasons]
+        reasons = [r for e in run.tasks() for r in e.reasons]
         # both workers had free slots, so the broken one was offered tasks; it said why it could not do them
         assert any(r.startswith(f"sent to {peers[1].peer_id}") for r in reasons), reasons
         assert any("internal error on this worker: RuntimeError" in r for r in reasons), reasons
@@ -228,7 +235,7 @@ async def test_a_bug_on_a_worker_is_reported_to_the_issuer_and_both_keep_running
         monkeypatch.undo()
         run2 = submit(peers[0], [b"after"], verification=VerificationPolicy.parse("spot:1"))
         await finished(run2, 60)
-        assert run2.coordinator.state is JobState.DONE
+        assert run2.state is JobState.DONE
 
 
 async def test_a_result_nobody_asked_for_is_neither_fetched_nor_stored(tmp_path: Path) -> None:
@@ -247,7 +254,7 @@ async def test_a_result_nobody_asked_for_is_neither_fetched_nor_stored(tmp_path:
                 actions = compute.behaviour.handle(time.time(), FromWorker(rogue, msg))
                 assert not [a for a in actions if isinstance(a, Fetch)]
             assert compute.blocks.get(cid_of(junk + bytes([i]))) is None
-        assert run.coordinator.state is JobState.DONE
+        assert run.state is JobState.DONE
 
 
 async def test_a_job_whose_inputs_overflow_the_memory_cache_still_completes(tmp_path: Path) -> None:
@@ -258,7 +265,7 @@ async def test_a_job_whose_inputs_overflow_the_memory_cache_still_completes(tmp_
         chunks = [bytes([i]) * (40 << 10) for i in range(10)]
         run = submit(peers[0], chunks, verification=VerificationPolicy.parse("spot:1"))
         await finished(run, 60)
-        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
+        assert run.state is JobState.DONE, run.explain()
         assert outputs(peers[0], run) == [hashlib.sha256(c).digest() for c in chunks]
 
 
@@ -268,7 +275,7 @@ async def test_task_inputs_waiting_for_the_disk_are_written_when_the_peer_stops(
     chunks = [f"input {i}".encode() for i in range(300)]
     async with open_network(1, tmp_path, SETTINGS) as (peer,):
         run = submit(peer, chunks)
-        inputs = [entry.ref.input_cid for entry in run.coordinator.tasks.values()]
+        inputs = [entry.ref.input_cid for entry in run.tasks()]
         await trio.lowlevel.checkpoint()  # the writer task starts and takes a batch; the peer stops right after
     store = BlockStore(tmp_path / "p0" / "blocks")  # what a restarted peer reads
     try:

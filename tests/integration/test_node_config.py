@@ -48,7 +48,7 @@ async def test_file_and_flag_values_reach_the_running_coordinator(tmp_path: Path
         cids = tuple(compute.blocks.put(c, persist=True) for c in chunks)
         request = JobRequest(module, cids, JobOptions(chunks_per_task=2))
         run = compute.submit(request.to_spec([len(c) for c in chunks], time.time(), "configured"))
-        used = run.coordinator.config  # what this job's coordinator decides by
+        used = run.config  # what this job's coordinator decides by
         assert used.timeout_factor == 4.0  # --set
         assert used.unreachable_max == 7  # the file
         assert used.scheduler.trust_floor == -2.5  # the file's [coordinator.scheduler]
@@ -57,10 +57,10 @@ async def test_file_and_flag_values_reach_the_running_coordinator(tmp_path: Path
         assert compute.verify is used.verify  # the peer's own receipt checks: the same rules
         assert compute.worker.sched is used.scheduler  # admission of received tasks: the same scheduler
         assert compute.trust.config.invalid_penalty == 7.0  # [trust]: the book every coordinator records in
-        assert run.coordinator.trust is compute.trust
+        assert compute.behaviour.trust is compute.trust  # the book its coordinators record in
         with trio.fail_after(60):
-            await run.done.wait()
-        assert run.coordinator.state is JobState.DONE, run.coordinator.explain()
-        outputs = [compute.blocks.get(run.coordinator.tasks[t].output_cid) for t in run.spec.task_ids()]
+            await compute.watch(run.spec.job_id).done.wait()
+        assert run.state is JobState.DONE, run.explain()
+        outputs = [compute.blocks.get(run.task(t).output_cid) for t in run.spec.task_ids()]
         assert [o for out in outputs if out is not None for o in unframe_chunks(out)] == [
             hashlib.sha256(c).digest() for c in chunks]

@@ -39,8 +39,9 @@ import enum
 import heapq
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 from pangea_p2p.core.chunks import chunk_count, frame_chunks, unframe_chunks
@@ -155,14 +156,62 @@ class ComputeContext:
     forge: Forge | None = None
 
 
-@dataclass
 class JobRun:
-    """A job submitted at this peer."""
+    """A job submitted at this peer, as the rest of the peer reads it (the behaviour alone changes it)."""
 
-    spec: JobSpec
-    coordinator: Coordinator
-    created_s: float
-    workers: dict[str, int] = field(default_factory=dict)  # tasks done per worker
+    __slots__ = ("_coord", "_workers", "created_s", "spec")
+
+    def __init__(self, spec: JobSpec, coordinator: Coordinator, created_s: float) -> None:
+        self.spec = spec
+        self.created_s = created_s
+        self._coord = coordinator
+        self._workers: dict[str, int] = {}  # tasks done per worker
+
+    @property
+    def state(self) -> JobState:
+        return self._coord.state
+
+    @property
+    def reason(self) -> str:
+        """Why it failed or was cancelled ("" while it runs and once it is done)."""
+        return self._coord.reason
+
+    @property
+    def finished_s(self) -> float | None:
+        return self._coord.finished_s
+
+    @property
+    def issuer(self) -> str:
+        return self._coord.self_id
+
+    @property
+    def config(self) -> CoordinatorConfig:
+        """The settings its coordinator decides by."""
+        return self._coord.config
+
+    @property
+    def workers(self) -> Mapping[str, int]:
+        """Tasks done per worker."""
+        return MappingProxyType(self._workers)
+
+    def progress(self) -> dict[str, int]:
+        """Tasks per state."""
+        return self._coord.progress()
+
+    def fuel_used(self) -> int:
+        return self._coord.fuel_used()
+
+    def explain(self, *, done: bool = False) -> dict[str, list[str]]:
+        """The reason chain of every task not done (``done``: of every task), oldest first."""
+        return self._coord.explain(done=done)
+
+    def task(self, task_id: str) -> TaskView:
+        """A read-only view of one of its tasks (KeyError if it has no such task)."""
+        return self._coord.view(task_id)
+
+    def tasks(self) -> list[TaskView]:
+        """Read-only views of its tasks, in order."""
+        return self._coord.views()
 
 
 @dataclass(eq=False)
@@ -331,7 +380,7 @@ class ComputeBehaviour:
         """A read-only view of ``task_id`` of the job (or split task) ``key``."""
         run = self._runs.get(key)
         if run is None and key in self.jobs:
-            return self.jobs[key].coordinator.view(task_id)
+            return self.jobs[key].task(task_id)
         return run.coord.view(task_id) if run is not None else None
 
     # --- issuer side: jobs ---------------------------------------------------------------------------------------
@@ -391,7 +440,7 @@ class ComputeBehaviour:
             raise PangeaError(f"no job {ev.job_id}")
         run = self._runs.get(ev.job_id)
         if run is not None:
-            self._apply(run, job.coordinator.cancel(now, ev.reason), now)
+            self._apply(run, run.coord.cancel(now, ev.reason), now)
 
     def _local_view(self, now: float) -> WorkerView | None:
         view = self.admission.local_view()
@@ -436,7 +485,7 @@ class ComputeBehaviour:
     def _task_updated(self, run: _Run, eff: fx.TaskUpdate) -> None:
         job = run.job
         if job is not None and eff.state is TaskState.DONE:
-            job.workers[eff.worker] = job.workers.get(eff.worker, 0) + 1
+            job._workers[eff.worker] = job._workers.get(eff.worker, 0) + 1
         self._actions.append(TaskUpdated(run.key if job is not None else "", eff, run.coord.view(eff.task_id)))
 
     def _run_finished(self, run: _Run, eff: fx.JobFinished, now: float) -> None:
