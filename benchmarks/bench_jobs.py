@@ -72,7 +72,7 @@ from pangea_p2p.core.jobs import coordinator as coordinator_mod
 from pangea_p2p.core.jobs.behaviour import JobRun
 from pangea_p2p.core.jobs.events import FromIssuer, FromWorker, SendToWorker
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.guests import load_guest
 from pangea_p2p.node.compute import ComputeService, Session
 from pangea_p2p.node.peer import Peer, open_peer

@@ -25,18 +25,15 @@ import nacl.signing
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.verify.chain import ReceiptTree, delegate, verify_tree
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.delegation import delegate
+from pangea_p2p.core.verify.execution import issue_receipt, verify_receipt
+from pangea_p2p.core.verify.format import DOMAIN_TAG
 from pangea_p2p.core.verify.merkle import MerkleTree, verify_inclusion
-from pangea_p2p.core.verify.receipts import (
-    DOMAIN_TAG,
-    ReceiptLimits,
-    ReplayGuard,
-    TaskBinding,
-    decode_receipt,
-    issue_receipt,
-    verify_receipt,
-)
+from pangea_p2p.core.verify.receipts import ReceiptTree, decode_receipt
+from pangea_p2p.core.verify.replay import ReplayGuard
+from pangea_p2p.core.verify.tree import verify_tree
 
 if TYPE_CHECKING:
     from collections.abc import Callable

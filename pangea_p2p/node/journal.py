@@ -21,7 +21,7 @@ from typing import Any
 
 from pangea_p2p.core.jobs.effects import TaskUpdate
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationMode, VerificationPolicy
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.verify.binding import ReceiptLimits
 
 FLUSH_AFTER_S = 0.05  # how long a finished task may wait in memory for its row
 FLUSH_ROWS = 512  # or how many may

@@ -59,7 +59,7 @@ from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs.behaviour import BehaviourConfig
 from pangea_p2p.core.jobs.worker import WorkerConfig
 from pangea_p2p.core.trust import TrustBook
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame

@@ -2,7 +2,7 @@
 
 ``verify_job(client, job_id)`` trusts nothing the peer says about the work: for every task it rebuilds the
 binding the submitter issued (job, task, module, input content id, chunk count, limits, issuer), decodes the
-receipt tree, and checks it with ``pangea_p2p.core.verify.chain.verify_tree`` against the downloaded output:
+receipt tree, and checks it with ``pangea_p2p.core.verify.tree.verify_tree`` against the downloaded output:
 every signature and signer key, every binding down the delegation chain, the fuel sums, and each leaf's part
 of the output against its content id and Merkle root. With ``check_inputs`` it also re-frames the task's input
 chunks and checks their content id, so the receipts are bound to the data the user uploaded.
@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.tree import verify_tree
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, VerificationError
 
 if TYPE_CHECKING:

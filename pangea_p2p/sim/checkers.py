@@ -29,8 +29,8 @@ from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of, parse_cid
 from pangea_p2p.core.identity import public_key_from_peer_id
 from pangea_p2p.core.jobs.model import TaskState, VerificationMode
-from pangea_p2p.core.verify.chain import ReceiptTree
-from pangea_p2p.core.verify.receipts import DOMAIN_TAG
+from pangea_p2p.core.verify.format import DOMAIN_TAG
+from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.core.verify.voting import TallyState
 from pangea_p2p.errors import PangeaError
 from pangea_p2p.sim.peer import VERIFY_CONFIG, honest_chunk

@@ -65,8 +65,10 @@ from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.worker import WorkerConfig
 from pangea_p2p.core.trust import Outcome, PeerRecord, TrustBook
-from pangea_p2p.core.verify.chain import ReceiptTree
-from pangea_p2p.core.verify.receipts import ReceiptLimits, ReplayGuard, issue_receipt
+from pangea_p2p.core.verify.binding import ReceiptLimits
+from pangea_p2p.core.verify.execution import issue_receipt
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.errors import FailureKind, RemoteProtocolError
 
 if TYPE_CHECKING:

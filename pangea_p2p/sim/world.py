@@ -36,7 +36,7 @@ from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs.behaviour import JobRun
 from pangea_p2p.core.jobs.events import TaskUpdated
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationPolicy
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.sim.checkers import Checker, SafetyViolation, Violation
 from pangea_p2p.sim.loop import EventLoop
 from pangea_p2p.sim.network import Faults, Mesh, Network, dht_hops

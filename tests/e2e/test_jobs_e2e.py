@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.sdk.client import Client
 from pangea_p2p.sdk.job import Job, JobHandle, Limits
 from pangea_p2p.sdk.verify import verify_job

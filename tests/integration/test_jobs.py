@@ -19,9 +19,10 @@ from pangea_p2p.core.jobs.behaviour import JobRun
 from pangea_p2p.core.jobs.events import Fetch, FromWorker
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.trust import TrustBook
-from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.tree import verify_tree
 from pangea_p2p.guests import load_guest
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.compute import ComputeService

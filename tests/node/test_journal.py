@@ -9,7 +9,7 @@ import pytest
 
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.node.journal import FLUSH_ROWS, Journal, TaskRecord
 
 LIMITS = ReceiptLimits(10**9, 64 << 20, 10.0, 1 << 20)

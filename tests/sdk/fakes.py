@@ -22,8 +22,10 @@ from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs.model import JobSpec
 from pangea_p2p.core.jobs.request import JobRequest
-from pangea_p2p.core.verify.chain import ReceiptTree, delegate
-from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding, issue_receipt
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
+from pangea_p2p.core.verify.delegation import delegate
+from pangea_p2p.core.verify.execution import issue_receipt
+from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.node.api import ApiError
 from pangea_p2p.node.job_routes import parse_job_request
 from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits

@@ -13,8 +13,8 @@ from pangea_p2p.core.chunks import unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.model import JobOptions, VerificationPolicy
 from pangea_p2p.core.jobs.request import JobRequest
-from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.errors import ConfigError, PangeaError
 from pangea_p2p.guests import load_guest
 from pangea_p2p.sdk import Job, JobFailed, Limits, splits

@@ -11,8 +11,8 @@ import pytest
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.sdk import Job, splits
 from pangea_p2p.sdk.verify import JobVerification, verify_job
 from tests.sdk.fakes import SUBMITTER, WORKERS, FakePeer

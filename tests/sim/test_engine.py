@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pangea_p2p.core.verify import chain
+from pangea_p2p.core.verify import tree
 from pangea_p2p.sim import scenarios
 from pangea_p2p.sim.loop import EventLoop
 from tests.sim.conftest import run_small, small
@@ -63,7 +63,7 @@ def test_a_policy_that_accepts_any_result_makes_the_checker_fail() -> None:
 
 
 def test_a_verifier_that_skips_signatures_makes_the_checker_fail(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(chain, "check_signature", lambda *args, **kwargs: None)
+    monkeypatch.setattr(tree, "check_signature", lambda *args, **kwargs: None)
     r = run_small(policy="hash", byzantine=0.4, role="forge", seed=2)
     assert "bad_signature" in r.failed
     monkeypatch.undo()

@@ -103,9 +103,10 @@ from pangea_p2p.core.jobs.worker import (
     split_task,
 )
 from pangea_p2p.core.trust import Outcome, TrustBook
-from pangea_p2p.core.verify.chain import ReceiptTree
 from pangea_p2p.core.verify.commit_reveal import commit
-from pangea_p2p.core.verify.receipts import ReplayGuard, issue_receipt
+from pangea_p2p.core.verify.execution import issue_receipt
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
 from pangea_p2p.errors import FailureKind, LocalProtocolError, PangeaError, RemoteProtocolError
 

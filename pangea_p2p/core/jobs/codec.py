@@ -14,7 +14,8 @@ from google.protobuf.message import DecodeError
 
 from pangea_p2p.core.cid import canonical_cid
 from pangea_p2p.core.jobs.model import DEPTH_MAX, TaskRef
-from pangea_p2p.core.verify.receipts import ReceiptLimits, id_problem
+from pangea_p2p.core.verify.binding import ReceiptLimits
+from pangea_p2p.core.verify.format import id_problem
 from pangea_p2p.errors import RemoteProtocolError
 from pangea_p2p.wire import block_pb2, compute_pb2
 

@@ -107,19 +107,15 @@ from pangea_p2p.core.jobs.effects import (
 )
 from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationMode, VerificationPolicy, as_int
 from pangea_p2p.core.trust import Outcome, ReplicationPolicy, TrustBook
-from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
+from pangea_p2p.core.verify.checks import check_binding
 from pangea_p2p.core.verify.commit_reveal import CommitReveal, Phase
 from pangea_p2p.core.verify.config import VerifyConfig, check_range
-from pangea_p2p.core.verify.receipts import (
-    Receipt,
-    ReceiptLimits,
-    ReplayGuard,
-    TaskBinding,
-    VerifiedTree,
-    check_binding,
-    malformed,
-    verify_receipt,
-)
+from pangea_p2p.core.verify.execution import verify_receipt
+from pangea_p2p.core.verify.format import malformed
+from pangea_p2p.core.verify.receipts import Receipt, ReceiptTree, VerifiedTree
+from pangea_p2p.core.verify.replay import ReplayGuard
+from pangea_p2p.core.verify.tree import verify_tree
 from pangea_p2p.core.verify.voting import Claim, Decision, TallyState, VoteTally
 from pangea_p2p.errors import FailureKind, RejectReason, RemoteProtocolError, VerificationError
 

@@ -18,7 +18,7 @@ import math
 import numbers
 from dataclasses import dataclass, field, replace
 
-from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.errors import ConfigError
 
 JOB_ID_CHARS_MAX = 64

@@ -35,9 +35,11 @@ from pangea_p2p.core.jobs import scheduler
 from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, Reachability, WorkerSource
 from pangea_p2p.core.jobs.model import TaskRef, VerificationPolicy
 from pangea_p2p.core.jobs.outputs import merge_outputs
-from pangea_p2p.core.verify.chain import AnyReceipt, ReceiptTree, delegate
+from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import Receipt, ReceiptLimits, ReplayGuard
+from pangea_p2p.core.verify.delegation import delegate
+from pangea_p2p.core.verify.receipts import AnyReceipt, Receipt, ReceiptTree
+from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import Claim
 from pangea_p2p.errors import ConfigError, PangeaError
 

@@ -29,7 +29,7 @@ import hashlib
 import struct
 from typing import TYPE_CHECKING
 
-from pangea_p2p.core.verify.receipts import NONCE_BYTES, ZERO_DIGEST, id_problem
+from pangea_p2p.core.verify.format import NONCE_BYTES, ZERO_DIGEST, encode_id, id_problem
 from pangea_p2p.errors import LocalProtocolError, RejectReason, VerificationError
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ COMMIT_TAG = b"pangea/commit/v1\x00"
 _CLAIM = struct.Struct(">B32sQ")
 
 
-def _id(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return len(raw).to_bytes(1, "big") + raw
-
-
 def commitment(job_id: str, task_id: str, claim: Claim, worker: str, nonce: bytes) -> bytes:
     """The 32-byte commitment of ``worker`` to ``claim`` on a task."""
     problem = id_problem("job_id", job_id) or id_problem("task_id", task_id) or id_problem("worker", worker)
@@ -56,9 +51,9 @@ def commitment(job_id: str, task_id: str, claim: Claim, worker: str, nonce: byte
         raise LocalProtocolError(f"a commitment nonce is {NONCE_BYTES} bytes, got {len(nonce)}")
     status = 0 if claim.failure is None else int(claim.failure)
     return hashlib.sha256(
-        COMMIT_TAG + _id(job_id) + _id(task_id)
+        COMMIT_TAG + encode_id(job_id) + encode_id(task_id)
         + _CLAIM.pack(status, claim.output_digest or ZERO_DIGEST, claim.fuel_used)
-        + _id(worker) + nonce
+        + encode_id(worker) + nonce
     ).digest()
 
 

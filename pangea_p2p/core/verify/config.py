@@ -2,7 +2,7 @@
 
 Built from keyword arguments (tests, simulator) or from a TOML section with :func:`config_from_mapping`,
 which names the offending key in a ConfigError. The wire limits that are part of the format (string lengths,
-u16 child counts, ...) are constants in the modules that define the format, not settings.
+u16 child counts, ...) are constants of format.py, not settings.
 """
 
 from __future__ import annotations

@@ -39,10 +39,13 @@ from pangea_p2p.core.jobs.outputs import merge_outputs
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.worker import split_task
 from pangea_p2p.core.trust import TrustBook
-from pangea_p2p.core.verify.chain import ReceiptTree, delegate
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.commit_reveal import commit
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import ReceiptLimits, ReplayGuard, TaskBinding, issue_receipt
+from pangea_p2p.core.verify.delegation import delegate
+from pangea_p2p.core.verify.execution import issue_receipt
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import Claim
 from pangea_p2p.errors import FailureKind
 

@@ -7,7 +7,7 @@ import math
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.model import TaskRef
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.verify.binding import ReceiptLimits
 
 LIMITS = ReceiptLimits(fuel_max=1_000_000_000, memory_bytes_max=64 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
 MODULE_CID = cid_of(b"module")

@@ -18,7 +18,7 @@ from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, JobFinished, R
 from pangea_p2p.core.jobs.model import JobState, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.trust import Outcome
-from pangea_p2p.core.verify.receipts import ReceiptLimits
+from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.errors import FailureKind
 from tests.core.jobs.coord_driver import (
     FUEL_PER_CHUNK,

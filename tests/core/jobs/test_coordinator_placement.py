@@ -11,7 +11,7 @@ from pangea_p2p.core.jobs.model import JobState, VerificationPolicy
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import ReplayGuard
+from pangea_p2p.core.verify.replay import ReplayGuard
 from tests.core.jobs.helpers import task, worker
 
 T0 = 1000.0

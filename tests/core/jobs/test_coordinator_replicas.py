@@ -18,9 +18,11 @@ from pangea_p2p.core.jobs.effects import Dispatch
 from pangea_p2p.core.jobs.model import VerificationMode, VerificationPolicy
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.trust import TrustBook
-from pangea_p2p.core.verify.chain import ReceiptTree
+from pangea_p2p.core.verify.binding import TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import ReplayGuard, TaskBinding, issue_receipt
+from pangea_p2p.core.verify.execution import issue_receipt
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.replay import ReplayGuard
 from tests.core.jobs.helpers import task, worker
 
 T0 = 1_700_000_000.0

@@ -13,9 +13,10 @@ from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.effects import Dispatch, JobFinished, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState
 from pangea_p2p.core.trust import Outcome
-from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import ReceiptLimits, TaskBinding
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.tree import verify_tree
 from tests.core.jobs.coord_driver import (
     FUEL_PER_CHUNK,
     SUBMITTER,

@@ -13,9 +13,8 @@ from pangea_p2p.core.jobs.coordinator import ATTEMPT_GRACE_S
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RequestReveal, SpotCheck, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.trust import Outcome, TrustBook, TrustConfig
-from pangea_p2p.core.verify.chain import DelegationReceipt, ReceiptTree
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import Receipt
+from pangea_p2p.core.verify.receipts import DelegationReceipt, Receipt, ReceiptTree
 from tests.core.jobs.coord_driver import (
     FUEL_PER_CHUNK,
     T0,

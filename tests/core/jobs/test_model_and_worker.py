@@ -14,8 +14,9 @@ from pangea_p2p.core.jobs.model import JobSpec, VerificationMode, VerificationPo
 from pangea_p2p.core.jobs.scheduler import SchedulerConfig
 from pangea_p2p.core.jobs.worker import Verdict, WorkerConfig, WorkerService, split_coordinator, split_task
 from pangea_p2p.core.trust import TrustBook
+from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import ReceiptLimits, ReplayGuard
+from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.errors import ConfigError
 from tests.core.jobs.helpers import LIMITS, MODULE_CID, task, worker
 

@@ -7,8 +7,10 @@ import random
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import Receipt, ReceiptLimits, TaskBinding, issue_receipt
+from pangea_p2p.core.verify.execution import issue_receipt
+from pangea_p2p.core.verify.receipts import Receipt
 
 NOW = 1_750_000_000.0
 CONFIG = VerifyConfig()

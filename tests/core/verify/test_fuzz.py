@@ -7,9 +7,10 @@ import contextlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pangea_p2p.core.verify.chain import ReceiptTree, decode_any, verify_tree
+from pangea_p2p.core.verify.execution import verify_receipt
 from pangea_p2p.core.verify.merkle import MerkleProof
-from pangea_p2p.core.verify.receipts import decode_receipt, verify_receipt
+from pangea_p2p.core.verify.receipts import ReceiptTree, decode_any, decode_receipt
+from pangea_p2p.core.verify.tree import verify_tree
 from pangea_p2p.errors import VerificationError
 
 from . import vectors

@@ -11,21 +11,13 @@ from hypothesis import strategies as st
 
 from pangea_p2p.core.chunks import CHUNKS_MAX, frame_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.execution import issue_receipt, verify_receipt
+from pangea_p2p.core.verify.format import COMMON, DOMAIN_TAG, EXECUTION_BYTES_MAX, REPLAY_TAG
 from pangea_p2p.core.verify.merkle import MerkleTree
-from pangea_p2p.core.verify.receipts import (
-    COMMON,
-    DOMAIN_TAG,
-    EXECUTION_BYTES_MAX,
-    REPLAY_TAG,
-    Receipt,
-    ReceiptLimits,
-    ReplayGuard,
-    TaskBinding,
-    decode_receipt,
-    issue_receipt,
-    verify_receipt,
-)
+from pangea_p2p.core.verify.receipts import Receipt, decode_receipt
+from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.errors import FailureKind, LocalProtocolError, RejectReason, VerificationError
 
 from .helpers import (

@@ -10,9 +10,11 @@ import pytest
 
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.verify.chain import ReceiptTree, verify_tree
 from pangea_p2p.core.verify.config import VerifyConfig
-from pangea_p2p.core.verify.receipts import REPLAY_TAG, decode_receipt, verify_receipt
+from pangea_p2p.core.verify.execution import verify_receipt
+from pangea_p2p.core.verify.format import REPLAY_TAG
+from pangea_p2p.core.verify.receipts import ReceiptTree, decode_receipt
+from pangea_p2p.core.verify.tree import verify_tree
 
 from . import vectors
 

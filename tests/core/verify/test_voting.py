@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.verify.chain import ReceiptTree, delegate, verify_tree
-from pangea_p2p.core.verify.receipts import VerifiedTree, issue_receipt, verify_receipt
+from pangea_p2p.core.verify.delegation import delegate
+from pangea_p2p.core.verify.execution import issue_receipt, verify_receipt
+from pangea_p2p.core.verify.receipts import ReceiptTree, VerifiedTree
+from pangea_p2p.core.verify.tree import verify_tree
 from pangea_p2p.core.verify.voting import Claim, TallyState, VoteTally, quorum_for
 from pangea_p2p.errors import FailureKind, LocalProtocolError, RejectReason, VerificationError
 

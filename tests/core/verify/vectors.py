@@ -14,10 +14,12 @@ from pathlib import Path
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.verify.chain import ReceiptTree, delegate
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.commit_reveal import commitment
+from pangea_p2p.core.verify.delegation import delegate
+from pangea_p2p.core.verify.execution import issue_receipt
 from pangea_p2p.core.verify.merkle import MerkleTree
-from pangea_p2p.core.verify.receipts import Receipt, ReceiptLimits, TaskBinding, issue_receipt
+from pangea_p2p.core.verify.receipts import Receipt, ReceiptTree
 from pangea_p2p.core.verify.voting import Claim
 
 

@@ -13,23 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pangea_p2p.core.chunks import frame_chunks
-from pangea_p2p.core.verify.chain import (
-    DelegationReceipt,
-    ReceiptTree,
-    children_root,
-    decode_any,
-    delegate,
-    verify_tree,
-)
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.delegation import children_root, delegate
+from pangea_p2p.core.verify.execution import issue_receipt
+from pangea_p2p.core.verify.format import DOMAIN_TAG
 from pangea_p2p.core.verify.merkle import MerkleTree, root_of, verify_inclusion
-from pangea_p2p.core.verify.receipts import (
-    DOMAIN_TAG,
-    ReceiptLimits,
-    ReplayGuard,
-    TaskBinding,
-    issue_receipt,
-)
+from pangea_p2p.core.verify.receipts import DelegationReceipt, ReceiptTree, decode_any
+from pangea_p2p.core.verify.replay import ReplayGuard
+from pangea_p2p.core.verify.tree import verify_tree
 from pangea_p2p.errors import FailureKind, LocalProtocolError, RejectReason, VerificationError
 
 from .helpers import CONFIG, LIMITS, NOW, SUBMITTER, binding, framed_output, identity, output_chunks
