@@ -1,7 +1,7 @@
 """Verification of results: pure, deterministic code shared by the node and the simulator.
 
 The package is layered: a module imports only modules listed before it here (TYPE_CHECKING imports
-included), so there is no import cycle.
+included), so there is no import cycle; tests/core/verify/test_layers.py holds it to that.
 
   foundations, independent of one another
     format.py         the byte format: version, domain tags, struct layouts, sizes, receipt kinds, the
