@@ -14,10 +14,10 @@
                       chunks as above, Merkle root (PROOF_INVALID)
 
 Replay, the last check of a verification, is the ReplayGuard's (replay.py). The checks are pure functions of
-their arguments (``now`` and the config are passed in) and record nothing; execution.py (one receipt),
-delegation.py (a child against its delegation receipt) and tree.py (a whole tree) put them in the order
-protocols/receipt.md §5 and §7 fix. Verification keys are cached per public key, since a verifier sees the
-same workers again and again.
+their arguments (``now`` and the config are passed in) and record nothing; execution.py (one receipt) and
+tree.py (a whole tree, with delegation.py's rules between a delegation receipt and its children) put them in
+the order protocols/receipt.md §5 and §7 fix. Verification keys are cached per public key, since a verifier
+sees the same workers again and again.
 """
 
 from __future__ import annotations
