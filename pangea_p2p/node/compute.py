@@ -28,7 +28,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from pangea_p2p.core.jobs import codec
-from pangea_p2p.core.jobs.behaviour import BehaviourConfig, ComputeBehaviour, ComputeContext, JobRun
+from pangea_p2p.core.jobs.behaviour import ComputeBehaviour, JobRun
+from pangea_p2p.core.jobs.context import BehaviourConfig, ComputeContext
 from pangea_p2p.core.jobs.events import (
     Abort,
     Action,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pangea_p2p.core.capacity import DirectoryConfig
-from pangea_p2p.core.jobs.coordinator import CoordinatorConfig
+from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.trust import TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.errors import ConfigError

@@ -56,7 +56,7 @@ from pangea_p2p.core.capacity import (
     LocalCapacity,
 )
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.jobs.behaviour import BehaviourConfig
+from pangea_p2p.core.jobs.context import BehaviourConfig
 from pangea_p2p.core.jobs.worker import WorkerConfig
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits

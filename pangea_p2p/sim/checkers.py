@@ -36,8 +36,8 @@ from pangea_p2p.errors import PangeaError
 from pangea_p2p.sim.peer import VERIFY_CONFIG, honest_chunk
 
 if TYPE_CHECKING:
-    from pangea_p2p.core.jobs.coordinator import TaskView
     from pangea_p2p.core.jobs.events import TaskUpdated
+    from pangea_p2p.core.jobs.tasks import TaskView
     from pangea_p2p.sim.peer import SimPeer
     from pangea_p2p.sim.world import Simulation
 

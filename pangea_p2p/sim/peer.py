@@ -35,8 +35,9 @@ from pangea_p2p.core.capacity import AdvertPublisher, AdvertRejected, CapacityDi
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs import codec
-from pangea_p2p.core.jobs.behaviour import BehaviourConfig, ComputeBehaviour, ComputeContext, JobRun
-from pangea_p2p.core.jobs.coordinator import CoordinatorConfig, Reachability
+from pangea_p2p.core.jobs.behaviour import ComputeBehaviour, JobRun
+from pangea_p2p.core.jobs.config import CoordinatorConfig
+from pangea_p2p.core.jobs.context import BehaviourConfig, ComputeContext
 from pangea_p2p.core.jobs.effects import TaskUpdate
 from pangea_p2p.core.jobs.events import (
     Abort,
@@ -62,6 +63,7 @@ from pangea_p2p.core.jobs.events import (
     WorkerLost,
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
+from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.worker import WorkerConfig
 from pangea_p2p.core.trust import Outcome, PeerRecord, TrustBook

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pangea_p2p.core.jobs.coordinator import CoordinatorConfig
+from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.trust import TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.errors import ConfigError

@@ -16,17 +16,14 @@ request, a cancel, a local run, a spot-check run — keeps which coordinator own
 message, a failed send, a broken stream (every task out with that worker fails over), a peer that left.
 Any message from a worker marks it reachable (the peer's shared ``Reachability``).
 
-Worker side. An offer is admitted or refused by the admission service (``WorkerService``). An admitted task
-(``Incoming``) goes through its own states::
+Worker side (serving.py, ``TaskServer``): offers admitted or refused, each admitted task through its own
+state machine (fetching its input, running, splitting, committed, answered or dropped), the accept delay, and
+commit-then-reveal. A task it splits becomes a coordinator here (``start_split``); when its parts are done
+this peer merges their outputs and signs a delegation receipt over theirs (``_finish_split``).
 
-    FETCHING --input in hand--> RUNNING (a sandbox run) --result signed--> ANSWERED
-                            \\-> SPLITTING (its parts run under a coordinator of this peer) -> ANSWERED
-    RUNNING / SPLITTING --commit-reveal--> COMMITTED --reveal request--> ANSWERED
-    any of them --cancel, issuer gone, a problem--> DROPPED / ANSWERED (with a refusal)
-
-``TaskAccepted`` goes out only when the task is still unanswered ``accept_delay_s`` after its offer: a small
-task's result follows within milliseconds and stands for the acceptance. Under commit-then-reveal the worker
-sends its commitment, keeps the result, and sends it when the issuer asks (at most ``reveal_wait_s_max``).
+Time: one heap of timers (a coordinator to tick at its next deadline, a TaskAccepted due, a reveal request
+awaited too long), each live only while the value it was set for is unchanged; ``next_deadline()`` is the
+earliest live one, and ``Tick`` fires every one due.
 
 Invariants: every request the behaviour makes (fetch, run) is answered at most once and an answer to a request
 it dropped is ignored; a task id is served at most once at a time; answers go to the stream the offer came on;
@@ -35,22 +32,17 @@ an admission slot is released exactly when its task leaves RUNNING or SPLITTING 
 
 from __future__ import annotations
 
-import enum
 import heapq
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol
 
-from pangea_p2p.core.chunks import chunk_count, frame_chunks, unframe_chunks
-from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.jobs import effects as fx
 from pangea_p2p.core.jobs.codec import (
     INPUT_INLINE_MAX,
-    OUTPUT_INLINE_MAX,
     Accepted,
     Cancel,
     Commitment,
@@ -59,9 +51,10 @@ from pangea_p2p.core.jobs.codec import (
     Result,
     RevealRequest,
 )
-from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, Reachability, TaskView, WorkerSource
+from pangea_p2p.core.jobs.config import CoordinatorConfig, WorkerSource
+from pangea_p2p.core.jobs.context import ComputeContext
+from pangea_p2p.core.jobs.coordinator import Coordinator
 from pangea_p2p.core.jobs.events import (
-    Abort,
     Action,
     CancelJob,
     Event,
@@ -81,7 +74,6 @@ from pangea_p2p.core.jobs.events import (
     PeerGone,
     Provide,
     Purpose,
-    Reply,
     SendFailed,
     SendToWorker,
     SplitStarted,
@@ -89,72 +81,22 @@ from pangea_p2p.core.jobs.events import (
     TaskUpdated,
     Tick,
     WorkerLost,
-    WorkerMessage,
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
-from pangea_p2p.core.jobs.scheduler import SchedulerConfig, WorkerView
+from pangea_p2p.core.jobs.scheduler import WorkerView
+from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ServeRun, Serving, TaskServer
+from pangea_p2p.core.jobs.tasks import TaskView
 from pangea_p2p.core.jobs.worker import (
-    Verdict,
-    WorkerConfig,
-    WorkerService,
-    commit_claim,
     delegation,
     split_coordinator,
     split_task,
 )
-from pangea_p2p.core.trust import Outcome, TrustBook
-from pangea_p2p.core.verify.commit_reveal import commit
-from pangea_p2p.core.verify.execution import issue_receipt
-from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
-from pangea_p2p.errors import FailureKind, LocalProtocolError, PangeaError, RemoteProtocolError
+from pangea_p2p.errors import PangeaError, RemoteProtocolError
 
-# Timer kinds: a run to tick, a TaskAccepted due, a reveal request awaited too long.
-_RUN, _ACCEPT, _REVEAL = "run", "accept", "reveal"
-
-
-class BlockSource(Protocol):
-    """The peer's content-addressed block store, as the behaviour sees it (synchronous: the node's keeps recent
-    blocks in memory and writes to disk in the background)."""
-
-    def get(self, cid: str) -> bytes | None: ...
-
-    def has(self, cid: str) -> bool: ...
-
-    def put(self, data: bytes, *, persist: bool = False, cid: str | None = None) -> str: ...
-
-
-Forge = Callable[[TaskRef, bytes, bytes], tuple[bytes, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class BehaviourConfig:
-    """How this peer serves and issues tasks."""
-
-    worker: WorkerConfig = field(default_factory=WorkerConfig)  # admission: slots, queue, limits it accepts
-    split: SchedulerConfig = field(default_factory=SchedulerConfig)  # when a served task is split, and how
-    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)  # the jobs and splits it issues
-    accept_delay_s: float = 0.5  # a task answered sooner than this needs no TaskAccepted
-    reveal_wait_s_max: float = 600.0  # a committed result waits at most this long for its reveal request
-
-
-@dataclass
-class ComputeContext:
-    """What a behaviour works with: its identity and config, the block store, the candidate workers (the
-    driver's capacity directory: ``views(now)``, built with the behaviour's trust book and ``inflight``), an
-    rng, and the state it shares with the rest of the peer (trust, replay guard, reachability). ``forge``:
-    tests and the simulator only, a filter over every signed answer (tree, output) before it goes out."""
-
-    identity: Identity
-    blocks: BlockSource
-    views: Callable[[float], list[WorkerView]]
-    rng: random.Random
-    config: BehaviourConfig = field(default_factory=BehaviourConfig)
-    trust: TrustBook = field(default_factory=TrustBook)
-    guard: ReplayGuard | None = None
-    reachability: Reachability = field(default_factory=Reachability)
-    forge: Forge | None = None
+_RUN = "run"  # timer kind: a coordinator to tick (the server sets its own: serving.ACCEPT, serving.REVEAL)
 
 
 class JobRun:
@@ -225,57 +167,6 @@ class _Run:
     split: Incoming | None = None
 
 
-class Serving(enum.Enum):
-    """Where a task this peer serves is (see the module docstring)."""
-
-    FETCHING = "fetching"
-    RUNNING = "running"
-    SPLITTING = "splitting"
-    COMMITTED = "committed"
-    ANSWERED = "answered"
-    DROPPED = "dropped"
-
-    @property
-    def final(self) -> bool:
-        return self in (Serving.ANSWERED, Serving.DROPPED)
-
-
-_SERVING_NEXT: dict[Serving, frozenset[Serving]] = {
-    Serving.FETCHING: frozenset({Serving.RUNNING, Serving.SPLITTING, Serving.ANSWERED, Serving.DROPPED}),
-    Serving.RUNNING: frozenset({Serving.COMMITTED, Serving.ANSWERED, Serving.DROPPED}),
-    Serving.SPLITTING: frozenset({Serving.COMMITTED, Serving.ANSWERED, Serving.DROPPED}),
-    Serving.COMMITTED: frozenset({Serving.ANSWERED, Serving.DROPPED}),
-    Serving.ANSWERED: frozenset(),
-    Serving.DROPPED: frozenset(),
-}
-
-
-@dataclass(eq=False, slots=True)
-class Incoming:
-    """A task another peer gave us."""
-
-    ref: TaskRef
-    issuer: str
-    channel: int
-    verdict: Verdict
-    parts: int
-    state: Serving = Serving.FETCHING
-    request: int = 0  # the fetch or run under way for it
-    reveal: tuple[bytes, bytes, bytes] | None = None  # (tree, output, nonce) waiting for the reveal request
-    reveal_by_s: float = math.inf
-
-    def move(self, to: Serving) -> None:
-        if to not in _SERVING_NEXT[self.state]:
-            raise LocalProtocolError(f"served task {self.ref.task_id}: no transition {self.state.value} -> {to.value}")
-        self.state = to
-
-
-# What a request number stands for.
-@dataclass(slots=True)
-class _InputFetch:
-    inc: Incoming
-
-
 @dataclass(slots=True)
 class _OutputFetch:
     run: _Run
@@ -293,11 +184,6 @@ class _LocalInput:
 
 
 @dataclass(slots=True)
-class _Serve:
-    inc: Incoming
-
-
-@dataclass(slots=True)
 class _Here:
     run: _Run
     task: TaskRef
@@ -305,7 +191,7 @@ class _Here:
     chunk_index: int
 
 
-_Request = _InputFetch | _OutputFetch | _LocalInput | _Serve | _Here
+_Request = InputFetch | ServeRun | _OutputFetch | _LocalInput | _Here
 
 
 class ComputeBehaviour:
@@ -318,7 +204,6 @@ class ComputeBehaviour:
         self.trust = ctx.trust
         self.guard = ctx.guard if ctx.guard is not None else ReplayGuard(ctx.config.coordinator.verify)
         self.reachability = ctx.reachability
-        self.admission = WorkerService(self.self_id, ctx.config.worker, ctx.config.split)
         self.inflight: dict[str, int] = {}  # tasks out per worker, over every coordinator (a slot each)
         self.jobs: dict[str, JobRun] = {}
         self.counters: dict[str, int] = dict.fromkeys(
@@ -327,18 +212,18 @@ class ComputeBehaviour:
         self._runs: dict[str, _Run] = {}  # running coordinators, by key
         self._owner: dict[str, _Run] = {}  # task id -> the run waiting for its answers
         self._out: dict[str, set[str]] = {}  # worker -> task ids out with it
-        self._incoming: dict[str, Incoming] = {}
-        self._unaccepted: dict[str, float] = {}  # served task id -> when its TaskAccepted is due (in due order)
         self._requests: dict[int, _Request] = {}
         self._next_request = 0
         self._armed: dict[str, float] = {}  # run key -> when it is ticked next
         self._timers: list[tuple[float, int, str, str]] = []  # heap of (when, seq, kind, key); stale ones lazily
         self._timer_seq = 0
-        self._actions: list[Action] = []
+        self.actions: list[Action] = []  # produced by the current event (one list: the server appends too)
+        self.server = TaskServer(ctx, self)
+        self.admission = self.server.admission
         self._handlers: dict[type, Callable[[float, Event], None]] = {
             SubmitJob: self._on_submit,  # type: ignore[dict-item]
             CancelJob: self._on_cancel,  # type: ignore[dict-item]
-            FromIssuer: self._on_issuer_message,  # type: ignore[dict-item]
+            FromIssuer: self.server.on_message,  # type: ignore[dict-item]
             FromWorker: self._on_worker_message,  # type: ignore[dict-item]
             Malformed: self._on_malformed,  # type: ignore[dict-item]
             SendFailed: self._on_send_failed,  # type: ignore[dict-item]
@@ -359,7 +244,8 @@ class ComputeBehaviour:
         PangeaError for a job that cannot start (the module or a chunk is missing, the id is taken) or that
         does not exist."""
         self._handlers[type(event)](now, event)
-        out, self._actions = self._actions, []
+        out = self.actions[:]
+        self.actions.clear()
         return out
 
     def next_deadline(self) -> float | None:
@@ -371,11 +257,11 @@ class ComputeBehaviour:
 
     def issuers(self) -> set[str]:
         """The peers whose tasks this peer serves now."""
-        return {inc.issuer for inc in self._incoming.values()}
+        return self.server.issuers()
 
     def serving(self, task_id: str) -> Incoming | None:
         """The task ``task_id`` this peer serves now, if any."""
-        return self._incoming.get(task_id)
+        return self.server.incoming.get(task_id)
 
     def task(self, key: str, task_id: str) -> TaskView | None:
         """A read-only view of ``task_id`` of the job (or split task) ``key``."""
@@ -401,11 +287,11 @@ class ComputeBehaviour:
         for ref in tasks:
             self._owner[ref.task_id] = run
         if not ev.restored:
-            self._actions.append(JobSubmitted(spec, job.created_s))
+            self.actions.append(JobSubmitted(spec, job.created_s))
         for rec in ev.restored.values():
             if rec.state is TaskState.DONE and self.ctx.blocks.has(rec.output_cid):
                 coord.restore(rec.task_id, rec.output_cid, rec.tree, rec.fuel_used, rec.worker)
-        self._actions.append(Provide(spec.module_cid))
+        self.actions.append(Provide(spec.module_cid))
         self._apply(run, coord.start(now), now)
 
     def _task_ref(self, spec: JobSpec, index: int) -> TaskRef:
@@ -452,7 +338,7 @@ class ComputeBehaviour:
     # --- issuer side: the coordinators' effects ----------------------------------------------------------------
 
     def _apply(self, run: _Run, effects: list[fx.Effect], now: float) -> None:
-        acts = self._actions
+        acts = self.actions
         for eff in effects:
             kind = type(eff)
             if kind is fx.Dispatch:
@@ -487,7 +373,7 @@ class ComputeBehaviour:
         job = run.job
         if job is not None and eff.state is TaskState.DONE:
             job._workers[eff.worker] = job._workers.get(eff.worker, 0) + 1
-        self._actions.append(TaskUpdated(run.key if job is not None else "", eff, run.coord.view(eff.task_id)))
+        self.actions.append(TaskUpdated(run.key if job is not None else "", eff, run.coord.view(eff.task_id)))
 
     def _run_finished(self, run: _Run, eff: fx.JobFinished, now: float) -> None:
         self._runs.pop(run.key, None)
@@ -496,7 +382,7 @@ class ComputeBehaviour:
             if self._owner.get(task_id) is run:
                 del self._owner[task_id]
         if run.job is not None:
-            self._actions.append(JobEnded(run.key, eff.state, eff.reason))
+            self.actions.append(JobEnded(run.key, eff.state, eff.reason))
             return
         self._finish_split(run, eff, now)
 
@@ -508,9 +394,9 @@ class ComputeBehaviour:
         d = run.coord.next_deadline(now)
         if d is not None and d < self._armed.get(run.key, math.inf):
             self._armed[run.key] = d
-            self._timer(d, _RUN, run.key)
+            self.timer(d, _RUN, run.key)
 
-    def _timer(self, when: float, kind: str, key: str) -> None:
+    def timer(self, when: float, kind: str, key: str) -> None:
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
 
@@ -519,10 +405,7 @@ class ComputeBehaviour:
         when, _, kind, key = timer
         if kind == _RUN:
             return self._armed.get(key) == when
-        if kind == _ACCEPT:
-            return self._unaccepted.get(key) == when
-        inc = self._incoming.get(key)
-        return inc is not None and inc.state is Serving.COMMITTED and inc.reveal_by_s == when
+        return self.server.live(when, kind, key)
 
     def _on_tick(self, now: float, ev: Tick) -> None:
         timers = self._timers
@@ -536,13 +419,8 @@ class ComputeBehaviour:
                 run = self._runs.get(key)
                 if run is not None:
                     self._apply(run, run.coord.tick(now), now)
-            elif kind == _ACCEPT:  # still unanswered after the accept delay: say it was taken
-                del self._unaccepted[key]
-                inc = self._incoming[key]
-                self._actions.append(Reply(inc.issuer, inc.channel, Accepted(key)))
             else:
-                inc = self._incoming[key]
-                self._give_up(inc, f"no reveal request within {self.config.reveal_wait_s_max:g} s")
+                self.server.fire(kind, key)
 
     # --- issuer side: answers ----------------------------------------------------------------------------------
 
@@ -575,8 +453,8 @@ class ComputeBehaviour:
                 return
             n = run.coord.tasks[msg.task_id].ref.chunk_count  # the framed output: a count, a length per chunk
             size_max = 4 * (n + 1) + n * limits.output_bytes_max
-            request = self._request(_OutputFetch(run, msg.task_id, worker, msg))
-            self._actions.append(Fetch(request, msg.output_cid, (worker,), min(size_max, msg.output_bytes or size_max)))
+            request = self.request(_OutputFetch(run, msg.task_id, worker, msg))
+            self.actions.append(Fetch(request, msg.output_cid, (worker,), min(size_max, msg.output_bytes or size_max)))
             return
         output = msg.output_inline
         if output and limits is not None:  # stored only when it is awaited
@@ -585,7 +463,7 @@ class ComputeBehaviour:
 
     def _on_malformed(self, now: float, ev: Malformed) -> None:
         self.trust.record(ev.peer, Outcome.INVALID, now)
-        self._actions.append(Log("warning", "compute.bad_message", (("peer", ev.peer), ("error", ev.problem))))
+        self.actions.append(Log("warning", "compute.bad_message", (("peer", ev.peer), ("error", ev.problem))))
 
     def _on_send_failed(self, now: float, ev: SendFailed) -> None:
         tasks = self._out.get(ev.worker)
@@ -610,8 +488,8 @@ class ComputeBehaviour:
     def _run_here(self, run: _Run, ref: TaskRef, purpose: Purpose, chunk_index: int, now: float) -> None:
         framed = self.ctx.blocks.get(ref.input_cid)
         if framed is None:
-            request = self._request(_LocalInput(run, ref, purpose, chunk_index))
-            self._actions.append(Fetch(request, ref.input_cid, (), self.config.worker.input_bytes_max))
+            request = self.request(_LocalInput(run, ref, purpose, chunk_index))
+            self.actions.append(Fetch(request, ref.input_cid, (), self.config.worker.input_bytes_max))
             return
         self._execute_here(run, ref, purpose, chunk_index, framed, now)
 
@@ -624,8 +502,8 @@ class ComputeBehaviour:
             return
         if purpose is Purpose.SPOT:
             chunks = [chunks[chunk_index]]
-        request = self._request(_Here(run, ref, purpose, chunk_index))
-        self._actions.append(Execute(request, ref, chunks, purpose))
+        request = self.request(_Here(run, ref, purpose, chunk_index))
+        self.actions.append(Execute(request, ref, chunks, purpose))
 
     def _here_done(self, req: _Here, ev: Executed, now: float) -> None:
         run, ref = req.run, req.task
@@ -637,7 +515,7 @@ class ComputeBehaviour:
             chunk = ev.outputs[0] if ev.failure is None and ev.outputs else None
             self._apply(run, coord.on_spot_result(ref.task_id, req.chunk_index, chunk, now), now)
             return
-        tree, output = self._sign(ref, ev.outputs, ev.failure, ev.fuel_used, now)
+        tree, output = self.server.sign(ref, ev.outputs, ev.failure, ev.fuel_used, now)
         if output:
             self.ctx.blocks.put(output, persist=True)
         # the tree signed here a moment ago goes along: the coordinator need not verify its own signature
@@ -646,163 +524,16 @@ class ComputeBehaviour:
     def _here_failed(self, req: _Here | _LocalInput, reason: str, now: float) -> None:
         run, ref = req.run, req.task
         if req.purpose is Purpose.SPOT:
-            self._actions.append(Log("warning", "spot_check.failed_here", (("task", ref.task_id), ("error", reason))))
+            self.actions.append(Log("warning", "spot_check.failed_here", (("task", ref.task_id), ("error", reason))))
             self._apply(run, run.coord.on_spot_result(ref.task_id, req.chunk_index, None, now, reason), now)
         else:
             self._apply(run, run.coord.on_local_error(ref.task_id, reason, now), now)
 
-    # --- worker side: offers ------------------------------------------------------------------------------------
-
-    def _on_issuer_message(self, now: float, ev: FromIssuer) -> None:
-        msg = ev.message
-        if isinstance(msg, Offer):
-            self._on_offer(now, ev.peer, ev.channel, msg)
-            return
-        inc = self._incoming.get(msg.task_id)
-        if inc is None or inc.issuer != ev.peer:
-            return
-        if type(msg) is Cancel:
-            self._drop(inc, "cancelled by the issuer", now)
-        elif inc.state is Serving.COMMITTED and inc.reveal is not None:
-            tree, output, nonce = inc.reveal
-            self._send_result(inc, tree, output, nonce)
-
-    def _on_offer(self, now: float, issuer: str, channel: int, offer: Offer) -> None:
-        ref = offer.ref
-        admission = self.admission.admit(ref, issuer, self.ctx.views(now), now)
-        if admission.verdict is Verdict.REJECT:
-            self.counters["offers_rejected"] += 1
-            self._actions.append(Reply(issuer, channel, Rejected(ref.task_id, admission.reason)))
-            return
-        self.counters["offers_admitted"] += 1
-        inc = Incoming(ref, issuer, channel, admission.verdict, admission.parts)
-        self._incoming[ref.task_id] = inc
-        if self.config.accept_delay_s > 0:
-            due = self._unaccepted[ref.task_id] = now + self.config.accept_delay_s
-            self._timer(due, _ACCEPT, ref.task_id)
-        else:
-            self._actions.append(Reply(issuer, channel, Accepted(ref.task_id)))
-        if offer.input_inline:
-            if cid_of(offer.input_inline) != ref.input_cid:
-                self._give_up(inc, f"input of {ref.task_id} does not match {ref.input_cid}")
-                return
-            self._input_ready(inc, offer.input_inline, now)
-            return
-        framed = self.ctx.blocks.get(ref.input_cid)  # a block read back was checked against its cid
-        if framed is not None:
-            self._input_ready(inc, framed, now)
-            return
-        inc.request = self._request(_InputFetch(inc))
-        self._actions.append(Fetch(inc.request, ref.input_cid, (issuer,), self.config.worker.input_bytes_max))
-
-    def _input_ready(self, inc: Incoming, framed: bytes, now: float) -> None:
-        ref = inc.ref
-        try:
-            if chunk_count(framed) != ref.chunk_count:
-                raise RemoteProtocolError(f"input of {ref.task_id} does not hold the {ref.chunk_count} chunks "
-                                          "the offer names")
-            chunks = unframe_chunks(framed)
-        except RemoteProtocolError as exc:
-            self._give_up(inc, str(exc))
-            return
-        if inc.verdict is Verdict.SPLIT:
-            self._start_split(inc, framed, now)
-            return
-        inc.move(Serving.RUNNING)
-        inc.request = self._request(_Serve(inc))
-        self._actions.append(Execute(inc.request, ref, chunks, Purpose.SERVE, module_from=(inc.issuer,)))
-
-    def _served(self, inc: Incoming, ev: Executed, now: float) -> None:
-        ref = inc.ref
-        tree, output = self._sign(ref, ev.outputs, ev.failure, ev.fuel_used, now)
-        tree_bytes = tree.encode()
-        if self.ctx.forge is not None:
-            tree_bytes, output = self.ctx.forge(ref, tree_bytes, output)
-        self.admission.release(ref.task_id)  # the slot is free; a reveal may still be awaited
-        self._answer(inc, tree_bytes, output, now)
-
-    def _sign(self, ref: TaskRef, outputs: list[bytes] | None, failure: FailureKind | None, fuel: int,
-              now: float) -> tuple[ReceiptTree, bytes]:
-        """This peer's signed receipt over a run of ``ref``: (tree, framed output, b'' for a failure)."""
-        binding = ref.binding()
-        ctx = self.ctx
-        if failure is not None or outputs is None:
-            receipt = issue_receipt(ctx.identity, binding, failure=failure or FailureKind.WORKER_CRASHED,
-                                    fuel_used=fuel, now=now, rng=ctx.rng)
-            return ReceiptTree(receipt, ()), b""
-        output = frame_chunks(outputs)
-        receipt = issue_receipt(ctx.identity, binding, output=output, fuel_used=fuel, now=now, rng=ctx.rng)
-        return ReceiptTree(receipt, ()), output
-
-    def _answer(self, inc: Incoming, tree: bytes, output: bytes, now: float) -> None:
-        """Send the result; under commit-then-reveal, the commitment first and the result when asked."""
-        ref = inc.ref
-        nonce = b""
-        if ref.commit_reveal:
-            try:
-                claim = commit_claim(ReceiptTree.decode(tree, self.config.coordinator.verify).receipt, output)
-            except PangeaError:
-                claim = None  # a garbled tree (forged): nothing to commit to
-            if claim is not None:
-                digest, nonce = commit(ref.job_id, ref.task_id, claim, self.self_id, self.ctx.rng)
-                inc.reveal = (tree, output, nonce)
-                inc.move(Serving.COMMITTED)
-                inc.reveal_by_s = min(now + self.config.reveal_wait_s_max, ref.deadline_s)
-                if inc.reveal_by_s < math.inf:
-                    self._timer(inc.reveal_by_s, _REVEAL, ref.task_id)
-                self._reply(inc, Commitment(ref.task_id, digest))
-                return
-        self._send_result(inc, tree, output, nonce)
-
-    def _send_result(self, inc: Incoming, tree: bytes, output: bytes, nonce: bytes) -> None:
-        ref = inc.ref
-        self.counters["results_sent"] += 1
-        if len(output) <= OUTPUT_INLINE_MAX:
-            msg = Result(ref.task_id, tree, output_inline=output, nonce=nonce)
-        else:
-            cid = self.ctx.blocks.put(output)
-            msg = Result(ref.task_id, tree, output_cid=cid, output_bytes=len(output), nonce=nonce)
-        self._reply(inc, msg)
-        self._close(inc, Serving.ANSWERED)
-
-    def _reply(self, inc: Incoming, msg: WorkerMessage) -> None:
-        if type(msg) is not Accepted:  # any answer says the task was taken: no TaskAccepted due any more
-            self._unaccepted.pop(inc.ref.task_id, None)
-        self._actions.append(Reply(inc.issuer, inc.channel, msg))
-
-    def _give_up(self, inc: Incoming, why: str) -> None:
-        self._actions.append(Log("info", "task.gave_up", (("task", inc.ref.task_id), ("error", why))))
-        self._reply(inc, Rejected(inc.ref.task_id, f"gave up: {why}"[:256]))
-        self._close(inc, Serving.ANSWERED)
-
-    def _drop(self, inc: Incoming, why: str, now: float) -> None:
-        """``inc`` is not wanted any more (cancelled, or its issuer went away): stop its work, no answer."""
-        if inc.state in (Serving.FETCHING, Serving.RUNNING) and inc.request:
-            self._requests.pop(inc.request, None)
-            self._actions.append(Abort(inc.request))
-        self._close(inc, Serving.DROPPED)
-        run = self._runs.get(inc.ref.task_id)
-        if run is not None and run.split is inc:
-            self._apply(run, run.coord.cancel(now, why), now)
-
-    def _close(self, inc: Incoming, state: Serving) -> None:
-        inc.move(state)
-        task_id = inc.ref.task_id
-        if self._incoming.get(task_id) is inc:
-            del self._incoming[task_id]
-        self._unaccepted.pop(task_id, None)
-        self.admission.release(task_id)
-
-    def _on_issuer_lost(self, now: float, ev: IssuerLost) -> None:
-        gone = [inc for inc in self._incoming.values() if inc.issuer == ev.issuer and inc.channel == ev.channel]
-        for inc in gone:
-            self._drop(inc, "the issuer went away", now)
-
     # --- worker side: splitting ------------------------------------------------------------------------------------
 
-    def _start_split(self, inc: Incoming, framed: bytes, now: float) -> None:
+    def start_split(self, inc: Incoming, framed: bytes, now: float) -> None:
+        """The served task ``inc`` is split: its parts are issued by a coordinator of this peer."""
         ref = inc.ref
-        inc.move(Serving.SPLITTING)
         pieces = split_task(ref, framed, inc.parts, self.self_id)
         for part, data in pieces:
             self.ctx.blocks.put(data, cid=part.input_cid)
@@ -816,40 +547,54 @@ class ComputeBehaviour:
         for part, _ in pieces:
             self._owner[part.task_id] = run
         self.counters["splits"] += 1
-        self._actions.append(SplitStarted(ref.task_id, len(pieces)))
-        self._actions.append(Log("info", "task.split", (("task", ref.task_id), ("parts", str(len(pieces))))))
+        self.actions.append(SplitStarted(ref.task_id, len(pieces)))
+        self.actions.append(Log("info", "task.split", (("task", ref.task_id), ("parts", str(len(pieces))))))
         self._apply(run, coord.start(now), now)
 
     def _finish_split(self, run: _Run, eff: fx.JobFinished, now: float) -> None:
         inc = run.split
         assert inc is not None
-        self.admission.release(inc.ref.task_id)
+        self.server.admission.release(inc.ref.task_id)
         if inc.state is not Serving.SPLITTING:
             return  # dropped meanwhile
         if eff.state is not JobState.DONE:
-            self._give_up(inc, f"could not finish its parts: {eff.reason}")
+            self.server.give_up(inc, f"could not finish its parts: {eff.reason}")
             return
         outputs = [self.ctx.blocks.get(e.output_cid) for e in run.coord.tasks.values()]
         try:
             tree, merged = delegation(self.ctx.identity, inc.ref, run.coord, outputs,
                                       self.config.coordinator.verify, now=now, rng=self.ctx.rng)
         except PangeaError as exc:
-            self._give_up(inc, str(exc))
+            self.server.give_up(inc, str(exc))
             return
-        self._answer(inc, tree, merged, now)
+        self.server.answer(inc, tree, merged, now)
+
+    def cancel_split(self, inc: Incoming, why: str, now: float) -> None:
+        """The served task ``inc`` that was split is not wanted any more: its parts are called off."""
+        run = self._runs.get(inc.ref.task_id)
+        if run is not None and run.split is inc:
+            self._apply(run, run.coord.cancel(now, why), now)
 
     # --- answers to requests ----------------------------------------------------------------------------------------
 
-    def _request(self, what: _Request) -> int:
+    def request(self, what: _Request) -> int:
+        """A number for a request this peer makes (a fetch, a run), to match its answer."""
         self._next_request += 1
         self._requests[self._next_request] = what
         return self._next_request
 
+    def forget_request(self, request: int) -> None:
+        """The answer to ``request`` is not wanted any more (it will be ignored)."""
+        self._requests.pop(request, None)
+
+    def _on_issuer_lost(self, now: float, ev: IssuerLost) -> None:
+        self.server.on_issuer_lost(now, ev.issuer, ev.channel)
+
     def _on_fetched(self, now: float, ev: Fetched) -> None:
         req = self._requests.pop(ev.request, None)
-        if isinstance(req, _InputFetch):
+        if isinstance(req, InputFetch):
             if req.inc.state is Serving.FETCHING:
-                self._input_ready(req.inc, ev.data, now)
+                self.server.input_ready(req.inc, ev.data, now)
         elif isinstance(req, _OutputFetch):
             run = req.run
             self.ctx.blocks.put(ev.data, persist=run.job is not None)
@@ -861,9 +606,9 @@ class ComputeBehaviour:
 
     def _on_fetch_failed(self, now: float, ev: FetchFailed) -> None:
         req = self._requests.pop(ev.request, None)
-        if isinstance(req, _InputFetch):
+        if isinstance(req, InputFetch):
             if req.inc.state is Serving.FETCHING:
-                self._give_up(req.inc, ev.reason)
+                self.server.give_up(req.inc, ev.reason)
         elif isinstance(req, _OutputFetch):
             self._apply(req.run, req.run.coord.on_transport_error(req.task_id, req.worker, ev.reason, now), now)
         elif isinstance(req, _LocalInput):
@@ -871,19 +616,19 @@ class ComputeBehaviour:
 
     def _on_executed(self, now: float, ev: Executed) -> None:
         req = self._requests.pop(ev.request, None)
-        if isinstance(req, _Serve):
+        if isinstance(req, ServeRun):
             if req.inc.state is Serving.RUNNING:
-                self._served(req.inc, ev, now)
+                self.server.served(req.inc, ev, now)
         elif isinstance(req, _Here):
             self._here_done(req, ev, now)
 
     def _on_execution_failed(self, now: float, ev: ExecutionFailed) -> None:
         req = self._requests.pop(ev.request, None)
-        if isinstance(req, _Serve):
+        if isinstance(req, ServeRun):
             if req.inc.state is Serving.RUNNING:
-                self._give_up(req.inc, ev.reason)
+                self.server.give_up(req.inc, ev.reason)
         elif isinstance(req, _Here):
             self._here_failed(req, ev.reason, now)
 
 
-__all__ = ["BehaviourConfig", "BlockSource", "ComputeBehaviour", "ComputeContext", "Incoming", "JobRun", "Serving"]
+__all__ = ["ComputeBehaviour", "JobRun"]

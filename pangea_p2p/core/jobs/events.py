@@ -24,8 +24,8 @@ from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef
 from pangea_p2p.errors import FailureKind
 
 if TYPE_CHECKING:
-    from pangea_p2p.core.jobs.coordinator import TaskView
     from pangea_p2p.core.jobs.effects import TaskUpdate
+    from pangea_p2p.core.jobs.tasks import TaskView
 
 IssuerMessage = Offer | Cancel | RevealRequest
 WorkerMessage = Accepted | Rejected | Commitment | Result

@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs import scheduler
-from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, Reachability, WorkerSource
+from pangea_p2p.core.jobs.config import CoordinatorConfig, WorkerSource
+from pangea_p2p.core.jobs.coordinator import Coordinator
 from pangea_p2p.core.jobs.model import TaskRef, VerificationPolicy
 from pangea_p2p.core.jobs.outputs import merge_outputs
+from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.delegation import delegate

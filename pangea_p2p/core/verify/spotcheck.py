@@ -10,7 +10,9 @@ linear in k instead of the factor of the whole task that replication costs.
 Theory of operation.
   States: PENDING -> PASSED, or PENDING -> FAILED; both final.
   Events: ``add_claim(index, chunk, proof)`` (the worker's chunk and proof; PROOF_INVALID fails the
-  check) and ``add_reexecution(index, output)`` (the checker's own result; a different chunk fails with
+  check), or ``add_verified_output(chunks)`` when the checker holds the worker's whole output already verified
+  against its receipts (a check made with no root), and ``add_reexecution(index, output)`` (the checker's own
+  result; a different chunk, or a guest that failed here where the worker's succeeded, fails with
   SPOT_CHECK_MISMATCH). They may come in either order. The check PASSES when every chosen index has a
   claim whose proof leads to the committed root and a re-execution equal to it.
   Invariants: only chosen indexes are accepted; each index gets one claim and one re-execution; ``error``
@@ -48,9 +50,9 @@ class SpotCheck:
 
     __slots__ = ("_claims", "_reexecuted", "chunk_count", "error", "indexes", "root", "state")
 
-    def __init__(self, root: bytes, chunk_count: int, indexes: Sequence[int]) -> None:
-        if chunk_count < 1 or len(root) != 32:
-            raise LocalProtocolError("a spot check needs a 32-byte root over at least one chunk")
+    def __init__(self, root: bytes | None, chunk_count: int, indexes: Sequence[int]) -> None:
+        if chunk_count < 1 or (root is not None and len(root) != 32):
+            raise LocalProtocolError("a spot check needs a 32-byte root (or none) over at least one chunk")
         if any(not 0 <= i < chunk_count for i in indexes) or len(set(indexes)) != len(indexes) or not indexes:
             raise LocalProtocolError(f"spot-check indexes must be distinct, within 0..{chunk_count - 1}, non-empty")
         self.root = root
@@ -62,12 +64,31 @@ class SpotCheck:
         self._reexecuted: dict[int, bytes] = {}  # index -> leaf hash of the checker's own output
 
     @classmethod
-    def start(cls, root: bytes, chunk_count: int, k: int, rng: random.Random) -> SpotCheck:
-        """A spot check of k random chunks."""
+    def start(cls, root: bytes | None, chunk_count: int, k: int, rng: random.Random) -> SpotCheck:
+        """A spot check of k random chunks (``root`` None: the claims will come from a verified output)."""
         return cls(root, chunk_count, choose_chunks(chunk_count, k, rng))
+
+    def waiting(self, index: int) -> bool:
+        """Whether chunk ``index`` is chosen and its re-execution has not come yet."""
+        return index in self.indexes and index not in self._reexecuted and self.state is SpotState.PENDING
+
+    def add_verified_output(self, chunks: Sequence[bytes]) -> SpotState:
+        """The worker's whole output, which the checker verified against the worker's receipts already (output
+        digest and Merkle roots): the chosen chunks are the claims, no proof needed."""
+        if len(chunks) != self.chunk_count:
+            return self._fail(RejectReason.PROOF_INVALID, f"output has {len(chunks)} chunks, {self.chunk_count} "
+                                                          "were checked")
+        for index in self.indexes:
+            self._check_index(index, self._claims, "claim")
+            self._claims[index] = leaf_hash(chunks[index])
+            if self._settle(index) is not SpotState.PENDING:
+                break
+        return self.state
 
     def add_claim(self, index: int, chunk: bytes, proof: MerkleProof) -> SpotState:
         """The worker's chunk ``index`` with its inclusion proof."""
+        if self.root is None:
+            raise LocalProtocolError("a spot check made without a root takes the verified output, not proofs")
         self._check_index(index, self._claims, "claim")
         if proof.index != index or proof.size != self.chunk_count:
             return self._fail(RejectReason.PROOF_INVALID, f"the proof for chunk {index} is for leaf {proof.index} of "
@@ -80,6 +101,8 @@ class SpotCheck:
 
     def add_claims_from_output(self, chunks: Sequence[bytes]) -> SpotState:
         """Use the worker's full output (when the checker has it) instead of per-chunk proofs."""
+        if self.root is None:
+            raise LocalProtocolError("a spot check made without a root takes add_verified_output")
         if len(chunks) != self.chunk_count:
             return self._fail(
                 RejectReason.PROOF_INVALID, f"output has {len(chunks)} chunks, {self.chunk_count} committed"
@@ -93,9 +116,13 @@ class SpotCheck:
             self.add_claim(index, chunks[index], tree.proof(index))
         return self.state
 
-    def add_reexecution(self, index: int, output: bytes) -> SpotState:
-        """The checker's own result for chunk ``index``."""
+    def add_reexecution(self, index: int, output: bytes | None) -> SpotState:
+        """The checker's own result for chunk ``index`` (None: the guest failed here, where the worker says it
+        succeeded)."""
         self._check_index(index, self._reexecuted, "re-execution")
+        if output is None:
+            self._reexecuted[index] = b""
+            return self._fail(RejectReason.SPOT_CHECK_MISMATCH, f"chunk {index} failed here, the worker's succeeded")
         self._reexecuted[index] = leaf_hash(output)
         return self._settle(index)
 

@@ -488,18 +488,5 @@ class Driver:
             self.check_indexes()
 
     def check_indexes(self) -> None:
-        """The coordinator's placement indexes agree with its tasks (see Cost in coordinator.py)."""
-        c = self.coord
-        tasks = c.tasks.values()
-        assert c._out == {e.ref.task_id: e for e in tasks if e.attempts}
-        assert c._done == sum(e.state is TaskState.DONE for e in tasks)
-        assert c._queued == {e.ref.task_id for e in tasks if e.queued_since_s is not None and not e.state.final}
-        timed = {tid for timer in c._timers if c._live(timer) for tid in [timer[1]]}
-        for e in tasks:
-            if not c._may_want(e):
-                continue
-            tid = e.ref.task_id
-            assert tid in c._unplaced, f"{tid} wants a placement but is not in _unplaced"
-            if e.queued_since_s is None:  # neither queued nor looked at: it must be due, or have a timer
-                assert tid in c._due or tid in timed, f"{tid} wants a placement and nothing will look at it"
-
+        """The coordinator's placement indexes agree with its tasks (see Cost in placement.py)."""
+        self.coord.check()

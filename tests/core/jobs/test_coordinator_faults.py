@@ -7,15 +7,10 @@ import itertools
 
 import pytest
 
-from pangea_p2p.core.jobs.coordinator import (
-    BACKOFF_S_MIN,
-    LOCAL_FALLBACK_AFTER_S,
-    RELOOK_S,
-    CoordinatorConfig,
-    Reachability,
-)
+from pangea_p2p.core.jobs.config import BACKOFF_S_MIN, LOCAL_FALLBACK_AFTER_S, RELOOK_S, CoordinatorConfig
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, JobFinished, RequestReveal, RunLocal, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState
+from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.binding import ReceiptLimits

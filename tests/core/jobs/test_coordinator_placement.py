@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 
-from pangea_p2p.core.jobs.coordinator import RELOOK_S, Coordinator, WorkerSource
+from pangea_p2p.core.jobs.config import RELOOK_S, WorkerSource
+from pangea_p2p.core.jobs.coordinator import Coordinator
 from pangea_p2p.core.jobs.effects import Dispatch, Effect, RunLocal
 from pangea_p2p.core.jobs.model import JobState, VerificationPolicy
 from pangea_p2p.core.jobs.scheduler import WorkerView

@@ -9,7 +9,7 @@ import pytest
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs.coordinator import ATTEMPT_GRACE_S
+from pangea_p2p.core.jobs.config import ATTEMPT_GRACE_S
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RequestReveal, SpotCheck, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.trust import Outcome, TrustBook, TrustConfig
@@ -405,7 +405,7 @@ def test_replicas_that_disagree_with_one_replica_silent_get_one_more_replica() -
 
 
 def test_replicas_disagreeing_beyond_replicas_max_fail_the_task() -> None:
-    from pangea_p2p.core.jobs.coordinator import CoordinatorConfig
+    from pangea_p2p.core.jobs.config import CoordinatorConfig
 
     workers = [FakeWorker("liar", behaviour="byzantine", speed=3e9), FakeWorker("crashy", behaviour="crash", speed=2e9),
                FakeWorker("b"), FakeWorker("c")]

@@ -9,8 +9,9 @@ import pytest
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs.coordinator import CoordinatorConfig, Reachability, WorkerSource
+from pangea_p2p.core.jobs.config import CoordinatorConfig, WorkerSource
 from pangea_p2p.core.jobs.model import JobSpec, VerificationMode, VerificationPolicy
+from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import SchedulerConfig
 from pangea_p2p.core.jobs.worker import Verdict, WorkerConfig, WorkerService, split_coordinator, split_task
 from pangea_p2p.core.trust import TrustBook

@@ -93,6 +93,39 @@ def test_full_output_instead_of_proofs() -> None:
     assert short.add_claims_from_output(CHUNKS[:-1]) is SpotState.FAILED
 
 
+def test_an_output_verified_already_needs_no_root_and_no_proofs() -> None:
+    # what a coordinator does: the worker's whole output was checked against its receipts on arrival
+    check = SpotCheck.start(None, len(CHUNKS), 3, random.Random(4))
+    assert check.indexes == SpotCheck.start(TREE.root, len(CHUNKS), 3, random.Random(4)).indexes  # same draw
+    assert check.add_verified_output(CHUNKS) is SpotState.PENDING
+    first, *rest = check.indexes
+    assert check.waiting(first)
+    assert check.add_reexecution(first, compute(first)) is SpotState.PENDING
+    assert not check.waiting(first)
+    for i in rest:
+        check.add_reexecution(i, compute(i))
+    assert check.state is SpotState.PASSED
+    with pytest.raises(LocalProtocolError):  # proofs need a root to lead to
+        SpotCheck.start(None, len(CHUNKS), 3, random.Random(4)).add_claim(0, CHUNKS[0], TREE.proof(0))
+
+
+def test_a_wrong_chunk_or_a_guest_that_fails_here_fails_the_check() -> None:
+    wrong = list(CHUNKS)
+    check = SpotCheck.start(None, len(CHUNKS), 2, random.Random(5))
+    wrong[check.indexes[1]] = b"not what the guest computes"
+    check.add_verified_output(wrong)
+    assert check.add_reexecution(check.indexes[0], compute(check.indexes[0])) is SpotState.PENDING
+    assert check.add_reexecution(check.indexes[1], compute(check.indexes[1])) is SpotState.FAILED
+    assert check.error is not None
+    assert check.error.reason is RejectReason.SPOT_CHECK_MISMATCH
+    assert not check.waiting(check.indexes[1])
+    trapped = SpotCheck.start(None, len(CHUNKS), 2, random.Random(5))
+    trapped.add_verified_output(CHUNKS)
+    assert trapped.add_reexecution(trapped.indexes[0], None) is SpotState.FAILED  # the worker said it succeeded
+    assert trapped.error is not None
+    assert trapped.error.reason is RejectReason.SPOT_CHECK_MISMATCH
+
+
 def test_only_chosen_chunks_once_each() -> None:
     check = SpotCheck(TREE.root, len(CHUNKS), [1, 2])
     with pytest.raises(VerificationError) as err:

@@ -1,0 +1,267 @@
+"""A coordinator's tasks: one record per task with its attempts and candidate results, the task state machine,
+the read-only views the rest of the peer reads, and what a coordinator's parts need of it (``Host``).
+
+Theory of operation (the task lifecycle; rule: every change of ``TaskEntry.state`` goes through ``move``,
+which refuses a transition the table below does not list, as h11's ``_state.py`` does)::
+
+    PENDING   --an attempt goes out (offer or local run)-------------------> RUNNING
+    RUNNING   --another replica goes out---------------------------------> RUNNING
+    RUNNING   --a verified result waits for its checks (spot, vote)------> VERIFYING
+    VERIFYING --more replicas go out, or the vote waits on---------------> RUNNING / VERIFYING
+    RUNNING / VERIFYING --every attempt ended, nothing left to check-----> PENDING (placed again, backoff)
+    RUNNING / VERIFYING / PENDING --escalation (raise fuel or memory)----> PENDING
+    PENDING / RUNNING / VERIFYING --accepted---> DONE   --failed---> FAILED   --cancelled---> CANCELLED
+    PENDING   --restored from the journal--------------------------------> DONE
+
+DONE, FAILED and CANCELLED are final: a task accepted is never changed again. An *attempt* is one worker
+working on the task under one set of limits (out from its offer until its answer, failure or deadline); a
+*candidate* is a verified result waiting for its checks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pangea_p2p.core.jobs.config import CoordinatorConfig, WorkerSource
+from pangea_p2p.core.jobs.effects import Effect
+from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationPolicy
+from pangea_p2p.core.jobs.reachability import Reachability
+from pangea_p2p.core.trust import TrustBook
+from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
+from pangea_p2p.core.verify.commit_reveal import CommitReveal
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.replay import ReplayGuard
+from pangea_p2p.core.verify.spotcheck import SpotCheck
+from pangea_p2p.core.verify.voting import Claim, TallyState, VoteTally
+from pangea_p2p.errors import FailureKind, LocalProtocolError
+
+REASONS_MAX = 12
+
+_P, _R, _V, _D, _F, _C = (TaskState.PENDING, TaskState.RUNNING, TaskState.VERIFYING, TaskState.DONE,
+                          TaskState.FAILED, TaskState.CANCELLED)
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    _P: frozenset({_P, _R, _D, _F, _C}),
+    _R: frozenset({_R, _V, _P, _D, _F, _C}),
+    _V: frozenset({_V, _R, _P, _D, _F, _C}),
+    _D: frozenset(),
+    _F: frozenset(),
+    _C: frozenset(),
+}
+
+
+@dataclass
+class Attempt:
+    worker: str
+    limits: ReceiptLimits
+    deadline_s: float
+    accepted: bool = False
+    committed: bool = False
+    local: bool = False
+    round: CommitReveal | None = None  # the commit-reveal round it commits and reveals in
+    counted: bool = True  # counts as load on the worker (not any more once it committed and only waits)
+
+
+@dataclass
+class Candidate:
+    """A verified result waiting for its checks (spot checks or the vote)."""
+
+    worker: str
+    tree: ReceiptTree
+    output: bytes
+    claim: Claim
+    signers: frozenset[str]  # every peer that signed a receipt of the tree (a vote's signers must not overlap)
+    spot: SpotCheck | None = None  # its spot check, while chunks are re-run here
+    tree_bytes: bytes = b""  # the tree as received (re-encoded when empty)
+
+
+@dataclass
+class TaskEntry:
+    ref: TaskRef
+    limits: ReceiptLimits  # the current ones (escalation raises them)
+    state: TaskState = TaskState.PENDING
+    attempts: dict[str, Attempt] = field(default_factory=dict)
+    excluded: set[str] = field(default_factory=set)
+    assigned: set[str] = field(default_factory=set)  # workers given the task in this round (the tally's voters)
+    failures: int = 0  # worker faults: timeouts, crashes, wrong or unverifiable answers (bounded by retries_max)
+    unreachable: int = 0  # workers that could not be reached (bounded by unreachable_max, not retries_max)
+    escalations: int = 0
+    not_before_s: float = 0.0
+    queued_since_s: float | None = None
+    fallback_at_s: float | None = None  # when this peer runs it itself if no busy worker freed up by then
+    fallback_check_s: float | None = None  # when a queued task of a checked job looks at this peer again (busy)
+    tally: VoteTally | None = None
+    reveal: CommitReveal | None = None  # the round replicas placed now join (earlier ones keep theirs)
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    replicas: int = 1
+    spot_checks: int = 0
+    checked: bool = False
+    reasons: deque[str] = field(default_factory=lambda: deque(maxlen=REASONS_MAX))
+    output_cid: str = ""
+    tree: bytes = b""
+    fuel_used: int = 0
+    worker: str = ""
+    ref_cache: TaskRef | None = None  # the task as it goes out for the current limits and round
+    binding_cache: TaskBinding | None = None  # what results are checked against, for the limits it names
+
+    def move(self, to: TaskState) -> None:
+        """Change state; LocalProtocolError for a transition the lifecycle does not have."""
+        if to not in TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"task {self.ref.task_id}: no transition {self.state.value} -> {to.value}")
+        self.state = to
+
+    def replicas_missing(self) -> int:
+        """Replicas the tally counts on that were not given to any worker yet (none without a tally)."""
+        return 0 if self.tally is None else self.tally.dispatched - len(self.assigned)
+
+    def busy_with(self) -> set[str]:
+        """Workers that must not get (another replica of) this task: excluded, given it in this round, out with
+        it, or already voted: never two replicas of a task on one worker."""
+        done = set(self.tally.votes) if self.tally is not None else set()
+        return self.excluded | self.assigned | set(self.attempts) | set(self.candidates) | done
+
+
+class Host(Protocol):
+    """The coordinator as its parts (placement, the vote, the verification strategies) see it: the job's shared
+    state, its effects, and the few decisions that end an attempt, a task or the job."""
+
+    self_id: str
+    policy: VerificationPolicy
+    config: CoordinatorConfig
+    trust: TrustBook
+    guard: ReplayGuard
+    rng: random.Random
+    source: WorkerSource
+    inflight: dict[str, int]
+    reachability: Reachability
+    tasks: dict[str, TaskEntry]
+    state: JobState
+    queue_timeout_s: float
+    retries_max: int
+    escalations_max: int
+    escalation_factor: float
+    local_allowed: bool
+    effects: list[Effect]
+
+    def note(self, entry: TaskEntry, text: str) -> None: ...
+
+    def update(self, entry: TaskEntry, *, reason: str = "", output_cid: str = "", tree: bytes = b"",
+               fuel_used: int = 0, worker: str = "") -> None: ...
+
+    def accept(self, entry: TaskEntry, candidate: Candidate, now: float, *, checked: bool) -> None: ...
+
+    def fail(self, entry: TaskEntry, why: str, now: float) -> None: ...
+
+    def escalate_or_fail(self, entry: TaskEntry, failure: FailureKind, why: str, now: float) -> None: ...
+
+    def attempt_failed(self, entry: TaskEntry, worker: str, why: str, now: float, *, penalise: bool,
+                       timeout: bool = False) -> None: ...
+
+    def maybe_open_reveals(self, entry: TaskEntry, now: float) -> None: ...
+
+    def reveal_round(self, entry: TaskEntry, replicas: int) -> CommitReveal: ...
+
+
+class TaskView:
+    """A read-only view of one task of a coordinator: what its driver, the API and checkers may read."""
+
+    __slots__ = ("_e", "policy")
+
+    def __init__(self, entry: TaskEntry, policy: VerificationPolicy) -> None:
+        self._e = entry
+        self.policy = policy
+
+    @property
+    def ref(self) -> TaskRef:
+        return self._e.ref
+
+    @property
+    def task_id(self) -> str:
+        return self._e.ref.task_id
+
+    @property
+    def state(self) -> TaskState:
+        return self._e.state
+
+    @property
+    def limits(self) -> ReceiptLimits:
+        return self._e.limits
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(self._e.reasons)
+
+    @property
+    def output_cid(self) -> str:
+        return self._e.output_cid
+
+    @property
+    def tree(self) -> bytes:
+        return self._e.tree
+
+    @property
+    def fuel_used(self) -> int:
+        return self._e.fuel_used
+
+    @property
+    def worker(self) -> str:
+        return self._e.worker
+
+    @property
+    def checked(self) -> bool:
+        return self._e.checked
+
+    @property
+    def spot_checks(self) -> int:
+        return self._e.spot_checks
+
+    @property
+    def failures(self) -> int:
+        """Worker faults so far (timeouts, crashes, wrong or unverifiable answers)."""
+        return self._e.failures
+
+    @property
+    def escalations(self) -> int:
+        return self._e.escalations
+
+    @property
+    def replicas(self) -> int:
+        return self._e.replicas
+
+    @property
+    def out_with(self) -> tuple[str, ...]:
+        """The workers an attempt of it is out with now (this peer's id for a local run)."""
+        return tuple(self._e.attempts)
+
+    @property
+    def vote(self) -> VoteView | None:
+        """The task's vote (replicas), if it has one."""
+        tally = self._e.tally
+        return None if tally is None else VoteView(tally)
+
+
+class VoteView:
+    """A read-only view of a task's vote."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, tally: VoteTally) -> None:
+        self._t = tally
+
+    @property
+    def votes(self) -> dict[str, Claim]:
+        return dict(self._t.votes)
+
+    @property
+    def accepted(self) -> Claim | None:
+        return self._t.accepted
+
+    @property
+    def quorum(self) -> int:
+        return self._t.quorum
+
+    @property
+    def state(self) -> TallyState:
+        return self._t.state
