@@ -56,8 +56,8 @@ from pangea_p2p.core.capacity import (
     LocalCapacity,
 )
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.context import BehaviourConfig
-from pangea_p2p.core.jobs.worker import WorkerConfig
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
@@ -418,7 +418,7 @@ def _sandbox_config(config: NodeConfig) -> SandboxConfig:
 def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> ComputeService:
     cfg, config = peer.config.compute, peer.config
     behaviour = BehaviourConfig(
-        worker=WorkerConfig(
+        worker=AdmissionConfig(
             slots=task_slots(config), queue_max=cfg.queue_max,
             limits_max=ReceiptLimits(cfg.fuel_max, cfg.memory_bytes_max, cfg.wall_time_s_max, cfg.output_bytes_max),
             input_bytes_max=cfg.input_bytes_max, depth_max=cfg.depth_max, speed_fuel_per_s=peer.speed_fuel_per_s,

@@ -2,7 +2,7 @@
 
 One seed fixes everything (topology, latencies, fault schedule, Byzantine roles, every peer's rng), so a run is
 reproducible from ``(seed, options, code version)``. The simulated peers hold the very objects the trio node
-holds (``CapacityDirectory``, ``AdvertPublisher``, ``Coordinator``, ``WorkerService``, ``TrustBook``,
+holds (``CapacityDirectory``, ``AdvertPublisher``, ``Coordinator``, ``AdmissionControl``, ``TrustBook``,
 ``ReplayGuard``) and exchange real encoded messages; only the network and the sandbox are modelled.
 
 Modules: ``loop`` (event heap and trace digest), ``network`` (regions, links, faults, gossip and DHT overlay),

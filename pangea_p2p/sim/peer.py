@@ -35,6 +35,7 @@ from pangea_p2p.core.capacity import AdvertPublisher, AdvertRejected, CapacityDi
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs import codec
+from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.behaviour import ComputeBehaviour, JobRun
 from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.jobs.context import BehaviourConfig, ComputeContext
@@ -65,7 +66,6 @@ from pangea_p2p.core.jobs.events import (
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.jobs.worker import WorkerConfig
 from pangea_p2p.core.trust import Outcome, PeerRecord, TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.execution import issue_receipt
@@ -193,7 +193,7 @@ class SimPeer:
     def _reset_volatile(self) -> None:
         """Everything a crash loses (the key, trust book and replay guard are kept on disk)."""
         self.incarnation += 1
-        cfg = WorkerConfig(slots=self.slots, queue_max=2 * self.slots, speed_fuel_per_s=self.speed,
+        cfg = AdmissionConfig(slots=self.slots, queue_max=2 * self.slots, speed_fuel_per_s=self.speed,
                            limits_max=ReceiptLimits(10**13, 256 << 20, 600.0, 16 << 20))
         self.behaviour = ComputeBehaviour(ComputeContext(
             self.identity, SimBlocks(self.sim.content, self.sim.modules), self._views, self.rng,

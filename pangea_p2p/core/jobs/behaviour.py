@@ -85,12 +85,8 @@ from pangea_p2p.core.jobs.events import (
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ServeRun, Serving, TaskServer
+from pangea_p2p.core.jobs.splitting import delegation, split_coordinator, split_task
 from pangea_p2p.core.jobs.tasks import TaskView
-from pangea_p2p.core.jobs.worker import (
-    delegation,
-    split_coordinator,
-    split_task,
-)
 from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
@@ -361,7 +357,7 @@ class ComputeBehaviour:
                 if tasks is not None:
                     tasks.discard(eff.task_id)  # type: ignore[union-attr]
                 acts.append(SendToWorker(eff.worker, Cancel(eff.task_id)))  # type: ignore[union-attr]
-            elif kind is fx.SpotCheck:
+            elif kind is fx.RunSpotCheck:
                 self._run_here(run, eff.task, Purpose.SPOT, eff.chunk_index, now)  # type: ignore[union-attr]
             elif kind is fx.TaskUpdate:
                 self._task_updated(run, eff)  # type: ignore[arg-type]
@@ -560,9 +556,10 @@ class ComputeBehaviour:
         if eff.state is not JobState.DONE:
             self.server.give_up(inc, f"could not finish its parts: {eff.reason}")
             return
-        outputs = [self.ctx.blocks.get(e.output_cid) for e in run.coord.tasks.values()]
+        parts = run.coord.views()  # in part order
+        outputs = [self.ctx.blocks.get(p.output_cid) for p in parts]
         try:
-            tree, merged = delegation(self.ctx.identity, inc.ref, run.coord, outputs,
+            tree, merged = delegation(self.ctx.identity, inc.ref, parts, outputs,
                                       self.config.coordinator.verify, now=now, rng=self.ctx.rng)
         except PangeaError as exc:
             self.server.give_up(inc, str(exc))

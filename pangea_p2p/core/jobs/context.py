@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.jobs.model import TaskRef
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import SchedulerConfig, WorkerView
-from pangea_p2p.core.jobs.worker import WorkerConfig
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.replay import ReplayGuard
 
@@ -36,7 +36,7 @@ Forge = Callable[[TaskRef, bytes, bytes], tuple[bytes, bytes]]
 class BehaviourConfig:
     """How this peer serves and issues tasks."""
 
-    worker: WorkerConfig = field(default_factory=WorkerConfig)  # admission: slots, queue, limits it accepts
+    worker: AdmissionConfig = field(default_factory=AdmissionConfig)  # admission: slots, queue, limits it accepts
     split: SchedulerConfig = field(default_factory=SchedulerConfig)  # when a served task is split, and how
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)  # the jobs and splits it issues
     accept_delay_s: float = 0.5  # a task answered sooner than this needs no TaskAccepted

@@ -46,7 +46,7 @@ class CancelAttempt:
 
 
 @dataclass(frozen=True, slots=True)
-class SpotCheck:
+class RunSpotCheck:
     """Re-run chunk ``chunk_index`` of ``task`` here (single chunk, same module and limits) and answer with
     on_spot_result. The chunk's bytes are chunk ``chunk_index`` of the task's framed input."""
 
@@ -74,4 +74,4 @@ class JobFinished:
     reason: str = ""
 
 
-Effect = Dispatch | RunLocal | RequestReveal | CancelAttempt | SpotCheck | TaskUpdate | JobFinished
+Effect = Dispatch | RunLocal | RequestReveal | CancelAttempt | RunSpotCheck | TaskUpdate | JobFinished

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-An offer is admitted or refused by the admission service (``WorkerService``: slots, queue, limits, path,
+An offer is admitted or refused by the admission service (``AdmissionControl``: slots, queue, limits, path,
 depth). An admitted task (``Incoming``) goes through these states (``Incoming.move`` refuses any other)::
 
     FETCHING --input in hand--> RUNNING (a sandbox run) --result signed--> ANSWERED
@@ -24,12 +24,14 @@ aborted and its late outcome ignored.
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Protocol
 
 from pangea_p2p.core.chunks import chunk_count, frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.admission import AdmissionControl, Verdict
 from pangea_p2p.core.jobs.codec import OUTPUT_INLINE_MAX, Accepted, Cancel, Commitment, Offer, Rejected, Result
 from pangea_p2p.core.jobs.context import ComputeContext
 from pangea_p2p.core.jobs.events import (
@@ -45,10 +47,10 @@ from pangea_p2p.core.jobs.events import (
     WorkerMessage,
 )
 from pangea_p2p.core.jobs.model import TaskRef
-from pangea_p2p.core.jobs.worker import Verdict, WorkerService, commit_claim
 from pangea_p2p.core.verify.commit_reveal import commit
 from pangea_p2p.core.verify.execution import issue_receipt
-from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.receipts import AnyReceipt, Receipt, ReceiptTree
+from pangea_p2p.core.verify.voting import Claim
 from pangea_p2p.errors import FailureKind, LocalProtocolError, PangeaError, RemoteProtocolError
 
 
@@ -141,7 +143,7 @@ class TaskServer:
         self.host = host
         self.self_id = ctx.identity.peer_id
         self.config = ctx.config
-        self.admission = WorkerService(self.self_id, ctx.config.worker, ctx.config.split)
+        self.admission = AdmissionControl(self.self_id, ctx.config.worker, ctx.config.split)
         self.incoming: dict[str, Incoming] = {}
         self.unaccepted: dict[str, float] = {}  # served task id -> when its TaskAccepted is due
 
@@ -321,3 +323,11 @@ class TaskServer:
             self.host.actions.append(Reply(inc.issuer, inc.channel, Accepted(key)))
         else:
             self.give_up(inc, f"no reveal request within {self.config.reveal_wait_s_max:g} s")
+
+
+def commit_claim(root: AnyReceipt, output: bytes) -> Claim | None:
+    """What a worker commits to for its answer: an execution receipt's claim, or for a delegation the merged
+    output's digest and the fuel of the whole tree; None for a failure that is no vote."""
+    if isinstance(root, Receipt):
+        return Claim.from_receipt(root)
+    return Claim(hashlib.sha256(output).digest(), root.fuel_used)

@@ -15,7 +15,7 @@ import hashlib
 import struct
 
 from pangea_p2p.core.chunks import unframe_chunks
-from pangea_p2p.core.jobs.effects import SpotCheck as RunSpotCheck
+from pangea_p2p.core.jobs.effects import RunSpotCheck
 from pangea_p2p.core.jobs.model import TaskState
 from pangea_p2p.core.jobs.placement import Placement
 from pangea_p2p.core.jobs.strategies import Strategy

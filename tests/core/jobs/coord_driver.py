@@ -5,7 +5,7 @@ over real framed outputs, so the coordinator's verification runs for real. An ho
 ``sha256(input chunk)`` and it uses ``FUEL_PER_CHUNK`` fuel per chunk.
 
 The ``Driver`` applies the coordinator's effects: a ``Dispatch`` makes the worker's answers (by its
-behaviour) and puts them in an inbox; ``RequestReveal`` releases a held reveal; ``SpotCheck`` re-runs a chunk
+behaviour) and puts them in an inbox; ``RequestReveal`` releases a held reveal; ``RunSpotCheck`` re-runs a chunk
 honestly; ``RunLocal`` runs the task as the submitter. ``run()`` delivers the inbox in order (or a test picks
 messages with ``deliver``), ``tick`` advances the clock. Every effect is kept in ``log`` and every dispatch in
 ``offers``; ``check_invariants`` asserts what must hold after any step.
@@ -31,13 +31,13 @@ from pangea_p2p.core.jobs.effects import (
     JobFinished,
     RequestReveal,
     RunLocal,
-    SpotCheck,
+    RunSpotCheck,
     TaskUpdate,
 )
 from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationPolicy
 from pangea_p2p.core.jobs.outputs import merge_outputs
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.jobs.worker import split_task
+from pangea_p2p.core.jobs.splitting import split_task
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.commit_reveal import commit
@@ -365,7 +365,7 @@ class Driver:
                 self.held.pop((eff.task_id, eff.worker), None)
                 if self.drop_cancelled:
                     self.inbox = [m for m in self.inbox if (m.task_id, m.worker) != (eff.task_id, eff.worker)]
-            elif isinstance(eff, SpotCheck):
+            elif isinstance(eff, RunSpotCheck):
                 chunk = self.input_of[eff.task.task_id][eff.chunk_index]
                 answer = self.spot_answer(eff.task, eff.chunk_index, chunk) if self.spot_answer else honest(chunk)
                 self.inbox.append(Msg("spot", eff.task.task_id, self.submitter, chunk_index=eff.chunk_index,

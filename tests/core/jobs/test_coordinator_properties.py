@@ -68,7 +68,7 @@ def play(sc: Scenario, schedule: Schedule, *, events: bool = True) -> tuple[Driv
             d.deliver(arg % len(d.inbox))
         elif op == "drop" and d.inbox:
             lost = d.inbox[arg % len(d.inbox)]
-            if lost.kind != "spot":  # this peer's own re-run always answers (SpotCheck's contract)
+            if lost.kind != "spot":  # this peer's own re-run always answers (RunSpotCheck's contract)
                 d.inbox.remove(lost)
                 lossy = True
         elif op == "tick":

@@ -10,7 +10,7 @@ import pytest
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.config import ATTEMPT_GRACE_S
-from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RequestReveal, SpotCheck, TaskUpdate
+from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RequestReveal, RunSpotCheck, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.trust import Outcome, TrustBook, TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
@@ -49,7 +49,7 @@ def test_hash_accepts_a_verified_result_unchecked_and_feeds_no_trust() -> None:
     entry = d.coord.tasks["job/t0"]
     assert entry.output_cid == honest_cid(d.inputs[0])
     assert entry.checked is False
-    assert d.effects(SpotCheck) == []
+    assert d.effects(RunSpotCheck) == []
     assert d.trust.get(pid("a")) is None  # unchecked work earns no trust
 
 
@@ -121,7 +121,7 @@ def test_spot_checks_rerun_k_distinct_chunks_and_accept_a_matching_result() -> N
     d = Driver([FakeWorker("a")], chunks_for(1, per_task=6), policy="spot:3", auto=False)
     d.start()
     d.run()
-    spots = d.effects(SpotCheck)
+    spots = d.effects(RunSpotCheck)
     assert len(spots) == 3
     indexes = [s.chunk_index for s in spots]  # type: ignore[attr-defined]
     assert len(set(indexes)) == 3
@@ -157,7 +157,7 @@ def test_a_failed_spot_check_rejects_the_result_lowers_trust_and_retries_elsewhe
     assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
     assert "spot check of chunk" in reasons(d)
     assert d.trust.score(pid("liar"), d.now) < 0 < d.trust.score(pid("b"), d.now)
-    assert len(d.effects(SpotCheck)) == 2
+    assert len(d.effects(RunSpotCheck)) == 2
 
 
 def test_a_mismatching_spot_result_rejects_the_candidate_and_the_task_is_retried() -> None:
@@ -193,7 +193,7 @@ def test_a_spot_check_that_says_nothing_here_accepts_the_result_unchecked_and_bl
     d.start()
     d.deliver(0)  # accepted
     d.deliver(0)  # result: a spot check goes out
-    (spot,) = d.effects(SpotCheck)
+    (spot,) = d.effects(RunSpotCheck)
     d.inbox.clear()  # this peer's re-run never gives an answer...
     d.apply(d.coord.on_spot_result("job/t0", spot.chunk_index, None, d.now, "TIMEOUT: slower here"))  # type: ignore[attr-defined]
     assert d.coord.state is JobState.DONE
@@ -488,7 +488,7 @@ def test_adaptive_spot_checks_a_trusted_worker_instead_of_replicating() -> None:
                trust=trust)
     d.start()
     assert d.dispatched_to() == [pid("vet")]
-    assert len(d.effects(SpotCheck)) == 3
+    assert len(d.effects(RunSpotCheck)) == 3
     assert d.coord.state is JobState.DONE
 
 

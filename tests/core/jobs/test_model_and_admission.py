@@ -9,11 +9,12 @@ import pytest
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.admission import AdmissionConfig, AdmissionControl, Verdict
 from pangea_p2p.core.jobs.config import CoordinatorConfig, WorkerSource
 from pangea_p2p.core.jobs.model import JobSpec, VerificationMode, VerificationPolicy
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import SchedulerConfig
-from pangea_p2p.core.jobs.worker import Verdict, WorkerConfig, WorkerService, split_coordinator, split_task
+from pangea_p2p.core.jobs.splitting import split_coordinator, split_task
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
@@ -121,8 +122,8 @@ def test_split_task_metadata_and_inputs() -> None:
     assert sum(p.limits.fuel_max for p, _ in parts) <= parent.limits.fuel_max
 
 
-def svc(slots: int = 2, queue: int = 0, **kw: object) -> WorkerService:
-    return WorkerService("me", WorkerConfig(slots=slots, queue_max=queue, **kw))  # type: ignore[arg-type]
+def svc(slots: int = 2, queue: int = 0, **kw: object) -> AdmissionControl:
+    return AdmissionControl("me", AdmissionConfig(slots=slots, queue_max=queue, **kw))  # type: ignore[arg-type]
 
 
 def test_admission_runs_within_capacity_then_rejects_busy() -> None:
@@ -172,9 +173,9 @@ def test_admission_splits_a_task_too_big_for_this_peer() -> None:
 
 def test_worker_config_validated() -> None:
     with pytest.raises(ConfigError, match=r"compute\.slots"):
-        WorkerConfig(slots=0)
+        AdmissionConfig(slots=0)
     with pytest.raises(ConfigError, match=r"compute\.input_bytes_max"):
-        WorkerConfig(input_bytes_max=1)
+        AdmissionConfig(input_bytes_max=1)
     assert ReceiptLimits is not None
 
 
