@@ -59,9 +59,10 @@ from pangea_p2p.core.jobs.events import (
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
+from pangea_p2p.core.jobs.worker import WorkerService
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.errors import PangeaError
-from pangea_p2p.node.blocks import BlockStore
+from pangea_p2p.node.blocks import WriteBehind
 from pangea_p2p.node.config import FaultsConfig
 from pangea_p2p.node.journal import FLUSH_AFTER_S, TaskRecord
 from pangea_p2p.node.logs import get_logger
@@ -88,23 +89,6 @@ class JobWatch:
         self.changed = trio.Event()
 
 
-class _Blocks:
-    """The block store as the behaviour sees it: a block kept with ``persist`` is written to disk soon, in the
-    background (a file or a row per block would cost the event loop 0.1-0.8 ms each)."""
-
-    def __init__(self, store: BlockStore) -> None:
-        self.store = store
-
-    def get(self, cid: str) -> bytes | None:
-        return self.store.get(cid)
-
-    def has(self, cid: str) -> bool:
-        return self.store.has(cid)
-
-    def put(self, data: bytes, *, persist: bool = False, cid: str | None = None) -> str:
-        return self.store.put(data, persist="soon" if persist else False, cid=cid)
-
-
 class ComputeService:
     def __init__(self, ports: ComputePorts, config: BehaviourConfig, nursery: trio.Nursery, *,
                  trust: TrustBook | None = None, faults: FaultsConfig | None = None) -> None:
@@ -115,7 +99,7 @@ class ComputeService:
         self.clock = ports.clock
         self.nursery = nursery
         self.behaviour = ComputeBehaviour(ComputeContext(
-            ports.identity, _Blocks(ports.blocks), self._views, random.SystemRandom(), config,
+            ports.identity, WriteBehind(ports.blocks), self._views, random.SystemRandom(), config,
             trust=trust if trust is not None else TrustBook(),
         ))
         self.trust: TrustBook = self.behaviour.trust
@@ -145,7 +129,7 @@ class ComputeService:
         return self._watches[job_id]
 
     @property
-    def worker(self) -> Any:
+    def worker(self) -> WorkerService:
         """The admission service (its free slots go into this peer's capacity advert)."""
         return self.behaviour.admission
 
