@@ -74,8 +74,9 @@ from pangea_p2p.core.jobs.events import FromIssuer, FromWorker, SendToWorker
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.guests import load_guest
-from pangea_p2p.node.compute import ComputeService, Session
+from pangea_p2p.node.compute import ComputeService
 from pangea_p2p.node.peer import Peer, open_peer
+from pangea_p2p.node.protocols.compute import MessageStream
 from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits
 from pangea_p2p.sdk.matmul import assemble, block_inputs, matmul_job
 from pangea_p2p.testing import local_config, wait_for
@@ -193,7 +194,7 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
         setattr(owner, name, new)
 
     orig_send_to_worker = ComputeService._send_to_worker
-    orig_send = Session.send
+    orig_send = MessageStream.send
     orig_handle = ComputeService._handle
     orig_execute = ComputeService._execute
     orig_reply = ComputeService._reply
@@ -206,7 +207,7 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
             trace.mark("dispatch")
         await orig_send_to_worker(self, act)
 
-    async def send(self: Session, msg: codec.Message) -> None:
+    async def send(self: MessageStream, msg: codec.Message) -> None:
         await orig_send(self, msg)
         if isinstance(msg, codec.Offer):
             trace.mark("offer_sent")
@@ -245,7 +246,7 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
         return out
 
     patch(ComputeService, "_send_to_worker", send_to_worker)
-    patch(Session, "send", send)
+    patch(MessageStream, "send", send)
     patch(ComputeService, "_handle", handle)
     patch(ComputeService, "_execute", execute)
     patch(ComputeService, "_reply", reply)
@@ -550,7 +551,8 @@ COST_CENTRES: list[tuple[str, tuple[str, ...]]] = [  # the first that matches "f
     ("receipts: sign, verify, tree codec, cids", ("core/verify", "nacl/", "_sodium", "crypto_sign", "core/cid",
                                                   "sha256", "multiformats")),
     ("compute driver (node/compute, blocks, journal)", ("node/compute", "node/blocks", "node/journal", "node/peer",
-                                                        "core/capacity", "core/chunks")),
+                                                        "node/state", "node/protocols", "core/capacity",
+                                                        "core/chunks")),
     ("py-libp2p (yamux, noise, swarm, pubsub, kad)", ("libp2p/", "multiaddr", "cryptography")),
     ("trio scheduling and socket I/O", ("trio/", "outcome", "socket", "sniffio")),
 ]

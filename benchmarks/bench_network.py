@@ -146,7 +146,7 @@ async def rtts(base: Path, count: int) -> tuple[list[float], list[float]]:
 
 async def ping_rounds(a: Peer, pid: ID, count: int) -> list[float]:
     from pangea_p2p.net.framing import FrameReader, write_frame
-    from pangea_p2p.node.peer import PING_BYTES_MAX, PING_PROTOCOL
+    from pangea_p2p.node.protocols.ping import PING_BYTES_MAX, PING_PROTOCOL
     from pangea_p2p.wire import ping_pb2
 
     stream = await hostlib.open_stream(a.host, pid, [PING_PROTOCOL])

@@ -199,3 +199,21 @@ class BlockStore:
         while self._mem_bytes > self.memory_bytes_max:
             _, old = self._mem.popitem(last=False)
             self._mem_bytes -= len(old)
+
+
+class WriteBehind:
+    """The block store as the compute behaviour sees it (core/jobs/behaviour.py ``BlockSource``): a block kept
+    with ``persist`` is written to disk soon, by the compute driver's writer thread (``persist="soon"``), not on
+    the event loop (a file or a row per block would cost it 0.1-0.8 ms each)."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self.store = store
+
+    def get(self, cid: str) -> bytes | None:
+        return self.store.get(cid)
+
+    def has(self, cid: str) -> bool:
+        return self.store.has(cid)
+
+    def put(self, data: bytes, *, persist: bool = False, cid: str | None = None) -> str:
+        return self.store.put(data, persist="soon" if persist else False, cid=cid)

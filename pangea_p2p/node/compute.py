@@ -1,33 +1,33 @@
 """The compute service of a peer: the trio executor of its ``ComputeBehaviour`` (pangea_p2p.core.jobs.behaviour).
 
-Everything that decides is in the behaviour; this module moves bytes, runs the sandbox, reads clocks:
+Everything that decides is in the behaviour; this module carries out its actions with the means it is given
+(node/ports.py: a stream opener, the sandbox, the block store and the block network, the candidate workers, a
+clock, the journal), so it runs alike over libp2p (node/peer.py builds the ports) and over trio memory streams
+(tests/node):
 
-- streams of ``/pangea/compute/1.0.0``: one long-lived stream to each worker this peer gives tasks to (a
-  ``Session``: offers, cancels and reveal requests out, answers in), and the streams issuers open to this peer
-  (each a *channel*: offers in, answers out on the same stream);
-- requests: block fetches (the block store, then the peers named, then DHT providers) and sandbox runs, each
+- streams of ``/pangea/compute/1.0.0`` (node/protocols/compute.py): one long-lived stream to each worker this
+  peer gives tasks to (a *session*: offers, cancels and reveal requests out, answers in), and the streams
+  issuers open to this peer (each a *channel*: offers in, answers out on the same stream);
+- requests: block fetches (the block store, then the peers named, then providers) and sandbox runs, each
   correlated by its request number and cancelled by ``Abort``;
 - the block store (blocks kept with ``persist`` go to disk in a worker thread, batched), the job journal, the
-  DHT announcement of the modules its jobs run, logs;
-- time: a ticker wakes the behaviour at its next deadline.
+  announcement of the modules its jobs run, logs;
+- time: a ticker wakes the behaviour at its next deadline (``now`` is the clock's; sleeping is trio's).
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
-from libp2p.abc import INetStream
-from libp2p.custom_types import TProtocol
-from libp2p.peer.id import ID
 
 from pangea_p2p.core.jobs import codec
+from pangea_p2p.core.jobs.admission import AdmissionControl
 from pangea_p2p.core.jobs.behaviour import ComputeBehaviour, JobRun
 from pangea_p2p.core.jobs.context import BehaviourConfig, ComputeContext
 from pangea_p2p.core.jobs.events import (
@@ -62,21 +62,17 @@ from pangea_p2p.core.jobs.events import (
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.trust import TrustBook
-from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
-from pangea_p2p.net import host as hostlib
-from pangea_p2p.net.framing import FrameReader, FrameWriter
-from pangea_p2p.node import blockx
-from pangea_p2p.node.blocks import BlockStore
-from pangea_p2p.node.journal import FLUSH_AFTER_S, Journal, TaskRecord
+from pangea_p2p.errors import PangeaError
+from pangea_p2p.node.blocks import WriteBehind
+from pangea_p2p.node.config import FaultsConfig
+from pangea_p2p.node.journal import FLUSH_AFTER_S, TaskRecord
 from pangea_p2p.node.logs import get_logger
+from pangea_p2p.node.ports import ComputePorts, DuplexStream
+from pangea_p2p.node.protocols.compute import CLOSED, MessageStream
 from pangea_p2p.sandbox import SandboxLimits
 
-if TYPE_CHECKING:
-    from pangea_p2p.node.peer import Peer
-
-COMPUTE_PROTOCOL = TProtocol("/pangea/compute/1.0.0")
-SEND_TIMEOUT_S = 30.0  # a peer that does not take a frame for this long has stopped reading
 MODULE_BYTES_MAX = 64 << 20
+ISSUER_MESSAGES = (codec.Offer, codec.Cancel, codec.RevealRequest)  # what goes from an issuer to a worker
 log = get_logger("compute")
 
 
@@ -94,68 +90,35 @@ class JobWatch:
         self.changed = trio.Event()
 
 
-@dataclass
-class Session:
-    """Our stream to one worker: offers out, answers in."""
-
-    peer: ID
-    stream: INetStream
-    writer: FrameWriter = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.writer = FrameWriter(self.stream, SEND_TIMEOUT_S)
-
-    async def send(self, msg: codec.Message) -> None:
-        """TransportError if the worker does not take the frame within SEND_TIMEOUT_S (it stopped reading).
-        Messages sent back to back (a burst of offers) go out in one write."""
-        await self.writer.send(codec.encode(msg))
-
-
-class _Blocks:
-    """The block store as the behaviour sees it: a block kept with ``persist`` is written to disk soon, in the
-    background (a file or a row per block would cost the event loop 0.1-0.8 ms each)."""
-
-    def __init__(self, store: BlockStore) -> None:
-        self.store = store
-
-    def get(self, cid: str) -> bytes | None:
-        return self.store.get(cid)
-
-    def has(self, cid: str) -> bool:
-        return self.store.has(cid)
-
-    def put(self, data: bytes, *, persist: bool = False, cid: str | None = None) -> str:
-        return self.store.put(data, persist="soon" if persist else False, cid=cid)
-
-
 class ComputeService:
-    def __init__(self, peer: Peer, sandbox: Any, blocks: BlockStore, journal: Journal | None,
-                 config: BehaviourConfig, nursery: trio.Nursery, trust: TrustBook | None = None) -> None:
-        self.peer = peer
-        self.sandbox = sandbox
-        self.blocks = blocks
-        self.journal = journal
+    def __init__(self, ports: ComputePorts, config: BehaviourConfig, nursery: trio.Nursery, *,
+                 trust: TrustBook | None = None, faults: FaultsConfig | None = None) -> None:
+        self.ports = ports
+        self.sandbox = ports.sandbox
+        self.blocks = ports.blocks
+        self.journal = ports.journal
+        self.clock = ports.clock
         self.nursery = nursery
         self.behaviour = ComputeBehaviour(ComputeContext(
-            peer.identity, _Blocks(blocks), self._views, random.SystemRandom(), config,
+            ports.identity, WriteBehind(ports.blocks), self._views, random.SystemRandom(), config,
             trust=trust if trust is not None else TrustBook(),
         ))
         self.trust: TrustBook = self.behaviour.trust
         self.verify = config.coordinator.verify  # the receipt rules this peer checks by
+        self.byzantine = (faults or FaultsConfig()).byzantine
         self._watches: dict[str, JobWatch] = {}
-        self.sessions: dict[str, Session] = {}
-        self._channels: dict[int, FrameWriter] = {}
+        self.sessions: dict[str, MessageStream] = {}  # worker -> our stream to it
+        self._channels: dict[int, MessageStream] = {}  # the streams issuers opened to us, by channel number
         self._next_channel = 0
         self._scopes: dict[int, trio.CancelScope] = {}  # request -> its fetch or run
-        self._provided: set[str] = set()  # module CIDs announced in the DHT (or being announced)
+        self._provided: set[str] = set()  # module CIDs announced (or being announced)
         self._writing = False  # a task writes the blocks stored with persist
         self._flushing = False  # a task flushes the journal soon
         self._wake = trio.Event()
-        self.byzantine = peer.config.faults.byzantine
 
     @property
     def self_id(self) -> str:
-        return self.peer.peer_id
+        return self.behaviour.self_id
 
     @property
     def jobs(self) -> Mapping[str, JobRun]:
@@ -167,7 +130,7 @@ class ComputeService:
         return self._watches[job_id]
 
     @property
-    def worker(self) -> Any:
+    def admission(self) -> AdmissionControl:
         """The admission service (its free slots go into this peer's capacity advert)."""
         return self.behaviour.admission
 
@@ -187,7 +150,7 @@ class ComputeService:
     # --- driving the behaviour ---------------------------------------------------------------------------------
 
     def _handle(self, event: Event, now: float | None = None) -> None:
-        self._do(self.behaviour.handle(time.time() if now is None else now, event))
+        self._do(self.behaviour.handle(self.clock() if now is None else now, event))
 
     def _do(self, actions: list[Action], *, wake: bool = True) -> None:
         for act in actions:
@@ -228,19 +191,19 @@ class ComputeService:
         """Tick the behaviour at its next deadline (an event that moves the deadline wakes this task)."""
         while True:
             deadline = self.behaviour.next_deadline()
-            wait = math.inf if deadline is None else deadline - time.time()
+            wait = math.inf if deadline is None else deadline - self.clock()
             if wait > 0:
                 with trio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = trio.Event()
                 continue
-            self._do(self.behaviour.handle(time.time(), Tick()), wake=False)
+            self._do(self.behaviour.handle(self.clock(), Tick()), wake=False)
 
     # --- jobs submitted here -----------------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec, *, restored: Mapping[str, TaskRecord] | None = None, now: float | None = None,
                created_s: float | None = None) -> JobRun:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         actions = self.behaviour.handle(now, SubmitJob(spec, restored or {}, created_s))
         self._watches[spec.job_id] = JobWatch()
         self._do(actions)
@@ -291,39 +254,39 @@ class ComputeService:
         watch = self._watches.get(act.job_id)
         log.info("job.finished", job=act.job_id, state=str(act.state), reason=act.reason)
         if self.journal is not None:
-            self.journal.job_finished(act.job_id, act.state, act.reason, time.time())
+            self.journal.job_finished(act.job_id, act.state, act.reason, self.clock())
         if watch is not None:
             watch.done.set()
             watch.bump()
 
     async def _provide(self, cid: str) -> None:
-        """Announce ``cid`` in the DHT once (py-libp2p republishes its provider records itself); a failed
-        announcement is tried again at the next job with this module."""
-        ok = False
-        try:
-            with trio.move_on_after(30):
-                ok = bool(await self.peer.dht.provide(cid))
-        except Exception as exc:  # the DHT is a fallback for module fetches; never fatal
-            log.debug("dht.provide_failed", cid=cid, error=repr(exc))
-        if not ok:
+        """Announce ``cid`` once; a failed announcement is tried again at the next job with this module."""
+        if not await self.ports.network.provide(cid):
             self._provided.discard(cid)
 
     def _views(self, now: float) -> list[WorkerView]:
         """The candidate workers: every advert in the directory but ours, with our trust and what we have out."""
         out = []
-        trust, rtt, inflight = self.behaviour.trust, self.peer.rtt_s, self.behaviour.inflight
-        for advert in self.peer.directory.adverts(now):
+        trust, workers, inflight = self.behaviour.trust, self.ports.workers, self.behaviour.inflight
+        for advert in workers.adverts(now):
             if advert.peer_id == self.self_id:
                 continue
-            out.append(WorkerView.from_advert(advert, trust.score(advert.peer_id, now), rtt.get(advert.peer_id),
+            out.append(WorkerView.from_advert(advert, trust.score(advert.peer_id, now), workers.rtt_s(advert.peer_id),
                                               inflight.get(advert.peer_id, 0)))
         return out
 
-    # --- blocks -------------------------------------------------------------------------------------------------
+    # --- blocks and the journal -----------------------------------------------------------------------------
 
-    def close_blocks(self) -> None:
-        """Write the blocks still waiting for the disk and close the store (at shutdown, after the nursery)."""
-        self.blocks.close()
+    def close(self) -> None:
+        """Write the blocks still waiting for the disk, close the store and the journal (at shutdown, after the
+        nursery). A full disk loses the blocks, not the journal."""
+        try:
+            self.blocks.close()
+        except OSError as exc:
+            log.error("blocks.close_failed", error=str(exc))
+        finally:
+            if self.journal is not None:
+                self.journal.close()
 
     async def _write_blocks(self) -> None:
         try:
@@ -340,21 +303,13 @@ class ComputeService:
         finally:
             self._writing = False
 
-    async def _fetch(self, cid: str, peers: list[ID], size_max: int) -> bytes:
-        """``cid`` from the block store, else from ``peers``, else from providers found in the DHT."""
-        try:
-            return await blockx.fetch_from_any(self.peer.host, self.blocks, cid, peers, size_max)
-        except TransportError as first:
-            providers: list[ID] = []
-            try:
-                with trio.move_on_after(10):
-                    providers = [i.peer_id for i in await self.peer.dht.find_providers(cid, 5)
-                                 if i.peer_id not in peers and str(i.peer_id) != self.self_id]
-            except Exception as exc:  # the DHT is the fallback; its failure is reported with the first error
-                log.debug("dht.find_providers_failed", cid=cid, error=repr(exc))
-            if not providers:
-                raise first
-            return await blockx.fetch_from_any(self.peer.host, self.blocks, cid, providers, size_max)
+    async def _fetch(self, cid: str, peers: tuple[str, ...], size_max: int) -> bytes:
+        """``cid`` from the block store, else from the network (``peers``, then providers); stored here."""
+        data = self.blocks.get(cid)
+        if data is None:
+            data = await self.ports.network.fetch(cid, peers, size_max)
+            self.blocks.put(data, cid=cid)
+        return data
 
     # --- requests: fetches and sandbox runs -------------------------------------------------------------------
 
@@ -382,37 +337,34 @@ class ComputeService:
         self.nursery.start_soon(run)
 
     async def _fetch_request(self, act: Fetch) -> Event:
-        data = await self._fetch(act.cid, [ID.from_base58(p) for p in act.peers], act.size_max)
-        return Fetched(act.request, data)
+        return Fetched(act.request, await self._fetch(act.cid, act.peers, act.size_max))
 
     async def _execute(self, act: Execute) -> Event:
         ref = act.task
-        module = await self._fetch(ref.module_cid, [ID.from_base58(p) for p in act.module_from], MODULE_BYTES_MAX)
+        module = await self._fetch(ref.module_cid, act.module_from, MODULE_BYTES_MAX)
         lim = ref.limits
         limits = SandboxLimits(fuel_max=lim.fuel_max, memory_bytes_max=lim.memory_bytes_max,
                                wall_time_s=lim.wall_time_s, output_bytes_max=lim.output_bytes_max)
         result = await self.sandbox.run_chunks(ref.module_cid, module, act.chunks, limits)
         if result.failure is not None:
             return Executed(act.request, None, result.failure.kind, result.report.fuel_used)
-        outputs = list(result.outputs)
+        outputs = list(result.outputs or ())
         if self.byzantine == "wrong_output" and outputs and act.purpose is not Purpose.SPOT:
             outputs[0] = bytes(b ^ 0x5A for b in outputs[0]) or b"\x00"
         return Executed(act.request, outputs, None, result.report.fuel_used)
 
     # --- issuer side: sessions with workers ----------------------------------------------------------------------
 
-    async def _session(self, worker: str) -> Session:
+    async def _session(self, worker: str) -> MessageStream:
         session = self.sessions.get(worker)
         if session is not None:
             return session
-        peer = ID.from_base58(worker)
-        stream = await hostlib.open_stream(self.peer.host, peer, [COMPUTE_PROTOCOL])
+        stream = await self.ports.streams.open(worker)
         session = self.sessions.get(worker)
         if session is not None:  # another task opened one meanwhile
             await stream.close()
             return session
-        session = Session(peer, stream)
-        self.sessions[worker] = session
+        session = self.sessions[worker] = MessageStream(worker, stream)
         self._spawn(self._read_session, session)
         return session
 
@@ -434,66 +386,53 @@ class ComputeService:
             self._handle(SendFailed(act.worker, msg.task_id if not isinstance(msg, codec.Offer) else msg.ref.task_id,
                                     str(exc)))
 
-    async def _read_session(self, session: Session) -> None:
-        worker = str(session.peer)
-        reason = "stream closed"
-        try:
-            reader = FrameReader(session.stream, codec.MESSAGE_BYTES_MAX)
-            while (frame := await reader.read_frame()) is not None:
-                try:
-                    msg = codec.decode(frame)
-                except RemoteProtocolError as exc:
-                    self._handle(Malformed(worker, str(exc)))
-                    continue
-                if isinstance(msg, codec.Offer | codec.Cancel | codec.RevealRequest):
-                    self._handle(Malformed(worker, f"a {type(msg).__name__} on a stream this peer opened"))
-                    continue
+    async def _read_session(self, session: MessageStream) -> None:
+        worker = session.peer
+
+        def on_message(msg: codec.Message) -> None:
+            if isinstance(msg, ISSUER_MESSAGES):
+                self._handle(Malformed(worker, f"a {type(msg).__name__} on a stream this peer opened"))
+            else:
                 self._handle(FromWorker(worker, msg))
-        except PangeaError as exc:
-            reason = str(exc)
-            if isinstance(exc, RemoteProtocolError):  # e.g. an oversized frame: a fault, not a lost connection
-                self._handle(Malformed(worker, reason))
+
+        reason = CLOSED
+        try:
+            reason = await session.receive(on_message, lambda problem: self._handle(Malformed(worker, problem)))
         finally:
             if self.sessions.get(worker) is session:
                 del self.sessions[worker]
             self._handle(WorkerLost(worker, reason))
-            with trio.CancelScope(shield=True):
-                await session.stream.close()
+            await session.close()
 
     # --- worker side: streams issuers opened to us ------------------------------------------------------------
 
-    async def handle_stream(self, stream: INetStream) -> None:
-        """A peer opened a compute stream to us: serve its offers until it closes."""
-        sender = str(stream.muxed_conn.peer_id)
+    async def serve(self, stream: DuplexStream, issuer: str) -> None:
+        """``issuer`` opened a compute stream to us: serve its offers until it closes."""
         self._next_channel += 1
         channel = self._next_channel
-        self._channels[channel] = FrameWriter(stream, SEND_TIMEOUT_S)  # answers back to back go out in one write
+        self._channels[channel] = incoming = MessageStream(issuer, stream)  # answers back to back: one write
+
+        def on_message(msg: codec.Message) -> None:
+            if isinstance(msg, ISSUER_MESSAGES):
+                self._handle(FromIssuer(issuer, channel, msg))
+            else:
+                log.debug("compute.unexpected_message", sender=issuer, kind=type(msg).__name__)
+
         try:
-            reader = FrameReader(stream, codec.MESSAGE_BYTES_MAX)
-            while (frame := await reader.read_frame()) is not None:
-                try:
-                    msg = codec.decode(frame)
-                except RemoteProtocolError as exc:
-                    self._handle(Malformed(sender, str(exc)))
-                    continue
-                if isinstance(msg, codec.Offer | codec.Cancel | codec.RevealRequest):
-                    self._handle(FromIssuer(sender, channel, msg))
-                else:
-                    log.debug("compute.unexpected_message", sender=sender, kind=type(msg).__name__)
-        except PangeaError as exc:
-            log.debug("compute.issuer_stream_ended", sender=sender, error=str(exc))
+            reason = await incoming.receive(on_message, lambda problem: self._handle(Malformed(issuer, problem)))
+            if reason != CLOSED:
+                log.debug("compute.issuer_stream_ended", sender=issuer, error=reason)
         finally:
             del self._channels[channel]
-            self._handle(IssuerLost(sender, channel))  # its tasks are not wanted any more
-            with trio.CancelScope(shield=True):
-                await stream.close()
+            self._handle(IssuerLost(issuer, channel))  # its tasks are not wanted any more
+            await incoming.close()
 
     async def _reply(self, act: Reply) -> None:
-        writer = self._channels.get(act.channel)
-        if writer is None:
+        channel = self._channels.get(act.channel)
+        if channel is None:
             return  # the stream is gone (IssuerLost dropped its tasks)
         try:
-            await writer.send(codec.encode(act.message))
+            await channel.send(act.message)
         except PangeaError as exc:  # the stream broke: its reader ends and the behaviour hears of it
             log.debug("compute.reply_failed", issuer=act.issuer, error=str(exc))
 

@@ -1,9 +1,10 @@
 """The trio driver of one peer: a py-libp2p host in the Kademlia DHT and on gossipsub, publishing its signed
-capacity advert and keeping a capacity directory, with a local HTTP API.
+capacity advert and keeping a capacity directory, serving its stream protocols, its compute service and a
+local HTTP API.
 
-``open_peer(config)`` is an async context manager that yields a running ``Peer`` and shuts it down cleanly
-(listeners closed, services stopped, no leaked tasks) when the block exits or is cancelled. ``run_node`` wraps
-it for the CLI with signal handling.
+``open_peer(config)`` is an async context manager that yields a running ``Peer`` (node/state.py) and shuts it
+down cleanly (listeners closed, services stopped, no leaked tasks) when the block exits or is cancelled.
+``run_node`` wraps it for the CLI with signal handling.
 
 What runs inside (one nursery):
 
@@ -13,11 +14,13 @@ What runs inside (one nursery):
 - the advert task: publish our advert every ``capacity.advert_interval_s`` and as soon as a first neighbour
   subscribes to the topic;
 - the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``;
+- the stream protocols (node/protocols/) and the compute service (node/compute.py), whose ports
+  (node/ports.py) are built here from the host, the DHT, the sandbox pool and the capacity directory;
 - the API server on 127.0.0.1.
 
-The decisions are the core's (``CapacityDirectory``, ``AdvertPublisher``); this module only moves bytes and
-reads clocks. Adverts use the wall clock (``time.time()``: they are compared across machines); timers use
-trio's clock.
+The decisions are the core's (``CapacityDirectory``, ``AdvertPublisher``, ``ComputeBehaviour``); this module
+only moves bytes and reads clocks. Adverts use the wall clock (``time.time()``: they are compared across
+machines); timers use trio's clock.
 """
 
 from __future__ import annotations
@@ -27,244 +30,48 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import multiaddr
 import trio
-from google.protobuf.message import DecodeError
-from libp2p.abc import IHost, INetStream
-from libp2p.custom_types import TProtocol
-from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
-from pangea_p2p import __version__
-from pangea_p2p.core.capacity import (
-    TOPIC,
-    AdvertPublisher,
-    AdvertRejected,
-    AdvertRejection,
-    CapacityAdvert,
-    CapacityDirectory,
-    LocalCapacity,
-)
+from pangea_p2p.core.capacity import TOPIC, AdvertPublisher, CapacityAdvert, CapacityDirectory
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.context import BehaviourConfig
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
-from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
+from pangea_p2p.errors import PangeaError, TransportError
 from pangea_p2p.net import host as hostlib
-from pangea_p2p.net.framing import FrameReader, write_frame
 from pangea_p2p.net.overlay import make_dht, make_gossip
-from pangea_p2p.node import api, resources
+from pangea_p2p.node import api
 from pangea_p2p.node.blocks import BlockStore
-from pangea_p2p.node.blockx import BLOCK_PROTOCOL, serve_block
-from pangea_p2p.node.compute import COMPUTE_PROTOCOL, ComputeService
+from pangea_p2p.node.compute import ComputeService
 from pangea_p2p.node.config import NodeConfig
 from pangea_p2p.node.job_routes import add_job_routes
 from pangea_p2p.node.journal import Journal
 from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_identity
 from pangea_p2p.node.logs import get_logger
+from pangea_p2p.node.ports import ComputePorts
+from pangea_p2p.node.protocols.block import BLOCK_PROTOCOL, NetworkBlocks, serve_block
+from pangea_p2p.node.protocols.capacity_sync import CAPACITY_SYNC_PROTOCOL, serve_capacity_sync
+from pangea_p2p.node.protocols.compute import COMPUTE_PROTOCOL, ComputeDialer, remote_peer
+from pangea_p2p.node.protocols.ping import PING_PROTOCOL, serve_ping
 from pangea_p2p.node.routes import add_routes
+from pangea_p2p.node.state import BootstrapState, Peer, task_slots
 from pangea_p2p.sandbox import Sandbox, SandboxConfig, SandboxLimits, measure_speed, open_sandbox
-from pangea_p2p.wire import ping_pb2
+
+__all__ = ["Peer", "open_peer", "run_node", "task_slots"]
 
 log = get_logger("peer")
 
-CAPACITY_SYNC_PROTOCOL = TProtocol("/pangea/capacity-sync/1.0.0")
-PING_PROTOCOL = TProtocol("/pangea/ping/1.0.0")
-PING_BYTES_MAX = 64
-PING_NONCE_BYTES_MAX = 32
-SYNC_ADVERTS_MAX = 10_000
-SYNC_TIMEOUT_S = 10.0
 API_FILE_NAME = "api"
 LOCK_FILE_NAME = "repo.lock"
-
-
-@dataclass
-class BootstrapState:
-    addr: str
-    status: str = "connecting"
-    attempts: int = 0
-    last_error: str = ""
-
-
-@dataclass
-class Peer:
-    """A running peer. Attributes are read by the API and by tests; the tasks in ``open_peer`` mutate them."""
-
-    config: NodeConfig
-    identity: Identity
-    host: IHost
-    dht: KadDHT
-    pubsub: Pubsub
-    directory: CapacityDirectory
-    publisher: AdvertPublisher
-    speed_fuel_per_s: float
-    started_at: float = field(default_factory=time.time)
-    api_port: int = 0
-    bootstrap: dict[str, BootstrapState] = field(default_factory=dict)
-    rtt_s: dict[str, float] = field(default_factory=dict)
-    changed: trio.Event = field(default_factory=trio.Event)
-    compute: ComputeService | None = None
-
-    @property
-    def peer_id(self) -> str:
-        return self.identity.peer_id
-
-    def addrs(self) -> list[str]:
-        """Full dialable multiaddrs (what another peer passes as --bootstrap)."""
-        return hostlib.full_addrs(self.host)
-
-    def local_capacity(self) -> LocalCapacity:
-        slots = task_slots(self.config)
-        free = slots if self.compute is None else self.compute.worker.free_slots()
-        cfg = self.config.compute
-        return LocalCapacity(
-            cores=resources.cpu_cores(),
-            memory_free_bytes=resources.memory_free_bytes(),
-            task_slots_total=slots,
-            task_slots_free=free,
-            speed_fuel_per_s=self.speed_fuel_per_s,
-            fuel_max=cfg.fuel_max,
-            memory_bytes_max=cfg.memory_bytes_max,
-            wall_time_s_max=cfg.wall_time_s_max,
-            software_version=__version__,
-            addrs=tuple(hostlib.dialable_addrs(self.host)[:16]),
-        )
-
-    def routing_table_peers(self) -> list[str]:
-        return sorted(str(p) for p in self.dht.routing_table.get_peer_ids())
-
-    def connected_peers(self) -> list[str]:
-        return sorted(str(p) for p in self.host.get_connected_peers())
-
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-    async def wait_until(self, predicate: Any, timeout_s: float) -> None:
-        """Wait until ``predicate()`` is true, re-checking on every state change; TooSlowError after timeout."""
-        with trio.fail_after(timeout_s):
-            while not predicate():
-                with trio.move_on_after(0.05):  # also re-check periodically: DHT tables change without events
-                    await self.changed.wait()
-
-    # --- gossip -----------------------------------------------------------------------------------------
-
-    def validate_advert(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        """gossipsub topic validator: accept into the directory, or reject (and gossipsub drops it)."""
-        try:
-            source = str(ID(msg.from_id))
-        except Exception:
-            self.directory.rejections[AdvertRejection.MALFORMED] += 1
-            return False
-        try:
-            advert = self.directory.offer(msg.data, now=time.time(), source=source)
-        except AdvertRejected as exc:
-            log.debug("advert.rejected", reason=str(exc.reason), forwarder=str(forwarder), detail=exc.detail)
-            return False
-        self._learn_addrs(advert)
-        self._notify()
-        return True
-
-    def _learn_addrs(self, advert: CapacityAdvert) -> None:
-        if advert.peer_id == self.peer_id or not advert.capacity.addrs:
-            return
-        try:
-            addrs = [multiaddr.Multiaddr(a) for a in advert.capacity.addrs]
-            ttl = max(1, int(advert.expires_at - time.time()))
-            self.host.get_peerstore().add_addrs(ID.from_base58(advert.peer_id), addrs, ttl)
-        except Exception as exc:  # a signed but unparsable address: keep the advert, skip the address
-            log.debug("advert.bad_addr", peer=advert.peer_id, error=repr(exc))
-
-    async def publish_advert(self) -> None:
-        data = self.publisher.make(time.time(), self.local_capacity(), network_size=len(self.directory))
-        await self.pubsub.publish(TOPIC, data)
-
-    def topic_peer_count(self) -> int:
-        return len(self.pubsub.peer_topics.get(TOPIC, ()))
-
-    def mesh_peer_count(self) -> int:
-        """Peers in our gossipsub mesh for the capacity topic: those our own publishes go to."""
-        router = self.pubsub.router
-        return len(getattr(router, "mesh", {}).get(TOPIC, ()))
-
-    # --- capacity sync: a joining peer asks a neighbour for the adverts it holds ------------------------
-
-    async def handle_capacity_sync(self, stream: INetStream) -> None:
-        try:
-            for advert in self.directory.adverts(time.time())[:SYNC_ADVERTS_MAX]:
-                await write_frame(stream, advert.signed)
-        except PangeaError as exc:
-            log.debug("sync.serve_failed", error=str(exc))
-        finally:
-            await stream.close()
-
-    async def sync_capacity_from(self, peer: ID) -> int:
-        """Fetch ``peer``'s directory and offer each advert to ours; the number accepted."""
-        stream = await hostlib.open_stream(self.host, peer, [CAPACITY_SYNC_PROTOCOL])
-        accepted = 0
-        try:
-            reader = FrameReader(stream, self.config.capacity.directory.advert_bytes_max)
-            with trio.move_on_after(SYNC_TIMEOUT_S) as scope:
-                for _ in range(SYNC_ADVERTS_MAX):
-                    data = await reader.read_frame()
-                    if data is None:
-                        break
-                    try:
-                        advert = self.directory.offer(data, now=time.time(), copy=True)
-                    except AdvertRejected:
-                        continue  # stale or expired copies are normal here; forgeries are counted
-                    self._learn_addrs(advert)
-                    accepted += 1
-            if scope.cancelled_caught:
-                raise TransportError(f"capacity sync from {peer} took more than {SYNC_TIMEOUT_S}s")
-        finally:
-            await stream.close()
-        if accepted:
-            self._notify()
-        return accepted
-
-    # --- ping: round-trip times to neighbours -------------------------------------------------------------
-
-    async def handle_ping(self, stream: INetStream) -> None:
-        reader = FrameReader(stream, PING_BYTES_MAX)
-        try:
-            while (payload := await reader.read_frame()) is not None:
-                nonce = _decode_ping(payload)
-                await write_frame(stream, ping_pb2.Ping(nonce=nonce).SerializeToString())
-        except PangeaError as exc:
-            log.debug("ping.serve_failed", error=str(exc))
-        finally:
-            await stream.close()
-
-    async def ping(self, peer: ID, count: int = 1) -> float:
-        """Median round-trip time to ``peer`` in seconds over ``count`` pings on one stream."""
-        stream = await hostlib.open_stream(self.host, peer, [PING_PROTOCOL])
-        samples: list[float] = []
-        try:
-            reader = FrameReader(stream, PING_BYTES_MAX)
-            for i in range(count):
-                frame = ping_pb2.Ping(nonce=i.to_bytes(8, "big")).SerializeToString()
-                start = trio.current_time()
-                await write_frame(stream, frame)
-                if await reader.read_frame() != frame:
-                    raise RemoteProtocolError(f"{peer} answered a ping with the wrong bytes")
-                samples.append(trio.current_time() - start)
-        finally:
-            await stream.close()
-        rtt = sorted(samples)[len(samples) // 2]
-        self.rtt_s[str(peer)] = rtt
-        return rtt
 
 
 # --- the tasks ------------------------------------------------------------------------------------------
@@ -280,7 +87,7 @@ async def _bootstrap_task(peer: Peer, info: PeerInfo, state: BootstrapState, rng
                 await peer.host.connect(info)
             await peer.dht.add_peer(info.peer_id)
             state.status = "connected"
-            peer._notify()
+            peer.notify()
             log.info("bootstrap.connected", addr=state.addr, attempts=state.attempts)
             break
         except trio.Cancelled:
@@ -306,7 +113,7 @@ async def _join(peer: Peer, via: ID) -> None:
     except PangeaError as exc:
         log.warning("capacity.sync_failed", via=str(via), error=str(exc))
     peer.publisher.publish_soon()
-    peer._notify()
+    peer.notify()
 
 
 async def _advert_task(peer: Peer) -> None:
@@ -340,7 +147,7 @@ async def _maintenance_task(peer: Peer) -> None:
             if peer.compute is not None:
                 for peer_id in gone:  # its advert expired: whatever it was running for us is reassigned
                     peer.compute.on_peer_gone(peer_id)
-            peer._notify()
+            peer.notify()
         if trio.current_time() >= next_refresh:
             next_refresh = trio.current_time() + peer.config.dht.refresh_interval_s
             try:
@@ -354,16 +161,6 @@ async def _drain(subscription: Any) -> None:
     # Adverts are handled by the validator; the subscription only has to be emptied.
     while True:
         await subscription.get()
-
-
-def _decode_ping(payload: bytes) -> bytes:
-    try:
-        nonce = bytes(ping_pb2.Ping.FromString(payload).nonce)
-    except DecodeError:
-        raise RemoteProtocolError("malformed ping frame") from None
-    if not 1 <= len(nonce) <= PING_NONCE_BYTES_MAX:
-        raise RemoteProtocolError(f"ping nonce of {len(nonce)} bytes, allowed 1..{PING_NONCE_BYTES_MAX}")
-    return nonce
 
 
 def _one_line(exc: BaseException) -> str:
@@ -404,15 +201,25 @@ def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.N
     (peer.config.data_dir / API_FILE_NAME).write_text(f"{cfg.host}:{peer.api_port}\n")
 
 
-def task_slots(config: NodeConfig) -> int:
-    return config.capacity.task_slots or resources.cpu_cores()
-
-
 def _sandbox_config(config: NodeConfig) -> SandboxConfig:
     cfg = config.compute
     limits = SandboxLimits(fuel_max=cfg.fuel_max, memory_bytes_max=cfg.memory_bytes_max,
                            wall_time_s=cfg.wall_time_s_max, output_bytes_max=cfg.output_bytes_max)
     return SandboxConfig(limits_max=limits, workers=cfg.sandbox_workers or task_slots(config))
+
+
+class _DirectoryWorkers:
+    """The candidate workers (node/ports.py WorkerDirectory): the capacity directory, and the pings measured."""
+
+    def __init__(self, directory: CapacityDirectory, rtts: Mapping[str, float]) -> None:
+        self.directory = directory
+        self.rtts = rtts
+
+    def adverts(self, now: float) -> Sequence[CapacityAdvert]:
+        return self.directory.adverts(now)
+
+    def rtt_s(self, peer_id: str) -> float | None:
+        return self.rtts.get(peer_id)
 
 
 def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> ComputeService:
@@ -427,10 +234,14 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
         coordinator=config.coordinator,
     )
     blocks = BlockStore(config.data_dir / "blocks")
-    journal = Journal(config.data_dir / "jobs.sqlite")
-    compute = ComputeService(peer, sandbox, blocks, journal, behaviour, nursery, TrustBook(config.trust))
+    ports = ComputePorts(
+        identity=peer.identity, streams=ComputeDialer(peer.host), sandbox=sandbox, blocks=blocks,
+        network=NetworkBlocks(peer.host, peer.dht), workers=_DirectoryWorkers(peer.directory, peer.rtt_s),
+        clock=time.time, journal=Journal(config.data_dir / "jobs.sqlite"),
+    )
+    compute = ComputeService(ports, behaviour, nursery, trust=TrustBook(config.trust), faults=config.faults)
     peer.compute = compute
-    peer.host.set_stream_handler(COMPUTE_PROTOCOL, compute.handle_stream)
+    peer.host.set_stream_handler(COMPUTE_PROTOCOL, lambda stream: compute.serve(stream, remote_peer(stream)))
     peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, stream))
     nursery.start_soon(compute.ticker)
     compute.resume_journal()
@@ -495,8 +306,8 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         await pubsub.wait_until_ready()
         pubsub.set_topic_validator(TOPIC, peer.validate_advert, False)
         subscription = await pubsub.subscribe(TOPIC)
-        host.set_stream_handler(CAPACITY_SYNC_PROTOCOL, peer.handle_capacity_sync)
-        host.set_stream_handler(PING_PROTOCOL, peer.handle_ping)
+        host.set_stream_handler(CAPACITY_SYNC_PROTOCOL, lambda stream: serve_capacity_sync(peer.directory, stream))
+        host.set_stream_handler(PING_PROTOCOL, serve_ping)
         api_listeners = await _open_api_listeners(peer)
         sandbox_cfg = _sandbox_config(config)
         try:
@@ -520,11 +331,5 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await hostlib.close_hosts([host])
             if peer.compute is not None:
-                try:
-                    peer.compute.close_blocks()
-                except OSError as exc:  # a full disk: the journal below is still written
-                    log.error("blocks.close_failed", error=str(exc))
-                finally:
-                    if peer.compute.journal is not None:
-                        peer.compute.journal.close()
+                peer.compute.close()
             log.info("peer.stopped", peer_id=identity.peer_id)

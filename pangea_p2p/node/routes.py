@@ -11,7 +11,7 @@ from pangea_p2p.core.capacity import CapacityAdvert
 from pangea_p2p.node.api import ApiRequest, ApiResponse, Router
 
 if TYPE_CHECKING:
-    from pangea_p2p.node.peer import Peer
+    from pangea_p2p.node.state import Peer
 
 
 def advert_json(advert: CapacityAdvert, now: float) -> dict[str, Any]:

@@ -55,7 +55,7 @@ async def test_file_and_flag_values_reach_the_running_coordinator(tmp_path: Path
         assert used.scheduler.split_above_s == 12.0  # compute.split_above_s, its one key
         assert (used.verify.replicas_max, used.verify.clock_skew_max_s) == (5, 5.0)  # [verify] and --set
         assert compute.verify is used.verify  # the peer's own receipt checks: the same rules
-        assert compute.worker.sched is used.scheduler  # admission of received tasks: the same scheduler
+        assert compute.admission.sched is used.scheduler  # admission of received tasks: the same scheduler
         assert compute.trust.config.invalid_penalty == 7.0  # [trust]: the book every coordinator records in
         assert compute.behaviour.trust is compute.trust  # the book its coordinators record in
         with trio.fail_after(60):

@@ -3,6 +3,10 @@
 A request is one frame (``BlockRequest{cid}``); the answer is a ``BlockResponse{found, size}`` frame and, when
 found, the bytes in frames of at most 1 MiB. The fetcher checks the bytes against the content id, so a peer
 can serve nothing but the right bytes. Protocol text: protocols/block.md.
+
+``NetworkBlocks`` is the block exchange as the compute driver uses it (node/ports.py ``BlockNetwork``): a
+block from the peers named, else from providers found in the Kademlia DHT; and the DHT announcement of the
+blocks this peer serves (the modules of its jobs).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
 
 from pangea_p2p.core.cid import cid_matches
@@ -24,6 +29,9 @@ from pangea_p2p.node.logs import get_logger
 
 BLOCK_PROTOCOL = TProtocol("/pangea/block/1.0.0")
 FETCH_TIMEOUT_S = 60.0
+FIND_PROVIDERS_TIMEOUT_S = 10.0
+PROVIDERS_MAX = 5
+PROVIDE_TIMEOUT_S = 30.0
 log = get_logger("blocks")
 
 
@@ -77,13 +85,9 @@ async def fetch_block(host: IHost, peer: ID, cid: str, size_max: int) -> bytes |
         await stream.close()
 
 
-async def fetch_from_any(
-    host: IHost, store: BlockStore, cid: str, peers: Sequence[ID], size_max: int
-) -> bytes:
-    """``cid`` from the local store, else from the first of ``peers`` that has it; stored locally."""
-    data = store.get(cid)
-    if data is not None:
-        return data
+async def fetch_from_peers(host: IHost, cid: str, peers: Sequence[ID], size_max: int) -> bytes:
+    """``cid`` from the first of ``peers`` that has it (checked against the cid); TransportError naming why
+    each peer could not give it."""
     errors = []
     for peer in peers:
         try:
@@ -92,7 +96,39 @@ async def fetch_from_any(
             errors.append(str(exc))
             continue
         if data is not None:
-            store.put(data, cid=cid)
             return data
         errors.append(f"{peer} does not have it")
     raise TransportError(f"cannot fetch {cid}: {'; '.join(errors) or 'no peer to ask'}")
+
+
+class NetworkBlocks:
+    """Blocks from the network: the peers named, else providers found in the DHT (node/ports.py BlockNetwork)."""
+
+    def __init__(self, host: IHost, dht: KadDHT) -> None:
+        self.host = host
+        self.dht = dht
+
+    async def fetch(self, cid: str, peers: Sequence[str], size_max: int) -> bytes:
+        ids = [ID.from_base58(p) for p in peers]
+        try:
+            return await fetch_from_peers(self.host, cid, ids, size_max)
+        except TransportError as first:
+            providers: list[ID] = []
+            try:
+                with trio.move_on_after(FIND_PROVIDERS_TIMEOUT_S):
+                    providers = [i.peer_id for i in await self.dht.find_providers(cid, PROVIDERS_MAX)
+                                 if i.peer_id not in ids and i.peer_id != self.host.get_id()]
+            except Exception as exc:  # the DHT is the fallback; its failure is reported with the first error
+                log.debug("dht.find_providers_failed", cid=cid, error=repr(exc))
+            if not providers:
+                raise first
+            return await fetch_from_peers(self.host, cid, providers, size_max)
+
+    async def provide(self, cid: str) -> bool:
+        """Announce ``cid`` in the DHT (py-libp2p republishes its provider records itself); whether it worked."""
+        try:
+            with trio.move_on_after(PROVIDE_TIMEOUT_S):
+                return bool(await self.dht.provide(cid))
+        except Exception as exc:  # the DHT is a fallback for module fetches; never fatal
+            log.debug("dht.provide_failed", cid=cid, error=repr(exc))
+        return False

@@ -1,0 +1,180 @@
+"""A running peer's state (``Peer``): its host, DHT and gossipsub, its capacity directory and advert, the
+round-trip times it measured, its compute service. What the API reads and the peer's tasks (node/peer.py) change.
+
+Adverts use the wall clock (``time.time()``: they are compared across machines); timers use trio's clock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+from pangea_p2p import __version__
+from pangea_p2p.core.capacity import (
+    TOPIC,
+    AdvertPublisher,
+    AdvertRejected,
+    AdvertRejection,
+    CapacityAdvert,
+    CapacityDirectory,
+    LocalCapacity,
+)
+from pangea_p2p.core.identity import Identity
+from pangea_p2p.net import host as hostlib
+from pangea_p2p.node import resources
+from pangea_p2p.node.compute import ComputeService
+from pangea_p2p.node.config import NodeConfig
+from pangea_p2p.node.logs import get_logger
+from pangea_p2p.node.protocols import capacity_sync, ping
+
+log = get_logger("peer")
+
+
+def task_slots(config: NodeConfig) -> int:
+    """The tasks this peer runs at once (``capacity.task_slots``, else one per core)."""
+    return config.capacity.task_slots or resources.cpu_cores()
+
+
+@dataclass
+class BootstrapState:
+    addr: str
+    status: str = "connecting"
+    attempts: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class Peer:
+    """A running peer. Attributes are read by the API and by tests; the tasks in ``open_peer`` mutate them."""
+
+    config: NodeConfig
+    identity: Identity
+    host: IHost
+    dht: KadDHT
+    pubsub: Pubsub
+    directory: CapacityDirectory
+    publisher: AdvertPublisher
+    speed_fuel_per_s: float
+    started_at: float = field(default_factory=time.time)
+    api_port: int = 0
+    bootstrap: dict[str, BootstrapState] = field(default_factory=dict)
+    rtt_s: dict[str, float] = field(default_factory=dict)
+    changed: trio.Event = field(default_factory=trio.Event)
+    compute: ComputeService | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    def addrs(self) -> list[str]:
+        """Full dialable multiaddrs (what another peer passes as --bootstrap)."""
+        return hostlib.full_addrs(self.host)
+
+    def local_capacity(self) -> LocalCapacity:
+        slots = task_slots(self.config)
+        free = slots if self.compute is None else self.compute.admission.free_slots()
+        cfg = self.config.compute
+        return LocalCapacity(
+            cores=resources.cpu_cores(),
+            memory_free_bytes=resources.memory_free_bytes(),
+            task_slots_total=slots,
+            task_slots_free=free,
+            speed_fuel_per_s=self.speed_fuel_per_s,
+            fuel_max=cfg.fuel_max,
+            memory_bytes_max=cfg.memory_bytes_max,
+            wall_time_s_max=cfg.wall_time_s_max,
+            software_version=__version__,
+            addrs=tuple(hostlib.dialable_addrs(self.host)[:16]),
+        )
+
+    def routing_table_peers(self) -> list[str]:
+        return sorted(str(p) for p in self.dht.routing_table.get_peer_ids())
+
+    def connected_peers(self) -> list[str]:
+        return sorted(str(p) for p in self.host.get_connected_peers())
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_until(self, predicate: Any, timeout_s: float) -> None:
+        """Wait until ``predicate()`` is true, re-checking on every state change; TooSlowError after timeout."""
+        with trio.fail_after(timeout_s):
+            while not predicate():
+                with trio.move_on_after(0.05):  # also re-check periodically: DHT tables change without events
+                    await self.changed.wait()
+
+    # --- gossip -----------------------------------------------------------------------------------------
+
+    def validate_advert(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """gossipsub topic validator: accept into the directory, or reject (and gossipsub drops it)."""
+        try:
+            source = str(ID(msg.from_id))
+        except Exception:
+            self.directory.rejections[AdvertRejection.MALFORMED] += 1
+            return False
+        try:
+            advert = self.directory.offer(msg.data, now=time.time(), source=source)
+        except AdvertRejected as exc:
+            log.debug("advert.rejected", reason=str(exc.reason), forwarder=str(forwarder), detail=exc.detail)
+            return False
+        self._learn_addrs(advert)
+        self.notify()
+        return True
+
+    def _learn_addrs(self, advert: CapacityAdvert) -> None:
+        if advert.peer_id == self.peer_id or not advert.capacity.addrs:
+            return
+        try:
+            addrs = [multiaddr.Multiaddr(a) for a in advert.capacity.addrs]
+            ttl = max(1, int(advert.expires_at - time.time()))
+            self.host.get_peerstore().add_addrs(ID.from_base58(advert.peer_id), addrs, ttl)
+        except Exception as exc:  # a signed but unparsable address: keep the advert, skip the address
+            log.debug("advert.bad_addr", peer=advert.peer_id, error=repr(exc))
+
+    async def publish_advert(self) -> None:
+        data = self.publisher.make(time.time(), self.local_capacity(), network_size=len(self.directory))
+        await self.pubsub.publish(TOPIC, data)
+
+    def topic_peer_count(self) -> int:
+        return len(self.pubsub.peer_topics.get(TOPIC, ()))
+
+    def mesh_peer_count(self) -> int:
+        """Peers in our gossipsub mesh for the capacity topic: those our own publishes go to."""
+        router = self.pubsub.router
+        return len(getattr(router, "mesh", {}).get(TOPIC, ()))
+
+    # --- capacity sync: a joining peer copies a neighbour's directory (node/protocols/capacity_sync.py) -----
+
+    async def sync_capacity_from(self, peer: ID) -> int:
+        """Fetch ``peer``'s directory and offer each advert to ours; the number accepted."""
+        accepted = await capacity_sync.sync_from(self.host, peer, self.config.capacity.directory.advert_bytes_max,
+                                                 self._offer_copy)
+        if accepted:
+            self.notify()
+        return accepted
+
+    def _offer_copy(self, data: bytes) -> bool:
+        try:
+            advert = self.directory.offer(data, now=time.time(), copy=True)
+        except AdvertRejected:
+            return False  # stale or expired copies are normal here; forgeries are counted
+        self._learn_addrs(advert)
+        return True
+
+    # --- ping: round-trip times to neighbours (node/protocols/ping.py) -------------------------------------
+
+    async def ping(self, peer: ID, count: int = 1) -> float:
+        """Median round-trip time to ``peer`` in seconds over ``count`` pings on one stream (remembered)."""
+        rtt = await ping.ping(self.host, peer, count)
+        self.rtt_s[str(peer)] = rtt
+        return rtt
