@@ -9,8 +9,8 @@
         outputs = chunks.unwrap()         # or chunks.failure, chunks.failed_index, chunks.report
 
 ``Executor`` runs tasks synchronously in this process (benchmarks, ``measure_speed``); the node uses the
-pool (``open_sandbox``), whose worker processes keep a wasmtime abort from taking the peer down. The guest
-ABI is in protocols/guest-abi.md. The pool (and trio) is imported lazily so worker processes start fast.
+pool (``open_sandbox``), whose sandbox processes keep a wasmtime abort from taking the peer down. The guest
+ABI is in protocols/guest-abi.md. The pool (and trio) is imported lazily so sandbox processes start fast.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def _default_workers() -> int:
 
 @dataclass(frozen=True, slots=True)
 class SandboxConfig:
-    """The node's sandbox: maxima a task may ask for, worker processes, caches.
+    """The node's sandbox: maxima a task may ask for, sandbox processes, caches.
 
     ``cache_dir``, when set, holds modules this node compiled itself, serialized (native code): it must be
     a directory only this user can write. Nothing else is ever loaded from it.
@@ -147,7 +147,7 @@ class SandboxConfig:
                                 for f in fields(SandboxLimits)})
 
     def to_json(self) -> str:
-        """The config as JSON (how the pool hands it to worker processes)."""
+        """The config as JSON (how the pool hands it to sandbox processes)."""
         data = asdict(self)
         data["cache_dir"] = None if self.cache_dir is None else str(self.cache_dir)
         return json.dumps(data, sort_keys=True)

@@ -51,7 +51,7 @@ def engine_settings(config: SandboxConfig) -> dict[str, object]:
         "epoch_interruption": True,
         "cranelift_nan_canonicalization": True,
         "max_wasm_stack": config.wasm_stack_bytes,
-        "parallel_compilation": False,  # a worker process uses one core; the pool uses them all
+        "parallel_compilation": False,  # a sandbox process uses one core; the pool uses them all
     }
     settings.update({name: False for name in _FEATURES_OFF})
     return settings

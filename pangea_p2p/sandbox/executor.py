@@ -1,6 +1,6 @@
 """The in-process executor: compile guests by CID and run tasks synchronously with limits and metering.
 
-Used by the worker processes of the pool (``pangea_p2p.sandbox.pool``), by benchmarks and by
+Used by the sandbox processes of the pool (``pangea_p2p.sandbox.pool``), by benchmarks and by
 ``measure_speed``. Running guests in the peer's own process is safe against the guest (it is sandboxed) but
 not against wasmtime aborting the process on a bug, which is why the node uses the pool.
 

@@ -1,9 +1,9 @@
-"""What a sandbox worker process gets from the peer, and what it gives up before it runs any guest.
+"""What a sandbox process gets from the peer, and what it gives up before it runs any guest.
 
 The guest is confined by wasmtime (no imports: it can touch nothing but its own linear memory). These are
-the layers under it, for the day wasmtime has a bug, applied to every worker process:
+the layers under it, for the day wasmtime has a bug, applied to every sandbox process:
 
-- Environment (``worker_env``): only what Python needs to start (``PATH``, ``PYTHONHOME``,
+- Environment (``process_env``): only what Python needs to start (``PATH``, ``PYTHONHOME``,
   ``LD_LIBRARY_PATH``, ``TMPDIR``, ``SYSTEMROOT`` when set, and a ``PYTHONPATH`` that finds this package);
   the peer's other variables (tokens, key paths, proxies) never reach a worker.
 - File descriptors: the pool starts workers with ``close_fds=True``: a worker inherits its stdin, stdout
@@ -35,8 +35,8 @@ PR_SET_NO_NEW_PRIVS = 38
 ENV_PASSED = ("PATH", "PYTHONHOME", "LD_LIBRARY_PATH", "TMPDIR", "SYSTEMROOT")
 
 
-def worker_env(package_root: str, parent: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a worker process: ``ENV_PASSED`` from ``parent`` and a PYTHONPATH that finds us."""
+def process_env(package_root: str, parent: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a sandbox process: ``ENV_PASSED`` from ``parent`` and a PYTHONPATH that finds us."""
     parent = dict(os.environ) if parent is None else parent
     env = {key: parent[key] for key in ENV_PASSED if key in parent}
     inherited = parent.get("PYTHONPATH")
@@ -78,5 +78,5 @@ def restrict_process() -> list[str]:
     if problem is not None:
         problems.append(problem)
     for problem in problems:
-        log.debug("sandbox worker hardening not applied: %s", problem)
+        log.debug("sandbox process hardening not applied: %s", problem)
     return problems

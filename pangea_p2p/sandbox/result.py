@@ -3,7 +3,7 @@
 ``SandboxResult`` is one guest run (``run``); ``ChunksResult`` is one task over a list of input chunks
 (``run_chunks``): one output per chunk, or the first failure and the index of the chunk that failed, with
 one report summed over the chunks that ran. Failures are values (``Failure``), so they cross the
-worker-process boundary as plain data; ``unwrap()`` raises the matching ``SandboxError`` subclass of
+sandbox-process boundary as plain data; ``unwrap()`` raises the matching ``SandboxError`` subclass of
 ``pangea_p2p.errors``.
 """
 
@@ -77,7 +77,7 @@ class ChunksResult:
 
     ``failed_index`` is the index of the chunk whose run failed (the chunks after it did not run), or None
     when the failure is not one chunk's: the task was refused before any chunk ran (invalid module, limits,
-    queue full, closed) or the worker process died or hung (the pool cannot tell during which chunk).
+    queue full, closed) or the sandbox process died or hung (the pool cannot tell during which chunk).
     ``report`` covers every chunk that ran: ``fuel_used`` is the sum, ``peak_memory_bytes`` the largest
     linear memory of any run, ``wall_time_s`` and ``cpu_time_s`` the totals; ``status`` is the failure's kind.
     """

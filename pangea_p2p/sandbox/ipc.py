@@ -1,11 +1,11 @@
-"""The byte format between the pool (trio side) and a worker process, over the worker's stdin/stdout pipes.
+"""The byte format between the pool (trio side) and a sandbox process, over the process's stdin/stdout pipes.
 
 No pickling: fixed little-endian headers followed by raw bytes, so a large input is copied once into the
 pipe and once out of it.
 
-    worker -> pool, once at start:  READY (8 bytes)
-    pool -> worker, per request:    REQUEST header, cid (ASCII, canonical), body
-    worker -> pool, per request:    RESPONSE header, trap kind, body
+    process -> pool, once at start:  READY (8 bytes)
+    pool -> process, per request:    REQUEST header, cid (ASCII, canonical), body
+    process -> pool, per request:    RESPONSE header, trap kind, body
 
 Two requests: ``OP_COMPILE`` (body = module bytes; the answer is OK with no outputs, or the refusal) and
 ``OP_RUN`` (body = ``count`` u32 chunk lengths, then the chunks; the answer is OK with ``count`` u32 output
@@ -14,11 +14,11 @@ failed, ``NO_INDEX`` if none). Compilation is its own request so that the pool c
 crashes or hangs the compiler (it quarantines the CID) from a guest that does so while running.
 
 Every request carries a sequence number that its response echoes: a pool that reads an answer to another
-request knows the pipe is out of step and kills the worker instead of handing the answer to a caller.
+request knows the pipe is out of step and kills the process instead of handing the answer to a caller.
 
-A worker answers ``STATUS_NEED_MODULE`` when asked to run a CID it has not compiled (evicted from its
-cache); the pool then sends ``OP_COMPILE`` and the run again. Closing the worker's stdin asks it to exit.
-A malformed request makes the worker exit with a one-line message on stderr (the pool's bug, not a guest's).
+A sandbox process answers ``STATUS_NEED_MODULE`` when asked to run a CID it has not compiled (evicted from its
+cache); the pool then sends ``OP_COMPILE`` and the run again. Closing the process's stdin asks it to exit.
+A malformed request makes the process exit with a one-line message on stderr (the pool's bug, not a guest's).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ OP_COMPILE = 2
 RESPONSE = struct.Struct("<BBHIIIQQQdd")
 STATUS_OK = 0
 STATUS_NEED_MODULE = 255
-FLAG_CACHED = 1  # the worker now holds the module compiled (the pool need not send its bytes again)
+FLAG_CACHED = 1  # the process now holds the module compiled (the pool need not send its bytes again)
 NO_INDEX = 0xFFFF_FFFF
 
 CID_BYTES_MAX = 200
@@ -50,8 +50,8 @@ TRAP_KIND_BYTES_MAX = 255
 _FAILURE_STATUSES = frozenset(int(kind) for kind in FailureKind)
 
 
-class WireError(ValueError):
-    """Bytes on a worker pipe that do not follow this format (the two ends are out of step)."""
+class IpcError(ValueError):
+    """Bytes on a sandbox process's pipe that do not follow this format (the two ends are out of step)."""
 
 
 class RequestHead(NamedTuple):
@@ -92,28 +92,28 @@ def encode_compile(seq: int, cid: str, module: bytes) -> bytes:
 
 
 def decode_request_head(head: bytes | bytearray) -> RequestHead:
-    """The fields of a request header; WireError if they are impossible."""
+    """The fields of a request header; IpcError if they are impossible."""
     op, _reserved, cid_len, seq, count, body_len, fuel, memory, wall, output = REQUEST.unpack(head)
     if op not in (OP_RUN, OP_COMPILE) or cid_len > CID_BYTES_MAX or body_len < 4 * count:
-        raise WireError(f"malformed request header (op {op}, cid {cid_len} bytes, {count} chunks in "
+        raise IpcError(f"malformed request header (op {op}, cid {cid_len} bytes, {count} chunks in "
                         f"{body_len} bytes)")
     limits = None
     if op == OP_RUN:
         parsed = SandboxLimits.parse(fuel_max=fuel, memory_bytes_max=memory, wall_time_s=wall,
                                      output_bytes_max=output)
         if not isinstance(parsed, SandboxLimits):
-            raise WireError(f"malformed request limits: {parsed.message}")
+            raise IpcError(f"malformed request limits: {parsed.message}")
         limits = parsed
     return RequestHead(op, seq, cid_len, count, body_len, limits)
 
 
 def split_chunks(body: bytearray, count: int) -> list[memoryview]:
-    """The chunks of a run request's body, as views into it (no copy); WireError if the lengths do not add up."""
+    """The chunks of a run request's body, as views into it (no copy); IpcError if the lengths do not add up."""
     sizes = _lengths(count, body)
     view = memoryview(body)
     pos = 4 * count
     if pos + sum(sizes) != len(body):
-        raise WireError(f"request chunk lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
+        raise IpcError(f"request chunk lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
     chunks = []
     for size in sizes:
         chunks.append(view[pos:pos + size])
@@ -147,28 +147,28 @@ def encode_need_module(seq: int) -> bytes:
 
 
 def decode_response_head(head: bytes | bytearray, seq: int, body_bytes_max: int) -> ResponseHead:
-    """The fields of the response to request ``seq``; WireError if it answers another request or is impossible."""
+    """The fields of the response to request ``seq``; IpcError if it answers another request or is impossible."""
     status, flags, tk_len, got_seq, index, count, body_len, fuel, peak, wall, cpu = RESPONSE.unpack(head)
     if got_seq != seq:
-        raise WireError(f"response to request {got_seq} where {seq} was expected")
+        raise IpcError(f"response to request {got_seq} where {seq} was expected")
     if status not in (STATUS_OK, STATUS_NEED_MODULE) and status not in _FAILURE_STATUSES:
-        raise WireError(f"response with unknown status {status}")
+        raise IpcError(f"response with unknown status {status}")
     if tk_len > TRAP_KIND_BYTES_MAX:
-        raise WireError(f"response with a trap kind of {tk_len} bytes")
+        raise IpcError(f"response with a trap kind of {tk_len} bytes")
     if body_len > body_bytes_max or (status == STATUS_OK and body_len < 4 * count):
-        raise WireError(f"response body of {body_len} bytes for {count} outputs (at most {body_bytes_max})")
+        raise IpcError(f"response body of {body_len} bytes for {count} outputs (at most {body_bytes_max})")
     return ResponseHead(status, bool(flags & FLAG_CACHED), tk_len, got_seq, None if index == NO_INDEX else index,
                         count, body_len, (fuel, peak, wall, cpu))
 
 
 def decode_response_body(head: ResponseHead, trap_kind: bytes, body: bytes) -> ChunksResult:
-    """The result of a response whose header, trap kind and body have been read; WireError if inconsistent."""
+    """The result of a response whose header, trap kind and body have been read; IpcError if inconsistent."""
     fuel, peak, wall, cpu = head.report
     if head.status == STATUS_OK:
         sizes = _lengths(head.output_count, body)
         pos = 4 * head.output_count
         if pos + sum(sizes) != len(body):
-            raise WireError(f"response output lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
+            raise IpcError(f"response output lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
         outputs = []
         for size in sizes:
             outputs.append(body[pos:pos + size])
