@@ -72,7 +72,7 @@ async def test_worker_asks_again_for_an_evicted_module():
         assert (await sandbox.run(cid_a, mod_a, b"c")).unwrap() == b"c"
         assert sandbox.stats().modules_sent == 3
         # make the pool's mirror of the worker cache wrong: the worker must answer NEED_MODULE, not fail
-        worker = next(iter(sandbox._workers.values()))
+        worker = next(iter(sandbox._procs.values()))
         worker.cids[cid_b] = None
         assert (await sandbox.run(cid_b, mod_b, b"d")).unwrap() == hashlib.sha256(b"d").digest()
         assert sandbox.stats().modules_sent == 4
@@ -110,7 +110,7 @@ async def test_a_worker_that_died_while_idle_is_replaced_before_the_next_task():
         (old_pid,) = sandbox.process_pids()
         os.kill(old_pid, signal.SIGKILL)
         with trio.fail_after(60):
-            await next(iter(sandbox._workers.values())).process.wait()
+            await next(iter(sandbox._procs.values())).process.wait()
         assert sandbox.process_pids() == []
         assert (await sandbox.run(cid, module, b"fine")).unwrap() == b"fine"
         assert sandbox.process_pids() != [old_pid]

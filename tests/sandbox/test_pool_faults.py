@@ -147,7 +147,7 @@ async def test_a_module_whose_compilation_kills_the_worker_is_quarantined():
         refused = await sandbox.run(cid, module, b"x")
         assert refused.failure is not None
         assert refused.failure.kind is FailureKind.REJECTED
-        assert "its compilation killed a worker" in refused.failure.message
+        assert "its compilation killed a sandbox process" in refused.failure.message
 
 
 def test_quarantine_expires_and_is_bounded():
