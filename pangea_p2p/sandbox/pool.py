@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import subprocess
 import sys
@@ -51,6 +50,7 @@ import trio
 
 import pangea_p2p
 from pangea_p2p.errors import FailureKind
+from pangea_p2p.logs import get_logger, short_trace
 from pangea_p2p.sandbox._boundary import Input, as_input, canonical_cid, refusal
 from pangea_p2p.sandbox.config import MiB, SandboxConfig, SandboxLimits
 from pangea_p2p.sandbox.executor import BytesVerifier
@@ -73,7 +73,7 @@ from pangea_p2p.sandbox.result import ChunksResult, SandboxResult
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
-log = logging.getLogger(__name__)
+log = get_logger("sandbox")
 
 PIPE_BYTES = 1 * MiB
 SMALL_INPUT_BYTES = 64 * 1024
@@ -428,7 +428,7 @@ class Sandbox:
             problem = str(exc)
         except Exception as exc:  # OSError (executable gone, out of fds or memory) or a bug of ours
             problem = f"sandbox process failed to start ({type(exc).__name__}: {exc})"
-        log.error("%s", problem)
+        log.error("sandbox.process_start_failed", error=problem)
         return problem
 
     async def _slot_loop(self, slot: int) -> None:
@@ -486,7 +486,8 @@ class Sandbox:
             self._crashed += 1
             return ChunksResult.failed(lost.kind, lost.message, wall_time_s=lost.wall_time_s), None
         except Exception as exc:  # a bug of ours: it fails this job, never the pool
-            log.exception("sandbox pool failed serving %s on sandbox process %d", job.cid, proc.pid)
+            log.error("sandbox.internal_error", module=job.cid, pid=proc.pid, error=repr(exc),
+                      trace=short_trace(exc))
             self._crashed += 1
             await proc.kill()
             return ChunksResult.failed(FailureKind.WORKER_CRASHED, f"internal error of the sandbox pool "
@@ -529,13 +530,13 @@ class Sandbox:
             except _ProcessGone:
                 description = await proc.reap()
                 await proc.aclose()
-                log.warning("sandbox process %d died %s %s: %s", proc.pid, what, job.cid, description)
+                log.warning("sandbox.process_died", pid=proc.pid, doing=what, module=job.cid, how=description)
                 self._lost_while(compiling, job.cid, f"its compilation killed a sandbox process ({description})")
                 raise _ProcessLost(FailureKind.WORKER_CRASHED, f"sandbox process died {what} ({description}); "
                                   "it was replaced") from None
             except IpcError as exc:
                 await proc.kill()
-                log.error("sandbox process %d broke the protocol %s %s: %s", proc.pid, what, job.cid, exc)
+                log.error("sandbox.protocol_broken", pid=proc.pid, doing=what, module=job.cid, error=str(exc))
                 raise _ProcessLost(FailureKind.WORKER_CRASHED, f"sandbox process broke the protocol {what} "
                                   f"({exc}); it was replaced") from None
         if answered:
@@ -548,7 +549,7 @@ class Sandbox:
     def _lost_while(self, compiling: bool, cid: str, reason: str) -> None:
         if compiling:
             self._quarantine.add(cid, trio.current_time(), reason)
-            log.warning("sandbox: module %s quarantined for %.0f s: %s", cid, self.config.quarantine_s, reason)
+            log.warning("sandbox.module_quarantined", module=cid, for_s=self.config.quarantine_s, reason=reason)
 
     def _remember_refused(self, cid: str, result: ChunksResult) -> None:
         self._refused[cid] = result

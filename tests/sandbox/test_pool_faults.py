@@ -3,12 +3,16 @@ pipes out of step, byte-bounded queueing, modules that hang or crash the compile
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import signal
 
 import pytest
 import trio
 
+from pangea_p2p import logs
 from pangea_p2p.errors import FailureKind
 from pangea_p2p.sandbox import SandboxConfig, open_sandbox
 from pangea_p2p.sandbox import pool as pool_module
@@ -16,6 +20,15 @@ from pangea_p2p.sandbox.quarantine import Quarantine
 from tests.sandbox.conftest import guest
 
 MiB = 1 << 20
+
+
+@pytest.fixture
+def json_log():
+    """The node's logging set to JSON lines, as `pangea node --log-format json` does, into a buffer."""
+    buf = io.StringIO()
+    logs.configure("info", "json", stream=buf)
+    yield buf
+    logging.getLogger(logs.ROOT).handlers[:] = []
 
 
 async def wait_for(sandbox, condition, timeout_s: float = 60.0) -> None:
@@ -125,7 +138,7 @@ async def test_a_module_that_hangs_the_compiler_is_quarantined():
         assert (await sandbox.run(other_cid, other, b"others run")).unwrap() == b"others run"
 
 
-async def test_a_module_whose_compilation_kills_the_worker_is_quarantined():
+async def test_a_module_whose_compilation_kills_the_worker_is_quarantined(json_log):
     cid, module = guest("sha256")
     async with open_sandbox(SandboxConfig(workers=1)) as sandbox:
         await sandbox.wait_ready()
@@ -148,6 +161,10 @@ async def test_a_module_whose_compilation_kills_the_worker_is_quarantined():
         assert refused.failure is not None
         assert refused.failure.kind is FailureKind.REJECTED
         assert "its compilation killed a sandbox process" in refused.failure.message
+    events = {doc["event"]: doc for doc in map(json.loads, json_log.getvalue().splitlines())}
+    assert events["sandbox.process_died"]["level"] == "warning", "the node's JSON log format, not a plain line"
+    assert events["sandbox.process_died"]["how"] == "killed by signal 9"
+    assert events["sandbox.module_quarantined"]["module"] == cid
 
 
 def test_quarantine_expires_and_is_bounded():
