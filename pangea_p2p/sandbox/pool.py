@@ -78,7 +78,6 @@ log = get_logger("sandbox")
 PIPE_BYTES = 1 * MiB
 SMALL_INPUT_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 2000
-COMPILE_ALLOWANCE_S_PER_MIB = 2.0
 RESPAWN_BACKOFF_S = 0.5
 REFUSED_MODULES_MAX = 1024
 
@@ -176,10 +175,10 @@ class _Process:
                                     4 * count + max(self._output_bytes_max, MESSAGE_BYTES_MAX))
         if head.status == STATUS_NEED_MODULE:
             return False, None
-        rest = await self.read_exactly(head.trap_kind_len + head.body_len)
+        rest = await self.read_exactly(head.rest_len)
         if head.status == STATUS_OK and head.output_count != count:
             raise IpcError(f"response carries {head.output_count} outputs for {count} chunks")
-        result = decode_response_body(head, rest[:head.trap_kind_len], rest[head.trap_kind_len:])
+        result = decode_response_body(head, rest)
         return head.cached, result
 
     def _remember(self, cid: str, cached: bool) -> None:
@@ -513,8 +512,8 @@ class Sandbox:
 
     async def _step(self, proc: _Process, job: _Job, *, compiling: bool) -> ChunksResult | None:
         """One request (compile or run) within its deadline; _ProcessLost when the process fails it."""
-        if compiling:
-            deadline_s = self.config.worker_grace_s + COMPILE_ALLOWANCE_S_PER_MIB * len(job.module) / MiB
+        if compiling:  # the sandbox process's compile process is killed at compile_time_s_max: it answers first
+            deadline_s = self.config.compile_time_s_max + self.config.worker_grace_s
         else:
             deadline_s = len(job.chunks) * job.limits.wall_time_s + self.config.worker_grace_s
         what = "compiling the module" if compiling else "running the task"

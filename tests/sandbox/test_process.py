@@ -47,8 +47,7 @@ class _Proc:
         head = decode_response_head(self.proc.stdout.read(RESPONSE.size), self.seq, 4 * count + OUTPUT_MAX)
         if head.status == STATUS_NEED_MODULE:
             return head.status, None
-        rest = self.proc.stdout.read(head.trap_kind_len + head.body_len)
-        return head.status, decode_response_body(head, rest[:head.trap_kind_len], rest[head.trap_kind_len:])
+        return head.status, decode_response_body(head, self.proc.stdout.read(head.rest_len))
 
     def run(self, cid: str, chunks: list[bytes], limits: SandboxLimits):
         self.seq += 1
