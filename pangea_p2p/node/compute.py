@@ -59,6 +59,7 @@ from pangea_p2p.node import blockx
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.journal import FLUSH_AFTER_S, Journal, TaskRecord
 from pangea_p2p.node.logs import get_logger
+from pangea_p2p.node.task_logs import TaskLogs
 from pangea_p2p.sandbox import SandboxLimits
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class ComputeService:
         self.source = WorkerSource(self._views, self._local_view)
         self._wake = trio.Event()
         self.byzantine = peer.config.faults.byzantine
+        self.task_logs = TaskLogs()  # what the tasks this peer issued printed (pangea job logs)
 
     @property
     def self_id(self) -> str:
@@ -476,6 +478,7 @@ class ComputeService:
                 return
         if output:
             self._keep(output, persist=self._run_of(coord) is not None)
+        self.task_logs.record(msg.task_id, worker, msg.log)
         self._apply(coord, coord.on_result(msg.task_id, worker, msg.receipt_tree, output, time.time(), msg.nonce))
 
     def _keep(self, data: bytes, *, persist: bool) -> str:
@@ -513,10 +516,11 @@ class ComputeService:
     async def _run_local(self, coord: Coordinator, ref: TaskRef) -> None:
         try:
             framed = await self._fetch(ref.input_cid, [], self.worker.config.input_bytes_max)
-            tree, output = await self._execute_tree(ref, framed)
+            tree, output, task_log = await self._execute_tree(ref, framed)
         except PangeaError as exc:
             self._apply(coord, coord.on_local_error(ref.task_id, str(exc), time.time()))
             return
+        self.task_logs.record(ref.task_id, self.self_id, task_log)
         if output:
             self._keep(output, persist=True)
         # the tree signed here a moment ago goes along: the coordinator need not verify its own signature
@@ -543,14 +547,14 @@ class ComputeService:
 
     async def _execute(
         self, ref: TaskRef, framed_input: bytes, fetch_from: list[ID] | None = None
-    ) -> tuple[bytes, bytes]:
-        """Run ``ref`` here; (encoded receipt tree, framed output or b'' for a failure)."""
-        tree, output = await self._execute_tree(ref, framed_input, fetch_from)
-        return tree.encode(), output
+    ) -> tuple[bytes, bytes, bytes]:
+        """Run ``ref`` here; (encoded receipt tree, framed output or b'' for a failure, the task's log)."""
+        tree, output, task_log = await self._execute_tree(ref, framed_input, fetch_from)
+        return tree.encode(), output, task_log
 
     async def _execute_tree(
         self, ref: TaskRef, framed_input: bytes, fetch_from: list[ID] | None = None
-    ) -> tuple[ReceiptTree, bytes]:
+    ) -> tuple[ReceiptTree, bytes, bytes]:
         module = await self._fetch(ref.module_cid, fetch_from or [], 64 << 20)
         chunks = unframe_chunks(framed_input)
         result = await self.sandbox.run_chunks(ref.module_cid, module, chunks, _sandbox_limits(ref))
@@ -559,14 +563,14 @@ class ComputeService:
         if result.failure is not None:
             receipt = issue_receipt(self.peer.identity, binding, output=None, failure=result.failure.kind,
                                     fuel_used=result.report.fuel_used, now=now, rng=self.rng)
-            return ReceiptTree(receipt, ()), b""
+            return ReceiptTree(receipt, ()), b"", result.log
         outputs = list(result.outputs)
         if self.byzantine == "wrong_output" and outputs:
             outputs[0] = bytes(b ^ 0x5A for b in outputs[0]) or b"\x00"
         output = frame_chunks(outputs)
         receipt = issue_receipt(self.peer.identity, binding, output=output, fuel_used=result.report.fuel_used,
                                 now=now, rng=self.rng)
-        return ReceiptTree(receipt, ()), output
+        return ReceiptTree(receipt, ()), output, result.log
 
     async def _fetch(self, cid: str, peers: list[ID], size_max: int) -> bytes:
         """``cid`` from the block store, else from ``peers``, else from providers found in the DHT."""
@@ -663,10 +667,10 @@ class ComputeService:
                 if verdict is Verdict.SPLIT:
                     self._start_split(inc, framed, parts)
                     return  # answered by _finish_split
-                tree, output = await self._execute(ref, framed, [inc.sender])
+                tree, output, task_log = await self._execute(ref, framed, [inc.sender])
                 if self.incoming.get(ref.task_id) is inc:
                     self.worker.release(ref.task_id)  # the slot is free; a reveal may still be awaited below
-                await self._answer(inc, tree, output)
+                await self._answer(inc, tree, output, task_log)
         except Exception as exc:  # a bad input, a vanished issuer, or a bug here: the issuer hears it at once
             if isinstance(exc, PangeaError):
                 log.info("task.gave_up", task=ref.task_id, error=str(exc))
@@ -713,8 +717,9 @@ class ComputeService:
         with contextlib.suppress(PangeaError):  # a broken stream: the task's answer will fail and say so
             await inc.reply(wire.Accepted(inc.ref.task_id))
 
-    async def _answer(self, inc: Incoming, tree: bytes, output: bytes) -> None:
-        """Send the result; under commit-then-reveal, the commitment first and the result when asked."""
+    async def _answer(self, inc: Incoming, tree: bytes, output: bytes, task_log: bytes = b"") -> None:
+        """Send the result (with the task's log); under commit-then-reveal, the commitment first and the result
+        when asked."""
         ref = inc.ref
         nonce = b""
         if ref.commit_reveal:
@@ -727,10 +732,11 @@ class ComputeService:
                 if not inc.reveal.is_set():
                     raise TransportError(f"no reveal request within {REVEAL_WAIT_S_MAX:g} s")
         if len(output) <= wire.OUTPUT_INLINE_MAX:
-            await inc.reply(wire.Result(ref.task_id, tree, output_inline=output, nonce=nonce))
+            await inc.reply(wire.Result(ref.task_id, tree, output_inline=output, nonce=nonce, log=task_log))
         else:
             cid = self.blocks.put(output)
-            await inc.reply(wire.Result(ref.task_id, tree, output_cid=cid, output_bytes=len(output), nonce=nonce))
+            await inc.reply(wire.Result(ref.task_id, tree, output_cid=cid, output_bytes=len(output), nonce=nonce,
+                                        log=task_log))
 
     # --- splitting: a worker that delegates parts of a task ------------------------------------------------------
 
@@ -767,9 +773,11 @@ class ComputeService:
             outputs = [self.blocks.get(e.output_cid) for e in split.coordinator.tasks.values()]
             tree, merged = delegation(self.peer.identity, ref, split.coordinator, outputs, self.verify,
                                       now=time.time(), rng=self.rng)
+            parts = self.task_logs.of_tasks(split.coordinator.tasks)  # the parts' logs go up with the merge
+            task_log = b"".join(f"[part {t}]\n".encode() + p.log for t, p in parts.items())
             inc.scope = trio.CancelScope()  # the first one ended with _serve_task; a Cancel now cancels this
             with inc.scope:
-                await self._answer(inc, tree, merged)
+                await self._answer(inc, tree, merged, task_log)
         except PangeaError as exc:
             log.warning("task.split_answer_failed", task=ref.task_id, error=str(exc))
             if inc is not None:  # say so: the issuer retries elsewhere at once

@@ -1,7 +1,7 @@
 """`pangea job ...`: submit a job to the local peer and follow it.
 
     pangea job submit --guest wordcount_map --input corpus.txt --split lines:1000 --verify spot:1 --wait -o out.bin
-    pangea job status JOB | wait JOB | result JOB [-o FILE] | explain JOB | cancel JOB | list
+    pangea job status JOB | wait JOB | result JOB [-o FILE] | explain JOB | logs JOB | cancel JOB | list
 
 Progress is a rich progress bar on a terminal and one plain line per change otherwise.
 """
@@ -43,7 +43,7 @@ def add_job_parser(sub: Any, api_args: Callable[[argparse.ArgumentParser], None]
     submit.add_argument("-o", "--output", type=Path, help="with --wait: write the outputs here")
     for name, text in [("status", "a job's status"), ("wait", "wait for a job, showing progress"),
                        ("result", "a job's outputs"), ("explain", "why tasks are pending or failed"),
-                       ("cancel", "cancel a job")]:
+                       ("logs", "what each task printed"), ("cancel", "cancel a job")]:
         p = jsub.add_parser(name, help=text)
         api_args(p)
         p.add_argument("job_id")
@@ -106,6 +106,14 @@ def run_job_command(args: argparse.Namespace, client: Client) -> int:
         return 0
     if cmd == "cancel":
         print(_status_line(client.cancel(args.job_id)))
+        return 0
+    if cmd == "logs":
+        doc = client.job_logs(args.job_id)
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        for task_id, entry in ({} if args.json else doc["tasks"]).items():
+            print(f"== {task_id} (worker {entry['worker']})\n{entry['log']}", end="" if entry["log"].endswith("\n")
+                  else "\n")
         return 0
     handle: JobHandle[list[bytes]] = JobHandle(client, args.job_id, list, client.job(args.job_id))
     _write_outputs(handle.outputs(), args.output, args.framed)

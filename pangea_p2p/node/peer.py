@@ -410,7 +410,9 @@ def _sandbox_config(config: NodeConfig) -> SandboxConfig:
     cfg = config.compute
     limits = SandboxLimits(fuel_max=cfg.fuel_max, memory_bytes_max=cfg.memory_bytes_max,
                            wall_time_s=cfg.wall_time_s_max, output_bytes_max=cfg.output_bytes_max)
-    return SandboxConfig(limits_max=limits, workers=cfg.sandbox_workers or task_slots(config))
+    # compiled modules (the Python interpreter above all) are compiled once per peer, not once per process
+    return SandboxConfig(limits_max=limits, workers=cfg.sandbox_workers or task_slots(config),
+                         cache_dir=config.data_dir / "cache" / "modules")
 
 
 def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> ComputeService:

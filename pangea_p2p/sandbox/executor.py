@@ -257,7 +257,7 @@ class Executor:
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         outputs: list[bytes] = []
         log = bytearray()
-        fuel_total = peak = output_total = dropped = 0
+        fuel_total = peak = output_total = silenced = 0
         failure: TaskFailed | None = None
         for i, data in enumerate(views):
             fuel_left = limits.fuel_max - fuel_total
@@ -265,11 +265,12 @@ class Executor:
                 failure = TaskFailed(FailureKind.OUT_OF_FUEL, f"the task used its whole fuel budget of "
                                      f"{limits.fuel_max} before this chunk")
                 break
-            outcome = self._runner.run(guest, data, limits, fuel_left, self.config.log_bytes_max - len(log))
-            if outcome.log and len(views) > 1:
-                log += f"[chunk {i}]\n".encode()
-            log += outcome.log
-            dropped += outcome.log_dropped
+            room = self.config.log_bytes_max - len(log)
+            outcome = self._runner.run(guest, data, limits, fuel_left, max(0, room))
+            if outcome.log and room <= 0:
+                silenced += 1
+            elif outcome.log:
+                log += (f"[chunk {i}]\n".encode() if len(views) > 1 else b"") + outcome.log
             fuel_total += outcome.fuel_used
             peak = max(peak, outcome.memory_bytes)
             failure = outcome.failure
@@ -281,9 +282,8 @@ class Executor:
                                      f"the {self.config.task_output_bytes_max} bytes this node allows")
                 break
             outputs.append(outcome.output)
-        if dropped:
-            log += f"\n[pangea: {dropped} more bytes of log dropped (log_bytes_max {self.config.log_bytes_max})]\n"\
-                .encode()
+        if silenced:
+            log += f"[pangea: the logs of {silenced} more chunks dropped (log_bytes_max)]\n".encode()
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         if failure is not None:
             return ChunksResult.failed(failure.kind, failure.message, failed_index=len(outputs),

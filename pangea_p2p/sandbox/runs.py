@@ -63,7 +63,6 @@ class RunOutcome:
     fuel_used: int
     memory_bytes: int
     log: bytes = b""
-    log_dropped: int = 0
 
 
 class Runner:
@@ -155,7 +154,7 @@ class Runner:
             self.wasi.run = None
         peak = memory.data_len(store) if memory is not None else 0
         output = bytes(run.output) if failure is None else b""
-        return RunOutcome(output, failure, fuel - store.get_fuel(), peak, bytes(run.log), run.log_dropped), code
+        return RunOutcome(output, failure, fuel - store.get_fuel(), peak, run.log), code
 
     # -- Python steps --------------------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ real clock and real randomness, and a missing ``set_wasi`` aborts the process); 
 small Python function below, the same on every peer, so a run is a function of (module, input, limits):
 
 - fd 0 (stdin) reads the task's input; fd 3 is the output (opened for writing, like a pipe: ``write(3,
-  ...)``, or ``open(3, "wb")`` in Python); fd 1 and fd 2 (stdout and stderr) are the task's *log*, kept up
-  to ``log_bytes_max`` (the rest is counted and dropped). More output than ``output_bytes_max`` ends the
+  ...)``, or ``open(3, "wb")`` in Python); fd 1 and fd 2 (stdout and stderr) are the task's *log*: its
+  first bytes and its last ``LOG_TAIL_BYTES`` (where a traceback is) are kept, at most ``log_bytes_max`` in
+  all, and the bytes between are counted and dropped. More output than ``output_bytes_max`` ends the
   run with ``OutputTooLarge``.
 - No preopened directories: ``fd_prestat_get`` knows no descriptor, so every path a libc resolves fails
   (``ENOENT``/``ENOTCAPABLE`` in the guest), and every ``path_*`` and directory call answers ``EBADF``.
@@ -44,6 +45,7 @@ CLOCK_TIME_NS = 0
 IOVECS_MAX = 1024
 POLL_SUBSCRIPTIONS_MAX = 64
 RANDOM_BYTES_MAX = 1 << 20
+LOG_TAIL_BYTES = 8 << 10
 FD_STDIN, FD_STDOUT, FD_STDERR, FD_OUTPUT = 0, 1, 2, 3
 OWN_FDS = (FD_STDIN, FD_STDOUT, FD_STDERR, FD_OUTPUT)
 FILETYPE_CHARACTER_DEVICE = 2
@@ -78,13 +80,33 @@ class WasiRun:
     seed: bytes | None = None
     stdin_pos: int = 0
     output: bytearray = field(default_factory=bytearray)
-    log: bytearray = field(default_factory=bytearray)
+    log_head: bytearray = field(default_factory=bytearray)
+    log_tail: bytearray = field(default_factory=bytearray)
     log_dropped: int = 0
     random_calls: int = 0
     closed: set[int] = field(default_factory=set)
 
-    def log_room(self) -> int:
-        return max(0, self.log_bytes_max - len(self.log))
+    def _tail_max(self) -> int:
+        return min(LOG_TAIL_BYTES, self.log_bytes_max // 4)
+
+    def head_room(self) -> int:
+        return max(0, self.log_bytes_max - self._tail_max() - len(self.log_head))
+
+    def keep_tail(self, data: bytes | bytearray) -> None:
+        """Append ``data`` to the kept tail; what falls out of it is dropped (counted)."""
+        self.log_tail += data
+        excess = len(self.log_tail) - self._tail_max()
+        if excess > 0:
+            del self.log_tail[:excess]
+            self.log_dropped += excess
+
+    @property
+    def log(self) -> bytes:
+        """The kept log: the head, a note of what was dropped, the tail."""
+        if not self.log_dropped:
+            return bytes(self.log_head + self.log_tail)
+        note = f"\n[pangea: {self.log_dropped} bytes of log dropped here (log_bytes_max)]\n".encode()
+        return bytes(self.log_head) + note + bytes(self.log_tail)
 
 
 def _pack_strings(items: list[bytes]) -> tuple[int, int]:
@@ -179,10 +201,14 @@ class WasiHost:
                     raise OutputOverflow(f"guest wrote more than the {run.output_bytes_max} bytes of output "
                                          "allowed")
                 run.output += m.read(caller, ptr, ptr + n) if n else b""
-            else:  # the log: what fits under its cap is copied, the rest counted
-                take = min(n, run.log_room())
-                run.log += m.read(caller, ptr, ptr + take) if take else b""
-                run.log_dropped += n - take
+            else:  # the log: the head while it has room, then a tail of the last bytes; the rest counted
+                head = min(n, run.head_room())
+                run.log_head += m.read(caller, ptr, ptr + head) if head else b""
+                tail_max = run._tail_max()
+                skipped = max(0, n - head - tail_max)
+                run.log_dropped += skipped
+                if n - head - skipped:
+                    run.keep_tail(m.read(caller, ptr + head + skipped, ptr + n))
             total += n
         return SUCCESS if self._write(caller, m, written_ptr, struct.pack("<I", total)) else EFAULT
 

@@ -120,7 +120,7 @@ async def test_queued_input_bytes_are_bounded():
 async def test_a_module_that_hangs_the_compiler_is_quarantined():
     cid, module = guest("sha256")
     other_cid, other = guest("echo")
-    async with open_sandbox(SandboxConfig(workers=1, worker_grace_s=1.0)) as sandbox:
+    async with open_sandbox(SandboxConfig(workers=1, worker_grace_s=1.0, compile_time_s_max=1.0)) as sandbox:
         await sandbox.wait_ready()
         (pid,) = sandbox.process_pids()
         os.kill(pid, signal.SIGSTOP)  # the next compile request is never answered
