@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from pangea_p2p import __version__
+from pangea_p2p.cli import guest as guest_cli
 from pangea_p2p.errors import ConfigError, PangeaError
 from pangea_p2p.node import logs
 from pangea_p2p.node.config import NodeConfig, default_data_dir, load_config, parse_override
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("capacity", "capacity adverts in the directory"), ("health", "peer health")]:
         _common_api_args(sub.add_parser(name, help=text))
     add_job_parser(sub, _common_api_args)
+    guest_cli.add_parser(sub)
     demo = sub.add_parser("demo", help="run the matrix-multiply demo on a small local network")
     demo.add_argument("--peers", type=int, default=4)
     demo.add_argument("--size", type=int, default=512)
@@ -125,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs.configure(config.log.level, config.log.format, config.log.libp2p_level)
             trio.run(run_node, config)
             return 0
+        if args.command == "guest":
+            return guest_cli.run(args)
         if args.command == "demo":
             from pangea_p2p.demo import run_demo
 
