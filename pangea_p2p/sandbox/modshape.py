@@ -13,7 +13,8 @@ it reaches the compiler when it
 - defines more than ``module_functions_max`` functions, or one function body larger than
   ``function_bytes_max`` (``InvalidModule``, saying which);
 - declares a table of more than ``TABLE_ELEMENTS_MAX`` elements (``InvalidModule``: a table that large is
-  no memory the task asked for, it is a module this sandbox does not run).
+  no memory the task asked for, it is a module this sandbox does not run);
+- lacks the exports of its kind by name (``InvalidModule``; their types are checked after compiling).
 
 The parser reads only what these checks need (import, function, table, export and code sections) and treats the
 bytes as hostile: every length is checked against what is left, LEB128 integers are bounded, and anything
@@ -53,7 +54,7 @@ class ModuleShape:
     """The figures of a module that decide whether it may be compiled."""
 
     imports: tuple[Import, ...]
-    exports: frozenset[str]  # the names of exported functions
+    exports: frozenset[tuple[str, str]]  # (name, kind) of every export
     functions: int  # defined here (imported ones not counted)
     code_bytes: int
     function_bytes_max: int  # the largest function body
@@ -62,7 +63,7 @@ class ModuleShape:
     @property
     def is_wasi_command(self) -> bool:
         """Kind 2: it exports ``_start`` (kind 1 exports ``alloc`` and ``run``)."""
-        return "_start" in self.exports
+        return ("_start", "function") in self.exports
 
 
 class _Reader:
@@ -154,18 +155,17 @@ def _imports(r: _Reader) -> list[Import]:
     return out
 
 
-def _exported_functions(r: _Reader) -> frozenset[str]:
+def _exports(r: _Reader) -> frozenset[tuple[str, str]]:
     count = r.u32()
     if count > EXPORTS_MAX:
         raise InvalidModule(f"module has {count} exports; a guest may have at most {EXPORTS_MAX}")
-    names = set()
+    out = set()
     for _ in range(count):
         name = r.name()
         kind = r.byte()
         r.u32()
-        if kind == 0:
-            names.add(name)
-    return frozenset(names)
+        out.add((name, IMPORT_KINDS.get(kind, "other")))
+    return frozenset(out)
 
 
 def _table_min(r: _Reader) -> int:
@@ -198,7 +198,7 @@ def read_shape(data: bytes | memoryview, functions_max: int | None = None) -> Mo
                             f"{bytes(data[4:8]).hex()}; components are not run)")
     r = _Reader(data, 8)
     imports: list[Import] = []
-    exports: frozenset[str] = frozenset()
+    exports: frozenset[tuple[str, str]] = frozenset()
     functions = code_count = function_bytes = table_min = 0
     code_bytes = 0
     while r.pos < r.end:
@@ -216,7 +216,7 @@ def read_shape(data: bytes | memoryview, functions_max: int | None = None) -> Mo
         elif section == SECTION_TABLE:
             table_min = _table_min(body)
         elif section == SECTION_EXPORT:
-            exports = _exported_functions(body)
+            exports = _exports(body)
         elif section == SECTION_CODE:
             code_bytes = size
             code_count, function_bytes = _code(body)
@@ -247,6 +247,11 @@ def check_shape(shape: ModuleShape, *, functions_max: int, function_bytes_max: i
         names = ", ".join(f"{i.module}.{i.name}" for i in forbidden[:5])
         more = f" and {len(forbidden) - 5} more" if len(forbidden) > 5 else ""
         raise ForbiddenImport(f"module imports {names}{more}; {rule}")
+    needed = [("memory", "memory"), ("_start", "function")] if shape.is_wasi_command else \
+        [("memory", "memory"), ("alloc", "function"), ("run", "function")]
+    missing = [f"{name} ({kind})" for name, kind in needed if (name, kind) not in shape.exports]
+    if missing:
+        raise InvalidModule("module does not follow the guest ABI: it does not export " + ", ".join(missing))
     if shape.functions > functions_max:
         raise too_many_functions(shape.functions, functions_max)
     if shape.function_bytes_max > function_bytes_max:
