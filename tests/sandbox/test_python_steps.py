@@ -62,8 +62,8 @@ def test_a_hostile_step_gets_its_typed_failure_and_the_next_task_runs(ex: Execut
 
 def test_an_endless_printer_stops_at_its_wall_time_and_keeps_the_ends_of_its_log(ex: Executor) -> None:
     limits = SandboxLimits(fuel_max=10**12, memory_bytes_max=16 * MiB, wall_time_s=0.5)
-    result = ex.run(*step("def step(c):\n    i = 0\n    while True:\n        print('line', i, '.' * 200)\n        i += 1\n"),
-                    b"", limits)
+    printer = "def step(c):\n    i = 0\n    while True:\n        print('line', i, '.' * 200)\n        i += 1\n"
+    result = ex.run(*step(printer), b"", limits)
     assert result.failure is not None
     assert result.failure.kind is FailureKind.TIMEOUT
     assert result.log.startswith(b"line 0 ...")
