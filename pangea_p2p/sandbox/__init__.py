@@ -1,16 +1,20 @@
-"""The WebAssembly sandbox: wasmtime with fuel, memory and wall-time limits, no imports, typed failures.
+"""The WebAssembly sandbox: wasmtime with fuel, memory and wall-time limits, typed failures; guests import
+nothing (kind 1) or a deterministic WASI allowlist (kind 2, ``wasi``), and Python steps run in MicroPython
+(``pystep``).
 
     from pangea_p2p.sandbox import open_sandbox, SandboxLimits
     async with open_sandbox(SandboxConfig()) as sandbox:
         result = await sandbox.run(module_cid, module_bytes, input_bytes, SandboxLimits(fuel_max=10**9))
         output = result.unwrap()          # or inspect result.failure / result.report
-        # a task over a chunk list, one round trip to a worker; fuel_max is the whole task's budget:
+        # a task over a chunk list, one round trip to a sandbox process; fuel_max is the whole task's budget:
         chunks = await sandbox.run_chunks(module_cid, module_bytes, [b"a", b"b"], limits)
         outputs = chunks.unwrap()         # or chunks.failure, chunks.failed_index, chunks.report
 
-``Executor`` runs tasks synchronously in this process (benchmarks, ``measure_speed``); the node uses the
-pool (``open_sandbox``), whose sandbox processes keep a wasmtime abort from taking the peer down. The guest
-ABI is in protocols/guest-abi.md. The pool (and trio) is imported lazily so sandbox processes start fast.
+``Executor`` runs tasks synchronously in this process (benchmarks, ``measure_speed``, ``local_executor`` for
+``Job.run_local`` and ``pangea guest run``); the node uses the pool (``open_sandbox``), whose sandbox
+processes keep a wasmtime abort from taking the peer down; modules compile in processes of their own
+(``compiler``). The guest ABI is in protocols/guest-abi.md. The pool (and trio) is imported lazily so
+sandbox processes start fast.
 """
 
 from __future__ import annotations

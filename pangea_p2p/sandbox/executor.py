@@ -208,7 +208,7 @@ class Executor:
         if not shape.is_wasi_command:
             memory_index, alloc_index, run_index = check_abi(module)
             pre = Linker(self.engine).instantiate_pre(module)
-            return CompiledGuest(cid, module, pre, memory_index, alloc_index, run_index, len(native))
+            return CompiledGuest(cid, module, pre, len(native), memory_index, alloc_index, run_index)
         check_wasi_exports(module)
         try:
             pre = self._wasi.instantiate_pre(module)

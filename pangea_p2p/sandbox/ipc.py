@@ -25,7 +25,7 @@ A malformed request makes the process exit with a one-line message on stderr (th
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pangea_p2p.errors import FailureKind
 from pangea_p2p.sandbox.config import SandboxLimits
@@ -118,16 +118,20 @@ def decode_request_head(head: bytes | bytearray) -> RequestHead:
 
 def split_chunks(body: bytearray, count: int) -> list[memoryview]:
     """The chunks of a run request's body, as views into it (no copy); IpcError if the lengths do not add up."""
+    return _split(memoryview(body), count, "request chunk")
+
+
+def _split(body: bytes | memoryview, count: int, what: str) -> list[Any]:
+    """The ``count`` pieces of ``body`` (u32 lengths, then the pieces); IpcError if the lengths do not add up."""
     sizes = _lengths(count, body)
-    view = memoryview(body)
     pos = 4 * count
     if pos + sum(sizes) != len(body):
-        raise IpcError(f"request chunk lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
-    chunks = []
+        raise IpcError(f"{what} lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
+    pieces = []
     for size in sizes:
-        chunks.append(view[pos:pos + size])
+        pieces.append(body[pos:pos + size])
         pos += size
-    return chunks
+    return pieces
 
 
 def encode_response(seq: int, result: ChunksResult, *, cached: bool) -> bytes:
@@ -180,14 +184,7 @@ def decode_response_body(head: ResponseHead, rest: bytes) -> ChunksResult:
     trap_kind, body, log = rest[:head.trap_kind_len], rest[head.trap_kind_len:body_end], rest[body_end:]
     fuel, peak, wall, cpu = head.report
     if head.status == STATUS_OK:
-        sizes = _lengths(head.output_count, body)
-        pos = 4 * head.output_count
-        if pos + sum(sizes) != len(body):
-            raise IpcError(f"response output lengths add up to {sum(sizes)}, the body holds {len(body) - pos}")
-        outputs = []
-        for size in sizes:
-            outputs.append(body[pos:pos + size])
-            pos += size
+        outputs = _split(body, head.output_count, "response output")
         return ChunksResult(outputs, None, None, MeteringReport(fuel, peak, wall, cpu, None), log)
     return ChunksResult.failed(FailureKind(head.status), body.decode(errors="replace"),
                                failed_index=head.failed_index, trap_kind=trap_kind.decode(errors="replace"),

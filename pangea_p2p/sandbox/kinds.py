@@ -26,26 +26,25 @@ from pangea_p2p.sandbox.pystep import PythonStep
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledGuest:
-    """A kind-1 module ready to instantiate, with the indices of its ABI exports."""
-
+class _Compiled:
     cid: str
     module: Module
     pre: InstancePre
-    memory_index: int
-    alloc_index: int
-    run_index: int
-    size_bytes: int = 0
+    size_bytes: int  # its native code
 
 
 @dataclass(frozen=True, slots=True)
-class WasiGuest:
-    """A kind-2 module ready to instantiate with the deterministic WASI host."""
+class CompiledGuest(_Compiled):
+    """A kind-1 module ready to instantiate, with the indices of its ABI exports."""
 
-    cid: str
-    module: Module
-    pre: InstancePre
-    size_bytes: int = 0
+    memory_index: int
+    alloc_index: int
+    run_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class WasiGuest(_Compiled):
+    """A kind-2 module ready to instantiate with the deterministic WASI host."""
 
 
 @dataclass(frozen=True, slots=True)

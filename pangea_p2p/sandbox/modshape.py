@@ -83,12 +83,18 @@ class _Reader:
         return b
 
     def u32(self) -> int:
+        return self._leb(5, 0xFFFF_FFFF)
+
+    def u64(self) -> int:
+        return self._leb(10, 0xFFFF_FFFF_FFFF_FFFF)
+
+    def _leb(self, bytes_max: int, value_max: int) -> int:
         result = shift = 0
-        for _ in range(5):
+        for _ in range(bytes_max):
             b = self.byte()
             result |= (b & 0x7F) << shift
             if not b & 0x80:
-                if result > 0xFFFF_FFFF:
+                if result > value_max:
                     raise self.fail("integer too large")
                 return result
             shift += 7
@@ -116,16 +122,6 @@ class _Reader:
         if flags & 0x01:
             _ = self.u64() if flags & 0x04 else self.u32()
         return minimum
-
-    def u64(self) -> int:
-        result = shift = 0
-        for _ in range(10):
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-        raise self.fail("integer too long")
 
 
 def _imports(r: _Reader) -> list[Import]:

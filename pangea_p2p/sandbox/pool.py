@@ -69,6 +69,7 @@ from pangea_p2p.sandbox.ipc import (
 )
 from pangea_p2p.sandbox.quarantine import Quarantine
 from pangea_p2p.sandbox.result import ChunksResult, SandboxResult
+from pangea_p2p.sandbox.runs import TaskFailed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -86,13 +87,11 @@ class _ProcessGone(Exception):
     """The process's pipe closed: the process died."""
 
 
-class _ProcessLost(Exception):
+class _ProcessLost(TaskFailed):
     """The process cannot finish the job: it died, hung or broke the protocol. Carries the job's failure."""
 
     def __init__(self, kind: FailureKind, message: str, wall_time_s: float = 0.0) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
+        super().__init__(kind, message)
         self.wall_time_s = wall_time_s
 
 

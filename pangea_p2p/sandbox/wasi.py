@@ -186,14 +186,21 @@ class WasiHost:
 
         return sizes, get
 
-    def _fd_write(self, caller: Any, fd: int, iovs: int, count: int, written_ptr: int) -> int:
+    def _io(self, caller: Any, fd: int, fds: tuple[int, ...], iovs: int, count: int
+            ) -> tuple[WasiRun, Any, list[tuple[int, int]]] | int:
+        """(run, memory, buffers) of an fd_read/fd_write call, or its errno."""
         run = self._state()
-        if fd not in (FD_STDOUT, FD_STDERR, FD_OUTPUT) or fd in run.closed:
+        if fd not in fds or fd in run.closed:
             return EBADF
         m = self._memory(caller)
         pairs = self._iovecs(caller, m, iovs, count)
-        if pairs is None:
-            return EFAULT
+        return EFAULT if pairs is None else (run, m, pairs)
+
+    def _fd_write(self, caller: Any, fd: int, iovs: int, count: int, written_ptr: int) -> int:
+        io = self._io(caller, fd, (FD_STDOUT, FD_STDERR, FD_OUTPUT), iovs, count)
+        if isinstance(io, int):
+            return io
+        run, m, pairs = io
         total = 0
         for ptr, n in pairs:
             if fd == FD_OUTPUT:
@@ -213,13 +220,10 @@ class WasiHost:
         return SUCCESS if self._write(caller, m, written_ptr, struct.pack("<I", total)) else EFAULT
 
     def _fd_read(self, caller: Any, fd: int, iovs: int, count: int, read_ptr: int) -> int:
-        run = self._state()
-        if fd != FD_STDIN or fd in run.closed:
-            return EBADF
-        m = self._memory(caller)
-        pairs = self._iovecs(caller, m, iovs, count)
-        if pairs is None:
-            return EFAULT
+        io = self._io(caller, fd, (FD_STDIN,), iovs, count)
+        if isinstance(io, int):
+            return io
+        run, m, pairs = io
         total = 0
         for ptr, n in pairs:
             piece = bytes(run.stdin[run.stdin_pos:run.stdin_pos + n])
