@@ -328,13 +328,13 @@ def main() -> int:
     print("\n== per-task overhead, trivial guest (echo, 5 bytes), median of", n)
     print(f"  bare wasmtime Store+Instance+call (public API, this process): {_median_us(bare):8.1f} us")
     print(f"  Executor.run in this process (fast path, limits, metering):   {_median_us(inproc):8.1f} us")
-    print(f"  worker pool submit -> result ({workers} workers, trio caller):       {_median_us(pool):8.1f} us "
+    print(f"  pool submit -> result ({workers} sandbox processes, trio caller): {_median_us(pool):8.1f} us "
           f"(p90 {_pct_us(pool, 0.9):.1f}, p99 {_pct_us(pool, 0.99):.1f})")
     print(f"  pool overhead over bare: {overhead_us:.1f} us  (target < 500 us: "
           f"{'MET' if overhead_us < 500 else 'MISSED'}; ratio pool/bare {_median_us(pool) / _median_us(bare):.2f}x; "
           f"seed system's claim 10 ms is {10_000 / max(overhead_us, 1e-9):.0f}x this)")
     print("\n== throughput of tiny tasks on all cores")
-    print(f"  {rate:,.0f} tasks/s with {workers} workers "
+    print(f"  {rate:,.0f} tasks/s with {workers} sandbox processes "
           f"(target >= 2,000/s on 2 cores: {'MET' if rate >= 2000 * workers / 2 else 'MISSED'}; "
           f"a bare in-process loop on one core does {1e6 / _median_us(bare):,.0f}/s)")
     print("\n== tasks over chunk lists (run_chunks: one round trip per task, one guest run per chunk), tiny chunks")
