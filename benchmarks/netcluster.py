@@ -22,8 +22,8 @@ from typing import Any
 
 import trio
 
+from pangea_p2p.logs import configure
 from pangea_p2p.node.config import parse_override
-from pangea_p2p.node.logs import configure
 from pangea_p2p.node.peer import Peer, open_peer
 from pangea_p2p.testing import local_config, wait_for
 

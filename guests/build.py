@@ -20,21 +20,13 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pangea_p2p.guests.toolchain import C_FLAGS, header_path  # noqa: E402  (the flags every C guest builds with)
+
 SRC = ROOT / "guests"
 OUT = ROOT / "pangea_p2p" / "guests"
 
-COMMON_FLAGS = [
-    "-target", "wasm32-freestanding",
-    "-O2",
-    "-nostdlib",
-    "-mbulk-memory",            # memcpy/memset become memory.copy/memory.fill, not imports
-    "-ffp-contract=off",        # never fuse a*b+c: results must be bit-identical everywhere
-    "-fno-stack-protector",
-    "-Wall", "-Werror",
-    "-Wl,--no-entry",
-    "-Wl,-z,stack-size=262144",  # 256 KiB shadow stack: 5 pages of initial memory in all
-    "-s",
-]
 EXTRA_FLAGS: dict[str, list[str]] = {
     "matmul_block": ["-msimd128"],  # vectorises the j loop; per-element summation order is unchanged
 }
@@ -48,8 +40,8 @@ def guest_sources() -> list[Path]:
 
 def build_one(source: Path, out_dir: Path, env: dict[str, str]) -> Path:
     target = out_dir / f"{source.stem}.wasm"
-    cmd = [sys.executable, "-m", "ziglang", "cc", *COMMON_FLAGS, *EXTRA_FLAGS.get(source.stem, []),
-           "-o", str(target), source.name]
+    cmd = [sys.executable, "-m", "ziglang", "cc", *C_FLAGS, *EXTRA_FLAGS.get(source.stem, []),
+           f"-I{header_path().parent}", "-o", str(target), source.name]
     proc = subprocess.run(cmd, cwd=SRC, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"building {source.name} failed:\n{proc.stderr}")

@@ -1,7 +1,7 @@
 """`pangea job ...`: submit a job to the local peer and follow it.
 
     pangea job submit --guest wordcount_map --input corpus.txt --split lines:1000 --verify spot:1 --wait -o out.bin
-    pangea job status JOB | wait JOB | result JOB [-o FILE] | explain JOB | cancel JOB | list
+    pangea job status JOB | wait JOB | result JOB [-o FILE] | explain JOB | logs JOB | cancel JOB | list
 
 Every option of a job request (``JobOptions``, pangea_p2p/core/jobs/model.py, and the job id) is a flag of
 ``submit`` (OPTION_FLAGS), with the same defaults as the SDK's ``Job``; a bad value is refused before anything is
@@ -75,7 +75,7 @@ def add_parser(sub: Subparsers) -> None:
                              "what was submitted")
     for name, text in [("status", "a job's status"), ("wait", "wait for a job, showing progress"),
                        ("result", "a job's outputs"), ("explain", "why tasks are pending or failed"),
-                       ("cancel", "cancel a job")]:
+                       ("logs", "what each task printed"), ("cancel", "cancel a job")]:
         p = jsub.add_parser(name, help=text)
         add_api_args(p)
         p.add_argument("job_id")
@@ -143,6 +143,14 @@ def _run(args: argparse.Namespace, client: Client) -> int:
         return 0
     if cmd == "cancel":
         print(_status_line(client.cancel(args.job_id)))
+        return 0
+    if cmd == "logs":
+        doc = client.job_logs(args.job_id)
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        for task_id, entry in ({} if args.json else doc["tasks"]).items():
+            print(f"== {task_id} (worker {entry['worker']})\n{entry['log']}", end="" if entry["log"].endswith("\n")
+                  else "\n")
         return 0
     handle: JobHandle[list[bytes]] = JobHandle(client, args.job_id, list, client.job(args.job_id))
     _write_outputs(handle.outputs(), args.output, args.framed)

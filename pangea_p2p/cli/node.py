@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from pangea_p2p.node import logs
+from pangea_p2p import logs
 from pangea_p2p.node.config import NodeConfig, load_config, parse_override
 
 if TYPE_CHECKING:

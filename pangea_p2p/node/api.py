@@ -20,7 +20,7 @@ import h11
 import trio
 
 from pangea_p2p.errors import PangeaError
-from pangea_p2p.node.logs import get_logger
+from pangea_p2p.logs import get_logger
 
 log = get_logger("api")
 HEADER_BYTES_MAX = 16 * 1024

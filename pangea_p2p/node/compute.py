@@ -61,12 +61,13 @@ from pangea_p2p.core.jobs.events import (
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
+from pangea_p2p.core.jobs.task_logs import TaskLogs
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.errors import PangeaError
+from pangea_p2p.logs import get_logger
 from pangea_p2p.node.blocks import WriteBehind
 from pangea_p2p.node.config import FaultsConfig
 from pangea_p2p.node.journal import FLUSH_AFTER_S, TaskRecord
-from pangea_p2p.node.logs import get_logger
 from pangea_p2p.node.ports import ComputePorts, DuplexStream
 from pangea_p2p.node.protocols.compute import CLOSED, MessageStream
 from pangea_p2p.sandbox import SandboxLimits
@@ -128,6 +129,11 @@ class ComputeService:
     def watch(self, job_id: str) -> JobWatch:
         """Events to wait on for the job ``job_id`` (KeyError if it was not submitted here)."""
         return self._watches[job_id]
+
+    @property
+    def task_logs(self) -> TaskLogs:
+        """What the tasks of this peer's jobs printed, as their workers said (``pangea job logs``)."""
+        return self.behaviour.task_logs
 
     @property
     def admission(self) -> AdmissionControl:
@@ -347,11 +353,11 @@ class ComputeService:
                                wall_time_s=lim.wall_time_s, output_bytes_max=lim.output_bytes_max)
         result = await self.sandbox.run_chunks(ref.module_cid, module, act.chunks, limits)
         if result.failure is not None:
-            return Executed(act.request, None, result.failure.kind, result.report.fuel_used)
+            return Executed(act.request, None, result.failure.kind, result.report.fuel_used, result.log)
         outputs = list(result.outputs or ())
         if self.byzantine == "wrong_output" and outputs and act.purpose is not Purpose.SPOT:
             outputs[0] = bytes(b ^ 0x5A for b in outputs[0]) or b"\x00"
-        return Executed(act.request, outputs, None, result.report.fuel_used)
+        return Executed(act.request, outputs, None, result.report.fuel_used, result.log)
 
     # --- issuer side: sessions with workers ----------------------------------------------------------------------
 

@@ -169,6 +169,13 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
                       for tid, reasons in run.explain(done=done).items()},
         })
 
+    async def logs(req: ApiRequest) -> ApiResponse:
+        run = run_of(req)
+        found = compute.task_logs.of_tasks(run.spec.task_ids())
+        return ApiResponse.of({"job_id": run.spec.job_id, "tasks": {
+            t: {"worker": entry.worker, "log": entry.log.decode("utf-8", errors="replace")}
+            for t, entry in found.items()}})
+
     async def cancel(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
         compute.cancel(run.spec.job_id)
@@ -194,4 +201,5 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
     router.add("GET", "/v1/jobs/{job_id}/wait", wait_job)
     router.add("GET", "/v1/jobs/{job_id}/result", get_result)
     router.add("GET", "/v1/jobs/{job_id}/explain", explain)
+    router.add("GET", "/v1/jobs/{job_id}/logs", logs)
     router.add("DELETE", "/v1/jobs/{job_id}", cancel)

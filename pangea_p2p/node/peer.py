@@ -47,6 +47,7 @@ from pangea_p2p.core.jobs.context import BehaviourConfig
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.errors import PangeaError, TransportError
+from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.overlay import make_dht, make_gossip
 from pangea_p2p.node import api
@@ -56,7 +57,6 @@ from pangea_p2p.node.config import NodeConfig
 from pangea_p2p.node.job_routes import add_job_routes
 from pangea_p2p.node.journal import Journal
 from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_identity
-from pangea_p2p.node.logs import get_logger
 from pangea_p2p.node.ports import ComputePorts
 from pangea_p2p.node.protocols.block import BLOCK_PROTOCOL, NetworkBlocks, serve_block
 from pangea_p2p.node.protocols.capacity_sync import CAPACITY_SYNC_PROTOCOL, serve_capacity_sync
@@ -205,7 +205,9 @@ def _sandbox_config(config: NodeConfig) -> SandboxConfig:
     cfg = config.compute
     limits = SandboxLimits(fuel_max=cfg.fuel_max, memory_bytes_max=cfg.memory_bytes_max,
                            wall_time_s=cfg.wall_time_s_max, output_bytes_max=cfg.output_bytes_max)
-    return SandboxConfig(limits_max=limits, workers=cfg.sandbox_workers or task_slots(config))
+    # compiled modules (the Python interpreter above all) are compiled once per peer, not once per process
+    return SandboxConfig(limits_max=limits, workers=cfg.sandbox_workers or task_slots(config),
+                         cache_dir=config.data_dir / "cache" / "modules")
 
 
 class _DirectoryWorkers:

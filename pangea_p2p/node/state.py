@@ -29,11 +29,11 @@ from pangea_p2p.core.capacity import (
     LocalCapacity,
 )
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.node import resources
 from pangea_p2p.node.compute import ComputeService
 from pangea_p2p.node.config import NodeConfig
-from pangea_p2p.node.logs import get_logger
 from pangea_p2p.node.protocols import capacity_sync, ping
 
 log = get_logger("peer")

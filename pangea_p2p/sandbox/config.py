@@ -97,16 +97,23 @@ def _default_workers() -> int:
 
 @dataclass(frozen=True, slots=True)
 class SandboxConfig:
-    """The node's sandbox: maxima a task may ask for, worker processes, caches.
+    """The node's sandbox: maxima a task may ask for, sandbox processes, caches.
 
     ``cache_dir``, when set, holds modules this node compiled itself, serialized (native code): it must be
     a directory only this user can write. Nothing else is ever loaded from it.
 
-    ``queue_max`` bounds the tasks waiting for a worker; ``queued_bytes_max`` bounds the input bytes of the
-    tasks the pool holds (queued or running): a task that would go past it is REJECTED, except when the
-    pool holds nothing (so one task up to the memory limit always fits). ``task_output_bytes_max`` bounds
-    the summed output of one task's chunks. A module whose compilation crashed or hung a worker is
+    ``queue_max`` bounds the tasks waiting for a sandbox process; ``queued_bytes_max`` bounds the input
+    bytes of the tasks the pool holds (queued or running): a task that would go past it is REJECTED, except
+    when the pool holds nothing (so one task up to the memory limit always fits). ``task_output_bytes_max``
+    bounds the summed output of one task's chunks, ``log_bytes_max`` its log (what a WASI guest or a Python
+    step prints; the rest is dropped). A module whose compilation crashed or hung a sandbox process is
     quarantined (REJECTED at once) for ``quarantine_s`` seconds.
+
+    Compilation (``compiler``, ``modshape``): a module with more than ``module_functions_max`` functions or
+    a function body over ``function_bytes_max`` bytes is refused unread; the others compile in a process
+    of their own under ``compile_memory_bytes_max`` of address space and ``compile_time_s_max`` seconds.
+    Each sandbox process keeps compiled modules in an LRU of at most ``module_cache_entries`` modules and
+    ``module_cache_bytes_max`` bytes of native code; the disk cache holds at most ``disk_cache_bytes_max``.
     """
 
     limits_max: SandboxLimits = field(default_factory=SandboxLimits)
@@ -115,9 +122,15 @@ class SandboxConfig:
     queued_bytes_max: int = 1 * GiB
     task_output_bytes_max: int = 256 * MiB
     module_cache_entries: int = 64
+    module_cache_bytes_max: int = 128 * MiB
+    disk_cache_bytes_max: int = 1 * GiB
     module_bytes_max: int = 16 * MiB
+    module_functions_max: int = 20_000
+    function_bytes_max: int = 1 * MiB
+    compile_memory_bytes_max: int = 1 * GiB
+    compile_time_s_max: float = 30.0
+    log_bytes_max: int = 64 * KiB
     wasm_stack_bytes: int = 1 * MiB
-    epoch_tick_s: float = 0.01
     worker_grace_s: float = 5.0
     worker_start_timeout_s: float = 60.0
     quarantine_s: float = 600.0
@@ -131,9 +144,15 @@ class SandboxConfig:
         _check_int("queued_bytes_max", self.queued_bytes_max, 1 * MiB, 1024 * GiB)
         _check_int("task_output_bytes_max", self.task_output_bytes_max, 1 * KiB, TASK_OUTPUT_BYTES_ABSOLUTE_MAX)
         _check_int("module_cache_entries", self.module_cache_entries, 1, 10_000)
+        _check_int("module_cache_bytes_max", self.module_cache_bytes_max, 1 * MiB, 64 * GiB)
+        _check_int("disk_cache_bytes_max", self.disk_cache_bytes_max, 1 * MiB, 1024 * GiB)
         _check_int("module_bytes_max", self.module_bytes_max, 1 * KiB, 256 * MiB)
+        _check_int("module_functions_max", self.module_functions_max, 1, 1_000_000)
+        _check_int("function_bytes_max", self.function_bytes_max, 1 * KiB, 8 * MiB)
+        _check_int("compile_memory_bytes_max", self.compile_memory_bytes_max, 256 * MiB, 64 * GiB)
+        _check_float("compile_time_s_max", self.compile_time_s_max, 1.0, 600.0)
+        _check_int("log_bytes_max", self.log_bytes_max, 0, 16 * MiB)
         _check_int("wasm_stack_bytes", self.wasm_stack_bytes, 64 * KiB, WASM_STACK_BYTES_ABSOLUTE_MAX)
-        _check_float("epoch_tick_s", self.epoch_tick_s, 0.001, 1.0)
         _check_float("worker_grace_s", self.worker_grace_s, 0.1, 600.0)
         _check_float("worker_start_timeout_s", self.worker_start_timeout_s, 1.0, 600.0)
         _check_float("quarantine_s", self.quarantine_s, 0.0, 7 * 86_400.0)
@@ -147,7 +166,7 @@ class SandboxConfig:
                                 for f in fields(SandboxLimits)})
 
     def to_json(self) -> str:
-        """The config as JSON (how the pool hands it to worker processes)."""
+        """The config as JSON (how the pool hands it to sandbox processes)."""
         data = asdict(self)
         data["cache_dir"] = None if self.cache_dir is None else str(self.cache_dir)
         return json.dumps(data, sort_keys=True)

@@ -1,9 +1,9 @@
-"""What a sandbox worker process gets from the peer, and what it gives up before it runs any guest.
+"""What a sandbox process gets from the peer, and what it gives up before it runs any guest.
 
 The guest is confined by wasmtime (no imports: it can touch nothing but its own linear memory). These are
-the layers under it, for the day wasmtime has a bug, applied to every worker process:
+the layers under it, for the day wasmtime has a bug, applied to every sandbox process:
 
-- Environment (``worker_env``): only what Python needs to start (``PATH``, ``PYTHONHOME``,
+- Environment (``process_env``): only what Python needs to start (``PATH``, ``PYTHONHOME``,
   ``LD_LIBRARY_PATH``, ``TMPDIR``, ``SYSTEMROOT`` when set, and a ``PYTHONPATH`` that finds this package);
   the peer's other variables (tokens, key paths, proxies) never reach a worker.
 - File descriptors: the pool starts workers with ``close_fds=True``: a worker inherits its stdin, stdout
@@ -26,17 +26,19 @@ import ctypes
 import logging
 import os
 import resource
+import signal
 import sys
 
 log = logging.getLogger(__name__)
 
 NOFILE_MAX = 64
+PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 ENV_PASSED = ("PATH", "PYTHONHOME", "LD_LIBRARY_PATH", "TMPDIR", "SYSTEMROOT")
 
 
-def worker_env(package_root: str, parent: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a worker process: ``ENV_PASSED`` from ``parent`` and a PYTHONPATH that finds us."""
+def process_env(package_root: str, parent: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a sandbox process: ``ENV_PASSED`` from ``parent`` and a PYTHONPATH that finds us."""
     parent = dict(os.environ) if parent is None else parent
     env = {key: parent[key] for key in ENV_PASSED if key in parent}
     inherited = parent.get("PYTHONPATH")
@@ -50,8 +52,8 @@ def _lower(limit: int, value: int) -> None:
     resource.setrlimit(limit, (min(target, soft) if soft != resource.RLIM_INFINITY else target, target))
 
 
-def _no_new_privs() -> str | None:
-    """Set PR_SET_NO_NEW_PRIVS; None on success, else why it could not be set."""
+def _prctl(option: int, value: int, name: str) -> str | None:
+    """``prctl(option, value)``; None on success, else why it could not be done."""
     if not sys.platform.startswith("linux"):
         return f"prctl is Linux only (this is {sys.platform})"
     try:
@@ -60,9 +62,24 @@ def _no_new_privs() -> str | None:
     except (OSError, AttributeError) as exc:
         return f"prctl not found in the C library: {exc}"
     ulong = ctypes.c_ulong
-    if prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ulong(1), ulong(0), ulong(0), ulong(0)) != 0:
-        return f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}"
+    if prctl(ctypes.c_int(option), ulong(value), ulong(0), ulong(0), ulong(0)) != 0:
+        return f"prctl({name}) failed: {os.strerror(ctypes.get_errno())}"
     return None
+
+
+def _no_new_privs() -> str | None:
+    return _prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (a compile process outliving a killed sandbox process would
+    compile on, unwatched, until its CPU limit). Exits at once if the parent is already gone."""
+    parent = os.getppid()
+    problem = _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "PR_SET_PDEATHSIG")
+    if problem is not None:
+        log.debug("sandbox process hardening not applied: %s", problem)
+    if os.getppid() != parent:
+        raise SystemExit("pangea compile process: the sandbox process that started it is gone")
 
 
 def restrict_process() -> list[str]:
@@ -78,5 +95,5 @@ def restrict_process() -> list[str]:
     if problem is not None:
         problems.append(problem)
     for problem in problems:
-        log.debug("sandbox worker hardening not applied: %s", problem)
+        log.debug("sandbox process hardening not applied: %s", problem)
     return problems

@@ -1,9 +1,9 @@
 """Modules this node will not try to compile again for a while: those whose compilation killed or hung a
-worker process.
+sandbox process.
 
 Theory of operation
 -------------------
-A module that crashes wasmtime's compiler, or compiles slower than the pool allows, costs a worker process
+A module that crashes wasmtime's compiler, or compiles slower than the pool allows, costs a sandbox process
 (and up to ``worker_grace_s`` + 2 s/MiB of waiting) each time it is submitted. The worker's own memory of
 refused modules dies with it, so the pool keeps this list in the parent process.
 

@@ -3,7 +3,7 @@
 ``SandboxResult`` is one guest run (``run``); ``ChunksResult`` is one task over a list of input chunks
 (``run_chunks``): one output per chunk, or the first failure and the index of the chunk that failed, with
 one report summed over the chunks that ran. Failures are values (``Failure``), so they cross the
-worker-process boundary as plain data; ``unwrap()`` raises the matching ``SandboxError`` subclass of
+sandbox-process boundary as plain data; ``unwrap()`` raises the matching ``SandboxError`` subclass of
 ``pangea_p2p.errors``.
 """
 
@@ -52,6 +52,7 @@ class SandboxResult:
     output: bytes | None
     failure: Failure | None
     report: MeteringReport
+    log: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -77,7 +78,7 @@ class ChunksResult:
 
     ``failed_index`` is the index of the chunk whose run failed (the chunks after it did not run), or None
     when the failure is not one chunk's: the task was refused before any chunk ran (invalid module, limits,
-    queue full, closed) or the worker process died or hung (the pool cannot tell during which chunk).
+    queue full, closed) or the sandbox process died or hung (the pool cannot tell during which chunk).
     ``report`` covers every chunk that ran: ``fuel_used`` is the sum, ``peak_memory_bytes`` the largest
     linear memory of any run, ``wall_time_s`` and ``cpu_time_s`` the totals; ``status`` is the failure's kind.
     """
@@ -86,6 +87,7 @@ class ChunksResult:
     failure: Failure | None
     failed_index: int | None
     report: MeteringReport
+    log: bytes = b""  # what the task printed (WASI guests and Python steps), at most log_bytes_max and a note
 
     @property
     def ok(self) -> bool:
@@ -104,14 +106,14 @@ class ChunksResult:
     def single(self) -> SandboxResult:
         """This result as the ``SandboxResult`` of a one-chunk task."""
         if self.failure is not None:
-            return SandboxResult(None, self.failure, self.report)
+            return SandboxResult(None, self.failure, self.report, self.log)
         assert self.outputs is not None
         assert len(self.outputs) == 1
-        return SandboxResult(self.outputs[0], None, self.report)
+        return SandboxResult(self.outputs[0], None, self.report, self.log)
 
     @classmethod
     def failed(cls, kind: FailureKind, message: str, *, failed_index: int | None = None, trap_kind: str = "",
                fuel_used: int = 0, peak_memory_bytes: int = 0, wall_time_s: float = 0.0,
-               cpu_time_s: float = 0.0) -> ChunksResult:
+               cpu_time_s: float = 0.0, log: bytes = b"") -> ChunksResult:
         report = MeteringReport(fuel_used, peak_memory_bytes, wall_time_s, cpu_time_s, kind)
-        return cls(None, Failure(kind, message, trap_kind), failed_index, report)
+        return cls(None, Failure(kind, message, trap_kind), failed_index, report, log)

@@ -129,6 +129,10 @@ class Client:
         """Why each task of the job is where it is (``done``: the finished tasks' histories too)."""
         return self.call("GET", f"/v1/jobs/{job_id}/explain" + ("?all=1" if done else ""))
 
+    def job_logs(self, job_id: str) -> Any:
+        """What each task of the job printed: ``{"tasks": {task_id: {"worker", "log"}}}`` (unsigned)."""
+        return self.call("GET", f"/v1/jobs/{job_id}/logs")
+
     def cancel(self, job_id: str) -> Any:
         return self.call("DELETE", f"/v1/jobs/{job_id}")
 

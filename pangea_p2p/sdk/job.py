@@ -15,9 +15,11 @@
     counts = job.run(text, client=Client.for_data_dir(path), progress=print)
 
 Only the execute step leaves the submitter: it is a WebAssembly module addressed by its content id, run in
-every worker's sandbox under the job's limits. ``split`` and ``merge`` are ordinary Python functions that run
-where ``run`` is called. ``run_local`` executes the guest in this process (no network): the same results, for
-tests and single machines.
+every worker's sandbox under the job's limits, or a plain Python function of one chunk (``@job.execute``,
+see ``pangea_p2p.sdk.steps``), which runs in a WebAssembly build of MicroPython under the same limits.
+``split`` and ``merge`` are ordinary Python functions that run where ``run`` is called. ``run_local``
+executes the step in this process's sandbox (no network): the same results, the same fuel, for tests and
+single machines.
 
 A ``Job`` is safe to share between threads: its definition is guarded by a lock, and ``run`` keeps its state
 in the call, not in the Job, so one definition can run several jobs at once.
@@ -26,6 +28,7 @@ in the call, not in the Job, so one definition can run several jobs at once.
 from __future__ import annotations
 
 import operator
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +42,7 @@ from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.errors import ConfigError, PangeaError, sandbox_error
 from pangea_p2p.guests import GUEST_NAMES, load_guest
 from pangea_p2p.sdk.client import Client
+from pangea_p2p.sdk.steps import StepFn, python_file_step, python_step, split_file_spec
 
 if TYPE_CHECKING:
     from pangea_p2p.sdk.verify import JobVerification
@@ -75,11 +79,15 @@ def positive_int(key: str, value: int) -> int:
 
 
 def resolve_guest(guest: str | bytes | Path) -> bytes:
-    """Module bytes from a built-in guest name, a path to a .wasm file, or the bytes themselves."""
+    """Module bytes from a built-in guest name, a path to a .wasm file, a Python file (``step.py`` or
+    ``step.py:function``, see ``sdk.steps``), or the bytes themselves."""
     if isinstance(guest, bytes):
         return guest
     if isinstance(guest, str) and guest in GUEST_NAMES:
         return load_guest(guest)
+    python = split_file_spec(str(guest))
+    if python is not None:
+        return python_file_step(*python)
     path = Path(guest)
     try:
         return path.read_bytes()
@@ -151,11 +159,13 @@ class Job(Generic[T]):
             self._merge = fn
         return fn
 
-    def execute(self, guest: str | bytes | Path) -> None:
-        """Name the WebAssembly step: a built-in guest, a .wasm path, or module bytes."""
-        module = resolve_guest(guest)
+    def execute(self, step: str | bytes | Path | StepFn) -> Any:
+        """Name the execute step: a built-in guest, a .wasm path, a .py path, module bytes, or -- used as a
+        decorator -- a Python function ``(chunk: bytes) -> bytes`` (returned unchanged)."""
+        module = python_step(step) if callable(step) else resolve_guest(step)
         with self._lock:
             self._module = module
+        return step
 
     def _parts(self) -> tuple[SplitFn, MergeFn[T], bytes]:
         with self._lock:
@@ -196,9 +206,12 @@ class Job(Generic[T]):
         """``submit``, wait (calling ``progress`` with each status), and return ``merge(outputs)``."""
         return self.submit(data, client).result(progress=progress, timeout_s=timeout_s)
 
-    def run_local(self, data: Any) -> T:
-        """Run every chunk in this process's sandbox (no network) and merge: same answers as ``run``."""
-        from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits
+    def run_local(self, data: Any, *, log: Callable[[str], None] | None = None) -> T:
+        """Run every task in this process's sandbox (no network) and merge: same answers as ``run``.
+
+        ``log`` gets each task's log, what its step printed (default: written to stderr)."""
+        from pangea_p2p.sandbox import SandboxLimits
+        from pangea_p2p.sandbox.local import local_executor
 
         _, merge, module = self._parts()
         chunks = self.chunks(data)
@@ -207,11 +220,13 @@ class Job(Generic[T]):
                                wall_time_s=lim.wall_time_s, output_bytes_max=lim.output_bytes_max)
         cid = cid_of(module)
         outputs: list[bytes] = []
-        # The job's own limits are this local sandbox's maxima: the user who runs it asked for them.
-        with Executor(SandboxConfig(limits_max=limits, workers=1)) as executor:
+        show = log or (lambda text: print(text, end="", file=sys.stderr))
+        with local_executor() as executor:
             for i in range(0, len(chunks), self.chunks_per_task):
                 part = chunks[i : i + self.chunks_per_task]
                 result = executor.run_chunks(cid, module, part, limits)
+                if result.log:
+                    show(result.log.decode("utf-8", errors="replace"))
                 if result.failure is not None:
                     f, at = result.failure, result.failed_index
                     where = f"chunk {i + at}" if at is not None else f"the task of chunks {i}..{i + len(part) - 1}"
@@ -290,6 +305,11 @@ class JobHandle(Generic[T]):
     def receipts(self) -> list[bytes]:
         """The encoded receipt tree of every task (verifiable offline with pangea_p2p.core.verify)."""
         return [bytes.fromhex(r) for r in self.client.job_result(self.job_id)["receipts"]]
+
+    def logs(self) -> dict[str, str]:
+        """What each task printed (its step's stdout and stderr), by task id; tasks that printed nothing are
+        absent. As the workers sent it: no receipt covers a log."""
+        return {t: str(v["log"]) for t, v in self.client.job_logs(self.job_id)["tasks"].items()}
 
     def explain(self, *, done: bool = False) -> dict[str, Any]:
         return dict(self.client.explain(self.job_id, done=done))

@@ -231,6 +231,7 @@ class TaskResult(_message.Message):
     OUTPUT_CID_FIELD_NUMBER: _builtins.int
     OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     receipt_tree: _builtins.bytes
     """receipt.md: an execution receipt, or a delegation tree"""
@@ -241,6 +242,8 @@ class TaskResult(_message.Message):
     output_bytes: _builtins.int
     nonce: _builtins.bytes
     """commit-then-reveal: the nonce of the commitment"""
+    log: _builtins.bytes
+    """what the task printed (WASI guests, Python steps), <= 72 KiB; not signed"""
     def __init__(
         self,
         *,
@@ -250,10 +253,11 @@ class TaskResult(_message.Message):
         output_cid: _builtins.str = ...,
         output_bytes: _builtins.int = ...,
         nonce: _builtins.bytes = ...,
+        log: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nonce", b"nonce", "output_bytes", b"output_bytes", "output_cid", b"output_cid", "output_inline", b"output_inline", "receipt_tree", b"receipt_tree", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["log", b"log", "nonce", b"nonce", "output_bytes", b"output_bytes", "output_cid", b"output_cid", "output_inline", b"output_inline", "receipt_tree", b"receipt_tree", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

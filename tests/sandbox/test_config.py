@@ -37,7 +37,8 @@ def test_limits_out_of_range_name_the_key(key, value):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("workers", 0), ("wasm_stack_bytes", 2 * MiB + 1), ("module_cache_entries", 0), ("epoch_tick_s", 5.0)],
+    [("workers", 0), ("wasm_stack_bytes", 2 * MiB + 1), ("module_cache_entries", 0),
+     ("module_cache_bytes_max", 0), ("compile_memory_bytes_max", 1 << 20), ("compile_time_s_max", 0.0)],
 )
 def test_config_out_of_range_names_the_key(key, value):
     with pytest.raises(ConfigError) as info:

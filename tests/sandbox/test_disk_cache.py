@@ -29,7 +29,7 @@ def test_second_executor_loads_this_nodes_compiled_code_without_compiling(tmp_pa
     def no_compiling(*args, **kwargs):
         raise AssertionError("module was compiled although a cached copy exists")
 
-    monkeypatch.setattr(executor_module, "Module", no_compiling)
+    monkeypatch.setattr(executor_module, "compile_isolated", no_compiling)
     with Executor(SandboxConfig(workers=1, cache_dir=cache)) as second:
         assert second.run(cid, module, b"abc").unwrap() == expected
 
@@ -54,13 +54,13 @@ def test_cache_file_writable_by_others_is_not_loaded(tmp_path, monkeypatch):
     (path,) = _cwasm_files(cache)
     os.chmod(path, 0o666)
     compiled = []
-    real_module = executor_module.Module
+    real_compile = executor_module.compile_isolated
 
     def counting(*args, **kwargs):
         compiled.append(1)
-        return real_module(*args, **kwargs)
+        return real_compile(*args, **kwargs)
 
-    monkeypatch.setattr(executor_module, "Module", counting)
+    monkeypatch.setattr(executor_module, "compile_isolated", counting)
     with Executor(SandboxConfig(workers=1, cache_dir=cache)) as ex:
         assert ex.run(cid, module, b"x").unwrap() == b"x"
     assert compiled == [1]

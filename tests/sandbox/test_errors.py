@@ -35,7 +35,9 @@ def test_invalid_modules_are_refused_with_a_clear_message(executor, case):
 
 
 def test_type_error_in_a_function_body_is_invalid(executor):
-    cid, module = wat_module("(module (func (result i32) i64.const 1))")  # i64 where i32 is declared
+    cid, module = wat_module("""(module (memory (export "memory") 1)
+        (func (export "alloc") (param i32) (result i32) i64.const 1)
+        (func (export "run") (param i32 i32) (result i64) i64.const 0))""")  # i64 where i32 is declared
     result = executor.run(cid, module, b"")
     assert result.failure is not None
     assert result.failure.kind is FailureKind.INVALID_MODULE
@@ -45,6 +47,13 @@ def test_type_error_in_a_function_body_is_invalid(executor):
 def test_wrong_abi_exports_are_invalid(executor):
     cid, module = wat_module("""(module (memory (export "memory") 1)
         (func (export "alloc") (param i64) (result i32) i32.const 0))""")
+    result = executor.run(cid, module, b"")
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.INVALID_MODULE
+    assert "does not export run (function)" in result.failure.message, "missing names: refused before compiling"
+    cid, module = wat_module("""(module (memory (export "memory") 1)
+        (func (export "alloc") (param i64) (result i32) i32.const 0)
+        (func (export "run") (param i32) (result i64) i64.const 0))""")
     result = executor.run(cid, module, b"")
     assert result.failure is not None
     assert result.failure.kind is FailureKind.INVALID_MODULE

@@ -24,7 +24,7 @@ async def test_pool_runs_tasks_in_worker_processes():
     cid, module = guest("sha256")
     async with open_sandbox(SandboxConfig(workers=2)) as sandbox:
         await sandbox.wait_ready()
-        pids = sandbox.worker_pids()
+        pids = sandbox.process_pids()
         assert len(pids) == 2
         assert os.getpid() not in pids
         result = await sandbox.run(cid, module, b"abc")
@@ -72,7 +72,7 @@ async def test_worker_asks_again_for_an_evicted_module():
         assert (await sandbox.run(cid_a, mod_a, b"c")).unwrap() == b"c"
         assert sandbox.stats().modules_sent == 3
         # make the pool's mirror of the worker cache wrong: the worker must answer NEED_MODULE, not fail
-        worker = next(iter(sandbox._workers.values()))
+        worker = next(iter(sandbox._procs.values()))
         worker.cids[cid_b] = None
         assert (await sandbox.run(cid_b, mod_b, b"d")).unwrap() == hashlib.sha256(b"d").digest()
         assert sandbox.stats().modules_sent == 4
@@ -83,7 +83,7 @@ async def test_a_killed_worker_fails_its_task_and_is_replaced():
     cid, module = guest("echo")
     async with open_sandbox(SandboxConfig(workers=1)) as sandbox:
         await sandbox.wait_ready()
-        (old_pid,) = sandbox.worker_pids()
+        (old_pid,) = sandbox.process_pids()
         outcome = []
 
         async def victim() -> None:
@@ -98,7 +98,7 @@ async def test_a_killed_worker_fails_its_task_and_is_replaced():
         assert result.failure.kind is FailureKind.WORKER_CRASHED
         assert "killed by signal 9" in result.failure.message
         assert (await sandbox.run(cid, module, b"next")).unwrap() == b"next"
-        (new_pid,) = sandbox.worker_pids()
+        (new_pid,) = sandbox.process_pids()
         assert new_pid != old_pid
         assert sandbox.stats().crashed == 1
 
@@ -107,13 +107,13 @@ async def test_a_worker_that_died_while_idle_is_replaced_before_the_next_task():
     cid, module = guest("echo")
     async with open_sandbox(SandboxConfig(workers=1)) as sandbox:
         await sandbox.wait_ready()
-        (old_pid,) = sandbox.worker_pids()
+        (old_pid,) = sandbox.process_pids()
         os.kill(old_pid, signal.SIGKILL)
         with trio.fail_after(60):
-            await next(iter(sandbox._workers.values())).process.wait()
-        assert sandbox.worker_pids() == []
+            await next(iter(sandbox._procs.values())).process.wait()
+        assert sandbox.process_pids() == []
         assert (await sandbox.run(cid, module, b"fine")).unwrap() == b"fine"
-        assert sandbox.worker_pids() != [old_pid]
+        assert sandbox.process_pids() != [old_pid]
 
 
 async def test_a_hung_worker_is_killed_after_wall_time_plus_grace():
@@ -121,7 +121,7 @@ async def test_a_hung_worker_is_killed_after_wall_time_plus_grace():
     config = SandboxConfig(workers=1, worker_grace_s=1.0)
     async with open_sandbox(config) as sandbox:
         assert (await sandbox.run(cid, module, b"w")).unwrap() == b"w"  # compiled: the run itself will hang
-        (old_pid,) = sandbox.worker_pids()
+        (old_pid,) = sandbox.process_pids()
         os.kill(old_pid, signal.SIGSTOP)  # alive but never answers
         result = await sandbox.run(cid, module, b"x", SandboxLimits(wall_time_s=0.1))
         assert result.failure is not None
@@ -137,14 +137,14 @@ async def test_cancelling_the_caller_does_not_leak_or_kill_the_worker():
     cid, module = guest("echo")
     async with open_sandbox(SandboxConfig(workers=1)) as sandbox:
         await sandbox.wait_ready()
-        pids = sandbox.worker_pids()
+        pids = sandbox.process_pids()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sandbox.run, loop_cid, loop_mod, b"", SandboxLimits(wall_time_s=0.3))
             await wait_for(sandbox, lambda: sandbox.stats().busy == 1)
             nursery.cancel_scope.cancel()
         # the abandoned task finishes within its own limit; then the same worker serves the next one
         assert (await sandbox.run(cid, module, b"after")).unwrap() == b"after"
-        assert sandbox.worker_pids() == pids
+        assert sandbox.process_pids() == pids
         assert sandbox.stats().busy == 0
 
 
@@ -175,7 +175,7 @@ async def test_closing_the_sandbox_finishes_waiting_callers_as_cancelled():
 
             outer.start_soon(caller)
             await wait_for(sandbox, lambda: sandbox.stats().busy == 1)
-        pids_after_close = sandbox.worker_pids()
+        pids_after_close = sandbox.process_pids()
     assert outcome[0].failure is not None
     assert outcome[0].failure.kind is FailureKind.CANCELLED
     assert pids_after_close == []
@@ -214,7 +214,7 @@ async def test_pool_refuses_bad_tasks_without_using_a_worker(case, kind):
 async def test_hostile_guests_through_the_pool_never_take_a_worker_down():
     async with open_sandbox(SandboxConfig(workers=2)) as sandbox:
         await sandbox.wait_ready()
-        pids = sandbox.worker_pids()
+        pids = sandbox.process_pids()
         expected = {
             "fuel_bomb": FailureKind.OUT_OF_FUEL, "memory_bomb": FailureKind.MEMORY_LIMIT_EXCEEDED,
             "deep_recursion": FailureKind.STACK_OVERFLOW, "forbidden_import": FailureKind.FORBIDDEN_IMPORT,
@@ -229,7 +229,7 @@ async def test_hostile_guests_through_the_pool_never_take_a_worker_down():
                                        SandboxLimits(fuel_max=1_000_000))
             assert result.failure is not None, name
             assert result.failure.kind is kind, (name, result.failure)
-        assert sandbox.worker_pids() == pids
+        assert sandbox.process_pids() == pids
         assert sandbox.stats().crashed == 0
 
 

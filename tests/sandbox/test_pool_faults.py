@@ -3,12 +3,16 @@ pipes out of step, byte-bounded queueing, modules that hang or crash the compile
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import signal
 
 import pytest
 import trio
 
+from pangea_p2p import logs
 from pangea_p2p.errors import FailureKind
 from pangea_p2p.sandbox import SandboxConfig, open_sandbox
 from pangea_p2p.sandbox import pool as pool_module
@@ -18,6 +22,15 @@ from tests.sandbox.conftest import guest
 MiB = 1 << 20
 
 
+@pytest.fixture
+def json_log():
+    """The node's logging set to JSON lines, as `pangea node --log-format json` does, into a buffer."""
+    buf = io.StringIO()
+    logs.configure("info", "json", stream=buf)
+    yield buf
+    logging.getLogger(logs.ROOT).handlers[:] = []
+
+
 async def wait_for(sandbox, condition, timeout_s: float = 60.0) -> None:
     with trio.fail_after(timeout_s):
         await sandbox.wait_until(condition)
@@ -25,7 +38,7 @@ async def wait_for(sandbox, condition, timeout_s: float = 60.0) -> None:
 
 async def test_an_unexpected_exception_fails_only_its_task_and_replaces_the_worker(monkeypatch):
     cid, module = guest("echo")
-    real_run = pool_module._Worker.run
+    real_run = pool_module._Process.run
     calls = []
 
     async def failing_once(self, job):
@@ -34,16 +47,16 @@ async def test_an_unexpected_exception_fails_only_its_task_and_replaces_the_work
             raise RuntimeError("injected fault")
         return await real_run(self, job)
 
-    monkeypatch.setattr(pool_module._Worker, "run", failing_once)
+    monkeypatch.setattr(pool_module._Process, "run", failing_once)
     async with open_sandbox(SandboxConfig(workers=1)) as sandbox:
         assert (await sandbox.run(cid, module, b"one")).unwrap() == b"one"
-        (old_pid,) = sandbox.worker_pids()
+        (old_pid,) = sandbox.process_pids()
         failed = await sandbox.run(cid, module, b"two")
         assert failed.failure is not None
         assert failed.failure.kind is FailureKind.WORKER_CRASHED
         assert "RuntimeError: injected fault" in failed.failure.message
         assert (await sandbox.run(cid, module, b"three")).unwrap() == b"three"
-        assert sandbox.worker_pids() != [old_pid]
+        assert sandbox.process_pids() != [old_pid]
         assert sandbox.stats().crashed == 1
         assert sandbox.stats().queued_bytes == 0
 
@@ -81,7 +94,7 @@ async def test_queued_input_bytes_are_bounded():
     async with open_sandbox(config) as sandbox:
         # an idle pool takes one task above the bound: a task up to the memory limit always fits
         assert (await sandbox.run(cid, module, bytes(2 * MiB))).unwrap() == bytes(2 * MiB)
-        (pid,) = sandbox.worker_pids()
+        (pid,) = sandbox.process_pids()
         os.kill(pid, signal.SIGSTOP)  # the next task is sent and stays unanswered until SIGCONT
         results = []
 
@@ -107,9 +120,9 @@ async def test_queued_input_bytes_are_bounded():
 async def test_a_module_that_hangs_the_compiler_is_quarantined():
     cid, module = guest("sha256")
     other_cid, other = guest("echo")
-    async with open_sandbox(SandboxConfig(workers=1, worker_grace_s=1.0)) as sandbox:
+    async with open_sandbox(SandboxConfig(workers=1, worker_grace_s=1.0, compile_time_s_max=1.0)) as sandbox:
         await sandbox.wait_ready()
-        (pid,) = sandbox.worker_pids()
+        (pid,) = sandbox.process_pids()
         os.kill(pid, signal.SIGSTOP)  # the next compile request is never answered
         hung = await sandbox.run(cid, module, b"x")
         assert hung.failure is not None
@@ -125,11 +138,11 @@ async def test_a_module_that_hangs_the_compiler_is_quarantined():
         assert (await sandbox.run(other_cid, other, b"others run")).unwrap() == b"others run"
 
 
-async def test_a_module_whose_compilation_kills_the_worker_is_quarantined():
+async def test_a_module_whose_compilation_kills_the_worker_is_quarantined(json_log):
     cid, module = guest("sha256")
     async with open_sandbox(SandboxConfig(workers=1)) as sandbox:
         await sandbox.wait_ready()
-        (pid,) = sandbox.worker_pids()
+        (pid,) = sandbox.process_pids()
         os.kill(pid, signal.SIGSTOP)
         outcome = []
 
@@ -147,7 +160,11 @@ async def test_a_module_whose_compilation_kills_the_worker_is_quarantined():
         refused = await sandbox.run(cid, module, b"x")
         assert refused.failure is not None
         assert refused.failure.kind is FailureKind.REJECTED
-        assert "its compilation killed a worker" in refused.failure.message
+        assert "its compilation killed a sandbox process" in refused.failure.message
+    events = {doc["event"]: doc for doc in map(json.loads, json_log.getvalue().splitlines())}
+    assert events["sandbox.process_died"]["level"] == "warning", "the node's JSON log format, not a plain line"
+    assert events["sandbox.process_died"]["how"] == "killed by signal 9"
+    assert events["sandbox.module_quarantined"]["module"] == cid
 
 
 def test_quarantine_expires_and_is_bounded():
@@ -181,7 +198,7 @@ async def test_worker_processes_get_a_scrubbed_environment_and_no_inherited_fds(
     try:
         async with open_sandbox(SandboxConfig(workers=1)) as sandbox:
             await sandbox.wait_ready()
-            (pid,) = sandbox.worker_pids()
+            (pid,) = sandbox.process_pids()
             environ, targets = _environ_and_fd_targets(pid)
             env = dict(item.split(b"=", 1) for item in environ.split(b"\0") if item)
         leaked = f"pipe:[{os.fstat(write_fd).st_ino}]"

@@ -86,6 +86,7 @@ from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ServeRun, Serving, TaskServer
 from pangea_p2p.core.jobs.splitting import delegation, split_coordinator, split_task
+from pangea_p2p.core.jobs.task_logs import TaskLogs
 from pangea_p2p.core.jobs.tasks import TaskView
 from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.replay import ReplayGuard
@@ -202,6 +203,7 @@ class ComputeBehaviour:
         self.reachability = ctx.reachability
         self.inflight: dict[str, int] = {}  # tasks out per worker, over every coordinator (a slot each)
         self.jobs: dict[str, JobRun] = {}
+        self.task_logs = TaskLogs()  # what the tasks this peer issued printed, as their workers said
         self.counters: dict[str, int] = dict.fromkeys(
             ("offers_admitted", "offers_rejected", "results_sent", "splits"), 0)
         self._source = WorkerSource(ctx.views, self._local_view)
@@ -453,8 +455,10 @@ class ComputeBehaviour:
             self.actions.append(Fetch(request, msg.output_cid, (worker,), min(size_max, msg.output_bytes or size_max)))
             return
         output = msg.output_inline
-        if output and limits is not None:  # stored only when it is awaited
-            self.ctx.blocks.put(output, persist=run.job is not None)
+        if limits is not None:  # stored only when it is awaited
+            if output:
+                self.ctx.blocks.put(output, persist=run.job is not None)
+            self.task_logs.record(msg.task_id, worker, msg.log)
         self._apply(run, run.coord.on_result(msg.task_id, worker, msg.receipt_tree, output, now, msg.nonce), now)
 
     def _on_malformed(self, now: float, ev: Malformed) -> None:
@@ -514,6 +518,7 @@ class ComputeBehaviour:
         tree, output = self.server.sign(ref, ev.outputs, ev.failure, ev.fuel_used, now)
         if output:
             self.ctx.blocks.put(output, persist=True)
+        self.task_logs.record(ref.task_id, self.self_id, ev.log)
         # the tree signed here a moment ago goes along: the coordinator need not verify its own signature
         self._apply(run, coord.on_result(ref.task_id, self.self_id, tree.encode(), output, now, own=tree), now)
 
@@ -564,6 +569,8 @@ class ComputeBehaviour:
         except PangeaError as exc:
             self.server.give_up(inc, str(exc))
             return
+        logs = self.task_logs.of_tasks(p.task_id for p in parts)  # the parts' logs go up with the merge
+        inc.log = b"".join(f"[part {t}]\n".encode() + entry.log for t, entry in logs.items())
         self.server.answer(inc, tree, merged, now)
 
     def cancel_split(self, inc: Incoming, why: str, now: float) -> None:
@@ -596,6 +603,7 @@ class ComputeBehaviour:
             run = req.run
             self.ctx.blocks.put(ev.data, persist=run.job is not None)
             msg = req.message
+            self.task_logs.record(req.task_id, req.worker, msg.log)
             self._apply(run, run.coord.on_result(req.task_id, req.worker, msg.receipt_tree, ev.data, now, msg.nonce),
                         now)
         elif isinstance(req, _LocalInput):

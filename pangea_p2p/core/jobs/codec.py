@@ -22,6 +22,7 @@ from pangea_p2p.wire import block_pb2, compute_pb2
 MESSAGE_BYTES_MAX = 2 << 20
 INPUT_INLINE_MAX = 64 << 10
 OUTPUT_INLINE_MAX = 256 << 10
+LOG_BYTES_MAX = 72 << 10
 REASON_CHARS_MAX = 256
 PATH_MAX = DEPTH_MAX + 2
 BLOCK_FRAME_BYTES = 1 << 20
@@ -63,6 +64,7 @@ class Result:
     output_cid: str = ""
     output_bytes: int = 0
     nonce: bytes = b""
+    log: bytes = b""  # what the task printed; unsigned, for the submitter's eyes (compute.md, "Log")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,15 @@ class Cancel:
 
 
 Message = Offer | Accepted | Rejected | Commitment | RevealRequest | Result | Cancel
+
+
+def clip_log(log: bytes) -> bytes:
+    """``log`` within LOG_BYTES_MAX: a longer one keeps its beginning and its end (where a traceback is)."""
+    if len(log) <= LOG_BYTES_MAX:
+        return log
+    half = (LOG_BYTES_MAX - 100) // 2
+    note = f"\n[pangea: {len(log) - 2 * half} bytes of log cut here]\n".encode()
+    return log[:half] + note + log[-half:]
 
 
 def _limits_pb(lim: ReceiptLimits) -> compute_pb2.Limits:
@@ -101,7 +112,7 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Result):
         m.result.CopyFrom(compute_pb2.TaskResult(
             task_id=msg.task_id, receipt_tree=msg.receipt_tree, output_inline=msg.output_inline,
-            output_cid=msg.output_cid, output_bytes=msg.output_bytes, nonce=msg.nonce,
+            output_cid=msg.output_cid, output_bytes=msg.output_bytes, nonce=msg.nonce, log=clip_log(msg.log),
         ))
     else:
         m.cancel.task_id = msg.task_id
@@ -127,8 +138,10 @@ def decode(data: bytes) -> Message:
         output_cid = _cid("output_cid", r.output_cid) if r.output_cid else ""
         if len(r.nonce) > 64:
             raise RemoteProtocolError("nonce longer than 64 bytes")
+        if len(r.log) > LOG_BYTES_MAX:
+            raise RemoteProtocolError(f"log of {len(r.log)} bytes, at most {LOG_BYTES_MAX}")
         return Result(r.task_id, bytes(r.receipt_tree), bytes(r.output_inline), output_cid, r.output_bytes,
-                      bytes(r.nonce))
+                      bytes(r.nonce), bytes(r.log))
     if kind == "commitment":
         _check_id("task_id", m.commitment.task_id)
         if len(m.commitment.digest) != 32:

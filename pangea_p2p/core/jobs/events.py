@@ -127,6 +127,7 @@ class Executed:
     outputs: list[bytes] | None
     failure: FailureKind | None
     fuel_used: int
+    log: bytes = b""  # what the run printed (stdout/stderr of a WASI guest): unsigned, for the submitter's eyes
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,7 @@ class Incoming:
     request: int = 0  # the fetch or run under way for it
     reveal: tuple[bytes, bytes, bytes] | None = None  # (tree, output, nonce) waiting for the reveal request
     reveal_by_s: float = math.inf
+    log: bytes = b""  # what its run printed (a split's: its parts'), sent with the result
 
     def move(self, to: Serving) -> None:
         if to not in _SERVING_NEXT[self.state]:
@@ -231,6 +232,7 @@ class TaskServer:
         if self.ctx.forge is not None:
             tree_bytes, output = self.ctx.forge(ref, tree_bytes, output)
         self.admission.release(ref.task_id)  # the slot is free; a reveal may still be awaited
+        inc.log = ev.log
         self.answer(inc, tree_bytes, output, now)
 
     def sign(self, ref: TaskRef, outputs: list[bytes] | None, failure: FailureKind | None, fuel: int,
@@ -270,10 +272,10 @@ class TaskServer:
         ref = inc.ref
         self.host.counters["results_sent"] += 1
         if len(output) <= OUTPUT_INLINE_MAX:
-            msg = Result(ref.task_id, tree, output_inline=output, nonce=nonce)
+            msg = Result(ref.task_id, tree, output_inline=output, nonce=nonce, log=inc.log)
         else:
             cid = self.ctx.blocks.put(output)
-            msg = Result(ref.task_id, tree, output_cid=cid, output_bytes=len(output), nonce=nonce)
+            msg = Result(ref.task_id, tree, output_cid=cid, output_bytes=len(output), nonce=nonce, log=inc.log)
         self._reply(inc, msg)
         self._close(inc, Serving.ANSWERED)
 

@@ -22,10 +22,10 @@ from libp2p.peer.id import ID
 from pangea_p2p.core.cid import cid_matches
 from pangea_p2p.core.jobs import codec
 from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
+from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
 from pangea_p2p.node.blocks import BlockStore
-from pangea_p2p.node.logs import get_logger
 
 BLOCK_PROTOCOL = TProtocol("/pangea/block/1.0.0")
 FETCH_TIMEOUT_S = 60.0

@@ -17,9 +17,9 @@ from libp2p.peer.id import ID
 
 from pangea_p2p.core.capacity import CapacityDirectory
 from pangea_p2p.errors import PangeaError, TransportError
+from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
-from pangea_p2p.node.logs import get_logger
 
 CAPACITY_SYNC_PROTOCOL = TProtocol("/pangea/capacity-sync/1.0.0")
 SYNC_ADVERTS_MAX = 10_000

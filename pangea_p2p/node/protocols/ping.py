@@ -13,9 +13,9 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from pangea_p2p.errors import PangeaError, RemoteProtocolError
+from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
-from pangea_p2p.node.logs import get_logger
 from pangea_p2p.wire import ping_pb2
 
 PING_PROTOCOL = TProtocol("/pangea/ping/1.0.0")

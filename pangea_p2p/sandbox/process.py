@@ -1,11 +1,11 @@
-"""A sandbox worker process: ``python -m pangea_p2p.sandbox.worker CONFIG_JSON``.
+"""A sandbox process: ``python -m pangea_p2p.sandbox.process CONFIG_JSON``.
 
-Reads requests from stdin and writes responses to stdout (``pangea_p2p.sandbox.wire``), one at a time,
+Reads requests from stdin and writes responses to stdout (``pangea_p2p.sandbox.ipc``), one at a time,
 with one ``Executor`` (one wasmtime engine) for its whole life. It exits when stdin closes. Before it
 builds the engine it drops what it does not need (``pangea_p2p.sandbox.harden``: no core dumps, bounded
 open files, no new privileges). Anything else printed to stdout (a library's stray print) is redirected to
-stderr so it cannot corrupt the protocol. SIGINT is ignored: the pool decides when workers stop (a Ctrl-C
-in a terminal reaches the whole group). A malformed request ends the worker with a one-line message.
+stderr so it cannot corrupt the protocol. SIGINT is ignored: the pool decides when sandbox processes stop (a Ctrl-C
+in a terminal reaches the whole group). A malformed request ends the process with a one-line message.
 """
 
 from __future__ import annotations
@@ -20,23 +20,23 @@ from pangea_p2p.errors import SandboxError
 from pangea_p2p.sandbox.config import SandboxConfig
 from pangea_p2p.sandbox.executor import Executor
 from pangea_p2p.sandbox.harden import restrict_process
-from pangea_p2p.sandbox.result import ChunksResult, MeteringReport
-from pangea_p2p.sandbox.wire import (
+from pangea_p2p.sandbox.ipc import (
     OP_COMPILE,
     READY,
     REQUEST,
-    WireError,
+    IpcError,
     decode_request_head,
     encode_need_module,
     encode_response,
     split_chunks,
 )
+from pangea_p2p.sandbox.result import ChunksResult, MeteringReport
 
 _COMPILED = ChunksResult([], None, None, MeteringReport(0, 0, 0.0, 0.0, None))
 
 
 class _Closed(Exception):
-    """stdin reached end of file: the pool wants this worker to exit."""
+    """stdin reached end of file: the pool wants this process to exit."""
 
 
 def _read_into(stream: io.FileIO, view: memoryview) -> None:
@@ -83,8 +83,8 @@ def serve(config: SandboxConfig, in_fd: int, out_fd: int) -> None:
             try:
                 head = decode_request_head(head_buf)
                 cid = bytes(_read(stream, head.cid_len)).decode("ascii")
-            except (WireError, UnicodeDecodeError) as exc:
-                raise SystemExit(f"pangea sandbox worker: {exc}") from None
+            except (IpcError, UnicodeDecodeError) as exc:
+                raise SystemExit(f"pangea sandbox process: {exc}") from None
             body = _read(stream, head.body_len)
             if head.op == OP_COMPILE:
                 result = _compile(executor, cid, bytes(body))
@@ -95,8 +95,8 @@ def serve(config: SandboxConfig, in_fd: int, out_fd: int) -> None:
                 assert head.limits is not None
                 try:
                     chunks = split_chunks(body, head.chunk_count)
-                except WireError as exc:
-                    raise SystemExit(f"pangea sandbox worker: {exc}") from None
+                except IpcError as exc:
+                    raise SystemExit(f"pangea sandbox process: {exc}") from None
                 result = executor.run_chunks(cid, None, chunks, head.limits)
             _write_all(out_fd, encode_response(head.seq, result, cached=executor.is_compiled(cid)))
 
@@ -104,7 +104,7 @@ def serve(config: SandboxConfig, in_fd: int, out_fd: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m pangea_p2p.sandbox.worker CONFIG_JSON", file=sys.stderr)
+        print("usage: python -m pangea_p2p.sandbox.process CONFIG_JSON", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     restrict_process()

@@ -1,4 +1,4 @@
-"""Structured logging: every record is an event name plus key=value fields, as text or JSON lines.
+"""Structured logging of every part of a peer: an event name plus key=value fields, as text or JSON lines.
 
     log.info("peer.started", peer_id=..., addrs=[...])
     2026-11-24T16:01:02.345Z info  peer.started peer_id=12D3KooW... addrs=['/ip4/...']
@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any, TextIO
 
 ROOT = "pangea"
@@ -42,6 +43,12 @@ class EventLogger:
 
 def get_logger(name: str) -> EventLogger:
     return EventLogger(name)
+
+
+def short_trace(exc: BaseException, frames: int = 3) -> str:
+    """The last ``frames`` lines of ``exc``'s traceback on one line (a log field for a bug's report)."""
+    lines = traceback.format_exception(exc)[-frames:]
+    return " | ".join(line.strip().replace("\n", " ") for line in lines)
 
 
 class _Formatter(logging.Formatter):

@@ -1,4 +1,4 @@
-"""The worker process on its own: the wire protocol, NEED_MODULE, chunked runs, malformed requests, exit on
+"""The sandbox process on its own: the wire protocol, NEED_MODULE, chunked runs, malformed requests, exit on
 stdin close, and what the process gives up (resource limits, no new privileges)."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 
 from pangea_p2p.errors import FailureKind
 from pangea_p2p.sandbox import SandboxConfig, SandboxLimits
-from pangea_p2p.sandbox.harden import restrict_process, worker_env
-from pangea_p2p.sandbox.wire import (
+from pangea_p2p.sandbox.harden import process_env, restrict_process
+from pangea_p2p.sandbox.ipc import (
     READY,
     REQUEST,
     RESPONSE,
     STATUS_NEED_MODULE,
-    WireError,
+    IpcError,
     decode_response_body,
     decode_response_head,
     encode_compile,
@@ -30,7 +30,7 @@ OUTPUT_MAX = 1 << 24
 
 class _Proc:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "pangea_p2p.sandbox.worker",
+        self.proc = subprocess.Popen([sys.executable, "-m", "pangea_p2p.sandbox.process",
                                       SandboxConfig(workers=1).to_json()],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.seq = 0
@@ -47,8 +47,7 @@ class _Proc:
         head = decode_response_head(self.proc.stdout.read(RESPONSE.size), self.seq, 4 * count + OUTPUT_MAX)
         if head.status == STATUS_NEED_MODULE:
             return head.status, None
-        rest = self.proc.stdout.read(head.trap_kind_len + head.body_len)
-        return head.status, decode_response_body(head, rest[:head.trap_kind_len], rest[head.trap_kind_len:])
+        return head.status, decode_response_body(head, self.proc.stdout.read(head.rest_len))
 
     def run(self, cid: str, chunks: list[bytes], limits: SandboxLimits):
         self.seq += 1
@@ -135,14 +134,14 @@ def test_a_response_to_another_request_is_refused():
         proc.seq += 1
         proc.send(encode_run_head(proc.seq, cid, [1], SandboxLimits()) + b"x")
         assert proc.proc.stdout is not None
-        with pytest.raises(WireError, match="response to request"):
+        with pytest.raises(IpcError, match="response to request"):
             decode_response_head(proc.proc.stdout.read(RESPONSE.size), proc.seq + 1, OUTPUT_MAX)
     finally:
         proc.close()
 
 
 def test_worker_refuses_bad_usage():
-    proc = subprocess.run([sys.executable, "-m", "pangea_p2p.sandbox.worker"], capture_output=True, timeout=30,
+    proc = subprocess.run([sys.executable, "-m", "pangea_p2p.sandbox.process"], capture_output=True, timeout=30,
                           check=False)
     assert proc.returncode == 2
     assert b"usage" in proc.stderr
@@ -186,8 +185,8 @@ def test_restrict_process_reports_what_it_could_not_apply(monkeypatch, caplog):
     assert "hardening not applied: prctl is Linux only" in caplog.text
 
 
-def test_worker_environment_is_scrubbed():
+def test_process_environment_is_scrubbed():
     parent = {"PATH": "/usr/bin", "HOME": "/root", "PANGEA_KEY": "secret", "PYTHONPATH": "/extra",
               "AWS_SECRET_ACCESS_KEY": "x", "LD_LIBRARY_PATH": "/opt/lib"}
-    env = worker_env("/pkg", parent)
+    env = process_env("/pkg", parent)
     assert env == {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib", "PYTHONPATH": "/pkg:/extra"}
