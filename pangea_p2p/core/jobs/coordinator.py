@@ -162,7 +162,7 @@ class Coordinator:
         attempt = entry.attempts.get(worker) if entry else None
         if attempt is not None:
             attempt.accepted = True
-        return self.drain()
+        return self._answered(now)
 
     def on_rejected(self, task_id: str, worker: str, reason: str, now: float) -> list[Effect]:
         """The worker declined the offer (full, limits, depth): try elsewhere, not a fault, no penalty."""
@@ -170,15 +170,15 @@ class Coordinator:
         entry = self.tasks.get(task_id)
         attempt = self.placement.end_attempt(entry, worker) if entry is not None else None
         if entry is None or attempt is None:
-            return self.drain()
+            return self._answered(now)
         if attempt.committed:  # it took part in a vote round already: a no-show, not a free retry
             self.attempt_failed(entry, worker, f"{worker} declined after committing: {reason}", now, penalise=False)
-            return self.drain()
+            return self._answered(now)
         entry.excluded.add(worker)
         entry.assigned.discard(worker)  # it never ran it: the replica is placed again
         self.note(entry, f"{worker} declined: {reason}")
         self.retries.after_attempt(entry, now)
-        return self.drain()
+        return self._answered(now)
 
     def on_transport_error(self, task_id: str, worker: str, reason: str, now: float) -> list[Effect]:
         """The worker could not be reached or the stream broke: not a fault of the worker (a partition, a
@@ -187,9 +187,9 @@ class Coordinator:
         entry = self.tasks.get(task_id)
         attempt = self.placement.end_attempt(entry, worker) if entry is not None else None
         if entry is None or attempt is None:
-            return self.drain()
+            return self._answered(now)
         self.retries.unreachable(entry, worker, attempt, f"{worker} unreachable: {reason}", now)
-        return self.drain()
+        return self._answered(now)
 
     def on_peer_gone(self, worker: str, now: float) -> list[Effect]:
         """``worker`` left (its advert expired or its connection dropped): reassign what it had."""
@@ -197,7 +197,7 @@ class Coordinator:
             if worker in entry.attempts and not entry.attempts[worker].local:
                 self.placement.end_attempt(entry, worker)
                 self.attempt_failed(entry, worker, f"{worker} left the network", now, penalise=False)
-        return self.drain()
+        return self._answered(now)
 
     def on_commitment(self, task_id: str, worker: str, digest: bytes, now: float) -> list[Effect]:
         self.reachability.mark_reachable(worker)
@@ -205,7 +205,7 @@ class Coordinator:
         attempt = entry.attempts.get(worker) if entry is not None else None
         if entry is not None and attempt is not None and attempt.round is not None:
             self.votes.commitment(entry, attempt, worker, digest, now)
-        return self.drain()
+        return self._answered(now)
 
     def on_result(
         self, task_id: str, worker: str, tree_bytes: bytes, output: bytes, now: float, nonce: bytes = b"",
@@ -218,10 +218,10 @@ class Coordinator:
         self.reachability.mark_reachable(worker)
         entry = self.tasks.get(task_id)
         if entry is None or entry.state.final:
-            return self.drain()
+            return self._answered(now)
         attempt = entry.attempts.get(worker)
         if attempt is None:
-            return self.drain()
+            return self._answered(now)
         own = own if attempt.local else None
         try:
             tree = own or ReceiptTree.decode(tree_bytes, self.config.verify)
@@ -231,7 +231,7 @@ class Coordinator:
             # the answer to an earlier attempt of this worker under the limits before an escalation, overtaken
             # by its CancelAttempt: stale, not a lie (a wrong binding under the attempt's own limits still is)
             self.note(entry, f"ignored a stale result of {worker} for the limits before an escalation")
-            return self.drain()
+            return self._answered(now)
         self.placement.end_attempt(entry, worker)
         try:
             tree, verified, claim = self.verification.verify(entry, attempt, worker, tree_bytes, output, now, nonce,
@@ -239,17 +239,17 @@ class Coordinator:
         except (VerificationError, RemoteProtocolError) as exc:
             self.attempt_failed(entry, worker, f"{worker} sent a result that failed verification: {exc}", now,
                                 penalise=True)
-            return self.drain()
+            return self._answered(now)
         if claim is None or claim.failure is not None:
             self.retries.signed_failure(entry, worker, verified, claim, now)
-            return self.drain()
+            return self._answered(now)
         self.placement.learn_fuel(entry, tree.receipt.fuel_used)
         candidate = Candidate(worker, tree, output, claim, verified.signers, tree_bytes=tree_bytes if own else b"")
         if attempt.local:
             self.verification.own_result(entry, candidate, now)
         else:
             self.verification.candidate(entry, candidate, now)
-        return self.drain()
+        return self._answered(now)
 
     def on_failure(self, task_id: str, worker: str, tree_bytes: bytes, now: float, nonce: bytes = b"") -> list[Effect]:
         """A signed typed failure (the receipt tree says why)."""
@@ -259,9 +259,9 @@ class Coordinator:
         """The local run could not even produce a receipt (e.g. the module is missing)."""
         entry = self.tasks.get(task_id)
         if entry is None or self.placement.end_attempt(entry, self.self_id) is None:
-            return self.drain()
+            return self._answered(now)
         self.attempt_failed(entry, self.self_id, f"local run failed: {reason}", now, penalise=False)
-        return self.drain()
+        return self._answered(now)
 
     def on_spot_result(
         self, task_id: str, chunk_index: int, output_chunk: bytes | None, now: float, inconclusive: str = ""
@@ -273,12 +273,19 @@ class Coordinator:
         entry = self.tasks.get(task_id)
         if entry is not None:
             self.verification.spot_result(entry, chunk_index, output_chunk, now, inconclusive)
-        return self.drain()
+        return self._answered(now)
 
     def cancel(self, now: float, reason: str = "cancelled by the submitter") -> list[Effect]:
         if self.state is JobState.RUNNING:
             self._cancel_tasks(reason)
             self._finish(JobState.CANCELLED, reason, now)
+        return self._answered(now)
+
+    def _answered(self, now: float) -> list[Effect]:
+        """The effects of an answer; if it freed a slot of a worker, the queue moves at once (not at the next
+        look): a queued task of this job may go where an attempt just ended or committed."""
+        if self.placement.freed and self.state is JobState.RUNNING:
+            self.placement.place_pending(now)
         return self.drain()
 
     # --- what the parts call (tasks.Host) ---------------------------------------------------------------

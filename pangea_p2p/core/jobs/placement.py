@@ -27,7 +27,8 @@ could take the job's smallest task (free slot, limits, trust floor, not cooling 
 none could, no task can go out, and every task left in the walk is queued with its timers or due, so the round
 stops at once. This peer as a checked job's *fallback* is not in that check: a queued task that finds this peer
 busy once its fallback delay is over looks at it again every LOCAL_FALLBACK_AFTER_S (a timer). While tasks
-are queued the workers are looked at again every RELOOK_S (a slot may free up in another job, a worker appear).
+are queued, an answer that frees one of this job's slots starts a placement round at once, and the workers
+are looked at again every RELOOK_S (a slot may free up in another job, a worker appear).
 ``deadline(now)`` is then ``now`` itself when a timer is due or a task is due for a look (the next tick takes
 them all: no busy loop).
 """
@@ -73,6 +74,7 @@ class Placement:
         self._walking = False  # a placement walk is iterating unplaced (moves to its front are deferred)
         self._deferred: list[TaskEntry] = []
         self._looked_s = -math.inf  # when the last placement round ran
+        self.freed = False  # an attempt stopped holding a slot since the last round: the queue may move
         self._fuel_per_chunk: list[float] = []
         # A task as small as any of ours, on the path they all share: a worker that cannot take it can take none
         # of them (limits only grow, by escalation), which makes the "any room?" check job-wide.
@@ -127,6 +129,7 @@ class Placement:
         if c.state is not JobState.RUNNING:
             return
         self._looked_s = now
+        self.freed = False
         while self.timers and self.timers[0][0] <= now:
             timer = heapq.heappop(self.timers)
             if self.live(timer):
@@ -387,6 +390,7 @@ class Placement:
         """The attempt no longer occupies a slot of its worker (it ended, or committed and only waits)."""
         if attempt.counted:
             attempt.counted = False
+            self.freed = True
             inflight = self.c.inflight
             left = inflight.get(attempt.worker, 1) - 1
             if left > 0:

@@ -466,10 +466,12 @@ def test_results_after_cancel_are_ignored() -> None:
 
 
 def test_cancel_keeps_tasks_already_done() -> None:
-    d = Driver([FakeWorker("a", slots=1)], chunks_for(2))
+    d = Driver([FakeWorker("a", slots=1)], chunks_for(2), auto=False)
     d.start()
+    d.deliver(0)  # accepted
+    d.deliver(0)  # t0's result; t1 takes the slot
     assert d.coord.progress()["done"] == 1
-    d.coord.cancel(d.now)
+    d.apply(d.coord.cancel(d.now))
     assert d.coord.progress()["done"] == 1
     assert d.coord.progress()["cancelled"] == 1
 

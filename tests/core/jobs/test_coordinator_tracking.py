@@ -78,14 +78,13 @@ def test_progress_counts_tasks_by_state_as_they_move() -> None:
     waiting = [tid for tid, e in d.coord.tasks.items() if e.state is TaskState.PENDING]
     assert all("no free task slot" in d.explain(tid) for tid in waiting)
 
-    d.run()  # both results come in
-    assert d.coord.progress()["done"] == 2
-    assert d.coord.progress()["pending"] == 2
+    d.deliver(0)  # t0 accepted
+    d.deliver(0)  # t0's result: its slot is free, and the queue moves at once (no tick)
+    progress = d.coord.progress()
+    assert (progress["done"], progress["running"], progress["pending"]) == (1, 2, 1)
+    assert len(d.dispatches()) == 3
     assert d.finished() == []
-
-    d.tick(T0 + 1)  # slots are free again
-    assert d.coord.progress()["running"] == 2
-    d.run()
+    d.run()  # every answer comes in; each frees the slot the next waiting task takes
     assert d.coord.progress()["done"] == 4
     assert [f.state for f in d.finished()] == [JobState.DONE]
 
@@ -163,15 +162,14 @@ def test_worker_capacity_is_never_exceeded() -> None:
 )
 def test_a_worker_whose_limits_are_below_the_task_never_gets_it(small: FakeWorker, why: str) -> None:
     big = FakeWorker("big", slots=1)
-    d = Driver([small, big], chunks_for(3))
+    d = Driver([small, big], chunks_for(3), auto=False)
     d.start()
     # one task on the big worker, the others wait for it, with the small worker's obstacle as the reason
     assert d.dispatched_to() == [pid("big")]
     waiting = [tid for tid, e in d.coord.tasks.items() if e.state is TaskState.PENDING]
     assert len(waiting) == 2
     assert all(why in d.explain(tid) for tid in waiting)
-    for t in range(1, 10):
-        d.tick(T0 + t)
+    d.run()  # each result frees the big worker's slot for the next task
     assert d.coord.state is JobState.DONE
     assert set(d.dispatched_to()) == {pid("big")}
 
