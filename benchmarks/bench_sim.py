@@ -14,9 +14,10 @@ from __future__ import annotations
 import sys
 import time
 
+from pangea_p2p.sim.config import SimConfig
 from pangea_p2p.sim.loop import bare_loop
 from pangea_p2p.sim.scenarios import print_table, row_of
-from pangea_p2p.sim.world import SimConfig, Simulation
+from pangea_p2p.sim.world import Simulation
 
 TARGET_S = 120.0
 

@@ -133,12 +133,6 @@ def test_importing_core_loads_no_io_library() -> None:
 
 # --- import cycles ------------------------------------------------------------------------------------------------
 
-# Cycles found when this test was written, outside node/, which others are reorganising: each entry is the set
-# of modules of one strongly connected component. Empty it as they go; an entry that no longer matches fails.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    frozenset({"pangea_p2p.sim.checkers", "pangea_p2p.sim.peer", "pangea_p2p.sim.world"}),
-]
-
 
 def module_name(path: Path, root: Path = ROOT) -> str:
     parts = path.relative_to(root).with_suffix("").parts
@@ -224,11 +218,8 @@ def cycles(graph: Mapping[str, Iterable[str]]) -> list[frozenset[str]]:
 
 
 def test_no_import_cycles() -> None:
-    found = cycles(import_graph())
-    new = [sorted(c) for c in found if c not in KNOWN_CYCLES]
-    gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
-    assert not new, f"import cycles (imports under TYPE_CHECKING and in functions count too): {new}"
-    assert not gone, f"these known cycles are gone or changed: update KNOWN_CYCLES in {__file__}: {gone}"
+    found = [sorted(c) for c in cycles(import_graph())]
+    assert not found, f"import cycles (imports under TYPE_CHECKING and in functions count too): {found}"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ Modules: ``loop`` (event heap and trace digest), ``network`` (regions, links, fa
 ``scenarios`` (named experiments, tables, CSV and plots).
 """
 
-from pangea_p2p.sim.world import SimConfig, SimResult, Simulation
+from pangea_p2p.sim.config import SimConfig
+from pangea_p2p.sim.world import SimResult, Simulation
 
 __all__ = ["SimConfig", "SimResult", "Simulation"]

@@ -33,13 +33,12 @@ from pangea_p2p.core.verify.format import DOMAIN_TAG
 from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.core.verify.voting import TallyState
 from pangea_p2p.errors import PangeaError
-from pangea_p2p.sim.peer import VERIFY_CONFIG, honest_chunk
+from pangea_p2p.sim.host import World
+from pangea_p2p.sim.sandbox import VERIFY_CONFIG, honest_chunk
 
 if TYPE_CHECKING:
     from pangea_p2p.core.jobs.events import TaskUpdated
     from pangea_p2p.core.jobs.tasks import TaskView
-    from pangea_p2p.sim.peer import SimPeer
-    from pangea_p2p.sim.world import Simulation
 
 
 class SafetyViolation(Exception):
@@ -57,7 +56,7 @@ class Violation:
 
 
 class Checker:
-    def __init__(self, sim: Simulation, strict: bool) -> None:
+    def __init__(self, sim: World, strict: bool) -> None:
         self.sim = sim
         self.strict = strict
         self.violations: list[Violation] = []
@@ -83,19 +82,19 @@ class Checker:
             self._expected[key] = cid
         return cid
 
-    def on_accept(self, peer: SimPeer, act: TaskUpdated) -> None:
+    def on_accept(self, peer: int, peer_id: str, act: TaskUpdated) -> None:
         """A coordinator accepted ``act.update.task_id``: check all three safety properties now."""
         eff, task = act.update, act.task
         ref = task.ref
-        key = f"{peer.idx}:{eff.task_id}"  # parts of split replicas share ids across their splitters
+        key = f"{peer}:{eff.task_id}"  # parts of split replicas share ids across their splitters
         if key in self.accepted:
-            self._violate("double_accept", f"task {eff.task_id} accepted twice by peer {peer.idx}")
+            self._violate("double_accept", f"task {eff.task_id} accepted twice by peer {peer}")
         self.accepted.add(key)
         if eff.output_cid != self.expected_cid(ref.module_cid, ref.input_cid):
             role = self.sim.role_of(eff.worker)
             self._violate("wrong_result", f"task {eff.task_id} accepted a wrong output from {eff.worker[-8:]} "
-                                          f"({role}) at peer {peer.idx}")
-        if eff.worker == peer.peer_id:
+                                          f"({role}) at peer {peer}")
+        if eff.worker == peer_id:
             self.local_accepts += 1
         else:
             self._check_quorum(task)
@@ -142,7 +141,7 @@ class Checker:
 
     def check_liveness(self) -> None:
         for run in self.sim.all_jobs():
-            if run.state.value == "running" and self.sim.peers[self.sim.index[run.issuer]].up:
+            if run.state.value == "running" and self.sim.is_up(self.sim.index[run.issuer]):
                 progress = run.progress()
                 why = "; ".join(f"{t}: {r[-1]}" for t, r in list(run.explain().items())[:2] if r)
                 self._violate("liveness", f"job {run.spec.job_id} still running after the healing phase "

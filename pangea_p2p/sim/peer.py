@@ -7,29 +7,18 @@ the way the node does: a message to another peer is encoded (``codec.encode``), 
 is decoded at the other end and handed to that peer's behaviour. Receipts are real ed25519 receipts,
 commitments real commitments.
 
-What is modelled instead of run: the sandbox (``Execute``). A task's output chunk is ``sha256(module cid ||
-input chunk)`` and its fuel a deterministic function of the same; it takes ``fuel / speed`` seconds of virtual
-time on ``slots`` parallel executors (runs for other peers queue for one; local runs and spot checks do not).
-Blocks live in the simulation's content store, which every peer reads (so ``Fetch`` is never needed). At 10,000
-peers the scheduler is offered a sample of ``candidates_max`` listed workers per decision (plus every worker
-that has our tasks), not all of them.
-
-Byzantine roles (``role``), as filters on what the modelled sandbox returns and on the signed answer: ``wrong``
-(a random wrong output, validly signed), ``collude`` and ``sybil`` (the same wrong output as every other member;
-sybils also lie in adverts), ``copy`` (no work: answers what a Byzantine peer computed for the same input, or
-guesses), ``liar`` (inflated capacity adverts, one in four absurd), ``withhold`` (accepts, never answers),
-``forge`` (forged signature, a receipt replayed from another task, or a receipt signed with a key that is not
-its own).
+What is modelled instead of run: the sandbox (sandbox.py, where the Byzantine roles live too) and the network
+(network.py; blocks live in the simulation's content store, which every peer reads, so ``Fetch`` is never
+needed). At 10,000 peers the scheduler is offered a sample of ``candidates_max`` listed workers per decision
+(plus every worker that has our tasks), not all of them. ``liar`` and ``sybil`` peers inflate their capacity
+adverts here (one in four of a liar's absurd).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
-from collections import deque
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
 
 from pangea_p2p.core.capacity import AdvertPublisher, AdvertRejected, CapacityDirectory, LocalCapacity
 from pangea_p2p.core.cid import cid_of
@@ -37,7 +26,6 @@ from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.behaviour import ComputeBehaviour, JobRun
-from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.jobs.context import BehaviourConfig, ComputeContext
 from pangea_p2p.core.jobs.effects import TaskUpdate
 from pangea_p2p.core.jobs.events import (
@@ -45,7 +33,6 @@ from pangea_p2p.core.jobs.events import (
     Action,
     Event,
     Execute,
-    Executed,
     FromIssuer,
     FromWorker,
     IssuerLost,
@@ -53,7 +40,6 @@ from pangea_p2p.core.jobs.events import (
     JobSubmitted,
     Malformed,
     PeerGone,
-    Purpose,
     Reply,
     SendFailed,
     SendToWorker,
@@ -63,46 +49,18 @@ from pangea_p2p.core.jobs.events import (
     Tick,
     WorkerLost,
 )
-from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
+from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.trust import Outcome, PeerRecord, TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
-from pangea_p2p.core.verify.execution import issue_receipt
-from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.core.verify.replay import ReplayGuard
-from pangea_p2p.errors import FailureKind, RemoteProtocolError
+from pangea_p2p.errors import RemoteProtocolError
+from pangea_p2p.sim.host import World
+from pangea_p2p.sim.sandbox import ROLES, VERIFY_CONFIG, ModelledSandbox, PeerStats
 
-if TYPE_CHECKING:
-    from pangea_p2p.sim.world import Simulation
-
-VERIFY_CONFIG = CoordinatorConfig().verify
 _MISSING = WorkerView("", 1.0, 0, 0, 0, 0, 0.0)
 DIAL_TIMEOUT_S = 5.0
-COLLUDE_TAG = b"pangea-sim-collude"
-ROLES = ("honest", "wrong", "collude", "copy", "liar", "withhold", "forge", "sybil")
-WRONG_OUTPUT_ROLES = frozenset({"wrong", "collude", "sybil"})
-
-
-def honest_chunk(module_cid: str, chunk: bytes) -> tuple[bytes, int]:
-    """The modelled guest: (output chunk, fuel) of running ``module_cid`` over ``chunk`` — deterministic."""
-    out = hashlib.sha256(module_cid.encode() + chunk).digest()
-    return out, 1 + out[0] * 256 + out[1]  # 1..65536 units, scaled by the job's fuel per unit
-
-
-@dataclass
-class PeerStats:
-    executed_fuel: int = 0  # fuel burnt running tasks (useful or not)
-    results_sent: int = 0
-    wrong_sent: int = 0
-    copies_sent: int = 0
-    withheld: int = 0
-    forged_sent: int = 0
-    rejected_offers: int = 0
-    advert_rejections: int = 0
-    adverts_expired: int = 0  # peers this peer's directory saw leave (their advert expired)
-    jobs_resumed: int = 0  # jobs taken up from the journal after a crash
-    tasks_restored: int = 0  # ... and their tasks done before it, not run again
 
 
 class CountingTrustBook(TrustBook):
@@ -148,21 +106,11 @@ class Journaled:
     tasks: dict[str, TaskUpdate] = field(default_factory=dict)  # the final update of each finished task
 
 
-@dataclass(slots=True)
-class _Run:
-    """An ``Execute`` the modelled sandbox holds: queued, running, or (copy role) waiting to copy."""
-
-    request: int
-    task: TaskRef
-    chunks: list[bytes]
-    aborted: bool = False
-
-
 class SimPeer:
     """One simulated peer (see the module docstring)."""
 
     def __init__(
-        self, sim: Simulation, idx: int, identity: Identity, role: str, speed: float, slots: int, *,
+        self, sim: World, idx: int, identity: Identity, role: str, speed: float, slots: int, *,
         directory: CapacityDirectory | None, rng: random.Random, slow_factor: float = 1.0,
     ) -> None:
         if role not in ROLES:
@@ -184,7 +132,6 @@ class SimPeer:
         self.publisher = AdvertPublisher(identity, interval_s=30.0, ttl_s=90.0, gap_s_min=0.5)
         self.trust = CountingTrustBook()
         self.guard = ReplayGuard(VERIFY_CONFIG)
-        self.last_receipt: tuple[bytes, bytes] | None = None  # what forge replays
         self.issuers: set[int] = set()  # peers with a stream open to us (they hear when we crash)
         self.journal: dict[str, Journaled] = {}  # the jobs it submitted, on its disk
         self.incarnation = 0
@@ -195,15 +142,13 @@ class SimPeer:
         self.incarnation += 1
         cfg = AdmissionConfig(slots=self.slots, queue_max=2 * self.slots, speed_fuel_per_s=self.speed,
                            limits_max=ReceiptLimits(10**13, 256 << 20, 600.0, 16 << 20))
+        self.sandbox = ModelledSandbox(self, self.sim.loop, self.sim.board, self.sim.config.fuel_unit, self._handle)
         self.behaviour = ComputeBehaviour(ComputeContext(
             self.identity, SimBlocks(self.sim.content, self.sim.modules), self._views, self.rng,
-            BehaviourConfig(worker=cfg), trust=self.trust,
-            guard=self.guard, reachability=Reachability(), forge=self._forge if self.role == "forge" else None,
+            BehaviourConfig(worker=cfg), trust=self.trust, guard=self.guard, reachability=Reachability(),
+            forge=self.sandbox.forge if self.role == "forge" else None,
         ))
         self.sessions: set[int] = set()  # workers we have a stream open to
-        self.queue: deque[_Run] = deque()  # runs for other peers waiting for a slot
-        self.runs: dict[int, _Run] = {}  # request -> a run the sandbox holds
-        self.executing = 0
         self._wake_at = math.inf  # when the behaviour is woken next
         self._sample_at = -1.0
         self._sample: list[str] = []
@@ -319,11 +264,11 @@ class SimPeer:
         self._handle(SubmitJob(spec))
 
     def on_issuer_message(self, s: int, msg: codec.Offer | codec.Cancel | codec.RevealRequest) -> None:
-        self._handle(FromIssuer(self.sim.peers[s].peer_id, 0, msg))
+        self._handle(FromIssuer(self.sim.peer_id(s), 0, msg))
 
     def on_worker_message(self, w: int, msg: codec.Accepted | codec.Rejected | codec.Commitment | codec.Result
                           ) -> None:
-        self._handle(FromWorker(self.sim.peers[w].peer_id, msg))
+        self._handle(FromWorker(self.sim.peer_id(w), msg))
 
     def on_malformed(self, sender: str, problem: str) -> None:
         self._handle(Malformed(sender, problem))
@@ -334,7 +279,7 @@ class SimPeer:
             return
         self.sessions.discard(w)
         if self.up:
-            self._handle(WorkerLost(self.sim.peers[w].peer_id, reason))
+            self._handle(WorkerLost(self.sim.peer_id(w), reason))
 
     def _handle(self, event: Event) -> None:
         self._do(self.behaviour.handle(self.sim.loop.now, event))
@@ -352,20 +297,18 @@ class SimPeer:
             elif kind is Reply:
                 sim.send(self.idx, sim.index[act.issuer], act.message)  # type: ignore[union-attr]
             elif kind is Execute:
-                self._execute(act)  # type: ignore[arg-type]
+                self.sandbox.execute(act)  # type: ignore[arg-type]
             elif kind is TaskUpdated:
                 if act.job_id and act.update.state.final:  # type: ignore[union-attr]
                     self.journal[act.job_id].tasks[act.update.task_id] = act.update  # type: ignore[union-attr]
-                sim.on_task_update(self, act)  # type: ignore[arg-type]
+                sim.on_task_update(self.idx, act)  # type: ignore[arg-type]
             elif kind is JobEnded:
                 self.journal[act.job_id].state = act.state  # type: ignore[union-attr]
-                sim.on_job_finished(self, self.jobs[act.job_id], act.state, act.reason)  # type: ignore[union-attr]
+                sim.on_job_finished(self.idx, self.jobs[act.job_id], act.state, act.reason)  # type: ignore[union-attr]
             elif kind is JobSubmitted:
                 self.journal[act.spec.job_id] = Journaled(act.spec, act.created_s)  # type: ignore[union-attr]
             elif kind is Abort:
-                run = self.runs.pop(act.request, None)  # type: ignore[union-attr]
-                if run is not None:
-                    run.aborted = True
+                self.sandbox.abort(act.request)  # type: ignore[union-attr]
             elif kind is SplitStarted:
                 sim.loop.trace(f"split {self.idx} {act.task_id} parts={act.parts}")  # type: ignore[union-attr]
                 sim.splits += 1
@@ -384,7 +327,7 @@ class SimPeer:
                                    (msg.ref.task_id, act.worker, "dial timed out", self.incarnation))
                     return
                 self.sessions.add(w)
-                sim.peers[w].issuers.add(self.idx)
+                sim.opened_stream(self.idx, w)
             sim.send(self.idx, w, act.message)
         elif w in self.sessions:
             sim.send(self.idx, w, act.message)
@@ -399,119 +342,6 @@ class SimPeer:
             return  # the peer crashed, or an earlier wake-up superseded this one
         self._wake_at = math.inf
         self._handle(Tick())
-
-    # --- the modelled sandbox ------------------------------------------------------------------------------------
-
-    def _execute(self, act: Execute) -> None:
-        run = _Run(act.request, act.task, act.chunks)
-        self.runs[act.request] = run
-        if act.purpose is not Purpose.SERVE:  # this peer's own runs (local, spot checks) do not queue
-            self.sim.loop.after(0.0, self._run_here, (run, self.incarnation))
-        elif self.role == "withhold":
-            self.stats.withheld += 1  # holds the slot and never answers
-        elif self.role == "copy":
-            self.sim.loop.after(0.05, self._copy_answer, (run, self.incarnation))
-        else:
-            self.queue.append(run)
-            self._start_next()
-
-    def _run_here(self, arg: tuple[_Run, int]) -> None:
-        run, incarnation = arg
-        outputs, fuel = self._compute(run.task, run.chunks)
-        self.sim.loop.after(self._duration(fuel), self._here_done, (run, outputs, fuel, incarnation))
-
-    def _here_done(self, arg: tuple[_Run, list[bytes], int, int]) -> None:
-        run, outputs, fuel, incarnation = arg
-        if not self.up or incarnation != self.incarnation:
-            return
-        self.stats.executed_fuel += fuel
-        self.runs.pop(run.request, None)
-        if not run.aborted:
-            self._handle(self._outcome(run, outputs, fuel))
-
-    def _start_next(self) -> None:
-        while self.queue and self.executing < self.slots:
-            run = self.queue.popleft()
-            if run.aborted:
-                continue
-            outputs, fuel = self._compute(run.task, run.chunks)
-            self.executing += 1
-            self.sim.loop.after(self._duration(fuel), self._exec_done, (run, outputs, fuel, self.incarnation))
-
-    def _exec_done(self, arg: tuple[_Run, list[bytes], int, int]) -> None:
-        run, outputs, fuel, incarnation = arg
-        if not self.up or incarnation != self.incarnation:
-            return  # lost in a crash
-        self.executing -= 1
-        self.stats.executed_fuel += fuel
-        self.runs.pop(run.request, None)
-        if not run.aborted:
-            ref = run.task
-            if outputs and self.role in WRONG_OUTPUT_ROLES:
-                outputs = list(outputs)
-                if self.role == "wrong":
-                    outputs[0] = self.rng.randbytes(32)
-                else:
-                    outputs[0] = hashlib.sha256(COLLUDE_TAG + outputs[0]).digest()
-                self.stats.wrong_sent += 1
-            if outputs and self.role in WRONG_OUTPUT_ROLES | {"copy"}:
-                self.sim.board[(ref.module_cid, ref.input_cid)] = (outputs, fuel)
-            self._handle(self._outcome(run, outputs, fuel))
-        self._start_next()
-
-    def _copy_answer(self, arg: tuple[_Run, int]) -> None:
-        run, incarnation = arg
-        if run.aborted or not self.up or incarnation != self.incarnation:
-            return
-        self.runs.pop(run.request, None)
-        ref = run.task
-        board = self.sim.board.get((ref.module_cid, ref.input_cid))
-        if board is not None:
-            outputs, fuel = board
-        else:  # nothing to copy: guess
-            outputs = [self.rng.randbytes(32) for _ in range(ref.chunk_count)]
-            fuel = min(ref.limits.fuel_max, ref.chunk_count * 32768 * self.sim.config.fuel_unit)
-        self.stats.copies_sent += 1
-        self._handle(self._outcome(run, list(outputs), fuel))
-
-    @staticmethod
-    def _outcome(run: _Run, outputs: list[bytes], fuel: int) -> Executed:
-        if not outputs:
-            return Executed(run.request, None, FailureKind.OUT_OF_FUEL, fuel)
-        return Executed(run.request, outputs, None, fuel)
-
-    def _compute(self, ref: TaskRef, chunks: list[bytes]) -> tuple[list[bytes], int]:
-        """The modelled sandbox: honest outputs and fuel; [] if the fuel budget runs out (OUT_OF_FUEL)."""
-        scale = self.sim.config.fuel_unit
-        outputs, fuel = [], 0
-        for chunk in chunks:
-            out, units = honest_chunk(ref.module_cid, chunk)
-            outputs.append(out)
-            fuel += units * scale
-        if fuel > ref.limits.fuel_max:
-            return [], ref.limits.fuel_max
-        return outputs, fuel
-
-    def _duration(self, fuel: int) -> float:
-        return fuel / self.speed * self.slow_factor + 0.001
-
-    def _forge(self, ref: TaskRef, tree: bytes, output: bytes) -> tuple[bytes, bytes]:
-        """A receipt that must not verify: a flipped signature, a replayed one, or another peer's key."""
-        self.stats.forged_sent += 1
-        kind = self.rng.randrange(3)
-        if kind == 1 and self.last_receipt is not None:
-            return self.last_receipt
-        if kind == 2 and output:
-            other = Identity(hashlib.sha256(b"forger" + self.identity.seed).digest())
-            receipt = issue_receipt(other, ref.binding(), output=output,
-                                    fuel_used=ReceiptTree.decode(tree, VERIFY_CONFIG).receipt.fuel_used,
-                                    now=self.sim.loop.now, rng=self.rng)
-            forged = replace(receipt, worker=self.peer_id, public_key=other.public_key)
-            object.__setattr__(forged, "signature", receipt.signature)
-            return ReceiptTree(forged, ()).encode(), output
-        raw = bytearray(tree)
-        raw[-1] ^= 0x01  # the signature is the receipt's last 64 bytes
-        return bytes(raw), output
 
     # --- churn ---------------------------------------------------------------------------------------------------
 
@@ -546,7 +376,7 @@ class SimPeer:
         """Issuer ``s``'s stream to us closed (it crashed): its tasks are not wanted any more."""
         self.issuers.discard(s)
         if self.up:
-            self._handle(IssuerLost(self.sim.peers[s].peer_id, 0))
+            self._handle(IssuerLost(self.sim.peer_id(s), 0))
 
     @staticmethod
     def decode_message(data: bytes) -> codec.Message | str:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pangea_p2p.sim.world import SimConfig, SimResult, Simulation
+from pangea_p2p.sim.config import SimConfig
+from pangea_p2p.sim.world import SimResult, Simulation
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from pangea_p2p.core.capacity import AdvertCache, CapacityDirectory, encode_advert
@@ -38,81 +38,14 @@ from pangea_p2p.core.jobs.events import TaskUpdated
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationPolicy
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.sim.checkers import Checker, SafetyViolation, Violation
+from pangea_p2p.sim.config import SimConfig
 from pangea_p2p.sim.loop import EventLoop
 from pangea_p2p.sim.network import Faults, Mesh, Network, dht_hops
-from pangea_p2p.sim.peer import ROLES, SimPeer
+from pangea_p2p.sim.peer import SimPeer
+from pangea_p2p.sim.sandbox import Board
 
 T0 = 1_800_000_000.0  # virtual unix time of the start (receipts and adverts carry absolute times)
 ISSUER_ROLES = ("wrong", "collude", "copy", "liar", "withhold", "forge", "sybil")
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """Every option of a run; each is a ``--flag`` of ``pangea sim run`` (underscores become dashes)."""
-
-    seed: int = 1
-    peers: int = 200
-    jobs: int = 40
-    tasks_per_job: int = 4
-    chunks_per_task: int = 1
-    chunk_bytes: int = 256
-    fuel_unit: int = 30_000  # fuel per modelled unit; a chunk is 1..65536 units (about 1e9 fuel, 1 s, on average)
-    policy: str = "replicas:3"
-    commit_reveal: bool = True
-    retries_max: int = 3
-    depth_max: int = 0  # how often a task may be split again (splits need directories="all")
-    byzantine: float = 0.0  # fraction of workers (non-submitters) with a Byzantine role
-    role: str = "wrong"  # one of peer.ROLES, or "mix" (the Byzantine roles in turn)
-    submitters: int = 8
-    warmup_s: float = 10.0
-    arrival_s: float = 60.0  # jobs arrive uniformly over [warmup, warmup + arrival]
-    safety_s: float = 200.0
-    liveness_s: float = 200.0
-    loss: float = 0.0
-    jitter: float = 0.1
-    partition: str = "none"  # none | one | majority | islands:K
-    asymmetric: bool = False
-    partition_at_s: float = 30.0
-    partition_for_s: float = 60.0
-    crash: float = 0.0  # fraction of workers that crash during the safety phase (restart after restart_s)
-    submitter_crash: float = 0.0  # fraction of submitters that crash once and resume their jobs from the journal
-    leave: float = 0.0  # fraction of workers that leave for good
-    join: float = 0.0  # fraction of workers that join late
-    restart_s: float = 30.0
-    clog: float = 0.0  # fraction of peers clogged one after another during the safety phase
-    clog_s: float = 10.0
-    slow: float = 0.0  # fraction of workers that run slow_factor times slower than they measured
-    slow_factor: float = 10.0
-    mesh_degree: int = 8
-    candidates_max: int = 48
-    directories: str = "submitters"  # submitters | all
-    checks: str = "strict"  # strict | count
-    keep_trace: bool = False
-
-    def __post_init__(self) -> None:
-        if self.peers < self.submitters + 3 or self.submitters < 1:
-            raise ValueError("need at least one submitter and three workers")
-        if self.role not in (*ROLES, "mix"):
-            raise ValueError(f"role {self.role!r}: one of {', '.join(ROLES)}, mix")
-        if not 0.0 <= self.byzantine < 1.0:
-            raise ValueError("byzantine is a fraction in [0, 1)")
-        if self.directories not in ("submitters", "all") or self.checks not in ("strict", "count"):
-            raise ValueError("directories: submitters|all; checks: strict|count")
-        VerificationPolicy.parse(self.policy)
-
-    def replay_args(self, always: tuple[str, ...] = ()) -> str:
-        """The non-default options (and those named in ``always``) as command-line flags."""
-        default = SimConfig()
-        out = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "seed" or f.name in always or value != getattr(default, f.name):
-                flag = "--" + f.name.replace("_", "-")
-                if isinstance(value, bool):
-                    out.append(flag if value else f"--no-{f.name.replace('_', '-')}")
-                else:
-                    out.append(f"{flag} {value}")
-        return " ".join(out)
 
 
 @dataclass
@@ -153,7 +86,7 @@ class Simulation:
         self.modules: set[str] = set()  # module cids: modelled, every peer has them
         self.job_runs: dict[str, JobRun] = {}
         self.deferred: dict[int, list[JobSpec]] = {}  # jobs whose submitter was down when they arrived
-        self.board: dict[tuple[str, str], tuple[list[bytes], int]] = {}  # answers Byzantine peers share
+        self.board: Board = {}  # answers Byzantine peers share
         self.msgs = 0
         self.msg_bytes = 0
         self.advert_delays: list[float] = []
@@ -350,6 +283,15 @@ class Simulation:
 
     # --- network ------------------------------------------------------------------------------------------------
 
+    def peer_id(self, i: int) -> str:
+        return self.peers[i].peer_id
+
+    def is_up(self, i: int) -> bool:
+        return self.peers[i].up
+
+    def opened_stream(self, issuer: int, worker: int) -> None:
+        self.peers[worker].issuers.add(issuer)
+
     def reachable(self, a: int, b: int) -> bool:
         return self.peers[b].up and not self.net.blocked(a, b)
 
@@ -409,15 +351,15 @@ class Simulation:
 
     # --- hooks from peers ---------------------------------------------------------------------------------------
 
-    def on_task_update(self, peer: SimPeer, act: TaskUpdated) -> None:
+    def on_task_update(self, peer: int, act: TaskUpdated) -> None:
         eff = act.update
         if eff.state is TaskState.DONE:
             self.loop.trace(f"done {eff.task_id} by {self.index.get(eff.worker, -1)}")
             if act.job_id:
                 self.useful_fuel += eff.fuel_used
-            self.checker.on_accept(peer, act)
+            self.checker.on_accept(peer, self.peers[peer].peer_id, act)
 
-    def on_job_finished(self, peer: SimPeer, run: JobRun, state: JobState, reason: str) -> None:
+    def on_job_finished(self, peer: int, run: JobRun, state: JobState, reason: str) -> None:
         self.loop.trace(f"job {run.spec.job_id} {state.value}")
         self.jobs_state[state.value] += 1
         if state is JobState.DONE:

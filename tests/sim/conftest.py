@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pangea_p2p.sim.world import SimConfig, SimResult, Simulation
+from pangea_p2p.sim.config import SimConfig
+from pangea_p2p.sim.world import SimResult, Simulation
 
 SMALL: dict[str, Any] = {
     "peers": 60, "jobs": 10, "submitters": 3, "warmup_s": 5.0, "arrival_s": 20.0, "safety_s": 90.0,
