@@ -253,6 +253,16 @@ class ComputeBehaviour:
             heapq.heappop(timers)
         return timers[0][0] if timers else None
 
+    def check(self) -> None:
+        """Assert every running coordinator's invariants, and that ``inflight`` is exactly the slots their
+        attempts hold: for tests, and for simulations that check after every event."""
+        held: dict[str, int] = {}
+        for run in self._runs.values():
+            run.coord.check()
+            for worker, n in run.coord.load().items():
+                held[worker] = held.get(worker, 0) + n
+        assert held == {w: n for w, n in self.inflight.items() if n}, (held, self.inflight)
+
     def issuers(self) -> set[str]:
         """The peers whose tasks this peer serves now."""
         return self.server.issuers()
@@ -385,14 +395,18 @@ class ComputeBehaviour:
         self._finish_split(run, eff, now)
 
     def _arm(self, run: _Run, now: float) -> None:
-        """Tick ``run`` at its next deadline (an earlier one supersedes a later one; a tick with nothing to do
-        is harmless and arms the next)."""
+        """Tick ``run`` at its next deadline, exactly: a deadline that moved (earlier or later) replaces the
+        timer set before (the old one is dropped lazily), and a run with none has no timer."""
         if run.coord.state is not JobState.RUNNING:
             return
         d = run.coord.next_deadline(now)
-        if d is not None and d < self._armed.get(run.key, math.inf):
-            self._armed[run.key] = d
-            self.timer(d, _RUN, run.key)
+        if d == self._armed.get(run.key):
+            return
+        if d is None:
+            del self._armed[run.key]
+            return
+        self._armed[run.key] = d
+        self.timer(d, _RUN, run.key)
 
     def timer(self, when: float, kind: str, key: str) -> None:
         self._timer_seq += 1
@@ -503,7 +517,7 @@ class ComputeBehaviour:
         if purpose is Purpose.SPOT:
             chunks = [chunks[chunk_index]]
         request = self.request(_Here(run, ref, purpose, chunk_index))
-        self.actions.append(Execute(request, ref, chunks, purpose))
+        self.actions.append(Execute(request, ref, chunks, purpose, chunk_index=chunk_index))
 
     def _here_done(self, req: _Here, ev: Executed, now: float) -> None:
         run, ref = req.run, req.task

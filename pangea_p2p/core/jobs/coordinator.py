@@ -386,9 +386,28 @@ class Coordinator:
         """The reason chain of every task that is not done (``done``: of every task), oldest first."""
         return {tid: list(e.reasons) for tid, e in self.tasks.items() if done or e.state is not TaskState.DONE}
 
+    def load(self) -> dict[str, int]:
+        """The slots this coordinator's attempts hold, per worker (what it adds to the peer's ``inflight``)."""
+        out: dict[str, int] = {}
+        for entry in self.placement.out.values():
+            for worker, attempt in entry.attempts.items():
+                if attempt.counted:
+                    out[worker] = out.get(worker, 0) + 1
+        return out
+
     def check(self) -> None:
-        """Assert the placement indexes agree with the tasks (placement.py, Cost); for tests."""
-        self.placement.check()
+        """Assert the invariants of the module docstring and the placement indexes (placement.py, Cost): for
+        tests, and for simulations that check after every event."""
+        replicas_max = self.config.verify.replicas_max
+        for e in self.tasks.values():
+            assert len(e.attempts) <= max(1, e.replicas), (e.ref.task_id, list(e.attempts), e.replicas)
+            if e.tally is not None:  # never more workers given the task than the tally asked for
+                assert len(e.assigned) <= e.tally.dispatched <= replicas_max, (e.ref.task_id, e.assigned)
+            assert e.state is not TaskState.DONE or not e.attempts, e.ref.task_id
+        if self.state is JobState.DONE:
+            assert all(e.state is TaskState.DONE for e in self.tasks.values())
+        if self.state is JobState.RUNNING:
+            self.placement.check()
 
 
 __all__ = ["Coordinator"]

@@ -201,6 +201,7 @@ class Execute:
     chunks: list[bytes]
     purpose: Purpose
     module_from: tuple[str, ...] = ()
+    chunk_index: int = 0  # SPOT: which chunk of the task ``chunks`` is
 
 
 @dataclass(frozen=True, slots=True)

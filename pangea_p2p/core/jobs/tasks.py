@@ -223,6 +223,11 @@ class TaskView:
         return self._e.failures
 
     @property
+    def unreachable(self) -> int:
+        """Workers that could not be reached for it so far."""
+        return self._e.unreachable
+
+    @property
     def escalations(self) -> int:
         return self._e.escalations
 
@@ -231,9 +236,19 @@ class TaskView:
         return self._e.replicas
 
     @property
+    def not_before_s(self) -> float:
+        """It is not placed again before this time (a backoff after a failed or unreachable attempt)."""
+        return self._e.not_before_s
+
+    @property
     def out_with(self) -> tuple[str, ...]:
         """The workers an attempt of it is out with now (this peer's id for a local run)."""
         return tuple(self._e.attempts)
+
+    def deadline_of(self, worker: str) -> float | None:
+        """When ``worker``'s attempt at it times out (None: no attempt of it is out)."""
+        attempt = self._e.attempts.get(worker)
+        return None if attempt is None else attempt.deadline_s
 
     @property
     def vote(self) -> VoteView | None:
@@ -261,6 +276,11 @@ class VoteView:
     @property
     def quorum(self) -> int:
         return self._t.quorum
+
+    @property
+    def dispatched(self) -> int:
+        """Replicas the vote counts on (more are added when answers disagree)."""
+        return self._t.dispatched
 
     @property
     def state(self) -> TallyState:

@@ -1,14 +1,19 @@
-"""A fake network that plays the workers of a sans-IO ``Coordinator``, for synchronous tests.
+"""A fake network that plays the workers of a submitting peer, for synchronous tests of its job coordination.
 
-Workers have real ed25519 identities and answer with real signed receipts (``issue_receipt`` / ``delegate``)
-over real framed outputs, so the coordinator's verification runs for real. An honest worker's output chunk is
-``sha256(input chunk)`` and it uses ``FUEL_PER_CHUNK`` fuel per chunk.
+The ``Driver`` drives the very object the node and the simulator drive: the submitter's ``ComputeBehaviour``
+(a job is submitted to it with ``SubmitJob``; answers reach it as ``FromWorker`` events through the real
+wire codec's messages; its own runs and spot checks are ``Execute`` actions the driver answers). Workers have
+real ed25519 identities and answer with real signed receipts (``issue_receipt`` / ``delegate``) over real
+framed outputs, so verification runs for real. An honest worker's output chunk is ``sha256(input chunk)`` and
+it uses ``FUEL_PER_CHUNK`` fuel per chunk.
 
-The ``Driver`` applies the coordinator's effects: a ``Dispatch`` makes the worker's answers (by its
-behaviour) and puts them in an inbox; ``RequestReveal`` releases a held reveal; ``RunSpotCheck`` re-runs a chunk
-honestly; ``RunLocal`` runs the task as the submitter. ``run()`` delivers the inbox in order (or a test picks
-messages with ``deliver``), ``tick`` advances the clock. Every effect is kept in ``log`` and every dispatch in
-``offers``; ``check_invariants`` asserts what must hold after any step.
+The behaviour's actions are recorded as the coordinator effects they carry out (``Dispatch`` for an offer,
+``RequestReveal``, ``CancelAttempt``, ``RunLocal``, ``RunSpotCheck``, ``TaskUpdate``, ``JobFinished``), which
+is what the tests assert on. An offer makes the worker's answers (by its behaviour) and puts them in an inbox;
+a reveal request releases a held reveal; a spot check re-runs a chunk honestly; a local run runs the task as
+the submitter. ``run()`` delivers the inbox in order (or a test picks messages with ``deliver``), ``tick``
+advances the clock. ``check_invariants`` asserts what must hold after any step (the behaviour's own
+``check()`` among it).
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.jobs.coordinator import Coordinator, CoordinatorConfig, WorkerSource
+from pangea_p2p.core.jobs import codec
+from pangea_p2p.core.jobs.admission import AdmissionConfig
+from pangea_p2p.core.jobs.behaviour import ComputeBehaviour, JobRun
+from pangea_p2p.core.jobs.config import CoordinatorConfig
+from pangea_p2p.core.jobs.context import BehaviourConfig, ComputeContext
 from pangea_p2p.core.jobs.effects import (
     CancelAttempt,
     Dispatch,
@@ -34,10 +43,29 @@ from pangea_p2p.core.jobs.effects import (
     RunSpotCheck,
     TaskUpdate,
 )
-from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationPolicy
+from pangea_p2p.core.jobs.events import (
+    Action,
+    CancelJob,
+    Event,
+    Execute,
+    Executed,
+    ExecutionFailed,
+    FromWorker,
+    JobEnded,
+    PeerGone,
+    Purpose,
+    SendFailed,
+    SendToWorker,
+    SubmitJob,
+    TaskUpdated,
+    Tick,
+)
+from pangea_p2p.core.jobs.model import JobSpec, TaskRef, TaskState, VerificationPolicy
 from pangea_p2p.core.jobs.outputs import merge_outputs
+from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.splitting import split_task
+from pangea_p2p.core.jobs.tasks import TaskView
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.commit_reveal import commit
@@ -45,7 +73,6 @@ from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.delegation import delegate
 from pangea_p2p.core.verify.execution import issue_receipt
 from pangea_p2p.core.verify.receipts import ReceiptTree
-from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import Claim
 from pangea_p2p.errors import FailureKind
 
@@ -188,9 +215,9 @@ class FakeWorker:
 
 @dataclass
 class Msg:
-    """An answer in flight to the coordinator."""
+    """An answer in flight to the submitter: a worker's message, a failed offer, or this peer's own run."""
 
-    kind: str  # accepted | rejected | transport_error | commitment | result | failure | spot
+    kind: str  # accepted | rejected | transport_error | commitment | result | failure | spot | local
     task_id: str
     worker: str
     tree: bytes = b""
@@ -200,6 +227,29 @@ class Msg:
     reason: str = ""
     chunk_index: int = 0
     chunk: bytes | None = None
+    request: int = 0  # spot | local: the Execute it answers
+    outputs: list[bytes] | None = None  # local: the run's output chunks
+
+
+class _Blocks:
+    """The submitter's block store: its job's chunks and module (and whatever the behaviour keeps)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, cid: str) -> bytes | None:
+        return self.data.get(cid)
+
+    def has(self, cid: str) -> bool:
+        return cid == MODULE_CID or cid in self.data
+
+    def put(self, data: bytes, *, persist: bool = False, cid: str | None = None) -> str:
+        cid = cid or cid_of(data)
+        self.data[cid] = data
+        return cid
+
+
+NOWHERE = ReceiptLimits(fuel_max=1, memory_bytes_max=1, wall_time_s=0.001, output_bytes_max=1)  # fits no task
 
 
 @dataclass
@@ -214,51 +264,64 @@ class Driver:
     escalation_factor: float = 4.0
     queue_timeout_s: float = 60.0
     limits: ReceiptLimits = LIMITS
-    local: WorkerView | None = None
-    local_allowed: bool = True
-    local_behaviour: str = "honest"  # or "silent": RunLocal is never answered
+    local: WorkerView | None = None  # what this peer can run itself (None: nothing)
+    local_behaviour: str = "honest"  # or "silent": its own runs never end
     auto: bool = True  # deliver answers as soon as they are made
     drop_cancelled: bool = False  # a cancelled worker's answers still in flight are dropped
     spot_answer: Callable[[TaskRef, int, bytes], bytes | None] | None = None  # default: honest re-run
     trust: TrustBook = field(default_factory=TrustBook)
     config: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     deadline_s: float = math.inf
+    restored: dict[str, TaskUpdate] = field(default_factory=dict)  # journaled tasks the job resumes with
+    reachability: Reachability | None = None  # shared with another driver: the same peer's other job
 
     def __post_init__(self) -> None:
         self.by_id: dict[str, FakeWorker] = {w.peer_id: w for w in self.workers}
         self.submitter = pid(SUBMITTER)
         self.refs = make_tasks(self.inputs, limits=self.limits, deadline_s=self.deadline_s)
         self.input_of = {ref.task_id: chunks for ref, chunks in zip(self.refs, self.inputs, strict=True)}
-        self.guard = ReplayGuard(self.config.verify)
         self.wrng = random.Random(self.seed + 1_000_003)  # the workers' nonces
-        policy = self.policy if isinstance(self.policy, VerificationPolicy) else VerificationPolicy.parse(self.policy)
-        self.coord = Coordinator(
-            self.submitter, self.refs, policy, retries_max=self.retries_max,
-            escalations_max=self.escalations_max, escalation_factor=self.escalation_factor,
-            queue_timeout_s=self.queue_timeout_s, trust=self.trust, guard=self.guard,
-            source=WorkerSource(self._views, self._local), rng=random.Random(self.seed), now=self.now,
-            config=self.config, local_allowed=self.local_allowed,
-        )
+        self.blocks = _Blocks()
+        local = self.local
+        admission = AdmissionConfig(slots=2, queue_max=0, limits_max=NOWHERE)
+        if local is not None:
+            admission = AdmissionConfig(
+                slots=local.slots_free, queue_max=local.slots_total - local.slots_free,
+                speed_fuel_per_s=local.speed_fuel_per_s,
+                limits_max=ReceiptLimits(local.fuel_max, local.memory_bytes_max, local.wall_time_s_max, 1 << 30),
+            )
+        self.behaviour = ComputeBehaviour(ComputeContext(
+            ident(SUBMITTER), self.blocks, self._views, random.Random(self.seed),
+            BehaviourConfig(worker=admission, coordinator=self.config), trust=self.trust,
+            reachability=self.reachability or Reachability(),
+        ))
         self.log: list[Effect] = []
         self.offers: list[tuple[float, Dispatch]] = []
         self.inbox: list[Msg] = []
         self.held: dict[tuple[str, str], Msg] = {}  # results waiting for RequestReveal
         self.cancelled: list[tuple[float, CancelAttempt]] = []
         self.delivered: list[Msg] = []
+        self._spot_requests: dict[tuple[str, int], int] = {}  # (task, chunk) -> the Execute re-running it
+
+    @property
+    def job(self) -> JobRun:
+        """The job, as the peer reads it (state, progress, explain, task views)."""
+        return self.behaviour.jobs["job"]
+
+    def task(self, task_id: str) -> TaskView:
+        return self.job.task(task_id)
+
+    def next_deadline(self) -> float | None:
+        return self.behaviour.next_deadline()
 
     # --- the worker source ----------------------------------------------------------------------------
 
     def _views(self, now: float) -> list[WorkerView]:
         return [
             WorkerView(w.peer_id, w.speed, w.slots, w.slots, w.fuel_max, w.memory_max, w.wall_max,
-                       self.trust.score(w.peer_id, now), w.rtt_s, self.coord.inflight.get(w.peer_id, 0))
+                       self.trust.score(w.peer_id, now), w.rtt_s, self.behaviour.inflight.get(w.peer_id, 0))
             for w in self.workers if w.online
         ]
-
-    def _local(self, now: float) -> WorkerView | None:
-        if self.local is None:
-            return None
-        return replace(self.local, outstanding=self.coord.inflight.get(self.submitter, 0))
 
     def add_worker(self, worker: FakeWorker) -> None:
         self.workers.append(worker)
@@ -267,21 +330,44 @@ class Driver:
     # --- driving ----------------------------------------------------------------------------------------
 
     def start(self) -> list[Effect]:
-        return self._step(self.coord.start(self.now))
+        chunks = [c for task in self.inputs for c in task]
+        cids = tuple(self.blocks.put(c) for c in chunks)
+        per_task = len(self.inputs[0])
+        assert all(len(t) == per_task for t in self.inputs[:-1]), "tasks of equal chunk counts (the last may be less)"
+        policy = self.policy if isinstance(self.policy, VerificationPolicy) else VerificationPolicy.parse(self.policy)
+        spec = JobSpec(
+            job_id="job", module_cid=MODULE_CID, chunk_cids=cids, chunk_sizes=tuple(len(c) for c in chunks),
+            limits=self.limits, chunks_per_task=per_task, verification=policy, deadline_s=self.deadline_s,
+            retries_max=self.retries_max, escalations_max=self.escalations_max,
+            escalation_factor=self.escalation_factor, queue_timeout_s=self.queue_timeout_s,
+        )
+        return self._event(SubmitJob(spec, self.restored))
 
     def tick(self, now: float) -> list[Effect]:
         assert now >= self.now, "time never goes back"
         self.now = now
-        return self._step(self.coord.tick(now))
+        return self._event(Tick())
 
     def at(self, now: float) -> Driver:
         assert now >= self.now
         self.now = now
         return self
 
-    def _step(self, effects: list[Effect]) -> list[Effect]:
+    def cancel(self) -> list[Effect]:
+        """The submitter cancels the job."""
+        return self._event(CancelJob("job"))
+
+    def peer_gone(self, worker: str) -> list[Effect]:
+        """``worker``'s advert expired."""
+        return self._event(PeerGone(worker))
+
+    def spot_inconclusive(self, task_id: str, chunk_index: int, why: str) -> list[Effect]:
+        """This peer's re-run of that chunk could not say anything (it timed out here, was full, ...)."""
+        return self._event(ExecutionFailed(self._spot_requests[(task_id, chunk_index)], why))
+
+    def _event(self, event: Event) -> list[Effect]:
+        effects = self.apply(self.behaviour.handle(self.now, event))
         out = list(effects)
-        self.apply(effects)
         if self.auto:
             out.extend(self.run())
         return out
@@ -312,35 +398,37 @@ class Driver:
             self.send(self.take("commitment", name))
 
     def send(self, msg: Msg) -> list[Effect]:
-        """Deliver ``msg`` to the coordinator now and apply the effects it returns."""
+        """Deliver ``msg`` to the submitter now and carry out what it does; the effects."""
         self.delivered.append(msg)
-        c, now = self.coord, self.now
+        event: Event
         if msg.kind == "accepted":
-            effects = c.on_accepted(msg.task_id, msg.worker, now)
+            event = FromWorker(msg.worker, codec.Accepted(msg.task_id))
         elif msg.kind == "rejected":
-            effects = c.on_rejected(msg.task_id, msg.worker, msg.reason, now)
+            event = FromWorker(msg.worker, codec.Rejected(msg.task_id, msg.reason))
         elif msg.kind == "transport_error":
-            effects = c.on_transport_error(msg.task_id, msg.worker, msg.reason, now)
+            event = SendFailed(msg.worker, msg.task_id, msg.reason)
         elif msg.kind == "commitment":
-            effects = c.on_commitment(msg.task_id, msg.worker, msg.digest, now)
-        elif msg.kind == "result":
-            effects = c.on_result(msg.task_id, msg.worker, msg.tree, msg.output, now, msg.nonce)
-        elif msg.kind == "failure":
-            effects = c.on_failure(msg.task_id, msg.worker, msg.tree, now, msg.nonce)
+            event = FromWorker(msg.worker, codec.Commitment(msg.task_id, msg.digest))
+        elif msg.kind in ("result", "failure"):
+            event = FromWorker(msg.worker, codec.Result(msg.task_id, msg.tree, output_inline=msg.output,
+                                                        nonce=msg.nonce))
         elif msg.kind == "spot":
-            effects = c.on_spot_result(msg.task_id, msg.chunk_index, msg.chunk, now)
-        else:  # pragma: no cover
-            raise AssertionError(msg.kind)
-        self.apply(effects)
-        return effects
+            if msg.chunk is None:  # the guest failed here
+                event = Executed(msg.request, None, FailureKind.TRAP, FUEL_PER_CHUNK)
+            else:
+                event = Executed(msg.request, [msg.chunk], None, FUEL_PER_CHUNK)
+        else:
+            assert msg.kind == "local", msg.kind
+            event = Executed(msg.request, msg.outputs, None, FUEL_PER_CHUNK * len(msg.outputs or ()))
+        return self.apply(self.behaviour.handle(self.now, event))
 
     def run_to_end(self, ticks_max: int = 1_000) -> None:
-        """Deliver, then jump to the coordinator's next deadline, until the job ends (or nothing can move)."""
+        """Deliver, then jump to the next deadline, until the job ends (or nothing can move)."""
         for _ in range(ticks_max):
             self.run()
-            if self.coord.state.final:
+            if self.job.state.final:
                 return
-            deadline = self.coord.next_deadline()
+            deadline = self.next_deadline()
             if deadline is None:
                 return
             self.tick(max(self.now, deadline))
@@ -348,36 +436,51 @@ class Driver:
 
     # --- effects ------------------------------------------------------------------------------------------
 
-    def apply(self, effects: list[Effect]) -> None:
-        for eff in effects:
-            self.log.append(eff)
-            if isinstance(eff, Dispatch):
-                self.offers.append((self.now, eff))
-                self._offer(eff.task, self.by_id[eff.worker])
-            elif isinstance(eff, RunLocal):
-                self._run_local(eff.task)
-            elif isinstance(eff, RequestReveal):
-                held = self.held.pop((eff.task_id, eff.worker), None)
-                if held is not None:
-                    self.inbox.append(held)
-            elif isinstance(eff, CancelAttempt):
-                self.cancelled.append((self.now, eff))
-                self.held.pop((eff.task_id, eff.worker), None)
-                if self.drop_cancelled:
-                    self.inbox = [m for m in self.inbox if (m.task_id, m.worker) != (eff.task_id, eff.worker)]
-            elif isinstance(eff, RunSpotCheck):
-                chunk = self.input_of[eff.task.task_id][eff.chunk_index]
-                answer = self.spot_answer(eff.task, eff.chunk_index, chunk) if self.spot_answer else honest(chunk)
-                self.inbox.append(Msg("spot", eff.task.task_id, self.submitter, chunk_index=eff.chunk_index,
-                                      chunk=answer))
-            else:
-                assert isinstance(eff, TaskUpdate | JobFinished)
-
-    def _run_local(self, ref: TaskRef) -> None:
-        if self.local_behaviour == "silent":
-            return
-        tree, output = signed_result(ident(SUBMITTER), ref, self.input_of[ref.task_id], self.now, self.wrng)
-        self.inbox.append(Msg("result", ref.task_id, self.submitter, tree, output))
+    def apply(self, actions: list[Action]) -> list[Effect]:
+        """Carry out the behaviour's ``actions``; the coordinator effects they stand for, in order."""
+        effects: list[Effect] = []
+        for act in actions:
+            eff: Effect | None = None
+            if isinstance(act, SendToWorker):
+                msg = act.message
+                if isinstance(msg, codec.Offer):
+                    eff = Dispatch(msg.ref, act.worker)
+                    self.offers.append((self.now, eff))
+                    self._offer(msg.ref, self.by_id[act.worker])
+                elif isinstance(msg, codec.RevealRequest):
+                    eff = RequestReveal(msg.task_id, act.worker)
+                    held = self.held.pop((msg.task_id, act.worker), None)
+                    if held is not None:
+                        self.inbox.append(held)
+                else:
+                    eff = CancelAttempt(msg.task_id, act.worker)
+                    self.cancelled.append((self.now, eff))
+                    self.held.pop((msg.task_id, act.worker), None)
+                    if self.drop_cancelled:
+                        self.inbox = [m for m in self.inbox if (m.task_id, m.worker) != (msg.task_id, act.worker)]
+            elif isinstance(act, Execute):
+                ref = act.task
+                if act.purpose is Purpose.SPOT:
+                    eff = RunSpotCheck(ref, act.chunk_index)
+                    self._spot_requests[(ref.task_id, act.chunk_index)] = act.request
+                    chunk = self.input_of[ref.task_id][act.chunk_index]
+                    answer = self.spot_answer(ref, act.chunk_index, chunk) if self.spot_answer else honest(chunk)
+                    self.inbox.append(Msg("spot", ref.task_id, self.submitter, chunk_index=act.chunk_index,
+                                          chunk=answer, request=act.request))
+                else:
+                    eff = RunLocal(ref)
+                    if self.local_behaviour != "silent":
+                        outputs = [honest(c) for c in self.input_of[ref.task_id]]
+                        self.inbox.append(Msg("local", ref.task_id, self.submitter, request=act.request,
+                                              outputs=outputs))
+            elif isinstance(act, TaskUpdated):
+                eff = act.update
+            elif isinstance(act, JobEnded):
+                eff = JobFinished(act.state, act.reason)
+            if eff is not None:
+                self.log.append(eff)
+                effects.append(eff)
+        return effects
 
     def _offer(self, ref: TaskRef, w: FakeWorker) -> None:
         tid, me, now, rng = ref.task_id, w.peer_id, self.now, self.wrng
@@ -454,25 +557,15 @@ class Driver:
                 and (state is None or e.state is state)]
 
     def explain(self, task_id: str) -> str:
-        return " | ".join(self.coord.explain().get(task_id, []))
+        return " | ".join(self.job.explain().get(task_id, []))
 
     def check_invariants(self) -> None:
         """What must hold after any step, whatever the workers do."""
-        c = self.coord
-        per_worker: dict[str, int] = {}
-        for e in c.tasks.values():
-            assert len(e.attempts) <= max(1, e.replicas), (e.ref.task_id, e.attempts, e.replicas)
-            if e.tally is not None:  # never more workers given the task than the tally asked for
-                assert len(e.assigned) <= e.tally.dispatched, (e.ref.task_id, e.assigned, e.tally.dispatched)
-                assert e.tally.dispatched <= self.config.verify.replicas_max
-            for w, a in e.attempts.items():
-                if a.counted:  # a committed replica only waits for its round: its slot is free
-                    per_worker[w] = per_worker.get(w, 0) + 1
-            assert e.state is not TaskState.DONE or not e.attempts
-        assert per_worker == {w: n for w, n in c.inflight.items() if n}, (per_worker, c.inflight)
-        for peer, n in per_worker.items():
-            if peer in self.by_id:
-                assert n <= self.by_id[peer].slots, f"{n} tasks out on {peer}, it has {self.by_id[peer].slots} slots"
+        self.behaviour.check()  # each task's attempts, replicas and vote; inflight; the placement indexes
+        for worker, n in self.behaviour.inflight.items():
+            if worker in self.by_id:
+                slots = self.by_id[worker].slots
+                assert n <= slots, f"{n} tasks out on {worker}, it has {slots} slots"
         done: dict[str, int] = {}
         for u in self.effects(TaskUpdate):
             assert isinstance(u, TaskUpdate)
@@ -481,12 +574,4 @@ class Driver:
         assert all(n == 1 for n in done.values()), done
         assert len(self.finished()) <= 1
         if self.finished():
-            assert c.state is self.finished()[0].state
-        if c.state is JobState.DONE:
-            assert all(e.state is TaskState.DONE for e in c.tasks.values())
-        if c.state is JobState.RUNNING:
-            self.check_indexes()
-
-    def check_indexes(self) -> None:
-        """The coordinator's placement indexes agree with its tasks (see Cost in placement.py)."""
-        self.coord.check()
+            assert self.job.state is self.finished()[0].state

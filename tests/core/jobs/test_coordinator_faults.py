@@ -4,16 +4,20 @@ escalation of deterministic resource failures, the queue and its timeout, the lo
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
-from pangea_p2p.core.jobs.config import BACKOFF_S_MIN, LOCAL_FALLBACK_AFTER_S, RELOOK_S, CoordinatorConfig
+from pangea_p2p.core.jobs.config import BACKOFF_S_MIN, LOCAL_FALLBACK_AFTER_S, RELOOK_S, CoordinatorConfig, WorkerSource
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, JobFinished, RequestReveal, RunLocal, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.trust import Outcome
+from pangea_p2p.core.jobs.splitting import split_coordinator
+from pangea_p2p.core.trust import Outcome, TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
+from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.errors import FailureKind
 from tests.core.jobs.coord_driver import (
     FUEL_PER_CHUNK,
@@ -24,6 +28,7 @@ from tests.core.jobs.coord_driver import (
     Msg,
     chunks_for,
     ident,
+    make_tasks,
     pid,
     signed_failure,
     signed_result,
@@ -44,26 +49,26 @@ def test_a_timed_out_attempt_is_cancelled_and_retried_on_another_worker_after_th
     d = silent_then_honest()
     d.start()
     assert d.dispatched_to() == [pid("slow")]
-    deadline = d.coord.tasks["job/t0"].attempts[pid("slow")].deadline_s
-    assert d.coord.next_deadline() == deadline
+    deadline = d.task("job/t0").deadline_of(pid("slow"))
+    assert d.next_deadline() == deadline
     assert T0 < deadline < T0 + 60
 
     assert d.tick(deadline - 0.001) == []  # not yet
     effects = d.tick(deadline)
     assert CancelAttempt("job/t0", pid("slow")) in effects
     assert not [e for e in effects if isinstance(e, Dispatch)]  # backoff first
-    entry = d.coord.tasks["job/t0"]
+    entry = d.task("job/t0")
     assert entry.state is TaskState.PENDING
     assert entry.not_before_s > deadline
     assert entry.not_before_s <= deadline + 1.5 * BACKOFF_S_MIN
-    assert d.coord.next_deadline() == entry.not_before_s
+    assert d.next_deadline() == entry.not_before_s
     assert "timed out" in d.explain("job/t0")
     assert d.trust.score(pid("slow"), d.now) < 0  # slow costs a little trust
 
     assert d.tick(entry.not_before_s - 1e-6) == []  # still backing off
     d.tick(entry.not_before_s)
     assert d.dispatched_to() == [pid("slow"), pid("b")]
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     (done,) = d.updates("job/t0", TaskState.DONE)
     assert done.worker == pid("b")
 
@@ -73,9 +78,9 @@ def test_a_late_answer_from_a_timed_out_worker_is_ignored() -> None:
     d.start()
     d.deliver(0)  # accepted
     late = d.take("result", "a")
-    d.tick(d.coord.tasks["job/t0"].attempts[pid("a")].deadline_s)
+    d.tick(d.task("job/t0").deadline_of(pid("a")))
     assert d.send(late) == []
-    assert d.coord.tasks["job/t0"].state is TaskState.PENDING
+    assert d.task("job/t0").state is TaskState.PENDING
     rec = d.trust.get(pid("a"))
     assert rec is not None
     assert rec.invalid == 0
@@ -90,9 +95,9 @@ def test_a_transport_error_retries_on_another_worker_without_a_trust_penalty() -
     d.start()
     d.run_to_end()
     assert d.dispatched_to() == [pid("down"), pid("b")]
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.trust.score(pid("down"), d.now) == 0.0
-    assert any("unreachable: connection refused" in r for r in d.coord.tasks["job/t0"].reasons)
+    assert any("unreachable: connection refused" in r for r in d.task("job/t0").reasons)
 
 
 def test_unreachable_workers_do_not_use_up_the_retries() -> None:
@@ -101,11 +106,11 @@ def test_unreachable_workers_do_not_use_up_the_retries() -> None:
     d = Driver([*far, FakeWorker("near")], chunks_for(1), retries_max=0)
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE, d.explain("job/t0")
+    assert d.job.state is JobState.DONE, d.explain("job/t0")
     sent = d.dispatched_to()
     assert set(sent[:3]) == {w.peer_id for w in far}
     assert sent[3:] == [pid("near")]
-    entry = d.coord.tasks["job/t0"]
+    entry = d.task("job/t0")
     assert (entry.failures, entry.unreachable) == (0, 3)
     for w in far:
         assert d.trust.score(w.peer_id, d.now) == 0.0
@@ -113,10 +118,10 @@ def test_unreachable_workers_do_not_use_up_the_retries() -> None:
 
 def test_unreachable_workers_have_their_own_bounded_budget_with_backoff() -> None:
     config = CoordinatorConfig(unreachable_max=3, unreachable_cooldown_s=5.0)
-    d = Driver([FakeWorker("far", behaviour="unreachable")], chunks_for(1), config=config, queue_timeout_s=1e6)
+    d = Driver([FakeWorker("far", behaviour="unreachable")], chunks_for(1), config=config, queue_timeout_s=86400.0)
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.FAILED
+    assert d.job.state is JobState.FAILED
     (finished,) = d.finished()
     assert "gave up after 4 unreachable workers (unreachable_max 3)" in finished.reason
     times = [t for t, _ in d.offers]
@@ -133,14 +138,13 @@ def test_an_unreachable_worker_cools_down_for_every_task_and_job_of_the_peer() -
     d1.run_to_end()
     assert d1.dispatched_to() == [pid("far"), pid("near")]
     # another job of the same peer (coordinators share its Reachability) does not try "far" during the cool-down
-    d2 = Driver(workers, chunks_for(2), config=config, now=d1.now + 1.0)
-    d2.coord.reachability = d1.coord.reachability
+    d2 = Driver(workers, chunks_for(2), config=config, now=d1.now + 1.0, reachability=d1.behaviour.reachability)
     d2.start()
     d2.run_to_end()
-    assert d2.coord.state is JobState.DONE
+    assert d2.job.state is JobState.DONE
     assert pid("far") not in d2.dispatched_to()
     # after the cool-down it is a candidate again (the fastest), and any answer from it clears it at once
-    assert d1.coord.reachability.cooling(d1.now + 20.0) == frozenset()
+    assert d1.behaviour.reachability.cooling(d1.now + 20.0) == frozenset()
     reach = Reachability()
     reach.mark_unreachable("w", 100.0)
     assert reach.cooling(50.0) == {"w"}
@@ -161,9 +165,9 @@ def test_an_offer_nobody_answers_counts_as_unreachable_not_as_a_worker_fault() -
     d = Driver([FakeWorker("mute", behaviour="mute", speed=3e9), FakeWorker("b")], chunks_for(1), retries_max=0)
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE, d.explain("job/t0")
+    assert d.job.state is JobState.DONE, d.explain("job/t0")
     assert d.dispatched_to() == [pid("mute"), pid("b")]
-    assert any("timed out answering the offer" in r for r in d.coord.tasks["job/t0"].reasons)
+    assert any("timed out answering the offer" in r for r in d.task("job/t0").reasons)
     rec = d.trust.get(pid("mute"))
     assert rec is not None
     assert rec.timeouts == 1  # it still costs a little trust, as any timeout
@@ -175,13 +179,14 @@ def test_an_unreachable_replica_is_placed_again_not_counted_as_a_no_show() -> No
     d = Driver([*far, *near], chunks_for(1), policy="replicas:3", retries_max=0)
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE, d.explain("job/t0")
-    entry = d.coord.tasks["job/t0"]
+    assert d.job.state is JobState.DONE, d.explain("job/t0")
+    entry = d.task("job/t0")
     assert entry.failures == 0
-    assert entry.tally is not None
-    assert entry.tally.dispatched == 3  # no replica was added for the unreachable ones: they never ran it
-    assert len(entry.tally.votes) >= 2
-    assert set(entry.tally.votes) <= {w.peer_id for w in near}
+    vote = entry.vote
+    assert vote is not None
+    assert vote.dispatched == 3  # no replica was added for the unreachable ones: they never ran it
+    assert len(vote.votes) >= 2
+    assert set(vote.votes) <= {w.peer_id for w in near}
 
 
 def test_a_departed_worker_has_its_tasks_reassigned() -> None:
@@ -191,13 +196,13 @@ def test_a_departed_worker_has_its_tasks_reassigned() -> None:
     on_gone = [x.task.task_id for x in d.dispatches() if x.worker == pid("gone")]
     stale = [d.take("result", "gone", tid) for tid in on_gone]
     d.workers[0].online = False
-    d.apply(d.coord.on_peer_gone(pid("gone"), d.now))
-    assert pid("gone") not in d.coord.inflight
+    d.peer_gone(pid("gone"))
+    assert pid("gone") not in d.behaviour.inflight
     for tid in on_gone:
-        assert d.coord.tasks[tid].state is TaskState.PENDING
+        assert d.task(tid).state is TaskState.PENDING
         assert "left the network" in d.explain(tid)
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     for tid in on_gone:
         assert d.updates(tid, TaskState.DONE)[0].worker == pid("b")
     for msg in stale:  # what the departed worker still sends is ignored
@@ -209,10 +214,10 @@ def test_a_declined_offer_goes_to_another_worker_at_once_without_penalty() -> No
     d = Driver([FakeWorker("full", behaviour="reject", speed=2e9), FakeWorker("b")], chunks_for(1))
     d.start()
     assert d.dispatched_to() == [pid("full"), pid("b")]  # no backoff, no tick needed
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.trust.get(pid("full")) is None
-    assert any("declined: busy" in r for r in d.coord.tasks["job/t0"].reasons)
-    assert d.coord.tasks["job/t0"].failures == 0
+    assert any("declined: busy" in r for r in d.task("job/t0").reasons)
+    assert d.task("job/t0").failures == 0
 
 
 def test_when_every_worker_declined_the_task_queues_then_fails_after_the_queue_timeout() -> None:
@@ -222,12 +227,12 @@ def test_when_every_worker_declined_the_task_queues_then_fails_after_the_queue_t
     text = d.explain("job/t0")
     assert "declined" in text
     assert "queued: all 2 known workers already ran, failed or relayed this task" in text
-    assert d.coord.next_deadline() == pytest.approx(T0 + RELOOK_S)  # queued: the workers are looked at again
+    assert d.next_deadline() == pytest.approx(T0 + RELOOK_S)  # queued: the workers are looked at again
     for k in range(1, 30):
         assert d.tick(T0 + k * RELOOK_S) == []  # nobody new: nothing goes out, no effect
     d.tick(T0 + 30.0)
-    assert d.coord.state is JobState.FAILED
-    assert d.coord.tasks["job/t0"].state is TaskState.FAILED
+    assert d.job.state is JobState.FAILED
+    assert d.task("job/t0").state is TaskState.FAILED
     assert [f.state for f in d.finished()] == [JobState.FAILED]
     assert "30 s queue timeout" in d.finished()[0].reason
 
@@ -236,11 +241,11 @@ def test_a_signed_crash_report_is_retried_elsewhere_without_a_penalty() -> None:
     d = Driver([FakeWorker("crashy", behaviour="crash", speed=2e9), FakeWorker("b")], chunks_for(1))
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.dispatched_to() == [pid("crashy"), pid("b")]
     rec = d.trust.get(pid("crashy"))
     assert rec is None or rec.invalid == 0
-    assert any("reported WORKER_CRASHED" in r for r in d.coord.tasks["job/t0"].reasons)
+    assert any("reported WORKER_CRASHED" in r for r in d.task("job/t0").reasons)
 
 
 # --- retries exhausted ---------------------------------------------------------------------------------
@@ -253,26 +258,26 @@ def test_retries_exhausted_fail_the_task_and_the_job_with_the_reason_chain() -> 
     d.run_to_end()
     d.check_invariants()
 
-    assert d.coord.state is JobState.FAILED
+    assert d.job.state is JobState.FAILED
     (finished,) = d.finished()
     assert finished.state is JobState.FAILED
     assert "failed" in finished.reason
     assert "gave up after 3 failed attempts (retries_max 2)" in finished.reason
-    failed = [tid for tid, e in d.coord.tasks.items() if e.state is TaskState.FAILED]
+    failed = [tid for tid, e in ((v.task_id, v) for v in d.job.tasks()) if e.state is TaskState.FAILED]
     assert len(failed) == 1
     (tid,) = failed
     assert len(d.dispatched_to(tid)) == 3  # the first try and two retries, on three distinct workers
     assert len(set(d.dispatched_to(tid))) == 3
-    chain = d.coord.explain()[tid]
+    chain = d.job.explain()[tid]
     assert sum("timed out" in r for r in chain) == 3
     assert chain[-1].startswith("failed: gave up after 3 failed attempts")
     assert d.updates(tid, TaskState.FAILED)
     # the other tasks are cancelled, and so are their attempts still out
-    for other, e in d.coord.tasks.items():
+    for other, e in ((v.task_id, v) for v in d.job.tasks()):
         if other != tid:
             assert e.state is TaskState.CANCELLED
             assert d.updates(other, TaskState.CANCELLED)
-    assert d.coord.inflight == {}
+    assert d.behaviour.inflight == {}
     cancelled = {(c.task_id, c.worker) for _, c in d.cancelled}
     for x in d.dispatches():
         assert (x.task.task_id, x.worker) in cancelled  # every attempt ever sent was called off
@@ -290,10 +295,10 @@ def test_out_of_fuel_is_retried_with_more_fuel() -> None:
     d.run_to_end()
     assert [x.task.limits.fuel_max for x in d.dispatches()] == [1_000, 4_000, 16_000]
     assert all(x.task.limits.memory_bytes_max == 16 << 20 for x in d.dispatches())
-    assert d.coord.state is JobState.DONE, d.coord.tasks["job/t0"].reasons
+    assert d.job.state is JobState.DONE, d.task("job/t0").reasons
     (done,) = d.updates("job/t0", TaskState.DONE)
     assert done.fuel_used == 10_000
-    assert d.coord.tasks["job/t0"].escalations == 2
+    assert d.task("job/t0").escalations == 2
     assert d.trust.get(pid("w")) is None or d.trust.get(pid("w")).invalid == 0  # type: ignore[union-attr]
 
 
@@ -305,7 +310,7 @@ def test_escalation_goes_to_whichever_worker_fits_the_raised_limits() -> None:
     d.start()
     d.run_to_end()
     assert [(x.worker, x.task.limits.fuel_max) for x in d.dispatches()] == [(pid("w"), 1_000), (pid("big"), 4_000)]
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
 
 
 def test_out_of_fuel_beyond_escalations_max_fails_the_task() -> None:
@@ -315,12 +320,12 @@ def test_out_of_fuel_beyond_escalations_max_fails_the_task() -> None:
     d.start()
     d.run_to_end()
     assert [x.task.limits.fuel_max for x in d.dispatches()] == [1_000, 4_000, 16_000]
-    assert d.coord.state is JobState.FAILED
+    assert d.job.state is JobState.FAILED
     (finished,) = d.finished()
     assert "OUT_OF_FUEL" in finished.reason
     assert "deterministic" in finished.reason
-    assert d.coord.tasks["job/t0"].escalations == 2
-    chain = " | ".join(d.coord.tasks["job/t0"].reasons)
+    assert d.task("job/t0").escalations == 2
+    chain = " | ".join(d.task("job/t0").reasons)
     assert "raising fuel to 4000 (escalation 1 of 2)" in chain
     assert "raising fuel to 16000 (escalation 2 of 2)" in chain
     for w in workers:  # a deterministic failure is the task's, not the worker's
@@ -339,14 +344,14 @@ def test_with_no_worker_the_task_queues_and_is_placed_when_one_appears() -> None
     assert update.state is TaskState.PENDING
     assert "no worker is known yet" in update.reason
     assert "queued: no worker is known yet" in d.explain("job/t0")
-    assert d.coord.next_deadline() == pytest.approx(T0 + RELOOK_S)  # a look every second, not a busy loop
+    assert d.next_deadline() == pytest.approx(T0 + RELOOK_S)  # a look every second, not a busy loop
 
     d.tick(T0 + 5)
     assert d.dispatches() == []
     d.add_worker(FakeWorker("late"))
     d.tick(T0 + 10)
     assert d.dispatched_to() == [pid("late")]
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
 
 
 def test_a_queued_task_fails_after_the_queue_timeout() -> None:
@@ -355,12 +360,12 @@ def test_a_queued_task_fails_after_the_queue_timeout() -> None:
     assert "accepts at most 1 MiB" in d.explain("job/t0")
     assert d.tick(T0 + 44.9) == []
     d.tick(T0 + 45.0)
-    assert d.coord.state is JobState.FAILED
+    assert d.job.state is JobState.FAILED
     (finished,) = d.finished()
     assert "no worker within the 45 s queue timeout" in finished.reason
     assert "accepts at most 1 MiB" in finished.reason
     assert d.dispatches() == []
-    states = {e.state for e in d.coord.tasks.values()}
+    states = {e.state for e in d.job.tasks()}
     assert states == {TaskState.FAILED, TaskState.CANCELLED}
 
 
@@ -370,7 +375,7 @@ def test_local_fallback_runs_the_task_here_under_the_hash_policy() -> None:
     local_runs = d.effects(RunLocal)
     assert len(local_runs) == 2
     assert d.dispatches() == []
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     for tid in ("job/t0", "job/t1"):
         (done,) = d.updates(tid, TaskState.DONE)
         assert done.worker == pid(SUBMITTER)
@@ -382,14 +387,20 @@ def test_no_local_run_when_this_peer_does_not_fit_the_task_either() -> None:
     d = Driver([], chunks_for(1), local=small_local)
     d.start()
     assert d.effects(RunLocal) == []
-    assert d.coord.tasks["job/t0"].state is TaskState.PENDING
+    assert d.task("job/t0").state is TaskState.PENDING
 
 
 def test_no_local_run_for_the_parts_of_a_split_task() -> None:
-    d = Driver([], chunks_for(1), local=LOCAL, local_allowed=False)
-    d.start()
-    assert d.effects(RunLocal) == []
-    assert "queued" in d.explain("job/t0")
+    # the delegator signs for the whole: a leaf it signed itself under its own delegation receipt is a cycle
+    parts = make_tasks(chunks_for(2), issuer=pid("delegator"))
+    coord = split_coordinator(
+        pid("delegator"), parts, trust=TrustBook(), guard=ReplayGuard(VerifyConfig()),
+        source=WorkerSource(lambda now: [], lambda now: LOCAL), rng=random.Random(1), now=T0,
+        inflight={}, reachability=Reachability(),
+    )
+    effects = coord.start(T0)
+    assert [e for e in effects if isinstance(e, RunLocal)] == []
+    assert all("queued" in " ".join(coord.view(p.task_id).reasons) for p in parts)
 
 
 @pytest.mark.parametrize("policy", ["spot:1", "replicas:3", "adaptive"])
@@ -399,8 +410,8 @@ def test_under_checked_policies_a_task_no_worker_could_ever_take_runs_here(polic
     d.start()
     assert len(d.effects(RunLocal)) == 1
     assert d.dispatches() == []
-    assert d.coord.state is JobState.DONE
-    assert "local fallback" in " ".join(d.coord.tasks["job/t0"].reasons)
+    assert d.job.state is JobState.DONE
+    assert "local fallback" in " ".join(d.task("job/t0").reasons)
 
 
 def test_a_task_waiting_only_for_busy_workers_runs_here_after_a_short_wait() -> None:
@@ -410,24 +421,24 @@ def test_a_task_waiting_only_for_busy_workers_runs_here_after_a_short_wait() -> 
     assert d.dispatched_to() == [pid("busy")]  # t0 took the only slot; t1 queues rather than run here at once
     assert d.effects(RunLocal) == []
     assert "queued" in d.explain("job/t1")
-    assert d.coord.next_deadline() == pytest.approx(T0 + RELOOK_S)  # the workers looked at again: still busy
+    assert d.next_deadline() == pytest.approx(T0 + RELOOK_S)  # the workers looked at again: still busy
     d.tick(T0 + RELOOK_S)
     assert d.effects(RunLocal) == []
-    wake = d.coord.next_deadline()
+    wake = d.next_deadline()
     assert wake == pytest.approx(T0 + LOCAL_FALLBACK_AFTER_S)  # the fallback is a timer, not a busy loop
     d.tick(wake)
     assert len(d.effects(RunLocal)) == 1
-    assert d.coord.tasks["job/t1"].state is TaskState.DONE
+    assert d.task("job/t1").state is TaskState.DONE
 
 
 def test_a_silent_local_run_times_out_like_any_attempt() -> None:
     d = Driver([], chunks_for(1), local=LOCAL, local_behaviour="silent", retries_max=0)
     d.start()
     assert len(d.effects(RunLocal)) == 1
-    deadline = d.coord.next_deadline()
+    deadline = d.next_deadline()
     assert deadline is not None
     d.tick(deadline)
-    assert d.coord.state is JobState.FAILED
+    assert d.job.state is JobState.FAILED
     assert d.effects(CancelAttempt) == []  # nothing to tell a local run
 
 
@@ -440,28 +451,28 @@ def test_cancel_calls_off_every_outstanding_attempt_and_ends_the_job() -> None:
     d.start()
     out = {(x.task.task_id, x.worker) for x in d.dispatches()}
     assert len(out) == 4
-    effects = d.coord.cancel(T0 + 1)
+    effects = d.at(T0 + 1).cancel()
     cancels = {(e.task_id, e.worker) for e in effects if isinstance(e, CancelAttempt)}
     assert cancels == out
     assert [e for e in effects if isinstance(e, JobFinished)] == [JobFinished(JobState.CANCELLED,
                                                                               "cancelled by the submitter")]
     cancelled_updates = {e.task_id for e in effects if isinstance(e, TaskUpdate) and e.state is TaskState.CANCELLED}
     assert cancelled_updates == {r.task_id for r in d.refs}
-    assert d.coord.state is JobState.CANCELLED
-    assert d.coord.inflight == {}
-    assert d.coord.progress()["cancelled"] == 4
-    assert d.coord.cancel(T0 + 2) == []  # once
-    assert d.coord.tick(T0 + 100) == []
-    assert d.coord.next_deadline() is None
+    assert d.job.state is JobState.CANCELLED
+    assert d.behaviour.inflight == {}
+    assert d.job.progress()["cancelled"] == 4
+    assert d.at(T0 + 2).cancel() == []  # once
+    assert d.tick(T0 + 100) == []
+    assert d.next_deadline() is None
 
 
 def test_results_after_cancel_are_ignored() -> None:
     d = Driver([FakeWorker("a")], chunks_for(1), auto=False)
     d.start()
     result = d.take("result", "a")
-    d.coord.cancel(T0)
+    d.cancel()
     assert d.send(result) == []
-    assert d.coord.tasks["job/t0"].state is TaskState.CANCELLED
+    assert d.task("job/t0").state is TaskState.CANCELLED
     assert d.trust.get(pid("a")) is None
 
 
@@ -470,10 +481,10 @@ def test_cancel_keeps_tasks_already_done() -> None:
     d.start()
     d.deliver(0)  # accepted
     d.deliver(0)  # t0's result; t1 takes the slot
-    assert d.coord.progress()["done"] == 1
-    d.apply(d.coord.cancel(d.now))
-    assert d.coord.progress()["done"] == 1
-    assert d.coord.progress()["cancelled"] == 1
+    assert d.job.progress()["done"] == 1
+    d.cancel()
+    assert d.job.progress()["done"] == 1
+    assert d.job.progress()["cancelled"] == 1
 
 
 def test_trust_outcomes_of_timeouts_are_not_invalid() -> None:
@@ -495,7 +506,7 @@ def test_replicas_that_agree_on_out_of_fuel_escalate_together() -> None:
     d.start()
     d.run_to_end()
     d.check_invariants()
-    assert d.coord.state is JobState.DONE, d.coord.tasks["job/t0"].reasons
+    assert d.job.state is JobState.DONE, d.task("job/t0").reasons
     fuel = [x.task.limits.fuel_max for x in d.dispatches()]
     assert fuel[:3] == [1_000] * 3  # the quorum agreed on OUT_OF_FUEL ...
     assert set(fuel[3:]) == {4_000}  # ... so the task started over with four times the fuel
@@ -512,14 +523,14 @@ def test_a_committed_replica_waits_for_its_round_without_timing_out() -> None:
     d.start()
     d.send(d.take("accepted", "slow"))  # it accepted, then stays silent: a no-show of the vote when it times out
     d.commit_all(("a", "b"))
-    slow_deadline = d.coord.tasks["job/t0"].attempts[pid("slow")].deadline_s
-    assert d.coord.next_deadline() == slow_deadline  # only the silent replica can time out
+    slow_deadline = d.task("job/t0").deadline_of(pid("slow"))
+    assert d.next_deadline() == slow_deadline  # only the silent replica can time out
     effects = d.tick(slow_deadline)
     assert CancelAttempt("job/t0", pid("slow")) in effects
     reveals = {e.worker for e in effects if isinstance(e, RequestReveal)}
     assert reveals == {pid("a"), pid("b")}  # nobody else will commit: the round opens with two
     d.run()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     for name in "ab":
         rec = d.trust.get(pid(name))
         assert rec is not None
@@ -539,7 +550,7 @@ def test_memory_limit_exceeded_is_retried_with_more_memory() -> None:
     assert again.task.limits == ReceiptLimits(10_000, 32 << 20, 10.0, 1 << 20)
     assert "raising memory to 32 MiB (escalation 1 of 2)" in d.explain("job/t0")
     d.run()  # the worker answers the raised offer honestly
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.trust.get(pid("w")) is None
 
 
@@ -555,7 +566,7 @@ def test_a_stale_result_for_the_limits_before_an_escalation_is_ignored() -> None
     # an answer signed under the old limits arrives late: not a lie, just stale
     old_tree, old_out = signed_result(ident("w"), first, d.inputs[0], d.now, d.wrng)
     assert d.send(Msg("result", "job/t0", pid("w"), old_tree, old_out)) == []
-    assert pid("w") in d.coord.tasks["job/t0"].attempts
+    assert pid("w") in d.task("job/t0").out_with
     d.run()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.trust.get(pid("w")) is None

@@ -75,7 +75,7 @@ def play(sc: Scenario, schedule: Schedule, *, events: bool = True) -> tuple[Driv
             d.tick(d.now + arg % 30)
             lossy = lossy or arg % 30 > 0  # time passing may time out what was not answered yet
         elif op == "gone":
-            d.apply(d.coord.on_peer_gone(workers[arg % len(workers)].peer_id, d.now))
+            d.peer_gone(workers[arg % len(workers)].peer_id)
             lossy = True
         elif op == "dup" and d.delivered:
             again = d.delivered[arg % len(d.delivered)]
@@ -87,22 +87,22 @@ def play(sc: Scenario, schedule: Schedule, *, events: bool = True) -> tuple[Driv
     d.run()
     d.check_invariants()
     for _ in range(400):
-        if d.coord.state.final:
+        if d.job.state.final:
             break
-        deadline = d.coord.next_deadline()
-        assert deadline is not None, f"stuck: nothing can move the job ({d.coord.explain()})"
+        deadline = d.next_deadline()
+        assert deadline is not None, f"stuck: nothing can move the job ({d.job.explain()})"
         d.tick(max(d.now, deadline))
         d.check_invariants()
-    assert d.coord.state.final, f"the job did not end: {d.coord.explain()}"
+    assert d.job.state.final, f"the job did not end: {d.job.explain()}"
     if events:  # hypothesis statistics (--hypothesis-show-statistics)
-        event(f"{sc.policy}: {d.coord.state.value}")
+        event(f"{sc.policy}: {d.job.state.value}")
         event(f"attempts per task: {min(5, len(d.offers) // sc.tasks)}")
     return d, lossy
 
 
 def assert_honest_outputs(d: Driver, sc: Scenario) -> None:
     for ref, chunks in zip(d.refs, d.inputs, strict=True):
-        entry = d.coord.tasks[ref.task_id]
+        entry = d.task(ref.task_id)
         if entry.state is TaskState.DONE:
             assert entry.output_cid == cid_of(frame_chunks([honest(c) for c in chunks])), (sc, entry.reasons)
 
@@ -114,12 +114,12 @@ def test_honest_workers_any_interleaving_is_safe_and_the_job_ends(sc: Scenario, 
     assert_honest_outputs(d, sc)
     assert len(d.finished()) == 1
     if not lossy:
-        assert d.coord.state is JobState.DONE, (sc, d.coord.reason, d.coord.explain())
-    if d.coord.state is JobState.DONE:
+        assert d.job.state is JobState.DONE, (sc, d.job.reason, d.job.explain())
+    if d.job.state is JobState.DONE:
         done = [u.task_id for u in d.log if getattr(u, "state", None) is TaskState.DONE]
         assert sorted(done) == sorted(r.task_id for r in d.refs)
     for ref in d.refs:  # never more distinct replicas than the tally allowed, never one worker twice at once
-        entry = d.coord.tasks[ref.task_id]
+        entry = d.task(ref.task_id)
         assert entry.replicas <= d.config.verify.replicas_max
     # the same seed and the same events replay to the same effects
     again, _ = play(sc, schedule, events=False)
@@ -133,13 +133,13 @@ def test_one_byzantine_worker_never_gets_a_wrong_output_accepted(sc: Scenario, s
     assert_honest_outputs(d, sc)
     liar = d.workers[sc.byzantine or 0].peer_id
     for ref in d.refs:
-        assert d.coord.tasks[ref.task_id].worker != liar or d.coord.tasks[ref.task_id].state is not TaskState.DONE
+        assert d.task(ref.task_id).worker != liar or d.task(ref.task_id).state is not TaskState.DONE
     if not lossy and sc.retries_max >= 3:
-        assert d.coord.state is JobState.DONE, (sc, d.coord.reason, d.coord.explain())
+        assert d.job.state is JobState.DONE, (sc, d.job.reason, d.job.explain())
 
 
 def test_a_long_clean_run_finishes_quickly() -> None:
     sc = Scenario("replicas:3", 4, 3, (2, 2, 2, 2, 2), 0, 5)
     d, _ = play(sc, [("deliver", i) for i in range(60)], events=False)
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.now < T0 + 60

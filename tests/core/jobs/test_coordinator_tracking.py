@@ -40,9 +40,9 @@ def test_every_task_is_done_once_with_its_output_and_receipt_and_the_job_finishe
     d.run_to_end()
     d.check_invariants()
 
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert [(f.state, f.reason) for f in d.finished()] == [(JobState.DONE, "")]
-    assert d.coord.progress() == {"pending": 0, "running": 0, "verifying": 0, "done": 6, "failed": 0, "cancelled": 0}
+    assert d.job.progress() == {"pending": 0, "running": 0, "verifying": 0, "done": 6, "failed": 0, "cancelled": 0}
     for ref, chunks in zip(d.refs, inputs, strict=True):
         (done,) = d.updates(ref.task_id, TaskState.DONE)
         assert done.output_cid == cid_of(honest_output(chunks))
@@ -55,37 +55,37 @@ def test_every_task_is_done_once_with_its_output_and_receipt_and_the_job_finishe
         verified = verify_tree(tree, binding, d.now, VerifyConfig(), worker=done.worker,
                                output=honest_output(chunks))
         assert verified.fuel_used == 3 * FUEL_PER_CHUNK
-        assert d.coord.tasks[ref.task_id].output_cid == done.output_cid
-    assert d.coord.fuel_used() == 6 * 3 * FUEL_PER_CHUNK
-    assert d.coord.explain() == {}  # nothing is pending; the finished tasks' histories on request:
-    history = d.coord.explain(done=True)
+        assert d.task(ref.task_id).output_cid == done.output_cid
+    assert d.job.fuel_used() == 6 * 3 * FUEL_PER_CHUNK
+    assert d.job.explain() == {}  # nothing is pending; the finished tasks' histories on request:
+    history = d.job.explain(done=True)
     assert list(history) == [ref.task_id for ref in d.refs]
     for ref in d.refs:
-        assert history[ref.task_id][-1] == f"done by {d.coord.tasks[ref.task_id].worker} (unchecked)"
+        assert history[ref.task_id][-1] == f"done by {d.task(ref.task_id).worker} (unchecked)"
     # a finished job does nothing more
     assert d.tick(d.now + 1_000) == []
-    assert d.coord.next_deadline() is None
+    assert d.next_deadline() is None
     assert len(d.finished()) == 1
 
 
 def test_progress_counts_tasks_by_state_as_they_move() -> None:
     d = Driver([FakeWorker("a", slots=2)], chunks_for(4), auto=False)
     d.start()
-    assert d.coord.progress()["running"] == 2
-    assert d.coord.progress()["pending"] == 2
+    assert d.job.progress()["running"] == 2
+    assert d.job.progress()["pending"] == 2
     assert len(d.dispatches()) == 2
     # the two tasks that did not fit say why
-    waiting = [tid for tid, e in d.coord.tasks.items() if e.state is TaskState.PENDING]
+    waiting = [tid for tid, e in ((v.task_id, v) for v in d.job.tasks()) if e.state is TaskState.PENDING]
     assert all("no free task slot" in d.explain(tid) for tid in waiting)
 
     d.deliver(0)  # t0 accepted
     d.deliver(0)  # t0's result: its slot is free, and the queue moves at once (no tick)
-    progress = d.coord.progress()
+    progress = d.job.progress()
     assert (progress["done"], progress["running"], progress["pending"]) == (1, 2, 1)
     assert len(d.dispatches()) == 3
     assert d.finished() == []
     d.run()  # every answer comes in; each frees the slot the next waiting task takes
-    assert d.coord.progress()["done"] == 4
+    assert d.job.progress()["done"] == 4
     assert [f.state for f in d.finished()] == [JobState.DONE]
 
 
@@ -134,21 +134,21 @@ def test_worker_capacity_is_never_exceeded() -> None:
     workers = [FakeWorker("one", slots=1), FakeWorker("two", slots=2), FakeWorker("three", slots=3)]
     d = Driver(workers, chunks_for(15), auto=False)
     d.start()
-    assert {w.peer_id: d.coord.inflight.get(w.peer_id, 0) for w in workers} == {
+    assert {w.peer_id: d.behaviour.inflight.get(w.peer_id, 0) for w in workers} == {
         pid("one"): 1, pid("two"): 2, pid("three"): 3,
     }
-    assert d.coord.progress()["pending"] == 9
+    assert d.job.progress()["pending"] == 9
     peak: dict[str, int] = {}
     for step in range(40):
         d.check_invariants()
-        for peer, n in d.coord.inflight.items():
+        for peer, n in d.behaviour.inflight.items():
             peak[peer] = max(peak.get(peer, 0), n)
-        if d.coord.state.final:
+        if d.job.state.final:
             break
         if d.inbox:
             d.deliver(0)  # answers one at a time, ticks in between: slots free and fill again
         d.tick(T0 + step)
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert peak == {pid("one"): 1, pid("two"): 2, pid("three"): 3}
 
 
@@ -166,11 +166,11 @@ def test_a_worker_whose_limits_are_below_the_task_never_gets_it(small: FakeWorke
     d.start()
     # one task on the big worker, the others wait for it, with the small worker's obstacle as the reason
     assert d.dispatched_to() == [pid("big")]
-    waiting = [tid for tid, e in d.coord.tasks.items() if e.state is TaskState.PENDING]
+    waiting = [tid for tid, e in ((v.task_id, v) for v in d.job.tasks()) if e.state is TaskState.PENDING]
     assert len(waiting) == 2
     assert all(why in d.explain(tid) for tid in waiting)
     d.run()  # each result frees the big worker's slot for the next task
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert set(d.dispatched_to()) == {pid("big")}
 
 
@@ -184,7 +184,7 @@ def test_replicas_of_a_task_go_to_distinct_workers() -> None:
         assert len(set(to)) == 3
     d.check_invariants()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     for ref in d.refs:
         to = d.dispatched_to(ref.task_id)
         assert len(to) == len(set(to))
@@ -197,19 +197,17 @@ def test_restore_marks_tasks_done_and_the_job_finishes_without_dispatching_them(
     first.run_to_end()
     journal = {u.task_id: u for u in first.updates("job/t0", TaskState.DONE) + first.updates("job/t2", TaskState.DONE)}
 
-    d = Driver([FakeWorker("a")], inputs, seed=7)
-    for u in journal.values():
-        d.coord.restore(u.task_id, u.output_cid, u.tree, u.fuel_used, u.worker)
+    d = Driver([FakeWorker("a")], inputs, seed=7, restored=journal)  # a restarted submitter
+    d.blocks.data.update(first.blocks.data)  # its outputs are still on its disk
     d.start()
     assert [x.task.task_id for x in d.dispatches()] == ["job/t1"]  # only the task the journal did not hold
-    assert d.coord.state is JobState.DONE
-    assert d.coord.tasks["job/t0"].output_cid == journal["job/t0"].output_cid
-    assert d.coord.fuel_used() == 3 * FUEL_PER_CHUNK
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").output_cid == journal["job/t0"].output_cid
+    assert d.job.fuel_used() == 3 * FUEL_PER_CHUNK
 
-    everything = Driver([FakeWorker("a")], inputs)
-    for tid in ("job/t0", "job/t1", "job/t2"):
-        u = first.updates(tid, TaskState.DONE)[0]
-        everything.coord.restore(tid, u.output_cid, u.tree, u.fuel_used, u.worker)
+    done = {tid: first.updates(tid, TaskState.DONE)[0] for tid in ("job/t0", "job/t1", "job/t2")}
+    everything = Driver([FakeWorker("a")], inputs, restored=done)
+    everything.blocks.data.update(first.blocks.data)
     effects = everything.start()
     assert [e for e in effects if isinstance(e, Dispatch)] == []
     assert [e for e in effects if isinstance(e, JobFinished)] == [JobFinished(JobState.DONE, "")]
@@ -228,7 +226,7 @@ def scenario(seed: int) -> Driver:
 
 def test_same_seed_and_events_give_the_same_effects() -> None:
     one, two = scenario(42), scenario(42)
-    assert one.coord.state is JobState.DONE
+    assert one.job.state is JobState.DONE
     assert one.log == two.log
     assert len(one.log) > 30
     assert any(isinstance(e, TaskUpdate) and e.state is TaskState.DONE for e in one.log)
@@ -239,4 +237,4 @@ def test_limits_are_those_of_the_task() -> None:
     d = Driver([FakeWorker("a")], chunks_for(2, per_task=2), limits=limits)
     d.start()
     assert all(x.task.limits == limits for x in d.dispatches())
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE

@@ -36,7 +36,7 @@ def honest_cid(chunks: list[bytes]) -> str:
 
 
 def reasons(d: Driver, task_id: str = "job/t0") -> str:
-    return " | ".join(d.coord.tasks[task_id].reasons)
+    return " | ".join(d.task(task_id).reasons)
 
 
 # --- hash ---------------------------------------------------------------------------------------------
@@ -45,8 +45,8 @@ def reasons(d: Driver, task_id: str = "job/t0") -> str:
 def test_hash_accepts_a_verified_result_unchecked_and_feeds_no_trust() -> None:
     d = Driver([FakeWorker("a")], chunks_for(1, per_task=4))
     d.start()
-    assert d.coord.state is JobState.DONE
-    entry = d.coord.tasks["job/t0"]
+    assert d.job.state is JobState.DONE
+    entry = d.task("job/t0")
     assert entry.output_cid == honest_cid(d.inputs[0])
     assert entry.checked is False
     assert d.effects(RunSpotCheck) == []
@@ -57,7 +57,7 @@ def test_a_receipt_signed_by_another_peer_is_rejected_and_the_task_retried() -> 
     d = Driver([FakeWorker("a", behaviour="impostor", speed=2e9), FakeWorker("b")], chunks_for(1))
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.dispatched_to() == [pid("a"), pid("b")]
     assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("b")
     assert "failed verification" in reasons(d)
@@ -71,9 +71,9 @@ def test_output_bytes_that_do_not_match_the_receipt_are_rejected_and_the_task_re
     d = Driver([FakeWorker("a", behaviour="tamper", speed=2e9), FakeWorker("b")], chunks_for(1, per_task=3))
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("b")
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert "do not hash to" in reasons(d)
     rec = d.trust.get(pid("a"))
     assert rec is not None
@@ -87,7 +87,7 @@ def test_a_result_for_another_task_is_rejected() -> None:
     tree, output = signed_result(ident("a"), other, d.inputs[1], d.now, d.wrng)
     d.send(Msg("result", "job/t0", pid("a"), tree, output))
     assert "failed verification" in reasons(d)
-    assert d.coord.tasks["job/t0"].state is TaskState.PENDING
+    assert d.task("job/t0").state is TaskState.PENDING
 
 
 def test_a_result_from_a_worker_the_task_was_not_given_to_is_ignored() -> None:
@@ -97,10 +97,10 @@ def test_a_result_from_a_worker_the_task_was_not_given_to_is_ignored() -> None:
     tree, output = signed_result(ident("outsider"), ref, d.inputs[0], d.now, d.wrng)
     assert d.send(Msg("result", "job/t0", pid("outsider"), tree, output)) == []
     assert d.send(Msg("commitment", "job/t0", pid("outsider"), digest=bytes(32))) == []
-    assert d.coord.tasks["job/t0"].state is TaskState.RUNNING
+    assert d.task("job/t0").state is TaskState.RUNNING
     assert d.trust.get(pid("outsider")) is None
     d.run()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("a")
 
 
@@ -109,7 +109,7 @@ def test_a_second_result_from_the_same_worker_is_ignored() -> None:
     d.start()
     result = d.take("result", "a")
     d.send(result)
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.send(result) == []
     assert len(d.updates("job/t0", TaskState.DONE)) == 1
 
@@ -126,8 +126,8 @@ def test_spot_checks_rerun_k_distinct_chunks_and_accept_a_matching_result() -> N
     indexes = [s.chunk_index for s in spots]  # type: ignore[attr-defined]
     assert len(set(indexes)) == 3
     assert all(0 <= i < 6 for i in indexes)
-    assert d.coord.state is JobState.DONE
-    assert d.coord.tasks["job/t0"].checked is True
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").checked is True
     rec = d.trust.get(pid("a"))
     assert rec is not None
     assert (rec.valid, rec.invalid) == (1, 0)
@@ -139,12 +139,12 @@ def test_the_task_stays_verifying_until_every_spot_check_is_back() -> None:
     d.start()
     d.deliver(0)  # accepted
     d.deliver(0)  # result
-    assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING
-    assert d.coord.progress()["verifying"] == 1
+    assert d.task("job/t0").state is TaskState.VERIFYING
+    assert d.job.progress()["verifying"] == 1
     d.deliver(0)  # the first spot check
-    assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING
+    assert d.task("job/t0").state is TaskState.VERIFYING
     d.deliver(0)
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
 
 
 def test_a_failed_spot_check_rejects_the_result_lowers_trust_and_retries_elsewhere() -> None:
@@ -152,9 +152,9 @@ def test_a_failed_spot_check_rejects_the_result_lowers_trust_and_retries_elsewhe
                policy="spot:1")
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.dispatched_to() == [pid("liar"), pid("b")]
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert "spot check of chunk" in reasons(d)
     assert d.trust.score(pid("liar"), d.now) < 0 < d.trust.score(pid("b"), d.now)
     assert len(d.effects(RunSpotCheck)) == 2
@@ -170,7 +170,7 @@ def test_a_mismatching_spot_result_rejects_the_candidate_and_the_task_is_retried
                policy="spot:1", spot_answer=spot)
     d.start()
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.dispatched_to() == [pid("a"), pid("b"), pid("c")]
     assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("c")
     assert d.trust.get(pid("a")).invalid == 1  # type: ignore[union-attr]
@@ -195,9 +195,9 @@ def test_a_spot_check_that_says_nothing_here_accepts_the_result_unchecked_and_bl
     d.deliver(0)  # result: a spot check goes out
     (spot,) = d.effects(RunSpotCheck)
     d.inbox.clear()  # this peer's re-run never gives an answer...
-    d.apply(d.coord.on_spot_result("job/t0", spot.chunk_index, None, d.now, "TIMEOUT: slower here"))  # type: ignore[attr-defined]
-    assert d.coord.state is JobState.DONE
-    assert d.coord.tasks["job/t0"].checked is False
+    d.spot_inconclusive("job/t0", spot.chunk_index, "TIMEOUT: slower here")
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").checked is False
     rec = d.trust.get(pid("a"))
     assert rec is None or (rec.valid, rec.invalid) == (0, 0)
     assert "inconclusive here (TIMEOUT: slower here)" in reasons(d)
@@ -211,8 +211,8 @@ def test_replicas_the_honest_majority_wins_and_the_byzantine_replica_is_recorded
     d = Driver(workers, chunks_for(1, per_task=3), policy="replicas:3")
     d.start()
     assert sorted(d.dispatched_to()) == sorted(w.peer_id for w in workers)
-    assert d.coord.state is JobState.DONE
-    entry = d.coord.tasks["job/t0"]
+    assert d.job.state is JobState.DONE
+    entry = d.task("job/t0")
     assert entry.output_cid == honest_cid(d.inputs[0])
     assert entry.checked is True
     assert entry.worker in (pid("b"), pid("c"))
@@ -233,7 +233,7 @@ def test_without_commit_reveal_replicas_still_out_when_the_quorum_is_reached_are
     first_two = [d.take("result", name) for name in "abc" if pid(name) != third]
     for msg in first_two:
         d.send(msg)
-    assert d.coord.state is JobState.DONE  # two of three agree: the third one's work is not needed
+    assert d.job.state is JobState.DONE  # two of three agree: the third one's work is not needed
     assert CancelAttempt("job/t0", third) in d.log
     d.run()  # its answer, if it comes, is not counted
     assert d.trust.get(third) is None
@@ -249,12 +249,12 @@ def test_a_committed_replica_that_reveals_after_the_quorum_is_graded_before_the_
     d.commit_all(("b", "c", "liar"))
     for name in ("b", "c"):
         d.send(d.take("result", name))
-    assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING  # a quorum agrees; the liar's reveal is due
-    assert d.coord.state is JobState.RUNNING
+    assert d.task("job/t0").state is TaskState.VERIFYING  # a quorum agrees; the liar's reveal is due
+    assert d.job.state is JobState.RUNNING
     d.send(d.take("result", "liar"))
     d.check_invariants()
-    assert d.coord.state is JobState.DONE
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert d.effects(CancelAttempt) == []
     liar, b = d.trust.get(pid("liar")), d.trust.get(pid("b"))
     assert liar is not None
@@ -271,10 +271,10 @@ def test_a_committed_replica_that_withholds_its_reveal_delays_the_task_by_the_gr
     d.commit_all(("a", "b", "c"))
     d.take("result", "c")  # c never reveals
     d.run()
-    assert d.coord.state is JobState.RUNNING
+    assert d.job.state is JobState.RUNNING
     asked = d.now
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.now <= asked + ATTEMPT_GRACE_S
     withheld = d.trust.get(pid("c"))
     assert withheld is not None
@@ -294,7 +294,7 @@ def test_reveals_are_requested_only_once_every_replica_committed() -> None:
     effects = d.send(d.take("commitment", "c"))
     assert sorted(e.worker for e in effects if isinstance(e, RequestReveal)) == sorted(w.peer_id for w in workers)
     d.run()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
 
 
 def test_a_replica_placed_into_a_round_that_is_still_collecting_is_waited_for() -> None:
@@ -317,7 +317,7 @@ def test_a_replica_placed_into_a_round_that_is_still_collecting_is_waited_for() 
     assert [e for e in effects if isinstance(e, RequestReveal)] == []  # c has not committed yet
     d.commit_all("c")
     d.run()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert "out-of-phase" not in reasons(d)
     assert all(rec.invalid == 0 for n in "abc" if (rec := d.trust.get(pid(n))) is not None)
 
@@ -331,8 +331,8 @@ def test_a_result_without_a_commitment_is_rejected_and_the_honest_replicas_still
     assert "without committing first" in reasons(d)
     assert d.trust.score(pid("cheat"), d.now) < 0
     assert RequestReveal("job/t0", pid("cheat")) not in d.log
-    assert d.coord.state is JobState.DONE
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     for name in "bcd":  # honest replicas are never punished for the cheat
         rec = d.trust.get(pid(name))
         assert rec is None or (rec.invalid, rec.timeouts) == (0, 0)
@@ -347,8 +347,8 @@ def test_a_result_sent_before_the_reveal_was_requested_is_rejected() -> None:
     d.run_to_end()
     assert "revealed before the commitments were in" in reasons(d)
     assert d.trust.score(pid("eager"), d.now) < 0
-    assert d.coord.state is JobState.DONE
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     for name in "bcd":
         rec = d.trust.get(pid(name))
         assert rec is None or (rec.invalid, rec.timeouts) == (0, 0)
@@ -367,8 +367,8 @@ def test_a_reveal_that_does_not_open_its_commitment_is_rejected() -> None:
     assert "does not open its commitment" in reasons(d2)
     assert d2.trust.score(pid("a"), d2.now) < 0
     d2.run()
-    assert d2.coord.state is JobState.DONE
-    assert d2.coord.tasks["job/t0"].worker in (pid("b"), pid("c"))
+    assert d2.job.state is JobState.DONE
+    assert d2.task("job/t0").worker in (pid("b"), pid("c"))
 
 
 def test_a_commitment_from_a_worker_not_given_the_task_is_ignored() -> None:
@@ -380,23 +380,25 @@ def test_a_commitment_from_a_worker_not_given_the_task_is_ignored() -> None:
     ref = d.dispatches()[0].task
     tree, output = signed_result(ident("x"), ref, d.inputs[0], d.now, d.wrng)
     assert d.send(Msg("result", "job/t0", pid("x"), tree, output)) == []  # its vote is not counted either
-    assert d.coord.tasks["job/t0"].tally.votes == {}  # type: ignore[union-attr]
+    assert d.task("job/t0").vote.votes == {}  # type: ignore[union-attr]
     d.commit_all(("a", "b"))
     assert d.effects(RequestReveal) == []  # the outsider's commitment did not count
     d.run()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
 
 
 def test_replicas_that_disagree_with_one_replica_silent_get_one_more_replica() -> None:
+    c = FakeWorker("c", online=False)  # advertised only once the first three replicas are out
     workers = [FakeWorker("liar", behaviour="byzantine", speed=4e9), FakeWorker("slow", behaviour="silent", speed=3e9),
-               FakeWorker("b", speed=2e9), FakeWorker("c")]
+               FakeWorker("b", speed=2e9), c]
     d = Driver(workers, chunks_for(1), policy="replicas:3")
     d.start()
     assert sorted(d.dispatched_to()) == sorted([pid("liar"), pid("slow"), pid("b")])
+    c.online = True
     d.run_to_end()
-    assert d.coord.state is JobState.DONE, reasons(d)
+    assert d.job.state is JobState.DONE, reasons(d)
     assert d.dispatched_to()[3:] == [pid("c")]  # exactly one more replica
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert d.trust.get(pid("liar")).invalid == 1  # type: ignore[union-attr]
     assert d.trust.get(pid("slow")).timeouts == 1  # type: ignore[union-attr]
     rec_c = d.trust.get(pid("c"))
@@ -407,13 +409,15 @@ def test_replicas_that_disagree_with_one_replica_silent_get_one_more_replica() -
 def test_replicas_disagreeing_beyond_replicas_max_fail_the_task() -> None:
     from pangea_p2p.core.jobs.config import CoordinatorConfig
 
+    c = FakeWorker("c", online=False)  # advertised only once the first three replicas are out
     workers = [FakeWorker("liar", behaviour="byzantine", speed=3e9), FakeWorker("crashy", behaviour="crash", speed=2e9),
-               FakeWorker("b"), FakeWorker("c")]
+               FakeWorker("b"), c]
     cfg = CoordinatorConfig(verify=VerifyConfig(replicas_max=3))
-    d = Driver(workers, chunks_for(1), policy="replicas:3", config=cfg)
+    d = Driver(workers, chunks_for(1), policy="replicas:3", config=cfg, auto=False)
     d.start()
+    c.online = True
     d.run_to_end()
-    assert d.coord.state is JobState.FAILED
+    assert d.job.state is JobState.FAILED
     assert "replicas disagree" in d.finished()[0].reason
     assert len(d.dispatches()) == 3
     crashy = d.trust.get(pid("crashy"))
@@ -425,12 +429,15 @@ def test_replicas_without_commit_reveal_vote_directly() -> None:
 
     workers = [FakeWorker("liar", behaviour="byzantine", speed=3e9), FakeWorker("b"), FakeWorker("c")]
     d = Driver(workers, chunks_for(1), policy=VerificationPolicy(VerificationMode.REPLICAS, replicas=3,
-                                                                 commit_reveal=False))
+                                                                 commit_reveal=False), auto=False)
     d.start()
+    d.send(d.take("accepted", "liar"))
+    d.send(d.take("result", "liar"))  # the liar answers first: its vote counts, and is outvoted
+    d.run()
     assert not any(x.task.commit_reveal for x in d.dispatches())
     assert d.effects(RequestReveal) == []
-    assert d.coord.state is JobState.DONE
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert d.trust.get(pid("liar")).invalid == 1  # type: ignore[union-attr]
 
 
@@ -443,21 +450,21 @@ def test_replicas_top_up_when_fewer_workers_than_replicas_were_free() -> None:
     d.tick(T0 + 1)
     assert sorted(d.dispatched_to()) == sorted(pid(n) for n in "abc")
     d.run()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     d.check_invariants()
 
 
 def test_a_vote_whose_signers_overlap_another_vote_is_refused() -> None:
     # "front" hands half of the task to "b", who is also a replica: one peer must not count twice
-    workers = [FakeWorker("front", behaviour="delegate", helpers=("b", "x"), speed=3e9), FakeWorker("b", speed=2e9),
-               FakeWorker("c")]
-    d = Driver(workers, chunks_for(1, per_task=2), policy="replicas:2", seed=4)
+    c = FakeWorker("c", online=False)  # advertised only once "front" and "b" have the two replicas
+    workers = [FakeWorker("front", behaviour="delegate", helpers=("b", "x"), speed=3e9), FakeWorker("b", speed=2e9), c]
+    d = Driver(workers, chunks_for(1, per_task=2), policy="replicas:2", auto=False)
     d.start()
-    # replicas are drawn at random, not by speed: at this seed the first two drawn are "front" and "b"
     assert set(d.dispatched_to()[:2]) == {pid("front"), pid("b")}
+    c.online = True
     d.run_to_end()
     assert "refused" in reasons(d)
-    assert d.coord.state is JobState.DONE, reasons(d)
+    assert d.job.state is JobState.DONE, reasons(d)
     assert pid("c") in d.dispatched_to()
 
 
@@ -470,12 +477,12 @@ def test_adaptive_replicates_the_task_of_an_untrusted_worker_on_one_other_worker
     d.start()
     d.run_to_end()
     d.check_invariants()
-    assert d.coord.state is JobState.DONE, d.coord.explain()
+    assert d.job.state is JobState.DONE, d.job.explain()
     for ref in d.refs:
         to = d.dispatched_to(ref.task_id)
         assert len(to) == 2, to  # the primary and one replica
         assert len(set(to)) == 2  # never the same worker twice
-        assert d.coord.tasks[ref.task_id].checked is True
+        assert d.task(ref.task_id).checked is True
     assert all(d.trust.get(w.peer_id) is None or d.trust.get(w.peer_id).timeouts == 0  # type: ignore[union-attr]
                for w in workers)
 
@@ -489,7 +496,7 @@ def test_adaptive_spot_checks_a_trusted_worker_instead_of_replicating() -> None:
     d.start()
     assert d.dispatched_to() == [pid("vet")]
     assert len(d.effects(RunSpotCheck)) == 3
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
 
 
 # --- delegation trees ------------------------------------------------------------------------------------------
@@ -498,7 +505,7 @@ def test_adaptive_spot_checks_a_trusted_worker_instead_of_replicating() -> None:
 def test_a_delegation_tree_is_verified_and_accepted() -> None:
     d = Driver([FakeWorker("w", behaviour="delegate", helpers=("x", "y"))], chunks_for(1, per_task=5))
     d.start()
-    assert d.coord.state is JobState.DONE, reasons(d)
+    assert d.job.state is JobState.DONE, reasons(d)
     (done,) = d.updates("job/t0", TaskState.DONE)
     assert done.output_cid == honest_cid(d.inputs[0])
     assert done.fuel_used == 5 * FUEL_PER_CHUNK
@@ -523,7 +530,7 @@ def test_a_delegation_tree_with_a_tampered_chunk_is_rejected() -> None:
     assert "output chunks of leaf 1" in reasons(d)
     assert d.trust.score(pid("w"), d.now) < 0
     d.run_to_end()
-    assert d.coord.state is JobState.DONE
+    assert d.job.state is JobState.DONE
     assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("b")
 
 
@@ -544,8 +551,8 @@ def test_a_delegation_tree_whose_part_was_computed_wrongly_is_caught_by_the_vote
     d.inbox.insert(0, Msg("commitment", "job/t0", pid("w"), digest=digest))  # w commits and reveals first
     d.held[("job/t0", pid("w"))] = Msg("result", "job/t0", pid("w"), tree.encode(), output, nonce)
     d.run()
-    assert d.coord.state is JobState.DONE, reasons(d)
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.job.state is JobState.DONE, reasons(d)
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert d.trust.get(pid("w")).invalid == 1  # type: ignore[union-attr]
 
 
@@ -568,14 +575,14 @@ def test_a_reveal_lost_after_the_decision_costs_the_task_no_retry(lost: str) -> 
     d.commit_all(("a", "b", "c"))
     d.take("result", "c")  # c's reveal never arrives
     d.run()
-    assert d.coord.tasks["job/t0"].state is TaskState.VERIFYING
+    assert d.task("job/t0").state is TaskState.VERIFYING
     if lost == "timeout":
         d.run_to_end()
     elif lost == "unreachable":
         d.send(Msg("transport_error", "job/t0", pid("c"), reason="stream reset"))
     else:
-        d.apply(d.coord.on_peer_gone(pid("c"), d.now))
+        d.peer_gone(pid("c"))
     d.check_invariants()
-    assert d.coord.state is JobState.DONE
-    assert d.coord.tasks["job/t0"].output_cid == honest_cid(d.inputs[0])
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert len(d.dispatches("job/t0")) == 3  # nothing was placed again

@@ -39,10 +39,12 @@ def test_final_states_are_terminal_and_every_state_has_a_row() -> None:
     assert TaskState.DONE not in TRANSITIONS[TaskState.DONE]  # a task is accepted once
 
 
-def test_an_accepted_task_cannot_be_accepted_again() -> None:
-    d = Driver([FakeWorker("a")], chunks_for(1))
+def test_an_accepted_task_is_never_accepted_again() -> None:
+    d = Driver([FakeWorker("a")], chunks_for(1), auto=False)
     d.start()
-    raw = d.coord.tasks["job/t0"]
-    assert raw.state is TaskState.DONE
-    with pytest.raises(LocalProtocolError):
-        raw.move(TaskState.PENDING)
+    d.deliver(0)  # accepted
+    result = d.take("result", "a")
+    d.send(result)
+    assert d.task("job/t0").state is TaskState.DONE
+    assert d.send(result) == []  # the same answer again: nothing changes, nothing is accepted twice
+    assert len(d.updates("job/t0", TaskState.DONE)) == 1
