@@ -1,0 +1,367 @@
+"""Compute behaviours back to back, as h11's ConnectionPair tests two connections: every message between peers
+goes through the real wire codec (encode, then decode at the other end), each peer's ``Execute`` is answered
+by a fake sandbox the test controls, and time moves only when a test says so. What is checked is the protocol
+of one peer against another: the worker side's lifecycle (accept delay, commit-then-reveal, cancel, an issuer
+that goes away, bad inputs, splitting) and what the issuer makes of it."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from pangea_p2p.core.capacity import CapacityAdvert, LocalCapacity
+from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
+from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs import codec
+from pangea_p2p.core.jobs.admission import AdmissionConfig
+from pangea_p2p.core.jobs.behaviour import ComputeBehaviour, JobRun
+from pangea_p2p.core.jobs.context import BehaviourConfig, ComputeContext
+from pangea_p2p.core.jobs.events import (
+    Abort,
+    Action,
+    Event,
+    Execute,
+    Executed,
+    FromIssuer,
+    FromWorker,
+    IssuerLost,
+    Malformed,
+    Purpose,
+    Reply,
+    SendToWorker,
+    SubmitJob,
+    Tick,
+)
+from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
+from pangea_p2p.core.jobs.scheduler import SchedulerConfig, WorkerView
+from pangea_p2p.core.jobs.serving import Incoming, Serving
+from pangea_p2p.core.verify.binding import ReceiptLimits
+from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.receipts import ReceiptTree
+from pangea_p2p.core.verify.tree import verify_tree
+from pangea_p2p.errors import LocalProtocolError
+from tests.core.jobs.coord_driver import ident
+
+T0 = 1_000.0
+MODULE_CID = cid_of(b"a module")
+LIMITS = ReceiptLimits(fuel_max=10**9, memory_bytes_max=64 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
+
+
+def sha(chunk: bytes) -> bytes:
+    return hashlib.sha256(chunk).digest()
+
+
+class Store:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, cid: str) -> bytes | None:
+        return self.data.get(cid)
+
+    def has(self, cid: str) -> bool:
+        return cid == MODULE_CID or cid in self.data
+
+    def put(self, data: bytes, *, persist: bool = False, cid: str | None = None) -> str:
+        cid = cid or cid_of(data)
+        self.data[cid] = data
+        return cid
+
+
+@dataclass
+class Peer:
+    name: str
+    behaviour: ComputeBehaviour
+    store: Store
+    runs: list[Execute] = field(default_factory=list)  # Execute actions not answered yet
+    aborted: set[int] = field(default_factory=set)
+    auto_run: bool = True  # answer every Execute at once with sha256 of each chunk
+    log: bytes = b""  # what its runs print
+
+    @property
+    def peer_id(self) -> str:
+        return self.behaviour.self_id
+
+
+@dataclass
+class Net:
+    """Peers whose messages cross the wire codec; ``wire`` records (sender, receiver, message)."""
+
+    now: float = T0
+    peers: dict[str, Peer] = field(default_factory=dict)
+    wire: list[tuple[str, str, codec.Message]] = field(default_factory=list)
+    queue: list[tuple[Peer, Event]] = field(default_factory=list)
+    lose: tuple[type, ...] = ()  # messages of these kinds are lost on the way
+
+    def add(self, name: str, *, slots: int = 2, memory_bytes_max: int = 1 << 30, accept_delay_s: float = 0.5,
+            split_above_s: float = 30.0) -> Peer:
+        admission = AdmissionConfig(slots=slots, queue_max=2, speed_fuel_per_s=1e9,
+                                    limits_max=ReceiptLimits(10**12, memory_bytes_max, 300.0, 1 << 30))
+        config = BehaviourConfig(worker=admission, split=SchedulerConfig(split_above_s=split_above_s),
+                                 accept_delay_s=accept_delay_s)
+        peer = Peer(name, None, Store())  # type: ignore[arg-type]
+        peer.behaviour = ComputeBehaviour(ComputeContext(ident(name), peer.store, lambda now: self.views(peer, now),
+                                                         random.Random(name), config))
+        self.peers[peer.peer_id] = peer
+        return peer
+
+    def views(self, me: Peer, now: float) -> list[WorkerView]:
+        out = []
+        for p in self.peers.values():
+            if p is me:
+                continue
+            cap = LocalCapacity(cores=2, memory_free_bytes=1 << 30, task_slots_total=2, task_slots_free=2,
+                                speed_fuel_per_s=1e9, fuel_max=10**12, memory_bytes_max=1 << 30,
+                                wall_time_s_max=300.0, software_version="test")
+            advert = CapacityAdvert(p.peer_id, 1, now, now + 30, cap, b"")
+            out.append(WorkerView.from_advert(advert, me.behaviour.trust.score(p.peer_id, now), 0.001,
+                                              me.behaviour.inflight.get(p.peer_id, 0)))
+        return out
+
+    def submit(self, peer: Peer, chunks: list[bytes], policy: str = "hash", per_task: int = 1) -> JobRun:
+        cids = tuple(peer.store.put(c) for c in chunks)
+        spec = JobSpec(job_id="job", module_cid=MODULE_CID, chunk_cids=cids, chunk_sizes=tuple(map(len, chunks)),
+                       limits=LIMITS, chunks_per_task=per_task, verification=VerificationPolicy.parse(policy))
+        self.handle(peer, SubmitJob(spec))
+        return peer.behaviour.jobs["job"]
+
+    def handle(self, peer: Peer, event: Event) -> None:
+        """``event`` at ``peer``, and everything it sets off, until nothing moves."""
+        self.queue.append((peer, event))
+        for _ in range(10_000):
+            if not self.queue:
+                return
+            target, ev = self.queue.pop(0)
+            self._do(target, target.behaviour.handle(self.now, ev))
+            target.behaviour.check()
+        raise AssertionError("the network never settled")
+
+    def tick(self, now: float) -> None:
+        self.now = now
+        for peer in list(self.peers.values()):
+            deadline = peer.behaviour.next_deadline()
+            if deadline is not None and deadline <= now:
+                self.handle(peer, Tick())
+
+    def finish_runs(self, peer: Peer) -> None:
+        runs, peer.runs = peer.runs, []
+        for act in runs:
+            if act.request not in peer.aborted:
+                self.handle(peer, self._executed(peer, act))
+
+    def _executed(self, peer: Peer, act: Execute) -> Executed:
+        return Executed(act.request, [sha(c) for c in act.chunks], None, 1000 * len(act.chunks), peer.log)
+
+    def _do(self, peer: Peer, actions: list[Action]) -> None:
+        for act in actions:
+            if isinstance(act, SendToWorker):
+                self._send(peer, act.worker, act.message, lambda p, m, f=peer: FromIssuer(f.peer_id, 1, m))
+            elif isinstance(act, Reply):
+                self._send(peer, act.issuer, act.message, lambda p, m, f=peer: FromWorker(f.peer_id, m))
+            elif isinstance(act, Execute):
+                if peer.auto_run or act.purpose is not Purpose.SERVE:
+                    self.queue.append((peer, self._executed(peer, act)))
+                else:
+                    peer.runs.append(act)
+            elif isinstance(act, Abort):
+                peer.aborted.add(act.request)
+
+    def _send(self, sender: Peer, to: str, msg: codec.Message, event: object) -> None:
+        decoded = codec.decode(codec.encode(msg))  # the real codec, both ways
+        if isinstance(decoded, self.lose):
+            return
+        self.wire.append((sender.name, self.peers[to].name, decoded))
+        self.queue.append((self.peers[to], event(self.peers[to], decoded)))  # type: ignore[operator]
+
+    def sent(self, kind: type, by: str | None = None) -> list[codec.Message]:
+        return [m for s, _, m in self.wire if isinstance(m, kind) and (by is None or s == by)]
+
+
+def pair(**worker: object) -> tuple[Net, Peer, Peer]:
+    """A submitter that cannot run the job's tasks itself (too little memory), and one worker."""
+    net = Net()
+    return net, net.add("submitter", memory_bytes_max=16 << 20), net.add("worker", **worker)  # type: ignore[arg-type]
+
+
+def test_an_offer_and_its_result_cross_the_codec_and_the_job_is_done() -> None:
+    net, sub, _ = pair()
+    run = net.submit(sub, [b"one", b"two"])
+    assert run.state is JobState.DONE
+    outputs = [unframe_chunks(sub.store.data[t.output_cid]) for t in run.tasks()]
+    assert outputs == [[sha(b"one")], [sha(b"two")]]
+    assert len(net.sent(codec.Offer)) == 2
+    assert net.sent(codec.Accepted) == []  # answered at once: the result stands for the acceptance
+    for t in run.tasks():  # each result verifies offline against what the submitter asked
+        tree = ReceiptTree.decode(t.tree, VerifyConfig())
+        verify_tree(tree, t.ref.binding(), net.now, VerifyConfig(), worker=t.worker,
+                    output=sub.store.data[t.output_cid])
+
+
+def test_task_accepted_goes_out_only_for_a_task_still_running_after_the_accept_delay() -> None:
+    net, sub, worker = pair()
+    worker.auto_run = False
+    run = net.submit(sub, [b"slow"])
+    assert net.sent(codec.Accepted) == []
+    assert worker.behaviour.next_deadline() == pytest.approx(T0 + 0.5)
+    net.tick(T0 + 0.499)
+    assert net.sent(codec.Accepted) == []
+    net.tick(T0 + 0.5)
+    assert [m.task_id for m in net.sent(codec.Accepted)] == ["job/t0"]
+    net.finish_runs(worker)
+    assert run.state is JobState.DONE
+
+
+def test_commit_then_reveal_between_three_workers() -> None:
+    net = Net()
+    sub = net.add("submitter", memory_bytes_max=16 << 20)
+    for name in ("a", "b", "c"):
+        net.add(name)
+    run = net.submit(sub, [b"vote"], policy="replicas:3")
+    assert run.state is JobState.DONE
+    commitments, results = net.sent(codec.Commitment), net.sent(codec.Result)
+    assert len(commitments) == len(results) == 3
+    first_result = min(i for i, (_, _, m) in enumerate(net.wire) if isinstance(m, codec.Result))
+    last_commitment = max(i for i, (_, _, m) in enumerate(net.wire) if isinstance(m, codec.Commitment))
+    assert last_commitment < first_result  # nobody revealed before every replica had committed
+    assert all(r.nonce for r in results if isinstance(r, codec.Result))
+    assert run.task("job/t0").checked
+
+
+def test_a_committed_result_waits_for_its_reveal_request_then_gives_up() -> None:
+    net = Net(lose=(codec.RevealRequest, codec.Cancel))  # cut off from its issuer, which never asks nor cancels
+    sub = net.add("submitter", memory_bytes_max=16 << 20)
+    workers = [net.add(n) for n in ("a", "b", "c")]
+    run = net.submit(sub, [b"x"], policy="replicas:3")
+    assert len(net.sent(codec.Commitment)) == 3
+    assert net.sent(codec.Result) == []
+    for w in workers:
+        assert w.behaviour.serving("job/t0") is not None
+        assert w.behaviour.admission.free_slots() == 2  # a committed result holds no slot
+        assert w.behaviour.next_deadline() == pytest.approx(T0 + 600.0)  # reveal_wait_s_max
+    net.tick(T0 + 599.0)
+    assert net.sent(codec.Rejected) == []
+    net.tick(T0 + 600.0)
+    refusals = [m for m in net.sent(codec.Rejected) if isinstance(m, codec.Rejected)]
+    assert len(refusals) == 3
+    assert all("no reveal request within 600 s" in r.reason for r in refusals)
+    assert all(w.behaviour.serving("job/t0") is None for w in workers)
+    assert run.state is not JobState.DONE  # the issuer never heard a reveal: nothing accepted
+
+
+def test_a_cancel_aborts_the_run_and_its_late_outcome_is_ignored() -> None:
+    net, sub, worker = pair()
+    worker.auto_run = False
+    net.submit(sub, [b"x"])
+    (run,) = worker.runs
+    net.handle(worker, FromIssuer(sub.peer_id, 1, codec.Cancel("job/t0")))
+    assert run.request in worker.aborted
+    assert worker.behaviour.serving("job/t0") is None
+    assert worker.behaviour.admission.free_slots() == 2
+    results_before = len(net.sent(codec.Result))
+    net.handle(worker, net._executed(worker, run))  # the sandbox answers anyway
+    assert len(net.sent(codec.Result)) == results_before
+
+
+def test_an_issuer_that_goes_away_takes_its_tasks_with_it() -> None:
+    net, sub, worker = pair()
+    worker.auto_run = False
+    net.submit(sub, [b"x", b"y"])
+    assert len(worker.runs) == 2
+    net.handle(worker, IssuerLost(sub.peer_id, 2))  # another stream of that issuer: not these tasks
+    assert worker.aborted == set()
+    net.handle(worker, IssuerLost(sub.peer_id, 1))
+    assert worker.aborted == {r.request for r in worker.runs}
+    assert worker.behaviour.issuers() == set()
+
+
+@pytest.mark.parametrize(("bad_input", "chunk_count", "why"), [
+    (True, 1, "does not match"),  # inline input that is not the content it names
+    (False, 2, "does not hold the 2 chunks"),  # the input holds one chunk, the offer says two
+])
+def test_an_offer_whose_input_is_not_what_it_says_is_refused(bad_input: bool, chunk_count: int, why: str) -> None:
+    net, sub, worker = pair()
+    data = frame_chunks([b"x"])
+    ref = replace(net.submit(sub, [b"x"]).task("job/t0").ref, task_id="job/t9", chunk_count=chunk_count)
+    net.handle(worker, FromIssuer(sub.peer_id, 1, codec.Offer(ref, data + b"!" if bad_input else data)))
+    (refusal,) = [m for m in net.sent(codec.Rejected, by="worker") if m.task_id == "job/t9"]
+    assert isinstance(refusal, codec.Rejected)
+    assert why in refusal.reason
+    assert worker.behaviour.admission.free_slots() == 2
+
+
+def test_a_malformed_frame_costs_its_sender_trust() -> None:
+    net, sub, worker = pair()
+    net.handle(sub, Malformed(worker.peer_id, "compute message of no known kind"))
+    record = sub.behaviour.trust.get(worker.peer_id)
+    assert record is not None
+    assert record.invalid == 1
+
+
+def test_a_served_task_moves_only_along_its_state_machine() -> None:
+    net, sub, worker = pair()
+    worker.auto_run = False
+    net.submit(sub, [b"x"])
+    inc = worker.behaviour.serving("job/t0")
+    assert isinstance(inc, Incoming)
+    assert inc.state is Serving.RUNNING
+    with pytest.raises(LocalProtocolError, match="running -> fetching"):
+        inc.move(Serving.FETCHING)
+    with pytest.raises(LocalProtocolError, match="running -> splitting"):
+        inc.move(Serving.SPLITTING)
+
+
+def test_a_worker_splits_a_big_task_and_answers_with_a_delegation_over_its_parts_and_their_logs() -> None:
+    net = Net()
+    sub = net.add("submitter", memory_bytes_max=16 << 20)
+    front = net.add("front", split_above_s=0.001)  # any task with several chunks is big for it
+    helpers = [net.add(n) for n in ("h1", "h2")]
+    for h in helpers:
+        h.log = f"printed by {h.name}\n".encode()
+    chunks = [f"chunk {i}".encode() for i in range(4)]
+    run = net.submit(sub, chunks, per_task=4)
+    assert run.state is JobState.DONE, run.explain()
+    task = run.task("job/t0")
+    assert task.worker == front.peer_id
+    assert unframe_chunks(sub.store.data[task.output_cid]) == [sha(c) for c in chunks]
+    tree = ReceiptTree.decode(task.tree, VerifyConfig())
+    assert len(tree.children) >= 2  # front signed for the parts the helpers ran
+    verified = verify_tree(tree, task.ref.binding(), net.now, VerifyConfig(), worker=front.peer_id,
+                           output=sub.store.data[task.output_cid])
+    assert verified.signers == {front.peer_id, *(h.peer_id for h in helpers)}
+    log = sub.behaviour.task_logs.get("job/t0")
+    assert log is not None
+    assert b"printed by h1" in log.log
+    assert b"printed by h2" in log.log  # the parts' logs went up with the merged result
+
+
+def test_the_issuer_keeps_the_log_each_task_printed() -> None:
+    net, sub, worker = pair()
+    worker.log = b"hello from the guest\n"
+    net.submit(sub, [b"x"])
+    entry = sub.behaviour.task_logs.get("job/t0")
+    assert entry is not None
+    assert (entry.worker, entry.log) == (worker.peer_id, b"hello from the guest\n")
+
+
+def test_a_liar_among_replicas_loses_trust_at_the_submitter() -> None:
+    net = Net()
+    sub = net.add("submitter", memory_bytes_max=16 << 20)
+    liar = net.add("liar")
+    for name in ("a", "b"):
+        net.add(name)
+    original = net._executed
+
+    def lie(peer: Peer, act: Execute) -> Executed:
+        ev = original(peer, act)
+        if peer is liar and ev.outputs:
+            return Executed(ev.request, [b"wrong" * 4], None, ev.fuel_used)
+        return ev
+
+    net._executed = lie  # type: ignore[method-assign]
+    run = net.submit(sub, [b"vote"], policy="replicas:3")
+    assert run.state is JobState.DONE
+    assert unframe_chunks(sub.store.data[run.task("job/t0").output_cid]) == [sha(b"vote")]
+    honest = next(p for p in net.peers.values() if p.name == "a")
+    assert sub.behaviour.trust.score(liar.peer_id, net.now) < 0 < sub.behaviour.trust.score(honest.peer_id, net.now)
