@@ -33,7 +33,6 @@ an admission slot is released exactly when its task leaves RUNNING or SPLITTING 
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
