@@ -66,9 +66,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pangea_p2p.core.chunks import unframe_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs import behaviour as behaviour_mod
 from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs import coordinator as coordinator_mod
+from pangea_p2p.core.jobs import serving as serving_mod
 from pangea_p2p.core.jobs.behaviour import JobRun
 from pangea_p2p.core.jobs.events import FromIssuer, FromWorker, SendToWorker
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
@@ -199,7 +199,7 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
     orig_execute = ComputeService._execute
     orig_reply = ComputeService._reply
     orig_coord_result = coordinator_mod.Coordinator.on_result
-    orig_issue = behaviour_mod.issue_receipt
+    orig_issue = serving_mod.issue_receipt
     orig_run_chunks = b_compute.sandbox.run_chunks
 
     async def send_to_worker(self: ComputeService, act: SendToWorker) -> None:
@@ -251,7 +251,7 @@ def instrument(trace: Trace, b_compute: ComputeService) -> Callable[[], None]:
     patch(ComputeService, "_execute", execute)
     patch(ComputeService, "_reply", reply)
     patch(coordinator_mod.Coordinator, "on_result", coord_result)
-    patch(behaviour_mod, "issue_receipt", issue)
+    patch(serving_mod, "issue_receipt", issue)
     patch(b_compute.sandbox, "run_chunks", run_chunks)
 
     def undo() -> None:
