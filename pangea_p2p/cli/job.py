@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pangea_p2p.cli.common import Subparsers
 
 _LIMITS = DEFAULT_OPTIONS.limits
+PARTIAL_EXIT = 3  # `job result --partial`: some chunks have no output
 # Every field of a job request as a flag of `pangea job submit`: (flag, the field it sets, type, default, help).
 OPTION_FLAGS: tuple[tuple[str, str, type, object, str], ...] = (
     ("--chunks-per-task", "chunks_per_task", int, DEFAULT_OPTIONS.chunks_per_task, "consecutive chunks per task"),
@@ -45,13 +46,14 @@ OPTION_FLAGS: tuple[tuple[str, str, type, object, str], ...] = (
     ("--memory-mib", "limits.memory_bytes_max", int, _LIMITS.memory_bytes_max >> 20, "memory per chunk run, MiB"),
     ("--wall-time-s", "limits.wall_time_s", float, _LIMITS.wall_time_s, "wall time per chunk run"),
     ("--output-bytes-max", "limits.output_bytes_max", int, _LIMITS.output_bytes_max, "output bytes per chunk"),
-    ("--deadline-s", "deadline_s", float, DEFAULT_OPTIONS.deadline_s, "the job must finish within this many seconds"),
+    ("--deadline-s", "deadline_s", float, DEFAULT_OPTIONS.deadline_s,
+     "the job must finish within this many seconds (tasks waiting for busy or unreachable workers wait until then)"),
     ("--retries-max", "retries_max", int, DEFAULT_OPTIONS.retries_max, "worker faults a task survives"),
     ("--escalations-max", "escalations_max", int, DEFAULT_OPTIONS.escalations_max,
      "times a task's fuel or memory is raised after it ran out of it"),
     ("--depth-max", "depth_max", int, DEFAULT_OPTIONS.depth_max, "how often a task may be split again by workers"),
     ("--queue-timeout-s", "queue_timeout_s", float, DEFAULT_OPTIONS.queue_timeout_s,
-     "how long a task may wait for a worker that fits"),
+     "how long a task may wait when no known peer could ever take it (limits above every advert, all excluded)"),
     ("--fuel-per-chunk-estimate", "fuel_per_chunk_estimate", int, DEFAULT_OPTIONS.fuel_per_chunk_estimate,
      "expected fuel of one chunk, for placement (0: learnt from finished tasks)"),
     ("--job-id", "job_id", str, None, "the job's id (default: the peer picks one)"),
@@ -84,6 +86,9 @@ def add_parser(sub: Subparsers) -> None:
         if name == "result":
             p.add_argument("-o", "--output", type=Path, help="write the outputs here (default: stdout)")
             p.add_argument("--framed", action="store_true", help="write them as one framed chunk list")
+            p.add_argument("--partial", action="store_true",
+                           help="write what is done even if some tasks failed; say which chunks are missing on "
+                                f"stderr and exit with {PARTIAL_EXIT} (framed: a missing chunk is empty)")
     add_api_args(jsub.add_parser("list", help="jobs on this peer"))
 
 
@@ -153,8 +158,31 @@ def _run(args: argparse.Namespace, client: Client) -> int:
                   else "\n")
         return 0
     handle: JobHandle[list[bytes]] = JobHandle(client, args.job_id, list, client.job(args.job_id))
-    _write_outputs(handle.outputs(), args.output, args.framed)
-    return 0
+    if not args.partial:
+        _write_outputs(handle.outputs(), args.output, args.framed)
+        return 0
+    outputs = handle.partial_outputs()
+    missing = [i for i, o in enumerate(outputs) if o is None]
+    # framed: a missing chunk is an empty one (the positions stay); raw: missing chunks are left out
+    _write_outputs([o or b"" for o in outputs] if args.framed else [o for o in outputs if o is not None],
+                   args.output, args.framed)
+    if not missing:
+        return 0
+    print(f"partial result: {len(outputs) - len(missing)} of {len(outputs)} chunk(s); missing chunk(s) "
+          f"{_ranges(missing)} (job {handle.last_result['state']}: {handle.last_result.get('reason', '')})",
+          file=sys.stderr)
+    return PARTIAL_EXIT
+
+
+def _ranges(indexes: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
+    runs: list[list[int]] = []
+    for i in indexes:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def job_options(args: argparse.Namespace) -> JobOptions:

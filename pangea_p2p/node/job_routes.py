@@ -141,6 +141,7 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
         return ApiResponse.of({
             "job_id": run.spec.job_id,
             "state": run.state.value,
+            "reason": run.reason,
             "issuer": compute.self_id,
             "module_cid": run.spec.module_cid,
             "verification": str(run.spec.verification),

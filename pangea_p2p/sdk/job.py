@@ -258,6 +258,7 @@ class JobHandle(Generic[T]):
         self.job_id = job_id
         self._merge = merge
         self.last_status = status
+        self.last_result: dict[str, Any] = {}  # the peer's result document, as last fetched
         self.module_cid = module_cid  # what was submitted (None for a handle to a job submitted elsewhere)
         self.chunk_cids = chunk_cids
 
@@ -286,13 +287,26 @@ class JobHandle(Generic[T]):
         return status
 
     def outputs(self) -> list[bytes]:
-        """The guest's outputs, one per chunk, in order (downloads each task's framed output)."""
-        doc = self.client.job_result(self.job_id)
-        out: list[bytes] = []
-        for cid in doc["outputs"]:
+        """The guest's outputs, one per chunk, in order (downloads each task's framed output). PangeaError if
+        some task has none (the job failed or is still running): ``partial_outputs`` returns what is done."""
+        out = self.partial_outputs()
+        missing = [i for i, o in enumerate(out) if o is None]
+        if missing:
+            raise PangeaError(f"job {self.job_id} has {len(missing)} of {len(out)} chunk(s) without output "
+                              f"({self.last_result['state']}); partial_outputs() or `pangea job result --partial` "
+                              "returns the others")
+        return [o for o in out if o is not None]
+
+    def partial_outputs(self) -> list[bytes | None]:
+        """The guest's outputs, one per chunk, in order; None for each chunk of a task that has no output (it
+        failed, was cancelled or still runs): what a failed job did get done."""
+        doc = self.last_result = dict(self.client.job_result(self.job_id))
+        out: list[bytes | None] = []
+        for cid, task in zip(doc["outputs"], doc["tasks"], strict=True):
             if cid is None:
-                raise PangeaError(f"job {self.job_id} has tasks without output")
-            out.extend(unframe_chunks(self.client.block(cid)))
+                out.extend([None] * int(task["chunk_count"]))
+            else:
+                out.extend(unframe_chunks(self.client.block(cid)))
         return out
 
     def result(self, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> T:

@@ -106,7 +106,6 @@ def test_api_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         ("capacity.directory.peers_max=0", "config capacity.directory.peers_max: must be in"),
         ("coordinator.timeout_factor=0.5",
          "config coordinator.timeout_factor: must be between 1.0 and 1000.0, got 0.5"),
-        ("coordinator.unreachable_max=1.5", "config coordinator.unreachable_max: must be an integer, got 1.5"),
         ("coordinator.unreachable_cooldown_s=-1", "config coordinator.unreachable_cooldown_s: must be between 0.0 and"),
         ("coordinator.scheduler.speed_cap_factor=0", "config coordinator.scheduler.speed_cap_factor: must be between"),
         ("coordinator.scheduler.trust_floor=nan", "config coordinator.scheduler.trust_floor: must be between"),
@@ -114,7 +113,7 @@ def test_api_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
          "config coordinator.scheduler.parts_max: is set by compute.split_parts_max"),
         ("coordinator.verify.replicas_max=3", "config coordinator.verify: is set by the [verify] section"),
         ("coordinator.retries=3", "config coordinator.retries: unknown key; known keys here: scheduler, "
-                                  "timeout_factor, unreachable_cooldown_s, unreachable_max"),
+                                  "timeout_factor, unreachable_cooldown_s"),
         ("verify.replicas_max=0", "config verify.replicas_max: must be between 1 and 64, got 0"),
         ("verify.tree_depth_max=true", "config verify.tree_depth_max: must be an integer, got True"),
         ("verify=3", "config verify: must be a table"),

@@ -183,7 +183,7 @@ def test_submit_prints_the_job_id_and_sends_the_options(peer: FakePeer, text_fil
                    "output_bytes_max": DEFAULT_OPTIONS.limits.output_bytes_max},
         "verification": "spot:2",
         "deadline_s": 600.0,
-        "retries_max": 3, "escalations_max": 2, "depth_max": 2, "queue_timeout_s": 60.0, "fuel_per_chunk_estimate": 0,
+        "retries_max": 3, "escalations_max": 2, "depth_max": 2, "queue_timeout_s": 30.0, "fuel_per_chunk_estimate": 0,
     }
 
 
@@ -314,6 +314,24 @@ def test_result_to_a_file_framed_and_to_stdout(peer: FakePeer, tmp_path: Path,
     capsysbinary.readouterr()
     assert cli.main(["job", "result", *API, job_id]) == 0
     assert capsysbinary.readouterr().out == b"onetwothree"
+
+
+def test_result_of_a_failed_job_says_what_is_missing_and_partial_writes_the_rest(
+        peer: FakePeer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = submitted(peer, [b"Ea", b"Tu", b"Tv", b"Ed"], guest="probe")  # T...: the guest traps
+    peer.job(job_id)  # runs it
+    code, _, err = run(capsys, "result", *API, job_id)
+    assert code == 1
+    assert "has 2 of 4 chunk(s) without output (failed); partial_outputs() or `pangea job result --partial`" in err
+    out_file = tmp_path / "partial.bin"
+    code, _, err = run(capsys, "result", *API, job_id, "--partial", "--framed", "-o", str(out_file))
+    assert code == 3
+    assert f"partial result: 2 of 4 chunk(s); missing chunk(s) 1-2 (job failed: task {job_id}/t1 failed" in err
+    chunks = unframe_chunks(out_file.read_bytes())
+    assert len(chunks) == 4
+    assert chunks[1] == chunks[2] == b""
+    assert chunks[0]
+    assert chunks[3]
 
 
 def test_result_to_an_unwritable_path_is_one_line(peer: FakePeer, tmp_path: Path,

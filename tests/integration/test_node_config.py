@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 TOML = """
 [coordinator]
-unreachable_max = 7
+unreachable_cooldown_s = 7
 [coordinator.scheduler]
 trust_floor = -2.5
 [verify]
@@ -50,7 +50,7 @@ async def test_file_and_flag_values_reach_the_running_coordinator(tmp_path: Path
         run = compute.submit(request.to_spec([len(c) for c in chunks], time.time(), "configured"))
         used = run.config  # what this job's coordinator decides by
         assert used.timeout_factor == 4.0  # --set
-        assert used.unreachable_max == 7  # the file
+        assert used.unreachable_cooldown_s == 7.0  # the file
         assert used.scheduler.trust_floor == -2.5  # the file's [coordinator.scheduler]
         assert used.scheduler.split_above_s == 12.0  # compute.split_above_s, its one key
         assert (used.verify.replicas_max, used.verify.clock_skew_max_s) == (5, 5.0)  # [verify] and --set

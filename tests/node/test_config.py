@@ -70,11 +70,11 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
 
 def test_coordinator_verify_and_trust_sections_from_the_file_and_flags(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
-    f.write_text("[coordinator]\nunreachable_max = 7\n[coordinator.scheduler]\ntrust_floor = -3\n"
+    f.write_text("[coordinator]\nunreachable_cooldown_s = 7\n[coordinator.scheduler]\ntrust_floor = -3\n"
                  "[verify]\nreplicas_max = 5\n[trust]\nhalf_life_s = 3600\n[compute]\nsplit_above_s = 12\n")
     cfg = load_config(f, {"coordinator.timeout_factor": 4, "verify.clock_skew_max_s": 5,
                           "coordinator.scheduler.speed_cap_factor": 3}, tmp_path)
-    assert (cfg.coordinator.unreachable_max, cfg.coordinator.timeout_factor) == (7, 4.0)
+    assert (cfg.coordinator.unreachable_cooldown_s, cfg.coordinator.timeout_factor) == (7.0, 4.0)
     assert (cfg.coordinator.scheduler.trust_floor, cfg.coordinator.scheduler.speed_cap_factor) == (-3.0, 3.0)
     assert (cfg.verify.replicas_max, cfg.verify.clock_skew_max_s, cfg.trust.half_life_s) == (5, 5.0, 3600.0)
     # one key per setting: the coordinator's verify and split settings are those of [verify] and [compute]

@@ -171,9 +171,9 @@ class FakePeer:
                 workers.append(worker.peer_id)
         state = "failed" if failures else "done"
         reason = f"task {next(iter(failures))} failed: {next(iter(failures.values()))}" if failures else ""
-        doc = {"job_id": spec.job_id, "state": state, "issuer": SUBMITTER.peer_id, "module_cid": spec.module_cid,
-               "verification": str(spec.verification), "outputs": outputs, "receipts": receipts,
-               "workers": workers, "tasks": tasks}
+        doc = {"job_id": spec.job_id, "state": state, "reason": reason, "issuer": SUBMITTER.peer_id,
+               "module_cid": spec.module_cid, "verification": str(spec.verification), "outputs": outputs,
+               "receipts": receipts, "workers": workers, "tasks": tasks}
         total = spec.task_count
         done = total - len(failures)
         statuses = [self._status(spec, "running", "", v, min(v, done), 0, fuel * min(v, done) // max(1, done))

@@ -90,12 +90,12 @@ def test_a_bad_job_id_is_refused_before_anything_is_uploaded() -> None:
     assert (peer.blocks, peer.requests) == ({}, [])
 
 
-def test_chunks_per_task_is_capped_at_the_chunk_count_and_no_deadline_is_sent() -> None:
+def test_chunks_per_task_is_capped_at_the_chunk_count_and_the_default_deadline_is_sent() -> None:
     peer = FakePeer()
     sha_job(chunks_per_task=50).submit(b"short", peer)  # type: ignore[arg-type]
     (request,) = peer.requests
     assert request["chunks_per_task"] == 1
-    assert "deadline_s" not in request
+    assert request["deadline_s"] == 86400.0  # the default: a day
 
 
 def test_run_returns_what_run_local_returns_and_reports_progress_in_order() -> None:
@@ -135,8 +135,12 @@ def test_a_failed_job_raises_job_failed_with_status_and_explain() -> None:
     assert info.value.status["progress"]["failed"] == 1
     reasons = info.value.explain["tasks"][f"{handle.job_id}/t1"]["reasons"]
     assert "unreachable" in reasons[0]
-    with pytest.raises(PangeaError, match="has tasks without output"):
+    with pytest.raises(PangeaError, match=r"has 2 of 4 chunk\(s\) without output \(failed\); partial_outputs\(\)"):
         handle.outputs()
+    partial = handle.partial_outputs()  # what the failed job did get done
+    assert partial[2:] == [None, None]  # the second task (two chunks) failed
+    assert partial[0] is not None
+    assert partial[1] is not None
 
 
 def test_wait_gives_up_after_its_timeout() -> None:

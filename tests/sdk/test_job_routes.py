@@ -71,7 +71,7 @@ def test_a_minimal_request_gets_the_defaults() -> None:
             spec.limits.output_bytes_max) == (10_000_000_000, 100 << 20, 30.0, 16 << 20)  # as before JobRequest
     assert spec.chunks_per_task == 1
     assert spec.verification.mode is VerificationMode.HASH
-    assert spec.deadline_s == math.inf
+    assert spec.deadline_s == NOW + 86400.0  # a day by default
     assert (spec.retries_max, spec.escalations_max, spec.depth_max) == (3, 2, 2)
     assert len(spec.job_id) == 16
 

@@ -148,7 +148,8 @@ def test_partitioned_jobs_complete_after_the_heal(mode: str, seed: int) -> None:
     from 20 s to 80 s). While an unreachable worker counted as a failed attempt, retries_max = 3 ran out during
     the partition: a majority split failed a quarter of the jobs (55-59 of 80 done) and islands:3 over half
     (33-38). Now an unreachable worker (a dial or stream failure, or an offer nobody answered) uses its own
-    budget (unreachable_max), backs off, and cools down for every task of the peer: every job completes."""
+    budget (now none: the job deadline bounds it), backs off, and cools down for every task of the peer: every job
+    completes."""
     sim = Simulation(config_for(SCENARIOS["partition_heal"], {"seed": seed, "partition": mode}), "partition_heal")
     result = sim.run()
     m = result.metrics

@@ -25,6 +25,8 @@ from pangea_p2p.core.jobs.model import TaskRef
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.errors import ConfigError
 
+BUSY = "busy"  # a rejection's reason starts with this when the peer is full (the issuer waits, it is no fault)
+
 
 class Verdict(enum.StrEnum):
     RUN = "run"
@@ -79,7 +81,7 @@ class AdmissionControl:
         if problem:
             return Admission(Verdict.REJECT, problem)
         if len(self.admitted) >= self.config.slots + self.config.queue_max:  # running, queued and splitting
-            return Admission(Verdict.REJECT, f"busy: {len(self.admitted)} tasks admitted, {self.config.slots} slots")
+            return Admission(Verdict.REJECT, f"{BUSY}: {len(self.admitted)} tasks admitted, {self.config.slots} slots")
         fuel = scheduler.fuel_estimate(offer, None)
         me = self.local_view()
         others = [w for w in neighbours if w.peer_id not in offer.path and w.peer_id != self.self_id]

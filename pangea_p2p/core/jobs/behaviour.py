@@ -325,7 +325,7 @@ class ComputeBehaviour:
             escalations_max=spec.escalations_max, escalation_factor=spec.escalation_factor,
             queue_timeout_s=spec.queue_timeout_s, trust=self.trust, guard=self.guard, source=self._source,
             rng=random.Random(self.ctx.rng.getrandbits(64)), now=now, config=self.config.coordinator,
-            inflight=self.inflight, reachability=self.reachability,
+            inflight=self.inflight, reachability=self.reachability, keep_going=True,
         )
 
     def _on_cancel(self, now: float, ev: CancelJob) -> None:

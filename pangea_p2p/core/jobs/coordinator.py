@@ -20,20 +20,28 @@ Replicas of a task are attempts with distinct workers at the same time (never tw
 at random among the eligible workers, so that a party with many identities and inflated adverts cannot fill a
 vote. A worker that failed, timed out or lied on a task is excluded from it.
 
-Worker faults and unreachable workers are counted apart. A fault (an accepted attempt that timed out, a
-signed crash, a result that fails verification or is outvoted, a departure) counts toward ``retries_max``.
-An unreachable worker (``on_transport_error``, or an offer with no answer by its deadline) is a partition or
-a crash, not a fault: it counts toward ``unreachable_max`` instead, backs off (also while other replicas are
-out), and goes into the peer's shared ``Reachability`` for ``unreachable_cooldown_s``, during which none of
-its coordinators offers it a task (any answer from it ends the cool-down). Its replica is placed again (a
-no-show of the vote only if it had committed). So a partition delays tasks instead of failing them, and the
-loop stays bounded. A deterministic OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED (agreed on by the quorum) raises that
-limit by ``escalation_factor`` and starts over, ``escalations_max`` times (the same workers may run it again:
-the replay guard remembers one receipt per task, worker *and limits*).
+Worker faults and unreachable workers are counted apart. A fault (an accepted attempt that timed out, a signed
+crash, a result that fails verification or is outvoted, a departure) counts toward ``retries_max``. An unreachable
+worker (``on_transport_error``, or an offer with no answer by its deadline) is a partition or a crash, not a fault:
+it counts toward no limit, backs off (also while other replicas are out), and goes into the peer's shared
+``Reachability`` for ``unreachable_cooldown_s``, during which none of its coordinators offers it a task (any answer
+from it ends the cool-down). Its replica is placed again (a no-show of the vote only if it had committed). A worker
+that declines because it is full is not excluded from the task: it cools down for BUSY_COOLDOWN_S. So busy workers
+and partitions delay tasks instead of failing them: a waiting task is bounded by the job's deadline only (its tasks'
+``deadline_s``: at it, every task not done fails with what it was waiting for). A task fails early only when no
+known peer could ever take it (placement.py, stuck) or after ``retries_max`` faults.
+
+A job's coordinator *keeps going* (``keep_going``): a failed task does not stop the others, the job ends when
+every task is final (FAILED if any failed), and what is done stays retrievable. A split task's parts stop at
+the first failure instead (the split fails as a whole; its issuer retries it elsewhere).
+
+A deterministic OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED (agreed on by the quorum) raises that limit by
+``escalation_factor`` and starts over, ``escalations_max`` times (the same workers may run it again: the replay
+guard remembers one receipt per task, worker *and limits*).
 
 Invariants: a task is DONE at most once and never changes afterwards (tasks.TRANSITIONS); the number of
-attempts out per task is at most its replica count; worker faults per task at most ``retries_max`` and
-unreachable workers at most ``unreachable_max`` (then FAILED with the reason chain); every effect that expects
+attempts out per task is at most its replica count; worker faults per task at most ``retries_max`` (then
+FAILED with the reason chain); every effect that expects
 an answer is correlated by (task_id, worker); the reason chain of a task is bounded (``REASONS_MAX``).
 """
 
@@ -43,7 +51,9 @@ import math
 import random
 
 from pangea_p2p.core.cid import cid_from_digest
+from pangea_p2p.core.jobs.admission import BUSY
 from pangea_p2p.core.jobs.config import (
+    BUSY_COOLDOWN_S,
     CoordinatorConfig,
     WorkerSource,
 )
@@ -88,6 +98,7 @@ class Coordinator:
         local_allowed: bool = True,
         inflight: dict[str, int] | None = None,
         reachability: Reachability | None = None,
+        keep_going: bool = False,
     ) -> None:
         self.self_id = self_id
         self.policy = policy
@@ -103,7 +114,10 @@ class Coordinator:
         self.local_allowed = local_allowed  # False for the parts of a split task: its delegator must not sign a leaf
         self.inflight = inflight if inflight is not None else {}
         self.reachability = reachability if reachability is not None else Reachability()
+        self.keep_going = keep_going
         self.tasks: dict[str, TaskEntry] = {t.task_id: TaskEntry(t, t.limits) for t in tasks}
+        self.deadline_s = min((t.deadline_s for t in tasks), default=math.inf)
+        self.failed: list[str] = []  # tasks FAILED, in order
         self.state = JobState.RUNNING
         self.started_s = now
         self.finished_s: float | None = None
@@ -141,6 +155,8 @@ class Coordinator:
 
     def tick(self, now: float) -> list[Effect]:
         """Fire due timers and place pending tasks; return the effects."""
+        if self.state is JobState.RUNNING and now >= self.deadline_s:
+            self._deadline_passed(now)
         if self.state is JobState.RUNNING:
             for entry in list(self.placement.out.values()):
                 self.retries.expire_attempts(entry, now)
@@ -152,7 +168,12 @@ class Coordinator:
         """When ``tick`` next has something to do (None: only events can move it): after ``now``, or ``now``
         itself when a timer is due or a task waits for its look at the next placement round (the next tick
         takes them all: no busy loop)."""
-        return self.placement.deadline(now) if self.state is JobState.RUNNING else None
+        if self.state is not JobState.RUNNING:
+            return None
+        nxt = self.placement.deadline(now)
+        if self.deadline_s < math.inf:
+            nxt = self.deadline_s if nxt is None else min(nxt, self.deadline_s)
+        return nxt
 
     # --- answers to effects -----------------------------------------------------------------------------
 
@@ -174,7 +195,10 @@ class Coordinator:
         if attempt.committed:  # it took part in a vote round already: a no-show, not a free retry
             self.attempt_failed(entry, worker, f"{worker} declined after committing: {reason}", now, penalise=False)
             return self._answered(now)
-        entry.excluded.add(worker)
+        if reason.startswith(BUSY):  # full now, not unfit: no offers for a while, then it may take the task
+            self.reachability.mark_busy(worker, now + BUSY_COOLDOWN_S)
+        else:
+            entry.excluded.add(worker)
         entry.assigned.discard(worker)  # it never ran it: the replica is placed again
         self.note(entry, f"{worker} declined: {reason}")
         self.retries.after_attempt(entry, now)
@@ -320,10 +344,29 @@ class Coordinator:
             return
         self.placement.call_off(entry)
         entry.move(TaskState.FAILED)
+        self.placement.finished(entry)
+        self.failed.append(entry.ref.task_id)
         self.note(entry, f"failed: {why}")
         self.update(entry, reason=why)
+        if self.keep_going:
+            self._check_finished(now)
+            return
         self._cancel_tasks(f"job failed: task {entry.ref.task_id} failed")
         self._finish(JobState.FAILED, f"task {entry.ref.task_id} failed: {why}", now)
+
+    def _deadline_passed(self, now: float) -> None:
+        """The job's deadline passed: every task not final fails with what it was waiting for."""
+        for entry in self.tasks.values():
+            if not entry.state.final:
+                waiting = entry.reasons[-1] if entry.reasons else entry.state.value
+                self.placement.call_off(entry)
+                entry.move(TaskState.FAILED)
+                self.placement.finished(entry)
+                self.failed.append(entry.ref.task_id)
+                why = f"the job's deadline passed; last: {waiting}"
+                self.note(entry, f"failed: {why}")
+                self.update(entry, reason=why)
+        self._check_finished(now)
 
     def escalate_or_fail(self, entry: TaskEntry, failure: FailureKind, why: str, now: float) -> None:
         self.retries.escalate_or_fail(entry, failure, why, now)
@@ -348,8 +391,18 @@ class Coordinator:
                 self.update(entry, reason=reason)
 
     def _check_finished(self, now: float) -> None:
-        if self.state is JobState.RUNNING and self.placement.done == len(self.tasks):
+        if self.state is not JobState.RUNNING:
+            return
+        n, done = len(self.tasks), self.placement.done
+        if done == n:
             self._finish(JobState.DONE, "", now)
+        elif done + len(self.failed) == n:
+            first = self.tasks[self.failed[0]]
+            why = first.reasons[-1].removeprefix("failed: ") if first.reasons else "failed"
+            more = f" (and {len(self.failed) - 1} more)" if len(self.failed) > 1 else ""
+            partial = " (their outputs make a partial result)" if done else ""
+            self._finish(JobState.FAILED, f"task {first.ref.task_id} failed: {why}{more}; {done} of {n} tasks "
+                         f"done{partial}", now)
 
     def _finish(self, state: JobState, reason: str, now: float) -> None:
         if self.state is not JobState.RUNNING:

@@ -158,6 +158,8 @@ class JobLimits:
         return ReceiptLimits(self.fuel_max, self.memory_bytes_max, self.wall_time_s, self.output_bytes_max)
 
 
+DEFAULT_DEADLINE_S = 86400.0  # a job's deadline unless its submitter sets one: a day
+
 # The integer options of a job and their ranges (JobOptions and JobSpec check them alike).
 _OPTION_INTS = {
     "chunks_per_task": (1, CHUNKS_PER_JOB_MAX),
@@ -177,11 +179,13 @@ class JobOptions:
     chunks_per_task: int = 1  # consecutive chunks per task (capped at the job's chunk count by ``fitted``)
     limits: JobLimits = field(default_factory=JobLimits)
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
-    deadline_s: float | None = None  # seconds from submission within which the job must be done (None: no limit)
+    # seconds from submission within which the job must be done (None: no limit). Tasks that wait for busy,
+    # cooling or unreachable workers (a partition) wait until then; only this bounds them.
+    deadline_s: float | None = DEFAULT_DEADLINE_S
     retries_max: int = 3  # worker faults a task survives (each retried elsewhere)
     escalations_max: int = 2  # times fuel/memory may be raised after OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED
     depth_max: int = 2  # how many times a task may be split again below the submitter
-    queue_timeout_s: float = 60.0  # how long a task may wait for a worker that fits
+    queue_timeout_s: float = 30.0  # how long a task may wait when no known peer could ever take it
     fuel_per_chunk_estimate: int = 0  # 0: unknown (learned from completed tasks; until then fuel_max)
 
     def __post_init__(self) -> None:

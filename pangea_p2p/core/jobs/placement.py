@@ -5,8 +5,11 @@ Theory of operation
 A task that wants a placement (PENDING, or with replicas its vote counts on not given to any worker yet) is
 offered to workers through ``scheduler.place``: delegated to one or more workers (an *attempt* each), run
 here, or *queued* with a reason a user can read. A queued task waits for a worker; it runs here as a fallback
-(under HASH at once when no known worker could ever take it, else after LOCAL_FALLBACK_AFTER_S), and fails
-after the job's ``queue_timeout_s`` with no attempt out.
+(under HASH at once when no known worker could ever take it, else after LOCAL_FALLBACK_AFTER_S). Waiting for
+busy, cooling or unreachable workers is not a failure: only the job's deadline bounds it. A task that no known
+peer could *ever* take (its limits above every advert and this peer's, every peer excluded from it, below the
+trust floor or on its path) is *stuck*: it fails after the job's ``queue_timeout_s`` stuck with no attempt out
+(a peer that fits may appear meanwhile), naming which limit and which peers.
 
 Cost. A job may hold tens of thousands of tasks and every event ends in a placement round or a tick, so nothing
 per event scans all of them. Placement keeps:
@@ -17,7 +20,7 @@ per event scans all of them. Placement keeps:
 - ``due``: the tasks the next placement round looks at whatever the room: those whose state changed as above,
   whose placement left replicas unplaced (the next round places or queues the rest, as a scan would), and
   those whose timer fired;
-- a heap of timers (queue timeout, local fallback, a checked job's re-look at this peer, end of a backoff),
+- a heap of timers (stuck timeout, local fallback, a checked job's re-look at this peer, end of a backoff),
   each live only while the value it was set for is unchanged (stale ones are dropped lazily);
 - ``queued`` (tasks with ``queued_since_s``) and a count of DONE tasks.
 Index invariant, after every call (``check`` asserts it): a task that wants a placement is in ``unplaced``, and
@@ -58,6 +61,7 @@ from pangea_p2p.core.verify.commit_reveal import Phase
 
 # Timer kinds: a timer is live while the value it was set for is unchanged.
 TIMEOUT, FALLBACK, RECHECK, BACKOFF = 0, 1, 2, 3
+NEVER_SHOWN = 3  # peers named in a stuck task's reason
 
 
 class Placement:
@@ -101,7 +105,7 @@ class Placement:
         heapq.heappush(self.timers, (when, entry.ref.task_id, kind))
 
     def live(self, timer: tuple[float, str, int]) -> bool:
-        """Whether ``timer`` still stands for something: the value it was set for is unchanged (a queue timeout
+        """Whether ``timer`` still stands for something: the value it was set for is unchanged (a stuck timeout
         counts only while no attempt is out: ``end_attempt`` sets it again when the last one ends)."""
         when, task_id, kind = timer
         e = self.c.tasks[task_id]
@@ -110,7 +114,7 @@ class Placement:
         if kind == BACKOFF:
             return e.not_before_s == when
         if kind == TIMEOUT:
-            return e.queued_since_s is not None and not e.attempts and e.queued_since_s + self.c.queue_timeout_s == when
+            return e.stuck_since_s is not None and not e.attempts and e.stuck_since_s + self.c.queue_timeout_s == when
         if kind == FALLBACK:
             return e.queued_since_s is not None and e.fallback_at_s == when
         return e.queued_since_s is not None and e.fallback_check_s == when
@@ -271,17 +275,16 @@ class Placement:
     def _queue(self, entry: TaskEntry, ref: TaskRef, why: str, workers: list[scheduler.WorkerView],
                now: float) -> None:
         c = self.c
+        cfg = c.config.scheduler
         local = c.source.local(now) if c.local_allowed and c.self_id not in entry.attempts else None
-        if local is not None and scheduler.ineligible(ref, local, c.config.scheduler) is None:
+        excluded = entry.busy_with()
+        could = any(scheduler.ineligible(ref, w, cfg, busy_ok=True) is None for w in workers
+                    if w.peer_id not in excluded and w.peer_id not in ref.path)
+        if local is not None and scheduler.ineligible(ref, local, cfg) is None:
             # Run it here (this peer trusts its own result; it settles a vote that lacks workers, see on_result)
             # at once if nothing is under way and no known worker could ever take it, else after a short wait
             # for busy workers to free up. Under checked policies only when nothing else is left to do.
             idle = not entry.attempts and not entry.candidates and (entry.tally is None or not entry.tally.votes)
-            excluded = entry.busy_with()
-            could = any(
-                scheduler.ineligible(ref, w, c.config.scheduler, busy_ok=True) is None
-                for w in workers if w.peer_id not in excluded and w.peer_id not in ref.path
-            )
             if entry.fallback_at_s is None:
                 entry.fallback_at_s = now + LOCAL_FALLBACK_AFTER_S
                 self.timer(entry.fallback_at_s, entry, FALLBACK)
@@ -289,7 +292,7 @@ class Placement:
                 self._run_local(entry, ref, now, f"local fallback: {why}")
                 return
         elif (local is not None and not self.local_first() and now >= (entry.fallback_check_s or -math.inf)
-              and scheduler.ineligible(ref, local, c.config.scheduler, busy_ok=True) is None
+              and scheduler.ineligible(ref, local, cfg, busy_ok=True) is None
               and (entry.fallback_at_s is None or now >= entry.fallback_at_s)):
             # A checked job's task that could run here once this peer has a free slot: as this peer's slots are
             # not part of the "any room?" check (see Cost), it looks again in a while (not on every event).
@@ -298,12 +301,19 @@ class Placement:
         if entry.queued_since_s is None:
             entry.queued_since_s = now
             self.queued.add(entry.ref.task_id)
-            self.timer(now + c.queue_timeout_s, entry, TIMEOUT)
             c.note(entry, f"queued: {why}")
             c.update(entry, reason=why)
             c.maybe_open_reveals(entry, now)
-        elif now >= entry.queued_since_s + c.queue_timeout_s and not entry.attempts:
-            c.fail(entry, f"no worker within the {c.queue_timeout_s:g} s queue timeout: {why}", now)
+        if could or entry.attempts or (local is not None
+                                       and scheduler.ineligible(ref, local, cfg, busy_ok=True) is None):
+            entry.stuck_since_s = None  # busy, cooling or unreachable workers: it waits (the deadline bounds it)
+            return
+        if entry.stuck_since_s is None:
+            entry.stuck_since_s = now
+            self.timer(now + c.queue_timeout_s, entry, TIMEOUT)
+        elif now >= entry.stuck_since_s + c.queue_timeout_s:
+            c.fail(entry, f"no known peer could ever take it within the {c.queue_timeout_s:g} s queue timeout: "
+                          f"{never_reason(ref, workers, excluded, local, cfg)}", now)
 
     def local_first(self) -> bool:
         """Whether placement may pick this peer like any worker. Checked modes verify other peers: this peer
@@ -362,7 +372,7 @@ class Placement:
     def _started(self, entry: TaskEntry) -> None:
         """An attempt of ``entry`` went out: it runs, and waits in the queue no more."""
         entry.move(TaskState.RUNNING)
-        entry.queued_since_s = entry.fallback_at_s = entry.fallback_check_s = None
+        entry.queued_since_s = entry.stuck_since_s = entry.fallback_at_s = entry.fallback_check_s = None
         self.out[entry.ref.task_id] = entry
         self.queued.discard(entry.ref.task_id)
 
@@ -373,8 +383,8 @@ class Placement:
             return None
         if not entry.attempts:
             self.out.pop(entry.ref.task_id, None)
-            if entry.queued_since_s is not None:  # its queue timeout counts again (see live)
-                self.timer(entry.queued_since_s + self.c.queue_timeout_s, entry, TIMEOUT)
+            if entry.stuck_since_s is not None:  # its stuck timeout counts again (see live)
+                self.timer(entry.stuck_since_s + self.c.queue_timeout_s, entry, TIMEOUT)
         self.reconsider(entry)  # it may want another attempt now
         self.uncount(attempt)
         return attempt
@@ -399,8 +409,9 @@ class Placement:
                 inflight.pop(attempt.worker, None)
 
     def finished(self, entry: TaskEntry) -> None:
-        """``entry`` became DONE (accepted or restored): it waits for nothing any more."""
-        self.done += 1
+        """``entry`` became DONE (accepted or restored) or FAILED: it waits for nothing any more."""
+        if entry.state is TaskState.DONE:
+            self.done += 1
         self.queued.discard(entry.ref.task_id)
 
     # --- checks -----------------------------------------------------------------------------------------
@@ -419,6 +430,33 @@ class Placement:
             assert tid in self.unplaced, f"{tid} wants a placement but is not in unplaced"
             if e.queued_since_s is None:  # neither queued nor looked at: it must be due, or have a timer
                 assert tid in self.due or tid in timed, f"{tid} wants a placement and nothing will look at it"
+
+
+def never_reason(ref: TaskRef, workers: list[scheduler.WorkerView], excluded: set[str],
+                 local: scheduler.WorkerView | None, cfg: scheduler.SchedulerConfig) -> str:
+    """Why no known peer could ever take ``ref``: each peer's reason (the first few), this peer's, and how many
+    are excluded from the task or on its path."""
+    if not workers and local is None:
+        return "no worker is known"
+    parts: list[str] = []
+    out = sum(1 for w in workers if w.peer_id in excluded or w.peer_id in ref.path)
+    limited = [(w.peer_id, scheduler.ineligible(ref, w, cfg, busy_ok=True)) for w in workers
+               if w.peer_id not in excluded and w.peer_id not in ref.path]
+    shown = limited[:NEVER_SHOWN]
+    parts.extend(f"{short_id(p)} {why}" for p, why in shown)
+    if len(limited) > len(shown):
+        parts.append(f"{len(limited) - len(shown)} more peer(s) like them")
+    if out:
+        parts.append(f"{out} peer(s) excluded (failed, lied or declined this task, or on its path)")
+    if local is not None:
+        why = scheduler.ineligible(ref, local, cfg, busy_ok=True)
+        parts.append(f"this peer {why}" if why else "this peer may not run it")
+    return "; ".join(parts)
+
+
+def short_id(peer_id: str) -> str:
+    """A peer id short enough for a reason a user reads (its last 8 characters, as the CLI shows them)."""
+    return peer_id if len(peer_id) <= 12 else f"…{peer_id[-8:]}"
 
 
 def _probe(tasks: list[TaskRef]) -> TaskRef | None:

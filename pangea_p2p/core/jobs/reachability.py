@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 class Reachability:
-    """Workers that could not be reached lately, each until its cool-down ends. One per peer, shared by its
-    coordinators (like ``inflight``): a worker one job could not dial is not offered another job's tasks either
-    until the cool-down is over, or until it is heard from (any answer marks it reachable again). Bounded:
-    expired entries are dropped, and at most ``entries_max`` are kept (the soonest to expire go first)."""
+    """Workers that could not be reached lately (or said they were full), each until its cool-down ends. One per peer,
+    shared by its coordinators (like ``inflight``): a worker one job could not dial is not offered another job's
+    tasks either until the cool-down is over, or until it is heard from (any answer marks it reachable again).
+    Bounded: expired entries are dropped, and at most ``entries_max`` are kept (the soonest to expire go first)."""
 
     def __init__(self, entries_max: int = 4096) -> None:
         self.entries_max = entries_max
@@ -18,6 +18,10 @@ class Reachability:
         if len(self._until) > self.entries_max:
             for w, _ in sorted(self._until.items(), key=lambda kv: (kv[1], kv[0]))[: len(self._until) // 4]:
                 del self._until[w]
+
+    def mark_busy(self, worker: str, until_s: float) -> None:
+        """``worker`` declined a task because it is full: no offers until ``until_s`` or until it answers."""
+        self.mark_unreachable(worker, until_s)
 
     def mark_reachable(self, worker: str) -> None:
         self._until.pop(worker, None)

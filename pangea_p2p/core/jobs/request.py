@@ -14,8 +14,8 @@ defaults of ``JobOptions``; an unknown field is an error):
      "chunks_per_task": 1, "verification": "hash" | "spot:K" | "replicas:N" | "adaptive",
      "limits": {"fuel_max": 10000000000, "memory_bytes_max": 104857600, "wall_time_s": 30.0,
                 "output_bytes_max": 16777216},
-     "deadline_s": 600.0 (seconds from submission), "retries_max": 3, "escalations_max": 2, "depth_max": 2,
-     "queue_timeout_s": 60.0, "fuel_per_chunk_estimate": 0}
+     "deadline_s": 86400.0 (seconds from submission; null: none), "retries_max": 3, "escalations_max": 2,
+     "depth_max": 2, "queue_timeout_s": 30.0, "fuel_per_chunk_estimate": 0}
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class JobRequest:
             check_job_id(self.job_id)
 
     def to_json(self) -> dict[str, Any]:
-        """The API's JSON object: every option spelt out (the peer's defaults do not matter), ``job_id`` and
-        ``deadline_s`` only when set."""
+        """The API's JSON object: every option spelt out (the peer's defaults do not matter), ``job_id`` only
+        when set."""
         opts = self.options
         doc: dict[str, Any] = {"module_cid": self.module_cid, "chunk_cids": list(self.chunk_cids)}
         if self.job_id is not None:
@@ -76,9 +76,7 @@ class JobRequest:
                 value = {k: getattr(opts.limits, k) for k in LIMIT_FIELDS}
             elif name == "verification":
                 value = str(value)
-            elif value is None:  # deadline_s: no deadline
-                continue
-            doc[name] = value
+            doc[name] = value  # deadline_s None: no deadline (null, not the default)
         return doc
 
     @classmethod

@@ -3,10 +3,11 @@
 A *fault* (an accepted attempt that timed out, a signed crash, a result that fails verification, is outvoted or
 fails its spot check, a departure) excludes the worker from the task and counts toward ``retries_max``; the task
 is placed again after a backoff. An *unreachable* worker (a dial or stream failure, an offer with no answer by
-its deadline) is a partition or a crash, not a fault: it counts toward ``unreachable_max`` instead, backs off
-(also while other replicas are out), and cools down in the peer's shared ``Reachability`` for
+its deadline) is a partition or a crash, not a fault: it counts toward no limit, backs off (also while other
+replicas are out, up to BACKOFF_S_MAX), and cools down in the peer's shared ``Reachability`` for
 ``unreachable_cooldown_s``; its replica is placed again (a no-show of the vote only if it had committed). So a
-partition delays tasks instead of failing them, and the loop stays bounded. A deterministic failure agreed on
+partition delays tasks instead of failing them (the job's deadline bounds the wait), and the loop stays bounded
+(one offer per cool-down per worker). A deterministic failure agreed on
 (OUT_OF_FUEL, MEMORY_LIMIT_EXCEEDED) raises that limit by ``escalation_factor`` and starts the task over,
 ``escalations_max`` times; any other deterministic failure fails the task (retrying elsewhere gives the same).
 """
@@ -91,11 +92,7 @@ class Retries:
                 self.votes.on_decision(entry, tally.add_no_show(worker), now)
             self.after_attempt(entry, now)
             return
-        entry.unreachable += 1
-        if entry.unreachable > self.c.config.unreachable_max:
-            self.c.fail(entry, f"gave up after {entry.unreachable} unreachable workers "
-                             f"(unreachable_max {self.c.config.unreachable_max})", now)
-            return
+        entry.unreachable += 1  # no fault and no limit: a partition delays the task, the job's deadline bounds it
         if attempt.committed and tally is not None:
             with contextlib.suppress(VerificationError):
                 self.votes.on_decision(entry, tally.add_no_show(worker), now)

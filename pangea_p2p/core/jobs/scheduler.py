@@ -255,7 +255,8 @@ def queue_reason(task: TaskRef, candidates: list[WorkerView], req: PlaceRequest,
     if not req.workers:
         return "no worker is known yet (no capacity adverts received)"
     if not candidates:
-        return f"all {len(req.workers)} known workers already ran, failed or relayed this task"
+        return (f"all {len(req.workers)} known workers are out of reach for now (busy or unreachable, cooling down) "
+                "or already ran, failed or relayed this task")
     reasons: dict[str, int] = {}
     for w in candidates:
         why = ineligible(task, w, cfg)
@@ -265,7 +266,7 @@ def queue_reason(task: TaskRef, candidates: list[WorkerView], req: PlaceRequest,
     if not reasons:
         return f"{len(candidates)} eligible worker(s), {req.replicas} distinct ones needed"
     parts = [f"{n} worker(s) {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
-    return f"no worker fits: {'; '.join(parts)}"
+    return f"waiting for a worker: {'; '.join(parts)}"
 
 
 def split_sizes(chunk_count: int, parts: int) -> list[int]:

@@ -86,10 +86,11 @@ class TaskEntry:
     excluded: set[str] = field(default_factory=set)
     assigned: set[str] = field(default_factory=set)  # workers given the task in this round (the tally's voters)
     failures: int = 0  # worker faults: timeouts, crashes, wrong or unverifiable answers (bounded by retries_max)
-    unreachable: int = 0  # workers that could not be reached (bounded by unreachable_max, not retries_max)
+    unreachable: int = 0  # workers that could not be reached (a partition: it waits, bounded by the deadline)
     escalations: int = 0
     not_before_s: float = 0.0
     queued_since_s: float | None = None
+    stuck_since_s: float | None = None  # since when no known peer could ever take it (queued, none out)
     fallback_at_s: float | None = None  # when this peer runs it itself if no busy worker freed up by then
     fallback_check_s: float | None = None  # when a queued task of a checked job looks at this peer again (busy)
     tally: VoteTally | None = None

@@ -204,6 +204,7 @@ class FakeWorker:
     fuel_needed: int = FUEL_PER_CHUNK  # per chunk, for "fuel_hungry"
     helpers: tuple[str, ...] = ()  # for "delegate": who runs the parts
     online: bool = True  # advertised to the coordinator
+    reject_reason: str = "busy: 2 tasks admitted, 2 slots"  # for "reject"
 
     def __post_init__(self) -> None:
         assert self.behaviour in BEHAVIOURS, self.behaviour
@@ -489,7 +490,7 @@ class Driver:
         if b == "mute":
             return
         if b == "reject":
-            self.inbox.append(Msg("rejected", tid, me, reason="busy: 2 tasks admitted, 2 slots"))
+            self.inbox.append(Msg("rejected", tid, me, reason=w.reject_reason))
             return
         if b == "unreachable":
             self.inbox.append(Msg("transport_error", tid, me, reason="connection refused"))

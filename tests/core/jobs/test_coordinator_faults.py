@@ -8,7 +8,14 @@ import random
 
 import pytest
 
-from pangea_p2p.core.jobs.config import BACKOFF_S_MIN, LOCAL_FALLBACK_AFTER_S, RELOOK_S, CoordinatorConfig, WorkerSource
+from pangea_p2p.core.jobs.config import (
+    BACKOFF_S_MIN,
+    BUSY_COOLDOWN_S,
+    LOCAL_FALLBACK_AFTER_S,
+    RELOOK_S,
+    CoordinatorConfig,
+    WorkerSource,
+)
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, JobFinished, RequestReveal, RunLocal, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState
 from pangea_p2p.core.jobs.reachability import Reachability
@@ -116,18 +123,33 @@ def test_unreachable_workers_do_not_use_up_the_retries() -> None:
         assert d.trust.score(w.peer_id, d.now) == 0.0
 
 
-def test_unreachable_workers_have_their_own_bounded_budget_with_backoff() -> None:
-    config = CoordinatorConfig(unreachable_max=3, unreachable_cooldown_s=5.0)
-    d = Driver([FakeWorker("far", behaviour="unreachable")], chunks_for(1), config=config, queue_timeout_s=86400.0)
+def test_a_partition_delays_a_task_until_the_job_deadline_one_offer_per_cool_down() -> None:
+    config = CoordinatorConfig(unreachable_cooldown_s=5.0)
+    d = Driver([FakeWorker("far", behaviour="unreachable")], chunks_for(1), config=config, deadline_s=T0 + 120.0)
     d.start()
     d.run_to_end()
     assert d.job.state is JobState.FAILED
     (finished,) = d.finished()
-    assert "gave up after 4 unreachable workers (unreachable_max 3)" in finished.reason
+    assert "the job's deadline passed" in finished.reason
+    assert "unreachable" in d.explain("job/t0")
     times = [t for t, _ in d.offers]
-    assert len(times) == 4
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(g >= 5.0 for g in gaps)  # the only worker waits out its cool-down each time
+    assert 4 <= len(times) <= 120 / 5.0 + 1  # it kept trying, once per cool-down at most
+    assert all(b - a >= 5.0 for a, b in itertools.pairwise(times))
+    assert d.now == pytest.approx(T0 + 120.0)  # failed at the deadline, not before
+
+
+def test_a_partition_that_heals_lets_the_task_finish_however_long_it_lasted() -> None:
+    config = CoordinatorConfig(unreachable_cooldown_s=5.0)
+    far = FakeWorker("far", behaviour="unreachable")
+    d = Driver([far], chunks_for(3), config=config)
+    d.start()
+    for k in range(1, 61):  # 300 s of partition: far more than any queue timeout
+        d.tick(T0 + 5.0 * k)
+    assert d.job.state is JobState.RUNNING
+    assert all(t.state is not TaskState.FAILED for t in d.job.tasks())
+    far.behaviour = "honest"  # healed
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
 
 
 def test_an_unreachable_worker_cools_down_for_every_task_and_job_of_the_peer() -> None:
@@ -220,21 +242,35 @@ def test_a_declined_offer_goes_to_another_worker_at_once_without_penalty() -> No
     assert d.task("job/t0").failures == 0
 
 
-def test_when_every_worker_declined_the_task_queues_then_fails_after_the_queue_timeout() -> None:
-    d = Driver([FakeWorker("x", behaviour="reject"), FakeWorker("y", behaviour="reject")], chunks_for(1),
-               queue_timeout_s=30.0)
+def test_when_every_worker_declines_as_busy_the_task_waits_and_is_offered_again_after_the_cool_down() -> None:
+    x, y = FakeWorker("x", behaviour="reject"), FakeWorker("y", behaviour="reject")
+    d = Driver([x, y], chunks_for(1), queue_timeout_s=5.0)
     d.start()
     text = d.explain("job/t0")
     assert "declined" in text
-    assert "queued: all 2 known workers already ran, failed or relayed this task" in text
-    assert d.next_deadline() == pytest.approx(T0 + RELOOK_S)  # queued: the workers are looked at again
-    for k in range(1, 30):
-        assert d.tick(T0 + k * RELOOK_S) == []  # nobody new: nothing goes out, no effect
-    d.tick(T0 + 30.0)
+    assert "queued: all 2 known workers are out of reach for now (busy or unreachable" in text
+    assert d.dispatched_to() == [pid("x"), pid("y")]
+    for k in range(1, 60):  # a minute of busy workers: each is offered the task again once per cool-down
+        d.tick(T0 + k * RELOOK_S)
+    assert d.job.state is JobState.RUNNING
+    sent = d.dispatched_to()
+    assert 10 <= len(sent) <= 2 * (60 / BUSY_COOLDOWN_S + 1)
+    x.behaviour = "honest"
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
+    assert d.trust.get(pid("y")) is None  # busy is no fault
+
+
+def test_a_worker_that_declines_for_another_reason_is_excluded_and_the_task_fails_when_none_is_left() -> None:
+    d = Driver([FakeWorker("x", behaviour="reject", reject_reason="depth 9 above 8")], chunks_for(1),
+               queue_timeout_s=30.0)
+    d.start()
+    assert d.dispatched_to() == [pid("x")]
+    d.run_to_end()
+    assert d.dispatched_to() == [pid("x")]  # never offered again
     assert d.job.state is JobState.FAILED
-    assert d.task("job/t0").state is TaskState.FAILED
-    assert [f.state for f in d.finished()] == [JobState.FAILED]
-    assert "30 s queue timeout" in d.finished()[0].reason
+    assert d.now == pytest.approx(T0 + 30.0)
+    assert "1 peer(s) excluded (failed, lied or declined this task" in d.finished()[0].reason
 
 
 def test_a_signed_crash_report_is_retried_elsewhere_without_a_penalty() -> None:
@@ -263,20 +299,16 @@ def test_retries_exhausted_fail_the_task_and_the_job_with_the_reason_chain() -> 
     assert finished.state is JobState.FAILED
     assert "failed" in finished.reason
     assert "gave up after 3 failed attempts (retries_max 2)" in finished.reason
-    failed = [tid for tid, e in ((v.task_id, v) for v in d.job.tasks()) if e.state is TaskState.FAILED]
-    assert len(failed) == 1
-    (tid,) = failed
-    assert len(d.dispatched_to(tid)) == 3  # the first try and two retries, on three distinct workers
-    assert len(set(d.dispatched_to(tid))) == 3
-    chain = d.job.explain()[tid]
-    assert sum("timed out" in r for r in chain) == 3
-    assert chain[-1].startswith("failed: gave up after 3 failed attempts")
-    assert d.updates(tid, TaskState.FAILED)
-    # the other tasks are cancelled, and so are their attempts still out
-    for other, e in ((v.task_id, v) for v in d.job.tasks()):
-        if other != tid:
-            assert e.state is TaskState.CANCELLED
-            assert d.updates(other, TaskState.CANCELLED)
+    # one task's failure does not stop the others: each ran out of retries on its own
+    assert "(and 2 more); 0 of 3 tasks done" in finished.reason
+    for tid in ("job/t0", "job/t1", "job/t2"):
+        assert d.task(tid).state is TaskState.FAILED
+        assert len(d.dispatched_to(tid)) == 3  # the first try and two retries, on three distinct workers
+        assert len(set(d.dispatched_to(tid))) == 3
+        chain = d.job.explain()[tid]
+        assert sum("timed out" in r for r in chain) == 3
+        assert chain[-1].startswith("failed: gave up after 3 failed attempts")
+        assert d.updates(tid, TaskState.FAILED)
     assert d.behaviour.inflight == {}
     cancelled = {(c.task_id, c.worker) for _, c in d.cancelled}
     for x in d.dispatches():
@@ -354,19 +386,36 @@ def test_with_no_worker_the_task_queues_and_is_placed_when_one_appears() -> None
     assert d.job.state is JobState.DONE
 
 
-def test_a_queued_task_fails_after_the_queue_timeout() -> None:
-    d = Driver([FakeWorker("tiny", memory_max=1 << 20)], chunks_for(2), queue_timeout_s=45.0)
+def test_a_task_no_known_peer_could_ever_take_fails_after_the_queue_timeout_naming_limit_and_peers() -> None:
+    d = Driver([FakeWorker("tiny", memory_max=1 << 20), FakeWorker("small", memory_max=2 << 20)], chunks_for(2),
+               queue_timeout_s=45.0)
     d.start()
     assert "accepts at most 1 MiB" in d.explain("job/t0")
     assert d.tick(T0 + 44.9) == []
     d.tick(T0 + 45.0)
     assert d.job.state is JobState.FAILED
     (finished,) = d.finished()
-    assert "no worker within the 45 s queue timeout" in finished.reason
-    assert "accepts at most 1 MiB" in finished.reason
+    assert "no known peer could ever take it within the 45 s queue timeout" in finished.reason
+    for name, mib in (("tiny", 1), ("small", 2)):  # which peers, and which limit
+        assert f"{pid(name)[-8:]} accepts at most {mib} MiB of memory (task needs 64 MiB)" in finished.reason
+    assert "(and 1 more); 0 of 2 tasks done" in finished.reason
     assert d.dispatches() == []
-    states = {e.state for e in d.job.tasks()}
-    assert states == {TaskState.FAILED, TaskState.CANCELLED}
+    assert {e.state for e in d.job.tasks()} == {TaskState.FAILED}
+
+
+def test_a_task_waiting_for_busy_workers_waits_past_the_queue_timeout_until_a_slot_frees() -> None:
+    w = FakeWorker("w", behaviour="silent", slots=1)
+    d = Driver([w], chunks_for(3), queue_timeout_s=5.0)
+    d.start()
+    assert d.dispatched_to() == [pid("w")]
+    for k in range(1, 16):  # 15 s: far past the queue timeout, the other tasks wait for the busy worker
+        d.tick(T0 + k)
+    assert d.job.state is JobState.RUNNING
+    assert "waiting for a worker: 1 worker(s) has no free task slot" in d.explain("job/t1")
+    w.behaviour = "honest"
+    d.add_worker(FakeWorker("v"))  # the first task's attempt times out on w (excluded from it): v takes it
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
 
 
 def test_local_fallback_runs_the_task_here_under_the_hash_policy() -> None:
@@ -570,3 +619,39 @@ def test_a_stale_result_for_the_limits_before_an_escalation_is_ignored() -> None
     d.run()
     assert d.job.state is JobState.DONE
     assert d.trust.get(pid("w")) is None
+
+
+# --- one task's failure, the job's deadline --------------------------------------------------------------
+
+
+def test_a_failed_task_does_not_stop_the_others_and_the_job_ends_failed_with_what_is_done() -> None:
+    d = Driver([FakeWorker("w", slots=4)], chunks_for(3), auto=False)
+    d.start()
+    result = d.take("result", "w", "job/t1")
+    ref = next(x.task for x in d.dispatches("job/t1"))
+    trap = signed_failure(ident("w"), ref, FailureKind.TRAP, d.now, random.Random(3))
+    d.send(Msg("failure", "job/t1", result.worker, trap))
+    assert d.task("job/t1").state is TaskState.FAILED
+    assert d.job.state is JobState.RUNNING  # the others go on
+    d.run()
+    assert [d.task(f"job/t{i}").state for i in range(3)] == [TaskState.DONE, TaskState.FAILED, TaskState.DONE]
+    assert d.job.state is JobState.FAILED
+    (finished,) = d.finished()
+    assert finished.reason.startswith("task job/t1 failed: ")
+    assert finished.reason.endswith("; 2 of 3 tasks done (their outputs make a partial result)")
+    assert d.task("job/t0").output_cid
+    assert d.task("job/t2").output_cid
+
+
+def test_at_the_job_deadline_every_waiting_task_fails_with_what_it_waited_for() -> None:
+    d = Driver([FakeWorker("w", behaviour="silent", slots=1)], chunks_for(3), deadline_s=T0 + 8.0)
+    d.start()
+    d.run_to_end()
+    assert d.now == pytest.approx(T0 + 8.0)
+    assert d.job.state is JobState.FAILED
+    assert {t.state for t in d.job.tasks()} == {TaskState.FAILED}
+    assert "the job's deadline passed; last: queued: waiting for a worker: 1 worker(s) has no free task slot" in \
+        d.explain("job/t1")
+    assert "0 of 3 tasks done" in d.finished()[0].reason
+    assert d.behaviour.inflight == {}
+    assert [c.worker for _, c in d.cancelled] == [pid("w")]  # the attempt out was called off

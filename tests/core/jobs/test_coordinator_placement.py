@@ -91,7 +91,7 @@ def test_a_freed_slot_goes_to_the_next_queued_task_and_a_declined_task_tries_els
     coord = coordinator(net, 10)
     first = dict(dispatches(coord.start(T0)))
     declined = next(tid for tid, w in first.items() if w == "w1")
-    out = dispatches(coord.on_rejected(declined, "w1", "busy", T0 + 0.1))
+    out = dispatches(coord.on_rejected(declined, "w1", "input too large", T0 + 0.1))
     # w1 is free again: the declined task may not go back to it (w2 is busy), so the next queued task does
     ((next_task, to),) = out
     assert to == "w1"
@@ -99,19 +99,16 @@ def test_a_freed_slot_goes_to_the_next_queued_task_and_a_declined_task_tries_els
     assert coord.tasks[declined].attempts == {}
 
 
-def test_queued_tasks_still_time_out_and_fail_the_job() -> None:
+def test_queued_tasks_wait_for_busy_workers_past_the_queue_timeout() -> None:
     net = Net({"w1": 1})
     coord = coordinator(net, 10, queue_timeout_s=5.0)
     coord.start(T0)
-    # the queue timeout: this peer has no slot, so the queued tasks have no local-fallback timer to wake for
-    for k in range(1, 5):  # looked at again every second, nothing frees up
+    # this peer has no slot, so the queued tasks have no local-fallback timer to wake for
+    for k in range(1, 20):  # looked at again every second, nothing frees up: past 5 s they wait, not fail
         assert coord.next_deadline(T0 + k - 1) == T0 + k * RELOOK_S
         assert coord.tick(T0 + k * RELOOK_S) == []
     assert coord.state is JobState.RUNNING
-    assert coord.next_deadline(T0 + 4.0) == T0 + 5.0
-    coord.tick(T0 + 5.0)
-    assert coord.state is JobState.FAILED
-    assert "queue timeout" in coord.reason
+    assert not coord.failed
 
 
 def test_a_checked_job_runs_a_waiting_task_here_after_the_fallback_delay() -> None:

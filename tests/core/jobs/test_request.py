@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.model import (
+    DEFAULT_DEADLINE_S,
     DEFAULT_OPTIONS,
     JobLimits,
     JobOptions,
@@ -57,10 +58,14 @@ def test_a_minimal_request_has_the_defaults_and_sends_every_option() -> None:
     assert request.options == DEFAULT_OPTIONS == JobOptions()
     assert request.job_id is None
     doc = request.to_json()
-    assert set(doc) == API_FIELDS - {"job_id", "deadline_s"}  # the peer picks an id; no deadline
+    assert set(doc) == API_FIELDS - {"job_id"}  # the peer picks an id
+    assert doc["deadline_s"] == DEFAULT_DEADLINE_S == 86400.0  # a day unless the submitter says otherwise
     assert doc["limits"] == dataclasses.asdict(DEFAULT_OPTIONS.limits)
     assert (doc["chunks_per_task"], doc["verification"], doc["retries_max"], doc["escalations_max"],
-            doc["depth_max"], doc["queue_timeout_s"], doc["fuel_per_chunk_estimate"]) == (1, "hash", 3, 2, 2, 60.0, 0)
+            doc["depth_max"], doc["queue_timeout_s"], doc["fuel_per_chunk_estimate"]) == (1, "hash", 3, 2, 2, 30.0, 0)
+    no_deadline = JobRequest(MODULE, CHUNKS, JobOptions(deadline_s=None)).to_json()
+    assert no_deadline["deadline_s"] is None  # sent as null: "no deadline", not the peer's default
+    assert JobRequest.from_json(no_deadline).to_spec([1] * 5, NOW, "j").deadline_s == math.inf
 
 
 def test_the_spec_carries_every_option_and_the_peers_facts() -> None:
@@ -73,11 +78,12 @@ def test_the_spec_carries_every_option_and_the_peers_facts() -> None:
     assert (spec.chunks_per_task, spec.task_count, spec.retries_max, spec.escalations_max, spec.depth_max,
             spec.queue_timeout_s, spec.fuel_per_chunk_estimate) == (2, 3, 0, 1, 0, 5.5, 77)
     minimal = JobRequest(MODULE, CHUNKS).to_spec([1] * 5, NOW, "fresh")
-    assert (minimal.job_id, minimal.deadline_s) == ("fresh", math.inf)
+    assert (minimal.job_id, minimal.deadline_s) == ("fresh", NOW + DEFAULT_DEADLINE_S)
 
 
 def test_a_specs_defaults_are_the_options_defaults() -> None:
-    spec = JobSpec("j", MODULE, CHUNKS, (1,) * 5, DEFAULT_OPTIONS.limits.receipt_limits())
+    spec = JobSpec("j", MODULE, CHUNKS, (1,) * 5, DEFAULT_OPTIONS.limits.receipt_limits(),
+                   deadline_s=NOW + DEFAULT_DEADLINE_S)
     assert JobRequest(MODULE, CHUNKS).to_spec([1] * 5, NOW, "j") == spec
 
 
