@@ -10,7 +10,8 @@ from pangea_p2p.core.verify.config import VerifyConfig, check_range
 
 BACKOFF_S_MIN = 0.2
 BACKOFF_S_MAX = 30.0
-ATTEMPT_GRACE_S = 10.0  # an attempt's deadline: its expected time x timeout_factor, plus this, plus the offer's
+ATTEMPT_GRACE_S = 10.0  # an attempt's deadline: its work and transfers, plus this, plus the offer's (placement.py)
+TRANSFER_BYTES_PER_S_MIN = 1e6  # an attempt's deadline allows its transfers at this rate
 OFFER_TIMEOUT_S = 10.0
 LOCAL_FALLBACK_AFTER_S = 2.0  # a task that only waits for busy workers runs here after this long
 BUSY_COOLDOWN_S = 2.0  # a worker that declined as full gets no offer from this peer for this long (or until it answers)

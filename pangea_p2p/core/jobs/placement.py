@@ -52,6 +52,7 @@ from pangea_p2p.core.jobs.config import (
     LOCAL_FALLBACK_AFTER_S,
     OFFER_TIMEOUT_S,
     RELOOK_S,
+    TRANSFER_BYTES_PER_S_MIN,
 )
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RunLocal
 from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationMode
@@ -341,8 +342,9 @@ class Placement:
         c = self.c
         fuel = self.fuel(ref)
         expected = scheduler.expected_s(ref, fuel, view, c.config.scheduler) if view else 1.0
-        budget = min(expected * c.config.timeout_factor, ref.chunk_count * ref.limits.wall_time_s)
-        deadline = min(now + OFFER_TIMEOUT_S + ATTEMPT_GRACE_S + budget, max(ref.deadline_s, now + 1.0))
+        # within the task's own deadline (the job's, or for a split's part what its delegator was given, less
+        # the time to send the merged result back): the worker is told it, and passes it down if it splits
+        deadline = min(now + attempt_budget_s(ref, expected, c.config.timeout_factor), max(ref.deadline_s, now + 1.0))
         entry.attempts[worker] = Attempt(worker, ref.limits, deadline, round=entry.reveal)
         entry.assigned.add(worker)
         self._started(entry)
@@ -354,7 +356,7 @@ class Placement:
             r.add_workers([worker])
             r.commitments_needed = max(r.commitments_needed, sum(1 for a in entry.attempts.values() if a.round is r))
         c.note(entry, f"sent to {worker} (attempt {entry.failures + 1}, expected {expected:.3f} s)")
-        c.effects.append(Dispatch(ref, worker))
+        c.effects.append(Dispatch(replace(ref, deadline_s=deadline), worker))
         c.update(entry, worker=worker)
 
     def _run_local(self, entry: TaskEntry, ref: TaskRef, now: float, why: str) -> None:
@@ -430,6 +432,15 @@ class Placement:
             assert tid in self.unplaced, f"{tid} wants a placement but is not in unplaced"
             if e.queued_since_s is None:  # neither queued nor looked at: it must be due, or have a timer
                 assert tid in self.due or tid in timed, f"{tid} wants a placement and nothing will look at it"
+
+
+def attempt_budget_s(ref: TaskRef, expected_s: float, timeout_factor: float) -> float:
+    """How long an attempt at ``ref`` may take before it times out: the offer, the guest's own wall limit over
+    all its chunks (a worker that runs a legitimately long guest is never timed out) or ``timeout_factor`` times
+    its expected duration if longer, the input and output transfers at TRANSFER_BYTES_PER_S_MIN, and a grace."""
+    work = max(expected_s * timeout_factor, ref.chunk_count * ref.limits.wall_time_s)
+    transfer = 2.0 * ref.input_bytes / TRANSFER_BYTES_PER_S_MIN  # the output is guessed as big as the input
+    return OFFER_TIMEOUT_S + work + transfer + ATTEMPT_GRACE_S
 
 
 def never_reason(ref: TaskRef, workers: list[scheduler.WorkerView], excluded: set[str],

@@ -261,7 +261,8 @@ class TaskServer:
                 digest, nonce = commit(ref.job_id, ref.task_id, claim, self.self_id, self.ctx.rng)
                 inc.reveal = (tree, output, nonce)
                 inc.move(Serving.COMMITTED)
-                inc.reveal_by_s = min(now + self.config.reveal_wait_s_max, ref.deadline_s)
+                # not bounded by the offer's deadline: that is when the work is due, the reveal comes later
+                inc.reveal_by_s = now + self.config.reveal_wait_s_max
                 if inc.reveal_by_s < math.inf:
                     self.host.timer(inc.reveal_by_s, REVEAL, ref.task_id)
                 self._reply(inc, Commitment(ref.task_id, digest))

@@ -35,12 +35,15 @@ if TYPE_CHECKING:
 
 SPLIT_RETRIES_MAX = 3  # a part that failed this often fails the split (the issuer then retries the whole task)
 SPLIT_QUEUE_TIMEOUT_S = 30.0  # a part nobody can take fails the split after this long
+SPLIT_RETURN_S = 5.0  # a split's parts must be done this long before the deadline its issuer gave it
 
 
 def split_task(ref: TaskRef, framed_input: bytes, parts: int, self_id: str) -> list[tuple[TaskRef, bytes]]:
     """Cut ``ref`` into ``parts`` consecutive parts; each part is a task this peer issues (sub-task ids
     ``<task>.<k>``, parent = ``ref``, depth + 1, this peer appended to the path, fuel budget shared by chunk
-    count so the parts never exceed the parent's). Returns each part with its framed input."""
+    count so the parts never exceed the parent's, a deadline SPLIT_RETURN_S before the one this peer was given,
+    so that a part stuck on a frozen peer fails the split in time for the issuer). Returns each part with its
+    framed input."""
     chunks = unframe_chunks(framed_input)
     sizes = scheduler.split_sizes(len(chunks), parts)
     out: list[tuple[TaskRef, bytes]] = []
@@ -53,6 +56,7 @@ def split_task(ref: TaskRef, framed_input: bytes, parts: int, self_id: str) -> l
                 ref, task_id=f"{ref.task_id}.{k}", parent_task_id=ref.task_id, input_cid=cid_of(part_input),
                 input_bytes=len(part_input), chunk_count=size, limits=replace(ref.limits, fuel_max=fuel),
                 issuer=self_id, depth=ref.depth + 1, path=(*ref.path, self_id), partition_index=k,
+                deadline_s=ref.deadline_s - SPLIT_RETURN_S,
                 partition_count=len(sizes),
             ),
             part_input,

@@ -80,6 +80,8 @@ class Verification:
                 raise VerificationError(RejectReason.OUT_OF_PHASE, f"{worker} sent its result without committing first")
             attempt.round.add_reveal(worker, claim, nonce)
         root = verified.root
+        if attempt.local:  # this peer's own run, signed here just now: never a replay (it may run a task again)
+            return tree, verified, claim
         # One accepted receipt per (task, worker) *and limits*: after an escalation the same worker may run the
         # task again under the raised limits (an old receipt cannot pass for it: its binding names the old ones).
         lim = root.binding.limits

@@ -266,7 +266,7 @@ class Driver:
     queue_timeout_s: float = 60.0
     limits: ReceiptLimits = LIMITS
     local: WorkerView | None = None  # what this peer can run itself (None: nothing)
-    local_behaviour: str = "honest"  # or "silent": its own runs never end
+    local_behaviour: str = "honest"  # or "silent": its own runs never end; "crash_once": the first one crashes
     auto: bool = True  # deliver answers as soon as they are made
     drop_cancelled: bool = False  # a cancelled worker's answers still in flight are dropped
     spot_answer: Callable[[TaskRef, int, bytes], bytes | None] | None = None  # default: honest re-run
@@ -303,6 +303,7 @@ class Driver:
         self.cancelled: list[tuple[float, CancelAttempt]] = []
         self.delivered: list[Msg] = []
         self._spot_requests: dict[tuple[str, int], int] = {}  # (task, chunk) -> the Execute re-running it
+        self.local_runs = 0
 
     @property
     def job(self) -> JobRun:
@@ -420,7 +421,10 @@ class Driver:
                 event = Executed(msg.request, [msg.chunk], None, FUEL_PER_CHUNK)
         else:
             assert msg.kind == "local", msg.kind
-            event = Executed(msg.request, msg.outputs, None, FUEL_PER_CHUNK * len(msg.outputs or ()))
+            if msg.outputs is None:  # its sandbox crashed
+                event = Executed(msg.request, None, FailureKind.WORKER_CRASHED, 0)
+            else:
+                event = Executed(msg.request, msg.outputs, None, FUEL_PER_CHUNK * len(msg.outputs))
         return self.apply(self.behaviour.handle(self.now, event))
 
     def run_to_end(self, ticks_max: int = 1_000) -> None:
@@ -470,8 +474,10 @@ class Driver:
                                           chunk=answer, request=act.request))
                 else:
                     eff = RunLocal(ref)
+                    self.local_runs += 1
                     if self.local_behaviour != "silent":
-                        outputs = [honest(c) for c in self.input_of[ref.task_id]]
+                        crash = self.local_behaviour == "crash_once" and self.local_runs == 1
+                        outputs = None if crash else [honest(c) for c in self.input_of[ref.task_id]]
                         self.inbox.append(Msg("local", ref.task_id, self.submitter, request=act.request,
                                               outputs=outputs))
             elif isinstance(act, TaskUpdated):

@@ -8,11 +8,14 @@ import random
 
 import pytest
 
+from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.jobs.config import (
     BACKOFF_S_MIN,
     BUSY_COOLDOWN_S,
     LOCAL_FALLBACK_AFTER_S,
+    OFFER_TIMEOUT_S,
     RELOOK_S,
+    TRANSFER_BYTES_PER_S_MIN,
     CoordinatorConfig,
     WorkerSource,
 )
@@ -20,7 +23,7 @@ from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, JobFinished, R
 from pangea_p2p.core.jobs.model import JobState, TaskState
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.jobs.splitting import split_coordinator
+from pangea_p2p.core.jobs.splitting import SPLIT_RETURN_S, split_coordinator, split_task
 from pangea_p2p.core.trust import Outcome, TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
@@ -28,6 +31,7 @@ from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.errors import FailureKind
 from tests.core.jobs.coord_driver import (
     FUEL_PER_CHUNK,
+    LIMITS,
     SUBMITTER,
     T0,
     Driver,
@@ -78,6 +82,34 @@ def test_a_timed_out_attempt_is_cancelled_and_retried_on_another_worker_after_th
     assert d.job.state is JobState.DONE
     (done,) = d.updates("job/t0", TaskState.DONE)
     assert done.worker == pid("b")
+
+
+def test_an_attempt_deadline_covers_the_tasks_own_wall_limit_and_transfer_and_the_worker_is_told_it() -> None:
+    # expected ~1 ms on a fast worker: the deadline still covers a guest that legitimately runs its wall limit
+    d = Driver([FakeWorker("a", speed=1e12)], chunks_for(1, per_task=3), auto=False, deadline_s=T0 + 3600.0)
+    d.start()
+    deadline = d.task("job/t0").deadline_of(pid("a"))
+    assert deadline is not None
+    (offer,) = d.dispatches()
+    input_bytes = offer.task.input_bytes
+    assert deadline >= T0 + OFFER_TIMEOUT_S + 3 * LIMITS.wall_time_s + 2 * input_bytes / TRANSFER_BYTES_PER_S_MIN
+    assert offer.task.deadline_s == pytest.approx(deadline)  # the offer says when the answer is due
+    d.deliver(0)  # accepted
+    result = d.take("result", "a")
+    d.tick(T0 + 3 * LIMITS.wall_time_s)  # an honest worker still running its long guest: not timed out
+    assert d.send(result)
+    assert d.job.state is JobState.DONE
+    assert d.trust.get(pid("a")) is None  # no timeout recorded
+    # capped by the task's own deadline (the job's, or what a delegator was given)
+    short = Driver([FakeWorker("a")], chunks_for(1), auto=False, deadline_s=T0 + 5.0)
+    short.start()
+    assert short.dispatches()[0].task.deadline_s == pytest.approx(T0 + 5.0)
+
+
+def test_a_splits_parts_are_due_before_the_deadline_the_delegator_was_given() -> None:
+    (ref,) = make_tasks(chunks_for(1, per_task=4), deadline_s=T0 + 100.0)
+    parts = split_task(ref, frame_chunks(chunks_for(1, per_task=4)[0]), 2, "me")
+    assert [p.deadline_s for p, _ in parts] == [T0 + 100.0 - SPLIT_RETURN_S] * 2
 
 
 def test_a_late_answer_from_a_timed_out_worker_is_ignored() -> None:
@@ -655,3 +687,14 @@ def test_at_the_job_deadline_every_waiting_task_fails_with_what_it_waited_for() 
     assert "0 of 3 tasks done" in d.finished()[0].reason
     assert d.behaviour.inflight == {}
     assert [c.worker for _, c in d.cancelled] == [pid("w")]  # the attempt out was called off
+
+
+def test_a_peer_running_its_own_task_again_is_not_a_replay_and_never_distrusts_itself() -> None:
+    d = Driver([], chunks_for(1), local=LOCAL, local_behaviour="crash_once")
+    d.start()
+    d.run_to_end()
+    assert d.local_runs == 2  # its sandbox crashed once, then the re-run here answered
+    assert d.job.state is JobState.DONE
+    assert "replayed" not in d.explain("job/t0")
+    rec = d.trust.get(pid(SUBMITTER))
+    assert rec is None or rec.invalid == 0
