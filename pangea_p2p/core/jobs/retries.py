@@ -42,21 +42,37 @@ class Retries:
         self.strategy = strategy
 
     def escalate_or_fail(self, entry: TaskEntry, failure: FailureKind, why: str, now: float) -> None:
+        """A deterministic failure agreed on: raise the limit it ran out of (OUT_OF_FUEL, MEMORY_LIMIT_EXCEEDED)
+        by ``escalation_factor`` — never above what some known peer (or this one) accepts — or fail the task."""
         if failure in ESCALATING and entry.escalations < self.c.escalations_max:
-            entry.escalations += 1
             lim = entry.limits
-            if failure is FailureKind.OUT_OF_FUEL:
-                new = replace(lim, fuel_max=min(FUEL_ABSOLUTE_MAX, int(lim.fuel_max * self.c.escalation_factor)))
-                what = f"fuel to {new.fuel_max}"
+            fuel = failure is FailureKind.OUT_OF_FUEL
+            now_at = lim.fuel_max if fuel else lim.memory_bytes_max
+            top = self._most_accepted(now, fuel=fuel)
+            raised = min(top, FUEL_ABSOLUTE_MAX if fuel else MEMORY_BYTES_ABSOLUTE_MAX,
+                         int(now_at * self.c.escalation_factor))
+            if raised <= now_at:
+                what = f"{now_at} fuel" if fuel else f"{now_at >> 20} MiB of memory"
+                self.c.fail(entry, f"{why}: it needs more than {what}, the most any known peer accepts", now)
+                return
+            entry.escalations += 1
+            if fuel:
+                new, what = replace(lim, fuel_max=raised), f"fuel to {raised}"
             else:
-                memory = min(MEMORY_BYTES_ABSOLUTE_MAX, int(lim.memory_bytes_max * self.c.escalation_factor))
-                new = replace(lim, memory_bytes_max=memory)
-                what = f"memory to {memory >> 20} MiB"
+                new, what = replace(lim, memory_bytes_max=raised), f"memory to {raised >> 20} MiB"
             entry.limits = new
             self.c.note(entry, f"{why}: raising {what} (escalation {entry.escalations} of {self.c.escalations_max})")
             self.reset(entry, now)
             return
         self.c.fail(entry, f"{why} (deterministic: retrying elsewhere would give the same)", now)
+
+    def _most_accepted(self, now: float, *, fuel: bool) -> int:
+        """The most fuel (or memory) any known worker, or this peer where it may run tasks, accepts."""
+        views = list(self.c.source.views(now))
+        local = self.c.source.local(now) if self.c.local_allowed else None
+        if local is not None:
+            views.append(local)
+        return max((w.fuel_max if fuel else w.memory_bytes_max for w in views), default=0)
 
     def attempt_failed(self, entry: TaskEntry, worker: str, why: str, now: float, *, penalise: bool,
                        timeout: bool = False) -> None:

@@ -397,6 +397,20 @@ def test_out_of_fuel_beyond_escalations_max_fails_the_task() -> None:
         assert rec is None or rec.invalid == 0
 
 
+def test_escalation_stays_within_what_known_peers_accept_and_then_fails_saying_so() -> None:
+    limits = ReceiptLimits(fuel_max=1_000, memory_bytes_max=16 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
+    workers = [FakeWorker(n, behaviour="fuel_hungry", fuel_needed=100_000, fuel_max=10_000) for n in "ab"]
+    d = Driver(workers, chunks_for(1), limits=limits, escalations_max=5, escalation_factor=4.0)
+    d.start()
+    d.run_to_end()
+    assert [x.task.limits.fuel_max for x in d.dispatches()] == [1_000, 4_000, 10_000]  # not 16,000: nobody takes it
+    assert d.job.state is JobState.FAILED
+    (finished,) = d.finished()
+    assert "it needs more than 10000 fuel, the most any known peer accepts" in finished.reason
+    assert d.task("job/t0").escalations == 2
+    assert d.now < T0 + 5.0  # at once, not after a queue timeout
+
+
 # --- queue, queue timeout, local fallback ------------------------------------------------------------------
 
 
