@@ -12,7 +12,10 @@ Theory of operation
     (depth < depth_max), and this peer knows at least two other workers that fit: cut it into parts and issue
     them itself (splitting.py).
 It counts what it has admitted (running, queued and splitting) and frees a slot on ``release``.
-Invariants: admitted <= slots + queue_max; a task id is admitted at most once while it is out.
+An issuer whose offers named blocks it did not serve (``strike``: the input or module could not be fetched in
+time) gets its next offers refused once it has STRIKES_MAX strikes within STRIKE_WINDOW_S.
+Invariants: admitted <= slots + queue_max; a task id is admitted at most once while it is out; at most
+STRIKE_PEERS_MAX issuers' strikes are kept.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.errors import ConfigError
 
 BUSY = "busy"  # a rejection's reason starts with this when the peer is full (the issuer waits, it is no fault)
+
+
+STRIKES_MAX = 3
+STRIKE_WINDOW_S = 300.0
+STRIKE_PEERS_MAX = 4096
 
 
 class Verdict(enum.StrEnum):
@@ -67,6 +75,7 @@ class AdmissionControl:
         self.config = config
         self.sched = sched or scheduler.SchedulerConfig()
         self.admitted: dict[str, Verdict] = {}
+        self.strikes: dict[str, list[float]] = {}  # issuer -> when its offers' blocks could not be fetched
 
     @property
     def running(self) -> int:
@@ -77,7 +86,7 @@ class AdmissionControl:
 
     def admit(self, offer: TaskRef, sender: str, neighbours: list[scheduler.WorkerView], now: float) -> Admission:
         """Decide on ``offer`` from ``sender``; ``neighbours`` are the workers this peer could delegate to."""
-        problem = self._problem(offer, sender)
+        problem = self._problem(offer, sender) or self._struck(sender, now)
         if problem:
             return Admission(Verdict.REJECT, problem)
         if len(self.admitted) >= self.config.slots + self.config.queue_max:  # running, queued and splitting
@@ -91,6 +100,21 @@ class AdmissionControl:
             return Admission(Verdict.SPLIT, placement.reason, placement.parts)
         self.admitted[offer.task_id] = Verdict.RUN
         return Admission(Verdict.RUN, "runs here")
+
+    def strike(self, issuer: str, now: float) -> None:
+        """An offer of ``issuer`` named an input or module it did not serve in time."""
+        times = [t for t in self.strikes.pop(issuer, []) if t > now - STRIKE_WINDOW_S]
+        times.append(now)
+        self.strikes[issuer] = times[-STRIKES_MAX:]  # most recent last (dict order: the least recent first)
+        while len(self.strikes) > STRIKE_PEERS_MAX:
+            del self.strikes[next(iter(self.strikes))]
+
+    def _struck(self, issuer: str, now: float) -> str:
+        times = [t for t in self.strikes.get(issuer, ()) if t > now - STRIKE_WINDOW_S]
+        if len(times) < STRIKES_MAX:
+            return ""
+        return (f"refused: {len(times)} of your offers named blocks you did not serve in the last "
+                f"{STRIKE_WINDOW_S:g} s")
 
     def release(self, task_id: str) -> None:
         """The admitted task ``task_id`` finished, failed or was cancelled."""

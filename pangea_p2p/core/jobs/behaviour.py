@@ -83,7 +83,7 @@ from pangea_p2p.core.jobs.events import (
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ServeRun, Serving, TaskServer
+from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ModuleFetch, ServeRun, Serving, TaskServer
 from pangea_p2p.core.jobs.splitting import delegation, split_coordinator, split_task
 from pangea_p2p.core.jobs.task_logs import TaskLogs
 from pangea_p2p.core.jobs.tasks import TaskView
@@ -187,7 +187,7 @@ class _Here:
     chunk_index: int
 
 
-_Request = InputFetch | ServeRun | _OutputFetch | _LocalInput | _Here
+_Request = InputFetch | ModuleFetch | ServeRun | _OutputFetch | _LocalInput | _Here
 
 
 class ComputeBehaviour:
@@ -431,7 +431,7 @@ class ComputeBehaviour:
                 if run is not None:
                     self._apply(run, run.coord.tick(now), now)
             else:
-                self.server.fire(kind, key)
+                self.server.fire(kind, key, now)
 
     # --- issuer side: answers ----------------------------------------------------------------------------------
 
@@ -612,6 +612,9 @@ class ComputeBehaviour:
         if isinstance(req, InputFetch):
             if req.inc.state is Serving.FETCHING:
                 self.server.input_ready(req.inc, ev.data, now)
+        elif isinstance(req, ModuleFetch):
+            if req.inc.state is Serving.FETCHING:
+                self.server.module_ready(req.inc, now)
         elif isinstance(req, _OutputFetch):
             run = req.run
             self.ctx.blocks.put(ev.data, persist=run.job is not None)
@@ -624,9 +627,9 @@ class ComputeBehaviour:
 
     def _on_fetch_failed(self, now: float, ev: FetchFailed) -> None:
         req = self._requests.pop(ev.request, None)
-        if isinstance(req, InputFetch):
+        if isinstance(req, InputFetch | ModuleFetch):
             if req.inc.state is Serving.FETCHING:
-                self.server.give_up(req.inc, ev.reason)
+                self.server.fetch_failed(req.inc, ev.reason, now)
         elif isinstance(req, _OutputFetch):
             self._apply(req.run, req.run.coord.on_transport_error(req.task_id, req.worker, ev.reason, now), now)
         elif isinstance(req, _LocalInput):

@@ -182,7 +182,7 @@ class Coordinator:
         entry = self.tasks.get(task_id)
         attempt = entry.attempts.get(worker) if entry else None
         if attempt is not None:
-            attempt.accepted = True
+            attempt.accept()
         return self._answered(now)
 
     def on_rejected(self, task_id: str, worker: str, reason: str, now: float) -> list[Effect]:

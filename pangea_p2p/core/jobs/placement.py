@@ -345,7 +345,9 @@ class Placement:
         # within the task's own deadline (the job's, or for a split's part what its delegator was given, less
         # the time to send the merged result back): the worker is told it, and passes it down if it splits
         deadline = min(now + attempt_budget_s(ref, expected, c.config.timeout_factor), max(ref.deadline_s, now + 1.0))
-        entry.attempts[worker] = Attempt(worker, ref.limits, deadline, round=entry.reveal)
+        # until the worker says it took the task, no answer by OFFER_TIMEOUT_S is an unreachable worker
+        entry.attempts[worker] = Attempt(worker, ref.limits, min(deadline, now + OFFER_TIMEOUT_S), round=entry.reveal,
+                                         due_s=deadline)
         entry.assigned.add(worker)
         self._started(entry)
         c.inflight[worker] = c.inflight.get(worker, 0) + 1

@@ -5,7 +5,7 @@ Theory of operation
 An offer is admitted or refused by the admission service (``AdmissionControl``: slots, queue, limits, path,
 depth). An admitted task (``Incoming``) goes through these states (``Incoming.move`` refuses any other)::
 
-    FETCHING --input in hand--> RUNNING (a sandbox run) --result signed--> ANSWERED
+    FETCHING --input (and module) in hand--> RUNNING (a sandbox run) --result signed--> ANSWERED
                             \\-> SPLITTING (its parts run under a coordinator of this peer) -> ANSWERED
     RUNNING / SPLITTING --commit-reveal--> COMMITTED --reveal request--> ANSWERED
     any of them --cancel, issuer gone--> DROPPED;  --a problem (bad input, failed fetch or run)--> ANSWERED
@@ -15,6 +15,12 @@ depth). An admitted task (``Incoming``) goes through these states (``Incoming.mo
 task's result follows within milliseconds and stands for the acceptance. Under commit-then-reveal the worker
 sends its commitment, keeps the result, and sends it when the issuer asks (at most ``reveal_wait_s_max``, then
 it gives up and says so). Answers go back on the stream the offer came on (its channel).
+
+Fetches are bounded: the input (from the issuer) and then the module, when this peer does not have it (from the
+issuer, then the network), must arrive within ``fetch_budget_s`` each — a few seconds plus their size at
+TRANSFER_BYTES_PER_S_MIN — or the task is given up and its slot freed. An offer whose input or module could not
+be fetched costs its issuer: a strike in admission control (too many refuse its next offers for a while) and a
+TIMEOUT in the trust book. So a peer cannot hold this peer's slots with offers of blocks nobody serves.
 
 Invariants: a task id is served at most once at a time; an admission slot is released when its task leaves
 RUNNING or SPLITTING for good (a committed result does not hold a slot); a dropped task's fetch or run is
@@ -26,13 +32,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pangea_p2p.core.chunks import chunk_count, frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.admission import AdmissionControl, Verdict
 from pangea_p2p.core.jobs.codec import OUTPUT_INLINE_MAX, Accepted, Cancel, Commitment, Offer, Rejected, Result
+from pangea_p2p.core.jobs.config import TRANSFER_BYTES_PER_S_MIN
 from pangea_p2p.core.jobs.context import ComputeContext
 from pangea_p2p.core.jobs.events import (
     Abort,
@@ -47,6 +54,7 @@ from pangea_p2p.core.jobs.events import (
     WorkerMessage,
 )
 from pangea_p2p.core.jobs.model import TaskRef
+from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.commit_reveal import commit
 from pangea_p2p.core.verify.execution import issue_receipt
 from pangea_p2p.core.verify.receipts import AnyReceipt, Receipt, ReceiptTree
@@ -92,6 +100,9 @@ class Incoming:
     request: int = 0  # the fetch or run under way for it
     reveal: tuple[bytes, bytes, bytes] | None = None  # (tree, output, nonce) waiting for the reveal request
     reveal_by_s: float = math.inf
+    fetch_by_s: float = math.inf  # when the fetch under way is given up
+    fetching: str = "input"  # what: "input" or "module"
+    chunks: list[bytes] = field(default_factory=list)  # its input, while its module is fetched
     log: bytes = b""  # what its run printed (a split's: its parts'), sent with the result
 
     def move(self, to: Serving) -> None:
@@ -108,6 +119,13 @@ class InputFetch:
 
 
 @dataclass(slots=True)
+class ModuleFetch:
+    """A request: the module of a served task, which this peer does not have yet."""
+
+    inc: Incoming
+
+
+@dataclass(slots=True)
 class ServeRun:
     """A request: the sandbox run of a served task."""
 
@@ -115,7 +133,9 @@ class ServeRun:
 
 
 # Timer kinds this side sets.
-ACCEPT, REVEAL = "accept", "reveal"
+ACCEPT, REVEAL, FETCH = "accept", "reveal", "fetch"
+FETCH_WAIT_S = 5.0  # a served task's input or module arrives within this, plus its size at the slowest rate
+MODULE_BYTES_MAX = 64 << 20  # the largest module a peer fetches
 
 
 class ServerHost(Protocol):
@@ -125,7 +145,7 @@ class ServerHost(Protocol):
     actions: list[Action]
     counters: dict[str, int]
 
-    def request(self, what: InputFetch | ServeRun) -> int: ...
+    def request(self, what: InputFetch | ModuleFetch | ServeRun) -> int: ...
 
     def forget_request(self, request: int) -> None: ...
 
@@ -194,8 +214,27 @@ class TaskServer:
         if framed is not None:
             self.input_ready(inc, framed, now)
             return
-        inc.request = self.host.request(InputFetch(inc))
-        self.host.actions.append(Fetch(inc.request, ref.input_cid, (issuer,), self.config.worker.input_bytes_max))
+        self._fetch(inc, InputFetch(inc), ref.input_cid, self.config.worker.input_bytes_max, ref.input_bytes, now)
+
+    def _fetch(self, inc: Incoming, what: InputFetch | ModuleFetch, cid: str, size_max: int, size: int,
+               now: float) -> None:
+        """Fetch ``cid`` for ``inc`` (from its issuer first), given up at ``inc.fetch_by_s``."""
+        inc.request = self.host.request(what)
+        inc.fetching = "module" if isinstance(what, ModuleFetch) else "input"
+        inc.fetch_by_s = now + fetch_budget_s(size)
+        self.host.timer(inc.fetch_by_s, FETCH, inc.ref.task_id)
+        self.host.actions.append(Fetch(inc.request, cid, (inc.issuer,), size_max))
+
+    def fetch_failed(self, inc: Incoming, why: str, now: float) -> None:
+        """The input or module of ``inc`` could not be had: give it up, and it costs the issuer."""
+        self.admission.strike(inc.issuer, now)
+        self.ctx.trust.record(inc.issuer, Outcome.TIMEOUT, now)
+        cid = inc.ref.input_cid if inc.fetching == "input" else inc.ref.module_cid
+        self.give_up(inc, f"could not fetch its {inc.fetching} {cid}: {why}")
+
+    def module_ready(self, inc: Incoming, now: float) -> None:
+        """The module of ``inc`` is in the block store now: run it."""
+        self._run(inc, now)
 
     def on_issuer_lost(self, now: float, issuer: str, channel: int) -> None:
         """The stream ``issuer`` gave its tasks on closed: they are not wanted any more."""
@@ -220,9 +259,18 @@ class TaskServer:
             inc.move(Serving.SPLITTING)
             self.host.start_split(inc, framed, now)
             return
+        inc.chunks = chunks
+        if not self.ctx.blocks.has(ref.module_cid):  # fetched here first, so that it too is bounded in time
+            self._fetch(inc, ModuleFetch(inc), ref.module_cid, MODULE_BYTES_MAX, MODULE_BYTES_MAX // 16, now)
+            return
+        self._run(inc, now)
+
+    def _run(self, inc: Incoming, now: float) -> None:
         inc.move(Serving.RUNNING)
+        inc.fetch_by_s = math.inf
         inc.request = self.host.request(ServeRun(inc))
-        self.host.actions.append(Execute(inc.request, ref, chunks, Purpose.SERVE, module_from=(inc.issuer,)))
+        chunks, inc.chunks = inc.chunks, []
+        self.host.actions.append(Execute(inc.request, inc.ref, chunks, Purpose.SERVE, module_from=(inc.issuer,)))
 
     def served(self, inc: Incoming, ev: Executed, now: float) -> None:
         """The sandbox run of ``inc`` ended: sign, release the slot, answer."""
@@ -316,16 +364,28 @@ class TaskServer:
         if kind == ACCEPT:
             return self.unaccepted.get(key) == when
         inc = self.incoming.get(key)
+        if kind == FETCH:
+            return inc is not None and inc.state is Serving.FETCHING and inc.fetch_by_s == when
         return inc is not None and inc.state is Serving.COMMITTED and inc.reveal_by_s == when
 
-    def fire(self, kind: str, key: str) -> None:
-        """A live timer fired: a TaskAccepted still due, or a reveal request that did not come."""
+    def fire(self, kind: str, key: str, now: float) -> None:
+        """A live timer fired: a TaskAccepted still due, a fetch that took too long, or a reveal request that did
+        not come."""
         inc = self.incoming[key]
         if kind == ACCEPT:  # still unanswered after the accept delay: say it was taken
             del self.unaccepted[key]
             self.host.actions.append(Reply(inc.issuer, inc.channel, Accepted(key)))
+        elif kind == FETCH:
+            self.host.forget_request(inc.request)
+            self.host.actions.append(Abort(inc.request))
+            self.fetch_failed(inc, "it did not arrive in time", now)
         else:
             self.give_up(inc, f"no reveal request within {self.config.reveal_wait_s_max:g} s")
+
+
+def fetch_budget_s(size: int) -> float:
+    """How long a served task's input or module of ``size`` bytes may take to arrive."""
+    return FETCH_WAIT_S + size / TRANSFER_BYTES_PER_S_MIN
 
 
 def commit_claim(root: AnyReceipt, output: bytes) -> Claim | None:

@@ -61,6 +61,13 @@ class Attempt:
     committed: bool = False
     local: bool = False
     round: CommitReveal | None = None  # the commit-reveal round it commits and reveals in
+    due_s: float = 0.0  # its deadline once accepted (until then ``deadline_s`` is the offer's: no answer, unreachable)
+
+    def accept(self) -> None:
+        """The worker took it (TaskAccepted, or a commitment): its deadline is the work's now."""
+        if not self.accepted:
+            self.accepted = True
+            self.deadline_s = max(self.deadline_s, self.due_s)
     counted: bool = True  # counts as load on the worker (not any more once it committed and only waits)
 
 

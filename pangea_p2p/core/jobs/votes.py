@@ -75,7 +75,7 @@ class Votes:
             c.attempt_failed(entry, worker, f"{worker}: {exc}", now, penalise=True)
             return
         attempt.committed = True
-        attempt.accepted = True  # a commitment answers the offer too (a worker may skip TaskAccepted)
+        attempt.accept()  # a commitment answers the offer too (a worker may skip TaskAccepted)
         # its work is done: it waits for the round (its reveal then gets ATTEMPT_GRACE_S), within the job deadline
         attempt.deadline_s = max(attempt.deadline_s, entry.ref.deadline_s)
         self.placement.uncount(attempt)  # and its slot is free again (the worker releases it when it commits)

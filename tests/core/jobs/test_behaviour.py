@@ -16,7 +16,7 @@ from pangea_p2p.core.capacity import CapacityAdvert, LocalCapacity
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs import codec
-from pangea_p2p.core.jobs.admission import AdmissionConfig
+from pangea_p2p.core.jobs.admission import STRIKES_MAX, AdmissionConfig
 from pangea_p2p.core.jobs.behaviour import ComputeBehaviour, JobRun
 from pangea_p2p.core.jobs.context import BehaviourConfig, ComputeContext
 from pangea_p2p.core.jobs.events import (
@@ -25,6 +25,8 @@ from pangea_p2p.core.jobs.events import (
     Event,
     Execute,
     Executed,
+    Fetch,
+    Fetched,
     FromIssuer,
     FromWorker,
     IssuerLost,
@@ -37,7 +39,7 @@ from pangea_p2p.core.jobs.events import (
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.jobs.scheduler import SchedulerConfig, WorkerView
-from pangea_p2p.core.jobs.serving import Incoming, Serving
+from pangea_p2p.core.jobs.serving import FETCH_WAIT_S, Incoming, Serving
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptTree
@@ -365,3 +367,62 @@ def test_a_liar_among_replicas_loses_trust_at_the_submitter() -> None:
     assert unframe_chunks(sub.store.data[run.task("job/t0").output_cid]) == [sha(b"vote")]
     honest = next(p for p in net.peers.values() if p.name == "a")
     assert sub.behaviour.trust.score(liar.peer_id, net.now) < 0 < sub.behaviour.trust.score(honest.peer_id, net.now)
+
+
+def test_offers_whose_blocks_nobody_serves_give_the_slot_back_within_seconds_and_cost_the_offerer() -> None:
+    net, sub, worker = pair()
+    hostile = net.add("hostile")
+    ref = net.submit(sub, [b"x"]).task("job/t0").ref
+    fetches: list[tuple[int, str]] = []
+    real_do = net._do
+
+    def do(peer: Peer, actions: list[Action]) -> None:  # the worker's fetches go nowhere: nobody answers
+        fetches.extend((a.request, a.cid) for a in actions if isinstance(a, Fetch) and peer is worker)
+        real_do(peer, actions)
+
+    net._do = do  # type: ignore[method-assign]
+    for k in range(STRIKES_MAX):
+        offer = replace(ref, task_id=f"evil/t{k}", job_id="evil", issuer=hostile.peer_id, path=(hostile.peer_id,),
+                        input_cid=cid_of(b"nobody has this %d" % k))
+        net.handle(worker, FromIssuer(hostile.peer_id, 1, codec.Offer(offer)))
+    assert worker.behaviour.admission.free_slots() == 0  # both slots held, a third offer queued
+    assert [cid for _, cid in fetches][:2] == [cid_of(b"nobody has this 0"), cid_of(b"nobody has this 1")]
+    net.tick(net.now + 1.0)  # (its TaskAccepted went out after the accept delay)
+    assert worker.behaviour.admission.free_slots() == 0
+    net.tick(net.now + FETCH_WAIT_S)  # within seconds, not a 60 s fetch timeout
+    refusals = [m for m in net.sent(codec.Rejected, by="worker") if m.task_id.startswith("evil/")]
+    assert len(refusals) == STRIKES_MAX
+    assert all("could not fetch its input" in m.reason for m in refusals)
+    assert worker.behaviour.admission.free_slots() == 2  # the slots are back
+    assert {r for r, _ in fetches} <= worker.aborted  # and the fetches called off
+    record = worker.behaviour.trust.get(hostile.peer_id)
+    assert record is not None
+    assert record.timeouts == STRIKES_MAX  # it cost the offerer
+    # its next offer is refused at once; an honest issuer's is not
+    offer = replace(ref, task_id="evil/t9", job_id="evil", issuer=hostile.peer_id, path=(hostile.peer_id,))
+    net.handle(worker, FromIssuer(hostile.peer_id, 1, codec.Offer(offer, frame_chunks([b"x"]))))
+    (last,) = [m for m in net.sent(codec.Rejected, by="worker") if m.task_id == "evil/t9"]
+    assert "refused: 3 of your offers named blocks you did not serve" in last.reason
+    assert worker.behaviour.admission.free_slots() == 2
+
+
+def test_a_served_task_whose_module_is_missing_fetches_it_within_a_bound_then_runs() -> None:
+    net, sub, worker = pair()
+    other = cid_of(b"another module")
+    ref = replace(net.submit(sub, [b"x"]).task("job/t0").ref, task_id="job/t8", module_cid=other)
+    fetches: list[Fetch] = []
+    real_do = net._do
+
+    def do(peer: Peer, actions: list[Action]) -> None:
+        fetches.extend(a for a in actions if isinstance(a, Fetch) and peer is worker)
+        real_do(peer, actions)
+
+    net._do = do  # type: ignore[method-assign]
+    net.handle(worker, FromIssuer(sub.peer_id, 1, codec.Offer(ref, frame_chunks([b"x"]))))
+    (fetch,) = fetches
+    assert (fetch.cid, fetch.peers) == (other, (sub.peer_id,))  # from the issuer first
+    assert worker.behaviour.serving("job/t8") is not None
+    worker.store.data[other] = b"the other module"
+    net.handle(worker, Fetched(fetch.request, b"the other module"))
+    (result,) = [m for m in net.sent(codec.Result, by="worker") if m.task_id == "job/t8"]
+    assert isinstance(result, codec.Result)

@@ -88,13 +88,14 @@ def test_an_attempt_deadline_covers_the_tasks_own_wall_limit_and_transfer_and_th
     # expected ~1 ms on a fast worker: the deadline still covers a guest that legitimately runs its wall limit
     d = Driver([FakeWorker("a", speed=1e12)], chunks_for(1, per_task=3), auto=False, deadline_s=T0 + 3600.0)
     d.start()
+    assert d.task("job/t0").deadline_of(pid("a")) == T0 + OFFER_TIMEOUT_S  # until it says it took the task
+    d.deliver(0)  # accepted
     deadline = d.task("job/t0").deadline_of(pid("a"))
     assert deadline is not None
     (offer,) = d.dispatches()
     input_bytes = offer.task.input_bytes
     assert deadline >= T0 + OFFER_TIMEOUT_S + 3 * LIMITS.wall_time_s + 2 * input_bytes / TRANSFER_BYTES_PER_S_MIN
     assert offer.task.deadline_s == pytest.approx(deadline)  # the offer says when the answer is due
-    d.deliver(0)  # accepted
     result = d.take("result", "a")
     d.tick(T0 + 3 * LIMITS.wall_time_s)  # an honest worker still running its long guest: not timed out
     assert d.send(result)

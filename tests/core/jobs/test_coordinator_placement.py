@@ -103,6 +103,7 @@ def test_queued_tasks_wait_for_busy_workers_past_the_queue_timeout() -> None:
     net = Net({"w1": 1})
     coord = coordinator(net, 10, queue_timeout_s=5.0)
     coord.start(T0)
+    coord.on_accepted("j/t0", "w1", T0)  # w1 runs it (its answer is due after the task's wall limit)
     # this peer has no slot, so the queued tasks have no local-fallback timer to wake for
     for k in range(1, 20):  # looked at again every second, nothing frees up: past 5 s they wait, not fail
         assert coord.next_deadline(T0 + k - 1) == T0 + k * RELOOK_S
