@@ -255,6 +255,8 @@ def follow(handle: JobHandle[Any]) -> dict[str, Any]:
     if final["state"] != "done":
         print(f"job {handle.job_id} {final['state']}: {final['reason']}", file=sys.stderr)
         print("run `pangea job explain " + handle.job_id + "` for the reasons of every task", file=sys.stderr)
+    elif final["reason"]:  # done, but not every task got the check its policy asks for
+        print(f"job {handle.job_id} done, warning: {final['reason']}", file=sys.stderr)
     return final
 
 

@@ -60,6 +60,7 @@ def job_status(run: JobRun, watch: JobWatch, now: float) -> dict[str, Any]:
         "eta_s": eta,
         "workers": dict(sorted(run.workers.items())),
         "verification": str(run.spec.verification),
+        "unchecked": len(run.unchecked()),  # tasks accepted without the check the policy asks for
         "version": watch.version,
     }
 
@@ -156,6 +157,7 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
                 "chunk_cids": [run.spec.chunk_cids[c] for c in run.spec.task_chunks(i)],
                 "limits": dataclasses.asdict(e.limits),
                 "checked": e.checked,
+                "unchecked": e.unchecked_why,
             } for i, e in enumerate(entries)],
         })
 

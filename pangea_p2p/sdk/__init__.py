@@ -6,3 +6,4 @@ from pangea_p2p.sdk.job import Job as Job
 from pangea_p2p.sdk.job import JobFailed as JobFailed
 from pangea_p2p.sdk.job import JobHandle as JobHandle
 from pangea_p2p.sdk.job import Limits as Limits
+from pangea_p2p.sdk.job import UncheckedResultWarning as UncheckedResultWarning

@@ -31,6 +31,7 @@ import operator
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -249,6 +250,10 @@ def submit_chunks(client: Client, module: bytes, chunks: Sequence[bytes], option
     return JobHandle(client, status["job_id"], merge, status, module_cid=module_cid, chunk_cids=chunk_cids)
 
 
+class UncheckedResultWarning(UserWarning):
+    """A job is done, but some of its tasks were accepted without the check its verification policy asks for."""
+
+
 class JobHandle(Generic[T]):
     """A job running on the network: status, progress, explain, cancel, result."""
 
@@ -310,10 +315,14 @@ class JobHandle(Generic[T]):
         return out
 
     def result(self, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> T:
+        """The merged outputs of the done job; JobFailed if it did not finish. A job done with tasks accepted
+        without the check its policy asks for warns (UncheckedResultWarning) saying how many and why."""
         status = self.wait(progress=progress, timeout_s=timeout_s)
         if status["state"] != "done":
             raise JobFailed(f"job {self.job_id} {status['state']}: {status['reason']}", status,
                             self.client.explain(self.job_id))
+        if status.get("unchecked"):
+            warnings.warn(UncheckedResultWarning(f"job {self.job_id}: {status['reason']}"), stacklevel=2)
         return self._merge(self.outputs())
 
     def receipts(self) -> list[bytes]:

@@ -43,16 +43,23 @@ class JobVerification:
     checked: int = 0  # tasks the submitter also checked (spot checks or a vote), per the API
     signers: Counter[str] = field(default_factory=Counter)  # leaf receipts signed, per peer
     problems: dict[str, str] = field(default_factory=dict)  # task id -> why it did not verify
+    # task id -> why it was accepted without the check its policy asks for (per the API)
+    unchecked: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.tasks > 0 and not self.problems
+        """Every receipt verified, and every task got the check its policy asks for."""
+        return self.tasks > 0 and not self.problems and not self.unchecked
 
     def summary(self) -> str:
-        if not self.ok:
+        if self.problems or not self.tasks:
             first = next(iter(self.problems.items()), ("-", "no tasks"))
             failed = sum(1 for key in self.problems if key != "job")  # "job": the job as a whole, not a task
             return f"FAILED: {failed} of {self.tasks} task(s) did not verify; {first[0]}: {first[1]}"
+        if self.unchecked:
+            task_id, why = next(iter(self.unchecked.items()))
+            return (f"INCOMPLETE: the receipts verify, but {len(self.unchecked)} of {self.tasks} task(s) were "
+                    f"accepted unchecked although the policy is {self.verification}; {task_id}: {why}")
         return (
             f"OK: {self.receipts} signed receipt(s) over {self.tasks} task(s) verified offline (signatures, "
             f"bindings, content ids, Merkle roots; delegation depth {self.depth_max}), {len(self.signers)} "
@@ -109,6 +116,8 @@ def _verify_task(client: Client, doc: dict[str, Any], i: int, task: dict[str, An
     report.fuel_used += verified.fuel_used
     report.depth_max = max(report.depth_max, _depth(tree))
     report.checked += bool(task.get("checked"))
+    if task.get("unchecked"):
+        report.unchecked[str(task["task_id"])] = str(task["unchecked"])
     report.signers.update(leaf.worker for leaf in verified.leaves)
 
 

@@ -17,7 +17,7 @@ from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.errors import ConfigError, PangeaError
 from pangea_p2p.guests import load_guest
-from pangea_p2p.sdk import Job, JobFailed, Limits, splits
+from pangea_p2p.sdk import Job, JobFailed, Limits, UncheckedResultWarning, splits
 from pangea_p2p.sdk.client import ApiCallFailed
 from tests.sdk.fakes import NOW, WORKERS, FakePeer
 
@@ -190,3 +190,17 @@ def test_framed_outputs_on_the_peer_are_one_per_chunk() -> None:
     handle = sha_job(chunks_per_task=7).submit(DATA, peer)  # type: ignore[arg-type]
     doc = peer.job_result(handle.job_id)
     assert [len(unframe_chunks(peer.block(c))) for c in doc["outputs"]] == [7, 7, 7]
+
+
+def test_a_result_with_tasks_accepted_unchecked_warns_how_many_and_why() -> None:
+    peer = FakePeer()
+    job: Job[list[bytes]] = Job("sha", guest="sha256", verification="spot:1")
+    job.split(lambda chunks: chunks)
+    job.merge(lambda outputs: outputs)
+    handle = job.submit([b"a", b"b"], peer)  # type: ignore[arg-type]
+    run = peer.runs[handle.job_id]
+    why = "1 of 2 task(s) accepted unchecked although the policy is spot:1: its spot check could not run here (busy)"
+    run.statuses[-1].update(unchecked=1, reason=why)  # as the peer says it
+    with pytest.warns(UncheckedResultWarning, match=r"accepted unchecked although the policy is spot:1"):
+        outputs = handle.result()
+    assert len(outputs) == 2

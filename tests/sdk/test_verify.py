@@ -50,6 +50,19 @@ def test_an_honest_job_verifies() -> None:
     assert "3 worker(s) signed; 1 task(s) also checked" in report.summary()
 
 
+def test_tasks_accepted_unchecked_under_a_checked_policy_make_the_report_incomplete() -> None:
+    peer = FakePeer()
+    job_id, doc = submit(peer, chunks_per_task=3)
+    doc["tasks"][2]["unchecked"] = "its spot check could not run here (busy)"  # as the peer's document says it
+    report = verify_job(peer, job_id)  # type: ignore[arg-type]
+    assert not report.problems  # every receipt verifies...
+    assert not report.ok  # ... but the job did not get the checks it asked for
+    assert report.unchecked == {f"{job_id}/t2": "its spot check could not run here (busy)"}
+    assert report.summary() == (
+        "INCOMPLETE: the receipts verify, but 1 of 3 task(s) were accepted unchecked although the policy is "
+        f"spot:1; {job_id}/t2: its spot check could not run here (busy)")
+
+
 def test_a_delegated_task_verifies_as_a_receipt_tree() -> None:
     peer = FakePeer(delegate=1)  # task 1 split by WORKERS[0] into halves run by WORKERS[1] and WORKERS[2]
     job_id, doc = submit(peer)

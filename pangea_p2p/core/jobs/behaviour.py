@@ -40,6 +40,7 @@ from types import MappingProxyType
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.jobs import effects as fx
+from pangea_p2p.core.jobs import scheduler
 from pangea_p2p.core.jobs.codec import (
     INPUT_INLINE_MAX,
     Accepted,
@@ -81,7 +82,7 @@ from pangea_p2p.core.jobs.events import (
     Tick,
     WorkerLost,
 )
-from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
+from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState, VerificationMode
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ModuleFetch, ServeRun, Serving, TaskServer
 from pangea_p2p.core.jobs.splitting import delegation, split_coordinator, split_task
@@ -90,7 +91,7 @@ from pangea_p2p.core.jobs.tasks import TaskView
 from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
-from pangea_p2p.errors import PangeaError, RemoteProtocolError
+from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
 
 _RUN = "run"  # timer kind: a coordinator to tick (the server sets its own: serving.ACCEPT, serving.REVEAL)
 
@@ -112,8 +113,13 @@ class JobRun:
 
     @property
     def reason(self) -> str:
-        """Why it failed or was cancelled ("" while it runs and once it is done)."""
+        """Why it failed or was cancelled; for a done job, what of its verification policy it did not get ("" while
+        it runs, and once it is done as asked)."""
         return self._coord.reason
+
+    def unchecked(self) -> dict[str, str]:
+        """Its tasks accepted unchecked although its policy asked for a check, and why."""
+        return self._coord.unchecked()
 
     @property
     def finished_s(self) -> float | None:
@@ -286,6 +292,8 @@ class ComputeBehaviour:
         if not self.ctx.blocks.has(spec.module_cid):
             raise PangeaError(f"module {spec.module_cid} is not in this peer's block store (upload it first)")
         tasks = [self._task_ref(spec, i) for i in range(spec.task_count)]
+        if not ev.restored:
+            self._check_policy_runs_here(spec, tasks)
         coord = self._coordinator(tasks, spec, now)
         job = JobRun(spec, coord, ev.created_s if ev.created_s is not None else now)
         run = _Run(spec.job_id, coord, job=job)
@@ -300,6 +308,18 @@ class ComputeBehaviour:
                 coord.restore(rec.task_id, rec.output_cid, rec.tree, rec.fuel_used, rec.worker)
         self.actions.append(Provide(spec.module_cid))
         self._apply(run, coord.start(now), now)
+
+    def _check_policy_runs_here(self, spec: JobSpec, tasks: list[TaskRef]) -> None:
+        """A policy that re-runs chunks here (spot checks; adaptive, which spot-checks trusted workers) is refused
+        when this peer could never run the job's tasks: its checks would silently not happen."""
+        if spec.verification.mode not in (VerificationMode.SPOT, VerificationMode.ADAPTIVE) or not tasks:
+            return
+        local = self.admission.local_view()
+        why = scheduler.ineligible(tasks[0], local, self.config.coordinator.scheduler, busy_ok=True)
+        if why is not None:
+            raise ConfigError("verification", f"{spec.verification} re-runs chunks on this peer to check them, but "
+                                              f"this peer {why}: lower the job's limits, raise this peer's "
+                                              "[compute] limits, or use replicas:N")
 
     def _task_ref(self, spec: JobSpec, index: int) -> TaskRef:
         chunks = []

@@ -322,12 +322,13 @@ class Coordinator:
         self.effects.append(TaskUpdate(entry.ref.task_id, entry.state, reason or (entry.reasons[-1] if entry.reasons
                                        else ""), output_cid, tree, fuel_used, worker))
 
-    def accept(self, entry: TaskEntry, candidate: Candidate, now: float, *, checked: bool) -> None:
+    def accept(self, entry: TaskEntry, candidate: Candidate, now: float, *, checked: bool,
+               unchecked_why: str = "") -> None:
         self.placement.call_off(entry)  # replicas still out are not needed
         receipt = candidate.tree.receipt
         entry.move(TaskState.DONE)
         self.placement.finished(entry)
-        entry.checked = checked
+        entry.checked, entry.unchecked_why = checked, unchecked_why
         digest = candidate.claim.output_digest  # checked against the bytes when the result was verified
         assert digest is not None  # a candidate is a successful result
         entry.output_cid = cid_from_digest(digest)
@@ -395,7 +396,7 @@ class Coordinator:
             return
         n, done = len(self.tasks), self.placement.done
         if done == n:
-            self._finish(JobState.DONE, "", now)
+            self._finish(JobState.DONE, self.unchecked_summary(), now)
         elif done + len(self.failed) == n:
             first = self.tasks[self.failed[0]]
             why = first.reasons[-1].removeprefix("failed: ") if first.reasons else "failed"
@@ -411,6 +412,19 @@ class Coordinator:
         self.effects.append(JobFinished(state, reason))
 
     # --- reading ------------------------------------------------------------------------------------------
+
+    def unchecked(self) -> dict[str, str]:
+        """The tasks accepted unchecked although the policy asked for a check, and why."""
+        return {tid: e.unchecked_why for tid, e in self.tasks.items() if e.unchecked_why}
+
+    def unchecked_summary(self) -> str:
+        """What a done job says when its policy was not fully met ("" when it was)."""
+        unchecked = self.unchecked()
+        if not unchecked:
+            return ""
+        first = next(iter(unchecked.values()))
+        return (f"{len(unchecked)} of {len(self.tasks)} task(s) accepted unchecked although the policy is "
+                f"{self.policy}: {first}")
 
     def progress(self) -> dict[str, int]:
         counts = {s.value: 0 for s in TaskState}

@@ -106,6 +106,7 @@ class TaskEntry:
     replicas: int = 1
     spot_checks: int = 0
     checked: bool = False
+    unchecked_why: str = ""  # accepted unchecked although the policy asked for a check: why
     reasons: deque[str] = field(default_factory=lambda: deque(maxlen=REASONS_MAX))
     output_cid: str = ""
     tree: bytes = b""
@@ -158,7 +159,8 @@ class Host(Protocol):
     def update(self, entry: TaskEntry, *, reason: str = "", output_cid: str = "", tree: bytes = b"",
                fuel_used: int = 0, worker: str = "") -> None: ...
 
-    def accept(self, entry: TaskEntry, candidate: Candidate, now: float, *, checked: bool) -> None: ...
+    def accept(self, entry: TaskEntry, candidate: Candidate, now: float, *, checked: bool,
+               unchecked_why: str = "") -> None: ...
 
     def fail(self, entry: TaskEntry, why: str, now: float) -> None: ...
 
@@ -220,6 +222,11 @@ class TaskView:
     @property
     def checked(self) -> bool:
         return self._e.checked
+
+    @property
+    def unchecked_why(self) -> str:
+        """Why it was accepted unchecked although its job's policy asked for a check ("" if it was not)."""
+        return self._e.unchecked_why
 
     @property
     def spot_checks(self) -> int:

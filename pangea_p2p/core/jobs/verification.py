@@ -98,7 +98,7 @@ class Verification:
             c.trust.record(other.worker, Outcome.VALID if other.claim == candidate.claim else Outcome.INVALID, now)
             if other.claim != candidate.claim:
                 c.note(entry, f"{other.worker}'s answer differs from this peer's own run")
-        c.accept(entry, candidate, now, checked=bool(entry.candidates))
+        c.accept(entry, candidate, now, checked=True)  # this peer ran it: the result it trusts most
 
     def candidate(self, entry: TaskEntry, candidate: Candidate, now: float) -> None:
         """A verified successful result from another peer: check it per the strategy."""
@@ -120,7 +120,7 @@ class Verification:
             for i in indexes:
                 c.effects.append(RunSpotCheck(self.placement.ref(entry), i))
             return
-        c.accept(entry, candidate, now, checked=False)
+        c.accept(entry, candidate, now, checked=False)  # HASH: no check asked
 
     def spot_result(self, entry: TaskEntry, chunk_index: int, output_chunk: bytes | None, now: float,
                     inconclusive: str = "") -> None:
@@ -135,7 +135,8 @@ class Verification:
             if inconclusive:
                 c.note(entry, f"spot check of chunk {chunk_index} inconclusive here ({inconclusive}): "
                               f"{candidate.worker}'s result accepted unchecked")
-                c.accept(entry, candidate, now, checked=False)
+                c.accept(entry, candidate, now, checked=False,
+                         unchecked_why=f"its spot check could not run here ({inconclusive})")
                 continue
             state = spot.add_reexecution(chunk_index, output_chunk)
             if state is SpotState.FAILED:

@@ -60,7 +60,7 @@ from pangea_p2p.core.jobs.events import (
     TaskUpdated,
     Tick,
 )
-from pangea_p2p.core.jobs.model import JobSpec, TaskRef, TaskState, VerificationPolicy
+from pangea_p2p.core.jobs.model import JobSpec, TaskRef, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.jobs.outputs import merge_outputs
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
@@ -284,7 +284,10 @@ class Driver:
         self.wrng = random.Random(self.seed + 1_000_003)  # the workers' nonces
         self.blocks = _Blocks()
         local = self.local
-        admission = AdmissionConfig(slots=2, queue_max=0, limits_max=NOWHERE)
+        policy = self.policy if isinstance(self.policy, VerificationPolicy) else VerificationPolicy.parse(self.policy)
+        # a peer that runs nothing itself; but spot checks (spot, adaptive) need it to be able to re-run chunks
+        checks_here = policy.mode in (VerificationMode.SPOT, VerificationMode.ADAPTIVE)
+        admission = AdmissionConfig(slots=1, queue_max=0, limits_max=self.limits if checks_here else NOWHERE)
         if local is not None:
             admission = AdmissionConfig(
                 slots=local.slots_free, queue_max=local.slots_total - local.slots_free,

@@ -44,7 +44,7 @@ from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.core.verify.tree import verify_tree
-from pangea_p2p.errors import LocalProtocolError
+from pangea_p2p.errors import ConfigError, LocalProtocolError
 from tests.core.jobs.coord_driver import ident
 
 T0 = 1_000.0
@@ -426,3 +426,18 @@ def test_a_served_task_whose_module_is_missing_fetches_it_within_a_bound_then_ru
     net.handle(worker, Fetched(fetch.request, b"the other module"))
     (result,) = [m for m in net.sent(codec.Result, by="worker") if m.task_id == "job/t8"]
     assert isinstance(result, codec.Result)
+
+
+@pytest.mark.parametrize("policy", ["spot:1", "adaptive"])
+def test_a_policy_that_spot_checks_is_refused_at_submit_when_this_peer_could_never_re_run_the_chunks(
+        policy: str) -> None:
+    net, sub, _ = pair()  # the submitter accepts 16 MiB of memory, the job's tasks ask for 64 MiB
+    with pytest.raises(ConfigError) as info:
+        net.submit(sub, [b"x"], policy=policy)
+    assert str(info.value) == (
+        f"config verification: {policy} re-runs chunks on this peer to check them, but this peer accepts at most "
+        "16 MiB of memory (task needs 64 MiB): lower the job's limits, raise this peer's [compute] limits, or use "
+        "replicas:N")
+    assert "job" not in sub.behaviour.jobs
+    run = net.submit(sub, [b"x"], policy="replicas:1")  # a policy that does not re-run here is taken
+    assert run.state is JobState.DONE

@@ -12,11 +12,13 @@ from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.config import ATTEMPT_GRACE_S
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RequestReveal, RunSpotCheck, TaskUpdate
 from pangea_p2p.core.jobs.model import JobState, TaskState, VerificationMode, VerificationPolicy
+from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.trust import Outcome, TrustBook, TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import DelegationReceipt, Receipt, ReceiptTree
 from tests.core.jobs.coord_driver import (
     FUEL_PER_CHUNK,
+    SUBMITTER,
     T0,
     Driver,
     FakeWorker,
@@ -201,6 +203,21 @@ def test_a_spot_check_that_says_nothing_here_accepts_the_result_unchecked_and_bl
     rec = d.trust.get(pid("a"))
     assert rec is None or (rec.valid, rec.invalid) == (0, 0)
     assert "inconclusive here (TIMEOUT: slower here)" in reasons(d)
+    # ... and the job says so: how many, and why
+    why = "its spot check could not run here (TIMEOUT: slower here)"
+    assert d.task("job/t0").unchecked_why == why
+    assert d.job.unchecked() == {"job/t0": why}
+    assert d.job.reason == f"1 of 1 task(s) accepted unchecked although the policy is spot:1: {why}"
+
+
+def test_a_checked_job_whose_tasks_ran_here_for_want_of_workers_is_checked_and_says_nothing_is_missing() -> None:
+    local = WorkerView(pid(SUBMITTER), 1e9, 2, 2, 10**12, 1 << 30, 300.0, 0.0, 0.0)
+    d = Driver([], chunks_for(2), policy="replicas:2", local=local)
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
+    assert all(t.checked for t in d.job.tasks())  # this peer ran them: the result it trusts most
+    assert (d.job.unchecked(), d.job.reason) == ({}, "")
 
 
 # --- replicas -------------------------------------------------------------------------------------------------
