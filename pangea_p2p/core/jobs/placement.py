@@ -6,9 +6,9 @@ A task that wants a placement (PENDING, or with replicas its vote counts on not 
 offered to workers through ``scheduler.place``: delegated to one or more workers (an *attempt* each), run
 here, or *queued* with a reason a user can read. A queued task waits for a worker; it runs here as a fallback
 (under HASH at once when no known worker could ever take it, else after LOCAL_FALLBACK_AFTER_S). Waiting for
-busy, cooling or unreachable workers is not a failure: only the job's deadline bounds it. A task that no known
-peer could *ever* take (its limits above every advert and this peer's, every peer excluded from it, below the
-trust floor or on its path) is *stuck*: it fails after the job's ``queue_timeout_s`` stuck with no attempt out
+busy, cooling or unreachable workers (or for any, while none is known) is not a failure: only the job's deadline
+bounds it. A task that no known peer could *ever* take (its limits above every advert and this peer's, every
+peer excluded from it, below the trust floor or on its path) is *stuck*: it fails after the job's ``queue_timeout_s`` stuck with no attempt out
 (a peer that fits may appear meanwhile), naming which limit and which peers.
 
 Cost. A job may hold tens of thousands of tasks and every event ends in a placement round or a tick, so nothing
@@ -305,9 +305,11 @@ class Placement:
             c.note(entry, f"queued: {why}")
             c.update(entry, reason=why)
             c.maybe_open_reveals(entry, now)
-        if could or entry.attempts or (local is not None
-                                       and scheduler.ineligible(ref, local, cfg, busy_ok=True) is None):
-            entry.stuck_since_s = None  # busy, cooling or unreachable workers: it waits (the deadline bounds it)
+        if not workers or could or entry.attempts or (
+                local is not None and scheduler.ineligible(ref, local, cfg, busy_ok=True) is None):
+            # busy, cooling or unreachable workers, or none known (a partition expires their adverts): it waits,
+            # bounded by the job's deadline
+            entry.stuck_since_s = None
             return
         if entry.stuck_since_s is None:
             entry.stuck_since_s = now
@@ -449,8 +451,6 @@ def never_reason(ref: TaskRef, workers: list[scheduler.WorkerView], excluded: se
                  local: scheduler.WorkerView | None, cfg: scheduler.SchedulerConfig) -> str:
     """Why no known peer could ever take ``ref``: each peer's reason (the first few), this peer's, and how many
     are excluded from the task or on its path."""
-    if not workers and local is None:
-        return "no worker is known"
     parts: list[str] = []
     out = sum(1 for w in workers if w.peer_id in excluded or w.peer_id in ref.path)
     limited = [(w.peer_id, scheduler.ineligible(ref, w, cfg, busy_ok=True)) for w in workers
