@@ -23,17 +23,23 @@ replicas:2 needs both to agree, but a disagreement escalates to a third replica 
 spot:k over c chunks per task (a lie changes one chunk, re-executed here with probability min(k, c)/c):
 1 - min(k, c)/c. hash (no check): 1.
 
-adaptive (``core.trust.ReplicationPolicy``): each task gets one of three plans from its primary's record — a
+adaptive (``core.trust.ReplicationPolicy``): each task gets one of three plans from its *primary's* record — a
 vote of ``replicas_suspect`` (majority), a vote of ``replicas_untrusted`` (all agree, escalating on a
-disagreement), or a single run with min(``spot_checks_trusted``, c) spot checks. Within each plan every vote is
-drawn as above, so the rate is a weighted mean of the plans' rates and at most the worst one:
+disagreement), or a single run with min(``spot_checks_trusted``, c) spot checks. The primary answered before the
+plan is chosen and the plan depends on who it is (a liar that lost a vote is a suspect), so the primary is not
+an independent draw: say it lies with probability pi (from 0, an honest primary, to q, a liar as primary every
+time) while the other replicas lie with probability p. Counting K = (primary lies) + Binomial(n - 1, p) as above
+gives escape(n, p, pi); for fixed n and p it is a ratio of two functions linear in pi, so monotone in pi, and
+its maximum over [0, q] is at pi = 0 or pi = q. The rate of a mix of plans is at most its worst plan's, so
 
-    escape_adaptive <= max(escape(replicas_suspect, p), escape(replicas_untrusted, p), 1 - min(k, c)/c)
+    escape_adaptive <= max over n in {replicas_suspect, replicas_untrusted}, pi in {0, q} of escape(n, p, pi),
+                       and 1 - min(k, c)/c
 
-With the defaults (3, 2, 3 spot checks) and one chunk per task that is escape(2, p), about 3 f q. The bound
-assumes the plan does not depend on who the replicas are; in the simulator it does (liars that lost a vote
-become suspects, and the scheduler weights draws by trust), which is why the measurement can fall below it.
-Audits and backtracking (re-checking accepted results) lower the real rate further; the bound ignores them.
+With the defaults (3, 2, 3 spot checks) and one chunk per task this is escape(2, p, q), about 4p/(1 + 2p) at
+q = 1 (for independent primaries, pi = p, escape(2, p) is about 3p). Audits and backtracking (re-checking
+accepted results) lower the real rate; the bound ignores them. In the simulator draws are weighted by trust, so
+liars serve fewer replicas than their share f of the workers: p measured as (replicas the liars served / all) x q
+isolates the voting from the scheduler's bias.
 """
 
 from __future__ import annotations
@@ -44,15 +50,24 @@ from pangea_p2p.core.jobs.model import VerificationMode, VerificationPolicy
 from pangea_p2p.core.trust import TrustConfig
 
 
-def vote_escape(n: int, p: float) -> float:
-    """The escape rate of a lie under a vote of ``n`` replicas, each a lying liar with probability ``p``."""
-    if p <= 0.0:
-        return 0.0
-    pk = [comb(n, k) * p**k * (1.0 - p) ** (n - k) for k in range(n + 1)]
-    tie = pk[n // 2] if n % 2 == 0 else 0.0
-    told = n * p + tie * p
-    won = sum(k * pk[k] for k in range(n + 1) if 2 * k > n) + tie * p * (n // 2 + 1)
-    return won / told
+def vote_escape(n: int, p: float, primary: float | None = None) -> float:
+    """The escape rate of a lie under a vote of ``n`` replicas, each a lying liar with probability ``p`` (the
+    first, the primary, with probability ``primary`` when given; a tie's extra replica with ``p``)."""
+    pi = p if primary is None else primary
+    told = won = 0.0
+    for a, pa in ((0, 1.0 - pi), (1, pi)):
+        for k in range(n):
+            prob = pa * comb(n - 1, k) * p**k * (1.0 - p) ** (n - 1 - k)
+            lies = a + k
+            if 2 * lies > n:  # a strict majority with at least the quorum: every lie of the vote wins
+                told += prob * lies
+                won += prob * lies
+            elif 2 * lies == n:  # a tie: one more replica decides
+                told += prob * (lies + p)
+                won += prob * p * (lies + 1)
+            else:
+                told += prob * lies
+    return won / told if told > 0.0 else 0.0
 
 
 def spot_escape(spot_checks: int, chunks: int) -> float:
@@ -62,8 +77,9 @@ def spot_escape(spot_checks: int, chunks: int) -> float:
 
 def escape_bound(policy: VerificationPolicy, f: float, q: float, chunks: int = 1,
                  trust: TrustConfig | None = None) -> float:
-    """The analytic escape rate (adaptive: its upper bound) of ``policy`` for a fraction ``f`` of liars lying
-    with probability ``q`` per task, over tasks of ``chunks`` chunks (see the module docstring)."""
+    """The analytic escape rate (adaptive: its upper bound) of ``policy`` when replicas are liars with
+    probability ``f`` that lie with probability ``q`` per task, over tasks of ``chunks`` chunks (see the module
+    docstring)."""
     p = f * q
     if policy.mode is VerificationMode.REPLICAS:
         return vote_escape(policy.replicas, p)
@@ -71,8 +87,8 @@ def escape_bound(policy: VerificationPolicy, f: float, q: float, chunks: int = 1
         return spot_escape(policy.spot_checks, chunks)
     if policy.mode is VerificationMode.ADAPTIVE:
         cfg = trust or TrustConfig()
-        return max(vote_escape(cfg.replicas_suspect, p), vote_escape(cfg.replicas_untrusted, p),
-                   spot_escape(cfg.spot_checks_trusted, chunks))
+        votes = [vote_escape(n, p, pi) for n in (cfg.replicas_suspect, cfg.replicas_untrusted) for pi in (0.0, q)]
+        return max(*votes, spot_escape(cfg.spot_checks_trusted, chunks))
     return 1.0
 
 

@@ -14,6 +14,13 @@ its journal when it restarts, as the node does); *liveness*, ``liveness_s`` more
 partition heals, clogs clear, loss stops, crashed peers restart, and every job must finish. The checkers run
 after every event; a failing run's ``replay`` is the command that reproduces it.
 
+Safety and cost, in the metrics: ``wrong_accepted`` (wrong outputs a coordinator accepted, corrected later or
+not), ``wrong_final`` (wrong outputs in the final results of the jobs that ended, read at the end of the run after
+any correction: the checkers' ``wrong_final`` invariant) and ``wrong_at_job_end``; ``work_ratio``, the fuel every
+peer's modelled sandbox burnt (replicas, spot checks, audits, local runs) over one honest execution of every task
+of every ended job; ``lies_sent``, ``lies_escaped`` (lies of the wrong-output roles equal to a final output) and
+their ratio ``escape_rate``, set beside bounds.py's analytic value.
+
 Costs at scale: only peers that place work (submitters; all peers with ``directories="all"``) keep a capacity
 directory, and a single ``AdvertCache`` makes each distinct advert's signature be checked once in the whole run.
 Gossip delivery times come from one Dijkstra per directory holder over the mesh, not from per-hop events.
@@ -42,7 +49,7 @@ from pangea_p2p.sim.config import SimConfig
 from pangea_p2p.sim.loop import EventLoop
 from pangea_p2p.sim.network import Faults, Mesh, Network, dht_hops
 from pangea_p2p.sim.peer import SimPeer
-from pangea_p2p.sim.sandbox import Board, Lies, honest_chunk
+from pangea_p2p.sim.sandbox import WRONG_OUTPUT_ROLES, Board, Lies, honest_chunk
 
 T0 = 1_800_000_000.0  # virtual unix time of the start (receipts and adverts carry absolute times)
 ISSUER_ROLES = ("wrong", "collude", "copy", "liar", "withhold", "forge", "sybil")
@@ -414,9 +421,13 @@ class Simulation:
         wrong_final = self.checker.final_wrong()
         escaped = sum(self.lies[(t.ref.module_cid, t.ref.input_cid, t.output_cid)] for _, t in wrong_final)
         stats: Counter[str] = Counter()
+        liars, liar_results = 0, 0
         for p in self.peers:
             for k, v in p.stats_dict().items():
                 stats[k] += v
+            if p.role in WRONG_OUTPUT_ROLES:
+                liars += 1
+                liar_results += p.stats_dict()["results_sent"]
         advert_rejections: Counter[str] = Counter()
         for p in self.peers:
             if p.directory is not None:
@@ -435,7 +446,8 @@ class Simulation:
             "lies_sent": sum(self.lies.values()),
             "lies_escaped": escaped,
             "escape_rate": escaped / sum(self.lies.values()) if self.lies else math.nan,
-            "liar_fraction": sum(1 for r in self.roles if r != "honest") / (len(self.roles) - 1),
+            "liar_fraction": liars / (len(self.peers) - 1),  # of the peers a submitter may draw (wrong-output roles)
+            "liar_share": liar_results / stats["results_sent"] if stats["results_sent"] else math.nan,  # of results
             "no_quorum": self.checker.counts["no_quorum"],
             "bad_signature_accepted": self.checker.counts["bad_signature"],
             "liveness_violations": self.checker.counts["liveness"],

@@ -4,6 +4,8 @@ escape rate of liars that lie with probability q per task, beside its analytic v
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pangea_p2p.core.jobs.model import VerificationPolicy
@@ -62,21 +64,25 @@ def test_analytic_escape_rates() -> None:
     assert vote_escape(5, p) < vote_escape(3, p) < vote_escape(2, p)
     assert spot_escape(1, 4) == pytest.approx(0.75)
     assert escape_bound(VerificationPolicy.parse("replicas:3"), 0.2, 0.5) == pytest.approx(vote_escape(3, p))
-    assert escape_bound(VerificationPolicy.parse("adaptive"), 0.2, 0.5) == pytest.approx(vote_escape(2, p))
+    assert vote_escape(3, p, primary=p) == pytest.approx(vote_escape(3, p))
+    assert vote_escape(2, p, primary=1.0) == pytest.approx((2 * p + 2 * (1 - p) * p) / (1 + p + (1 - p) * p))
+    assert escape_bound(VerificationPolicy.parse("adaptive"), 0.2, 0.5) == pytest.approx(vote_escape(2, p, 0.5))
+    assert escape_bound(VerificationPolicy.parse("adaptive"), 0.2, 0.5) > vote_escape(2, p) > vote_escape(3, p)
     assert escape_bound(VerificationPolicy.parse("adaptive"), 0.2, 0.5, chunks=8) == pytest.approx(1 - 3 / 8)
     assert escape_bound(VerificationPolicy.parse("hash"), 0.2, 0.5) == 1.0
 
 
 def test_vote_escape_matches_a_direct_enumeration() -> None:
-    # every sequence of votes (lie or not) for n = 2 and 4, with the tie-break replica: lies won / lies told
+    # every sequence of votes (lie or not; the first is the primary's), with the tie-break replica: won / told
     import itertools
 
-    for n, p in ((2, 0.2), (4, 0.3), (3, 0.25)):
+    for n, p, pi in ((2, 0.2, 0.2), (4, 0.3, 0.3), (3, 0.25, 0.25), (2, 0.1, 0.5), (3, 0.1, 0.0), (4, 0.2, 1.0)):
         told = won = 0.0
         for votes in itertools.product((0, 1), repeat=n + 1):
             prob = 1.0
-            for v in votes:
-                prob *= p if v else 1 - p
+            for i, v in enumerate(votes):
+                chance = pi if i == 0 else p
+                prob *= chance if v else 1 - chance
             k = sum(votes[:n])
             extra = 2 * k == n  # a tie: one more replica decides
             lies = k + (votes[n] if extra else 0)
@@ -84,4 +90,13 @@ def test_vote_escape_matches_a_direct_enumeration() -> None:
             total = n + (1 if extra else 0)
             if 2 * lies > total:
                 won += prob * lies
-        assert vote_escape(n, p) == pytest.approx(won / told)
+        assert vote_escape(n, p, pi) == pytest.approx(won / told)
+
+
+def test_colluder_sweep_plot_draws_both_policies(tmp_path: Path) -> None:
+    from simulations import colluder_sweep
+
+    rows = [{"policy": p, "colluders": f, "wrong_final": 10 * f, "wrong_accepted": 10 * f, "jobs_done": 100,
+             "work_ratio": 2.0 + f} for p in colluder_sweep.POLICIES for f in colluder_sweep.FRACTIONS]
+    colluder_sweep.plot(rows, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
