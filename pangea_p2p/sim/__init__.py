@@ -8,7 +8,7 @@ holds (``CapacityDirectory``, ``AdvertPublisher``, ``Coordinator``, ``AdmissionC
 Modules: ``loop`` (event heap and trace digest), ``network`` (regions, links, faults, gossip and DHT overlay),
 ``peer`` (a simulated peer: the node's compute service on a virtual clock, plus Byzantine behaviours),
 ``world`` (a whole run: build, workload, fault schedule, phases, metrics), ``checkers`` (invariants),
-``scenarios`` (named experiments, tables, CSV and plots).
+``scenarios`` (named experiments, tables, CSV and plots), ``bounds`` (analytic escape rates of lies per policy).
 """
 
 from pangea_p2p.sim.config import SimConfig

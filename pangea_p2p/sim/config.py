@@ -25,6 +25,7 @@ class SimConfig:
     depth_max: int = 0  # how often a task may be split again (splits need directories="all")
     byzantine: float = 0.0  # fraction of workers (non-submitters) with a Byzantine role
     role: str = "wrong"  # one of peer.ROLES, or "mix" (the Byzantine roles in turn)
+    lie_q: float = 1.0  # chance that a wrong, collude or sybil worker lies on a task it serves (drawn per task)
     submitters: int = 8
     warmup_s: float = 10.0
     arrival_s: float = 60.0  # jobs arrive uniformly over [warmup, warmup + arrival]
@@ -58,6 +59,8 @@ class SimConfig:
             raise ValueError(f"role {self.role!r}: one of {', '.join(ROLES)}, mix")
         if not 0.0 <= self.byzantine < 1.0:
             raise ValueError("byzantine is a fraction in [0, 1)")
+        if not 0.0 <= self.lie_q <= 1.0:
+            raise ValueError("lie_q is a probability in [0, 1]")
         if self.directories not in ("submitters", "all") or self.checks not in ("strict", "count"):
             raise ValueError("directories: submitters|all; checks: strict|count")
         VerificationPolicy.parse(self.policy)

@@ -11,7 +11,7 @@ from pangea_p2p.core.jobs.events import TaskUpdated
 from pangea_p2p.core.jobs.model import JobState
 from pangea_p2p.sim.config import SimConfig
 from pangea_p2p.sim.loop import EventLoop
-from pangea_p2p.sim.sandbox import Board
+from pangea_p2p.sim.sandbox import Board, Lies
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -27,6 +27,7 @@ class World(Protocol):
     content: dict[str, bytes]  # content-addressed blocks (inputs, outputs): what fetch-by-cid returns
     modules: set[str]  # module cids: modelled, every peer has them
     board: Board
+    lies: Lies  # wrong answers sent per (module, input)
     index: dict[str, int]  # peer id -> peer index
     splits: int
 

@@ -142,7 +142,8 @@ class SimPeer:
         self.incarnation += 1
         cfg = AdmissionConfig(slots=self.slots, queue_max=2 * self.slots, speed_fuel_per_s=self.speed,
                            limits_max=ReceiptLimits(10**13, 256 << 20, 600.0, 16 << 20))
-        self.sandbox = ModelledSandbox(self, self.sim.loop, self.sim.board, self.sim.config.fuel_unit, self._handle)
+        self.sandbox = ModelledSandbox(self, self.sim.loop, self.sim.board, self.sim.config.fuel_unit, self._handle,
+                                       lies=self.sim.lies, lie_q=self.sim.config.lie_q)
         self.behaviour = ComputeBehaviour(ComputeContext(
             self.identity, SimBlocks(self.sim.content, self.sim.modules), self._views, self.rng,
             BehaviourConfig(worker=cfg), trust=self.trust, guard=self.guard, reachability=Reachability(),

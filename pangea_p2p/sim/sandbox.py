@@ -7,21 +7,26 @@ virtual time on ``slots`` parallel executors. Runs for other peers queue for an 
 aborted or its peer crashed meanwhile (a run belongs to one incarnation of the peer).
 
 Byzantine roles, as filters on what the modelled sandbox returns and on the signed answer: ``wrong`` (a random
-wrong output, validly signed), ``collude`` and ``sybil`` (the same wrong output as every other member), ``copy``
+wrong output, validly signed), ``collude`` and ``sybil`` (the same wrong output as every other member: colluders
+and Sybils are one party, so their lies for one task are the same bytes and win votes together), ``copy``
 (no work: answers what a Byzantine peer computed for the same input, or guesses), ``withhold`` (accepts,
 never answers), ``forge`` (a flipped signature, or a receipt signed with a key that is not its own). ``liar``
-and ``sybil`` also lie in their capacity adverts (peer.py).
+and ``sybil`` also lie in their capacity adverts (peer.py). The three wrong-output roles lie on each task they
+serve with probability ``lie_q`` (1: always), each drawing from its own rng (independently of the others); every
+lie is counted per (module, input, output) in ``lies`` (the escape-rate measurement).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from pangea_p2p.core.chunks import frame_chunks
+from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.jobs.events import Event, Execute, Executed, Purpose
@@ -36,6 +41,7 @@ COLLUDE_TAG = b"pangea-sim-collude"
 ROLES = ("honest", "wrong", "collude", "copy", "liar", "withhold", "forge", "sybil")
 WRONG_OUTPUT_ROLES = frozenset({"wrong", "collude", "sybil"})
 Board = dict[tuple[str, str], tuple[list[bytes], int]]  # (module, input) -> the answer Byzantine peers share
+Lies = Counter[tuple[str, str, str]]  # (module, input, output cid) -> wrong answers sent by wrong-output roles
 
 
 def honest_chunk(module_cid: str, chunk: bytes) -> tuple[bytes, int]:
@@ -88,10 +94,12 @@ class ModelledSandbox:
     peer's behaviour."""
 
     def __init__(self, peer: Runner, loop: EventLoop, board: Board, fuel_unit: int,
-                 deliver: Callable[[Event], None]) -> None:
+                 deliver: Callable[[Event], None], *, lies: Lies, lie_q: float) -> None:
         self.peer = peer
         self.loop = loop
         self.board = board
+        self.lies = lies
+        self.lie_q = lie_q
         self.fuel_unit = fuel_unit
         self.deliver = deliver
         self.incarnation = peer.incarnation
@@ -154,13 +162,14 @@ class ModelledSandbox:
         self.runs.pop(run.request, None)
         if not run.aborted:
             ref = run.task
-            if outputs and peer.role in WRONG_OUTPUT_ROLES:
+            if outputs and peer.role in WRONG_OUTPUT_ROLES and (self.lie_q >= 1.0 or peer.rng.random() < self.lie_q):
                 outputs = list(outputs)
                 if peer.role == "wrong":
                     outputs[0] = peer.rng.randbytes(32)
                 else:
                     outputs[0] = hashlib.sha256(COLLUDE_TAG + outputs[0]).digest()
                 peer.stats.wrong_sent += 1
+                self.lies[(ref.module_cid, ref.input_cid, cid_of(frame_chunks(outputs)))] += 1
             if outputs and peer.role in WRONG_OUTPUT_ROLES | {"copy"}:
                 self.board[(ref.module_cid, ref.input_cid)] = (outputs, fuel)
             self.deliver(self._outcome(run, outputs, fuel))

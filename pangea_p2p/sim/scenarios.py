@@ -57,7 +57,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 
 TABLE = (
     ("point", "point"), ("seed", "seed"), ("jobs done", "jobs_done_of"), ("wrong acc.", "wrong_accepted"),
-    ("wasted", "wasted_work"), ("lat p50", "latency_p50_s"), ("p90", "latency_p90_s"), ("p99", "latency_p99_s"),
+    ("wrong fin.", "wrong_final"), ("work x", "work_ratio"), ("wasted", "wasted_work"), ("lat p50", "latency_p50_s"),
+    ("p90", "latency_p90_s"), ("p99", "latency_p99_s"),
     ("advert p50", "advert_p50_s"), ("p99 ", "advert_p99_s"), ("trust hon/byz", "trust_pair"),
     ("sep.", "trust_separation"), ("viol.", "violations"), ("events", "events"), ("wall s", "wall_s"),
 )

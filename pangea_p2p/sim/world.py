@@ -14,6 +14,13 @@ its journal when it restarts, as the node does); *liveness*, ``liveness_s`` more
 partition heals, clogs clear, loss stops, crashed peers restart, and every job must finish. The checkers run
 after every event; a failing run's ``replay`` is the command that reproduces it.
 
+Safety and cost, in the metrics: ``wrong_accepted`` (wrong outputs a coordinator accepted, corrected later or
+not), ``wrong_final`` (wrong outputs in the final results of the jobs that ended, read at the end of the run after
+any correction: the checkers' ``wrong_final`` invariant) and ``wrong_at_job_end``; ``work_ratio``, the fuel every
+peer's modelled sandbox burnt (replicas, spot checks, audits, local runs) over one honest execution of every task
+of every ended job; ``lies_sent``, ``lies_escaped`` (lies of the wrong-output roles equal to a final output) and
+their ratio ``escape_rate``, set beside bounds.py's analytic value.
+
 Costs at scale: only peers that place work (submitters; all peers with ``directories="all"``) keep a capacity
 directory, and a single ``AdvertCache`` makes each distinct advert's signature be checked once in the whole run.
 Gossip delivery times come from one Dijkstra per directory holder over the mesh, not from per-hop events.
@@ -42,7 +49,7 @@ from pangea_p2p.sim.config import SimConfig
 from pangea_p2p.sim.loop import EventLoop
 from pangea_p2p.sim.network import Faults, Mesh, Network, dht_hops
 from pangea_p2p.sim.peer import SimPeer
-from pangea_p2p.sim.sandbox import Board
+from pangea_p2p.sim.sandbox import WRONG_OUTPUT_ROLES, Board, Lies, honest_chunk
 
 T0 = 1_800_000_000.0  # virtual unix time of the start (receipts and adverts carry absolute times)
 ISSUER_ROLES = ("wrong", "collude", "copy", "liar", "withhold", "forge", "sybil")
@@ -87,6 +94,7 @@ class Simulation:
         self.job_runs: dict[str, JobRun] = {}
         self.deferred: dict[int, list[JobSpec]] = {}  # jobs whose submitter was down when they arrived
         self.board: Board = {}  # answers Byzantine peers share
+        self.lies: Lies = Counter()  # wrong answers sent, per (module, input, output)
         self.msgs = 0
         self.msg_bytes = 0
         self.advert_delays: list[float] = []
@@ -366,6 +374,7 @@ class Simulation:
             self.job_latencies.append(self.loop.now - run.created_s)
         else:
             self.failed_reasons[_reason_class(reason)] += 1
+        self.checker.on_job_end(run)
 
     def role_of(self, peer_id: str) -> str:
         i = self.index.get(peer_id)
@@ -396,6 +405,7 @@ class Simulation:
             self.loop.trace("liveness phase")
             self.loop.run_until(T0 + cfg.safety_s + cfg.liveness_s, self._step)
             self.checker.check_liveness()
+            self.checker.check_final()
         except SafetyViolation as exc:
             failed = str(exc)
         wall = time.perf_counter() - wall
@@ -406,10 +416,18 @@ class Simulation:
         jobs = self.all_jobs()
         honest, byz = self._trust_scores()
         executed = sum(p.stats.executed_fuel for p in self.peers)
+        ended = [r for r in jobs if r.state in (JobState.DONE, JobState.FAILED)]
+        single = sum(self.single_execution_fuel(r.spec) for r in ended)
+        wrong_final = self.checker.final_wrong()
+        escaped = sum(self.lies[(t.ref.module_cid, t.ref.input_cid, t.output_cid)] for _, t in wrong_final)
         stats: Counter[str] = Counter()
+        liars, liar_results = 0, 0
         for p in self.peers:
             for k, v in p.stats_dict().items():
                 stats[k] += v
+            if p.role in WRONG_OUTPUT_ROLES:
+                liars += 1
+                liar_results += p.stats_dict()["results_sent"]
         advert_rejections: Counter[str] = Counter()
         for p in self.peers:
             if p.directory is not None:
@@ -421,7 +439,15 @@ class Simulation:
             "jobs_failed": self.jobs_state["failed"],
             "jobs_running": sum(1 for r in jobs if r.state is JobState.RUNNING),
             "tasks_accepted": len(self.checker.accepted),
-            "wrong_accepted": self.checker.counts["wrong_result"],
+            "wrong_accepted": self.checker.counts["wrong_accepted"],
+            "wrong_final": len(wrong_final),
+            "wrong_at_job_end": self.checker.counts["wrong_at_job_end"],
+            "work_ratio": executed / single if single else math.nan,
+            "lies_sent": sum(self.lies.values()),
+            "lies_escaped": escaped,
+            "escape_rate": escaped / sum(self.lies.values()) if self.lies else math.nan,
+            "liar_fraction": liars / (len(self.peers) - 1),  # of the peers a submitter may draw (wrong-output roles)
+            "liar_share": liar_results / stats["results_sent"] if stats["results_sent"] else math.nan,  # of results
             "no_quorum": self.checker.counts["no_quorum"],
             "bad_signature_accepted": self.checker.counts["bad_signature"],
             "liveness_violations": self.checker.counts["liveness"],
@@ -455,6 +481,10 @@ class Simulation:
             "events_per_s": self.loop.events / wall_s if wall_s > 0 else math.nan,
             "virtual_s": self.loop.now - T0,
         }
+
+    def single_execution_fuel(self, spec: JobSpec) -> int:
+        """The fuel one honest execution of every task of ``spec`` burns (the modelled guest's, over its chunks)."""
+        return sum(honest_chunk(spec.module_cid, self.content[c])[1] for c in spec.chunk_cids) * self.config.fuel_unit
 
     def _trust_scores(self) -> tuple[list[float], list[float]]:
         """Each worker's mean score over the submitters that dealt with it, split honest / Byzantine."""

@@ -55,9 +55,10 @@ def test_healthy_network_finishes_every_job_correctly() -> None:
 
 
 def test_a_policy_that_accepts_any_result_makes_the_checker_fail() -> None:
-    # hash: one worker, its validly signed receipt is enough: wrong answers get accepted and the checker says so
+    # hash: one worker, its validly signed receipt is enough: wrong answers end in final results and the checker
+    # says so when the run ends
     r = run_small(policy="hash", byzantine=0.4, role="wrong")
-    assert "wrong_result" in r.failed
+    assert "[wrong_final]" in r.failed and "in its final result" in r.failed  # noqa: PT018
     assert r.replay().startswith("pangea sim run test --seed 1 ")
     assert "--policy hash" in r.replay()
 
