@@ -4,12 +4,12 @@ Theory of operation
 -------------------
 A task that wants a placement (PENDING, or with replicas its vote counts on not given to any worker yet) is
 offered to workers through ``scheduler.place``: delegated to one or more workers (an *attempt* each), run
-here, or *queued* with a reason a user can read. A queued task waits for a worker; it runs here as a fallback
-(under HASH at once when no known worker could ever take it, else after LOCAL_FALLBACK_AFTER_S). Waiting for
-busy, cooling or unreachable workers (or for any, while none is known) is not a failure: only the job's deadline
-bounds it. A task that no known peer could *ever* take (its limits above every advert and this peer's, every
-peer excluded from it, below the trust floor or on its path) is *stuck*: it fails after the job's ``queue_timeout_s`` stuck with no attempt out
-(a peer that fits may appear meanwhile), naming which limit and which peers.
+here, or *queued* with a reason a user can read. A queued task waits for a worker; it runs here as a fallback (under
+HASH at once when no known worker could ever take it, else after LOCAL_FALLBACK_AFTER_S). Waiting for busy, cooling
+or unreachable workers (or for any, while none is known) is not a failure: only the job's deadline bounds it. A task
+that no known peer could *ever* take (its limits above every advert and this peer's, every peer excluded from it,
+below the trust floor or on its path) is *stuck*: it fails after the job's ``queue_timeout_s`` stuck with no attempt
+out (a peer that fits may appear meanwhile), naming which limit and which peers.
 
 Cost. A job may hold tens of thousands of tasks and every event ends in a placement round or a tick, so nothing
 per event scans all of them. Placement keeps:
