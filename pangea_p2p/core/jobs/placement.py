@@ -363,6 +363,17 @@ class Placement:
         c.effects.append(Dispatch(replace(ref, deadline_s=deadline), worker))
         c.update(entry, worker=worker)
 
+    def settle_here(self, entry: TaskEntry, now: float, why: str) -> bool:
+        """Run ``entry`` here to settle a vote its replicas could not (this peer's own run is the answer it trusts;
+        it grades every replica): whether this peer could (busy is fine, it waits for a slot)."""
+        c = self.c
+        local = c.source.local(now) if c.local_allowed and c.self_id not in entry.attempts else None
+        ref = self.ref(entry)
+        if local is None or scheduler.ineligible(ref, local, c.config.scheduler, busy_ok=True) is not None:
+            return False
+        self._run_local(entry, ref, now, why)
+        return True
+
     def _run_local(self, entry: TaskEntry, ref: TaskRef, now: float, why: str) -> None:
         c = self.c
         deadline = now + ATTEMPT_GRACE_S + ref.chunk_count * ref.limits.wall_time_s

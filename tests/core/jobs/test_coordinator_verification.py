@@ -441,6 +441,29 @@ def test_replicas_disagreeing_beyond_replicas_max_fail_the_task() -> None:
     assert crashy is None or crashy.invalid == 0  # a crash under commit-reveal is not a cheat
 
 
+def test_replicas_disagreeing_beyond_replicas_max_are_settled_by_this_peers_own_run_when_it_can() -> None:
+    from pangea_p2p.core.jobs.config import CoordinatorConfig
+
+    c = FakeWorker("c", online=False)
+    workers = [FakeWorker("liar", behaviour="byzantine", speed=3e9), FakeWorker("crashy", behaviour="crash", speed=2e9),
+               FakeWorker("b"), c]
+    cfg = CoordinatorConfig(verify=VerifyConfig(replicas_max=3))
+    local = WorkerView(pid(SUBMITTER), 1e9, 1, 1, 10**12, 1 << 30, 300.0, 0.0, 0.0)
+    d = Driver(workers, chunks_for(1), policy="replicas:3", config=cfg, auto=False, local=local)
+    d.start()
+    c.online = True
+    d.run_to_end()
+    assert d.job.state is JobState.DONE  # not "replicas disagree": this peer's own run settled the vote
+    assert d.task("job/t0").worker == pid(SUBMITTER)
+    assert "this peer runs it to settle the vote" in reasons(d)
+    liar = d.trust.get(pid("liar"))
+    assert liar is not None
+    assert liar.invalid == 1  # graded against this peer's own run
+    honest = d.trust.get(pid("b"))
+    assert honest is not None
+    assert honest.invalid == 0
+
+
 def test_replicas_without_commit_reveal_vote_directly() -> None:
     from pangea_p2p.core.jobs.model import VerificationMode, VerificationPolicy
 
