@@ -427,8 +427,10 @@ def test_with_no_worker_the_task_queues_and_is_placed_when_one_appears() -> None
 
     d.tick(T0 + 5)
     assert d.dispatches() == []
+    d.tick(T0 + 300)  # far past the queue timeout: with no peer known at all (a partition?) it waits on
+    assert d.job.state is JobState.RUNNING
     d.add_worker(FakeWorker("late"))
-    d.tick(T0 + 10)
+    d.tick(T0 + 310)
     assert d.dispatched_to() == [pid("late")]
     assert d.job.state is JobState.DONE
 
