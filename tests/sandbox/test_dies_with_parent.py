@@ -17,6 +17,7 @@ import pytest
 
 import pangea_p2p
 from pangea_p2p.sandbox.harden import LIFELINE_SIGNAL, process_env
+from tests.e2e.nodeproc import wait_gone
 
 DEADLINE_S = 30.0
 ROOT = str(Path(pangea_p2p.__file__).resolve().parents[1])
@@ -101,25 +102,11 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             stream.close()
 
 
-def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 def _kill_and_wait_for_orphans(parent: subprocess.Popen[str], pids: list[int]) -> None:
-    assert _alive(pids) == pids, "every child runs before the parent is killed"
+    assert wait_gone(pids, timeout_s=0) == pids, "every child runs before the parent is killed"
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + DEADLINE_S
-    while _alive(pids) and time.monotonic() < deadline:
-        psutil.wait_procs([psutil.Process(pid) for pid in _alive(pids)], timeout=0.2)
-    left = _alive(pids)
+    left = wait_gone(pids, DEADLINE_S)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"processes outlived their SIGKILLed parent: {left}"
