@@ -24,11 +24,12 @@ the layers under it, for the day wasmtime has a bug, applied to every sandbox pr
   A sandbox process is forked by one of trio's cached worker threads, which exit after 10 s idle while the
   peer lives on: it takes ``LIFELINE_SIGNAL`` instead, blocked in every thread and awaited by a watchdog
   thread, which exits the process only if the parent *process* is gone (``getppid()`` is no longer the pid
-  the parent wrote into ``PARENT_PID_ENV``). (2) Everywhere: the watchdog thread also waits for the
-  process's pipe to the parent to break (the parent holds its other end; POLLERR/POLLHUP when the parent
-  dies), and re-checks ``getppid()`` every ``WATCH_PERIOD_S``. The watchdog runs while a guest runs (the
-  guest's wasmtime calls release the GIL). The expected parent pid comes from the parent, so a parent that
-  died before the child could look is seen too.
+  the parent wrote into ``PARENT_PID_ENV``). (2) Everywhere: a watchdog thread waits for the process's pipe
+  to the parent to break (the parent holds its other end; POLLERR/POLLHUP when the parent dies), and where
+  (1) is unavailable also re-checks ``getppid()`` every ``WATCH_PERIOD_S``. The watchdogs run while a guest
+  runs (its wasmtime calls release the GIL) and wake only for these events, so they take no time from the
+  guest or from the wall-time alarm. The expected parent pid comes from the parent, so a parent that died
+  before the child could look is seen too.
 
 Hard limits are lowered, not only soft ones, so code in the worker cannot raise them again.
 """
@@ -43,6 +44,7 @@ import select
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -113,23 +115,33 @@ def die_with_parent(lifeline_fd: int, *, forked_by_waiting_thread: bool) -> None
         log.debug("sandbox process hardening not applied: %s", problem)
     if os.getppid() != parent:  # the parent died before the prctl took effect
         os._exit(EXIT_ORPHANED)
-    awaited = signum if signum != signal.SIGKILL and hasattr(signal, "sigtimedwait") else None
-    threading.Thread(target=_watch, args=(parent, lifeline_fd, awaited), name="pangea-lifeline",
-                     daemon=True).start()
+    if problem is None and signum != signal.SIGKILL:
+        _start_watchdog(_await_death_signal, parent, signum)
+    # Without the parent death signal, also look at getppid() now and then (a pipe end could have leaked).
+    _start_watchdog(_await_broken_pipe, parent, lifeline_fd, None if problem is None else WATCH_PERIOD_S)
 
 
-def _watch(parent: int, lifeline_fd: int, awaited: int | None) -> None:
-    """The watchdog thread: exit the process when the parent is gone."""
+def _start_watchdog(target: Callable[..., None], *args: object) -> None:
+    threading.Thread(target=target, args=args, name="pangea-lifeline", daemon=True).start()
+
+
+def _await_death_signal(parent: int, signum: int) -> None:
+    """A watchdog thread: exit when the parent death signal comes and the parent process is really gone."""
+    while True:
+        signal.sigwait({signum})
+        if os.getppid() != parent:
+            os._exit(EXIT_ORPHANED)
+
+
+def _await_broken_pipe(parent: int, lifeline_fd: int, period_s: float | None) -> None:
+    """A watchdog thread: exit when the pipe to the parent breaks (or, every ``period_s``, the parent is gone).
+    It wakes only then: nothing taken from a running guest."""
     poller = select.poll()
     poller.register(lifeline_fd, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
-    while True:
-        if awaited is not None:
-            signal.sigtimedwait({awaited}, WATCH_PERIOD_S)  # at once when the parent death signal comes
-            broken = bool(poller.poll(0))
-        else:
-            broken = bool(poller.poll(WATCH_PERIOD_S * 1000))
-        if broken or os.getppid() != parent:
-            os._exit(EXIT_ORPHANED)
+    timeout_ms = None if period_s is None else period_s * 1000
+    while not poller.poll(timeout_ms) and os.getppid() == parent:
+        pass
+    os._exit(EXIT_ORPHANED)
 
 
 def restrict_process() -> list[str]:

@@ -49,34 +49,47 @@ async def main():
 trio.run(main)
 """
 
-# Starts a real compile process and never sends it the module: it waits on its stdin for as long as it lives.
+# Starts a real compile process that waits for its module on a stdin the test holds open (so it never ends by
+# itself). Its pid is printed once it is armed (its watchdog thread runs).
 COMPILE_PARENT = """
-import subprocess, sys
+import subprocess, sys, time
+import psutil
 from pangea_p2p.sandbox import SandboxConfig
 from pangea_p2p.sandbox.harden import process_env
 proc = subprocess.Popen([sys.executable, "-m", "pangea_p2p.sandbox.compiler", SandboxConfig().to_json()],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=process_env(sys.argv[1]))
+                        stdout=subprocess.PIPE, env=process_env(sys.argv[1]))
+deadline = time.monotonic() + 30
+while psutil.Process(proc.pid).num_threads() < 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
 print(proc.pid, flush=True)
 proc.wait()
 """
 
-# A child that arms die_with_parent (prctl optionally disabled: the portable watchdog alone) and echoes lines.
+# A child that arms die_with_parent (argv[1] "no-prctl": without the parent death signal, the pipe watchdog
+# alone), its lifeline its stdout, then echoes stdin lines (argv[2] "echo") or waits for ever.
 CHILD = """
-import sys
+import sys, threading
 from pangea_p2p.sandbox import harden
 if sys.argv[1] == "no-prctl":
     harden._prctl = lambda *args: "disabled by the test"
 harden.die_with_parent(sys.stdout.fileno(), forked_by_waiting_thread=False)
-for line in sys.stdin:
-    print(line.strip(), flush=True)
+print("armed", file=sys.stderr, flush=True)
+if sys.argv[2] == "echo":
+    for line in sys.stdin:
+        print(line.strip(), flush=True)
+else:
+    threading.Event().wait()
 """
 
-# Starts CHILD and prints its pid, then waits.
+# Starts CHILD and prints its pid once it is armed, then waits. argv[3] "inherit": the child's stdout is this
+# process's (a pipe the test holds open), so its lifeline pipe never breaks: only the parent death signal ends it.
 CHILD_PARENT = f"""
 import subprocess, sys
 from pangea_p2p.sandbox.harden import process_env
-child = subprocess.Popen([sys.executable, "-c", {CHILD!r}, sys.argv[2]], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, env=process_env(sys.argv[1]))
+child = subprocess.Popen([sys.executable, "-c", {CHILD!r}, sys.argv[2], "wait"], stdin=subprocess.DEVNULL,
+                         stdout=None if sys.argv[3] == "inherit" else subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=process_env(sys.argv[1]))
+assert child.stderr.readline() == b"armed\\n"
 print(child.pid, flush=True)
 child.wait()
 """
@@ -85,8 +98,8 @@ child.wait()
 def _start(code: str, *args: str) -> tuple[subprocess.Popen[str], list[int]]:
     """A throwaway parent running ``code``, and the pids it prints on its first line."""
     env = {**os.environ, "PYTHONPATH": ROOT}
-    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
-                              text=True, env=env)
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)
     assert parent.stdout is not None
     line = parent.stdout.readline()
     pids = [int(pid) for pid in line.split()]
@@ -137,7 +150,16 @@ def test_a_compile_process_dies_with_its_sigkilled_sandbox_process():
 
 
 def test_the_portable_watchdog_alone_ends_an_orphan():
-    parent, pids = _start(CHILD_PARENT, ROOT, "no-prctl")
+    parent, pids = _start(CHILD_PARENT, ROOT, "no-prctl", "pipe")
+    try:
+        _kill_and_wait_for_orphans(parent, pids)
+    finally:
+        _stop(parent)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_the_parent_death_signal_alone_ends_an_orphan():
+    parent, pids = _start(CHILD_PARENT, ROOT, "prctl", "inherit")
     try:
         _kill_and_wait_for_orphans(parent, pids)
     finally:
@@ -147,8 +169,8 @@ def test_the_portable_watchdog_alone_ends_an_orphan():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_a_parent_death_signal_while_the_parent_lives_is_ignored():
     """What the kernel sends when the trio thread that spawned a sandbox process ends: the peer lives on."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, "prctl"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env=process_env(ROOT))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, "prctl", "echo"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=process_env(ROOT))
     try:
         assert child.stdin is not None
         assert child.stdout is not None
