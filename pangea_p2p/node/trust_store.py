@@ -128,7 +128,8 @@ class TrustStore:
                     continue
                 saved, strong, last_s = book.version, book.strong_version, trio.current_time()
                 rows = book.export_rows()
-                await trio.to_thread.run_sync(self.save, rows)
+                if not await trio.to_thread.run_sync(self.save, rows):
+                    saved = -1  # tried again after the interval, and at shutdown
         finally:
             if book.version != saved:
                 self.save(book.export_rows())

@@ -105,6 +105,15 @@ def test_hostile_rows_are_skipped_and_the_rest_loaded(tmp_path: Path) -> None:
     assert book.score("good", WALL0) == -50.0
 
 
+def test_a_failed_save_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    book = TrustBook()
+    book.record("p", Outcome.VALID, 0.0)
+    with caplog.at_level(logging.WARNING):
+        assert not store(tmp_path / "not-a-dir" / "trust.sqlite", Clocks(WALL0, 0.0)).save(book.export_rows())
+    assert "trust.save_failed" in caplog.text
+
+
 def test_the_file_holds_at_most_peers_max_records(tmp_path: Path) -> None:
     path = tmp_path / "trust.sqlite"
     clocks = Clocks(WALL0, WALL0)
