@@ -16,6 +16,10 @@ TrustBook, theory of operation.
   Invariants: ``score_min <= score <= score_max``; at most ``peers_max`` peers are kept, the least recently
   updated forgotten first — a forgotten peer is just a new peer again, which any peer can become anyway by
   making a new key, so forgetting gives an attacker nothing a fresh identity would not.
+  Persistence is the driver's: ``export_rows`` gives every record as plain data (each ``PeerRecord`` field,
+  whatever fields it has), ``load_rows`` takes them back, forgiving unknown, missing and malformed fields.
+  ``version`` moves on every change and ``strong_version`` when a peer falls below ``suspect_score``
+  (a driver saves soon after that, and at a bounded rate otherwise: node/trust_store.py).
 
 ReplicationPolicy decides per task, from the primary worker's record (BOINC adaptive replication, with
 Sarmenta's spot checks as the audit of unreplicated work):
@@ -29,8 +33,9 @@ Sarmenta's spot checks as the audit of unreplicated work):
 from __future__ import annotations
 
 import enum
+import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from pangea_p2p.core.verify.config import check_range, config_from_mapping
@@ -101,14 +106,21 @@ class PeerRecord:
     updated_s: float = 0.0
 
 
+TIME_FIELDS = frozenset({"updated_s"})  # PeerRecord fields that are instants on the clock of ``now``
+PEER_ID_CHARS_MAX = 256
+Row = tuple[str, dict[str, object]]  # (peer, {PeerRecord field: value}): what export_rows gives, load_rows takes
+
+
 class TrustBook:
     """Local trust scores per peer (see the module docstring)."""
 
-    __slots__ = ("_peers", "config")
+    __slots__ = ("_peers", "config", "strong_version", "version")
 
     def __init__(self, config: TrustConfig | None = None) -> None:
         self.config = config or TrustConfig()
         self._peers: OrderedDict[str, PeerRecord] = OrderedDict()
+        self.version = 0  # bumped by every change
+        self.strong_version = 0  # bumped when a change takes a peer below suspect_score
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -141,6 +153,9 @@ class TrustBook:
             rec.score -= cfg.timeout_penalty
             rec.timeouts += 1
         rec.score = min(cfg.score_max, max(cfg.score_min, rec.score))
+        self.version += 1
+        if outcome is not Outcome.VALID and rec.score < cfg.suspect_score:
+            self.strong_version += 1
         return PeerRecord(rec.score, rec.run, rec.valid, rec.invalid, rec.timeouts, rec.updated_s)
 
     def score(self, peer: str, now: float) -> float:
@@ -166,11 +181,51 @@ class TrustBook:
         """``peers`` by decreasing score (ties by peer id, so the order is deterministic)."""
         return sorted(peers, key=lambda p: (-self.score(p, now), p))
 
+    def export_rows(self) -> list[Row]:
+        """Every record as plain data, least recently updated first (``TIME_FIELDS`` on the clock of ``now``)."""
+        return [(peer, {f.name: getattr(rec, f.name) for f in fields(PeerRecord)}) for peer, rec in self._peers.items()]
+
+    def load_rows(self, rows: Iterable[Row]) -> int:
+        """Replace the book by ``rows`` (as ``export_rows`` gives them, from a file: not trusted). Unknown fields
+        are ignored and missing ones take their defaults; a row with a bad peer id or a field that is not a
+        finite number (a negative count) is skipped; scores are clamped to the configured range; at most
+        ``peers_max`` rows are kept, the most recently updated. Returns how many records were loaded."""
+        cfg = self.config
+        loaded: list[tuple[str, PeerRecord]] = []
+        for peer, values in rows:
+            rec = _record_from(values)
+            if rec is not None and isinstance(peer, str) and 0 < len(peer) <= PEER_ID_CHARS_MAX:
+                rec.score = min(cfg.score_max, max(cfg.score_min, rec.score))
+                loaded.append((peer, rec))
+        loaded.sort(key=lambda item: item[1].updated_s)
+        self._peers = OrderedDict(loaded[-cfg.peers_max:])
+        self.version += 1
+        return len(self._peers)
+
     def _decayed(self, rec: PeerRecord, now: float) -> float:
         elapsed = now - rec.updated_s
         if elapsed <= 0.0:
             return rec.score
         return rec.score * float(0.5 ** (elapsed / self.config.half_life_s))
+
+
+def _record_from(values: object) -> PeerRecord | None:
+    """A PeerRecord from a row's values; None if one of them is malformed."""
+    if not isinstance(values, dict):
+        return None
+    rec = PeerRecord()
+    for f in fields(PeerRecord):
+        value = values.get(f.name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return None
+        if isinstance(getattr(rec, f.name), int):
+            if value < 0 or value != int(value):
+                return None
+            value = int(value)
+        setattr(rec, f.name, value)
+    return rec
 
 
 @dataclass(frozen=True, slots=True)

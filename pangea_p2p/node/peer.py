@@ -64,6 +64,7 @@ from pangea_p2p.node.protocols.compute import COMPUTE_PROTOCOL, ComputeDialer, r
 from pangea_p2p.node.protocols.ping import PING_PROTOCOL, serve_ping
 from pangea_p2p.node.routes import add_routes
 from pangea_p2p.node.state import BootstrapState, Peer, task_slots
+from pangea_p2p.node.trust_store import TrustStore
 from pangea_p2p.sandbox import Sandbox, SandboxConfig, SandboxLimits, measure_speed, open_sandbox
 
 __all__ = ["Peer", "open_peer", "run_node", "task_slots"]
@@ -72,6 +73,7 @@ log = get_logger("peer")
 
 API_FILE_NAME = "api"
 LOCK_FILE_NAME = "repo.lock"
+TRUST_FILE_NAME = "trust.sqlite"
 
 
 # --- the tasks ------------------------------------------------------------------------------------------
@@ -241,7 +243,10 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
         network=NetworkBlocks(peer.host, peer.dht), workers=_DirectoryWorkers(peer.directory, peer.rtt_s),
         clock=time.time, journal=Journal(config.data_dir / "jobs.sqlite"),
     )
-    compute = ComputeService(ports, behaviour, nursery, trust=TrustBook(config.trust), faults=config.faults)
+    trust, trust_store = TrustBook(config.trust), TrustStore(config.data_dir / TRUST_FILE_NAME, clock=ports.clock)
+    trust_store.load(trust)
+    nursery.start_soon(trust_store.keep_saved, trust)  # saves at shutdown too
+    compute = ComputeService(ports, behaviour, nursery, trust=trust, faults=config.faults)
     peer.compute = compute
     peer.host.set_stream_handler(COMPUTE_PROTOCOL, lambda stream: compute.serve(stream, remote_peer(stream)))
     peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, stream))

@@ -11,7 +11,8 @@ process compiles untrusted bytes itself. Each compilation runs in a fresh ``pyth
 pangea_p2p.sandbox.compiler`` process that
 
 - gets the scrubbed environment and no inherited descriptors of every sandbox process (``harden``), gives
-  up core dumps and new privileges, and dies with its parent (``PR_SET_PDEATHSIG``);
+  up core dumps and new privileges, and dies with its parent, whatever killed it (``harden.die_with_parent``:
+  ``PR_SET_PDEATHSIG`` with SIGKILL, and a watchdog on its stdout pipe);
 - runs under ``RLIMIT_AS`` = ``compile_memory_bytes_max`` (no linear memory exists while compiling, so an
   address-space cap is exact here) and ``RLIMIT_CPU`` just above ``compile_time_s_max``;
 - is killed by its parent at ``compile_time_s_max`` of wall time;
@@ -93,8 +94,8 @@ def _outcome(config: SandboxConfig, code: int, out: bytes, err: str) -> bytes:
 
 
 def _limit_self(config: SandboxConfig) -> None:
+    die_with_parent(sys.stdout.fileno(), forked_by_waiting_thread=True)  # compile_isolated waits for us
     restrict_process()
-    die_with_parent()
     cap = config.compile_memory_bytes_max
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     cpu_s = math.ceil(config.compile_time_s_max) + 1

@@ -1,7 +1,8 @@
 """A sandbox process: ``python -m pangea_p2p.sandbox.process CONFIG_JSON``.
 
 Reads requests from stdin and writes responses to stdout (``pangea_p2p.sandbox.ipc``), one at a time,
-with one ``Executor`` (one wasmtime engine) for its whole life. It exits when stdin closes. Before it
+with one ``Executor`` (one wasmtime engine) for its whole life. It exits when stdin closes, and at once
+when the peer dies, even while a guest runs (``harden.die_with_parent``, watching the stdout pipe). Before it
 builds the engine it drops what it does not need (``pangea_p2p.sandbox.harden``: no core dumps, bounded
 open files, no new privileges). Anything else printed to stdout (a library's stray print) is redirected to
 stderr so it cannot corrupt the protocol. SIGINT is ignored: the pool decides when sandbox processes stop (a Ctrl-C
@@ -19,7 +20,7 @@ import sys
 from pangea_p2p.errors import SandboxError
 from pangea_p2p.sandbox.config import SandboxConfig
 from pangea_p2p.sandbox.executor import Executor
-from pangea_p2p.sandbox.harden import restrict_process
+from pangea_p2p.sandbox.harden import die_with_parent, restrict_process
 from pangea_p2p.sandbox.ipc import (
     OP_COMPILE,
     READY,
@@ -107,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m pangea_p2p.sandbox.process CONFIG_JSON", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    restrict_process()
-    config = SandboxConfig.from_json(args[0])
     out_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
+    die_with_parent(out_fd, forked_by_waiting_thread=False)  # forked by a trio worker thread that may exit
+    restrict_process()
+    config = SandboxConfig.from_json(args[0])
     with contextlib.suppress(BrokenPipeError, _Closed):
         serve(config, 0, out_fd)
     return 0

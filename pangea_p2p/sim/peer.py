@@ -52,7 +52,7 @@ from pangea_p2p.core.jobs.events import (
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
-from pangea_p2p.core.trust import Outcome, PeerRecord, TrustBook
+from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.errors import RemoteProtocolError
@@ -61,18 +61,6 @@ from pangea_p2p.sim.sandbox import ROLES, VERIFY_CONFIG, ModelledSandbox, PeerSt
 
 _MISSING = WorkerView("", 1.0, 0, 0, 0, 0, 0.0)
 DIAL_TIMEOUT_S = 5.0
-
-
-class CountingTrustBook(TrustBook):
-    """The core TrustBook, plus a counter of updates (the simulator caches worker views between updates)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = 0
-
-    def record(self, peer: str, outcome: Outcome, now: float) -> PeerRecord:
-        self.version += 1
-        return super().record(peer, outcome, now)
 
 
 class SimBlocks:
@@ -130,7 +118,7 @@ class SimPeer:
         self.listed: list[str] = []  # peers ever listed in the directory, for sampling candidates
         self._listed_set: set[str] = set()
         self.publisher = AdvertPublisher(identity, interval_s=30.0, ttl_s=90.0, gap_s_min=0.5)
-        self.trust = CountingTrustBook()
+        self.trust = TrustBook()  # worker views are cached until its version moves
         self.guard = ReplayGuard(VERIFY_CONFIG)
         self.issuers: set[int] = set()  # peers with a stream open to us (they hear when we crash)
         self.journal: dict[str, Journaled] = {}  # the jobs it submitted, on its disk

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import pytest
 
-from pangea_p2p.core.trust import Outcome, Plan, ReplicationPolicy, TrustBook, TrustConfig
+from pangea_p2p.core.trust import Outcome, PeerRecord, Plan, ReplicationPolicy, TrustBook, TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.merkle import MerkleTree
 from pangea_p2p.core.verify.spotcheck import SpotCheck, SpotState
@@ -92,6 +92,58 @@ def test_rank_is_by_score_then_id() -> None:
 
 
 # --- the policy --------------------------------------------------------------------------------------------
+
+
+def test_export_and_load_round_trip_every_field_and_the_order() -> None:
+    book = TrustBook()
+    book.record("a", Outcome.VALID, 10.0)
+    book.record("b", Outcome.INVALID, 20.0)
+    book.record("a", Outcome.TIMEOUT, 30.0)
+    rows = book.export_rows()
+    assert [peer for peer, _ in rows] == ["b", "a"]
+    assert set(rows[0][1]) == {f.name for f in fields(PeerRecord)}, "every PeerRecord field, whatever they are"
+    again = TrustBook()
+    assert again.load_rows(rows) == 2
+    assert again.export_rows() == rows
+    assert again.get("a") == book.get("a")
+    assert again.score("b", 20.0 + 7 * DAY) == pytest.approx(book.score("b", 20.0 + 7 * DAY))
+
+
+def test_load_forgives_unknown_and_missing_fields_and_skips_malformed_rows() -> None:
+    book = TrustBook(TrustConfig(peers_max=2))
+    rows: list = [
+        ("new", {"score": -30.0, "invalid": 2, "from_the_future": "x"}),  # unknown field, others default
+        ("nan", {"score": float("nan")}),
+        ("neg", {"valid": -1}),
+        ("frac", {"run": 1.5}),
+        ("type", {"score": "high"}),
+        ("bool", {"invalid": True}),
+        ("", {"score": 1.0}),
+        (7, {"score": 1.0}),
+        ("x" * 1000, {"score": 1.0}),
+        ("list", ["score", 1.0]),
+        ("huge", {"score": 1e300, "updated_s": 5.0}),  # clamped to score_max
+        ("old", {"score": 3.0, "updated_s": 1.0}),
+        ("recent", {"score": 4.0, "updated_s": 9.0}),
+    ]
+    assert book.load_rows(rows) == 2, "peers_max kept, the most recently updated"
+    assert book.peers() == ["huge", "recent"]
+    assert book.score("huge", 5.0) == book.config.score_max
+    assert book.version == 1
+    loose = TrustBook()
+    loose.load_rows(rows[:1])
+    rec = loose.get("new")
+    assert rec is not None
+    assert (rec.score, rec.invalid, rec.valid, rec.run) == (-30.0, 2, 0, 0)
+
+
+def test_version_moves_on_every_change_and_strong_version_on_a_fall_below_suspect() -> None:
+    book = TrustBook()
+    book.record("p", Outcome.VALID, 1.0)
+    book.record("p", Outcome.TIMEOUT, 2.0)
+    assert (book.version, book.strong_version) == (2, 0)
+    book.record("p", Outcome.INVALID, 3.0)
+    assert (book.version, book.strong_version) == (3, 1)
 
 
 def test_unknown_worker_is_replicated_twice_and_must_agree() -> None:

@@ -88,3 +88,25 @@ class NodeProcess:
         for s in (self.proc.stdout, self.proc.stderr):
             if s is not None:
                 s.close()
+
+
+def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """Wait until none of ``pids`` runs (a zombie left for a parent that does not reap counts as gone); the pids
+    still running at the deadline."""
+    import psutil
+
+    def running() -> list[psutil.Process]:
+        procs = []
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    procs.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        return procs
+
+    deadline = time.monotonic() + timeout_s
+    while (left := running()) and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+    return [proc.pid for proc in running()]

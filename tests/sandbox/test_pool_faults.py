@@ -210,4 +210,5 @@ async def test_worker_processes_get_a_scrubbed_environment_and_no_inherited_fds(
     assert b"PANGEA_TEST_SECRET" not in env
     assert b"HOME" not in env
     assert b"PYTHONPATH" in env
-    assert set(env) <= {b"PATH", b"PYTHONHOME", b"LD_LIBRARY_PATH", b"TMPDIR", b"SYSTEMROOT", b"PYTHONPATH"}
+    assert set(env) <= {b"PATH", b"PYTHONHOME", b"LD_LIBRARY_PATH", b"TMPDIR", b"SYSTEMROOT", b"PYTHONPATH",
+                        b"PANGEA_PARENT_PID"}

@@ -3,6 +3,7 @@ stdin close, and what the process gives up (resource limits, no new privileges).
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -189,4 +190,5 @@ def test_process_environment_is_scrubbed():
     parent = {"PATH": "/usr/bin", "HOME": "/root", "PANGEA_KEY": "secret", "PYTHONPATH": "/extra",
               "AWS_SECRET_ACCESS_KEY": "x", "LD_LIBRARY_PATH": "/opt/lib"}
     env = process_env("/pkg", parent)
-    assert env == {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib", "PYTHONPATH": "/pkg:/extra"}
+    assert env == {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib", "PYTHONPATH": "/pkg:/extra",
+                   "PANGEA_PARENT_PID": str(os.getpid())}
