@@ -77,7 +77,11 @@ class Retries:
     def attempt_failed(self, entry: TaskEntry, worker: str, why: str, now: float, *, penalise: bool,
                        timeout: bool = False) -> None:
         """``worker``'s attempt at ``entry`` (ended already) was a fault: it is excluded from the task, and the
-        task is tried elsewhere after a backoff, or fails after ``retries_max`` faults."""
+        task is tried elsewhere after a backoff, or fails after ``retries_max`` faults. A fault proven to be the
+        worker's (``penalise``: a forged or unverifiable result, a failed spot check) costs the task no retry:
+        retries_max guards against a task that fails everywhere (a crash, a timeout), and a party with many
+        lying identities must not be able to fail an honest task by using it up (each worker faults once per
+        task: it is excluded, so the loop stays bounded, and the job's deadline bounds it too)."""
         entry.excluded.add(worker)
         if penalise:
             self.c.trust.record(worker, Outcome.INVALID, now)
@@ -90,7 +94,8 @@ class Retries:
             self.votes.on_decision(entry, decision, now)
             self.after_attempt(entry, now)
             return
-        entry.failures += 1
+        if not penalise:
+            entry.failures += 1
         if entry.failures > (most := self.c.retries_max):
             self.c.fail(entry, f"gave up after {entry.failures} failed attempts (retries_max {most})", now)
             return

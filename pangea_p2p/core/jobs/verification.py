@@ -141,11 +141,10 @@ class Verification:
             state = spot.add_reexecution(chunk_index, output_chunk)
             if state is SpotState.FAILED:
                 del entry.candidates[candidate.worker]
-                c.trust.record(candidate.worker, Outcome.INVALID, now)
                 c.attempt_failed(
                     entry, candidate.worker,
                     f"spot check of chunk {chunk_index} failed: {candidate.worker}'s output differs from this "
-                    "peer's re-execution", now, penalise=False,
+                    "peer's re-execution", now, penalise=True,
                 )
             elif state is SpotState.PASSED:
                 c.note(entry, f"spot checks passed ({entry.spot_checks} chunk(s))")

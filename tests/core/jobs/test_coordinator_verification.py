@@ -89,7 +89,20 @@ def test_a_result_for_another_task_is_rejected() -> None:
     tree, output = signed_result(ident("a"), other, d.inputs[1], d.now, d.wrng)
     d.send(Msg("result", "job/t0", pid("a"), tree, output))
     assert "failed verification" in reasons(d)
-    assert d.task("job/t0").state is TaskState.PENDING
+    # a proven fault of the worker's: the task goes elsewhere at once, and it cost the task no retry
+    assert d.task("job/t0").state is TaskState.RUNNING
+    assert d.dispatched_to("job/t0")[-1] == pid("b")
+    assert d.task("job/t0").failures == 0
+
+
+def test_liars_cannot_use_up_an_honest_tasks_retries() -> None:
+    liars = [FakeWorker(f"forger{i}", behaviour="impostor", speed=3e9) for i in range(6)]
+    d = Driver([*liars, FakeWorker("honest")], chunks_for(1), retries_max=1)
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE  # six forged answers did not fail it
+    assert d.task("job/t0").worker == pid("honest")
+    assert all(d.trust.get(w.peer_id).invalid == 1 for w in liars if d.trust.get(w.peer_id))  # type: ignore[union-attr]
 
 
 def test_a_result_from_a_worker_the_task_was_not_given_to_is_ignored() -> None:
