@@ -56,9 +56,12 @@ def test_without_churn_no_advert_expires() -> None:
     assert m["worker_stats"]["adverts_expired"] == 0  # type: ignore[index]
 
 
-def test_slow_peers_time_out_and_their_tasks_go_elsewhere() -> None:
+def test_slow_peers_are_late_and_their_tasks_go_elsewhere() -> None:
     sim, m = run(slow=0.3, slow_factor=60.0)
-    assert trust_timeouts(sim) > 0
+    # a vote's replica far beyond its expected time is replaced, no fault (others time out at the wall limit)
+    moved = [t for p in sim.peers for job in p.behaviour.jobs.values() for t in job.tasks()
+             if any(" is late: placed elsewhere" in r or "timed out" in r for r in t.reasons)]
+    assert moved
     assert m["jobs_done"] == m["jobs"]
 
 

@@ -220,8 +220,9 @@ class Placement:
 
     @staticmethod
     def may_want(entry: TaskEntry) -> bool:
-        """Whether ``entry`` wants a placement, now or when its backoff ends."""
-        return not entry.state.final and (entry.state is TaskState.PENDING or entry.replicas_missing() > 0)
+        """Whether ``entry`` wants a placement, now or when its backoff ends (or a backup of a late attempt)."""
+        return not entry.state.final and (entry.state is TaskState.PENDING or entry.replicas_missing() > 0
+                                          or (entry.hedge and len(entry.attempts) == 1 and not entry.candidates))
 
     def wants_placement(self, entry: TaskEntry, now: float) -> bool:
         return entry.not_before_s <= now and self.may_want(entry)
@@ -263,6 +264,7 @@ class Placement:
         )
         placement = scheduler.place(req, c.config.scheduler)
         if placement.kind == "delegate":
+            entry.hedge = False
             if entry.reveal is not None and entry.reveal.phase is not Phase.COMMITTING:
                 entry.reveal = c.reveal_round(entry, len(placement.workers))  # too late to join that one
             views = {w.peer_id: w for w in workers if w.peer_id in placement.workers}
@@ -347,9 +349,13 @@ class Placement:
         # within the task's own deadline (the job's, or for a split's part what its delegator was given, less
         # the time to send the merged result back): the worker is told it, and passes it down if it splits
         deadline = min(now + attempt_budget_s(ref, expected, c.config.timeout_factor), max(ref.deadline_s, now + 1.0))
-        # until the worker says it took the task, no answer by OFFER_TIMEOUT_S is an unreachable worker
+        # until the worker says it took the task, no answer by OFFER_TIMEOUT_S is an unreachable worker; once it did,
+        # it is *late* far beyond its expected time (retries.py: a vote's replica is replaced, a single attempt gets
+        # a backup), each late one giving the next twice as long
+        late = now + OFFER_TIMEOUT_S + (attempt_budget_s(ref, expected, c.config.timeout_factor, wall=False)
+                                        - OFFER_TIMEOUT_S) * 2.0 ** entry.lates
         entry.attempts[worker] = Attempt(worker, ref.limits, min(deadline, now + OFFER_TIMEOUT_S), round=entry.reveal,
-                                         due_s=deadline)
+                                         due_s=deadline, late_s=late)
         entry.assigned.add(worker)
         self._started(entry)
         c.inflight[worker] = c.inflight.get(worker, 0) + 1
@@ -449,11 +455,14 @@ class Placement:
                 assert tid in self.due or tid in timed, f"{tid} wants a placement and nothing will look at it"
 
 
-def attempt_budget_s(ref: TaskRef, expected_s: float, timeout_factor: float) -> float:
+def attempt_budget_s(ref: TaskRef, expected_s: float, timeout_factor: float, *, wall: bool = True) -> float:
     """How long an attempt at ``ref`` may take before it times out: the offer, the guest's own wall limit over
     all its chunks (a worker that runs a legitimately long guest is never timed out) or ``timeout_factor`` times
-    its expected duration if longer, the input and output transfers at TRANSFER_BYTES_PER_S_MIN, and a grace."""
-    work = max(expected_s * timeout_factor, ref.chunk_count * ref.limits.wall_time_s)
+    its expected duration if longer, the input and output transfers at TRANSFER_BYTES_PER_S_MIN, and a grace.
+    ``wall`` False: without the wall limit (when it is *late*)."""
+    work = expected_s * timeout_factor
+    if wall:
+        work = max(work, ref.chunk_count * ref.limits.wall_time_s)
     transfer = 2.0 * ref.input_bytes / TRANSFER_BYTES_PER_S_MIN  # the output is guessed as big as the input
     return OFFER_TIMEOUT_S + work + transfer + ATTEMPT_GRACE_S
 

@@ -127,6 +127,34 @@ class Retries:
             self.placement.timer(entry.not_before_s, entry, BACKOFF)
         self.after_attempt(entry, now)
 
+    def hedge(self, entry: TaskEntry, attempt: Attempt, now: float) -> None:
+        """``attempt``, the only one at ``entry``, is late (far beyond its expected time, within the task's limits):
+        it may be honest and slow, or withholding. It runs on to its hard deadline (the wall limit, no trust lost
+        before), and a backup goes to another worker (twice as long before it is late): the first answer wins."""
+        entry.lates += 1
+        attempt.late_s, attempt.deadline_s = 0.0, attempt.due_s
+        entry.hedge = True
+        self.c.note(entry, f"{attempt.worker} is late: a backup goes elsewhere (it runs on; the first answer wins)")
+        self.placement.reconsider(entry)
+        self.placement.place_pending(now)
+
+    def late(self, entry: TaskEntry, worker: str, now: float) -> None:
+        """``worker``'s replica of a vote (ended, not committed) ran far beyond its expected time, though within
+        the task's limits, holding up the vote's round: it may be honest and slow, or withholding its answer. It
+        is replaced on another worker, costing no retry and only a TIMEOUT in the trust book (weak evidence: slow
+        is not wrong, but a withholder must not keep its standing); the task is not offered to it again. The next
+        replica gets twice as long — unless another replica of the task already committed or answered in time:
+        the task is not long then, this worker was (so withholders cannot stretch the wait)."""
+        others_in_time = bool(entry.candidates) or any(a.committed for a in entry.attempts.values()) or bool(
+            entry.tally is not None and entry.tally.votes)
+        if not others_in_time:
+            entry.lates += 1
+        self.c.trust.record(worker, Outcome.TIMEOUT, now)
+        entry.excluded.add(worker)
+        entry.assigned.discard(worker)  # its replica (of a vote too: it had not committed) is placed again
+        self.c.note(entry, f"{worker} is late: placed elsewhere (no fault, a timeout)")
+        self.after_attempt(entry, now)
+
     def signed_failure(self, entry: TaskEntry, worker: str, verified: VerifiedTree, claim: Claim | None,
                            now: float) -> None:
         failure = verified.failure
@@ -145,6 +173,7 @@ class Retries:
         if entry.state.final:
             return
         if not entry.attempts and not entry.candidates:
+            entry.hedge = False
             misses = entry.failures + entry.unreachable
             backoff = self.placement.backoff(misses)
             entry.move(TaskState.PENDING)
@@ -158,7 +187,10 @@ class Retries:
 
     def expire_attempts(self, entry: TaskEntry, now: float) -> None:
         for worker, attempt in list(entry.attempts.items()):
-            if now >= attempt.deadline_s and self.c.state is JobState.RUNNING:
+            if now >= attempt.deadline_s and self.c.state is JobState.RUNNING and worker in entry.attempts:
+                if attempt.is_late and entry.tally is None:  # a single attempt runs on, with a backup elsewhere
+                    self.hedge(entry, attempt, now)
+                    continue
                 if self.placement.end_attempt(entry, worker) is None:  # ended meanwhile (failed or accepted)
                     continue
                 if not attempt.local:
@@ -166,6 +198,9 @@ class Retries:
                 if not attempt.accepted and not attempt.local:  # never answered the offer: as if unreachable
                     self.c.trust.record(worker, Outcome.TIMEOUT, now)
                     self.unreachable(entry, worker, attempt, f"{worker} timed out answering the offer", now)
+                    continue
+                if attempt.is_late:
+                    self.late(entry, worker, now)
                     continue
                 self.attempt_failed(entry, worker, f"{worker} timed out running", now, penalise=False, timeout=True)
 

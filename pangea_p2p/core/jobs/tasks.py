@@ -62,12 +62,20 @@ class Attempt:
     local: bool = False
     round: CommitReveal | None = None  # the commit-reveal round it commits and reveals in
     due_s: float = 0.0  # its deadline once accepted (until then ``deadline_s`` is the offer's: no answer, unreachable)
+    late_s: float = 0.0  # once accepted, when it is *late* (far beyond its expected time, not committed): a vote's
+    # replica is replaced, a single attempt gets a backup (it runs on); 0: never
 
     def accept(self) -> None:
-        """The worker took it (TaskAccepted, or a commitment): its deadline is the work's now."""
+        """The worker took it (TaskAccepted, or a commitment): its deadline is the work's now (first the point
+        where it is late, if that comes before the hard one)."""
         if not self.accepted:
             self.accepted = True
-            self.deadline_s = max(self.deadline_s, self.due_s)
+            self.deadline_s = max(self.deadline_s, min(self.late_s, self.due_s) if self.late_s else self.due_s)
+
+    @property
+    def is_late(self) -> bool:
+        """Whether its current deadline is the one where it is late (not the hard one, not the offer's)."""
+        return self.accepted and not self.committed and 0.0 < self.late_s == self.deadline_s < self.due_s
     counted: bool = True  # counts as load on the worker (not any more once it committed and only waits)
 
 
@@ -93,6 +101,8 @@ class TaskEntry:
     excluded: set[str] = field(default_factory=set)
     assigned: set[str] = field(default_factory=set)  # workers given the task in this round (the tally's voters)
     failures: int = 0  # worker faults: timeouts, crashes, wrong or unverifiable answers (bounded by retries_max)
+    lates: int = 0  # attempts that were late (each next one is given twice as long)
+    hedge: bool = False  # a late single attempt runs on and wants a backup on another worker
     unreachable: int = 0  # workers that could not be reached (a partition: it waits, bounded by the deadline)
     escalations: int = 0
     not_before_s: float = 0.0

@@ -48,6 +48,12 @@ from tests.core.jobs.coord_driver import (
 LOCAL = WorkerView(pid(SUBMITTER), 1e9, 2, 2, 10**12, 1 << 30, 300.0, 0.0, 0.0)
 
 
+# an attempt that is never late before its hard deadline (its expected time x timeout_factor beyond its wall limit)
+NEVER_LATE = {"config": CoordinatorConfig(timeout_factor=1000.0),
+              "limits": ReceiptLimits(fuel_max=1_000_000, memory_bytes_max=64 << 20, wall_time_s=0.1,
+                                      output_bytes_max=1 << 20)}
+
+
 def silent_then_honest(**kw: object) -> Driver:
     """Worker ``slow`` is ranked first (faster) and never answers; ``b`` is honest."""
     return Driver([FakeWorker("slow", behaviour="silent", speed=2e9), FakeWorker("b")], chunks_for(1), **kw)  # type: ignore[arg-type]
@@ -56,8 +62,48 @@ def silent_then_honest(**kw: object) -> Driver:
 # --- timeouts -------------------------------------------------------------------------------------------
 
 
+def test_a_late_replica_of_a_vote_is_replaced_without_a_fault() -> None:
+    c = FakeWorker("c", behaviour="silent", online=False)
+    d = Driver([FakeWorker("a"), FakeWorker("slow", behaviour="silent"), c], chunks_for(1), policy="replicas:2")
+    d.start()
+    assert sorted(d.dispatched_to()) == sorted([pid("a"), pid("slow")])
+    first = d.task("job/t0").deadline_of(pid("slow"))
+    assert first is not None
+    assert first < T0 + OFFER_TIMEOUT_S + LIMITS.wall_time_s + 10.0  # late well before its wall limit
+    c.online = True
+    effects = d.tick(first)
+    assert CancelAttempt("job/t0", pid("slow")) in effects
+    assert d.dispatched_to()[-1] == pid("c")  # replaced at once, no backoff
+    assert f"{pid('slow')} is late: placed elsewhere (no fault" in " | ".join(d.task("job/t0").reasons)
+    rec = d.trust.get(pid("slow"))
+    assert rec is not None
+    assert (rec.timeouts, rec.invalid) == (1, 0)  # slow is not wrong: a timeout (weak), no fault
+    assert d.task("job/t0").failures == 0
+    second = d.task("job/t0").deadline_of(pid("c"))
+    assert second is not None
+    # a answered in time: the task is not long, slow was; c gets as long as slow had, not twice (a withholder
+    # cannot stretch the wait)
+    assert second - first == pytest.approx(first - T0, rel=0.2)
+
+
+def test_when_no_replica_answers_in_time_the_next_one_gets_twice_as_long() -> None:
+    c = FakeWorker("c", behaviour="silent", online=False)
+    d = Driver([FakeWorker("a", behaviour="silent"), FakeWorker("b", behaviour="silent"), c], chunks_for(1),
+               policy="replicas:2")
+    d.start()
+    first = d.task("job/t0").deadline_of(pid("a"))
+    assert first is not None
+    c.online = True
+    d.tick(first)  # both late at once: nobody answered, the task may be long
+    assert pid("c") in d.dispatched_to()
+    second = d.task("job/t0").deadline_of(pid("c"))
+    assert second is not None
+    assert second - first >= 1.9 * (first - T0 - OFFER_TIMEOUT_S) + OFFER_TIMEOUT_S
+
+
 def test_a_timed_out_attempt_is_cancelled_and_retried_on_another_worker_after_the_backoff() -> None:
-    d = silent_then_honest()
+    # beyond its hard deadline (the task's own wall limit: no honest run lasts longer), not just late
+    d = silent_then_honest(**NEVER_LATE)
     d.start()
     assert d.dispatched_to() == [pid("slow")]
     deadline = d.task("job/t0").deadline_of(pid("slow"))
@@ -90,13 +136,17 @@ def test_an_attempt_deadline_covers_the_tasks_own_wall_limit_and_transfer_and_th
     d.start()
     assert d.task("job/t0").deadline_of(pid("a")) == T0 + OFFER_TIMEOUT_S  # until it says it took the task
     d.deliver(0)  # accepted
-    deadline = d.task("job/t0").deadline_of(pid("a"))
-    assert deadline is not None
     (offer,) = d.dispatches()
+    deadline = offer.task.deadline_s  # the offer says when the answer is due
     input_bytes = offer.task.input_bytes
     assert deadline >= T0 + OFFER_TIMEOUT_S + 3 * LIMITS.wall_time_s + 2 * input_bytes / TRANSFER_BYTES_PER_S_MIN
-    assert offer.task.deadline_s == pytest.approx(deadline)  # the offer says when the answer is due
     result = d.take("result", "a")
+    late = d.task("job/t0").deadline_of(pid("a"))
+    assert late is not None
+    assert late < deadline
+    d.tick(late)  # far beyond its expected time: a backup would go elsewhere (there is no other worker)...
+    assert "is late: a backup goes elsewhere (it runs on" in " | ".join(d.task("job/t0").reasons)
+    assert d.task("job/t0").deadline_of(pid("a")) == deadline  # ... and it runs on to its hard deadline
     d.tick(T0 + 3 * LIMITS.wall_time_s)  # an honest worker still running its long guest: not timed out
     assert d.send(result)
     assert d.job.state is JobState.DONE
@@ -118,9 +168,13 @@ def test_a_late_answer_from_a_timed_out_worker_is_ignored() -> None:
     d.start()
     d.deliver(0)  # accepted
     late = d.take("result", "a")
-    d.tick(d.task("job/t0").deadline_of(pid("a")))
+    d.tick(d.task("job/t0").deadline_of(pid("a")))  # late: a backup goes to b (it stays silent: its answers wait)
+    b_answers, d.inbox = d.inbox, []
+    assert d.dispatched_to() == [pid("a"), pid("b")]
+    d.tick(d.task("job/t0").deadline_of(pid("a")))  # a's hard deadline: timed out
     assert d.send(late) == []
-    assert d.task("job/t0").state is TaskState.PENDING
+    assert d.task("job/t0").state is TaskState.RUNNING  # b's backup runs on
+    assert len(b_answers) == 2  # (its acceptance and result, not delivered)
     rec = d.trust.get(pid("a"))
     assert rec is not None
     assert rec.invalid == 0
@@ -586,7 +640,7 @@ def test_cancel_keeps_tasks_already_done() -> None:
 
 
 def test_trust_outcomes_of_timeouts_are_not_invalid() -> None:
-    d = silent_then_honest()
+    d = silent_then_honest(**NEVER_LATE)
     d.trust.record(pid("slow"), Outcome.VALID, T0)
     d.start()
     d.run_to_end()
