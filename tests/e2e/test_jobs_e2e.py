@@ -48,15 +48,24 @@ class Net:
 
 
 @contextmanager
-def network(base: Path, per_node: list[list[str]], env: dict[str, str] | None = None) -> Iterator[Net]:
+def network(base: Path, per_node: list[list[str]], env: dict[str, str] | None = None,
+            node_env: dict[int, dict[str, str]] | None = None) -> Iterator[Net]:
+    """Peers on 127.0.0.1, node 0 the bootstrap; ``env`` for every node, ``node_env[i]`` for node i only."""
     nodes: list[NodeProcess] = []
     saved = dict(os.environ)
     os.environ.update(env or {})
+    common = dict(os.environ)
+
+    def start(i: int, *args: str) -> NodeProcess:
+        os.environ.clear()
+        os.environ.update({**common, **(node_env or {}).get(i, {})})
+        return NodeProcess(base / f"p{i}", *LOCAL, *FAST, *args)
+
     try:
-        nodes.append(NodeProcess(base / "p0", *LOCAL, *FAST, *per_node[0]))
+        nodes.append(start(0, *per_node[0]))
         boot = nodes[0].addrs()[0]
         for i, extra in enumerate(per_node[1:], 1):
-            nodes.append(NodeProcess(base / f"p{i}", *LOCAL, *FAST, "--bootstrap", boot, *extra))
+            nodes.append(start(i, "--bootstrap", boot, *extra))
         net = Net(nodes)
         with net.client() as client:
             net.wait_for_adverts(client)
