@@ -144,7 +144,7 @@ class Votes:
             for w in entry.tally.agreeing():
                 c.trust.record(w, Outcome.VALID, now)
             for w in entry.tally.dissenting():
-                c.trust.record(w, Outcome.INVALID, now)
+                c.trust.record(w, Outcome.OUTVOTED, now)  # weak: colluders can outvote the honest (audits.py)
                 c.note(entry, f"{w} was outvoted")
             self._decided(entry, decision.accepted, now)
         elif decision.state is TallyState.FAILED:

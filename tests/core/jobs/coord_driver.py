@@ -569,7 +569,7 @@ class Driver:
         done: dict[str, int] = {}
         for u in self.effects(TaskUpdate):
             assert isinstance(u, TaskUpdate)
-            if u.state is TaskState.DONE:
+            if u.state is TaskState.DONE and not u.corrected:  # an audit's correction may follow
                 done[u.task_id] = done.get(u.task_id, 0) + 1
         assert all(n == 1 for n in done.values()), done
         assert len(self.finished()) <= 1

@@ -144,6 +144,8 @@ def test_the_task_stays_verifying_until_every_spot_check_is_back() -> None:
     d.deliver(0)  # the first spot check
     assert d.task("job/t0").state is TaskState.VERIFYING
     d.deliver(0)
+    assert d.task("job/t0").state is TaskState.DONE
+    d.run()  # its audit, if one was drawn (a new worker's results are audited most)
     assert d.job.state is JobState.DONE
 
 
@@ -173,8 +175,8 @@ def test_a_mismatching_spot_result_rejects_the_candidate_and_the_task_is_retried
     assert d.job.state is JobState.DONE
     assert d.dispatched_to() == [pid("a"), pid("b"), pid("c")]
     assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("c")
-    assert d.trust.get(pid("a")).invalid == 1  # type: ignore[union-attr]
-    assert d.trust.get(pid("b")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("a")).lies == 1  # a spot check that fails is a proven lie  # type: ignore[union-attr]
+    assert d.trust.get(pid("b")).lies == 1  # type: ignore[union-attr]
     assert d.trust.get(pid("c")).valid == 1  # type: ignore[union-attr]
 
 
@@ -183,7 +185,7 @@ def test_a_spot_check_that_fails_here_too_rejects_the_candidate() -> None:
                spot_answer=lambda ref, i, chunk: None)
     d.start()
     d.run_to_end(ticks_max=200)  # queued at the end: looked at every second till the timeout
-    assert d.trust.get(pid("a")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("a")).lies == 1  # type: ignore[union-attr]
     assert "spot check of chunk" in reasons(d)
 
 
@@ -218,7 +220,7 @@ def test_replicas_the_honest_majority_wins_and_the_byzantine_replica_is_recorded
     assert entry.worker in (pid("b"), pid("c"))
     liar = d.trust.get(pid("liar"))
     assert liar is not None
-    assert liar.invalid == 1
+    assert liar.outvoted == 1  # weak evidence: colluders could outvote an honest worker
     assert d.trust.score(pid("liar"), d.now) < 0 < d.trust.score(pid("b"), d.now)
     assert d.trust.score(pid("c"), d.now) > 0
     assert "was outvoted" in reasons(d)
@@ -253,14 +255,17 @@ def test_a_committed_replica_that_reveals_after_the_quorum_is_graded_before_the_
     assert d.job.state is JobState.RUNNING
     d.send(d.take("result", "liar"))
     d.check_invariants()
+    assert d.task("job/t0").state is TaskState.DONE
+    assert d.job.state is JobState.RUNNING  # the replicas disagreed: this peer settles it with its own run first
+    d.run()
     assert d.job.state is JobState.DONE
     assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert d.effects(CancelAttempt) == []
     liar, b = d.trust.get(pid("liar")), d.trust.get(pid("b"))
     assert liar is not None
-    assert (liar.valid, liar.invalid) == (0, 1)
+    assert (liar.valid, liar.outvoted, liar.lies) == (0, 1, 1)
     assert b is not None
-    assert (b.valid, b.invalid) == (1, 0)
+    assert (b.valid, b.invalid, b.proven) == (2, 0, 1)  # won the vote, then confirmed by the audit
     assert f"{pid('liar')} was outvoted" in reasons(d)
 
 
@@ -399,7 +404,7 @@ def test_replicas_that_disagree_with_one_replica_silent_get_one_more_replica() -
     assert d.job.state is JobState.DONE, reasons(d)
     assert d.dispatched_to()[3:] == [pid("c")]  # exactly one more replica
     assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
-    assert d.trust.get(pid("liar")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("liar")).outvoted == 1  # type: ignore[union-attr]
     assert d.trust.get(pid("slow")).timeouts == 1  # type: ignore[union-attr]
     rec_c = d.trust.get(pid("c"))
     assert rec_c is not None
@@ -438,7 +443,7 @@ def test_replicas_without_commit_reveal_vote_directly() -> None:
     assert d.effects(RequestReveal) == []
     assert d.job.state is JobState.DONE
     assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
-    assert d.trust.get(pid("liar")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("liar")).outvoted == 1  # type: ignore[union-attr]
 
 
 def test_replicas_top_up_when_fewer_workers_than_replicas_were_free() -> None:
@@ -553,7 +558,7 @@ def test_a_delegation_tree_whose_part_was_computed_wrongly_is_caught_by_the_vote
     d.run()
     assert d.job.state is JobState.DONE, reasons(d)
     assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
-    assert d.trust.get(pid("w")).invalid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("w")).outvoted == 1  # type: ignore[union-attr]
 
 
 def test_update_effects_carry_the_accepted_tree() -> None:

@@ -1,0 +1,142 @@
+"""Audits: this peer re-executes a sample of the results it accepted, and corrects what a liar got accepted.
+
+Theory of operation
+-------------------
+A result of another peer that a coordinator accepted (its task DONE) is audited with the largest of its
+backers' ``TrustBook.audit_probability`` (the worker, or every replica that voted for it): high for workers
+this peer has not confirmed yet, falling as its own re-executions confirm their results, never zero, and 1
+for a peer with a proven lie on record; and always when the replicas disagreed (someone lied: under no lies
+it costs nothing, under attack it settles every dispute with proof). The draw is made from the audits' own
+rng when the task is accepted — after every result was committed and revealed, so no worker can know whether it
+is audited. A task is audited for sure when a spot check found its fuel suspicious (``force``), and again (``recheck``)
+when one of the peers that signed its result (delegation trees included) or voted for it is proven to have
+lied, on any coordinator of this peer, running or finished (the behaviour calls ``recheck`` on each).
+
+An audit is a whole run of the task here (``RunAudit``, answered by ``result``), compared with the accepted
+result on output and fuel (both deterministic for a deterministic guest):
+
+    NONE --drawn, forced or rechecked--> PENDING --same output and fuel----> PASSED     (every backer CONFIRMED,
+                                                                                     every dissenter a liar)
+                                                --different--------------> CORRECTED  (see below)
+                                                --could not run it here--> INCONCLUSIVE (the result stands)
+
+CORRECTED: every backer signed a result this peer's own deterministic run contradicts — each is a proven liar
+(``Host.proven_lie``, the one path every proven lie takes) —; the task's result becomes this peer's own signed
+run (a ``TaskUpdate`` with ``corrected``, so the journal and the views show it), the correction is recorded
+(``TaskEntry.corrections``), every worker outvoted with this peer's answer is VINDICATED and every other
+dissenter is a proven liar too. A deterministic
+failure here where the backers succeeded is INCONCLUSIVE: this peer's own sandbox caps may be lower.
+
+Invariants: a job coordinator is DONE only when no audit of it is pending (``pending``); a task has at most one
+audit out; only this peer's own run ever replaces an accepted result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import TYPE_CHECKING
+
+from pangea_p2p.core.cid import cid_from_digest
+from pangea_p2p.core.jobs.effects import RunAudit
+from pangea_p2p.core.jobs.model import TaskState
+from pangea_p2p.core.jobs.tasks import AuditState, Host, TaskEntry
+from pangea_p2p.core.trust import Outcome
+from pangea_p2p.core.verify.voting import Claim
+
+if TYPE_CHECKING:
+    from pangea_p2p.core.jobs.placement import Placement
+    from pangea_p2p.core.verify.receipts import ReceiptTree
+
+
+class Audits:
+    """The audits of one coordinator's tasks (see the module docstring). ``enabled``: the coordinator of a job
+    whose policy checks results (not HASH, not the parts of a split task)."""
+
+    def __init__(self, host: Host, placement: Placement, *, enabled: bool, rng: random.Random) -> None:
+        self.c = host
+        self.rng = rng  # its own: the draws of placement and spot checks do not tell which results are audited
+        self.placement = placement
+        self.enabled = enabled
+        self.pending: set[str] = set()  # task ids with an audit out
+
+    def accepted(self, entry: TaskEntry, force: str = "") -> None:
+        """``entry`` was just accepted: draw whether it is audited (``force``: it is, and why)."""
+        c = self.c
+        if not self.enabled or c.self_id in entry.backers:
+            return
+        p = max((c.trust.audit_probability(w) for w in entry.backers), default=1.0)
+        draw = self.rng.random()  # drawn for every accepted task: the sequence does not tell which results are audited
+        if force:
+            self.start(entry, force)
+        elif draw < p:
+            self.start(entry, f"audited here (p={p:.2f})")
+
+    def recheck(self, liar: str) -> int:
+        """``liar`` was proven to have lied: audit every accepted task it signed or voted for that this peer has
+        not re-executed yet. How many audits went out."""
+        if not self.enabled:
+            return 0
+        n = 0
+        for entry in self.c.tasks.values():
+            if (entry.state is TaskState.DONE and entry.audit is AuditState.NONE
+                    and (liar in entry.backers or liar in entry.signers)):
+                self.start(entry, f"{liar} was proven to have lied: re-verifying a result it signed or voted for")
+                n += 1
+        return n
+
+    def start(self, entry: TaskEntry, why: str) -> None:
+        if entry.audit is AuditState.PENDING:
+            return
+        entry.audit = AuditState.PENDING
+        self.pending.add(entry.ref.task_id)
+        self.c.note(entry, why)
+        self.c.effects.append(RunAudit(self.placement.ref(entry)))
+
+    def result(self, entry: TaskEntry, tree: ReceiptTree | None, output: bytes, now: float,
+               inconclusive: str = "") -> None:
+        """This peer's own run of ``entry`` (``tree``: its signed receipt over ``output``), or why it could not
+        say anything (``inconclusive``)."""
+        c = self.c
+        if entry.audit is not AuditState.PENDING:
+            return
+        self.pending.discard(entry.ref.task_id)
+        if tree is None or inconclusive:
+            entry.audit = AuditState.INCONCLUSIVE
+            c.note(entry, f"audit inconclusive here ({inconclusive or 'no result'}): the accepted result stands")
+            return
+        fuel = tree.receipt.fuel_used
+        digest = hashlib.sha256(output).digest()
+        cid = cid_from_digest(digest)
+        mine = Claim(digest, fuel)
+        if cid == entry.output_cid and fuel == entry.fuel_used:
+            entry.audit = AuditState.PASSED
+            for w in entry.backers:
+                c.trust.record(w, Outcome.CONFIRMED, now)
+            c.note(entry, "audit passed: this peer's re-execution gives the same output and fuel")
+            self._judge_dissent(entry, mine, now)
+            return
+        entry.audit = AuditState.CORRECTED
+        why = (f"audit: this peer's re-execution gives {cid} with {fuel} fuel; the accepted result, signed by "
+               f"{', '.join(sorted(entry.backers)) or entry.worker}, was {entry.output_cid} with {entry.fuel_used}")
+        backers = entry.backers or {entry.worker: None}  # a task restored from the journal: its worker
+        for w, backer_tree in backers.items():
+            c.proven_lie(entry, w, backer_tree if backer_tree is not None else entry.tree, why, now)
+        self._judge_dissent(entry, mine, now)
+        entry.corrections.append(why)
+        entry.output_cid, entry.tree, entry.fuel_used, entry.worker = cid, tree.encode(), fuel, c.self_id
+        entry.backers, entry.signers, entry.dissent = {c.self_id: tree}, frozenset((c.self_id,)), {}
+        c.note(entry, f"corrected: the result is now this peer's own run ({cid})")
+        c.update(entry, reason=why, output_cid=cid, tree=entry.tree, fuel_used=fuel, worker=c.self_id,
+                 corrected=True)
+
+    def _judge_dissent(self, entry: TaskEntry, mine: Claim, now: float) -> None:
+        """The answers that lost ``entry``'s vote, against this peer's own (``mine``): the right ones vindicated,
+        the others proven lies."""
+        c = self.c
+        for w, (claim, tree) in entry.dissent.items():
+            if claim == mine:
+                c.trust.record(w, Outcome.VINDICATED, now)
+                c.note(entry, f"{w}, outvoted, had the right answer: vindicated")
+            else:
+                c.proven_lie(entry, w, tree, f"{w} signed {claim}, this peer's own run gives {mine}", now)
