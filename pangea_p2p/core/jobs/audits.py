@@ -27,6 +27,11 @@ run (a ``TaskUpdate`` with ``corrected``, so the journal and the views show it),
 dissenter is a proven liar too. A deterministic
 failure here where the backers succeeded is INCONCLUSIVE: this peer's own sandbox caps may be lower.
 
+A vote that can no longer reach a quorum (the replicas disagree and no more may be added) is settled the same way
+before the task is accepted (``settle``): this peer runs the task itself while it waits in VERIFYING, and its own
+run decides (``Verification.own_result``: the candidates that agree with it are confirmed, the others proven
+liars, the task accepted); only when it cannot run it here does the task fail.
+
 Invariants: a job coordinator is DONE only when no audit of it is pending (``pending``); a task has at most one
 audit out; only this peer's own run ever replaces an accepted result.
 """
@@ -40,12 +45,13 @@ from typing import TYPE_CHECKING
 from pangea_p2p.core.cid import cid_from_digest
 from pangea_p2p.core.jobs.effects import RunAudit
 from pangea_p2p.core.jobs.model import TaskState
-from pangea_p2p.core.jobs.tasks import AuditState, Host, TaskEntry
+from pangea_p2p.core.jobs.tasks import AuditState, Candidate, Host, TaskEntry
 from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.voting import Claim
 
 if TYPE_CHECKING:
     from pangea_p2p.core.jobs.placement import Placement
+    from pangea_p2p.core.jobs.verification import Verification
     from pangea_p2p.core.verify.receipts import ReceiptTree
 
 
@@ -53,8 +59,10 @@ class Audits:
     """The audits of one coordinator's tasks (see the module docstring). ``enabled``: the coordinator of a job
     whose policy checks results (not HASH, not the parts of a split task)."""
 
-    def __init__(self, host: Host, placement: Placement, *, enabled: bool, rng: random.Random) -> None:
+    def __init__(self, host: Host, placement: Placement, verification: Verification, *, enabled: bool,
+                 rng: random.Random) -> None:
         self.c = host
+        self.verification = verification
         self.rng = rng  # its own: the draws of placement and spot checks do not tell which results are audited
         self.placement = placement
         self.enabled = enabled
@@ -85,6 +93,19 @@ class Audits:
                 n += 1
         return n
 
+    def settle(self, entry: TaskEntry, why: str) -> bool:
+        """``entry``'s vote failed (``why``): settle it with this peer's own run instead (False: it cannot here,
+        the task fails)."""
+        if not self.enabled or not entry.candidates or entry.state.final:
+            return False
+        if entry.audit is not AuditState.PENDING:
+            self.placement.call_off(entry)  # no more replicas: this peer's run decides
+            entry.queued_since_s = None
+            entry.move(TaskState.VERIFYING)
+            self.start(entry, f"{why}: this peer runs it itself to settle it")
+            self.c.update(entry)
+        return True
+
     def start(self, entry: TaskEntry, why: str) -> None:
         if entry.audit is AuditState.PENDING:
             return
@@ -101,6 +122,9 @@ class Audits:
         if entry.audit is not AuditState.PENDING:
             return
         self.pending.discard(entry.ref.task_id)
+        if entry.state is not TaskState.DONE:  # a vote this peer settles (see settle)
+            self._settled(entry, tree, output, now, inconclusive)
+            return
         if tree is None or inconclusive:
             entry.audit = AuditState.INCONCLUSIVE
             c.note(entry, f"audit inconclusive here ({inconclusive or 'no result'}): the accepted result stands")
@@ -129,6 +153,22 @@ class Audits:
         c.note(entry, f"corrected: the result is now this peer's own run ({cid})")
         c.update(entry, reason=why, output_cid=cid, tree=entry.tree, fuel_used=fuel, worker=c.self_id,
                  corrected=True)
+
+    def _settled(self, entry: TaskEntry, tree: ReceiptTree | None, output: bytes, now: float,
+                 inconclusive: str) -> None:
+        c = self.c
+        if entry.state.final:
+            return
+        entry.audit = AuditState.NONE
+        if tree is None or inconclusive:
+            c.fail(entry, f"replicas disagree and this peer could not settle it ({inconclusive or 'no result'})",
+                   now)
+            return
+        entry.audit = AuditState.PASSED  # this peer's own run is the result: nothing left to audit
+        digest = hashlib.sha256(output).digest()
+        mine = Candidate(c.self_id, tree, output, Claim(digest, tree.receipt.fuel_used), frozenset((c.self_id,)),
+                         tree_bytes=tree.encode())
+        self.verification.own_result(entry, mine, now)
 
     def _judge_dissent(self, entry: TaskEntry, mine: Claim, now: float) -> None:
         """The answers that lost ``entry``'s vote, against this peer's own (``mine``): the right ones vindicated,

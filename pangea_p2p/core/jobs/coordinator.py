@@ -131,8 +131,8 @@ class Coordinator:
         self.strategy = strategy_for(policy, self, self.votes)
         self.verification = Verification(self, self.placement, self.votes, self.strategy)
         self.retries = Retries(self, self.placement, self.votes, self.strategy)
-        self.audits = Audits(self, self.placement, enabled=local_allowed and policy.mode is not VerificationMode.HASH,
-                             rng=_offshoot(rng))
+        audited = local_allowed and policy.mode is not VerificationMode.HASH
+        self.audits = Audits(self, self.placement, self.verification, enabled=audited, rng=_offshoot(rng))
 
     # --- driving ----------------------------------------------------------------------------------------
 
@@ -363,6 +363,10 @@ class Coordinator:
             audit = f"the replicas disagreed ({', '.join(sorted(entry.dissent))} outvoted): audited"
         self.audits.accepted(entry, audit)
         self._check_finished(now)
+
+    def settle(self, entry: TaskEntry, why: str, now: float) -> bool:
+        """``entry``'s vote failed (``why``): settled by this peer's own run if it can (audits.py)."""
+        return self.audits.settle(entry, why)
 
     def proven_lie(self, entry: TaskEntry, worker: str, tree: ReceiptTree | bytes | None, why: str,
                    now: float) -> None:

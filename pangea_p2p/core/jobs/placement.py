@@ -52,7 +52,7 @@ from pangea_p2p.core.jobs.config import (
 )
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RunLocal
 from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationMode
-from pangea_p2p.core.jobs.tasks import Attempt, Host, TaskEntry
+from pangea_p2p.core.jobs.tasks import Attempt, AuditState, Host, TaskEntry
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.commit_reveal import Phase
 
@@ -216,7 +216,8 @@ class Placement:
     @staticmethod
     def may_want(entry: TaskEntry) -> bool:
         """Whether ``entry`` wants a placement, now or when its backoff ends."""
-        return not entry.state.final and (entry.state is TaskState.PENDING or entry.replicas_missing() > 0)
+        return (not entry.state.final and entry.audit is not AuditState.PENDING  # this peer settles its vote
+                and (entry.state is TaskState.PENDING or entry.replicas_missing() > 0))
 
     def wants_placement(self, entry: TaskEntry, now: float) -> bool:
         return entry.not_before_s <= now and self.may_want(entry)

@@ -148,7 +148,9 @@ class Votes:
                 c.note(entry, f"{w} was outvoted")
             self._decided(entry, decision.accepted, now)
         elif decision.state is TallyState.FAILED:
-            c.fail(entry, f"replicas disagree and no answer reached a quorum ({decision.reason})", now)
+            why = f"replicas disagree and no answer reached a quorum ({decision.reason})"
+            if not c.settle(entry, why, now):  # this peer's own run decides, if it can (audits.py)
+                c.fail(entry, why, now)
         elif decision.replicas_to_add > 0:
             entry.replicas = entry.tally.dispatched
             if entry.reveal is not None:  # the added replicas commit and reveal in a round of their own

@@ -267,7 +267,7 @@ class Driver:
     queue_timeout_s: float = 60.0
     limits: ReceiptLimits = LIMITS
     local: WorkerView | None = None  # what this peer can run itself (None: nothing)
-    local_behaviour: str = "honest"  # or "silent": its own runs never end
+    local_behaviour: str = "honest"  # or "silent": its own runs never end; "broken": they cannot start
     auto: bool = True  # deliver answers as soon as they are made
     drop_cancelled: bool = False  # a cancelled worker's answers still in flight are dropped
     spot_answer: Callable[[TaskRef, int, bytes], bytes | None] | None = None  # default: honest re-run
@@ -429,6 +429,8 @@ class Driver:
                 event = Executed(msg.request, [msg.chunk], None, FUEL_PER_CHUNK)
         else:
             assert msg.kind == "local", msg.kind
+            if msg.reason:  # its run could not even start here
+                return self.apply(self.behaviour.handle(self.now, ExecutionFailed(msg.request, msg.reason)))
             event = Executed(msg.request, msg.outputs, None, FUEL_PER_CHUNK * len(msg.outputs or ()))
         return self.apply(self.behaviour.handle(self.now, event))
 
@@ -479,7 +481,10 @@ class Driver:
                                           chunk=answer, request=act.request))
                 else:
                     eff = RunLocal(ref)
-                    if self.local_behaviour != "silent":
+                    if self.local_behaviour == "broken":
+                        self.inbox.append(Msg("local", ref.task_id, self.submitter, request=act.request,
+                                              reason="this peer has no sandbox"))
+                    elif self.local_behaviour != "silent":
                         outputs = [honest(c) for c in self.input_of[ref.task_id]]
                         self.inbox.append(Msg("local", ref.task_id, self.submitter, request=act.request,
                                               outputs=outputs))

@@ -7,11 +7,13 @@ import pytest
 
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.jobs.effects import RunLocal
 from pangea_p2p.core.jobs.model import JobState, TaskState
 from pangea_p2p.core.jobs.scheduler import SchedulerConfig
 from pangea_p2p.core.jobs.tasks import AuditState
 from pangea_p2p.core.trust import Outcome, TrustBook, TrustConfig
+from pangea_p2p.core.verify.config import VerifyConfig
 from tests.core.jobs.coord_driver import FUEL_PER_CHUNK, T0, Driver, FakeWorker, chunks_for, honest, pid
 
 NO_DRAWN_AUDITS = TrustConfig(audit_rate_new=0.0, audit_rate_min=0.0)  # only forced ones and rechecks
@@ -199,3 +201,17 @@ def test_an_honest_worker_outvoted_by_colluders_is_vindicated_and_the_colluders_
     for name in ("x", "y"):
         assert d.trust.get(pid(name)).lies == 1  # type: ignore[union-attr]
         assert d.trust.score(pid(name), d.now) == -100.0
+
+
+def test_a_vote_that_cannot_reach_a_quorum_is_settled_by_this_peers_own_run() -> None:
+    d = Driver([FakeWorker("liar", behaviour="byzantine"), FakeWorker("h")], chunks_for(1), policy="replicas:2",
+               config=CoordinatorConfig(verify=VerifyConfig(replicas_max=2)), trust=TrustBook(NO_DRAWN_AUDITS))
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE, d.job.reason  # it failed: "replicas disagree and no answer reached a quorum"
+    task = d.task("job/t0")
+    assert task.output_cid == honest_cid(d.inputs[0])
+    assert "this peer runs it itself to settle it" in " | ".join(task.reasons)
+    assert d.trust.get(pid("liar")).lies == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("h")).proven == 1  # type: ignore[union-attr]
+    d.check_invariants()
