@@ -78,9 +78,10 @@ class TrustConfig:
     audit_probability_min: float = 0.02
     spot_checks_trusted: int = 3
     outvote_penalty: float = 2.0  # losing a vote (weak evidence)
-    audit_rate_new: float = 0.2  # chance that a result of a worker with no confirmed record is audited
+    audit_rate_new: float = 1.0  # chance that a result of a worker with no confirmed record is audited
     audit_rate_min: float = 0.02  # ... and the floor it falls to as its confirmed record grows
-    audit_proven_half: float = 5.0  # confirmed results at which the audit rate is half of audit_rate_new
+    audit_proven_half: float = 2.0  # confirmed results at which the audit rate is half of audit_rate_new
+    audit_budget: float = 0.3  # re-executions drawn audits may spend per accepted result (jobs.audits.AuditBudget)
 
     def __post_init__(self) -> None:
         check_range("valid_gain", self.valid_gain, 0.0, 1e6)
@@ -100,6 +101,7 @@ class TrustConfig:
         check_range("audit_rate_new", self.audit_rate_new, 0.0, 1.0)
         check_range("audit_rate_min", self.audit_rate_min, 0.0, self.audit_rate_new)
         check_range("audit_proven_half", self.audit_proven_half, 0.001, 1e9)
+        check_range("audit_budget", self.audit_budget, 0.0, 64.0)
         for name in ("peers_max", "trusted_after_valid", "replicas_untrusted", "replicas_suspect",
                      "spot_checks_trusted"):
             value = getattr(self, name)
@@ -194,6 +196,11 @@ class TrustBook:
         rec = self._peers.get(peer)
         return 0 if rec is None else rec.run
 
+    def lies(self, peer: str) -> int:
+        """Proven lies of ``peer`` on record here."""
+        rec = self._peers.get(peer)
+        return 0 if rec is None else rec.lies
+
     def peers(self) -> list[str]:
         """Every peer with a record, least recently updated first."""
         return list(self._peers)
@@ -208,7 +215,7 @@ class TrustBook:
         cfg = self.config
         rec = self._peers.get(peer)
         proven = 0 if rec is None else rec.proven
-        if rec is not None and rec.lies > 0:
+        if self.lies(peer):
             return 1.0
         half = cfg.audit_proven_half
         return max(cfg.audit_rate_min, cfg.audit_rate_new * half / (half + proven))

@@ -2,15 +2,18 @@
 
 Theory of operation
 -------------------
-A result of another peer that a coordinator accepted (its task DONE) is audited with the largest of its
-backers' ``TrustBook.audit_probability`` (the worker, or every replica that voted for it): high for workers
-this peer has not confirmed yet, falling as its own re-executions confirm their results, never zero, and 1
-for a peer with a proven lie on record; and always when the replicas disagreed (someone lied: under no lies
-it costs nothing, under attack it settles every dispute with proof). The draw is made from the audits' own
-rng when the task is accepted — after every result was committed and revealed, so no worker can know whether it
-is audited. A task is audited for sure when a spot check found its fuel suspicious (``force``), and again (``recheck``)
-when one of the peers that signed its result (delegation trees included) or voted for it is proven to have
-lied, on any coordinator of this peer, running or finished (the behaviour calls ``recheck`` on each).
+A result of another peer that a coordinator accepted (its task DONE) is audited with the smallest of its
+backers' ``TrustBook.audit_probability`` (the worker, or every replica that voted for it: the most trusted one
+vouches for the others): high for workers this peer has not confirmed yet, falling as its own re-executions
+confirm their results, never zero. Drawn audits spend the peer's ``AuditBudget`` (``[trust] audit_budget``
+re-executions per accepted result, over every job): when no one lies, total work stays within (1 + budget) x
+a single execution. Audited for sure, whatever the budget: a result with a proven liar behind it; a vote the
+replicas disagreed on (someone lied: under no lies it costs nothing, under attack it settles every dispute
+with proof); a result whose fuel a spot check found suspicious (``force``); and again (``recheck``) every
+result that one of the peers that signed it (delegation trees included) or voted for it is proven to have lied
+on, on any coordinator of this peer, running or finished (the behaviour calls ``recheck`` on each). The draw
+is made from the audits' own rng when the task is accepted — after every result was committed and revealed,
+so no worker can know whether it is audited.
 
 An audit is a whole run of the task here (``RunAudit``, answered by ``result``), compared with the accepted
 result on output and fuel (both deterministic for a deterministic guest):
@@ -55,13 +58,38 @@ if TYPE_CHECKING:
     from pangea_p2p.core.verify.receipts import ReceiptTree
 
 
+class AuditBudget:
+    """What drawn audits may spend, shared by every coordinator of a peer: each accepted result of another peer
+    adds ``per_task`` re-executions to spend, a drawn audit spends one (it starts with one). So drawn audits stay
+    within 1 + ``per_task`` x results accepted, whatever the jobs: total work at most (1 + per_task) x a single
+    execution when no one lies. Forced audits (a dispute, a proven liar behind a result, suspicious fuel, a
+    recheck) do not count: they happen only when someone lied."""
+
+    __slots__ = ("per_task", "tokens")
+
+    def __init__(self, per_task: float) -> None:
+        self.per_task = per_task
+        self.tokens = 1.0
+
+    def accepted(self) -> None:
+        self.tokens += self.per_task
+
+    def spend(self) -> bool:
+        """Take one audit out of the budget (False: it is spent)."""
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
 class Audits:
     """The audits of one coordinator's tasks (see the module docstring). ``enabled``: the coordinator of a job
     whose policy checks results (not HASH, not the parts of a split task)."""
 
     def __init__(self, host: Host, placement: Placement, verification: Verification, *, enabled: bool,
-                 rng: random.Random) -> None:
+                 rng: random.Random, budget: AuditBudget) -> None:
         self.c = host
+        self.budget = budget
         self.verification = verification
         self.rng = rng  # its own: the draws of placement and spot checks do not tell which results are audited
         self.placement = placement
@@ -73,11 +101,16 @@ class Audits:
         c = self.c
         if not self.enabled or c.self_id in entry.backers:
             return
-        p = max((c.trust.audit_probability(w) for w in entry.backers), default=1.0)
+        # the most trusted backer vouches (its record was checked here)
+        p = min((c.trust.audit_probability(w) for w in entry.backers), default=1.0)
         draw = self.rng.random()  # drawn for every accepted task: the sequence does not tell which results are audited
+        self.budget.accepted()
+        liars = sorted(w for w in entry.backers if c.trust.lies(w))
         if force:
             self.start(entry, force)
-        elif draw < p:
+        elif liars:
+            self.start(entry, f"a proven liar is behind it ({', '.join(liars)}): audited")
+        elif draw < p and self.budget.spend():
             self.start(entry, f"audited here (p={p:.2f})")
 
     def recheck(self, liar: str) -> int:

@@ -43,6 +43,7 @@ from types import MappingProxyType
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.jobs import effects as fx
+from pangea_p2p.core.jobs.audits import AuditBudget
 from pangea_p2p.core.jobs.codec import (
     INPUT_INLINE_MAX,
     Accepted,
@@ -221,6 +222,7 @@ class ComputeBehaviour:
         self.guard = ctx.guard if ctx.guard is not None else ReplayGuard(ctx.config.coordinator.verify)
         self.reachability = ctx.reachability
         self.inflight: dict[str, int] = {}  # tasks out per worker, over every coordinator (a slot each)
+        self.audit_budget = AuditBudget(ctx.trust.config.audit_budget)  # drawn audits, over every job
         self.jobs: dict[str, JobRun] = {}
         self.task_logs = TaskLogs()  # what the tasks this peer issued printed, as their workers said
         self.counters: dict[str, int] = dict.fromkeys(
@@ -346,7 +348,7 @@ class ComputeBehaviour:
             escalations_max=spec.escalations_max, escalation_factor=spec.escalation_factor,
             queue_timeout_s=spec.queue_timeout_s, trust=self.trust, guard=self.guard, source=self._source,
             rng=random.Random(self.ctx.rng.getrandbits(64)), now=now, config=self.config.coordinator,
-            inflight=self.inflight, reachability=self.reachability,
+            inflight=self.inflight, reachability=self.reachability, audit_budget=self.audit_budget,
         )
 
     def _on_cancel(self, now: float, ev: CancelJob) -> None:

@@ -51,7 +51,7 @@ import math
 import random
 
 from pangea_p2p.core.cid import cid_from_digest
-from pangea_p2p.core.jobs.audits import Audits
+from pangea_p2p.core.jobs.audits import AuditBudget, Audits
 from pangea_p2p.core.jobs.config import (
     CoordinatorConfig,
     WorkerSource,
@@ -105,6 +105,7 @@ class Coordinator:
         local_allowed: bool = True,
         inflight: dict[str, int] | None = None,
         reachability: Reachability | None = None,
+        audit_budget: AuditBudget | None = None,
     ) -> None:
         self.self_id = self_id
         self.policy = policy
@@ -132,7 +133,9 @@ class Coordinator:
         self.verification = Verification(self, self.placement, self.votes, self.strategy)
         self.retries = Retries(self, self.placement, self.votes, self.strategy)
         audited = local_allowed and policy.mode is not VerificationMode.HASH
-        self.audits = Audits(self, self.placement, self.verification, enabled=audited, rng=_offshoot(rng))
+        budget = audit_budget if audit_budget is not None else AuditBudget(trust.config.audit_budget)
+        self.audits = Audits(self, self.placement, self.verification, enabled=audited, rng=_offshoot(rng),
+                             budget=budget)
 
     # --- driving ----------------------------------------------------------------------------------------
 

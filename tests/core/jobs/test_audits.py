@@ -115,6 +115,20 @@ def test_the_audit_rate_falls_with_a_workers_confirmed_record_and_never_reaches_
     assert book.audit_probability("w") == 1.0
 
 
+@pytest.mark.parametrize("budget", [0.0, 0.3])
+def test_drawn_audits_stay_within_the_peers_budget_when_no_one_lies(budget: float) -> None:
+    n = 100
+    workers = [FakeWorker(f"w{i}") for i in range(20)]  # all new: each result would be audited without a budget
+    d = Driver(workers, chunks_for(n), policy="spot:1", trust=TrustBook(TrustConfig(audit_budget=budget)))
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
+    audits = d.job.audits()
+    assert audits["corrected"] == 0
+    assert 1 <= audits["passed"] <= 1 + budget * n
+    assert len(d.effects(RunLocal)) == audits["passed"]
+
+
 def test_audits_of_an_honest_workers_results_cost_little_by_default() -> None:
     n = 100
     d = Driver([FakeWorker("a")], chunks_for(n), policy="spot:1")
