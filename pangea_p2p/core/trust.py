@@ -82,6 +82,7 @@ class TrustConfig:
     audit_rate_min: float = 0.02  # ... and the floor it falls to as its confirmed record grows
     audit_proven_half: float = 2.0  # confirmed results at which the audit rate is half of audit_rate_new
     audit_budget: float = 0.3  # re-executions drawn audits may spend per accepted result (jobs.audits.AuditBudget)
+    audit_budget_per_liar: float = 10.0  # ... and more for each liar proven (there are liars about)
 
     def __post_init__(self) -> None:
         check_range("valid_gain", self.valid_gain, 0.0, 1e6)
@@ -102,6 +103,7 @@ class TrustConfig:
         check_range("audit_rate_min", self.audit_rate_min, 0.0, self.audit_rate_new)
         check_range("audit_proven_half", self.audit_proven_half, 0.001, 1e9)
         check_range("audit_budget", self.audit_budget, 0.0, 64.0)
+        check_range("audit_budget_per_liar", self.audit_budget_per_liar, 0.0, 1e6)
         for name in ("peers_max", "trusted_after_valid", "replicas_untrusted", "replicas_suspect",
                      "spot_checks_trusted"):
             value = getattr(self, name)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import deque
 from typing import TYPE_CHECKING
 
 from pangea_p2p.core.cid import cid_from_digest
@@ -60,19 +61,30 @@ if TYPE_CHECKING:
 
 class AuditBudget:
     """What drawn audits may spend, shared by every coordinator of a peer: each accepted result of another peer
-    adds ``per_task`` re-executions to spend, a drawn audit spends one (it starts with one). So drawn audits stay
-    within 1 + ``per_task`` x results accepted, whatever the jobs: total work at most (1 + per_task) x a single
-    execution when no one lies. Forced audits (a dispute, a proven liar behind a result, suspicious fuel, a
-    recheck) do not count: they happen only when someone lied."""
+    adds ``per_task`` re-executions to spend, a drawn audit spends one. So drawn audits stay within ``per_task``
+    x results accepted, whatever the jobs: total work at most (1 + per_task) x a single
+    execution when no one lies. Each liar proven adds ``per_liar``: under attack, audits draw more. A drawn
+    audit the budget cannot pay for is owed (``owe``, oldest first, at most ``OWED_MAX``) and runs when the
+    budget allows (``take_owed``), also after its job ended (a correction is then recorded). Forced audits (a
+    dispute, a proven liar behind a result, suspicious fuel, a recheck) do not count: they happen only when
+    someone lied."""
 
-    __slots__ = ("per_task", "tokens")
+    OWED_MAX = 100_000
 
-    def __init__(self, per_task: float) -> None:
+    __slots__ = ("owed", "per_liar", "per_task", "tokens")
+
+    def __init__(self, per_task: float, per_liar: float = 0.0) -> None:
         self.per_task = per_task
-        self.tokens = 1.0
+        self.per_liar = per_liar
+        self.tokens = 0.0
+        self.owed: deque[tuple[Audits, str]] = deque(maxlen=self.OWED_MAX)
 
     def accepted(self) -> None:
         self.tokens += self.per_task
+
+    def liar_found(self) -> None:
+        """A liar was proven: there are liars about, audit more (``per_liar`` more re-executions to spend)."""
+        self.tokens += self.per_liar
 
     def spend(self) -> bool:
         """Take one audit out of the budget (False: it is spent)."""
@@ -80,6 +92,16 @@ class AuditBudget:
             return False
         self.tokens -= 1.0
         return True
+
+    def owe(self, audits: Audits, task_id: str) -> None:
+        self.owed.append((audits, task_id))
+
+    def take_owed(self) -> list[tuple[Audits, str]]:
+        """The owed audits the budget pays for now, oldest first."""
+        out = []
+        while self.owed and self.spend():
+            out.append(self.owed.popleft())
+        return out
 
 
 class Audits:
@@ -110,8 +132,18 @@ class Audits:
             self.start(entry, force)
         elif liars:
             self.start(entry, f"a proven liar is behind it ({', '.join(liars)}): audited")
-        elif draw < p and self.budget.spend():
-            self.start(entry, f"audited here (p={p:.2f})")
+        elif draw < p:
+            if self.budget.spend():
+                self.start(entry, f"audited here (p={p:.2f})")
+            else:
+                self.budget.owe(self, entry.ref.task_id)
+                c.note(entry, f"audit drawn (p={p:.2f}), owed: it runs when this peer's audit budget allows")
+
+    def owed(self, task_id: str) -> None:
+        """The budget now pays for the audit of ``task_id`` drawn earlier (``AuditBudget.take_owed``)."""
+        entry = self.c.tasks.get(task_id)
+        if entry is not None and entry.state is TaskState.DONE and entry.audit is AuditState.NONE:
+            self.start(entry, "the audit owed to it is in this peer's budget now")
 
     def recheck(self, liar: str) -> int:
         """``liar`` was proven to have lied: audit every accepted task it signed or voted for that this peer has

@@ -222,7 +222,8 @@ class ComputeBehaviour:
         self.guard = ctx.guard if ctx.guard is not None else ReplayGuard(ctx.config.coordinator.verify)
         self.reachability = ctx.reachability
         self.inflight: dict[str, int] = {}  # tasks out per worker, over every coordinator (a slot each)
-        self.audit_budget = AuditBudget(ctx.trust.config.audit_budget)  # drawn audits, over every job
+        self.audit_budget = AuditBudget(ctx.trust.config.audit_budget,  # drawn audits, over every job
+                                        ctx.trust.config.audit_budget_per_liar)
         self.jobs: dict[str, JobRun] = {}
         self.task_logs = TaskLogs()  # what the tasks this peer issued printed, as their workers said
         self.counters: dict[str, int] = dict.fromkeys(
@@ -264,6 +265,8 @@ class ComputeBehaviour:
         PangeaError for a job that cannot start (the module or a chunk is missing, the id is taken) or that
         does not exist."""
         self._handlers[type(event)](now, event)
+        if self.audit_budget.owed and self.audit_budget.tokens >= 1.0:
+            self._run_owed_audits(now)
         out = self.actions[:]
         self.actions.clear()
         return out
@@ -413,11 +416,31 @@ class ComputeBehaviour:
         self.actions.append(LieProven(run.key if run.job is not None else "", eff.worker, eff.task, eff.tree, eff.why))
         self.actions.append(Log("warning", "trust.proven_lie", (("peer", eff.worker), ("task", eff.task.task_id),
                                                                 ("why", eff.why))))
-        if eff.worker in self._liars:
-            return
-        self._liars.add(eff.worker)
+        self.recheck(eff.worker, now)
+
+    def recheck(self, liar: str, now: float) -> list[Action]:
+        """``liar`` is proven to have lied (here, or by a fraud proof this peer verified): every coordinator of this
+        peer, running or of a job it still knows, re-verifies what it signed or voted for, and drawn audits get
+        more budget. Once per liar (results accepted later with it behind them are audited anyway, audits.py).
+        The actions this adds (for a caller outside ``handle``; inside, they join the event's)."""
+        if liar in self._liars:
+            return []
+        self._liars.add(liar)
+        self.audit_budget.liar_found()
+        first = len(self.actions)
         for other in self._every_run():
-            self._apply(other, other.coord.recheck(eff.worker, now), now)
+            self._apply(other, other.coord.recheck(liar, now), now)
+        return self.actions[first:]
+
+    def _run_owed_audits(self, now: float) -> None:
+        """The drawn audits the budget could not pay for, now that it can (oldest first; jobs it forgot skipped)."""
+        for audits, task_id in self.audit_budget.take_owed():
+            key = task_id.split("/", 1)[0]
+            run = self._runs.get(key)
+            if run is None and key in self.jobs:
+                run = _Run(key, self.jobs[key]._coord, job=self.jobs[key])
+            if run is not None and run.coord.audits is audits:
+                self._apply(run, run.coord.audit_owed(task_id, now), now)
 
     def _every_run(self) -> list[_Run]:
         """Every coordinator this peer drives or drove: running ones, and those of the jobs it still knows."""

@@ -309,6 +309,11 @@ class Coordinator:
             self._check_finished(now)
         return self._answered(now)
 
+    def audit_owed(self, task_id: str, now: float) -> list[Effect]:
+        """The audit drawn for ``task_id`` that the budget could not pay for then can run now (audits.py)."""
+        self.audits.owed(task_id)
+        return self._answered(now)
+
     def recheck(self, liar: str, now: float) -> list[Effect]:
         """``liar`` was proven to have lied (here or on another coordinator of this peer): audit every result of
         this coordinator it signed or voted for (also when the job is finished: a correction is recorded)."""

@@ -17,7 +17,7 @@ from pangea_p2p.core.verify.config import VerifyConfig
 from tests.core.jobs.coord_driver import FUEL_PER_CHUNK, T0, Driver, FakeWorker, chunks_for, honest, pid
 
 NO_DRAWN_AUDITS = TrustConfig(audit_rate_new=0.0, audit_rate_min=0.0)  # only forced ones and rechecks
-ALWAYS_AUDIT = TrustConfig(audit_rate_new=1.0)
+ALWAYS_AUDIT = TrustConfig(audit_rate_new=1.0, audit_budget=1.0)  # every result drawn, and paid for
 
 
 def honest_cid(chunks: list[bytes]) -> str:
@@ -125,7 +125,8 @@ def test_drawn_audits_stay_within_the_peers_budget_when_no_one_lies(budget: floa
     assert d.job.state is JobState.DONE
     audits = d.job.audits()
     assert audits["corrected"] == 0
-    assert 1 <= audits["passed"] <= 1 + budget * n
+    assert audits["passed"] <= budget * n
+    assert audits["passed"] > 0 or budget == 0.0
     assert len(d.effects(RunLocal)) == audits["passed"]
 
 
@@ -229,3 +230,21 @@ def test_a_vote_that_cannot_reach_a_quorum_is_settled_by_this_peers_own_run() ->
     assert d.trust.get(pid("liar")).lies == 1  # type: ignore[union-attr]
     assert d.trust.get(pid("h")).proven == 1  # type: ignore[union-attr]
     d.check_invariants()
+
+
+def test_an_audit_the_budget_could_not_pay_for_runs_later_and_corrects_a_finished_job() -> None:
+    x, y = FakeWorker("x", behaviour="byzantine"), FakeWorker("y", behaviour="byzantine")
+    h = FakeWorker("h", online=False)
+    d = Driver([x, y, h], chunks_for(1), policy="replicas:2")  # default budget: 0.3 per accepted result
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
+    assert d.task("job/t0").output_cid != honest_cid(d.inputs[0])
+    assert "owed" in " | ".join(d.task("job/t0").reasons)
+    x.online, y.online, h.online = False, False, True
+    d.submit("job2", chunks_for(4), "spot:1")  # four results accepted pay for more than one audit
+    run_job(d, "job2")
+    task = d.task("job/t0")
+    assert task.audit is AuditState.CORRECTED
+    assert task.output_cid == honest_cid(d.inputs[0])
+    assert d.trust.lies(pid("x")) == d.trust.lies(pid("y")) == 1

@@ -177,7 +177,7 @@ def test_a_mismatching_spot_result_rejects_the_candidate_and_the_task_is_retried
     assert d.updates("job/t0", TaskState.DONE)[0].worker == pid("c")
     assert d.trust.get(pid("a")).lies == 1  # a spot check that fails is a proven lie  # type: ignore[union-attr]
     assert d.trust.get(pid("b")).lies == 1  # type: ignore[union-attr]
-    assert d.trust.get(pid("c")).valid == 1  # type: ignore[union-attr]
+    assert d.trust.get(pid("c")).valid >= 1  # (its result may be audited too: liars about)  # type: ignore[union-attr]
 
 
 def test_a_spot_check_that_fails_here_too_rejects_the_candidate() -> None:
