@@ -97,6 +97,7 @@ from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
 from pangea_p2p.errors import PangeaError, RemoteProtocolError
 
+_LIARS_MAX = 100_000
 _RUN = "run"  # timer kind: a coordinator to tick (the server sets its own: serving.ACCEPT, serving.REVEAL)
 
 
@@ -233,7 +234,7 @@ class ComputeBehaviour:
         self._owner: dict[str, _Run] = {}  # task id -> the run waiting for its answers
         self._out: dict[str, set[str]] = {}  # worker -> task ids out with it
         self._requests: dict[int, _Request] = {}
-        self._liars: set[str] = set()  # proven liars whose results on this peer were re-verified
+        self._liars: dict[str, None] = {}  # proven liars whose results here were re-verified (oldest first, bounded)
         self._next_request = 0
         self._armed: dict[str, float] = {}  # run key -> when it is ticked next
         self._timers: list[tuple[float, int, str, str]] = []  # heap of (when, seq, kind, key); stale ones lazily
@@ -425,7 +426,9 @@ class ComputeBehaviour:
         The actions this adds (for a caller outside ``handle``; inside, they join the event's)."""
         if liar in self._liars:
             return []
-        self._liars.add(liar)
+        self._liars[liar] = None
+        if len(self._liars) > _LIARS_MAX:  # forgotten, it would only be rechecked again
+            del self._liars[next(iter(self._liars))]
         self.audit_budget.liar_found()
         first = len(self.actions)
         for other in self._every_run():

@@ -14,6 +14,7 @@ from pangea_p2p.core.jobs.scheduler import SchedulerConfig
 from pangea_p2p.core.jobs.tasks import AuditState
 from pangea_p2p.core.trust import Outcome, TrustBook, TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.receipts import ReceiptTree
 from tests.core.jobs.coord_driver import FUEL_PER_CHUNK, T0, Driver, FakeWorker, chunks_for, honest, pid
 
 NO_DRAWN_AUDITS = TrustConfig(audit_rate_new=0.0, audit_rate_min=0.0)  # only forced ones and rechecks
@@ -83,6 +84,11 @@ def test_colluders_that_win_a_vote_are_caught_by_an_audit_and_the_result_is_corr
         assert rec.lies >= 1
         assert rec.score == -100.0
     assert {p.worker for p in d.proofs} == {pid("x"), pid("y")}
+    for proof in d.proofs:  # what anyone can check by one run: the liar's signed tree, the module and the input
+        assert proof.job_id == "job"
+        assert proof.task.input_cid in {ref.input_cid for ref in d.refs}
+        assert proof.task.module_cid == d.refs[0].module_cid
+        assert ReceiptTree.decode(proof.tree, VerifyConfig()).receipt.signer == proof.worker
     d.check_invariants()
 
 
