@@ -186,3 +186,13 @@ def test_framed_outputs_on_the_peer_are_one_per_chunk() -> None:
     handle = sha_job(chunks_per_task=7).submit(DATA, peer)  # type: ignore[arg-type]
     doc = peer.job_result(handle.job_id)
     assert [len(unframe_chunks(peer.block(c))) for c in doc["outputs"]] == [7, 7, 7]
+
+
+def test_corrections_are_what_the_peers_audits_changed() -> None:
+    peer = FakePeer()
+    handle = sha_job(chunks_per_task=8).submit(DATA, peer)  # type: ignore[arg-type]
+    assert handle.wait()["state"] == "done"
+    assert handle.corrections() == {}
+    doc = peer.runs[handle.job_id].doc
+    doc["tasks"][1]["corrections"] = ["audit: this peer's re-execution gives ..."]
+    assert handle.corrections() == {doc["tasks"][1]["task_id"]: ["audit: this peer's re-execution gives ..."]}
