@@ -8,7 +8,8 @@ event:
   the submitter's own local run (a fallback it trusts) is exempt and counted;
 - ``bad_signature``: every receipt of the accepted tree carries a valid ed25519 signature by the key inside its
   signer's peer id — checked here with PyNaCl directly, not through the verifier under test;
-- ``double_accept``: a task is accepted at most once.
+- ``double_accept``: a task is accepted at most once (an audit's correction, the submitter's own re-execution
+  replacing a result it proved wrong, is checked like an acceptance but is not a second one).
 Liveness, after the healing phase (faults off, partitions healed, crashed peers restarted): no job is still
 running — every job that can complete has completed (or failed for a reason the table shows).
 
