@@ -6,14 +6,15 @@ A result of another peer that a coordinator accepted (its task DONE) is audited 
 backers' ``TrustBook.audit_probability`` (the worker, or every replica that voted for it: the most trusted one
 vouches for the others): high for workers this peer has not confirmed yet, falling as its own re-executions
 confirm their results, never zero. Drawn audits spend the peer's ``AuditBudget`` (``[trust] audit_budget``
-re-executions per accepted result, over every job): when no one lies, total work stays within (1 + budget) x
-a single execution. Audited for sure, whatever the budget: a result with a proven liar behind it; a vote the
-replicas disagreed on (someone lied: under no lies it costs nothing, under attack it settles every dispute
-with proof); a result whose fuel a spot check found suspicious (``force``); and again (``recheck``) every
-result that one of the peers that signed it (delegation trees included) or voted for it is proven to have lied
-on, on any coordinator of this peer, running or finished (the behaviour calls ``recheck`` on each). The draw
-is made from the audits' own rng when the task is accepted — after every result was committed and revealed,
-so no worker can know whether it is audited.
+re-executions per accepted result, over every job): when no one lies, audits add at most that much work to
+what the policy costs; a drawn audit the budget cannot pay for yet is owed and runs later. Audited for sure,
+whatever the budget: a result with a proven liar behind it; a vote the replicas disagreed on (someone lied:
+under no lies it costs nothing, under attack it settles every dispute with proof); a result whose fuel a spot
+check found suspicious (``force``); and again (``recheck``) every result that one of the peers that signed it
+(delegation trees included) or voted for it is proven to have lied on, on any coordinator of this peer,
+running or finished (the behaviour calls ``recheck`` on each). The draw is made from the audits' own rng when
+the task is accepted — after every result was committed and revealed, so no worker can know whether it is
+audited.
 
 An audit is a whole run of the task here (``RunAudit``, answered by ``result``), compared with the accepted
 result on output and fuel (both deterministic for a deterministic guest):
@@ -27,16 +28,17 @@ CORRECTED: every backer signed a result this peer's own deterministic run contra
 (``Host.proven_lie``, the one path every proven lie takes) —; the task's result becomes this peer's own signed
 run (a ``TaskUpdate`` with ``corrected``, so the journal and the views show it), the correction is recorded
 (``TaskEntry.corrections``), every worker outvoted with this peer's answer is VINDICATED and every other
-dissenter is a proven liar too. A deterministic
-failure here where the backers succeeded is INCONCLUSIVE: this peer's own sandbox caps may be lower.
+dissenter is a proven liar too. A deterministic failure here where the backers succeeded is INCONCLUSIVE: this
+peer's own sandbox caps may be lower.
 
 A vote that can no longer reach a quorum (the replicas disagree and no more may be added) is settled the same way
 before the task is accepted (``settle``): this peer runs the task itself while it waits in VERIFYING, and its own
 run decides (``Verification.own_result``: the candidates that agree with it are confirmed, the others proven
 liars, the task accepted); only when it cannot run it here does the task fail.
 
-Invariants: a job coordinator is DONE only when no audit of it is pending (``pending``); a task has at most one
-audit out; only this peer's own run ever replaces an accepted result.
+Invariants: a job coordinator is DONE only when no audit of it is out (``pending``; an owed audit does not hold
+it: it corrects the finished job if it must); a task has at most one audit out; only this peer's own run ever
+replaces an accepted result.
 """
 
 from __future__ import annotations
@@ -61,13 +63,12 @@ if TYPE_CHECKING:
 
 class AuditBudget:
     """What drawn audits may spend, shared by every coordinator of a peer: each accepted result of another peer
-    adds ``per_task`` re-executions to spend, a drawn audit spends one. So drawn audits stay within ``per_task``
-    x results accepted, whatever the jobs: total work at most (1 + per_task) x a single
-    execution when no one lies. Each liar proven adds ``per_liar``: under attack, audits draw more. A drawn
-    audit the budget cannot pay for is owed (``owe``, oldest first, at most ``OWED_MAX``) and runs when the
-    budget allows (``take_owed``), also after its job ended (a correction is then recorded). Forced audits (a
-    dispute, a proven liar behind a result, suspicious fuel, a recheck) do not count: they happen only when
-    someone lied."""
+    adds ``per_task`` re-executions to spend, a drawn audit spends one. So when no one lies, drawn audits stay
+    within ``per_task`` x the results accepted, whatever the jobs. Each liar proven adds ``per_liar``: with
+    liars about, audits draw more. A drawn audit the budget cannot pay for is owed (``owe``, oldest first, at
+    most ``OWED_MAX``) and runs when the budget allows (``take_owed``), also after its job ended (a correction
+    is then recorded). Forced audits (a dispute, a proven liar behind a result, suspicious fuel, a recheck) do
+    not count: they happen only when someone lied."""
 
     OWED_MAX = 100_000
 
