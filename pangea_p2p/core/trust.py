@@ -1,18 +1,26 @@
 """Local trust scores and the adaptive replication policy they drive.
 
 Every peer keeps its own book of the workers it has dealt with, fed only by *verified* outcomes: a result
-that won a vote or passed a spot check (VALID), a result that lost a vote, failed a spot check or came with
-a forged receipt (INVALID), a replica that never answered (TIMEOUT). Results accepted without any check
-must not be reported as VALID, or a worker could build trust on work nobody looked at (BOINC counts only
-replicated jobs for the same reason).
+that won a vote (VALID), a result this peer's own re-execution agreed with — a spot check or an audit passed,
+an outvoted answer vindicated (CONFIRMED, VINDICATED) —, a result that came with a forged or unverifiable
+receipt (INVALID), a result that lost a vote (OUTVOTED: weak evidence, since colluders can outvote the honest),
+a signed result that this peer's own deterministic re-execution contradicts (PROVEN_LIE: strong evidence,
+nobody can fake it), a replica that never answered (TIMEOUT). Results accepted without any check must not be
+reported as VALID, or a worker could build trust on work nobody looked at (BOINC counts only replicated jobs
+for the same reason).
 
 TrustBook, theory of operation.
   State per peer: a score, the length of its current run of valid results, counts, and the time of the last
   update. ``record(peer, outcome, now)`` first decays the score toward 0 with half-life ``half_life_s``
   (old behaviour fades, both ways), then: VALID adds ``valid_gain`` and extends the run; INVALID drops the
   score to ``min(score, 0) - invalid_penalty`` and resets the run to 0 (sharp: one wrong result wipes every
-  credit); TIMEOUT subtracts ``timeout_penalty`` and leaves the run alone (slow is not wrong).
-  The run does not decay: it counts checked work, and only a wrong result ends it.
+  credit); TIMEOUT subtracts ``timeout_penalty`` and leaves the run alone (slow is not wrong); OUTVOTED
+  subtracts ``outvote_penalty`` and resets the run (the peer's next tasks are checked again); PROVEN_LIE
+  drops the score to ``score_min`` and resets the run; CONFIRMED is VALID and adds one to ``proven`` (results
+  this peer re-executed itself and found right: what the audit rate falls with); VINDICATED is CONFIRMED for
+  an answer that had been OUTVOTED: it gives the outvote's penalty back.
+  The run does not decay: it counts checked work, and only a wrong result ends it. The counts of each kind of
+  evidence are fields of the record (``PeerRecord``).
   Invariants: ``score_min <= score <= score_max``; at most ``peers_max`` peers are kept, the least recently
   updated forgotten first — a forgotten peer is just a new peer again, which any peer can become anyway by
   making a new key, so forgetting gives an attacker nothing a fresh identity would not.
@@ -35,7 +43,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 from pangea_p2p.core.verify.config import check_range, config_from_mapping
@@ -48,9 +56,13 @@ if TYPE_CHECKING:
 
 
 class Outcome(enum.Enum):
-    VALID = "valid"
-    INVALID = "invalid"
+    VALID = "valid"  # won a vote
+    INVALID = "invalid"  # a forged, malformed or unverifiable answer
     TIMEOUT = "timeout"
+    OUTVOTED = "outvoted"  # lost a vote: weak evidence (colluders can outvote an honest worker)
+    PROVEN_LIE = "proven_lie"  # this peer's own deterministic re-execution contradicts its signed result
+    CONFIRMED = "confirmed"  # this peer's own re-execution agrees with its result (spot check, audit)
+    VINDICATED = "vindicated"  # an answer of it that lost a vote was proven right after all
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +82,12 @@ class TrustConfig:
     replicas_suspect: int = 3
     audit_probability_min: float = 0.02
     spot_checks_trusted: int = 3
+    outvote_penalty: float = 2.0  # losing a vote (weak evidence)
+    audit_rate_new: float = 1.0  # chance that a result of a worker with no confirmed record is audited
+    audit_rate_min: float = 0.02  # ... and the floor it falls to as its confirmed record grows
+    audit_proven_half: float = 2.0  # confirmed results at which the audit rate is half of audit_rate_new
+    audit_budget: float = 0.3  # re-executions drawn audits may spend per accepted result (jobs.audits.AuditBudget)
+    audit_budget_per_liar: float = 5.0  # ... and more for each liar proven (there are liars about)
 
     def __post_init__(self) -> None:
         check_range("valid_gain", self.valid_gain, 0.0, 1e6)
@@ -85,6 +103,12 @@ class TrustConfig:
         check_range("replicas_suspect", self.replicas_suspect, 1, 64)
         check_range("audit_probability_min", self.audit_probability_min, 0.0, 1.0)
         check_range("spot_checks_trusted", self.spot_checks_trusted, 0, 4096)
+        check_range("outvote_penalty", self.outvote_penalty, 0.0, 1e6)
+        check_range("audit_rate_new", self.audit_rate_new, 0.0, 1.0)
+        check_range("audit_rate_min", self.audit_rate_min, 0.0, self.audit_rate_new)
+        check_range("audit_proven_half", self.audit_proven_half, 0.001, 1e9)
+        check_range("audit_budget", self.audit_budget, 0.0, 64.0)
+        check_range("audit_budget_per_liar", self.audit_budget_per_liar, 0.0, 1e6)
         for name in ("peers_max", "trusted_after_valid", "replicas_untrusted", "replicas_suspect",
                      "spot_checks_trusted"):
             value = getattr(self, name)
@@ -96,14 +120,21 @@ class TrustConfig:
         return config_from_mapping(cls, section, prefix)
 
 
+_GOOD = frozenset({Outcome.VALID, Outcome.CONFIRMED, Outcome.VINDICATED})
+
+
 @dataclass(slots=True)
 class PeerRecord:
     score: float = 0.0
     run: int = 0  # consecutive verified valid results since the last invalid one
-    valid: int = 0
-    invalid: int = 0
+    valid: int = 0  # results verified right (won a vote, confirmed, vindicated)
+    invalid: int = 0  # forged, malformed or unverifiable answers
     timeouts: int = 0
     updated_s: float = 0.0
+    outvoted: int = 0  # votes lost and not vindicated since
+    lies: int = 0  # proven lies: signed results this peer's own re-execution contradicted
+    proven: int = 0  # results this peer's own re-execution confirmed (what the audit rate falls with)
+    vindicated: int = 0  # lost votes proven right after all
 
 
 TIME_FIELDS = frozenset({"updated_s"})  # PeerRecord fields that are instants on the clock of ``now``
@@ -141,14 +172,28 @@ class TrustBook:
             self._peers.move_to_end(peer)
         rec.score = self._decayed(rec, now)
         rec.updated_s = max(rec.updated_s, now)
-        if outcome is Outcome.VALID:
+        if outcome in _GOOD:
             rec.score += cfg.valid_gain
             rec.run += 1
             rec.valid += 1
+            if outcome is not Outcome.VALID:
+                rec.proven += 1
+            if outcome is Outcome.VINDICATED and rec.outvoted > 0:
+                rec.outvoted -= 1
+                rec.vindicated += 1
+                rec.score += cfg.outvote_penalty
         elif outcome is Outcome.INVALID:
             rec.score = min(rec.score, 0.0) - cfg.invalid_penalty
             rec.run = 0
             rec.invalid += 1
+        elif outcome is Outcome.OUTVOTED:
+            rec.score -= cfg.outvote_penalty
+            rec.run = 0
+            rec.outvoted += 1
+        elif outcome is Outcome.PROVEN_LIE:
+            rec.score = cfg.score_min
+            rec.run = 0
+            rec.lies += 1
         else:
             rec.score -= cfg.timeout_penalty
             rec.timeouts += 1
@@ -156,7 +201,7 @@ class TrustBook:
         self.version += 1
         if outcome is not Outcome.VALID and rec.score < cfg.suspect_score:
             self.strong_version += 1
-        return PeerRecord(rec.score, rec.run, rec.valid, rec.invalid, rec.timeouts, rec.updated_s)
+        return replace(rec)
 
     def score(self, peer: str, now: float) -> float:
         """The peer's score decayed to ``now``; 0 for a peer never seen."""
@@ -168,14 +213,29 @@ class TrustBook:
         rec = self._peers.get(peer)
         return 0 if rec is None else rec.run
 
+    def lies(self, peer: str) -> int:
+        """Proven lies of ``peer`` on record here."""
+        rec = self._peers.get(peer)
+        return 0 if rec is None else rec.lies
+
     def peers(self) -> list[str]:
         """Every peer with a record, least recently updated first."""
         return list(self._peers)
 
     def get(self, peer: str) -> PeerRecord | None:
         rec = self._peers.get(peer)
-        return None if rec is None else PeerRecord(rec.score, rec.run, rec.valid, rec.invalid, rec.timeouts,
-                                                   rec.updated_s)
+        return None if rec is None else replace(rec)
+
+    def audit_probability(self, peer: str) -> float:
+        """The chance that an accepted result of ``peer`` is audited (re-executed here): see the module
+        docstring. 1 for a peer with a proven lie on record."""
+        cfg = self.config
+        rec = self._peers.get(peer)
+        proven = 0 if rec is None else rec.proven
+        if self.lies(peer):
+            return 1.0
+        half = cfg.audit_proven_half
+        return max(cfg.audit_rate_min, cfg.audit_rate_new * half / (half + proven))
 
     def rank(self, peers: Iterable[str], now: float) -> list[str]:
         """``peers`` by decreasing score (ties by peer id, so the order is deterministic)."""

@@ -11,7 +11,8 @@
                                           "workers", "issuer", "module_cid", "tasks": [binding fields per task]}
     GET    /v1/jobs/{id}/explain      -> the reason chain of every task that is not done (?all=1: of every task)
     DELETE /v1/jobs/{id}              -> cancel; status
-    GET    /v1/trust                  -> {"trust": [{"peer_id", "score", "valid", "invalid", "timeouts"}, ...]}
+    GET    /v1/trust                  -> {"trust": [{"peer_id", "score", "valid", "invalid", "timeouts",
+                                             "outvoted", "lies", "proven", "vindicated"}, ...]}
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def job_status(run: JobRun, watch: JobWatch, now: float) -> dict[str, Any]:
         "workers": dict(sorted(run.workers.items())),
         "verification": str(run.spec.verification),
         "unchecked": len(run.unchecked()),  # tasks accepted without the check the policy asks for
+        "audits": run.audits(),  # tasks per audit state; "corrected": results an audit replaced (see explain)
         "version": watch.version,
     }
 
@@ -158,6 +160,8 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
                 "limits": dataclasses.asdict(e.limits),
                 "checked": e.checked,
                 "unchecked": e.unchecked_why,
+                "audit": e.audit.value,
+                "corrections": list(e.corrections),  # what audits changed in its accepted result
             } for i, e in enumerate(entries)],
         })
 
@@ -170,6 +174,7 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
             "reason": run.reason,
             "tasks": {tid: {"state": run.task(tid).state.value, "reasons": reasons}
                       for tid, reasons in run.explain(done=done).items()},
+            "corrections": run.corrections(),  # what audits changed in accepted results, per task
         })
 
     async def logs(req: ApiRequest) -> ApiResponse:
@@ -191,7 +196,8 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
             rec = book.get(peer_id)
             if rec is not None:
                 rows.append({"peer_id": peer_id, "score": round(book.score(peer_id, now), 4), "valid": rec.valid,
-                             "invalid": rec.invalid, "timeouts": rec.timeouts})
+                             "invalid": rec.invalid, "timeouts": rec.timeouts, "outvoted": rec.outvoted,
+                             "lies": rec.lies, "proven": rec.proven, "vindicated": rec.vindicated})
         return ApiResponse.of({"trust": sorted(rows, key=lambda r: -float(r["score"]))})
 
     router.add("GET", "/v1/trust", trust)

@@ -325,6 +325,12 @@ class JobHandle(Generic[T]):
             warnings.warn(UncheckedResultWarning(f"job {self.job_id}: {status['reason']}"), stacklevel=2)
         return self._merge(self.outputs())
 
+    def corrections(self) -> dict[str, list[str]]:
+        """What the submitter's audits changed in accepted results, by task id (empty: nothing): a result a
+        liar got accepted, replaced by the submitter's own re-execution (also after the job ended)."""
+        doc = self.client.job_result(self.job_id)
+        return {t["task_id"]: list(t["corrections"]) for t in doc["tasks"] if t.get("corrections")}
+
     def receipts(self) -> list[bytes]:
         """The encoded receipt tree of every task (verifiable offline with pangea_p2p.core.verify)."""
         return [bytes.fromhex(r) for r in self.client.job_result(self.job_id)["receipts"]]

@@ -16,7 +16,8 @@ asserted after every event:
   the submitter's own local run (a fallback it trusts) is exempt and counted;
 - ``bad_signature``: every receipt of the accepted tree carries a valid ed25519 signature by the key inside its
   signer's peer id — checked here with PyNaCl directly, not through the verifier under test;
-- ``double_accept``: a task is accepted at most once.
+- ``double_accept``: a task is accepted at most once (an audit's correction, the submitter's own re-execution
+  replacing a result it proved wrong, is checked like an acceptance but is not a second one).
 Liveness, after the healing phase (faults off, partitions healed, crashed peers restarted): no job is still
 running — every job that can complete has completed (or failed for a reason the table shows).
 
@@ -97,7 +98,7 @@ class Checker:
         eff, task = act.update, act.task
         ref = task.ref
         key = f"{peer}:{eff.task_id}"  # parts of split replicas share ids across their splitters
-        if key in self.accepted:
+        if key in self.accepted and not eff.corrected:  # a correction (an audit, core/jobs/audits.py) may follow
             self._violate("double_accept", f"task {eff.task_id} accepted twice by peer {peer}")
         self.accepted.add(key)
         if eff.output_cid != self.expected_cid(ref.module_cid, ref.input_cid):

@@ -363,7 +363,7 @@ class Simulation:
         eff = act.update
         if eff.state is TaskState.DONE:
             self.loop.trace(f"done {eff.task_id} by {self.index.get(eff.worker, -1)}")
-            if act.job_id:
+            if act.job_id and not eff.corrected:
                 self.useful_fuel += eff.fuel_used
             self.checker.on_accept(peer, self.peers[peer].peer_id, act)
 

@@ -138,8 +138,9 @@ def test_a_byzantine_worker_is_outvoted_and_its_trust_drops(tmp_path: Path) -> N
         assert net.ids[3] not in status["workers"]  # the liar's answer was never the accepted one
         scores = {row["peer_id"]: row for row in client.trust()["trust"]}
         assert net.ids[3] in scores, client.explain(handle.job_id, done=True)
-        # outvoted on every task, also where its reveal came after the honest quorum's
-        assert scores[net.ids[3]]["invalid"] == len(chunks), client.explain(handle.job_id, done=True)
+        # outvoted on every task, also where its reveal came after the honest quorum's (the audits of those
+        # disputes cannot run here: this peer has less memory than the tasks ask, so no lie is proven)
+        assert scores[net.ids[3]]["outvoted"] == len(chunks), client.explain(handle.job_id, done=True)
         assert scores[net.ids[3]]["score"] < min(scores[p]["score"] for p in net.ids[1:3])
         report = handle.verify()
         assert report.ok, report.problems

@@ -204,3 +204,13 @@ def test_a_result_with_tasks_accepted_unchecked_warns_how_many_and_why() -> None
     with pytest.warns(UncheckedResultWarning, match=r"accepted unchecked although the policy is spot:1"):
         outputs = handle.result()
     assert len(outputs) == 2
+
+
+def test_corrections_are_what_the_peers_audits_changed() -> None:
+    peer = FakePeer()
+    handle = sha_job(chunks_per_task=8).submit(DATA, peer)  # type: ignore[arg-type]
+    assert handle.wait()["state"] == "done"
+    assert handle.corrections() == {}
+    doc = peer.runs[handle.job_id].doc
+    doc["tasks"][1]["corrections"] = ["audit: this peer's re-execution gives ..."]
+    assert handle.corrections() == {doc["tasks"][1]["task_id"]: ["audit: this peer's re-execution gives ..."]}

@@ -204,3 +204,32 @@ async def test_blocks_and_chunks_round_trip() -> None:
     assert missing.status == 404
     unknown = await r.dispatch("GET", "/v1/jobs/nope", b"")
     assert (unknown.status, json.loads(unknown.body)["error"]["code"]) == (404, "no_such_job")
+
+
+async def test_status_explain_result_and_trust_show_audits_corrections_and_evidence() -> None:
+    from pangea_p2p.core.jobs.model import JobState
+    from pangea_p2p.core.trust import TrustBook, TrustConfig
+    from pangea_p2p.node.compute import JobWatch
+    from tests.core.jobs.coord_driver import Driver, FakeWorker, chunks_for, pid
+
+    # two colluders agree on a wrong answer; every result is audited here and corrected
+    d = Driver([FakeWorker("x", behaviour="byzantine"), FakeWorker("y", behaviour="byzantine")], chunks_for(1),
+               policy="replicas:2", trust=TrustBook(TrustConfig(audit_rate_new=1.0, audit_budget=1.0)))
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
+    r, compute = router()
+    compute.jobs["job"] = d.job
+    compute.trust = d.trust  # type: ignore[attr-defined]
+    compute.watch = lambda job_id: JobWatch()  # type: ignore[attr-defined]
+    status = json.loads((await r.dispatch("GET", "/v1/jobs/job", b"")).body)
+    assert status["audits"]["corrected"] == 1
+    explain = json.loads((await r.dispatch("GET", "/v1/jobs/job/explain", b"")).body)
+    assert list(explain["corrections"]) == ["job/t0"]
+    result = json.loads((await r.dispatch("GET", "/v1/jobs/job/result", b"")).body)
+    (task,) = result["tasks"]
+    assert task["audit"] == "corrected"
+    assert len(task["corrections"]) == 1
+    assert result["workers"] == [d.submitter]
+    rows = {row["peer_id"]: row for row in json.loads((await r.dispatch("GET", "/v1/trust", b"")).body)["trust"]}
+    assert rows[pid("x")]["lies"] == rows[pid("y")]["lies"] == 1

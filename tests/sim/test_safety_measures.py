@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pangea_p2p.core.jobs.audits import Audits
 from pangea_p2p.core.jobs.model import VerificationPolicy
 from pangea_p2p.core.verify.spotcheck import SpotCheck, SpotState
 from pangea_p2p.sim.bounds import escape_bound, spot_escape, vote_escape
@@ -25,6 +26,7 @@ def test_a_blind_spot_check_lets_wrong_results_into_final_outputs_and_the_checke
         return self.state
 
     monkeypatch.setattr(SpotCheck, "add_reexecution", blind)
+    monkeypatch.setattr(Audits, "accepted", lambda self, entry, force="": None)  # and no audit looks again
     strict = run_small(policy="spot:1", byzantine=0.4, role="wrong", seed=3)
     assert strict.failed.startswith("[wrong_final]"), strict.failed
     assert "holds a wrong output for task job" in strict.failed and "(wrong)" in strict.failed  # noqa: PT018
@@ -42,7 +44,8 @@ def test_work_ratio_counts_every_execution_over_one_per_task() -> None:
     three = run_small(policy="replicas:3").metrics
     assert 2.9 <= three["work_ratio"] <= 3.3  # type: ignore[operator]  # three replicas, a few re-runs
     spot = run_small(policy="spot:1").metrics
-    assert spot["work_ratio"] == pytest.approx(2.0)  # one chunk per task: the spot check re-runs all of it
+    # one chunk per task: the spot check re-runs all of it; audits of the new workers' results add a little
+    assert 2.0 <= spot["work_ratio"] <= 2.0 + 0.3  # type: ignore[operator]  # (at most the audit budget)
 
 
 def test_lie_probability_draws_lies_per_task_and_counts_the_ones_that_escape() -> None:

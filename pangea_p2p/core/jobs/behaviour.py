@@ -14,7 +14,10 @@ gets one over its parts. The behaviour turns their effects into actions — an o
 request, a cancel, a local run, a spot-check run — keeps which coordinator owns each task id out there
 (``_owner``) and which tasks are out with each worker (``_out``), and routes every answer back: a worker's
 message, a failed send, a broken stream (every task out with that worker fails over), a peer that left.
-Any message from a worker marks it reachable (the peer's shared ``Reachability``).
+Any message from a worker marks it reachable (the peer's shared ``Reachability``). Audits (audits.py) are
+whole runs here whose answers go to their coordinator even after its job finished; a proven lie
+(``fx.ProvenLie``) goes out as ``LieProven`` (the proof) and makes every coordinator of this peer, running or
+finished, re-verify what the liar signed or voted for (``Coordinator.recheck``).
 
 Worker side (serving.py, ``TaskServer``): offers admitted or refused, each admitted task through its own
 state machine (fetching its input, running, splitting, committed, answered or dropped), the accept delay, and
@@ -41,6 +44,7 @@ from types import MappingProxyType
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.jobs import effects as fx
 from pangea_p2p.core.jobs import scheduler
+from pangea_p2p.core.jobs.audits import AuditBudget
 from pangea_p2p.core.jobs.codec import (
     INPUT_INLINE_MAX,
     Accepted,
@@ -69,6 +73,7 @@ from pangea_p2p.core.jobs.events import (
     IssuerLost,
     JobEnded,
     JobSubmitted,
+    LieProven,
     Log,
     Malformed,
     PeerGone,
@@ -87,25 +92,25 @@ from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ModuleFetch, ServeRun, Serving, TaskServer
 from pangea_p2p.core.jobs.splitting import delegation, split_coordinator, split_task
 from pangea_p2p.core.jobs.task_logs import TaskLogs
-from pangea_p2p.core.jobs.tasks import TaskView
+from pangea_p2p.core.jobs.tasks import AuditState, TaskView
 from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
 from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
 
+_LIARS_MAX = 100_000
 _RUN = "run"  # timer kind: a coordinator to tick (the server sets its own: serving.ACCEPT, serving.REVEAL)
 
 
 class JobRun:
     """A job submitted at this peer, as the rest of the peer reads it (the behaviour alone changes it)."""
 
-    __slots__ = ("_coord", "_workers", "created_s", "spec")
+    __slots__ = ("_coord", "created_s", "spec")
 
     def __init__(self, spec: JobSpec, coordinator: Coordinator, created_s: float) -> None:
         self.spec = spec
         self.created_s = created_s
         self._coord = coordinator
-        self._workers: dict[str, int] = {}  # tasks done per worker
 
     @property
     def state(self) -> JobState:
@@ -136,8 +141,23 @@ class JobRun:
 
     @property
     def workers(self) -> Mapping[str, int]:
-        """Tasks done per worker."""
-        return MappingProxyType(self._workers)
+        """Tasks done per worker (as they stand: a result an audit corrected counts for this peer)."""
+        done: dict[str, int] = {}
+        for e in self._coord.tasks.values():
+            if e.state is TaskState.DONE:
+                done[e.worker] = done.get(e.worker, 0) + 1
+        return MappingProxyType(done)
+
+    def corrections(self) -> dict[str, list[str]]:
+        """What audits changed in accepted results, per task (only tasks with a correction), oldest first."""
+        return {tid: list(e.corrections) for tid, e in self._coord.tasks.items() if e.corrections}
+
+    def audits(self) -> dict[str, int]:
+        """Tasks per audit state (audits.py): none drawn, pending, passed, corrected, inconclusive."""
+        counts = {s.value: 0 for s in AuditState}
+        for e in self._coord.tasks.values():
+            counts[e.audit.value] += 1
+        return counts
 
     def progress(self) -> dict[str, int]:
         """Tasks per state."""
@@ -183,6 +203,7 @@ class _LocalInput:
     task: TaskRef
     purpose: Purpose
     chunk_index: int
+    audit: bool = False
 
 
 @dataclass(slots=True)
@@ -191,6 +212,7 @@ class _Here:
     task: TaskRef
     purpose: Purpose  # LOCAL or SPOT
     chunk_index: int
+    audit: bool = False  # a LOCAL run that audits an accepted result (answered with on_audit)
 
 
 _Request = InputFetch | ModuleFetch | ServeRun | _OutputFetch | _LocalInput | _Here
@@ -207,6 +229,8 @@ class ComputeBehaviour:
         self.guard = ctx.guard if ctx.guard is not None else ReplayGuard(ctx.config.coordinator.verify)
         self.reachability = ctx.reachability
         self.inflight: dict[str, int] = {}  # tasks out per worker, over every coordinator (a slot each)
+        self.audit_budget = AuditBudget(ctx.trust.config.audit_budget,  # drawn audits, over every job
+                                        ctx.trust.config.audit_budget_per_liar)
         self.jobs: dict[str, JobRun] = {}
         self.task_logs = TaskLogs()  # what the tasks this peer issued printed, as their workers said
         self.counters: dict[str, int] = dict.fromkeys(
@@ -216,6 +240,7 @@ class ComputeBehaviour:
         self._owner: dict[str, _Run] = {}  # task id -> the run waiting for its answers
         self._out: dict[str, set[str]] = {}  # worker -> task ids out with it
         self._requests: dict[int, _Request] = {}
+        self._liars: dict[str, None] = {}  # proven liars whose results here were re-verified (oldest first, bounded)
         self._next_request = 0
         self._armed: dict[str, float] = {}  # run key -> when it is ticked next
         self._timers: list[tuple[float, int, str, str]] = []  # heap of (when, seq, kind, key); stale ones lazily
@@ -247,6 +272,8 @@ class ComputeBehaviour:
         PangeaError for a job that cannot start (the module or a chunk is missing, the id is taken) or that
         does not exist."""
         self._handlers[type(event)](now, event)
+        if self.audit_budget.owed and self.audit_budget.tokens >= 1.0:
+            self._run_owed_audits(now)
         out = self.actions[:]
         self.actions.clear()
         return out
@@ -346,6 +373,7 @@ class ComputeBehaviour:
             queue_timeout_s=spec.queue_timeout_s, trust=self.trust, guard=self.guard, source=self._source,
             rng=random.Random(self.ctx.rng.getrandbits(64)), now=now, config=self.config.coordinator,
             inflight=self.inflight, reachability=self.reachability, keep_going=True,
+            audit_budget=self.audit_budget,
         )
 
     def _on_cancel(self, now: float, ev: CancelJob) -> None:
@@ -390,6 +418,10 @@ class ComputeBehaviour:
                 acts.append(SendToWorker(eff.worker, Cancel(eff.task_id)))  # type: ignore[union-attr]
             elif kind is fx.RunSpotCheck:
                 self._run_here(run, eff.task, Purpose.SPOT, eff.chunk_index, now)  # type: ignore[union-attr]
+            elif kind is fx.RunAudit:
+                self._run_here(run, eff.task, Purpose.LOCAL, 0, now, audit=True)  # type: ignore[union-attr]
+            elif kind is fx.ProvenLie:
+                self._lie_proven(run, eff, now)  # type: ignore[arg-type]
             elif kind is fx.TaskUpdate:
                 self._task_updated(run, eff)  # type: ignore[arg-type]
             elif kind is fx.JobFinished:
@@ -397,10 +429,50 @@ class ComputeBehaviour:
         self._arm(run, now)
 
     def _task_updated(self, run: _Run, eff: fx.TaskUpdate) -> None:
-        job = run.job
-        if job is not None and eff.state is TaskState.DONE:
-            job._workers[eff.worker] = job._workers.get(eff.worker, 0) + 1
-        self.actions.append(TaskUpdated(run.key if job is not None else "", eff, run.coord.view(eff.task_id)))
+        self.actions.append(TaskUpdated(run.key if run.job is not None else "", eff, run.coord.view(eff.task_id)))
+
+    def _lie_proven(self, run: _Run, eff: fx.ProvenLie, now: float) -> None:
+        """A coordinator proved ``eff.worker`` a liar: the proof goes out, and every coordinator of this peer —
+        running, or of a job that finished — re-verifies what the liar signed or voted for (once per liar:
+        results accepted later with a proven liar behind them are audited for sure, audits.py)."""
+        self.actions.append(LieProven(run.key if run.job is not None else "", eff.worker, eff.task, eff.tree, eff.why))
+        self.actions.append(Log("warning", "trust.proven_lie", (("peer", eff.worker), ("task", eff.task.task_id),
+                                                                ("why", eff.why))))
+        self.recheck(eff.worker, now)
+
+    def recheck(self, liar: str, now: float) -> list[Action]:
+        """``liar`` is proven to have lied (here, or by a fraud proof this peer verified): every coordinator of this
+        peer, running or of a job it still knows, re-verifies what it signed or voted for, and drawn audits get
+        more budget. Once per liar (results accepted later with it behind them are audited anyway, audits.py).
+        The actions this adds (for a caller outside ``handle``; inside, they join the event's)."""
+        if liar in self._liars:
+            return []
+        self._liars[liar] = None
+        if len(self._liars) > _LIARS_MAX:  # forgotten, it would only be rechecked again
+            del self._liars[next(iter(self._liars))]
+        self.audit_budget.liar_found()
+        first = len(self.actions)
+        for other in self._every_run():
+            self._apply(other, other.coord.recheck(liar, now), now)
+        return self.actions[first:]
+
+    def _run_owed_audits(self, now: float) -> None:
+        """The drawn audits the budget could not pay for, now that it can (oldest first; jobs it forgot skipped)."""
+        for audits, task_id in self.audit_budget.take_owed():
+            key = task_id.split("/", 1)[0]
+            run = self._runs.get(key)
+            if run is None and key in self.jobs:
+                run = _Run(key, self.jobs[key]._coord, job=self.jobs[key])
+            if run is not None and run.coord.audits is audits:
+                self._apply(run, run.coord.audit_owed(task_id, now), now)
+
+    def _every_run(self) -> list[_Run]:
+        """Every coordinator this peer drives or drove: running ones, and those of the jobs it still knows."""
+        runs = list(self._runs.values())
+        for key, job in self.jobs.items():
+            if key not in self._runs:
+                runs.append(_Run(key, job._coord, job=job))
+        return runs
 
     def _run_finished(self, run: _Run, eff: fx.JobFinished, now: float) -> None:
         self._runs.pop(run.key, None)
@@ -518,25 +590,25 @@ class ComputeBehaviour:
 
     # --- issuer side: running here (local runs and spot checks) -----------------------------------------------
 
-    def _run_here(self, run: _Run, ref: TaskRef, purpose: Purpose, chunk_index: int, now: float) -> None:
+    def _run_here(self, run: _Run, ref: TaskRef, purpose: Purpose, chunk_index: int, now: float, *,
+                  audit: bool = False) -> None:
         framed = self.ctx.blocks.get(ref.input_cid)
         if framed is None:
-            request = self.request(_LocalInput(run, ref, purpose, chunk_index))
+            request = self.request(_LocalInput(run, ref, purpose, chunk_index, audit))
             self.actions.append(Fetch(request, ref.input_cid, (), self.config.worker.input_bytes_max))
             return
-        self._execute_here(run, ref, purpose, chunk_index, framed, now)
+        self._execute_here(_Here(run, ref, purpose, chunk_index, audit), framed, now)
 
-    def _execute_here(self, run: _Run, ref: TaskRef, purpose: Purpose, chunk_index: int, framed: bytes,
-                      now: float) -> None:
+    def _execute_here(self, here: _Here, framed: bytes, now: float) -> None:
         try:
             chunks = unframe_chunks(framed)
         except RemoteProtocolError as exc:
-            self._here_failed(_Here(run, ref, purpose, chunk_index), str(exc), now)
+            self._here_failed(here, str(exc), now)
             return
-        if purpose is Purpose.SPOT:
-            chunks = [chunks[chunk_index]]
-        request = self.request(_Here(run, ref, purpose, chunk_index))
-        self.actions.append(Execute(request, ref, chunks, purpose, chunk_index=chunk_index))
+        if here.purpose is Purpose.SPOT:
+            chunks = [chunks[here.chunk_index]]
+        request = self.request(here)
+        self.actions.append(Execute(request, here.task, chunks, here.purpose, chunk_index=here.chunk_index))
 
     def _here_done(self, req: _Here, ev: Executed, now: float) -> None:
         run, ref = req.run, req.task
@@ -546,11 +618,19 @@ class ComputeBehaviour:
                 self._apply(run, coord.on_spot_result(ref.task_id, req.chunk_index, None, now, ev.failure.name), now)
                 return
             chunk = ev.outputs[0] if ev.failure is None and ev.outputs else None
-            self._apply(run, coord.on_spot_result(ref.task_id, req.chunk_index, chunk, now), now)
+            self._apply(run, coord.on_spot_result(ref.task_id, req.chunk_index, chunk, now, fuel_used=ev.fuel_used),
+                        now)
+            return
+        if req.audit and ev.failure is not None:  # this peer's own caps may be lower: says nothing (audits.py)
+            self._apply(run, coord.on_audit(ref.task_id, None, b"", now, f"it failed here with {ev.failure.name}"),
+                        now)
             return
         tree, output = self.server.sign(ref, ev.outputs, ev.failure, ev.fuel_used, now)
         if output:
             self.ctx.blocks.put(output, persist=True)
+        if req.audit:
+            self._apply(run, coord.on_audit(ref.task_id, tree, output, now), now)
+            return
         self.task_logs.record(ref.task_id, self.self_id, ev.log)
         # the tree signed here a moment ago goes along: the coordinator need not verify its own signature
         self._apply(run, coord.on_result(ref.task_id, self.self_id, tree.encode(), output, now, own=tree), now)
@@ -560,6 +640,8 @@ class ComputeBehaviour:
         if req.purpose is Purpose.SPOT:
             self.actions.append(Log("warning", "spot_check.failed_here", (("task", ref.task_id), ("error", reason))))
             self._apply(run, run.coord.on_spot_result(ref.task_id, req.chunk_index, None, now, reason), now)
+        elif req.audit:
+            self._apply(run, run.coord.on_audit(ref.task_id, None, b"", now, reason), now)
         else:
             self._apply(run, run.coord.on_local_error(ref.task_id, reason, now), now)
 
@@ -643,7 +725,7 @@ class ComputeBehaviour:
             self._apply(run, run.coord.on_result(req.task_id, req.worker, msg.receipt_tree, ev.data, now, msg.nonce),
                         now)
         elif isinstance(req, _LocalInput):
-            self._execute_here(req.run, req.task, req.purpose, req.chunk_index, ev.data, now)
+            self._execute_here(_Here(req.run, req.task, req.purpose, req.chunk_index, req.audit), ev.data, now)
 
     def _on_fetch_failed(self, now: float, ev: FetchFailed) -> None:
         req = self._requests.pop(ev.request, None)

@@ -15,6 +15,7 @@ the rng it was given. This class is the facade; its parts are:
     votes.py         replicas, commit-then-reveal rounds, and what a vote's decision does
     verification.py  verifying a result offline, then checking it per the strategy (spot checks, the vote)
     strategies.py    one object per verification policy: hash, spot, replicas, adaptive
+    audits.py        re-executing a sample of accepted results here, and correcting what a liar got accepted
 
 Replicas of a task are attempts with distinct workers at the same time (never two on one worker), each drawn
 at random among the eligible workers, so that a party with many identities and inflated adverts cannot fill a
@@ -39,9 +40,16 @@ A deterministic OUT_OF_FUEL / MEMORY_LIMIT_EXCEEDED (agreed on by the quorum) ra
 ``escalation_factor`` and starts over, ``escalations_max`` times (the same workers may run it again: the replay
 guard remembers one receipt per task, worker *and limits*).
 
-Invariants: a task is DONE at most once and never changes afterwards (tasks.TRANSITIONS); the number of
-attempts out per task is at most its replica count; worker faults per task at most ``retries_max`` (then
-FAILED with the reason chain); every effect that expects
+Every proven lie (a signed result this peer's own deterministic re-execution contradicts: a failed spot check,
+a replica's answer that differs from this peer's own run, a failed audit) goes through ``proven_lie``: the liar's
+trust drops to the floor and a ``ProvenLie`` effect carries its signed receipt tree out, for the fraud proof and
+for the behaviour, which then re-verifies (``recheck``) everything the liar signed or voted for on this peer. A
+job is DONE only when its audits are settled.
+
+Invariants: a task is DONE at most once and its result changes afterwards only by an audit's correction
+(tasks.TRANSITIONS, audits.py); the number of attempts out per task is at most its replica count (and one backup
+of a late single attempt); worker faults per task at most ``retries_max`` (then FAILED with the reason chain);
+every effect that expects
 an answer is correlated by (task_id, worker); the reason chain of a task is bounded (``REASONS_MAX``).
 """
 
@@ -52,13 +60,14 @@ import random
 
 from pangea_p2p.core.cid import cid_from_digest
 from pangea_p2p.core.jobs.admission import BUSY
+from pangea_p2p.core.jobs.audits import AuditBudget, Audits
 from pangea_p2p.core.jobs.config import (
     BUSY_COOLDOWN_S,
     CoordinatorConfig,
     WorkerSource,
 )
-from pangea_p2p.core.jobs.effects import Effect, JobFinished, TaskUpdate
-from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationPolicy
+from pangea_p2p.core.jobs.effects import Effect, JobFinished, ProvenLie, TaskUpdate
+from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.jobs.placement import Placement
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.retries import Retries
@@ -66,7 +75,7 @@ from pangea_p2p.core.jobs.strategies import strategy_for
 from pangea_p2p.core.jobs.tasks import Candidate, TaskEntry, TaskView
 from pangea_p2p.core.jobs.verification import Verification
 from pangea_p2p.core.jobs.votes import Votes
-from pangea_p2p.core.trust import TrustBook
+from pangea_p2p.core.trust import Outcome, TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.commit_reveal import CommitReveal
 from pangea_p2p.core.verify.receipts import ReceiptTree
@@ -74,6 +83,14 @@ from pangea_p2p.core.verify.replay import ReplayGuard
 from pangea_p2p.errors import FailureKind, RemoteProtocolError, VerificationError
 
 ESCALATING = (FailureKind.OUT_OF_FUEL, FailureKind.MEMORY_LIMIT_EXCEEDED)
+
+
+def _offshoot(rng: random.Random) -> random.Random:
+    """An rng of its own for a part, seeded from ``rng``'s state without drawing from it (the draws made from
+    ``rng`` stay what they were)."""
+    copy = random.Random()
+    copy.setstate(rng.getstate())
+    return random.Random(copy.getrandbits(64) ^ 0x9E3779B97F4A7C15)
 
 
 class Coordinator:
@@ -99,6 +116,7 @@ class Coordinator:
         inflight: dict[str, int] | None = None,
         reachability: Reachability | None = None,
         keep_going: bool = False,
+        audit_budget: AuditBudget | None = None,
     ) -> None:
         self.self_id = self_id
         self.policy = policy
@@ -128,6 +146,10 @@ class Coordinator:
         self.strategy = strategy_for(policy, self, self.votes)
         self.verification = Verification(self, self.placement, self.votes, self.strategy)
         self.retries = Retries(self, self.placement, self.votes, self.strategy)
+        audited = local_allowed and policy.mode is not VerificationMode.HASH
+        budget = audit_budget if audit_budget is not None else AuditBudget(trust.config.audit_budget)
+        self.audits = Audits(self, self.placement, self.verification, enabled=audited, rng=_offshoot(rng),
+                             budget=budget)
 
     # --- driving ----------------------------------------------------------------------------------------
 
@@ -152,6 +174,7 @@ class Coordinator:
         entry.move(TaskState.DONE)
         self.placement.finished(entry)
         entry.output_cid, entry.tree, entry.fuel_used, entry.worker = output_cid, tree, fuel_used, worker
+        entry.signers = frozenset((worker,))  # the receipt tree is not decoded again: its worker stands for it
 
     def tick(self, now: float) -> list[Effect]:
         """Fire due timers and place pending tasks; return the effects."""
@@ -288,15 +311,37 @@ class Coordinator:
         return self._answered(now)
 
     def on_spot_result(
-        self, task_id: str, chunk_index: int, output_chunk: bytes | None, now: float, inconclusive: str = ""
+        self, task_id: str, chunk_index: int, output_chunk: bytes | None, now: float, inconclusive: str = "",
+        fuel_used: int = 0,
     ) -> list[Effect]:
-        """This peer's re-execution of one chunk: its output, or None when the guest failed here (a trap, which
-        the worker's success contradicts). ``inconclusive`` names why the re-execution could not say anything
-        (this peer timed out, was full, could not fetch the input): the result is then accepted unchecked,
-        and nobody's trust changes."""
+        """This peer's re-execution of one chunk: its output and the fuel it took, or None when the guest failed
+        here (a trap, which the worker's success contradicts). ``inconclusive`` names why the re-execution could
+        not say anything (this peer timed out, was full, could not fetch the input): the result is then
+        accepted unchecked, and nobody's trust changes."""
         entry = self.tasks.get(task_id)
         if entry is not None:
-            self.verification.spot_result(entry, chunk_index, output_chunk, now, inconclusive)
+            self.verification.spot_result(entry, chunk_index, output_chunk, now, inconclusive, fuel_used)
+        return self._answered(now)
+
+    def on_audit(self, task_id: str, tree: ReceiptTree | None, output: bytes, now: float,
+                 inconclusive: str = "") -> list[Effect]:
+        """This peer's own whole run of an accepted task (``tree``: the receipt it signed over ``output``), or why
+        it could not run it (``inconclusive``): see audits.py. Also for a job already finished."""
+        entry = self.tasks.get(task_id)
+        if entry is not None:
+            self.audits.result(entry, tree, output, now, inconclusive)
+            self._check_finished(now)
+        return self._answered(now)
+
+    def audit_owed(self, task_id: str, now: float) -> list[Effect]:
+        """The audit drawn for ``task_id`` that the budget could not pay for then can run now (audits.py)."""
+        self.audits.owed(task_id)
+        return self._answered(now)
+
+    def recheck(self, liar: str, now: float) -> list[Effect]:
+        """``liar`` was proven to have lied (here or on another coordinator of this peer): audit every result of
+        this coordinator it signed or voted for (also when the job is finished: a correction is recorded)."""
+        self.audits.recheck(liar)
         return self._answered(now)
 
     def cancel(self, now: float, reason: str = "cancelled by the submitter") -> list[Effect]:
@@ -318,12 +363,15 @@ class Coordinator:
         entry.reasons.append(text)
 
     def update(self, entry: TaskEntry, *, reason: str = "", output_cid: str = "", tree: bytes = b"",
-               fuel_used: int = 0, worker: str = "") -> None:
+               fuel_used: int = 0, worker: str = "", corrected: bool = False) -> None:
         self.effects.append(TaskUpdate(entry.ref.task_id, entry.state, reason or (entry.reasons[-1] if entry.reasons
-                                       else ""), output_cid, tree, fuel_used, worker))
+                                       else ""), output_cid, tree, fuel_used, worker, corrected))
 
     def accept(self, entry: TaskEntry, candidate: Candidate, now: float, *, checked: bool,
-               unchecked_why: str = "") -> None:
+               unchecked_why: str = "", audit: str = "") -> None:
+        """``candidate``'s result is the task's: DONE, with every candidate that made the same claim behind it
+        (``backers``) and the others' claims kept (``dissent``); then its audit is drawn (``audit``: forced,
+        and why). ``unchecked_why``: it was accepted without the check the policy asks for, and why."""
         self.placement.call_off(entry)  # replicas still out are not needed
         receipt = candidate.tree.receipt
         entry.move(TaskState.DONE)
@@ -334,11 +382,37 @@ class Coordinator:
         entry.output_cid = cid_from_digest(digest)
         entry.tree = candidate.tree_bytes or candidate.tree.encode()
         entry.fuel_used, entry.worker = receipt.fuel_used, candidate.worker
+        backing = [cand for cand in entry.candidates.values() if cand.claim == candidate.claim]
+        backing.append(candidate)
+        entry.backers = {cand.worker: cand.tree for cand in backing}
+        entry.signers = frozenset().union(*(cand.signers for cand in backing))
+        entry.dissent = {w: (cand.claim, cand.tree) for w, cand in entry.candidates.items()
+                         if cand.claim != candidate.claim}
         entry.candidates.clear()
         self.note(entry, f"done by {candidate.worker} ({'checked' if checked else 'unchecked'})")
         self.update(entry, output_cid=entry.output_cid, tree=entry.tree, fuel_used=entry.fuel_used,
                     worker=candidate.worker)
+        if entry.dissent and not audit:  # someone signed another answer: one of the two sides lied, settle it here
+            audit = f"the replicas disagreed ({', '.join(sorted(entry.dissent))} outvoted): audited"
+        self.audits.accepted(entry, audit)
         self._check_finished(now)
+
+    def settle(self, entry: TaskEntry, why: str, now: float) -> bool:
+        """``entry``'s vote failed (``why``): settled by this peer's own run if it can (audits.py)."""
+        return self.audits.settle(entry, why)
+
+    def proven_lie(self, entry: TaskEntry, worker: str, tree: ReceiptTree | bytes | None, why: str,
+                   now: float) -> None:
+        """``worker`` signed a result of ``entry`` (its receipt tree ``tree``) that this peer's own deterministic
+        re-execution contradicts (``why``): the one path of every proven lie. Its trust drops to the floor, and
+        a ``ProvenLie`` effect carries the proof out (the behaviour re-verifies everything it signed or voted
+        for, and the proof can be published)."""
+        if worker == self.self_id:
+            return  # this peer's own run is the reference: it cannot contradict itself
+        self.trust.record(worker, Outcome.PROVEN_LIE, now)
+        self.note(entry, f"{worker} is proven to have lied")
+        encoded = tree.encode() if isinstance(tree, ReceiptTree) else (tree or b"")
+        self.effects.append(ProvenLie(worker, self.placement.ref(entry), encoded, why))
 
     def fail(self, entry: TaskEntry, why: str, now: float) -> None:
         if entry.state.final:
@@ -373,8 +447,8 @@ class Coordinator:
         self.retries.escalate_or_fail(entry, failure, why, now)
 
     def attempt_failed(self, entry: TaskEntry, worker: str, why: str, now: float, *, penalise: bool,
-                       timeout: bool = False) -> None:
-        self.retries.attempt_failed(entry, worker, why, now, penalise=penalise, timeout=timeout)
+                       timeout: bool = False, proven: bool = False) -> None:
+        self.retries.attempt_failed(entry, worker, why, now, penalise=penalise, timeout=timeout, proven=proven)
 
     def maybe_open_reveals(self, entry: TaskEntry, now: float) -> None:
         self.votes.maybe_open_reveals(entry, now)
@@ -392,8 +466,8 @@ class Coordinator:
                 self.update(entry, reason=reason)
 
     def _check_finished(self, now: float) -> None:
-        if self.state is not JobState.RUNNING:
-            return
+        if self.state is not JobState.RUNNING or self.audits.pending:
+            return  # (a result whose audit runs may still be corrected: the job ends once they are settled)
         n, done = len(self.tasks), self.placement.done
         if done == n:
             self._finish(JobState.DONE, self.unchecked_summary(), now)
@@ -474,6 +548,8 @@ class Coordinator:
             assert e.state is not TaskState.DONE or not e.attempts, e.ref.task_id
         if self.state is JobState.DONE:
             assert all(e.state is TaskState.DONE for e in self.tasks.values())
+        if self.state is JobState.RUNNING and self.audits.pending:  # audits hold a job whose tasks are all done
+            assert all(self.tasks[t].state is TaskState.DONE for t in self.audits.pending)
         if self.state is JobState.RUNNING:
             self.placement.check()
 

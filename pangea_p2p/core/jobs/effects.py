@@ -55,6 +55,25 @@ class RunSpotCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class RunAudit:
+    """Re-run the whole of ``task`` here (same module, input and limits), sign it as a local run, and answer
+    with on_audit: this peer checks an accepted result against its own deterministic execution."""
+
+    task: TaskRef
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenLie:
+    """``worker`` signed a result of ``task`` (its receipt tree: ``tree``) that this peer's own deterministic
+    re-execution contradicts: publish the proof, and re-verify everything it signed or voted for."""
+
+    worker: str
+    task: TaskRef
+    tree: bytes
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class TaskUpdate:
     """A task changed state: journal it, and show it in status/explain. ``tree`` is the encoded receipt tree
     of an accepted result (DONE), ``output_cid`` its framed output."""
@@ -66,6 +85,7 @@ class TaskUpdate:
     tree: bytes = b""
     fuel_used: int = 0
     worker: str = ""
+    corrected: bool = False  # a DONE task's result replaced by this peer's own re-execution (an audit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +94,5 @@ class JobFinished:
     reason: str = ""
 
 
-Effect = Dispatch | RunLocal | RequestReveal | CancelAttempt | RunSpotCheck | TaskUpdate | JobFinished
+Effect = (Dispatch | RunLocal | RequestReveal | CancelAttempt | RunSpotCheck | RunAudit | ProvenLie | TaskUpdate
+          | JobFinished)

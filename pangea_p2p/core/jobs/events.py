@@ -254,6 +254,21 @@ class SplitStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class LieProven:
+    """``worker`` signed a result of ``task`` that this peer's own deterministic re-execution contradicts
+    (``why``). The proof anyone can check by one run: its signed receipt tree (``tree``) and the task's module
+    and input ids (``task.module_cid``, ``task.input_cid``). ``job_id``: the job of this peer it was found in
+    ("" for a part of a task this peer split). The behaviour has already dropped the liar's trust and started
+    re-verifying everything it signed or voted for here."""
+
+    job_id: str
+    worker: str
+    task: TaskRef
+    tree: bytes
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     """Something an operator may want to read: ``event`` and its fields (the simulator ignores these)."""
 
@@ -264,5 +279,5 @@ class Log:
 
 Action = (
     SendToWorker | Reply | Fetch | Execute | Abort | Provide | JobSubmitted | TaskUpdated | JobEnded
-    | SplitStarted | Log
+    | SplitStarted | LieProven | Log
 )

@@ -56,7 +56,7 @@ from pangea_p2p.core.jobs.config import (
 )
 from pangea_p2p.core.jobs.effects import CancelAttempt, Dispatch, RunLocal
 from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState, VerificationMode
-from pangea_p2p.core.jobs.tasks import Attempt, Host, TaskEntry
+from pangea_p2p.core.jobs.tasks import Attempt, AuditState, Host, TaskEntry
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.commit_reveal import Phase
 
@@ -221,8 +221,9 @@ class Placement:
     @staticmethod
     def may_want(entry: TaskEntry) -> bool:
         """Whether ``entry`` wants a placement, now or when its backoff ends (or a backup of a late attempt)."""
-        return not entry.state.final and (entry.state is TaskState.PENDING or entry.replicas_missing() > 0
-                                          or (entry.hedge and len(entry.attempts) == 1 and not entry.candidates))
+        return (not entry.state.final and entry.audit is not AuditState.PENDING  # this peer settles its vote
+                and (entry.state is TaskState.PENDING or entry.replicas_missing() > 0
+                     or (entry.hedge and len(entry.attempts) == 1 and not entry.candidates)))
 
     def wants_placement(self, entry: TaskEntry, now: float) -> bool:
         return entry.not_before_s <= now and self.may_want(entry)
@@ -368,17 +369,6 @@ class Placement:
         c.note(entry, f"sent to {worker} (attempt {entry.failures + 1}, expected {expected:.3f} s)")
         c.effects.append(Dispatch(replace(ref, deadline_s=deadline), worker))
         c.update(entry, worker=worker)
-
-    def settle_here(self, entry: TaskEntry, now: float, why: str) -> bool:
-        """Run ``entry`` here to settle a vote its replicas could not (this peer's own run is the answer it trusts;
-        it grades every replica): whether this peer could (busy is fine, it waits for a slot)."""
-        c = self.c
-        local = c.source.local(now) if c.local_allowed and c.self_id not in entry.attempts else None
-        ref = self.ref(entry)
-        if local is None or scheduler.ineligible(ref, local, c.config.scheduler, busy_ok=True) is not None:
-            return False
-        self._run_local(entry, ref, now, why)
-        return True
 
     def _run_local(self, entry: TaskEntry, ref: TaskRef, now: float, why: str) -> None:
         c = self.c

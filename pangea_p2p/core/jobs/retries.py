@@ -75,10 +75,11 @@ class Retries:
         return max((w.fuel_max if fuel else w.memory_bytes_max for w in views), default=0)
 
     def attempt_failed(self, entry: TaskEntry, worker: str, why: str, now: float, *, penalise: bool,
-                       timeout: bool = False) -> None:
+                       timeout: bool = False, proven: bool = False) -> None:
         """``worker``'s attempt at ``entry`` (ended already) was a fault: it is excluded from the task, and the
         task is tried elsewhere after a backoff, or fails after ``retries_max`` faults. A fault proven to be the
-        worker's (``penalise``: a forged or unverifiable result, a failed spot check) costs the task no retry:
+        worker's (``penalise``: a forged or unverifiable result; ``proven``: a lie, recorded by ``proven_lie``)
+        costs the task no retry:
         retries_max guards against a task that fails everywhere (a crash, a timeout), and a party with many
         lying identities must not be able to fail an honest task by using it up (each worker faults once per
         task: it is excluded, so the loop stays bounded, and the job's deadline bounds it too)."""
@@ -94,7 +95,7 @@ class Retries:
             self.votes.on_decision(entry, decision, now)
             self.after_attempt(entry, now)
             return
-        if not penalise:
+        if not penalise and not proven:
             entry.failures += 1
         if entry.failures > (most := self.c.retries_max):
             self.c.fail(entry, f"gave up after {entry.failures} failed attempts (retries_max {most})", now)

@@ -13,13 +13,18 @@ which refuses a transition the table below does not list, as h11's ``_state.py``
     PENDING / RUNNING / VERIFYING --accepted---> DONE   --failed---> FAILED   --cancelled---> CANCELLED
     PENDING   --restored from the journal--------------------------------> DONE
 
-DONE, FAILED and CANCELLED are final: a task accepted is never changed again. An *attempt* is one worker
-working on the task under one set of limits (out from its offer until its answer, failure or deadline); a
-*candidate* is a verified result waiting for its checks.
+DONE, FAILED and CANCELLED are final: a task accepted never changes state again, and its result changes only
+by a correction — this peer's own re-execution (an audit, audits.py) replacing a result it proved wrong. An
+*attempt* is one worker working on the task under one set of limits (out from its offer until its answer,
+failure or deadline); a *candidate* is a verified result waiting for its checks. An accepted task keeps who
+stands behind its result (``backers``: the worker, or every replica that voted for it, with its receipt
+tree; ``signers``: every peer that signed a receipt of those trees, delegation included) and the claims that
+lost to it (``dissent``), for its audit and for the recheck when one of them is proven to have lied.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,6 +44,16 @@ from pangea_p2p.core.verify.voting import Claim, TallyState, VoteTally
 from pangea_p2p.errors import FailureKind, LocalProtocolError
 
 REASONS_MAX = 12
+
+
+class AuditState(enum.Enum):
+    """Where a DONE task's audit is (audits.py): none drawn, out, or how it ended."""
+
+    NONE = "none"
+    PENDING = "pending"
+    PASSED = "passed"  # this peer's re-execution agrees with the accepted result
+    CORRECTED = "corrected"  # it did not: the result was replaced by this peer's own
+    INCONCLUSIVE = "inconclusive"  # this peer could not re-execute it (kept as accepted)
 
 _P, _R, _V, _D, _F, _C = (TaskState.PENDING, TaskState.RUNNING, TaskState.VERIFYING, TaskState.DONE,
                           TaskState.FAILED, TaskState.CANCELLED)
@@ -89,6 +104,7 @@ class Candidate:
     claim: Claim
     signers: frozenset[str]  # every peer that signed a receipt of the tree (a vote's signers must not overlap)
     spot: SpotCheck | None = None  # its spot check, while chunks are re-run here
+    spot_fuel: int = 0  # the fuel this peer's re-runs of the spot-checked chunks took
     tree_bytes: bytes = b""  # the tree as received (re-encoded when empty)
 
 
@@ -122,6 +138,11 @@ class TaskEntry:
     tree: bytes = b""
     fuel_used: int = 0
     worker: str = ""
+    backers: dict[str, ReceiptTree | None] = field(default_factory=dict)  # who stands behind the accepted result
+    signers: frozenset[str] = frozenset()  # every peer that signed a receipt of the backers' trees
+    dissent: dict[str, tuple[Claim, ReceiptTree]] = field(default_factory=dict)  # answers that lost to it
+    audit: AuditState = AuditState.NONE
+    corrections: list[str] = field(default_factory=list)  # what audits changed in the accepted result
     ref_cache: TaskRef | None = None  # the task as it goes out for the current limits and round
     binding_cache: TaskBinding | None = None  # what results are checked against, for the limits it names
 
@@ -167,17 +188,22 @@ class Host(Protocol):
     def note(self, entry: TaskEntry, text: str) -> None: ...
 
     def update(self, entry: TaskEntry, *, reason: str = "", output_cid: str = "", tree: bytes = b"",
-               fuel_used: int = 0, worker: str = "") -> None: ...
+               fuel_used: int = 0, worker: str = "", corrected: bool = False) -> None: ...
 
     def accept(self, entry: TaskEntry, candidate: Candidate, now: float, *, checked: bool,
-               unchecked_why: str = "") -> None: ...
+               unchecked_why: str = "", audit: str = "") -> None: ...
+
+    def proven_lie(self, entry: TaskEntry, worker: str, tree: ReceiptTree | bytes | None, why: str,
+                   now: float) -> None: ...
 
     def fail(self, entry: TaskEntry, why: str, now: float) -> None: ...
+
+    def settle(self, entry: TaskEntry, why: str, now: float) -> bool: ...
 
     def escalate_or_fail(self, entry: TaskEntry, failure: FailureKind, why: str, now: float) -> None: ...
 
     def attempt_failed(self, entry: TaskEntry, worker: str, why: str, now: float, *, penalise: bool,
-                       timeout: bool = False) -> None: ...
+                       timeout: bool = False, proven: bool = False) -> None: ...
 
     def maybe_open_reveals(self, entry: TaskEntry, now: float) -> None: ...
 
@@ -241,6 +267,21 @@ class TaskView:
     @property
     def spot_checks(self) -> int:
         return self._e.spot_checks
+
+    @property
+    def audit(self) -> AuditState:
+        """Where its audit is (NONE: none was drawn)."""
+        return self._e.audit
+
+    @property
+    def corrections(self) -> tuple[str, ...]:
+        """What audits changed in its accepted result (empty: nothing), oldest first."""
+        return tuple(self._e.corrections)
+
+    @property
+    def backers(self) -> tuple[str, ...]:
+        """The workers behind its accepted result (the worker, or every replica that voted for it)."""
+        return tuple(self._e.backers)
 
     @property
     def failures(self) -> int:

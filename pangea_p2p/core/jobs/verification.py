@@ -7,6 +7,13 @@ such), its reveal is checked against its commitment under commit-then-reveal, an
 *candidate*: it joins the task's vote, or gets its spot checks (``SpotCheck``: k chunks chosen with the
 coordinator's rng, re-run here, compared with the worker's), or is accepted as it is (HASH). Only checked
 outcomes feed the trust book.
+
+Fuel is compared by every check that re-executes, as the vote compares it (a claim is its output *and* its
+fuel: deterministic for a deterministic guest, and a task's fuel is the sum of its chunks'): a spot check that
+re-ran every chunk needs the very fuel the worker signed; one that re-ran k of n chunks needs at least what those
+chunks took here (less is a proven lie), and a signed fuel above ``FUEL_SPREAD_MAX`` times the k chunks' share
+of n is suspicious: the result is accepted and audited for sure (audits.py), whose whole run settles it. A
+result that this peer's own run (a spot check, a local run) contradicts is a proven lie (``Host.proven_lie``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from pangea_p2p.core.verify.spotcheck import SpotCheck, SpotState
 from pangea_p2p.core.verify.tree import verify_tree
 from pangea_p2p.core.verify.voting import Claim
 from pangea_p2p.errors import RejectReason, VerificationError
+
+FUEL_SPREAD_MAX = 4.0  # a signed fuel above this many times the spot-checked chunks' share is audited
 
 
 class Verification:
@@ -94,10 +103,13 @@ class Verification:
         """This peer's own run of ``entry`` (a fallback): it settles the task, and grades the replicas that
         answered before it."""
         c = self.c
-        for other in entry.candidates.values():
-            c.trust.record(other.worker, Outcome.VALID if other.claim == candidate.claim else Outcome.INVALID, now)
-            if other.claim != candidate.claim:
-                c.note(entry, f"{other.worker}'s answer differs from this peer's own run")
+        for other in list(entry.candidates.values()):
+            if other.claim == candidate.claim:
+                c.trust.record(other.worker, Outcome.CONFIRMED, now)
+                continue
+            del entry.candidates[other.worker]
+            c.proven_lie(entry, other.worker, other.tree, f"{other.worker} signed {other.claim}, this peer's own run "
+                         f"gives {candidate.claim}", now)
         c.accept(entry, candidate, now, checked=True)  # this peer ran it: the result it trusts most
 
     def candidate(self, entry: TaskEntry, candidate: Candidate, now: float) -> None:
@@ -123,7 +135,7 @@ class Verification:
         c.accept(entry, candidate, now, checked=False)  # HASH: no check asked
 
     def spot_result(self, entry: TaskEntry, chunk_index: int, output_chunk: bytes | None, now: float,
-                    inconclusive: str = "") -> None:
+                    inconclusive: str = "", fuel_used: int = 0) -> None:
         """This peer's re-execution of chunk ``chunk_index`` of ``entry`` (see Coordinator.on_spot_result)."""
         c = self.c
         if entry.state is not TaskState.VERIFYING:
@@ -139,14 +151,38 @@ class Verification:
                          unchecked_why=f"its spot check could not run here ({inconclusive})")
                 continue
             state = spot.add_reexecution(chunk_index, output_chunk)
+            candidate.spot_fuel += fuel_used
+            why = ""
             if state is SpotState.FAILED:
-                del entry.candidates[candidate.worker]
-                c.attempt_failed(
-                    entry, candidate.worker,
-                    f"spot check of chunk {chunk_index} failed: {candidate.worker}'s output differs from this "
-                    "peer's re-execution", now, penalise=True,
-                )
+                why = (f"spot check of chunk {chunk_index} failed: {candidate.worker}'s output differs from this "
+                       "peer's re-execution")
             elif state is SpotState.PASSED:
-                c.note(entry, f"spot checks passed ({entry.spot_checks} chunk(s))")
-                c.trust.record(candidate.worker, Outcome.VALID, now)
-                c.accept(entry, candidate, now, checked=True)
+                why = self._fuel_problem(entry, candidate, len(spot.indexes))
+            if why:
+                del entry.candidates[candidate.worker]
+                c.proven_lie(entry, candidate.worker, candidate.tree, why, now)
+                c.attempt_failed(entry, candidate.worker, why, now, penalise=False, proven=True)
+            elif state is SpotState.PASSED:
+                c.note(entry, f"spot checks passed ({len(spot.indexes)} chunk(s))")
+                c.trust.record(candidate.worker, Outcome.CONFIRMED, now)
+                c.accept(entry, candidate, now, checked=True, audit=self._fuel_suspicious(entry, candidate,
+                                                                                         len(spot.indexes)))
+
+    @staticmethod
+    def _fuel_problem(entry: TaskEntry, candidate: Candidate, k: int) -> str:
+        """Why the fuel ``candidate`` signed is proven wrong by the ``k`` chunks re-run here ("" if it is not)."""
+        signed, here, n = candidate.claim.fuel_used, candidate.spot_fuel, entry.ref.chunk_count
+        if k >= n and signed != here:
+            return f"{candidate.worker} signed {signed} fuel, re-running the whole task here took {here}"
+        if signed < here:
+            return f"{candidate.worker} signed {signed} fuel, re-running {k} of its {n} chunks here took {here} already"
+        return ""
+
+    @staticmethod
+    def _fuel_suspicious(entry: TaskEntry, candidate: Candidate, k: int) -> str:
+        """Why the fuel ``candidate`` signed calls for an audit ("" if it does not)."""
+        signed, here, n = candidate.claim.fuel_used, candidate.spot_fuel, entry.ref.chunk_count
+        if k < n and signed > FUEL_SPREAD_MAX * here * n / k:
+            return (f"{candidate.worker} signed {signed} fuel, over {FUEL_SPREAD_MAX:g}x the {here} its {k} "
+                    f"spot-checked chunk(s) of {n} took here: audited")
+        return ""

@@ -144,12 +144,12 @@ class Votes:
             for w in entry.tally.agreeing():
                 c.trust.record(w, Outcome.VALID, now)
             for w in entry.tally.dissenting():
-                c.trust.record(w, Outcome.INVALID, now)
+                c.trust.record(w, Outcome.OUTVOTED, now)  # weak: colluders can outvote the honest (audits.py)
                 c.note(entry, f"{w} was outvoted")
             self._decided(entry, decision.accepted, now)
         elif decision.state is TallyState.FAILED:
             why = f"replicas disagree and no answer reached a quorum ({decision.reason})"
-            if not self.placement.settle_here(entry, now, f"{why}: this peer runs it to settle the vote"):
+            if not c.settle(entry, why, now):  # this peer's own run decides, if it can (audits.py)
                 c.fail(entry, why, now)
         elif decision.replicas_to_add > 0:
             entry.replicas = entry.tally.dispatched

@@ -52,6 +52,7 @@ from pangea_p2p.core.jobs.events import (
     ExecutionFailed,
     FromWorker,
     JobEnded,
+    LieProven,
     PeerGone,
     Purpose,
     SendFailed,
@@ -203,6 +204,7 @@ class FakeWorker:
     rtt_s: float = 0.001
     fuel_needed: int = FUEL_PER_CHUNK  # per chunk, for "fuel_hungry"
     helpers: tuple[str, ...] = ()  # for "delegate": who runs the parts
+    fuel_claim: float = 1.0  # an honest output signed with this many times the fuel it used (a fuel liar)
     online: bool = True  # advertised to the coordinator
     reject_reason: str = "busy: 2 tasks admitted, 2 slots"  # for "reject"
 
@@ -266,7 +268,8 @@ class Driver:
     queue_timeout_s: float = 60.0
     limits: ReceiptLimits = LIMITS
     local: WorkerView | None = None  # what this peer can run itself (None: nothing)
-    local_behaviour: str = "honest"  # or "silent": its own runs never end; "crash_once": the first one crashes
+    local_behaviour: str = "honest"  # or "silent": its own runs never end; "crash_once": the first one crashes;
+    # "broken": they cannot start
     auto: bool = True  # deliver answers as soon as they are made
     drop_cancelled: bool = False  # a cancelled worker's answers still in flight are dropped
     spot_answer: Callable[[TaskRef, int, bytes], bytes | None] | None = None  # default: honest re-run
@@ -286,7 +289,7 @@ class Driver:
         local = self.local
         policy = self.policy if isinstance(self.policy, VerificationPolicy) else VerificationPolicy.parse(self.policy)
         # a peer that runs nothing itself; but spot checks (spot, adaptive) need it to be able to re-run chunks
-        checks_here = policy.mode in (VerificationMode.SPOT, VerificationMode.ADAPTIVE)
+        checks_here = policy.mode is not VerificationMode.HASH  # spot checks, audits: re-run here
         admission = AdmissionConfig(slots=1, queue_max=0, limits_max=self.limits if checks_here else NOWHERE)
         if local is not None:
             admission = AdmissionConfig(
@@ -305,6 +308,7 @@ class Driver:
         self.held: dict[tuple[str, str], Msg] = {}  # results waiting for RequestReveal
         self.cancelled: list[tuple[float, CancelAttempt]] = []
         self.delivered: list[Msg] = []
+        self.proofs: list[LieProven] = []  # the fraud proofs the submitter put out
         self._spot_requests: dict[tuple[str, int], int] = {}  # (task, chunk) -> the Execute re-running it
         self.local_runs = 0
 
@@ -335,18 +339,25 @@ class Driver:
     # --- driving ----------------------------------------------------------------------------------------
 
     def start(self) -> list[Effect]:
-        chunks = [c for task in self.inputs for c in task]
+        return self.submit("job", self.inputs, self.policy, self.restored)
+
+    def submit(self, job_id: str, inputs: list[list[bytes]], policy: str | VerificationPolicy,
+               restored: dict[str, TaskUpdate] | None = None) -> list[Effect]:
+        """Submit a job to the submitter (``start`` submits "job"; a test may add others to the same peer)."""
+        for i, task_chunks in enumerate(inputs):
+            self.input_of[f"{job_id}/t{i}"] = task_chunks
+        chunks = [c for task in inputs for c in task]
         cids = tuple(self.blocks.put(c) for c in chunks)
-        per_task = len(self.inputs[0])
-        assert all(len(t) == per_task for t in self.inputs[:-1]), "tasks of equal chunk counts (the last may be less)"
-        policy = self.policy if isinstance(self.policy, VerificationPolicy) else VerificationPolicy.parse(self.policy)
+        per_task = len(inputs[0])
+        assert all(len(t) == per_task for t in inputs[:-1]), "tasks of equal chunk counts (the last may be less)"
+        policy = policy if isinstance(policy, VerificationPolicy) else VerificationPolicy.parse(policy)
         spec = JobSpec(
-            job_id="job", module_cid=MODULE_CID, chunk_cids=cids, chunk_sizes=tuple(len(c) for c in chunks),
+            job_id=job_id, module_cid=MODULE_CID, chunk_cids=cids, chunk_sizes=tuple(len(c) for c in chunks),
             limits=self.limits, chunks_per_task=per_task, verification=policy, deadline_s=self.deadline_s,
             retries_max=self.retries_max, escalations_max=self.escalations_max,
             escalation_factor=self.escalation_factor, queue_timeout_s=self.queue_timeout_s,
         )
-        return self._event(SubmitJob(spec, self.restored))
+        return self._event(SubmitJob(spec, restored or {}))
 
     def tick(self, now: float) -> list[Effect]:
         assert now >= self.now, "time never goes back"
@@ -424,6 +435,8 @@ class Driver:
                 event = Executed(msg.request, [msg.chunk], None, FUEL_PER_CHUNK)
         else:
             assert msg.kind == "local", msg.kind
+            if msg.reason:  # its run could not even start here
+                return self.apply(self.behaviour.handle(self.now, ExecutionFailed(msg.request, msg.reason)))
             if msg.outputs is None:  # its sandbox crashed
                 event = Executed(msg.request, None, FailureKind.WORKER_CRASHED, 0)
             else:
@@ -478,7 +491,10 @@ class Driver:
                 else:
                     eff = RunLocal(ref)
                     self.local_runs += 1
-                    if self.local_behaviour != "silent":
+                    if self.local_behaviour == "broken":
+                        self.inbox.append(Msg("local", ref.task_id, self.submitter, request=act.request,
+                                              reason="this peer has no sandbox"))
+                    elif self.local_behaviour != "silent":
                         crash = self.local_behaviour == "crash_once" and self.local_runs == 1
                         outputs = None if crash else [honest(c) for c in self.input_of[ref.task_id]]
                         self.inbox.append(Msg("local", ref.task_id, self.submitter, request=act.request,
@@ -487,6 +503,8 @@ class Driver:
                 eff = act.update
             elif isinstance(act, JobEnded):
                 eff = JobFinished(act.state, act.reason)
+            elif isinstance(act, LieProven):
+                self.proofs.append(act)
             if eff is not None:
                 self.log.append(eff)
                 effects.append(eff)
@@ -532,7 +550,8 @@ class Driver:
             d_tree, output = delegated_result(ident(w.name), ref, chunks, [ident(h) for h in w.helpers], now, rng)
             tree = d_tree.encode()
         else:
-            tree, output = signed_result(ident(w.name), ref, chunks, now, rng)
+            fuel = round(FUEL_PER_CHUNK * len(chunks) * w.fuel_claim)
+            tree, output = signed_result(ident(w.name), ref, chunks, now, rng, fuel=fuel)
         self._answer(ref, w, Msg("result", tid, me, tree, output), claim_of(tree, output))
 
     def _answer(self, ref: TaskRef, w: FakeWorker, msg: Msg, claim: Claim) -> None:
@@ -579,7 +598,7 @@ class Driver:
         done: dict[str, int] = {}
         for u in self.effects(TaskUpdate):
             assert isinstance(u, TaskUpdate)
-            if u.state is TaskState.DONE:
+            if u.state is TaskState.DONE and not u.corrected:  # an audit's correction may follow
                 done[u.task_id] = done.get(u.task_id, 0) + 1
         assert all(n == 1 for n in done.values()), done
         assert len(self.finished()) <= 1
