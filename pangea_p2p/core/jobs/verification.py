@@ -141,6 +141,8 @@ class Verification:
         if entry.state is not TaskState.VERIFYING:
             return
         for candidate in list(entry.candidates.values()):
+            if entry.state.final:  # accepted meanwhile (a late attempt's backup was spot-checked by the same run)
+                return
             spot = candidate.spot
             if spot is None or not spot.waiting(chunk_index):
                 continue

@@ -650,3 +650,20 @@ def test_a_reveal_lost_after_the_decision_costs_the_task_no_retry(lost: str) -> 
     assert d.job.state is JobState.DONE
     assert d.task("job/t0").output_cid == honest_cid(d.inputs[0])
     assert len(d.dispatches("job/t0")) == 3  # nothing was placed again
+
+
+def test_a_late_attempt_and_its_backup_both_spot_checked_by_one_run_are_accepted_once() -> None:
+    d = Driver([FakeWorker("a", speed=3e9), FakeWorker("b")], chunks_for(1), policy="spot:1", auto=False)
+    d.start()
+    d.deliver(0)  # a accepted; its result waits
+    late_a = d.take("result", "a")
+    d.tick(d.task("job/t0").deadline_of(pid("a")))  # late: a backup goes to b
+    assert d.dispatched_to() == [pid("a"), pid("b")]
+    d.send(d.take("accepted", "b"))
+    d.send(d.take("result", "b"))  # b's result: spot-checked here
+    spot_b = d.take("spot")  # (its re-run's answer held back)
+    d.send(late_a)  # a's result too, while that spot check is out: the same chunk, re-run again
+    d.send(spot_b)  # one answer passes both
+    d.run()
+    assert d.job.state is JobState.DONE
+    assert len(d.updates("job/t0", TaskState.DONE)) == 1
