@@ -21,6 +21,10 @@ state machine (fetching its input, running, splitting, committed, answered or dr
 commit-then-reveal. A task it splits becomes a coordinator here (``start_split``); when its parts are done
 this peer merges their outputs and signs a delegation receipt over theirs (``_finish_split``).
 
+Fraud proofs (proofs.py, ``ProofDesk``): a proof another peer sent is checked by running its task here (the
+liar loses trust, the proof goes on) or found false (its sender loses trust); a lie a coordinator of this peer
+proves (its ``ProvenLie`` effect) becomes a proof published to the others.
+
 Time: one heap of timers (a coordinator to tick at its next deadline, a TaskAccepted due, a reveal request
 awaited too long), each live only while the value it was set for is unchanged; ``next_deadline()`` is the
 earliest live one, and ``Tick`` fires every one due.
@@ -71,6 +75,7 @@ from pangea_p2p.core.jobs.events import (
     Log,
     Malformed,
     PeerGone,
+    ProofReceived,
     Provide,
     Purpose,
     SendFailed,
@@ -82,6 +87,7 @@ from pangea_p2p.core.jobs.events import (
     WorkerLost,
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState
+from pangea_p2p.core.jobs.proofs import ProofCheck, ProofDesk
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ServeRun, Serving, TaskServer
 from pangea_p2p.core.jobs.splitting import delegation, split_coordinator, split_task
@@ -187,7 +193,7 @@ class _Here:
     chunk_index: int
 
 
-_Request = InputFetch | ServeRun | _OutputFetch | _LocalInput | _Here
+_Request = InputFetch | ServeRun | _OutputFetch | _LocalInput | _Here | ProofCheck
 
 
 class ComputeBehaviour:
@@ -217,6 +223,7 @@ class ComputeBehaviour:
         self.actions: list[Action] = []  # produced by the current event (one list: the server appends too)
         self.server = TaskServer(ctx, self)
         self.admission = self.server.admission
+        self.proofs = ProofDesk(ctx, self)
         self._handlers: dict[type, Callable[[float, Event], None]] = {
             SubmitJob: self._on_submit,  # type: ignore[dict-item]
             CancelJob: self._on_cancel,  # type: ignore[dict-item]
@@ -227,6 +234,7 @@ class ComputeBehaviour:
             WorkerLost: self._on_worker_lost,  # type: ignore[dict-item]
             IssuerLost: self._on_issuer_lost,  # type: ignore[dict-item]
             PeerGone: self._on_peer_gone,  # type: ignore[dict-item]
+            ProofReceived: self.proofs.on_received,  # type: ignore[dict-item]
             Fetched: self._on_fetched,  # type: ignore[dict-item]
             FetchFailed: self._on_fetch_failed,  # type: ignore[dict-item]
             Executed: self._on_executed,  # type: ignore[dict-item]
@@ -372,6 +380,8 @@ class ComputeBehaviour:
                 self._run_here(run, eff.task, Purpose.SPOT, eff.chunk_index, now)  # type: ignore[union-attr]
             elif kind is fx.TaskUpdate:
                 self._task_updated(run, eff)  # type: ignore[arg-type]
+            elif kind is fx.ProvenLie:
+                self.proofs.originate(eff.receipt, eff.correct)  # type: ignore[union-attr]
             elif kind is fx.JobFinished:
                 self._run_finished(run, eff, now)  # type: ignore[arg-type]
         self._arm(run, now)
@@ -621,6 +631,8 @@ class ComputeBehaviour:
                         now)
         elif isinstance(req, _LocalInput):
             self._execute_here(req.run, req.task, req.purpose, req.chunk_index, ev.data, now)
+        elif isinstance(req, ProofCheck):
+            self.proofs.input_ready(req, ev.data, now)
 
     def _on_fetch_failed(self, now: float, ev: FetchFailed) -> None:
         req = self._requests.pop(ev.request, None)
@@ -631,6 +643,8 @@ class ComputeBehaviour:
             self._apply(req.run, req.run.coord.on_transport_error(req.task_id, req.worker, ev.reason, now), now)
         elif isinstance(req, _LocalInput):
             self._here_failed(req, ev.reason, now)
+        elif isinstance(req, ProofCheck):
+            self.proofs.failed(req, ev.reason)
 
     def _on_executed(self, now: float, ev: Executed) -> None:
         req = self._requests.pop(ev.request, None)
@@ -639,6 +653,8 @@ class ComputeBehaviour:
                 self.server.served(req.inc, ev, now)
         elif isinstance(req, _Here):
             self._here_done(req, ev, now)
+        elif isinstance(req, ProofCheck):
+            self.proofs.executed(req, ev, now)
 
     def _on_execution_failed(self, now: float, ev: ExecutionFailed) -> None:
         req = self._requests.pop(ev.request, None)
@@ -647,6 +663,8 @@ class ComputeBehaviour:
                 self.server.give_up(req.inc, ev.reason)
         elif isinstance(req, _Here):
             self._here_failed(req, ev.reason, now)
+        elif isinstance(req, ProofCheck):
+            self.proofs.failed(req, ev.reason)
 
 
 __all__ = ["ComputeBehaviour", "JobRun"]

@@ -8,8 +8,13 @@ trio node, or the simulator) carries them out and feeds the outcome back as an e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState
+
+if TYPE_CHECKING:
+    from pangea_p2p.core.verify.receipts import Receipt
+    from pangea_p2p.core.verify.voting import Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +74,18 @@ class TaskUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class ProvenLie:
+    """``receipt``'s signer is proven to have lied by this peer's own re-execution (``correct``: what that
+    run gave, None when only some chunks were re-run): pass the proof on to the other peers."""
+
+    receipt: Receipt
+    correct: Claim | None
+
+
+@dataclass(frozen=True, slots=True)
 class JobFinished:
     state: JobState
     reason: str = ""
 
 
-Effect = Dispatch | RunLocal | RequestReveal | CancelAttempt | RunSpotCheck | TaskUpdate | JobFinished
+Effect = Dispatch | RunLocal | RequestReveal | CancelAttempt | RunSpotCheck | TaskUpdate | ProvenLie | JobFinished

@@ -15,7 +15,7 @@ import hashlib
 import struct
 
 from pangea_p2p.core.chunks import unframe_chunks
-from pangea_p2p.core.jobs.effects import RunSpotCheck
+from pangea_p2p.core.jobs.effects import ProvenLie, RunSpotCheck
 from pangea_p2p.core.jobs.model import TaskState
 from pangea_p2p.core.jobs.placement import Placement
 from pangea_p2p.core.jobs.strategies import Strategy
@@ -96,7 +96,16 @@ class Verification:
             c.trust.record(other.worker, Outcome.VALID if other.claim == candidate.claim else Outcome.INVALID, now)
             if other.claim != candidate.claim:
                 c.note(entry, f"{other.worker}'s answer differs from this peer's own run")
+                self.pass_on_lie(other, candidate.claim)
         c.accept(entry, candidate, now, checked=bool(entry.candidates))
+
+    def pass_on_lie(self, liar: Candidate, correct: Claim | None) -> None:
+        """``liar``'s signed result differs from this peer's own re-execution (``correct``: what it gave, None
+        when only some chunks were re-run): a fraud proof for the other peers (the behaviour publishes it). Only
+        a single execution receipt can be checked by one re-execution; a delegation tree is not passed on."""
+        receipt = liar.tree.receipt
+        if isinstance(receipt, Receipt) and not liar.tree.children:
+            self.c.effects.append(ProvenLie(receipt, correct))
 
     def candidate(self, entry: TaskEntry, candidate: Candidate, now: float) -> None:
         """A verified successful result from another peer: check it per the strategy."""
@@ -139,6 +148,7 @@ class Verification:
             if state is SpotState.FAILED:
                 del entry.candidates[candidate.worker]
                 c.trust.record(candidate.worker, Outcome.INVALID, now)
+                self.pass_on_lie(candidate, None)
                 c.attempt_failed(
                     entry, candidate.worker,
                     f"spot check of chunk {chunk_index} failed: {candidate.worker}'s output differs from this "

@@ -255,13 +255,17 @@ class ProofIntake:
             return f"the receipt is dated {issued - now:.0f} s in the future"
         self._expire(now)
         pid = proof.proof_id
-        if pid in self._seen or pid in self.pending:
+        if self.known(pid):
             return "seen already"
         if len(self.pending) >= cfg.pending_max:
             return f"busy: {len(self.pending)} proofs are being verified already"
         self.seen(pid, issued + cfg.proof_age_s_max)
         self.pending.add(pid)
         return proof
+
+    def known(self, proof_id: bytes) -> bool:
+        """Whether ``proof_id`` was seen (and is still remembered) or is being verified."""
+        return proof_id in self._seen or proof_id in self.pending
 
     def seen(self, proof_id: bytes, until: float) -> None:
         """Remember ``proof_id`` (a proof taken in, or one this peer made) until ``until``."""
