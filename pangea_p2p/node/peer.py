@@ -235,6 +235,7 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
         ),
         split=config.coordinator.scheduler,  # split_above_s and parts_max come from [compute]
         coordinator=config.coordinator,
+        fraud=config.fraud,
     )
     blocks = BlockStore(config.data_dir / "blocks")
     ports = ComputePorts(
