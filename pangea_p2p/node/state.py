@@ -156,7 +156,10 @@ class Peer:
         if len(msg.data) > fraud.PROOF_BYTES_MAX:
             log.debug("fraud_proof.oversized", author=source, forwarder=str(forwarder), bytes=len(msg.data))
         elif self.compute is not None:
-            self.compute.on_proof(source, bytes(msg.data))
+            try:
+                self.compute.on_proof(source, bytes(msg.data))
+            except Exception as exc:  # a bug here must not break gossipsub's reading of this peer
+                log.error("fraud_proof.internal_error", author=source, error=repr(exc)[:300])
         return False
 
     async def publish_proof(self, data: bytes) -> None:

@@ -188,3 +188,26 @@ def test_judge_accepts_a_failure_claimed_consistently() -> None:
     output = frame_chunks(output_chunks(b))
     r = receipt(b, output=output)
     assert judge(FraudProof.of(r, fuel_used=1), output_chunks(b), None, r.fuel_used)[0] is Verdict.FALSE_PROOF
+
+
+def test_mutated_proofs_decode_or_are_rejected_never_crash() -> None:
+    data = lie().encode()
+    rng = random.Random(11)
+    outcomes = {"ok": 0, "rejected": 0}
+    for _ in range(1500):
+        raw = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            what = rng.random()
+            if what < 0.6:
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            elif what < 0.8:
+                del raw[rng.randrange(len(raw)):]
+            else:
+                raw[rng.randrange(len(raw)):rng.randrange(len(raw))] = rng.randbytes(rng.randint(1, 40))
+        try:
+            decode_proof(bytes(raw))
+            outcomes["ok"] += 1  # a change in the claim, say: still a well-formed proof
+        except VerificationError as exc:
+            assert "\n" not in str(exc)
+            outcomes["rejected"] += 1
+    assert outcomes["rejected"] > 1000
