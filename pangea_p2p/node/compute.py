@@ -49,7 +49,9 @@ from pangea_p2p.core.jobs.events import (
     Log,
     Malformed,
     PeerGone,
+    ProofReceived,
     Provide,
+    PublishProof,
     Purpose,
     Reply,
     SendFailed,
@@ -184,6 +186,9 @@ class ComputeService:
                 if act.cid not in self._provided:  # type: ignore[union-attr]
                     self._provided.add(act.cid)  # type: ignore[union-attr]
                     self._spawn(self._provide, act.cid)  # type: ignore[union-attr]
+            elif kind is PublishProof:
+                if self.ports.publish_proof is not None:
+                    self._spawn(self._publish_proof, act.data)  # type: ignore[union-attr]
             elif kind is Log:
                 getattr(log, act.level)(act.event, **dict(act.fields))  # type: ignore[union-attr]
             # SplitStarted: logged (a Log comes with it)
@@ -235,6 +240,17 @@ class ComputeService:
 
     def on_peer_gone(self, peer_id: str) -> None:
         self._handle(PeerGone(peer_id))
+
+    def on_proof(self, sender: str, data: bytes) -> None:
+        """``sender`` published a fraud proof (its gossipsub author; the topic validator calls this)."""
+        self._handle(ProofReceived(sender, data))
+
+    async def _publish_proof(self, data: bytes) -> None:
+        assert self.ports.publish_proof is not None
+        try:
+            await self.ports.publish_proof(data)
+        except Exception as exc:  # gossipsub refused or is shutting down: the proof is not passed on
+            log.warning("fraud_proof.publish_failed", error=repr(exc)[:200])
 
     def _task_updated(self, act: TaskUpdated) -> None:
         watch = self._watches.get(act.job_id)
@@ -355,7 +371,7 @@ class ComputeService:
         if result.failure is not None:
             return Executed(act.request, None, result.failure.kind, result.report.fuel_used, result.log)
         outputs = list(result.outputs or ())
-        if self.byzantine == "wrong_output" and outputs and act.purpose is not Purpose.SPOT:
+        if self.byzantine == "wrong_output" and outputs and act.purpose in (Purpose.SERVE, Purpose.LOCAL):
             outputs[0] = bytes(b ^ 0x5A for b in outputs[0]) or b"\x00"
         return Executed(act.request, outputs, None, result.report.fuel_used, result.log)
 

@@ -7,7 +7,8 @@ too (a typo must not silently fall back to a default).
 
 A section is a frozen dataclass, the node's own or the core object it configures as it is (``[coordinator]`` is
 the ``CoordinatorConfig`` every coordinator of this peer gets, ``[verify]`` the ``VerifyConfig`` it checks
-receipts by, ``[trust]`` its ``TrustBook``'s ``TrustConfig``). A setting has one key: the fields of a core object
+receipts by, ``[trust]`` its ``TrustBook``'s ``TrustConfig``, ``[fraud]`` the ``FraudConfig`` of the fraud proofs
+it takes in). A setting has one key: the fields of a core object
 that another key sets (SET_ELSEWHERE) are refused where they are and filled in by ``NodeConfig``.
 """
 
@@ -27,6 +28,7 @@ from pangea_p2p.core.capacity import DirectoryConfig
 from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.trust import TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.fraud import FraudConfig
 from pangea_p2p.errors import ConfigError
 from pangea_p2p.net.overlay import GossipConfig
 
@@ -204,6 +206,7 @@ class NodeConfig:
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)  # how this peer checks receipts and trees
     trust: TrustConfig = field(default_factory=TrustConfig)  # how it scores the workers it checked
+    fraud: FraudConfig = field(default_factory=FraudConfig)  # the fraud proofs it takes in and re-runs
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 

@@ -45,6 +45,7 @@ from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.context import BehaviourConfig
 from pangea_p2p.core.trust import TrustBook
+from pangea_p2p.core.verify import fraud
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.errors import PangeaError, TransportError
 from pangea_p2p.logs import get_logger
@@ -160,7 +161,7 @@ async def _maintenance_task(peer: Peer) -> None:
 
 
 async def _drain(subscription: Any) -> None:
-    # Adverts are handled by the validator; the subscription only has to be emptied.
+    # Adverts and proofs are handled by their validators; a subscription only has to be emptied.
     while True:
         await subscription.get()
 
@@ -236,12 +237,13 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
         ),
         split=config.coordinator.scheduler,  # split_above_s and parts_max come from [compute]
         coordinator=config.coordinator,
+        fraud=config.fraud,
     )
     blocks = BlockStore(config.data_dir / "blocks")
     ports = ComputePorts(
         identity=peer.identity, streams=ComputeDialer(peer.host), sandbox=sandbox, blocks=blocks,
         network=NetworkBlocks(peer.host, peer.dht), workers=_DirectoryWorkers(peer.directory, peer.rtt_s),
-        clock=time.time, journal=Journal(config.data_dir / "jobs.sqlite"),
+        clock=time.time, journal=Journal(config.data_dir / "jobs.sqlite"), publish_proof=peer.publish_proof,
     )
     trust, trust_store = TrustBook(config.trust), TrustStore(config.data_dir / TRUST_FILE_NAME, clock=ports.clock)
     trust_store.load(trust)
@@ -313,6 +315,8 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         await pubsub.wait_until_ready()
         pubsub.set_topic_validator(TOPIC, peer.validate_advert, False)
         subscription = await pubsub.subscribe(TOPIC)
+        pubsub.set_topic_validator(fraud.TOPIC, peer.validate_proof, False)
+        proofs = await pubsub.subscribe(fraud.TOPIC)  # proofs are handled by the validator (state.py)
         host.set_stream_handler(CAPACITY_SYNC_PROTOCOL, lambda stream: serve_capacity_sync(peer.directory, stream))
         host.set_stream_handler(PING_PROTOCOL, serve_ping)
         api_listeners = await _open_api_listeners(peer)
@@ -328,6 +332,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                 nursery.start_soon(_advert_task, peer)
                 nursery.start_soon(_maintenance_task, peer)
                 nursery.start_soon(_drain, subscription)
+                nursery.start_soon(_drain, proofs)
                 log.info("peer.started", peer_id=peer.peer_id, addrs=peer.addrs(), api=f"127.0.0.1:{peer.api_port}")
                 try:
                     yield peer

@@ -10,12 +10,13 @@ directory, the wall clock); tests build them from trio memory streams, a fake sa
     BlockNetwork    a block from peers, else from providers; announce a block this peer serves
     WorkerDirectory the candidate workers: capacity adverts, and the round-trip time measured to each
     Clock           wall time for the behaviour's ``now`` (timers sleep on trio's clock)
+    Publish         publish a fraud proof on gossipsub's fraud topic (None: this peer does not gossip proofs)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,6 +69,7 @@ class WorkerDirectory(Protocol):
 
 
 Clock = Callable[[], float]
+Publish = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +84,4 @@ class ComputePorts:
     workers: WorkerDirectory
     clock: Clock = time.time
     journal: Journal | None = None
+    publish_proof: Publish | None = None

@@ -29,6 +29,7 @@ from pangea_p2p.core.capacity import (
     LocalCapacity,
 )
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.verify import fraud
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.node import resources
@@ -140,6 +141,29 @@ class Peer:
             self.host.get_peerstore().add_addrs(ID.from_base58(advert.peer_id), addrs, ttl)
         except Exception as exc:  # a signed but unparsable address: keep the advert, skip the address
             log.debug("advert.bad_addr", peer=advert.peer_id, error=repr(exc))
+
+    def validate_proof(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """gossipsub validator of the fraud topic. Our own publishes pass. A proof from another peer goes to the
+        compute behaviour, which checks it (rate limits, format, one re-execution) and publishes it again itself
+        only if it holds: so gossipsub never relays a proof this peer has not verified, and a false proof
+        travels one hop (its author's). A proof above the size cap is refused before anything is decoded."""
+        try:
+            source = str(ID(msg.from_id))
+        except Exception:
+            return False
+        if source == self.peer_id:
+            return True
+        if len(msg.data) > fraud.PROOF_BYTES_MAX:
+            log.debug("fraud_proof.oversized", author=source, forwarder=str(forwarder), bytes=len(msg.data))
+        elif self.compute is not None:
+            try:
+                self.compute.on_proof(source, bytes(msg.data))
+            except Exception as exc:  # a bug here must not break gossipsub's reading of this peer
+                log.error("fraud_proof.internal_error", author=source, error=repr(exc)[:300])
+        return False
+
+    async def publish_proof(self, data: bytes) -> None:
+        await self.pubsub.publish(fraud.TOPIC, data)
 
     async def publish_advert(self) -> None:
         data = self.publisher.make(time.time(), self.local_capacity(), network_size=len(self.directory))

@@ -43,6 +43,9 @@ class World(Protocol):
 
     def gossip(self, src: int, data: bytes) -> None: ...
 
+    def gossip_proof(self, src: int, data: bytes) -> None:
+        """Deliver fraud proof ``data`` published by ``src`` to the peers that hear gossip."""
+
     def opened_stream(self, issuer: int, worker: int) -> None:
         """``issuer`` opened a compute stream to ``worker`` (it hears when the worker crashes)."""
 

@@ -40,6 +40,8 @@ from pangea_p2p.core.jobs.events import (
     JobSubmitted,
     Malformed,
     PeerGone,
+    ProofReceived,
+    PublishProof,
     Reply,
     SendFailed,
     SendToWorker,
@@ -207,6 +209,10 @@ class SimPeer:
             self._listed_set.add(advert.peer_id)
             self.listed.append(advert.peer_id)
 
+    def on_proof(self, data: bytes, source: str) -> None:
+        if self.up:
+            self._handle(ProofReceived(source, data))
+
     # --- worker views for the scheduler ----------------------------------------------------------------------
 
     def _views(self, now: float) -> list[WorkerView]:
@@ -298,6 +304,8 @@ class SimPeer:
                 self.journal[act.spec.job_id] = Journaled(act.spec, act.created_s)  # type: ignore[union-attr]
             elif kind is Abort:
                 self.sandbox.abort(act.request)  # type: ignore[union-attr]
+            elif kind is PublishProof:
+                sim.gossip_proof(self.idx, act.data)  # type: ignore[union-attr]
             elif kind is SplitStarted:
                 sim.loop.trace(f"split {self.idx} {act.task_id} parts={act.parts}")  # type: ignore[union-attr]
                 sim.splits += 1

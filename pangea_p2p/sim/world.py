@@ -99,6 +99,9 @@ class Simulation:
         self.msg_bytes = 0
         self.advert_delays: list[float] = []
         self.adverts_published = 0
+        self.proofs_published = 0
+        self.proofs_republished = 0
+        self._proofs_flooded: set[bytes] = set()
         self.splits = 0
         self.faults: Counter[str] = Counter()
         self.job_latencies: list[float] = []
@@ -348,6 +351,28 @@ class Simulation:
             self.advert_delays.append(d)
             self.loop.after(d, self._deliver_advert, (h, data, source))
 
+    def gossip_proof(self, src: int, data: bytes) -> None:
+        """Deliver a fraud proof over the mesh to every directory holder on the publisher's side, as an advert.
+        Cheap and deterministic: the flood model reaches every holder at once, so a proof that was flooded
+        already is not flooded again when a peer that verified it publishes it on (it is counted)."""
+        key = hashlib.sha256(data).digest()
+        if key in self._proofs_flooded:
+            self.proofs_republished += 1
+            return
+        self._proofs_flooded.add(key)
+        self.proofs_published += 1
+        source = self.peers[src].peer_id
+        for h in self.holders:
+            if h == src or self.net.blocked(src, h):
+                continue
+            d = self.dist[h][src]
+            if d != math.inf:
+                self.loop.after(d, self._deliver_proof, (h, data, source))
+
+    def _deliver_proof(self, arg: tuple[int, bytes, str]) -> None:
+        h, data, source = arg
+        self.peers[h].on_proof(data, source)
+
     def _deliver_advert(self, arg: tuple[int, bytes, str]) -> None:
         h, data, source = arg
         self.peers[h].on_advert(data, source)
@@ -428,6 +453,12 @@ class Simulation:
             if p.role in WRONG_OUTPUT_ROLES:
                 liars += 1
                 liar_results += p.stats_dict()["results_sent"]
+        proofs: Counter[str] = Counter({"published": self.proofs_published,
+                                        "republished": self.proofs_republished})
+        for p in self.peers:
+            for k, v in p.behaviour.proofs.counters.items():
+                if k != "published":
+                    proofs[k] += v
         advert_rejections: Counter[str] = Counter()
         for p in self.peers:
             if p.directory is not None:
@@ -463,6 +494,7 @@ class Simulation:
             "advert_cache_hits": self.cache.hits,
             "advert_verifications": self.cache.misses,
             "advert_rejections": dict(advert_rejections),
+            "fraud_proofs": dict(proofs),
             "trust_honest": sum(honest) / len(honest) if honest else math.nan,
             "trust_byzantine": sum(byz) / len(byz) if byz else math.nan,
             "trust_separation": _auc(honest, byz),

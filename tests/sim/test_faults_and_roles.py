@@ -176,3 +176,12 @@ def test_a_submitter_that_crashes_resumes_its_jobs_from_its_journal(seed: int) -
     assert m["jobs_done"] == m["jobs"] == 20
     assert m["tasks_accepted"] == 20 * 4  # each task accepted once (a restored one is not run again)
     assert m["wrong_accepted"] == 0
+
+
+def test_a_lie_caught_by_a_spot_check_reaches_the_other_submitters_as_a_fraud_proof() -> None:
+    _, m = run(role="wrong", byzantine=0.3, policy="spot:1", partition="none")
+    proofs = m["fraud_proofs"]
+    assert proofs["published"] > 0  # type: ignore[index]
+    assert proofs["lies_proven"] > 0  # type: ignore[index]  # checked by re-running at the other submitters
+    assert proofs["false_proofs"] == 0  # type: ignore[index]
+    assert m["wrong_accepted"] == 0

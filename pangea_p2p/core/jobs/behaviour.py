@@ -24,6 +24,10 @@ state machine (fetching its input, running, splitting, committed, answered or dr
 commit-then-reveal. A task it splits becomes a coordinator here (``start_split``); when its parts are done
 this peer merges their outputs and signs a delegation receipt over theirs (``_finish_split``).
 
+Fraud proofs (proofs.py, ``ProofDesk``): a proof another peer sent is checked by running its task here (the
+liar loses trust, the proof goes on) or found false (its sender loses trust); a lie a coordinator of this peer
+proves (its ``ProvenLie`` effect) becomes a proof published to the others.
+
 Time: one heap of timers (a coordinator to tick at its next deadline, a TaskAccepted due, a reveal request
 awaited too long), each live only while the value it was set for is unchanged; ``next_deadline()`` is the
 earliest live one, and ``Tick`` fires every one due.
@@ -77,6 +81,7 @@ from pangea_p2p.core.jobs.events import (
     Log,
     Malformed,
     PeerGone,
+    ProofReceived,
     Provide,
     Purpose,
     SendFailed,
@@ -88,6 +93,7 @@ from pangea_p2p.core.jobs.events import (
     WorkerLost,
 )
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskRef, TaskState, VerificationMode
+from pangea_p2p.core.jobs.proofs import ProofCheck, ProofDesk
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.jobs.serving import Incoming, InputFetch, ModuleFetch, ServeRun, Serving, TaskServer
 from pangea_p2p.core.jobs.splitting import delegation, split_coordinator, split_task
@@ -215,7 +221,7 @@ class _Here:
     audit: bool = False  # a LOCAL run that audits an accepted result (answered with on_audit)
 
 
-_Request = InputFetch | ModuleFetch | ServeRun | _OutputFetch | _LocalInput | _Here
+_Request = InputFetch | ModuleFetch | ServeRun | _OutputFetch | _LocalInput | _Here | ProofCheck
 
 
 class ComputeBehaviour:
@@ -248,6 +254,7 @@ class ComputeBehaviour:
         self.actions: list[Action] = []  # produced by the current event (one list: the server appends too)
         self.server = TaskServer(ctx, self)
         self.admission = self.server.admission
+        self.proofs = ProofDesk(ctx, self)
         self._handlers: dict[type, Callable[[float, Event], None]] = {
             SubmitJob: self._on_submit,  # type: ignore[dict-item]
             CancelJob: self._on_cancel,  # type: ignore[dict-item]
@@ -258,6 +265,7 @@ class ComputeBehaviour:
             WorkerLost: self._on_worker_lost,  # type: ignore[dict-item]
             IssuerLost: self._on_issuer_lost,  # type: ignore[dict-item]
             PeerGone: self._on_peer_gone,  # type: ignore[dict-item]
+            ProofReceived: self.proofs.on_received,  # type: ignore[dict-item]
             Fetched: self._on_fetched,  # type: ignore[dict-item]
             FetchFailed: self._on_fetch_failed,  # type: ignore[dict-item]
             Executed: self._on_executed,  # type: ignore[dict-item]
@@ -436,6 +444,7 @@ class ComputeBehaviour:
         running, or of a job that finished — re-verifies what the liar signed or voted for (once per liar:
         results accepted later with a proven liar behind them are audited for sure, audits.py)."""
         self.actions.append(LieProven(run.key if run.job is not None else "", eff.worker, eff.task, eff.tree, eff.why))
+        self.proofs.originate(eff.tree)  # a fraud proof for the other peers (a single execution receipt only)
         self.actions.append(Log("warning", "trust.proven_lie", (("peer", eff.worker), ("task", eff.task.task_id),
                                                                 ("why", eff.why))))
         self.recheck(eff.worker, now)
@@ -726,6 +735,8 @@ class ComputeBehaviour:
                         now)
         elif isinstance(req, _LocalInput):
             self._execute_here(_Here(req.run, req.task, req.purpose, req.chunk_index, req.audit), ev.data, now)
+        elif isinstance(req, ProofCheck):
+            self.proofs.input_ready(req, ev.data, now)
 
     def _on_fetch_failed(self, now: float, ev: FetchFailed) -> None:
         req = self._requests.pop(ev.request, None)
@@ -736,6 +747,8 @@ class ComputeBehaviour:
             self._apply(req.run, req.run.coord.on_transport_error(req.task_id, req.worker, ev.reason, now), now)
         elif isinstance(req, _LocalInput):
             self._here_failed(req, ev.reason, now)
+        elif isinstance(req, ProofCheck):
+            self.proofs.failed(req, ev.reason)
 
     def _on_executed(self, now: float, ev: Executed) -> None:
         req = self._requests.pop(ev.request, None)
@@ -744,6 +757,8 @@ class ComputeBehaviour:
                 self.server.served(req.inc, ev, now)
         elif isinstance(req, _Here):
             self._here_done(req, ev, now)
+        elif isinstance(req, ProofCheck):
+            self.proofs.executed(req, ev, now)
 
     def _on_execution_failed(self, now: float, ev: ExecutionFailed) -> None:
         req = self._requests.pop(ev.request, None)
@@ -752,6 +767,8 @@ class ComputeBehaviour:
                 self.server.give_up(req.inc, ev.reason)
         elif isinstance(req, _Here):
             self._here_failed(req, ev.reason, now)
+        elif isinstance(req, ProofCheck):
+            self.proofs.failed(req, ev.reason)
 
 
 __all__ = ["ComputeBehaviour", "JobRun"]

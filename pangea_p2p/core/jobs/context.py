@@ -15,6 +15,7 @@ from pangea_p2p.core.jobs.model import TaskRef
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import SchedulerConfig, WorkerView
 from pangea_p2p.core.trust import TrustBook
+from pangea_p2p.core.verify.fraud import FraudConfig
 from pangea_p2p.core.verify.replay import ReplayGuard
 
 
@@ -41,6 +42,7 @@ class BehaviourConfig:
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)  # the jobs and splits it issues
     accept_delay_s: float = 0.5  # a task answered sooner than this needs no TaskAccepted
     reveal_wait_s_max: float = 600.0  # a committed result waits at most this long for its reveal request
+    fraud: FraudConfig = field(default_factory=FraudConfig)  # the fraud proofs it takes in and re-runs
 
 
 @dataclass

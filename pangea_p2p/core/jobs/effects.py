@@ -8,8 +8,12 @@ trio node, or the simulator) carries them out and feeds the outcome back as an e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pangea_p2p.core.jobs.model import JobState, TaskRef, TaskState
+
+if TYPE_CHECKING:
+    pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,14 @@ class PeerGone:
 
 
 @dataclass(frozen=True, slots=True)
+class ProofReceived:
+    """``sender`` sent a fraud proof (verify/fraud.py) on the fraud topic: ``data`` as it came."""
+
+    sender: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Fetched:
     request: int
     data: bytes
@@ -145,7 +153,7 @@ class Tick:
 
 Event = (
     SubmitJob | CancelJob | FromIssuer | FromWorker | Malformed | SendFailed | WorkerLost | IssuerLost | PeerGone
-    | Fetched | FetchFailed | Executed | ExecutionFailed | Tick
+    | ProofReceived | Fetched | FetchFailed | Executed | ExecutionFailed | Tick
 )
 
 
@@ -183,12 +191,13 @@ class Fetch:
 
 
 class Purpose(enum.Enum):
-    """Why this peer runs a task: for an issuer (SERVE), for a job of its own (LOCAL), or to re-run one chunk
-    of another worker's result (SPOT)."""
+    """Why this peer runs a task: for an issuer (SERVE), for a job of its own (LOCAL), to re-run one chunk
+    of another worker's result (SPOT), or to check a fraud proof another peer sent (PROOF)."""
 
     SERVE = "serve"
     LOCAL = "local"
     SPOT = "spot"
+    PROOF = "proof"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +225,13 @@ class Provide:
     """Announce that this peer serves block ``cid`` (a module its jobs run), e.g. in the DHT."""
 
     cid: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishProof:
+    """Publish the fraud proof ``data`` on the fraud topic (verify/fraud.py ``TOPIC``) to the peers around."""
+
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +294,6 @@ class Log:
 
 
 Action = (
-    SendToWorker | Reply | Fetch | Execute | Abort | Provide | JobSubmitted | TaskUpdated | JobEnded
+    SendToWorker | Reply | Fetch | Execute | Abort | Provide | PublishProof | JobSubmitted | TaskUpdated | JobEnded
     | SplitStarted | LieProven | Log
 )

@@ -22,6 +22,9 @@ included), so there is no import cycle; tests/core/verify/test_layers.py holds i
     voting.py         the per-task quorum state machine of redundant execution
     commit_reveal.py  commit-then-reveal rounds so replicas cannot copy each other
     spotcheck.py      re-execute k random chunks against a worker's Merkle commitment
+  passing a proven lie on
+    fraud.py          fraud proofs (a liar's receipt and the task to re-run): format, judging by one
+                      re-execution, the intake's rate limits, dedup and pending cap
 
 Trust scores and the adaptive replication policy are in ``pangea_p2p.core.trust``. The byte formats are
 specified in protocols/receipt.md. Every rejection is a VerificationError with a RejectReason code.

@@ -27,10 +27,13 @@ from pangea_p2p.core.jobs.events import (
     Executed,
     Fetch,
     Fetched,
+    FetchFailed,
     FromIssuer,
     FromWorker,
     IssuerLost,
     Malformed,
+    ProofReceived,
+    PublishProof,
     Purpose,
     Reply,
     SendToWorker,
@@ -42,6 +45,8 @@ from pangea_p2p.core.jobs.scheduler import SchedulerConfig, WorkerView
 from pangea_p2p.core.jobs.serving import FETCH_WAIT_S, Incoming, Serving
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
+from pangea_p2p.core.verify.execution import issue_receipt
+from pangea_p2p.core.verify.fraud import FraudProof
 from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.core.verify.tree import verify_tree
 from pangea_p2p.errors import ConfigError, LocalProtocolError
@@ -96,6 +101,7 @@ class Net:
     wire: list[tuple[str, str, codec.Message]] = field(default_factory=list)
     queue: list[tuple[Peer, Event]] = field(default_factory=list)
     lose: tuple[type, ...] = ()  # messages of these kinds are lost on the way
+    published: list[tuple[str, bytes]] = field(default_factory=list)  # fraud proofs: (publisher, proof)
 
     def add(self, name: str, *, slots: int = 2, memory_bytes_max: int = 1 << 30, accept_delay_s: float = 0.5,
             split_above_s: float = 30.0) -> Peer:
@@ -169,6 +175,14 @@ class Net:
                     peer.runs.append(act)
             elif isinstance(act, Abort):
                 peer.aborted.add(act.request)
+            elif isinstance(act, PublishProof):  # gossip: to every other peer
+                self.published.append((peer.name, act.data))
+                others = [p for p in self.peers.values() if p is not peer]
+                self.queue.extend((p, ProofReceived(peer.peer_id, act.data)) for p in others)
+            elif isinstance(act, Fetch):  # from the peers named
+                data = next((d for p in act.peers if (d := self.peers[p].store.get(act.cid)) is not None), None)
+                self.queue.append((peer, FetchFailed(act.request, "nobody has it") if data is None
+                                   else Fetched(act.request, data)))
 
     def _send(self, sender: Peer, to: str, msg: codec.Message, event: object) -> None:
         decoded = codec.decode(codec.encode(msg))  # the real codec, both ways
@@ -378,7 +392,7 @@ def test_offers_whose_blocks_nobody_serves_give_the_slot_back_within_seconds_and
 
     def do(peer: Peer, actions: list[Action]) -> None:  # the worker's fetches go nowhere: nobody answers
         fetches.extend((a.request, a.cid) for a in actions if isinstance(a, Fetch) and peer is worker)
-        real_do(peer, actions)
+        real_do(peer, [a for a in actions if not (isinstance(a, Fetch) and peer is worker)])
 
     net._do = do  # type: ignore[method-assign]
     for k in range(STRIKES_MAX):
@@ -413,9 +427,9 @@ def test_a_served_task_whose_module_is_missing_fetches_it_within_a_bound_then_ru
     fetches: list[Fetch] = []
     real_do = net._do
 
-    def do(peer: Peer, actions: list[Action]) -> None:
+    def do(peer: Peer, actions: list[Action]) -> None:  # the test answers the worker's fetches itself
         fetches.extend(a for a in actions if isinstance(a, Fetch) and peer is worker)
-        real_do(peer, actions)
+        real_do(peer, [a for a in actions if not (isinstance(a, Fetch) and peer is worker)])
 
     net._do = do  # type: ignore[method-assign]
     net.handle(worker, FromIssuer(sub.peer_id, 1, codec.Offer(ref, frame_chunks([b"x"]))))
@@ -441,3 +455,72 @@ def test_a_policy_that_spot_checks_is_refused_at_submit_when_this_peer_could_nev
     assert "job" not in sub.behaviour.jobs
     run = net.submit(sub, [b"x"], policy="replicas:1")  # a policy that does not re-run here is taken
     assert run.state is JobState.DONE
+
+
+def test_a_lie_caught_by_a_spot_check_travels_as_a_fraud_proof_and_is_verified_by_a_bystander() -> None:
+    net = Net()
+    sub = net.add("submitter")
+    liar = net.add("liar")
+    original = net._executed
+
+    def lie(peer: Peer, act: Execute) -> Executed:
+        ev = original(peer, act)
+        if peer is liar and act.purpose is Purpose.SERVE and ev.outputs:
+            return Executed(ev.request, [b"wrong" * 4 for _ in ev.outputs], None, ev.fuel_used)
+        return ev
+
+    net._executed = lie  # type: ignore[method-assign]
+    net.submit(sub, [b"a", b"b"], policy="spot:1", per_task=2)
+    assert [m for s, _, m in net.wire if s == "liar" and isinstance(m, codec.Result)], "the liar got no task"
+    (publisher, proof), *_ = net.published  # the submitter caught the lie and published a proof
+    assert publisher == "submitter"
+    assert sub.behaviour.proofs.counters["published"] == 1
+    assert liar.behaviour.proofs.counters["false_proofs"] == 0  # the liar's own check: its honest re-run agrees
+    # a peer that joins later gets the proof, fetches the input from the sender, re-runs the task, and passes it on
+    bystander = net.add("bystander")
+    net.published.clear()
+    net.handle(bystander, ProofReceived(sub.peer_id, proof))
+    assert bystander.behaviour.proofs.counters["lies_proven"] == 1
+    assert bystander.behaviour.trust.score(liar.peer_id, net.now) < 0
+    assert bystander.behaviour.trust.score(sub.peer_id, net.now) == 0  # the sender was right
+    assert net.published == [("bystander", proof)]  # published on, once
+    net.handle(bystander, ProofReceived(liar.peer_id, proof))  # a copy that comes back is not checked again
+    assert bystander.behaviour.proofs.counters["lies_proven"] == 1
+    assert net.published == [("bystander", proof)]
+
+
+def test_a_false_fraud_proof_costs_its_sender_trust_and_goes_no_further() -> None:
+    net = Net()
+    accuser = net.add("accuser")
+    honest = net.add("honest")
+    judge_peer = net.add("judge")
+    chunks = [b"x", b"y"]
+    framed = frame_chunks(chunks)
+    input_cid = accuser.store.put(framed)
+    ref_binding = replace(net.submit(accuser, [b"z"]).task("job/t0").ref, input_cid=input_cid, chunk_count=2).binding()
+    right = issue_receipt(honest.behaviour.ctx.identity, ref_binding, output=frame_chunks([sha(c) for c in chunks]),
+                          fuel_used=2000, now=net.now, rng=random.Random(1))
+    data = FraudProof.of(right, output_digest=sha(b"not it"), fuel_used=2000).encode()
+    net.published.clear()
+    net.handle(judge_peer, ProofReceived(accuser.peer_id, data))
+    assert judge_peer.behaviour.proofs.counters["false_proofs"] == 1
+    assert judge_peer.behaviour.trust.score(accuser.peer_id, net.now) < 0
+    assert judge_peer.behaviour.trust.score(honest.peer_id, net.now) == 0
+    assert net.published == []  # not passed on
+
+
+def test_a_proof_above_this_peers_limits_is_dropped_and_a_forged_one_costs_its_sender() -> None:
+    net = Net()
+    small = net.add("small", memory_bytes_max=16 << 20)
+    sender, worker = net.add("sender"), net.add("worker")
+    ref = net.submit(sender, [b"z"]).task("job/t0").ref  # LIMITS: 64 MiB, above what "small" runs
+    r = issue_receipt(worker.behaviour.ctx.identity, ref.binding(), output=frame_chunks([b"bad"]), fuel_used=1,
+                      now=net.now, rng=random.Random(2))
+    data = FraudProof.of(r).encode()
+    net.handle(small, ProofReceived(sender.peer_id, data))
+    assert small.behaviour.proofs.counters["dropped"] == 1
+    assert small.behaviour.trust.score(sender.peer_id, net.now) == 0
+    forged = data[:-1] + bytes([data[-1] ^ 1])
+    net.handle(worker, ProofReceived(sender.peer_id, forged))
+    assert worker.behaviour.proofs.counters["rejected"] == 1
+    assert worker.behaviour.trust.score(sender.peer_id, net.now) < 0

@@ -19,7 +19,7 @@ DIRECTORY = Path(package.__file__).parent
 LAYERS = (
     "format", "merkle", "config", "replay",
     "binding", "receipts", "checks", "execution", "delegation", "tree",
-    "voting", "commit_reveal", "spotcheck",
+    "voting", "commit_reveal", "spotcheck", "fraud",
 )
 
 
