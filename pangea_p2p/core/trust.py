@@ -29,13 +29,15 @@ TrustBook, theory of operation.
   ``version`` moves on every change and ``strong_version`` when a peer falls below ``suspect_score``
   (a driver saves soon after that, and at a bounded rate otherwise: node/trust_store.py).
 
-ReplicationPolicy decides per task, from the primary worker's record (BOINC adaptive replication, with
-Sarmenta's spot checks as the audit of unreplicated work):
-  - score below ``suspect_score``: ``replicas_suspect`` replicas (majority quorum);
-  - run shorter than ``trusted_after_valid``: ``replicas_untrusted`` replicas, all must agree;
-  - otherwise replicate with probability ``max(audit_probability_min, trusted_after_valid / run)`` — which
-    falls as the record grows — and else run once with ``spot_checks_trusted`` spot checks (when the
-    output is chunked). Any INVALID resets the run, so the next task is replicated again.
+ReplicationPolicy decides per task, from the primary worker's record (BOINC adaptive replication, with this
+peer's audits as the check of unreplicated work, core/jobs/audits.py):
+  - score below ``suspect_score`` (a worker outvoted repeatedly, timing out, or worse): ``replicas_suspect``
+    replicas, majority quorum;
+  - otherwise the task runs once, and its accepted result may be audited: re-run here, drawn after it was
+    committed, at a rate that falls as the worker's confirmed record with this peer grows and never reaches
+    zero, within a budget per accepted result (``audit_budget``, more per liar proven). So when no one lies the
+    total work is at most 1 + ``audit_budget`` single executions; a liar found costs everything it signed here
+    (backtracking) and drops below the trust floor for good.
 """
 
 from __future__ import annotations
@@ -76,17 +78,13 @@ class TrustConfig:
     score_max: float = 100.0
     half_life_s: float = 7 * 86400.0
     peers_max: int = 100_000
-    trusted_after_valid: int = 10  # BOINC CONS_VALID_UNREPLICATED
     suspect_score: float = -5.0
-    replicas_untrusted: int = 2
     replicas_suspect: int = 3
-    audit_probability_min: float = 0.02
-    spot_checks_trusted: int = 3
     outvote_penalty: float = 2.0  # losing a vote (weak evidence)
     audit_rate_new: float = 1.0  # chance that a result of a worker with no confirmed record is audited
     audit_rate_min: float = 0.02  # ... and the floor it falls to as its confirmed record grows
     audit_proven_half: float = 2.0  # confirmed results at which the audit rate is half of audit_rate_new
-    audit_budget: float = 0.3  # re-executions drawn audits may spend per accepted result (jobs.audits.AuditBudget)
+    audit_budget: float = 0.28  # re-executions drawn audits may spend per accepted result (jobs.audits.AuditBudget)
     audit_budget_per_liar: float = 5.0  # ... and more for each liar proven (there are liars about)
 
     def __post_init__(self) -> None:
@@ -97,20 +95,15 @@ class TrustConfig:
         check_range("score_max", self.score_max, 0.0, 1e9)
         check_range("half_life_s", self.half_life_s, 1.0, 1e10)
         check_range("peers_max", self.peers_max, 1, 10_000_000)
-        check_range("trusted_after_valid", self.trusted_after_valid, 1, 1_000_000)
         check_range("suspect_score", self.suspect_score, self.score_min, 0.0)
-        check_range("replicas_untrusted", self.replicas_untrusted, 1, 64)
         check_range("replicas_suspect", self.replicas_suspect, 1, 64)
-        check_range("audit_probability_min", self.audit_probability_min, 0.0, 1.0)
-        check_range("spot_checks_trusted", self.spot_checks_trusted, 0, 4096)
         check_range("outvote_penalty", self.outvote_penalty, 0.0, 1e6)
         check_range("audit_rate_new", self.audit_rate_new, 0.0, 1.0)
         check_range("audit_rate_min", self.audit_rate_min, 0.0, self.audit_rate_new)
         check_range("audit_proven_half", self.audit_proven_half, 0.001, 1e9)
         check_range("audit_budget", self.audit_budget, 0.0, 64.0)
         check_range("audit_budget_per_liar", self.audit_budget_per_liar, 0.0, 1e6)
-        for name in ("peers_max", "trusted_after_valid", "replicas_untrusted", "replicas_suspect",
-                     "spot_checks_trusted"):
+        for name in ("peers_max", "replicas_suspect"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(name, f"must be an integer, got {value!r}")
@@ -300,7 +293,7 @@ class Plan:
 
 
 class ReplicationPolicy:
-    """Per-task replication and spot-check decisions from a TrustBook (see the module docstring)."""
+    """Per-task replication decisions from a TrustBook (see the module docstring)."""
 
     __slots__ = ("book", "config")
 
@@ -308,26 +301,14 @@ class ReplicationPolicy:
         self.book = book
         self.config = book.config
 
-    def replicate_probability(self, peer: str, now: float) -> float:
-        """The chance that a task given to ``peer`` is replicated."""
-        cfg = self.config
-        if self.book.score(peer, now) < cfg.suspect_score or self.book.run(peer) < cfg.trusted_after_valid:
-            return 1.0
-        return max(cfg.audit_probability_min, cfg.trusted_after_valid / self.book.run(peer))
-
     def plan(self, worker: str, now: float, rng: random.Random, *, chunks: int = 0, replicas_max: int = 64) -> Plan:
-        """The plan for a task whose primary worker is ``worker`` and whose output has ``chunks`` chunks."""
+        """The plan for a task whose primary worker is ``worker`` (see the module docstring: a suspect's task is
+        voted on, any other runs once and may be audited; ``rng`` and ``chunks`` are not needed by it)."""
         cfg = self.config
-        score, run = self.book.score(worker, now), self.book.run(worker)
+        score = self.book.score(worker, now)
         if score < cfg.suspect_score:
             n = min(cfg.replicas_suspect, replicas_max)
             return Plan(n, quorum_for(n), 0, f"score {score:.1f} is below {cfg.suspect_score}: suspect")
-        if run < cfg.trusted_after_valid:
-            n = min(cfg.replicas_untrusted, replicas_max)
-            return Plan(n, quorum_for(n), 0, f"{run} verified results in a row, trust needs {cfg.trusted_after_valid}")
-        p = max(cfg.audit_probability_min, cfg.trusted_after_valid / run)
-        if rng.random() < p:
-            n = min(cfg.replicas_untrusted, replicas_max)
-            return Plan(n, quorum_for(n), 0, f"trusted ({run} in a row), replicated as an audit (p={p:.3f})")
-        k = min(cfg.spot_checks_trusted, chunks)
-        return Plan(1, 1, k, f"trusted ({run} in a row), not replicated (p={p:.3f}), {k} spot checks")
+        rec = self.book.get(worker)
+        proven = rec.proven if rec is not None else 0
+        return Plan(1, 1, 0, f"runs once ({proven} result(s) confirmed here so far; its result may be audited)")

@@ -23,21 +23,23 @@ replicas:2 needs both to agree, but a disagreement escalates to a third replica 
 spot:k over c chunks per task (a lie changes one chunk, re-executed here with probability min(k, c)/c):
 1 - min(k, c)/c. hash (no check): 1.
 
-adaptive (``core.trust.ReplicationPolicy``): each task gets one of three plans from its *primary's* record — a
-vote of ``replicas_suspect`` (majority), a vote of ``replicas_untrusted`` (all agree, escalating on a
-disagreement), or a single run with min(``spot_checks_trusted``, c) spot checks. The primary answered before the
-plan is chosen and the plan depends on who it is (a liar that lost a vote is a suspect), so the primary is not
-an independent draw: say it lies with probability pi (from 0, an honest primary, to q, a liar as primary every
-time) while the other replicas lie with probability p. Counting K = (primary lies) + Binomial(n - 1, p) as above
-gives escape(n, p, pi); for fixed n and p it is a ratio of two functions linear in pi, so monotone in pi, and
-its maximum over [0, q] is at pi = 0 or pi = q. The rate of a mix of plans is at most its worst plan's, so
+adaptive (``core.trust.ReplicationPolicy`` and core/jobs/audits.py): a task whose primary is a suspect gets a
+vote of ``replicas_suspect`` (majority); any other runs once, and its accepted result is audited (re-run here)
+with a probability that is 1 for a worker never confirmed here, within a budget of ``audit_budget`` audits per
+accepted result. The primary answered before the plan is chosen and the plan depends on who it is, so the
+primary is not an independent draw: say it lies with probability pi (0: an honest primary, q: a liar as primary
+every time) while the other replicas lie with probability p. Counting K = (primary lies) + Binomial(n - 1, p) as
+above gives escape(n, p, pi), monotone in pi on [0, q]. A single run escapes when its audit is not drawn: at most
+1 - min(1, audit_budget) (the budget is shared, so new workers' audits are drawn at about that rate). The rate
+of a mix of plans is at most its worst plan's, so
 
-    escape_adaptive <= max over n in {replicas_suspect, replicas_untrusted}, pi in {0, q} of escape(n, p, pi),
-                       and 1 - min(k, c)/c
+    escape_adaptive <= max(max over pi in {0, q} of escape(replicas_suspect, p, pi), 1 - min(1, audit_budget))
 
-With the defaults (3, 2, 3 spot checks) and one chunk per task this is escape(2, p, q), about 4p/(1 + 2p) at
-q = 1 (for independent primaries, pi = p, escape(2, p) is about 3p). Audits and backtracking (re-checking
-accepted results) lower the real rate; the bound ignores them. In the simulator draws are weighted by trust, so
+With the defaults this is 0.7: a lie survives its own task's audit about 70 % of the time. It does not survive
+the liar's next ones: the first audit that catches a liar proves it (a signed result contradicted by this peer's
+deterministic re-execution), re-verifies everything it signed here (backtracking), raises the audit budget and
+publishes a fraud proof; the bound counts none of that, and the measured rate of lies that reach a final output
+is far lower. In the simulator draws are weighted by trust, so
 liars serve fewer replicas than their share f of the workers: p measured as (replicas the liars served / all) x q
 isolates the voting from the scheduler's bias.
 """
@@ -87,8 +89,8 @@ def escape_bound(policy: VerificationPolicy, f: float, q: float, chunks: int = 1
         return spot_escape(policy.spot_checks, chunks)
     if policy.mode is VerificationMode.ADAPTIVE:
         cfg = trust or TrustConfig()
-        votes = [vote_escape(n, p, pi) for n in (cfg.replicas_suspect, cfg.replicas_untrusted) for pi in (0.0, q)]
-        return max(*votes, spot_escape(cfg.spot_checks_trusted, chunks))
+        votes = [vote_escape(cfg.replicas_suspect, p, pi) for pi in (0.0, q)]
+        return max(*votes, 1.0 - min(1.0, cfg.audit_budget))
     return 1.0
 
 
