@@ -4,10 +4,14 @@ Theory of operation
 -------------------
 A proof (verify/fraud.py) arrives as ``ProofReceived`` from its sender. The intake (``ProofIntake``) drops
 it (rate limits, seen already, too many pending) or rejects it (oversized, malformed, forged: the sender loses
-trust). A proof for a task above this peer's own limits is dropped with a log line. Else the task's input is
+trust). A proof against a peer this one never dealt with (not in its trust book) is dropped: it has nothing of
+the accused's to re-verify, and a re-run by every peer that hears of a lie would multiply its cost across the
+network (a peer verifies proofs about the workers it uses). A proof for a task above this peer's own limits is
+dropped with a log line. Else the task's input is
 fetched (from the sender and the accused, else providers) and the task is run here (``Execute``, purpose
 PROOF; the module comes the same way). The run decides (``judge``): it differs from the receipt -> the lie is
-proven: the accused loses trust here (as for a lie this peer caught itself) and the proof is published on, once
+proven: the accused is a proven liar here (as for a lie this peer caught itself: its trust drops to the floor and
+every result it signed here is verified again, ``recheck``) and the proof is published on, once
 (the intake remembers it); it agrees -> the proof was false: its sender loses trust; the run says nothing (a
 timeout, a crash, a fetch that failed) -> nothing happens. Either way the proof leaves the pending set.
 
@@ -86,6 +90,12 @@ class ProofDesk:
             self._log("debug", "fraud_proof.dropped", ("sender", ev.sender), ("why", admitted))
             return
         proof = admitted
+        if proof.accused not in self.host.trust:
+            # this peer never dealt with the accused: nothing of its here to re-verify, nothing to distrust yet; a
+            # re-run (and a relay) by every peer that hears of a lie would multiply its cost across the network
+            self._end(proof, "dropped", "debug", "fraud_proof.unknown_accused", ev.sender,
+                      f"{proof.accused} is not a peer this one has dealt with")
+            return
         problem = self._cannot_run(proof)
         if problem:
             self._end(proof, "dropped", "info", "fraud_proof.cannot_run", ev.sender, problem)

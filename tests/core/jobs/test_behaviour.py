@@ -43,6 +43,7 @@ from pangea_p2p.core.jobs.events import (
 from pangea_p2p.core.jobs.model import JobSpec, JobState, VerificationPolicy
 from pangea_p2p.core.jobs.scheduler import SchedulerConfig, WorkerView
 from pangea_p2p.core.jobs.serving import FETCH_WAIT_S, Incoming, Serving
+from pangea_p2p.core.trust import Outcome
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.execution import issue_receipt
@@ -477,8 +478,15 @@ def test_a_lie_caught_by_a_spot_check_travels_as_a_fraud_proof_and_is_verified_b
     assert sub.behaviour.proofs.counters["published"] == 1
     assert liar.behaviour.proofs.counters["false_proofs"] == 0  # the liar's own check: its honest re-run agrees
     # a peer that joins later gets the proof, fetches the input from the sender, re-runs the task, and passes it on
-    bystander = net.add("bystander")
+    stranger = net.add("stranger")  # never dealt with the liar: drops it, no re-run, no relay
     net.published.clear()
+    net.handle(stranger, ProofReceived(sub.peer_id, proof))
+    assert stranger.behaviour.proofs.counters["dropped"] == 1
+    assert stranger.behaviour.proofs.counters["lies_proven"] == 0  # not re-run
+    assert stranger.behaviour.trust.get(liar.peer_id) is None
+    assert net.published == []
+    bystander = net.add("bystander")
+    bystander.behaviour.trust.record(liar.peer_id, Outcome.VALID, net.now)  # it used the liar before
     net.handle(bystander, ProofReceived(sub.peer_id, proof))
     assert bystander.behaviour.proofs.counters["lies_proven"] == 1
     assert bystander.behaviour.trust.score(liar.peer_id, net.now) < 0
@@ -501,11 +509,12 @@ def test_a_false_fraud_proof_costs_its_sender_trust_and_goes_no_further() -> Non
     right = issue_receipt(honest.behaviour.ctx.identity, ref_binding, output=frame_chunks([sha(c) for c in chunks]),
                           fuel_used=2000, now=net.now, rng=random.Random(1))
     data = FraudProof.of(right, output_digest=sha(b"not it"), fuel_used=2000).encode()
+    judge_peer.behaviour.trust.record(honest.peer_id, Outcome.VALID, net.now)  # it uses the accused
     net.published.clear()
     net.handle(judge_peer, ProofReceived(accuser.peer_id, data))
     assert judge_peer.behaviour.proofs.counters["false_proofs"] == 1
     assert judge_peer.behaviour.trust.score(accuser.peer_id, net.now) < 0
-    assert judge_peer.behaviour.trust.score(honest.peer_id, net.now) == 0
+    assert judge_peer.behaviour.trust.score(honest.peer_id, net.now) == 1.0  # as it was
     assert net.published == []  # not passed on
 
 
@@ -517,6 +526,7 @@ def test_a_proof_above_this_peers_limits_is_dropped_and_a_forged_one_costs_its_s
     r = issue_receipt(worker.behaviour.ctx.identity, ref.binding(), output=frame_chunks([b"bad"]), fuel_used=1,
                       now=net.now, rng=random.Random(2))
     data = FraudProof.of(r).encode()
+    small.behaviour.trust.record(worker.peer_id, Outcome.VALID, net.now)  # it uses the accused
     net.handle(small, ProofReceived(sender.peer_id, data))
     assert small.behaviour.proofs.counters["dropped"] == 1
     assert small.behaviour.trust.score(sender.peer_id, net.now) == 0
