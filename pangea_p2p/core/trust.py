@@ -85,7 +85,7 @@ class TrustConfig:
     audit_rate_min: float = 0.02  # ... and the floor it falls to as its confirmed record grows
     audit_proven_half: float = 2.0  # confirmed results at which the audit rate is half of audit_rate_new
     audit_budget: float = 0.28  # re-executions drawn audits may spend per accepted result (jobs.audits.AuditBudget)
-    audit_budget_per_liar: float = 5.0  # ... and more for each liar proven (there are liars about)
+    audit_budget_per_liar: float = 20.0  # ... and this many more re-executions for each liar proven here
 
     def __post_init__(self) -> None:
         check_range("valid_gain", self.valid_gain, 0.0, 1e6)

@@ -105,6 +105,7 @@ from pangea_p2p.core.verify.voting import NONDETERMINISTIC_FAILURES
 from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
 
 _LIARS_MAX = 100_000
+_USED_MAX = 100_000
 _RUN = "run"  # timer kind: a coordinator to tick (the server sets its own: serving.ACCEPT, serving.REVEAL)
 
 
@@ -247,6 +248,7 @@ class ComputeBehaviour:
         self._out: dict[str, set[str]] = {}  # worker -> task ids out with it
         self._requests: dict[int, _Request] = {}
         self._liars: dict[str, None] = {}  # proven liars whose results here were re-verified (oldest first, bounded)
+        self._used: dict[str, None] = {}  # workers given a task by this peer (least recently first, bounded)
         self._next_request = 0
         self._armed: dict[str, float] = {}  # run key -> when it is ticked next
         self._timers: list[tuple[float, int, str, str]] = []  # heap of (when, seq, kind, key); stale ones lazily
@@ -407,6 +409,10 @@ class ComputeBehaviour:
             if kind is fx.Dispatch:
                 ref, worker = eff.task, eff.worker  # type: ignore[union-attr]
                 self._owner[ref.task_id] = run
+                self._used.pop(worker, None)
+                self._used[worker] = None
+                if len(self._used) > _USED_MAX:
+                    del self._used[next(iter(self._used))]
                 inline = b""
                 if ref.input_bytes <= INPUT_INLINE_MAX:
                     inline = self.ctx.blocks.get(ref.input_cid) or b""
@@ -448,6 +454,10 @@ class ComputeBehaviour:
         self.actions.append(Log("warning", "trust.proven_lie", (("peer", eff.worker), ("task", eff.task.task_id),
                                                                 ("why", eff.why))))
         self.recheck(eff.worker, now)
+
+    def dealt_with(self, peer: str) -> bool:
+        """Whether this peer gave ``peer`` tasks, or has a trust record of it (a fraud proof about it matters here)."""
+        return peer in self._used or peer in self.trust
 
     def recheck(self, liar: str, now: float) -> list[Action]:
         """``liar`` is proven to have lied (here, or by a fraud proof this peer verified): every coordinator of this

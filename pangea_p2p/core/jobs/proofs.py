@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 A proof (verify/fraud.py) arrives as ``ProofReceived`` from its sender. The intake (``ProofIntake``) drops
 it (rate limits, seen already, too many pending) or rejects it (oversized, malformed, forged: the sender loses
-trust). A proof against a peer this one never dealt with (not in its trust book) is dropped: it has nothing of
+trust). A proof against a peer this one never dealt with (gave no task to, has no trust record of) is dropped:
+it has nothing of
 the accused's to re-verify, and a re-run by every peer that hears of a lie would multiply its cost across the
 network (a peer verifies proofs about the workers it uses). A proof for a task above this peer's own limits is
 dropped with a log line. Else the task's input is
@@ -53,6 +54,8 @@ class ProofHost(Protocol):
 
     def recheck(self, liar: str, now: float) -> list[Action]: ...
 
+    def dealt_with(self, peer: str) -> bool: ...
+
 
 @dataclass(slots=True)
 class ProofCheck:
@@ -90,9 +93,9 @@ class ProofDesk:
             self._log("debug", "fraud_proof.dropped", ("sender", ev.sender), ("why", admitted))
             return
         proof = admitted
-        if proof.accused not in self.host.trust:
-            # this peer never dealt with the accused: nothing of its here to re-verify, nothing to distrust yet; a
-            # re-run (and a relay) by every peer that hears of a lie would multiply its cost across the network
+        if not self.host.dealt_with(proof.accused):
+            # this peer never gave the accused a task nor judged it: nothing of its here to re-verify, nothing to
+            # distrust yet; a re-run (and a relay) by every peer that hears of a lie would multiply its cost
             self._end(proof, "dropped", "debug", "fraud_proof.unknown_accused", ev.sender,
                       f"{proof.accused} is not a peer this one has dealt with")
             return
