@@ -141,32 +141,24 @@ def test_a_sandbox_process_running_a_guest_dies_with_its_sigkilled_peer():
         _stop(parent)
 
 
-def test_a_compile_process_dies_with_its_sigkilled_sandbox_process():
-    parent, pids = _start(COMPILE_PARENT, ROOT)
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+
+
+@pytest.mark.parametrize(("script", "args"), [
+    pytest.param(COMPILE_PARENT, (), id="a compile process dies with its sigkilled sandbox process"),
+    pytest.param(CHILD_PARENT, ("no-prctl", "pipe"), id="the portable watchdog alone ends an orphan"),
+    pytest.param(CHILD_PARENT, ("prctl", "inherit"), id="the parent death signal alone ends an orphan",
+                 marks=LINUX_ONLY),
+])
+def test_an_orphan_ends_when_its_parent_is_sigkilled(script: str, args: tuple[str, ...]) -> None:
+    parent, pids = _start(script, ROOT, *args)
     try:
         _kill_and_wait_for_orphans(parent, pids)
     finally:
         _stop(parent)
 
 
-def test_the_portable_watchdog_alone_ends_an_orphan():
-    parent, pids = _start(CHILD_PARENT, ROOT, "no-prctl", "pipe")
-    try:
-        _kill_and_wait_for_orphans(parent, pids)
-    finally:
-        _stop(parent)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
-def test_the_parent_death_signal_alone_ends_an_orphan():
-    parent, pids = _start(CHILD_PARENT, ROOT, "prctl", "inherit")
-    try:
-        _kill_and_wait_for_orphans(parent, pids)
-    finally:
-        _stop(parent)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+@LINUX_ONLY
 def test_a_parent_death_signal_while_the_parent_lives_is_ignored():
     """What the kernel sends when the trio thread that spawned a sandbox process ends: the peer lives on."""
     child = subprocess.Popen([sys.executable, "-c", CHILD, "prctl", "echo"], stdin=subprocess.PIPE,

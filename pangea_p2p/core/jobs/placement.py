@@ -282,8 +282,13 @@ class Placement:
         cfg = c.config.scheduler
         local = c.source.local(now) if c.local_allowed and c.self_id not in entry.attempts else None
         excluded = entry.busy_with()
-        could = any(scheduler.ineligible(ref, w, cfg, busy_ok=True) is None for w in workers
-                    if w.peer_id not in excluded and w.peer_id not in ref.path)
+        local_could = local is not None and scheduler.ineligible(ref, local, cfg, busy_ok=True) is None
+
+        def could() -> bool:
+            """Whether some known worker could take it, once it has a free slot (a scan: only when needed)."""
+            return any(scheduler.ineligible(ref, w, cfg, busy_ok=True) is None for w in workers
+                       if w.peer_id not in excluded and w.peer_id not in ref.path)
+
         if local is not None and scheduler.ineligible(ref, local, cfg) is None:
             # Run it here (this peer trusts its own result; it settles a vote that lacks workers, see on_result)
             # at once if nothing is under way and no known worker could ever take it, else after a short wait
@@ -292,11 +297,10 @@ class Placement:
             if entry.fallback_at_s is None:
                 entry.fallback_at_s = now + LOCAL_FALLBACK_AFTER_S
                 self.timer(entry.fallback_at_s, entry, FALLBACK)
-            if (idle and not could) or now >= entry.fallback_at_s:
+            if (idle and not could()) or now >= entry.fallback_at_s:
                 self._run_local(entry, ref, now, f"local fallback: {why}")
                 return
-        elif (local is not None and not self.local_first() and now >= (entry.fallback_check_s or -math.inf)
-              and scheduler.ineligible(ref, local, cfg, busy_ok=True) is None
+        elif (local_could and not self.local_first() and now >= (entry.fallback_check_s or -math.inf)
               and (entry.fallback_at_s is None or now >= entry.fallback_at_s)):
             # A checked job's task that could run here once this peer has a free slot: as this peer's slots are
             # not part of the "any room?" check (see Cost), it looks again in a while (not on every event).
@@ -308,8 +312,7 @@ class Placement:
             c.note(entry, f"queued: {why}")
             c.update(entry, reason=why)
             c.maybe_open_reveals(entry, now)
-        if not workers or could or entry.attempts or (
-                local is not None and scheduler.ineligible(ref, local, cfg, busy_ok=True) is None):
+        if not workers or entry.attempts or local_could or could():
             # busy, cooling or unreachable workers, or none known (a partition expires their adverts): it waits,
             # bounded by the job's deadline
             entry.stuck_since_s = None
