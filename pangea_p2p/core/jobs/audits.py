@@ -104,6 +104,19 @@ class AuditBudget:
             out.append(self.owed.popleft())
         return out
 
+    def take_owed_of(self, audits: Audits) -> list[str]:
+        """The owed audits of ``audits`` (one coordinator) the budget pays for now, oldest first."""
+        mine = [task_id for owner, task_id in self.owed if owner is audits]
+        paid = []
+        for task_id in mine:
+            if not self.spend():
+                break
+            paid.append(task_id)
+        if paid:
+            taken = set(paid)
+            self.owed = deque(((o, t) for o, t in self.owed if o is not audits or t not in taken), maxlen=self.OWED_MAX)
+        return paid
+
 
 class Audits:
     """The audits of one coordinator's tasks (see the module docstring). ``enabled``: the coordinator of a job
@@ -139,6 +152,11 @@ class Audits:
             else:
                 self.budget.owe(self, entry.ref.task_id)
                 c.note(entry, f"audit drawn (p={p:.2f}), owed: it runs when this peer's audit budget allows")
+
+    def pay_owed(self) -> None:
+        """Before the job ends: the owed audits of its results that the budget can pay for now run first."""
+        for task_id in self.budget.take_owed_of(self):
+            self.owed(task_id)
 
     def owed(self, task_id: str) -> None:
         """The budget now pays for the audit of ``task_id`` drawn earlier (``AuditBudget.take_owed``)."""

@@ -466,9 +466,13 @@ class Coordinator:
                 self.update(entry, reason=reason)
 
     def _check_finished(self, now: float) -> None:
-        if self.state is not JobState.RUNNING or self.audits.pending:
-            return  # (a result whose audit runs may still be corrected: the job ends once they are settled)
+        if self.state is not JobState.RUNNING:
+            return
         n, done = len(self.tasks), self.placement.done
+        if done + len(self.failed) == n:
+            self.audits.pay_owed()  # the budget pays what it can of this job's owed audits before it ends
+        if self.audits.pending:
+            return  # (a result whose audit runs may still be corrected: the job ends once they are settled)
         if done == n:
             self._finish(JobState.DONE, self.unchecked_summary(), now)
         elif done + len(self.failed) == n:
