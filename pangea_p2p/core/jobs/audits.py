@@ -7,7 +7,9 @@ backers' ``TrustBook.audit_probability`` (the worker, or every replica that vote
 vouches for the others): high for workers this peer has not confirmed yet, falling as its own re-executions
 confirm their results, never zero. Drawn audits spend the peer's ``AuditBudget`` (``[trust] audit_budget``
 re-executions per accepted result, over every job): when no one lies, audits add at most that much work to
-what the policy costs; a drawn audit the budget cannot pay for yet is owed and runs later. Audited for sure,
+what the policy costs. A drawn audit is owed until the budget pays it, in turns over the workers that vouch
+for the results (``AuditBudget``); before a job ends, the budget pays what it can of that job's owed audits
+(``pay_owed``); the rest run later and correct the finished job if they must. Audited for sure,
 whatever the budget: a result with a proven liar behind it; a vote the replicas disagreed on (someone lied:
 under no lies it costs nothing, under attack it settles every dispute with proof); a result whose fuel a spot
 check found suspicious (``force``); and again (``recheck``) every result that one of the peers that signed it
@@ -36,8 +38,9 @@ before the task is accepted (``settle``): this peer runs the task itself while i
 run decides (``Verification.own_result``: the candidates that agree with it are confirmed, the others proven
 liars, the task accepted); only when it cannot run it here does the task fail.
 
-Invariants: a job coordinator is DONE only when no audit of it is out (``pending``; an owed audit does not hold
-it: it corrects the finished job if it must); a task has at most one audit out; only this peer's own run ever
+Invariants: a job coordinator is DONE only when no audit of it is out (``pending``) and the budget cannot pay
+for one more of its owed audits (an owed audit beyond the budget does not hold it: it corrects the finished job
+if it must); a task has at most one audit out; only this peer's own run ever
 replaces an accepted result.
 """
 
@@ -65,20 +68,27 @@ class AuditBudget:
     """What drawn audits may spend, shared by every coordinator of a peer: each accepted result of another peer
     adds ``per_task`` re-executions to spend, a drawn audit spends one. So when no one lies, drawn audits stay
     within ``per_task`` x the results accepted, whatever the jobs. Each liar proven adds ``per_liar``: with
-    liars about, audits draw more. A drawn audit the budget cannot pay for is owed (``owe``, oldest first, at
-    most ``OWED_MAX``) and runs when the budget allows (``take_owed``), also after its job ended (a correction
+    liars about, audits draw more. A drawn audit the budget cannot pay for is owed (``owe``, at most
+    ``OWED_MAX``) and runs when the budget allows (``take_owed``), also after its job ended (a correction
     is then recorded). Forced audits (a dispute, a proven liar behind a result, suspicious fuel, a recheck) do
-    not count: they happen only when someone lied."""
+    not count: they happen only when someone lied.
+
+    Owed audits are paid round-robin over the workers that vouch for them, oldest first for each worker: a worker
+    that always lies is caught by the first audit of any of its results, so the budget first covers every worker
+    once instead of spending itself on the one that returned the most results (a flood of one worker's results
+    does not starve the audits of the others)."""
 
     OWED_MAX = 100_000
 
-    __slots__ = ("owed", "per_liar", "per_task", "tokens")
+    __slots__ = ("n_owed", "owed", "per_liar", "per_task", "tokens")
 
     def __init__(self, per_task: float, per_liar: float = 0.0) -> None:
         self.per_task = per_task
         self.per_liar = per_liar
         self.tokens = 0.0
-        self.owed: deque[tuple[Audits, str]] = deque(maxlen=self.OWED_MAX)
+        # per vouching worker, its owed audits oldest first; the dict's order is the round-robin order
+        self.owed: dict[str, deque[tuple[Audits, str]]] = {}
+        self.n_owed = 0
 
     def accepted(self) -> None:
         self.tokens += self.per_task
@@ -94,28 +104,49 @@ class AuditBudget:
         self.tokens -= 1.0
         return True
 
-    def owe(self, audits: Audits, task_id: str) -> None:
-        self.owed.append((audits, task_id))
+    def owe(self, worker: str, audits: Audits, task_id: str) -> None:
+        """The audit of ``task_id`` (of ``audits``, vouched for by ``worker``) waits for the budget."""
+        if self.n_owed >= self.OWED_MAX:  # the oldest owed audit of the next worker in turn is forgotten
+            self._pop(next(iter(self.owed)))
+        self.owed.setdefault(worker, deque()).append((audits, task_id))
+        self.n_owed += 1
 
     def take_owed(self) -> list[tuple[Audits, str]]:
-        """The owed audits the budget pays for now, oldest first."""
+        """The owed audits the budget pays for now: one per worker in turn, each worker's oldest first."""
         out = []
         while self.owed and self.spend():
-            out.append(self.owed.popleft())
+            out.append(self._pop(next(iter(self.owed))))
         return out
 
     def take_owed_of(self, audits: Audits) -> list[str]:
-        """The owed audits of ``audits`` (one coordinator) the budget pays for now, oldest first."""
-        mine = [task_id for owner, task_id in self.owed if owner is audits]
-        paid = []
-        for task_id in mine:
-            if not self.spend():
+        """The owed audits of ``audits`` (one coordinator) the budget pays for now, in the same turns."""
+        paid: list[str] = []
+        while self.tokens >= 1.0:
+            turn = [w for w, q in self.owed.items() if any(owner is audits for owner, _ in q)]
+            if not turn:
                 break
-            paid.append(task_id)
-        if paid:
-            taken = set(paid)
-            self.owed = deque(((o, t) for o, t in self.owed if o is not audits or t not in taken), maxlen=self.OWED_MAX)
+            for worker in turn:
+                if not self.spend():
+                    break
+                q = self.owed[worker]
+                item = next(x for x in q if x[0] is audits)
+                q.remove(item)
+                self.n_owed -= 1
+                self._rotate(worker)
+                paid.append(item[1])
         return paid
+
+    def _pop(self, worker: str) -> tuple[Audits, str]:
+        """``worker``'s oldest owed audit; ``worker`` goes to the end of the turn (or leaves it, with none left)."""
+        item = self.owed[worker].popleft()
+        self.n_owed -= 1
+        self._rotate(worker)
+        return item
+
+    def _rotate(self, worker: str) -> None:
+        q = self.owed.pop(worker)
+        if q:
+            self.owed[worker] = q
 
 
 class Audits:
@@ -138,7 +169,7 @@ class Audits:
         if not self.enabled or c.self_id in entry.backers:
             return
         # the most trusted backer vouches (its record was checked here)
-        p = min((c.trust.audit_probability(w) for w in entry.backers), default=1.0)
+        p, vouch = min(((c.trust.audit_probability(w), w) for w in entry.backers), default=(1.0, entry.worker))
         draw = self.rng.random()  # drawn for every accepted task: the sequence does not tell which results are audited
         self.budget.accepted()
         liars = sorted(w for w in entry.backers if c.trust.lies(w))
@@ -146,12 +177,9 @@ class Audits:
             self.start(entry, force)
         elif liars:
             self.start(entry, f"a proven liar is behind it ({', '.join(liars)}): audited")
-        elif draw < p:
-            if self.budget.spend():
-                self.start(entry, f"audited here (p={p:.2f})")
-            else:
-                self.budget.owe(self, entry.ref.task_id)
-                c.note(entry, f"audit drawn (p={p:.2f}), owed: it runs when this peer's audit budget allows")
+        elif draw < p:  # it waits its turn among the owed audits (the behaviour pays them as the budget allows)
+            self.budget.owe(vouch, self, entry.ref.task_id)
+            c.note(entry, f"audit drawn (p={p:.2f}), owed: it runs in its turn when this peer's audit budget allows")
 
     def pay_owed(self) -> None:
         """Before the job ends: the owed audits of its results that the budget can pay for now run first."""
@@ -162,7 +190,7 @@ class Audits:
         """The budget now pays for the audit of ``task_id`` drawn earlier (``AuditBudget.take_owed``)."""
         entry = self.c.tasks.get(task_id)
         if entry is not None and entry.state is TaskState.DONE and entry.audit is AuditState.NONE:
-            self.start(entry, "the audit owed to it is in this peer's budget now")
+            self.start(entry, "audited here: the audit owed to it is in this peer's budget now")
 
     def recheck(self, liar: str) -> int:
         """``liar`` was proven to have lied: audit every accepted task it signed or voted for that this peer has

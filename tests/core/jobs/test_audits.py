@@ -254,3 +254,36 @@ def test_an_audit_the_budget_could_not_pay_for_runs_later_and_corrects_a_finishe
     assert task.audit is AuditState.CORRECTED
     assert task.output_cid == honest_cid(d.inputs[0])
     assert d.trust.lies(pid("x")) == d.trust.lies(pid("y")) == 1
+
+
+# --- owed audits: paid in turns over the workers, and before their job ends --------------------------------
+
+
+def test_owed_audits_are_paid_in_turns_over_the_workers_that_vouch_for_them() -> None:
+    from pangea_p2p.core.jobs.audits import AuditBudget
+    budget = AuditBudget(per_task=1.0)
+    flood, rare = object(), object()  # stand-ins for two coordinators' Audits (only identity matters here)
+    for i in range(10):
+        budget.owe("fast", flood, f"a/t{i}")  # type: ignore[arg-type]
+    budget.owe("slow", rare, "b/t0")  # type: ignore[arg-type]
+    budget.accepted()
+    budget.accepted()
+    assert [t for _, t in budget.take_owed()] == ["a/t0", "b/t0"]  # not the flood's two oldest
+    budget.tokens = 3.0
+    assert budget.take_owed_of(rare) == []  # type: ignore[arg-type]
+    assert budget.take_owed_of(flood) == ["a/t1", "a/t2", "a/t3"]  # type: ignore[arg-type]
+    assert budget.n_owed == sum(len(q) for q in budget.owed.values()) == 6
+
+
+def test_a_fast_liar_among_many_honest_results_is_caught_before_the_job_ends() -> None:
+    # The liar answers few tasks among many honest ones; paying owed audits oldest first spent the budget on
+    # the honest flood and let the job end with the liar's result in it.
+    workers = [FakeWorker("h", slots=16), FakeWorker("liar", behaviour="byzantine", slots=1)]
+    d = Driver(workers, chunks_for(24), policy="adaptive")
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE, d.job.reason
+    wrong = [i for i in range(24) if d.task(f"job/t{i}").output_cid != honest_cid(d.inputs[i])]
+    assert wrong == [], [d.task(f"job/t{i}").reasons for i in wrong]
+    assert d.trust.lies(pid("liar")) >= 1
+    d.check_invariants()
