@@ -115,6 +115,7 @@ class ComputeService:
         self._next_channel = 0
         self._scopes: dict[int, trio.CancelScope] = {}  # request -> its fetch or run
         self._provided: set[str] = set()  # module CIDs announced (or being announced)
+        self._fetching: dict[str, trio.Event] = {}  # cid -> set when the one fetch of it under way ends
         self._writing = False  # a task writes the blocks stored with persist
         self._flushing = False  # a task flushes the journal soon
         self._wake = trio.Event()
@@ -326,11 +327,25 @@ class ComputeService:
             self._writing = False
 
     async def _fetch(self, cid: str, peers: tuple[str, ...], size_max: int) -> bytes:
-        """``cid`` from the block store, else from the network (``peers``, then providers); stored here."""
+        """``cid`` from the block store, else from the network (``peers``, then providers); stored here. One
+        fetch of a block at a time: the tasks that need a block another task is fetching (the module every task
+        of a job shares) wait for that fetch, and try themselves only if it failed."""
+        under_way = self._fetching.get(cid)
+        if under_way is not None:
+            await under_way.wait()
         data = self.blocks.get(cid)
-        if data is None:
+        if data is not None:
+            if len(data) > size_max:
+                raise PangeaError(f"block {cid} is {len(data)} bytes, above the {size_max} allowed here")
+            return data
+        done = self._fetching[cid] = trio.Event()
+        try:
             data = await self.ports.network.fetch(cid, peers, size_max)
             self.blocks.put(data, cid=cid)
+        finally:
+            done.set()
+            if self._fetching.get(cid) is done:
+                del self._fetching[cid]
         return data
 
     # --- requests: fetches and sandbox runs -------------------------------------------------------------------

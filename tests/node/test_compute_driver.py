@@ -217,6 +217,18 @@ async def test_a_fetch_that_fails_is_answered_with_a_refusal_and_the_task_goes_e
         assert a.outputs(run) == [frame_chunks([output_of(big)])]
 
 
+async def test_tasks_that_need_the_same_block_at_once_fetch_it_once(autojump_clock: trio.testing.MockClock) -> None:
+    # Every task of a job names the same module: a worker given several at once fetched it once per task, so a
+    # slow issuer failed them all at the same time.
+    async with memory_net() as net:
+        a, b = issuer(net), net.add("b")
+        run = a.submit([b"one", b"two"])
+        await a.finished(run)
+        module = run.task(task_of(run)).ref.module_cid
+        assert len(b.sandbox.runs) == 2  # both ran on b, at the same time (two slots)
+        assert [cid for cid, _ in b.network.fetched].count(module) == 1
+
+
 async def test_blocks_kept_with_persist_are_written_by_the_writer(tmp_path: Path) -> None:
     # the real clock: the writer runs in a worker thread, which a virtual clock would race
     store = BlockStore(tmp_path / "blocks")

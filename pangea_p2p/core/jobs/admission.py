@@ -13,7 +13,8 @@ Theory of operation
     them itself (splitting.py).
 It counts what it has admitted (running, queued and splitting) and frees a slot on ``release``.
 An issuer whose offers named blocks it did not serve (``strike``: the input or module could not be fetched in
-time) gets its next offers refused once it has STRIKES_MAX strikes within STRIKE_WINDOW_S.
+time) gets its next offers refused once STRIKES_MAX distinct blocks of its failed within STRIKE_WINDOW_S (one
+block that several offers named — a module every task shares — is one strike, however many offers it failed).
 Invariants: admitted <= slots + queue_max; a task id is admitted at most once while it is out; at most
 STRIKE_PEERS_MAX issuers' strikes are kept.
 """
@@ -75,7 +76,8 @@ class AdmissionControl:
         self.config = config
         self.sched = sched or scheduler.SchedulerConfig()
         self.admitted: dict[str, Verdict] = {}
-        self.strikes: dict[str, list[float]] = {}  # issuer -> when its offers' blocks could not be fetched
+        # issuer -> the blocks of its offers that could not be fetched: cid -> when (the latest)
+        self.strikes: dict[str, dict[str, float]] = {}
 
     @property
     def running(self) -> int:
@@ -101,20 +103,19 @@ class AdmissionControl:
         self.admitted[offer.task_id] = Verdict.RUN
         return Admission(Verdict.RUN, "runs here")
 
-    def strike(self, issuer: str, now: float) -> None:
-        """An offer of ``issuer`` named an input or module it did not serve in time."""
-        times = [t for t in self.strikes.pop(issuer, []) if t > now - STRIKE_WINDOW_S]
-        times.append(now)
-        self.strikes[issuer] = times[-STRIKES_MAX:]  # most recent last (dict order: the least recent first)
+    def strike(self, issuer: str, cid: str, now: float) -> None:
+        """An offer of ``issuer`` named block ``cid`` (an input or module) that it did not serve in time."""
+        recent = {c: t for c, t in self.strikes.pop(issuer, {}).items() if t > now - STRIKE_WINDOW_S and c != cid}
+        recent[cid] = now
+        self.strikes[issuer] = dict(list(recent.items())[-STRIKES_MAX:])  # dict order: the least recent first
         while len(self.strikes) > STRIKE_PEERS_MAX:
             del self.strikes[next(iter(self.strikes))]
 
     def _struck(self, issuer: str, now: float) -> str:
-        times = [t for t in self.strikes.get(issuer, ()) if t > now - STRIKE_WINDOW_S]
-        if len(times) < STRIKES_MAX:
+        n = sum(1 for t in self.strikes.get(issuer, {}).values() if t > now - STRIKE_WINDOW_S)
+        if n < STRIKES_MAX:
             return ""
-        return (f"refused: {len(times)} of your offers named blocks you did not serve in the last "
-                f"{STRIKE_WINDOW_S:g} s")
+        return f"refused: {n} blocks your offers named were not served in the last {STRIKE_WINDOW_S:g} s"
 
     def release(self, task_id: str) -> None:
         """The admitted task ``task_id`` finished, failed or was cancelled."""

@@ -227,9 +227,9 @@ class TaskServer:
 
     def fetch_failed(self, inc: Incoming, why: str, now: float) -> None:
         """The input or module of ``inc`` could not be had: give it up, and it costs the issuer."""
-        self.admission.strike(inc.issuer, now)
-        self.ctx.trust.record(inc.issuer, Outcome.TIMEOUT, now)
         cid = inc.ref.input_cid if inc.fetching == "input" else inc.ref.module_cid
+        self.admission.strike(inc.issuer, cid, now)
+        self.ctx.trust.record(inc.issuer, Outcome.TIMEOUT, now)
         self.give_up(inc, f"could not fetch its {inc.fetching} {cid}: {why}")
 
     def module_ready(self, inc: Incoming, now: float) -> None:

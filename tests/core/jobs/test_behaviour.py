@@ -417,8 +417,35 @@ def test_offers_whose_blocks_nobody_serves_give_the_slot_back_within_seconds_and
     offer = replace(ref, task_id="evil/t9", job_id="evil", issuer=hostile.peer_id, path=(hostile.peer_id,))
     net.handle(worker, FromIssuer(hostile.peer_id, 1, codec.Offer(offer, frame_chunks([b"x"]))))
     (last,) = [m for m in net.sent(codec.Rejected, by="worker") if m.task_id == "evil/t9"]
-    assert "refused: 3 of your offers named blocks you did not serve" in last.reason
+    assert "refused: 3 blocks your offers named were not served" in last.reason
     assert worker.behaviour.admission.free_slots() == 2
+
+
+def test_one_unserved_block_that_several_offers_share_is_one_strike() -> None:
+    # A loaded issuer that serves its module too slowly once fails every offer naming it at the same time:
+    # that is one fault, not a reason to refuse all its work for five minutes.
+    net, sub, worker = pair()
+    slow = net.add("slow")
+    ref = net.submit(sub, [b"x"]).task("job/t0").ref
+    real_do = net._do
+
+    def do(peer: Peer, actions: list[Action]) -> None:  # the worker's fetches go nowhere: nobody answers
+        real_do(peer, [a for a in actions if not (isinstance(a, Fetch) and peer is worker)])
+
+    net._do = do  # type: ignore[method-assign]
+    shared = cid_of(b"the one block nobody serves in time")
+    for k in range(STRIKES_MAX):
+        offer = replace(ref, task_id=f"slow/t{k}", job_id="slow", issuer=slow.peer_id, path=(slow.peer_id,),
+                        input_cid=shared)
+        net.handle(worker, FromIssuer(slow.peer_id, 1, codec.Offer(offer)))
+    net.tick(net.now + 1.0)
+    net.tick(net.now + FETCH_WAIT_S)
+    refusals = [m for m in net.sent(codec.Rejected, by="worker") if m.task_id.startswith("slow/")]
+    assert len(refusals) == STRIKES_MAX
+    assert all("could not fetch its input" in m.reason for m in refusals)
+    offer = replace(ref, task_id="slow/t9", job_id="slow", issuer=slow.peer_id, path=(slow.peer_id,))
+    net.handle(worker, FromIssuer(slow.peer_id, 1, codec.Offer(offer, frame_chunks([b"x"]))))
+    assert not [m for m in net.sent(codec.Rejected, by="worker") if m.task_id == "slow/t9"]  # taken
 
 
 def test_a_served_task_whose_module_is_missing_fetches_it_within_a_bound_then_runs() -> None:
