@@ -204,6 +204,8 @@ def figure(rows: Sequence[dict[str, Any]], key: str, name: str, x_label: str, x_
         ax.plot(xs, means, marker="o", label=f"mean of {per_point}")
         if several:
             ax.fill_between(xs, lows, highs, alpha=0.2, label="min-max of the runs")
+        pad = 0.04 * (max(xs) - min(xs)) or 1.0
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)  # every point of the sweep, even one with nothing to show
     else:
         err = [[mu - lo for mu, lo in zip(means, lows, strict=True)],
                [hi - mu for mu, hi in zip(means, highs, strict=True)]]
@@ -214,8 +216,9 @@ def figure(rows: Sequence[dict[str, Any]], key: str, name: str, x_label: str, x_
     ax.set_xlabel(x_label)
     ax.set_ylabel(m.label)
     finite = [v for v in lows + highs if not math.isnan(v)]
-    if finite and min(finite) >= 0:
-        ax.set_ylim(bottom=0, top=m.top if m.top is not None and max(finite) <= m.top else None)
+    if finite and min(finite) >= 0:  # from 0, with room above the data for the legend
+        top = m.top if m.top is not None and max(finite) <= m.top else 1.3 * max(finite) or 1.0
+        ax.set_ylim(bottom=0, top=top)
     ax.set_title(f"{m.title} ({name})" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
