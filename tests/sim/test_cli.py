@@ -184,3 +184,17 @@ def test_sweep_writes_under_sim_out_unless_told(tmp_path: Path, monkeypatch: pyt
     rows = report.read_csv(out / "results.csv")
     assert [r["point"] for r in rows] == ["hash"]
     assert not math.isnan(float(rows[0]["latency_p50_s"]))
+
+
+def test_run_all_writes_to_sim_out_unless_asked_to_replace_the_committed_results(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from simulations import run_all
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(run_all, "main", lambda argv: calls.append(argv) or 0)
+    assert run_all.run_all(["sybil", "churn"]) == 0
+    assert run_all.run_all(["--replace", "--seeds", "3", "sybil"]) == 0
+    assert calls[:2] == [["sweep", name, "--seeds", "2", "--out", str(Path("sim-out") / name)]
+                         for name in ("sybil", "churn")]
+    assert calls[2][:4] == ["sweep", "sybil", "--seeds", "3"]
+    assert Path(calls[2][-1]) == Path(run_all.__file__).parent / "results" / "sybil"
