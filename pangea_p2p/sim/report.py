@@ -36,7 +36,8 @@ def _num(v: Any) -> float:
         return math.nan
 
 
-def _plain(v: Any) -> str:
+def plain(v: Any) -> str:
+    """A value as the table shows it: floats to 3 decimals under 10, 1 above; nan as -."""
     if isinstance(v, float):
         if math.isnan(v):
             return "-"
@@ -55,23 +56,24 @@ def _percent(v: Any) -> str:
 
 
 COLUMNS = (
-    Column("point", "point", str), Column("seed", "seed", _plain), Column("jobs\ndone", "jobs_done_of", str),
-    Column("wrong\nacc.", "wrong_accepted", _plain), Column("wrong\nfinal", "wrong_final", _plain),
+    Column("point", "point", str), Column("seed", "seed", plain), Column("jobs\ndone", "jobs_done_of", str),
+    Column("wrong\nacc.", "wrong_accepted", plain), Column("wrong\nfinal", "wrong_final", plain),
     Column("work", "work_ratio", _times), Column("wasted", "wasted_work", _percent),
-    Column("lat.\np50", "latency_p50_s", _plain), Column("lat.\np90", "latency_p90_s", _plain, wide_only=True),
-    Column("lat.\np99", "latency_p99_s", _plain),
-    Column("advert\np50", "advert_p50_s", _plain, wide_only=True),
-    Column("advert\np99", "advert_p99_s", _plain, wide_only=True),
-    Column("trust\nhon/byz", "trust_pair", str, wide_only=True), Column("trust\nsep.", "trust_separation", _plain),
-    Column("viol.", "violations", _plain), Column("events", "events", _plain, wide_only=True),
-    Column("wall\ns", "wall_s", _plain, wide_only=True),
+    Column("lat.\np50", "latency_p50_s", plain), Column("lat.\np90", "latency_p90_s", plain, wide_only=True),
+    Column("lat.\np99", "latency_p99_s", plain),
+    Column("advert\np50", "advert_p50_s", plain, wide_only=True),
+    Column("advert\np99", "advert_p99_s", plain, wide_only=True),
+    Column("trust\nhon/byz", "trust_pair", str, wide_only=True), Column("trust\nsep.", "trust_separation", plain),
+    Column("viol.", "violations", plain), Column("events", "events", plain, wide_only=True),
+    Column("wall\ns", "wall_s", plain, wide_only=True),
 )
 
 LEGEND = (
     "jobs done: of those submitted; wrong acc./final: wrong task results a submitter accepted (corrected later or "
     "not) / still held in a job's final result; work: fuel burnt by every peer over one honest run of every "
     "task; wasted: share of that fuel spent on no accepted result; lat.: job latency, s; trust sep.: probability "
-    "that an honest worker's trust is above a Byzantine one's; viol.: broken invariants; -: not measured."
+    "that an honest worker's trust is above a Byzantine one's; viol.: broken invariants; -: no value (e.g. "
+    "trust with no Byzantine worker)."
 )
 LEGEND_WIDE = (
     " advert: seconds for an advert to reach the directories; trust hon/byz: mean trust of the honest / Byzantine "
@@ -124,7 +126,7 @@ class Metric:
 
 METRICS: dict[str, Metric] = {
     "jobs_done_ratio": Metric("jobs done (% of jobs submitted)", "Jobs done", 100.0, 105.0),
-    "jobs_done": Metric("jobs done", "Jobs done"),
+    "jobs_done": Metric("jobs done (count)", "Jobs done"),
     "wrong_accepted": Metric("wrong results accepted (tasks)", "Wrong results accepted"),
     "wrong_final": Metric("wrong results in final outputs (tasks)", "Wrong results in final outputs"),
     "wrong_at_job_end": Metric("wrong results at job end (tasks)", "Wrong results when the job ended"),

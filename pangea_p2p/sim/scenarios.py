@@ -21,7 +21,7 @@ from typing import Any
 
 from pangea_p2p.errors import ConfigError
 from pangea_p2p.sim.config import FRACTIONS, HELP, SimConfig, flag
-from pangea_p2p.sim.report import WIDTH, plot, print_table, read_csv, write_csv
+from pangea_p2p.sim.report import WIDTH, plain, plot, print_table, read_csv, write_csv
 from pangea_p2p.sim.sandbox import ROLES
 from pangea_p2p.sim.world import SimResult, Simulation
 
@@ -74,15 +74,11 @@ def row_of(result: SimResult, point: str) -> dict[str, Any]:
             row[k] = v
     row["jobs_done_of"] = f"{m['jobs_done']}/{m['jobs']}"
     row["jobs_done_ratio"] = m["jobs_done"] / m["jobs"] if m["jobs"] else math.nan
-    row["trust_pair"] = f"{_trust(m['trust_honest'])}/{_trust(m['trust_byzantine'])}"
+    row["trust_pair"] = f"{plain(m['trust_honest'])}/{plain(m['trust_byzantine'])}"
     row["violations"] = len(result.violations) + (1 if result.failed and not result.violations else 0)
     row["digest"] = result.digest
     row["replay"] = result.replay()
     return row
-
-
-def _trust(v: float) -> str:
-    return "-" if math.isnan(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
 
 
 def config_for(scenario: Scenario, overrides: dict[str, Any]) -> SimConfig:

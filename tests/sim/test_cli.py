@@ -30,7 +30,7 @@ def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
 
 
 def test_every_option_of_every_sim_command_has_a_help_text() -> None:
-    pangea_sim = cli.build_parser()._subparsers._group_actions[0].choices["sim"]  # type: ignore[union-attr]
+    (pangea_sim,) = (p for p in parsers(cli.build_parser()) if p.prog == "pangea sim")  # before the simulator loads
     options: dict[str, set[str]] = {}
     for parser in [pangea_sim, *parsers(scenarios.build_parser())]:
         for action in parser._actions:
