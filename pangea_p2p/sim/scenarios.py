@@ -220,30 +220,13 @@ def run_command(args: argparse.Namespace) -> int:
         config_for(scenario, overrides)
     except (ValueError, ConfigError) as exc:
         parser.error(str(exc))
-    if args.sim_command == "run":
-        return _run(scenario, overrides, args.out, args.wide)
     if args.sim_command == "plot":
-        csv_path = args.csv or Path("sim-out") / scenario.name / "results.csv"
-        out = args.out or csv_path.parent
-        try:
-            rows = read_csv(csv_path)
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            parser.error(f"{exc.filename}: {exc.strerror}")
-        except (UnicodeDecodeError, csv.Error):
-            rows = []
-        if not rows or "point" not in rows[0] or "seed" not in rows[0]:
-            parser.error(f"{csv_path}: not a sweep's results.csv (no rows with point and seed)")
-        paths = plot_scenario(rows, scenario, out)
-        print(f"wrote {len(paths)} plots into {out}: {', '.join(p.name for p in paths)}")
-        return 0
+        return _plot(parser, scenario, args.csv or Path("sim-out") / scenario.name / "results.csv", args.out)
+    if args.sim_command == "run":
+        return _run(scenario, overrides, args.out and _folder(parser, args.out), args.wide)
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: at least 1")
-    out = args.out or Path("sim-out") / scenario.name
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        parser.error(f"--out {out}: {exc.strerror}")
+    out = _folder(parser, args.out or Path("sim-out") / scenario.name)
     rows = sweep(scenario, overrides, args.seeds, progress=not args.no_progress)
     print_table(rows, f"{scenario.name}: {scenario.question}", wide=args.wide)
     write_csv(rows, out / "results.csv")
@@ -255,13 +238,36 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder(parser: argparse.ArgumentParser, path: Path) -> Path:
+    """``path``, made a folder before any run (or the usage error saying why it cannot be)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {path}: {exc.strerror}")
+    return path
+
+
+def _plot(parser: argparse.ArgumentParser, scenario: Scenario, csv_path: Path, out: Path | None) -> int:
+    try:
+        rows = read_csv(csv_path)
+    except OSError as exc:
+        parser.error(f"{csv_path}: {exc.strerror}")
+    except (UnicodeDecodeError, csv.Error):
+        rows = []
+    if not rows or "point" not in rows[0] or "seed" not in rows[0]:
+        parser.error(f"{csv_path}: not a sweep's results.csv (no rows with point and seed)")
+    out = _folder(parser, out or csv_path.parent)
+    paths = plot_scenario(rows, scenario, out)
+    print(f"wrote {len(paths)} plots into {out}: {', '.join(p.name for p in paths)}")
+    return 0
+
+
 def _run(scenario: Scenario, overrides: dict[str, Any], out: Path | None, wide: bool) -> int:
     result = run_one(config_for(scenario, overrides), scenario.name)
     row = row_of(result, "run")
     print_table([row], f"{scenario.name} ({scenario.question})", wide=wide)
     _print_details(result)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         write_csv([row], out / "results.csv")
     if result.failed or (result.violations and result.config.checks == "strict"):
         print(f"FAILED: {result.failed or result.violations[0]}", file=sys.stderr)

@@ -82,15 +82,22 @@ def test_a_bad_value_is_one_line_naming_the_flag(argv: list[str], message: str,
     assert "Traceback" not in err
 
 
-def test_plot_of_a_file_that_is_not_a_results_csv_is_one_line(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_file_that_cannot_be_read_or_written_is_one_line_before_any_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     garbage = tmp_path / "results.csv"
     garbage.write_bytes(bytes(range(256)) * 8)
-    for csv_path, message in ((garbage, "not a sweep's results.csv"), (tmp_path / "none.csv", "No such file")):
+    for argv, message in (
+        (["plot", "sybil", "--csv", str(garbage)], "not a sweep's results.csv"),
+        (["plot", "sybil", "--csv", str(tmp_path / "none.csv")], "none.csv: No such file"),
+        (["sweep", "sybil", "--out", str(garbage)], f"--out {garbage}: File exists"),
+        (["run", "sybil", "--out", str(garbage / "sub")], f"--out {garbage / 'sub'}: Not a directory"),
+    ):
         with pytest.raises(SystemExit) as exit_:
-            scenarios.main(["plot", "sybil", "--csv", str(csv_path)])
+            scenarios.main(argv)
         assert exit_.value.code == 2
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err
+        assert len(err.strip().splitlines()) == 2
 
 
 def widest(text: str) -> int:
