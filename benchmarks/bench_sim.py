@@ -26,7 +26,8 @@ from dataclasses import replace
 
 from pangea_p2p.sim.config import SimConfig
 from pangea_p2p.sim.loop import bare_loop
-from pangea_p2p.sim.scenarios import print_table, row_of
+from pangea_p2p.sim.report import print_table
+from pangea_p2p.sim.scenarios import row_of
 from pangea_p2p.sim.world import SimResult, Simulation
 
 TARGET_S = 120.0

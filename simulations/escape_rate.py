@@ -8,8 +8,9 @@ the liars' share of the workers (uniform draws), and with f their share of the r
 The liars are one party (role ``collude``: their lies for a task are the same bytes), each deciding per task,
 independently, whether to lie (``--lie-q``). Each point is one run of 500 peers and 400 jobs of 4 tasks.
 
-Run: .venv/bin/python simulations/escape_rate.py [--seeds N] [--out DIR]
-     (default 1 seed, into simulations/results/escape_rate/results.csv; a minute or two)
+Run: .venv/bin/python simulations/escape_rate.py [--seeds N] [--out DIR | --replace]
+     (default 1 seed, into sim-out/escape_rate/results.csv; --replace: into simulations/results/escape_rate/, the
+     committed results; a minute or two)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pangea_p2p.sim.world import Simulation
 POLICIES = ("replicas:3", "adaptive")
 FRACTIONS = (0.1, 0.3)
 QS = (0.25, 0.5, 1.0)
+COMMITTED = Path(__file__).parent / "results" / "escape_rate"
 BASE = SimConfig(peers=500, jobs=400, submitters=4, role="collude", checks="count")
 
 
@@ -57,10 +59,14 @@ def run(seeds: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "escape_rate")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per point, seeds 1..N (default %(default)s)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=Path("sim-out") / "escape_rate",
+                       help="output folder (default %(default)s)")
+    where.add_argument("--replace", action="store_const", dest="out", const=COMMITTED,
+                       help="write into simulations/results/escape_rate/, replacing the committed results")
     args = parser.parse_args(argv)
-    from pangea_p2p.sim.scenarios import write_csv
+    from pangea_p2p.sim.report import write_csv
 
     rows = run(args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
-"""Reproduce every figure of simulations/README.md: each scenario's sweep, CSV and PNG plots in results/.
+"""Reproduce the scenario figures of simulations/README.md: each scenario's sweep, its CSV and PNG plots.
 
-Run: .venv/bin/python simulations/run_all.py [--seeds N] [SCENARIO ...]
-Same as `pangea sim sweep SCENARIO --seeds N --out simulations/results/SCENARIO` for each scenario.
+Run: .venv/bin/python simulations/run_all.py [--seeds N] [--out DIR | --replace] [SCENARIO ...]
+Same as `pangea sim sweep SCENARIO --seeds N --out DIR/SCENARIO` for each scenario; DIR is sim-out/ unless
+--replace (simulations/results/, the committed figures) or --out says otherwise.
 """
 
 from __future__ import annotations
@@ -12,16 +13,22 @@ from pathlib import Path
 
 from pangea_p2p.sim.scenarios import SCENARIOS, main
 
+COMMITTED = Path(__file__).parent / "results"
+
 
 def run_all(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("scenarios", nargs="*", default=sorted(SCENARIOS))
-    parser.add_argument("--seeds", type=int, default=2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", default=sorted(SCENARIOS), metavar="SCENARIO",
+                        help=f"scenarios to sweep (default: all of {', '.join(sorted(SCENARIOS))})")
+    parser.add_argument("--seeds", type=int, default=2, help="runs per sweep value (default %(default)s)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=Path("sim-out"), help="output folder (default %(default)s)")
+    where.add_argument("--replace", action="store_const", dest="out", const=COMMITTED,
+                       help="write into simulations/results/, replacing the committed figures")
     args = parser.parse_args(argv)
-    out = Path(__file__).parent / "results"
     code = 0
     for name in args.scenarios:
-        code |= main(["sweep", name, "--seeds", str(args.seeds), "--out", str(out / name)])
+        code |= main(["sweep", name, "--seeds", str(args.seeds), "--out", str(args.out / name)])
     return code
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pangea_p2p.core.verify import tree
-from pangea_p2p.sim import scenarios
+from pangea_p2p.sim import report, scenarios
 from pangea_p2p.sim.loop import EventLoop
 from tests.sim.conftest import run_small, small
 
@@ -88,9 +88,16 @@ def test_small_sweep_writes_csv_and_plots(tmp_path: Path) -> None:
     small_sc = scenarios.Scenario(sc.name, sc.question, {**sc.base, **small().__dict__, "role": "collude",
                                                          "checks": "count"}, "byzantine", (0.0, 0.3), sc.plots)
     rows = scenarios.sweep(small_sc, {}, seeds=1, progress=False)
-    scenarios.write_csv(rows, tmp_path / "results.csv")
-    paths = scenarios.plot(rows, small_sc, tmp_path)
+    report.write_csv(rows, tmp_path / "results.csv")
+    paths = scenarios.plot_scenario(rows, small_sc, tmp_path)
     assert len(rows) == 2
     assert (tmp_path / "results.csv").read_text().count("\n") == 3
+    assert [p.name for p in paths] == [f"byzantine_fraction_{m}.png" for m in sc.plots]
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
     assert rows[0]["wrong_accepted"] == 0
+    again = report.read_csv(tmp_path / "results.csv")  # what `pangea sim plot` draws from: the same points
+    assert [(r["point"], int(r["seed"]), int(r["wrong_accepted"])) for r in again] == [
+        (r["point"], r["seed"], r["wrong_accepted"]) for r in rows]
+    replot = tmp_path / "replot"
+    replot.mkdir()
+    assert [p.name for p in scenarios.plot_scenario(again, small_sc, replot)] == [p.name for p in paths]

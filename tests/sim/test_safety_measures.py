@@ -99,7 +99,8 @@ def test_vote_escape_matches_a_direct_enumeration() -> None:
 def test_colluder_sweep_plot_draws_both_policies(tmp_path: Path) -> None:
     from simulations import colluder_sweep
 
-    rows = [{"policy": p, "colluders": f, "wrong_final": 10 * f, "wrong_accepted": 10 * f, "jobs_done": 100,
-             "work_ratio": 2.0 + f} for p in colluder_sweep.POLICIES for f in colluder_sweep.FRACTIONS]
+    rows = [{"policy": p, "colluders": f, "seed": seed, "wrong_final": 10 * f * seed, "wrong_accepted": 10 * f,
+             "jobs": 100, "jobs_done": 100, "work_ratio": 2.0 + f}
+            for p in colluder_sweep.POLICIES for f in colluder_sweep.FRACTIONS for seed in (1, 2)]
     colluder_sweep.plot(rows, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
