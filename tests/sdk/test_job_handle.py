@@ -19,8 +19,8 @@ from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.errors import ConfigError, PangeaError
 from pangea_p2p.guests import load_guest
 from pangea_p2p.sdk import Job, JobFailed, Limits, Progress, UncheckedResultWarning, splits
-from pangea_p2p.sdk.job import fit_chunking
 from pangea_p2p.sdk.client import ApiCallFailed
+from pangea_p2p.sdk.job import fit_chunking
 from tests.sdk.fakes import NOW, WORKERS, FakePeer
 
 
