@@ -23,7 +23,8 @@ single machines.
 
 ``progress`` gets a ``Progress`` (the peer's status document, a dict, whose ``str`` is one line such as
 ``12/40 tasks done, 2 running, ETA 3 s``) on the first status, then at most once every ``progress_interval_s``
-(default 1 s), and always on the final status. A split into more chunks than a job may have tasks is run with
+(``run`` and ``JobHandle.result``: 1 s by default; ``JobHandle.wait``: every change), and always on the final
+status. A split into more chunks than a job may have tasks is run with
 more chunks per task (one logged line says so).
 
 A ``Job`` is safe to share between threads: its definition is guarded by a lock, and ``run`` keeps its state
@@ -358,10 +359,10 @@ class JobHandle(Generic[T]):
         return self.last_status
 
     def wait(self, *, progress: ProgressFn | None = None, timeout_s: float = 3600.0,
-             progress_interval_s: float = PROGRESS_INTERVAL_S) -> dict[str, Any]:
+             progress_interval_s: float = 0.0) -> dict[str, Any]:
         """Block until the job ends (long-polling the peer). ``progress`` gets a ``Progress`` (the status, whose
         ``str`` is one line) for the first status, then at most once every ``progress_interval_s`` seconds, and
-        for the final status (0: every change)."""
+        for the final status (by default every change: ``result`` and ``Job.run`` show one a second)."""
         deadline = time.monotonic() + timeout_s
         status = self.last_status
         shown_s: float | None = None

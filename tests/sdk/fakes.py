@@ -117,11 +117,11 @@ class FakePeer:
         return copy.deepcopy(self._get(job_id).doc)
 
     def job_evidence(self, job_id: str, start: int = 0, *, inputs: bool = True) -> bytes:
-        """The evidence page the node would send (``core.jobs.evidence``), built from the job's result document
+        """The evidence page the node would send (``core.jobs.evidence``), built from ``job_result``'s document
         and the blocks here as they are now (a test tampers with either); garbage in the document goes out as
         garbage (a receipt that is not hex, as its raw text)."""
         self.evidence_requests.append((job_id, start, inputs))
-        doc = self._get(job_id).doc
+        doc = self.job_result(job_id)  # (a test may replace job_result: the evidence follows)
 
         def at(key: str, i: int) -> Any:
             return doc[key][i] if i < len(doc[key]) else None
