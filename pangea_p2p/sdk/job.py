@@ -108,7 +108,7 @@ class Progress(dict[str, Any]):
 
 def _seconds(s: float | None) -> str:
     s = s or 0.0
-    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+    return f"{s:.2f} s" if s < 1 else f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
 
 
 ProgressFn = Callable[[Progress], None]

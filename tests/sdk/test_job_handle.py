@@ -123,6 +123,28 @@ def test_progress_is_one_readable_line_per_interval_and_always_the_final_status(
     assert (seen[0].done, seen[0].total, seen[0].running, seen[0].eta_s) == (1, 5, 1, 2.0)
 
 
+def status(state: str = "running", eta_s: float | None = None, elapsed_s: float = 1.0, reason: str = "",
+           **counts: int) -> Progress:
+    progress = {"pending": 0, "running": 0, "verifying": 0, "done": 0, "failed": 0, "cancelled": 0, **counts}
+    return Progress({"state": state, "reason": reason, "tasks_total": 40, "progress": progress, "eta_s": eta_s,
+                     "elapsed_s": elapsed_s, "version": 3})
+
+
+@pytest.mark.parametrize(("p", "line"), [
+    (status(done=12, running=1, verifying=1, eta_s=3.2), "12/40 tasks done, 2 running, ETA 3.2 s"),
+    (status(done=0, pending=40), "0/40 tasks done, 0 running"),
+    (status(done=1, running=2, failed=1, eta_s=75), "1/40 tasks done, 2 running, 1 failed, ETA 75 s"),
+    (status(done=1, running=2, eta_s=600), "1/40 tasks done, 2 running, ETA 10 min"),
+    (status(done=1, eta_s=0.25), "1/40 tasks done, 0 running, ETA 0.25 s"),
+    (status("done", done=40, elapsed_s=12.4), "40/40 tasks done in 12 s"),
+    (status("cancelled", done=3, cancelled=37, reason="cancelled by the submitter"),
+     "3/40 tasks done in 1.0 s, 37 cancelled (cancelled: cancelled by the submitter)"),
+])
+def test_a_progress_line(p: Progress, line: str) -> None:
+    assert str(p) == line
+    assert p["version"] == 3  # still the status document
+
+
 def test_a_failed_jobs_progress_line_names_the_failures_and_the_reason() -> None:
     peer = FakePeer()
     job = sha_job(chunks_per_task=5, limits=Limits(fuel_max=1))  # every task runs out of fuel
@@ -130,7 +152,7 @@ def test_a_failed_jobs_progress_line_names_the_failures_and_the_reason() -> None
     with pytest.raises(JobFailed):
         job.run(DATA, peer, progress=seen.append)  # type: ignore[arg-type]
     line = str(seen[-1])
-    assert line.startswith("0/5 tasks done in 0.5 s, 5 failed (failed: task ")
+    assert line.startswith("0/5 tasks done in 0.50 s, 5 failed (failed: task ")
     assert "\n" not in line
 
 
