@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme_runner import Block, parse_blocks, with_job_id
+from tests.readme_runner import Block, RunError, Session, parse_blocks, with_job_id
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -117,3 +117,42 @@ def test_every_code_block_of_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-12000:]}"
     ran = [line for line in proc.stdout.splitlines() if line.startswith("README.md:")]
     assert sum(": run (" in line for line in ran) >= 5, proc.stdout
+
+
+@pytest.fixture
+def session_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session's Python blocks change the directory and HOME of this process: undone after the test."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+
+
+@pytest.mark.usefixtures("session_env")
+@pytest.mark.parametrize(("markdown", "error"), [
+    ("```sh\necho fine\nfalse\n```\n", "README.md:1 (sh): exit status 1"),
+    ("```python\nx = 1\n```\n\n```python\nprint(Path)\n```\n", "README.md:5 (python): raised"),  # the old SDK example
+    ("```toml\n[api]\nport = -1\n```\n", "README.md:1 (toml): not a valid config file: config api.port"),
+    ("```sh\necho ok\n```\n```rust\nfn main() {}\n```\n", "README.md:4 (rust): a block the README test cannot run"),
+])
+def test_a_block_that_fails_fails_the_run_naming_its_line(tmp_path: Path, markdown: str, error: str) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text(markdown)
+    session = Session(repo / "README.md", tmp_path / "work")
+    with pytest.raises(RunError) as info:
+        session.run(parse_blocks(markdown))
+    assert str(info.value).startswith(error)
+    assert (tmp_path / "work" / "clone" / "README.md").is_symlink()
+
+
+@pytest.mark.usefixtures("session_env")
+def test_blocks_share_one_python_namespace_and_see_the_files_of_shell_blocks(tmp_path: Path) -> None:
+    markdown = ("```sh\nprintf 'a b c' > words.txt\n```\n```python\nfrom pathlib import Path\n"
+                "words = Path('words.txt').read_text().split()\n```\n"
+                "```python\nassert words == ['a', 'b', 'c']\n"
+                "assert str(Path('~').expanduser()).endswith('/home')\n```\n")
+    (tmp_path / "README.md").write_text(markdown)
+    session = Session(tmp_path / "README.md", tmp_path / "work")
+    session.run(parse_blocks(markdown))
+    assert session.namespace["words"] == ["a", "b", "c"]
+    assert len(session.done) == 3
+    assert all(": run (" in d for d in session.done)
