@@ -1,6 +1,6 @@
 """Job-layer benchmarks: delegation round trip, the demo's matrix product, tiny-task throughput. Prints figures.
 
-    .venv/bin/python benchmarks/bench_jobs.py [--quick] [--parts 1,2,3]
+    .venv/bin/python benchmarks/bench_jobs.py [--quick] [--parts 1,2,3,4]
 
 Every ratio compares figures measured in this one run on this machine; every peer listens on 127.0.0.1 only.
 
@@ -33,6 +33,12 @@ Every ratio compares figures measured in this one run on this machine; every pee
    3b. closer to a real deployment (each device runs one peer): the submitter here, each of the 3 workers in
        its own OS process (benchmarks/netcluster.py, as bench_network runs peers), so both cores work; the
        submitter's own per-task cost is then what bounds the rate, and its profile shows it alone.
+4. Verifying a job against running it: a text of many lines, one line per chunk (as the README's first SDK
+   example splits it), 8 chunks a task, ``hash`` verification, submitted through the SDK to the first of 2 peers
+   (its HTTP API, from a thread of this process). The job's time (upload, submit, until done) against
+   ``verify_job`` (every receipt, output and input chunk checked offline) reading the job's evidence pages (the
+   new path), and against the old path: the result document, then one request per output and per input chunk.
+   Target: verification within 20 % of the job's own time.
 """
 
 from __future__ import annotations
@@ -704,13 +710,90 @@ async def part_throughput_procs(base: Path, n: int, workers_n: int = 3) -> None:
                     w.proc.kill()
 
 
+# --- 4. verify_job against the job ------------------------------------------------------------------------------
+
+VERIFY_TARGET = 0.20
+
+
+def verify_per_request(client: Any, job_id: str, chunk_cids: list[str]) -> tuple[Any, int]:
+    """The old path of verify_job: the result document, then every output and every input chunk by its own
+    request, checked as verify_job checks them; the report and the number of requests."""
+    from pangea_p2p.core.chunks import frame_chunks
+    from pangea_p2p.core.jobs.evidence import TaskEvidence
+    from pangea_p2p.core.verify.config import VerifyConfig
+    from pangea_p2p.sdk.verify import JobVerification, verify_task
+
+    doc = client.job_result(job_id)
+    report = JobVerification(job_id, str(doc["issuer"]), str(doc["verification"]))
+    requests, config = 1, VerifyConfig()
+    for i, fields in enumerate(doc["tasks"]):
+        report.tasks += 1
+        framed_input = frame_chunks([client.block(c) for c in fields["chunk_cids"]])
+        output = client.block(doc["outputs"][i])
+        requests += len(fields["chunk_cids"]) + 1
+        fields = {**fields, "worker": doc["workers"][i], "output_cid": doc["outputs"][i]}
+        verify_task(report, doc, TaskEvidence(fields, bytes.fromhex(doc["receipts"][i]), output, framed_input),
+                    config, check_inputs=True)
+    assert [c for t in doc["tasks"] for c in t["chunk_cids"]] == chunk_cids
+    return report, requests
+
+
+async def part_verify(base: Path, lines: int) -> None:
+    from pangea_p2p.sdk import Client, Job
+    from pangea_p2p.sdk.verify import verify_job
+
+    print(f"\n== 4. verify_job against the job's own time: {lines:,} one-line chunks, 8 a task, 2 peers ({load()})")
+    text = b"".join(b"line %d of the corpus, with a few words to count\n" % i for i in range(lines))
+    job: Job[list[bytes]] = Job("lines", guest="wordcount_map", chunks_per_task=8, verification="hash")
+    job.split(lambda data: data.splitlines(keepends=True))
+    job.merge(lambda outputs: outputs)
+    async with open_peers(base / "verify", [{}, {}]) as (first, _):
+        client = Client(f"127.0.0.1:{first.api_port}", timeout_s=120)
+        try:
+            def run_job() -> tuple[Any, float]:
+                t0 = time.perf_counter()
+                handle = job.submit(text, client)
+                assert handle.wait(timeout_s=600)["state"] == "done"
+                return handle, time.perf_counter() - t0
+
+            await trio.to_thread.run_sync(job.run_local, text[:2000])  # warm the guest
+            handle, job_s = await trio.to_thread.run_sync(run_job)
+            chunks = len(handle.chunk_cids or [])
+
+            def new_path() -> tuple[Any, float]:
+                t0 = time.perf_counter()
+                report = verify_job(client, handle.job_id, module_cid=handle.module_cid, chunk_cids=handle.chunk_cids)
+                return report, time.perf_counter() - t0
+
+            def old_path() -> tuple[Any, int, float]:
+                t0 = time.perf_counter()
+                report, requests = verify_per_request(client, handle.job_id, list(handle.chunk_cids or []))
+                return report, requests, time.perf_counter() - t0
+
+            new, new_s = await trio.to_thread.run_sync(new_path)
+            old, requests, old_s = await trio.to_thread.run_sync(old_path)
+        finally:
+            client.close()
+    assert new.ok, new.summary()
+    assert old.ok, old.summary()
+    assert new.receipts == old.receipts
+    tasks = new.tasks
+    print(f"  job: {chunks:,} chunks in {tasks:,} tasks, {job_s:.2f} s from upload to done")
+    print(f"  verify_job, evidence pages (new):             {new_s:.3f} s = {new_s / job_s:.1%} of the job "
+          f"({new.receipts:,} receipts, every input chunk and output checked)")
+    print(f"  the same checks, one request per block (old): {old_s:.3f} s = {old_s / job_s:.1%} of the job "
+          f"({requests:,} requests)")
+    print(f"  new path {old_s / new_s:.1f}x faster; target <= {VERIFY_TARGET:.0%} of the job's time: "
+          f"{met(new_s <= VERIFY_TARGET * job_s)}")
+
+
 # --- main -------------------------------------------------------------------------------------------------------
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (under ~2 minutes)")
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 1,3")
+    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run, e.g. 1,3")
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",")}
     print(f"bench_jobs{' --quick' if args.quick else ''}: {os.cpu_count()} cores, Python "
@@ -724,6 +807,8 @@ def main() -> int:
         if 3 in parts:
             trio.run(part_throughput, base, 1000 if args.quick else 2000)
             trio.run(part_throughput_procs, base, 1000 if args.quick else 2000)
+        if 4 in parts:
+            trio.run(part_verify, base, 8000 if args.quick else 40000)
     return 0
 
 

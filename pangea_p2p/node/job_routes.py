@@ -9,6 +9,8 @@
     GET    /v1/jobs/{id}/wait?timeout_s=S&seen=N -> status, after it changed (N = the status "version" seen) or S
     GET    /v1/jobs/{id}/result       -> {"outputs": [cid per task], "receipts": [hex receipt tree per task],
                                           "workers", "issuer", "module_cid", "tasks": [binding fields per task]}
+    GET    /v1/jobs/{id}/evidence?start=I&inputs=1 -> a page of the job's receipts, outputs and inputs, for an
+                                          offline verifier (binary; pangea_p2p/core/jobs/evidence.py)
     GET    /v1/jobs/{id}/explain      -> the reason chain of every task that is not done (?all=1: of every task)
     DELETE /v1/jobs/{id}              -> cancel; status
     GET    /v1/trust                  -> {"trust": [{"peer_id", "score", "valid", "invalid", "timeouts",
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from pangea_p2p.core.chunks import unframe_chunks
+from pangea_p2p.core.jobs.evidence import TaskEvidence, encode_page
 from pangea_p2p.core.jobs.model import JobSpec, TaskState
 from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.errors import ConfigError, RemoteProtocolError
@@ -32,6 +35,7 @@ from pangea_p2p.node.api import ApiError, ApiRequest, ApiResponse, Router
 
 if TYPE_CHECKING:
     from pangea_p2p.core.jobs.behaviour import JobRun
+    from pangea_p2p.core.jobs.tasks import TaskView
     from pangea_p2p.node.compute import ComputeService, JobWatch
 
 WAIT_S_MAX = 60.0
@@ -81,6 +85,21 @@ def parse_job_request(doc: Any, blocks: BlockSource, now: float) -> JobSpec:
             raise ApiError(400, "missing_block", f"chunk {cid} is not in this peer's block store (POST it first)")
         sizes.append(len(data))
     return request.to_spec(sizes, now, secrets.token_hex(8))
+
+
+def task_fields(run: JobRun, i: int, e: TaskView) -> dict[str, Any]:
+    """What an offline verifier needs to rebuild task ``i``'s binding, and how it was checked."""
+    return {
+        "task_id": e.ref.task_id,
+        "input_cid": e.ref.input_cid,
+        "chunk_count": e.ref.chunk_count,
+        "chunk_cids": [run.spec.chunk_cids[c] for c in run.spec.task_chunks(i)],
+        "limits": dataclasses.asdict(e.limits),
+        "checked": e.checked,
+        "unchecked": e.unchecked_why,
+        "audit": e.audit.value,
+        "corrections": list(e.corrections),  # what audits changed in its accepted result
+    }
 
 
 def add_job_routes(router: Router, compute: ComputeService) -> None:
@@ -152,18 +171,30 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
             "receipts": [e.tree.hex() if e.tree else None for e in entries],
             "workers": [e.worker or None for e in entries],
             # what an offline verifier needs to rebuild each task's binding (pangea_p2p.sdk.verify)
-            "tasks": [{
-                "task_id": e.ref.task_id,
-                "input_cid": e.ref.input_cid,
-                "chunk_count": e.ref.chunk_count,
-                "chunk_cids": [run.spec.chunk_cids[c] for c in run.spec.task_chunks(i)],
-                "limits": dataclasses.asdict(e.limits),
-                "checked": e.checked,
-                "unchecked": e.unchecked_why,
-                "audit": e.audit.value,
-                "corrections": list(e.corrections),  # what audits changed in its accepted result
-            } for i, e in enumerate(entries)],
+            "tasks": [task_fields(run, i, e) for i, e in enumerate(entries)],
         })
+
+    async def evidence(req: ApiRequest) -> ApiResponse:
+        run = run_of(req)
+        try:
+            start = int(req.query.get("start", "0"))
+        except ValueError:
+            raise ApiError(400, "bad_request", "start must be an integer") from None
+        entries = run.tasks()
+        if not 0 <= start <= len(entries):
+            raise ApiError(400, "bad_request", f"start must be in 0..{len(entries)}, got {start}")
+        inputs = req.query.get("inputs", "1") not in ("0", "", "false")
+
+        def task(i: int) -> TaskEvidence:
+            e = entries[i]
+            output = compute.blocks.get(e.output_cid) if e.output_cid else None
+            framed_input = compute.blocks.get(e.ref.input_cid) if inputs else None
+            fields = {**task_fields(run, i, e), "worker": e.worker or None, "output_cid": e.output_cid or None}
+            return TaskEvidence(fields, e.tree or b"", output or b"", framed_input or b"")
+
+        job = {"job_id": run.spec.job_id, "state": run.state.value, "issuer": compute.self_id,
+               "module_cid": run.spec.module_cid, "verification": str(run.spec.verification)}
+        return ApiResponse(200, encode_page(job, len(entries), task, start), "application/octet-stream")
 
     async def explain(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
@@ -209,6 +240,7 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
     router.add("GET", "/v1/jobs/{job_id}", get_job)
     router.add("GET", "/v1/jobs/{job_id}/wait", wait_job)
     router.add("GET", "/v1/jobs/{job_id}/result", get_result)
+    router.add("GET", "/v1/jobs/{job_id}/evidence", evidence)
     router.add("GET", "/v1/jobs/{job_id}/explain", explain)
     router.add("GET", "/v1/jobs/{job_id}/logs", logs)
     router.add("DELETE", "/v1/jobs/{job_id}", cancel)

@@ -6,4 +6,5 @@ from pangea_p2p.sdk.job import Job as Job
 from pangea_p2p.sdk.job import JobFailed as JobFailed
 from pangea_p2p.sdk.job import JobHandle as JobHandle
 from pangea_p2p.sdk.job import Limits as Limits
+from pangea_p2p.sdk.job import Progress as Progress
 from pangea_p2p.sdk.job import UncheckedResultWarning as UncheckedResultWarning

@@ -139,3 +139,8 @@ class Client:
     def trust(self) -> Any:
         """This peer's trust scores of the workers it checked, best first."""
         return self.call("GET", "/v1/trust")
+
+    def job_evidence(self, job_id: str, start: int = 0, *, inputs: bool = True) -> bytes:
+        """One page of the job's evidence from task ``start`` on (``pangea_p2p.core.jobs.evidence``): what
+        ``sdk.verify.verify_job`` checks offline; ``inputs``: with each task's framed input."""
+        return self.raw("GET", f"/v1/jobs/{job_id}/evidence?start={start}&inputs={int(inputs)}")

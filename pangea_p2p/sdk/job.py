@@ -12,7 +12,7 @@
     def merge(outputs: list[bytes]) -> dict[str, int]:
         ...
 
-    counts = job.run(text, client=Client.for_data_dir(path), progress=print)
+    counts = job.run(text, client=Client.for_data_dir(path), progress=print)   # "12/40 tasks done, ..."
 
 Only the execute step leaves the submitter: it is a WebAssembly module addressed by its content id, run in
 every worker's sandbox under the job's limits, or a plain Python function of one chunk (``@job.execute``,
@@ -21,24 +21,40 @@ see ``pangea_p2p.sdk.steps``), which runs in a WebAssembly build of MicroPython 
 executes the step in this process's sandbox (no network): the same results, the same fuel, for tests and
 single machines.
 
+``progress`` gets a ``Progress`` (the peer's status document, a dict, whose ``str`` is one line such as
+``12/40 tasks done, 2 running, ETA 3 s``) on the first status, then at most once every ``progress_interval_s``
+(``run`` and ``JobHandle.result``: 1 s by default; ``JobHandle.wait``: every change), and always on the final
+status. A split into more chunks than a job may have tasks is run with
+more chunks per task (one logged line says so).
+
 A ``Job`` is safe to share between threads: its definition is guarded by a lock, and ``run`` keeps its state
 in the call, not in the Job, so one definition can run several jobs at once.
 """
 
 from __future__ import annotations
 
+import logging
 import operator
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs.model import DEFAULT_OPTIONS, JobLimits, JobOptions, VerificationPolicy, check_job_id
+from pangea_p2p.core.jobs.model import (
+    CHUNKS_PER_JOB_MAX,
+    DEFAULT_OPTIONS,
+    TASKS_PER_JOB_MAX,
+    JobLimits,
+    JobOptions,
+    VerificationPolicy,
+    check_job_id,
+)
 from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.errors import ConfigError, PangeaError, sandbox_error
 from pangea_p2p.guests import GUEST_NAMES, load_guest
@@ -51,7 +67,51 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 SplitFn = Callable[[Any], Sequence[bytes]]
 MergeFn = Callable[[list[bytes]], T]
-Progress = Callable[[dict[str, Any]], None]
+PROGRESS_INTERVAL_S = 1.0
+log = logging.getLogger("pangea.sdk")
+
+
+class Progress(dict[str, Any]):
+    """A job's status as the peer reports it (``GET /v1/jobs/{id}``: a dict, unchanged), readable in one line:
+    ``str(p)`` is ``12/40 tasks done, 2 running, ETA 3 s`` while it runs, ``40/40 tasks done in 2.1 s`` at the
+    end (with the failed and cancelled tasks and the reason when there are any)."""
+
+    @property
+    def done(self) -> int:
+        return int(self["progress"]["done"])
+
+    @property
+    def total(self) -> int:
+        return int(self["tasks_total"])
+
+    @property
+    def running(self) -> int:
+        return int(self["progress"].get("running", 0)) + int(self["progress"].get("verifying", 0))
+
+    @property
+    def eta_s(self) -> float | None:
+        eta = self.get("eta_s")
+        return None if eta is None else float(eta)
+
+    def __str__(self) -> str:
+        counts = self["progress"]
+        line = f"{self.done}/{self.total} tasks done"
+        bad = ", ".join(f"{counts[k]} {k}" for k in ("failed", "cancelled") if counts.get(k))
+        if self["state"] == "running":
+            line += f", {self.running} running" + (f", {bad}" if bad else "")
+            return line + (f", ETA {_seconds(self.eta_s)}" if self.eta_s is not None else "")
+        line += f" in {_seconds(float(self.get('elapsed_s', 0.0)))}" + (f", {bad}" if bad else "")
+        if self["state"] != "done":
+            line += f" ({self['state']}: {self['reason']})" if self.get("reason") else f" ({self['state']})"
+        return line
+
+
+def _seconds(s: float | None) -> str:
+    s = s or 0.0
+    return f"{s:.2f} s" if s < 1 else f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+
+
+ProgressFn = Callable[[Progress], None]
 
 
 class JobFailed(PangeaError):
@@ -203,9 +263,11 @@ class Job(Generic[T]):
         _, merge, module = self._parts()
         return submit_chunks(client, module, self.chunks(data), self.options, merge, job_id=job_id)
 
-    def run(self, data: Any, client: Client, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> T:
-        """``submit``, wait (calling ``progress`` with each status), and return ``merge(outputs)``."""
-        return self.submit(data, client).result(progress=progress, timeout_s=timeout_s)
+    def run(self, data: Any, client: Client, *, progress: ProgressFn | None = None, timeout_s: float = 3600.0,
+            progress_interval_s: float = PROGRESS_INTERVAL_S) -> T:
+        """``submit``, wait (calling ``progress`` as ``JobHandle.wait`` does), and return ``merge(outputs)``."""
+        handle = self.submit(data, client)
+        return handle.result(progress=progress, timeout_s=timeout_s, progress_interval_s=progress_interval_s)
 
     def run_local(self, data: Any, *, log: Callable[[str], None] | None = None) -> T:
         """Run every task in this process's sandbox (no network) and merge: same answers as ``run``.
@@ -239,15 +301,34 @@ class Job(Generic[T]):
 def submit_chunks(client: Client, module: bytes, chunks: Sequence[bytes], options: JobOptions, merge: MergeFn[T],
                   *, job_id: str | None = None) -> JobHandle[T]:
     """Upload ``module`` and ``chunks`` to the peer and start a job over them with ``options`` (at most one task
-    per chunk); a handle that verifies against what was submitted. What ``Job.submit`` and `pangea job submit`
-    do: ``job_id`` is checked before anything is uploaded."""
+    per chunk, and more chunks per task than asked when there are more chunks than a job may have tasks: see
+    ``fit_chunking``); a handle that verifies against what was submitted. What ``Job.submit`` and `pangea job
+    submit` do: ``job_id`` and the chunk count are checked before anything is uploaded."""
     if job_id is not None:
         check_job_id(job_id)
+    options = fit_chunking(options, len(chunks))
     module_cid = client.upload_block(module)
     chunk_cids = client.upload_chunks(frame_chunks(chunks))
-    request = JobRequest(module_cid, tuple(chunk_cids), options.fitted(len(chunk_cids)), job_id)
+    request = JobRequest(module_cid, tuple(chunk_cids), options, job_id)
     status = client.submit_job(request)
     return JobHandle(client, status["job_id"], merge, status, module_cid=module_cid, chunk_cids=chunk_cids)
+
+
+def fit_chunking(options: JobOptions, chunk_count: int) -> JobOptions:
+    """``options`` for a job of ``chunk_count`` chunks: at most that many chunks per task, and at least as many
+    as keep the job within TASKS_PER_JOB_MAX tasks (said in one logged line when it raises them). ConfigError
+    when the split made more chunks than a job may have."""
+    if chunk_count > CHUNKS_PER_JOB_MAX:
+        raise ConfigError("split", f"{chunk_count} chunks, a job takes at most {CHUNKS_PER_JOB_MAX}: split into "
+                                   "fewer, larger chunks (e.g. pangea_p2p.sdk.splits.target_size)")
+    options = options.fitted(chunk_count)
+    needed = -(-chunk_count // TASKS_PER_JOB_MAX)
+    if options.chunks_per_task < needed:
+        log.warning("%d chunks at %d per task would be %d tasks, at most %d: running %d chunks per task",
+                    chunk_count, options.chunks_per_task, -(-chunk_count // options.chunks_per_task),
+                    TASKS_PER_JOB_MAX, needed)
+        options = replace(options, chunks_per_task=needed)
+    return options
 
 
 class UncheckedResultWarning(UserWarning):
@@ -277,18 +358,25 @@ class JobHandle(Generic[T]):
         self.last_status = dict(self.client.job(self.job_id))
         return self.last_status
 
-    def wait(self, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> dict[str, Any]:
-        """Block until the job ends (long-polling the peer), calling ``progress`` on every change."""
+    def wait(self, *, progress: ProgressFn | None = None, timeout_s: float = 3600.0,
+             progress_interval_s: float = 0.0) -> dict[str, Any]:
+        """Block until the job ends (long-polling the peer). ``progress`` gets a ``Progress`` (the status, whose
+        ``str`` is one line) for the first status, then at most once every ``progress_interval_s`` seconds, and
+        for the final status (by default every change: ``result`` and ``Job.run`` show one a second)."""
         deadline = time.monotonic() + timeout_s
         status = self.last_status
+        shown_s: float | None = None
         while status["state"] == "running":
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PangeaError(f"job {self.job_id} still running after {timeout_s:g} s")
             status = dict(self.client.wait_job(self.job_id, status["version"], min(10.0, left)))
             self.last_status = status
-            if progress is not None:
-                progress(status)
+            now = time.monotonic()
+            due = shown_s is None or now - shown_s >= progress_interval_s or status["state"] != "running"
+            if progress is not None and due:
+                shown_s = now
+                progress(Progress(status))
         return status
 
     def outputs(self) -> list[bytes]:
@@ -314,10 +402,12 @@ class JobHandle(Generic[T]):
                 out.extend(unframe_chunks(self.client.block(cid)))
         return out
 
-    def result(self, *, progress: Progress | None = None, timeout_s: float = 3600.0) -> T:
-        """The merged outputs of the done job; JobFailed if it did not finish. A job done with tasks accepted
-        without the check its policy asks for warns (UncheckedResultWarning) saying how many and why."""
-        status = self.wait(progress=progress, timeout_s=timeout_s)
+    def result(self, *, progress: ProgressFn | None = None, timeout_s: float = 3600.0,
+               progress_interval_s: float = PROGRESS_INTERVAL_S) -> T:
+        """The merged outputs of the done job (waiting as ``wait`` does); JobFailed if it did not finish. A job
+        done with tasks accepted without the check its policy asks for warns (UncheckedResultWarning) saying how
+        many and why."""
+        status = self.wait(progress=progress, timeout_s=timeout_s, progress_interval_s=progress_interval_s)
         if status["state"] != "done":
             raise JobFailed(f"job {self.job_id} {status['state']}: {status['reason']}", status,
                             self.client.explain(self.job_id))

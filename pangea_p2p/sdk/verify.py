@@ -1,11 +1,13 @@
 """Offline verification of a finished job's receipts, from what the peer's HTTP API hands out.
 
-``verify_job(client, job_id)`` trusts nothing the peer says about the work: for every task it rebuilds the
-binding the submitter issued (job, task, module, input content id, chunk count, limits, issuer), decodes the
-receipt tree, and checks it with ``pangea_p2p.core.verify.tree.verify_tree`` against the downloaded output:
-every signature and signer key, every binding down the delegation chain, the fuel sums, and each leaf's part
-of the output against its content id and Merkle root. With ``check_inputs`` it also re-frames the task's input
-chunks and checks their content id, so the receipts are bound to the data the user uploaded.
+``verify_job(client, job_id)`` reads the job's evidence pages (``GET /v1/jobs/{id}/evidence``, one request per
+page of up to 16 MiB: ``pangea_p2p.core.jobs.evidence``) and trusts nothing the peer says about the work: for
+every task it rebuilds the binding the submitter issued (job, task, module, input content id, chunk count,
+limits, issuer), decodes the receipt tree, and checks it with ``pangea_p2p.core.verify.tree.verify_tree``
+against the downloaded output: every signature and signer key, every binding down the delegation chain, the
+fuel sums, and each leaf's part of the output against its content id and Merkle root. With ``check_inputs`` it
+also checks the task's framed input against the content id the receipts name, and each of its chunks against
+the chunk id the task names, so the receipts are bound to the data the user uploaded.
 
 Freshness is checked as of each root receipt's own date (an audit asks whether the receipts were valid when
 they were issued, not whether they are still recent); replays are checked within each tree.
@@ -17,8 +19,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pangea_p2p.core.chunks import frame_chunks
+from pangea_p2p.core.chunks import unframe_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.evidence import TaskEvidence, decode_page
+from pangea_p2p.core.jobs.model import TASKS_PER_JOB_MAX
 from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptTree
@@ -69,55 +73,75 @@ class JobVerification:
 
 def verify_job(client: Client, job_id: str, *, check_inputs: bool = True, config: VerifyConfig | None = None,
                module_cid: str | None = None, chunk_cids: list[str] | None = None) -> JobVerification:
-    """Verify every task of a done job offline (see the module docstring). ``module_cid`` and ``chunk_cids``:
-    what the caller submitted (``JobHandle.verify`` passes them), so the peer's document is checked against
-    the caller's own record of the job, not only against itself: same module, every chunk in some task, in
-    order, none missing or added."""
-    doc = client.job_result(job_id)
+    """Verify every task of a done job offline (see the module docstring), from the job's evidence pages (one
+    request per page, ``core.jobs.evidence``). ``module_cid`` and ``chunk_cids``: what the caller submitted
+    (``JobHandle.verify`` passes them), so the peer's evidence is checked against the caller's own record of the
+    job, not only against itself: same module, every chunk in some task, in order, none missing or added."""
     config = config or VerifyConfig()
-    report = JobVerification(job_id, str(doc["issuer"]), str(doc["verification"]))
-    if module_cid is not None and doc.get("module_cid") != module_cid:
-        report.problems["job"] = f"the job ran module {doc.get('module_cid')}, not the submitted {module_cid}"
-    if chunk_cids is not None:
-        tasks = doc.get("tasks") if isinstance(doc.get("tasks"), list) else []
-        covered = [c for t in tasks if isinstance(t, dict) for c in t.get("chunk_cids", [])]
-        if covered != list(chunk_cids):
-            report.problems["job"] = (f"the tasks cover {len(covered)} chunk(s) that are not the {len(chunk_cids)} "
-                                      "submitted ones, in order")
-    for i, task in enumerate(doc["tasks"]):
-        report.tasks += 1
+    report = JobVerification(job_id, "", "")
+    covered: list[Any] = []
+    start: int | None = 0
+    for _ in range(TASKS_PER_JOB_MAX + 1):  # every page but an empty job's holds at least one task
+        if start is None:
+            break
         try:
-            _verify_task(client, doc, i, task, config, check_inputs, report)
-        except (VerificationError, RemoteProtocolError, PangeaError, LookupError, TypeError, ValueError) as exc:
-            task_id = task.get("task_id", i) if isinstance(task, dict) else i
-            report.problems[str(task_id)] = str(exc) or type(exc).__name__
+            page = decode_page(client.job_evidence(job_id, start, inputs=check_inputs))
+        except RemoteProtocolError as exc:
+            report.problems["job"] = str(exc)
+            return report
+        if page.start != start:
+            report.problems["job"] = f"evidence page {start} starts at task {page.start}"
+            return report
+        if start == 0:
+            report.issuer, report.verification = str(page.job["issuer"]), str(page.job["verification"])
+            if module_cid is not None and page.job["module_cid"] != module_cid:
+                report.problems["job"] = f"the job ran module {page.job['module_cid']}, not the submitted {module_cid}"
+        for i, task in enumerate(page.tasks, page.start):
+            report.tasks += 1
+            fields = task.fields if isinstance(task.fields, dict) else {}
+            covered.extend(fields.get("chunk_cids") or [])
+            try:
+                verify_task(report, page.job, task, config, check_inputs=check_inputs)
+            except (VerificationError, RemoteProtocolError, PangeaError, LookupError, TypeError, ValueError) as exc:
+                report.problems[str(fields.get("task_id", i))] = str(exc) or type(exc).__name__
+        start = page.next
+    if chunk_cids is not None and covered != list(chunk_cids):
+        report.problems["job"] = (f"the tasks cover {len(covered)} chunk(s) that are not the {len(chunk_cids)} "
+                                  "submitted ones, in order")
     return report
 
 
-def _verify_task(client: Client, doc: dict[str, Any], i: int, task: dict[str, Any], config: VerifyConfig,
-                 check_inputs: bool, report: JobVerification) -> None:
-    tree_hex, output_cid, worker = (doc[k][i] if i < len(doc[k]) else None for k in ("receipts", "outputs", "workers"))
-    if tree_hex is None or output_cid is None or worker is None:
+def verify_task(report: JobVerification, job: dict[str, Any], task: TaskEvidence, config: VerifyConfig, *,
+                check_inputs: bool) -> None:
+    """Check one task's evidence (raises naming the first problem) and add it to ``report``: its input chunks
+    frame to the input id its receipts name and are the chunks it names; its receipt tree verifies (signatures,
+    bindings, fuel, each leaf's part of the output against its content id and Merkle root)."""
+    fields = task.fields
+    if not isinstance(fields, dict):
+        raise PangeaError(f"the task's fields are a {type(fields).__name__}, not an object")
+    if not task.tree or not fields.get("output_cid") or not fields.get("worker"):
         raise PangeaError("the task has no result")
     if check_inputs:
-        framed = frame_chunks([client.block(c) for c in task["chunk_cids"]])
-        if cid_of(framed) != task["input_cid"]:
-            raise PangeaError(f"the uploaded chunks frame to {cid_of(framed)}, the receipts name {task['input_cid']}")
-    # the job asked about, not the one the document names: another job's receipts must not pass for it
+        if cid_of(task.input) != fields["input_cid"]:
+            raise PangeaError(f"the uploaded chunks frame to {cid_of(task.input)}, the receipts name "
+                              f"{fields['input_cid']}")
+        if [cid_of(c) for c in unframe_chunks(task.input)] != list(fields["chunk_cids"]):
+            raise PangeaError("the task's input chunks are not the chunks it names")
+    # the job asked about, not the one the evidence names: another job's receipts must not pass for it
     binding = TaskBinding.of(
-        job_id=report.job_id, task_id=str(task["task_id"]), module_cid=str(doc["module_cid"]),
-        input_cid=str(task["input_cid"]), limits=ReceiptLimits(**task["limits"]), issuer=report.issuer,
-        chunk_count=int(task["chunk_count"]),
+        job_id=report.job_id, task_id=str(fields["task_id"]), module_cid=str(job["module_cid"]),
+        input_cid=str(fields["input_cid"]), limits=ReceiptLimits(**fields["limits"]), issuer=report.issuer,
+        chunk_count=int(fields["chunk_count"]),
     )
-    tree = ReceiptTree.decode(bytes.fromhex(tree_hex), config)
-    output = client.block(output_cid)
-    verified = verify_tree(tree, binding, tree.receipt.issued_at_s, config, worker=str(worker), output=output)
+    tree = ReceiptTree.decode(task.tree, config)
+    verified = verify_tree(tree, binding, tree.receipt.issued_at_s, config, worker=str(fields["worker"]),
+                           output=task.output)
     report.receipts += verified.receipts
     report.fuel_used += verified.fuel_used
     report.depth_max = max(report.depth_max, _depth(tree))
-    report.checked += bool(task.get("checked"))
-    if task.get("unchecked"):
-        report.unchecked[str(task["task_id"])] = str(task["unchecked"])
+    report.checked += bool(fields.get("checked"))
+    if fields.get("unchecked"):
+        report.unchecked[str(fields["task_id"])] = str(fields["unchecked"])
     report.signers.update(leaf.worker for leaf in verified.leaves)
 
 

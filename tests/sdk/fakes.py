@@ -20,6 +20,7 @@ from typing import Any
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.jobs.evidence import JOB_FIELDS, PAGE_BYTES_MAX, TaskEvidence, encode_page
 from pangea_p2p.core.jobs.model import JobSpec
 from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
@@ -48,13 +49,16 @@ class FakeRun:
 class FakePeer:
     """A peer's API in this process (see the module docstring)."""
 
-    def __init__(self, *, delegate: int | None = None, job_ids: list[str] | None = None) -> None:
+    def __init__(self, *, delegate: int | None = None, job_ids: list[str] | None = None,
+                 page_bytes_max: int = PAGE_BYTES_MAX) -> None:
         self.blocks: dict[str, bytes] = {}
         self.requests: list[dict[str, Any]] = []
         self.runs: dict[str, FakeRun] = {}
         self.waits: list[tuple[str, int]] = []
         self.explained: list[tuple[str, bool]] = []  # (job id, done) of each explain call
         self.closed = False
+        self.page_bytes_max = page_bytes_max  # of an evidence page
+        self.evidence_requests: list[tuple[str, int, bool]] = []  # (job id, start, inputs) of each page asked for
         self._delegate = delegate
         self._job_ids = list(job_ids or [])
 
@@ -111,6 +115,31 @@ class FakePeer:
 
     def job_result(self, job_id: str) -> dict[str, Any]:
         return copy.deepcopy(self._get(job_id).doc)
+
+    def job_evidence(self, job_id: str, start: int = 0, *, inputs: bool = True) -> bytes:
+        """The evidence page the node would send (``core.jobs.evidence``), built from ``job_result``'s document
+        and the blocks here as they are now (a test tampers with either); garbage in the document goes out as
+        garbage (a receipt that is not hex, as its raw text)."""
+        self.evidence_requests.append((job_id, start, inputs))
+        doc = self.job_result(job_id)  # (a test may replace job_result: the evidence follows)
+
+        def at(key: str, i: int) -> Any:
+            return doc[key][i] if i < len(doc[key]) else None
+
+        def task(i: int) -> TaskEvidence:
+            fields, tree_hex, output_cid = doc["tasks"][i], at("receipts", i), at("outputs", i)
+            framed_input = b""
+            if isinstance(fields, dict):
+                framed_input = frame_chunks([self.blocks[c] for c in fields["chunk_cids"]]) if inputs else b""
+                fields = {**fields, "worker": at("workers", i), "output_cid": output_cid}
+            try:
+                tree = bytes.fromhex(tree_hex or "")
+            except ValueError:
+                tree = str(tree_hex).encode()
+            return TaskEvidence(fields, tree, self.blocks.get(output_cid or "", b""), framed_input)
+
+        job = {k: doc[k] for k in JOB_FIELDS}
+        return encode_page(job, len(doc["tasks"]), task, start, bytes_max=self.page_bytes_max)
 
     def explain(self, job_id: str, *, done: bool = False) -> dict[str, Any]:
         self.explained.append((job_id, done))

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from typing import Any
 
 import pytest
 
 from pangea_p2p.core.chunks import unframe_chunks
 from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs.model import JobOptions, VerificationPolicy
+from pangea_p2p.core.jobs.model import CHUNKS_PER_JOB_MAX, TASKS_PER_JOB_MAX, JobOptions, VerificationPolicy
 from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.errors import ConfigError, PangeaError
 from pangea_p2p.guests import load_guest
-from pangea_p2p.sdk import Job, JobFailed, Limits, UncheckedResultWarning, splits
+from pangea_p2p.sdk import Job, JobFailed, Limits, Progress, UncheckedResultWarning, splits
 from pangea_p2p.sdk.client import ApiCallFailed
+from pangea_p2p.sdk.job import fit_chunking
 from tests.sdk.fakes import NOW, WORKERS, FakePeer
 
 
@@ -101,14 +103,113 @@ def test_chunks_per_task_is_capped_at_the_chunk_count_and_the_default_deadline_i
 def test_run_returns_what_run_local_returns_and_reports_progress_in_order() -> None:
     peer = FakePeer()
     job = sha_job(chunks_per_task=5)
-    seen: list[dict[str, Any]] = []
-    assert job.run(DATA, peer, progress=seen.append) == EXPECTED == job.run_local(DATA)  # type: ignore[arg-type]
+    seen: list[Progress] = []
+    got = job.run(DATA, peer, progress=seen.append, progress_interval_s=0)  # type: ignore[arg-type]
+    assert got == EXPECTED == job.run_local(DATA)
     assert [s["version"] for s in seen] == list(range(1, 6 + 1))  # 5 tasks: versions 1..5 then the final one
     assert [s["progress"]["done"] for s in seen] == [1, 2, 3, 4, 5, 5]
     assert seen[-1]["state"] == "done"
     assert all(s["state"] == "running" for s in seen[:-1])
     job_id = seen[-1]["job_id"]
     assert peer.waits == [(job_id, v) for v in range(6)]  # each long-poll names the version it has seen
+
+
+def test_progress_is_one_readable_line_per_interval_and_always_the_final_status() -> None:
+    peer = FakePeer()
+    seen: list[Progress] = []
+    sha_job(chunks_per_task=5).run(DATA, peer, progress=seen.append, progress_interval_s=3600)  # type: ignore[arg-type]
+    assert len(peer.waits) == 6  # six status changes, shown: the first one and the final one
+    assert [str(p) for p in seen] == ["1/5 tasks done, 1 running, ETA 2.0 s", "5/5 tasks done in 3.0 s"]
+    assert (seen[0].done, seen[0].total, seen[0].running, seen[0].eta_s) == (1, 5, 1, 2.0)
+
+
+def status(state: str = "running", eta_s: float | None = None, elapsed_s: float = 1.0, reason: str = "",
+           **counts: int) -> Progress:
+    progress = {"pending": 0, "running": 0, "verifying": 0, "done": 0, "failed": 0, "cancelled": 0, **counts}
+    return Progress({"state": state, "reason": reason, "tasks_total": 40, "progress": progress, "eta_s": eta_s,
+                     "elapsed_s": elapsed_s, "version": 3})
+
+
+@pytest.mark.parametrize(("p", "line"), [
+    (status(done=12, running=1, verifying=1, eta_s=3.2), "12/40 tasks done, 2 running, ETA 3.2 s"),
+    (status(done=0, pending=40), "0/40 tasks done, 0 running"),
+    (status(done=1, running=2, failed=1, eta_s=75), "1/40 tasks done, 2 running, 1 failed, ETA 75 s"),
+    (status(done=1, running=2, eta_s=600), "1/40 tasks done, 2 running, ETA 10 min"),
+    (status(done=1, eta_s=0.25), "1/40 tasks done, 0 running, ETA 0.25 s"),
+    (status("done", done=40, elapsed_s=12.4), "40/40 tasks done in 12 s"),
+    (status("cancelled", done=3, cancelled=37, reason="cancelled by the submitter"),
+     "3/40 tasks done in 1.0 s, 37 cancelled (cancelled: cancelled by the submitter)"),
+])
+def test_a_progress_line(p: Progress, line: str) -> None:
+    assert str(p) == line
+    assert p["version"] == 3  # still the status document
+
+
+def test_a_failed_jobs_progress_line_names_the_failures_and_the_reason() -> None:
+    peer = FakePeer()
+    job = sha_job(chunks_per_task=5, limits=Limits(fuel_max=1))  # every task runs out of fuel
+    seen: list[Progress] = []
+    with pytest.raises(JobFailed):
+        job.run(DATA, peer, progress=seen.append)  # type: ignore[arg-type]
+    line = str(seen[-1])
+    assert line.startswith("0/5 tasks done in 0.50 s, 5 failed (failed: task ")
+    assert "\n" not in line
+
+
+def test_more_chunks_than_a_job_may_have_tasks_run_several_chunks_per_task(caplog: pytest.LogCaptureFixture) -> None:
+    options = JobOptions(chunks_per_task=1)
+    with caplog.at_level(logging.WARNING, logger="pangea.sdk"):
+        fitted = fit_chunking(options, TASKS_PER_JOB_MAX * 2 + 1)
+    assert fitted.chunks_per_task == 3
+    assert fitted.chunks_per_task == -(-(TASKS_PER_JOB_MAX * 2 + 1) // TASKS_PER_JOB_MAX)
+    (record,) = caplog.records
+    assert record.getMessage() == (f"{TASKS_PER_JOB_MAX * 2 + 1} chunks at 1 per task would be "
+                                   f"{TASKS_PER_JOB_MAX * 2 + 1} tasks, at most {TASKS_PER_JOB_MAX}: running 3 chunks "
+                                   "per task")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pangea.sdk"):
+        assert fit_chunking(JobOptions(chunks_per_task=4), TASKS_PER_JOB_MAX * 3).chunks_per_task == 4
+        assert fit_chunking(options, TASKS_PER_JOB_MAX).chunks_per_task == 1  # fits as it is: unchanged, silent
+    assert not caplog.records
+
+
+class RecordingPeer:
+    """Takes uploads and a job request without running anything (FakePeer would run every task)."""
+
+    def __init__(self) -> None:
+        self.requests: list[JobRequest] = []
+
+    def upload_block(self, data: bytes) -> str:
+        return cid_of(data)
+
+    def upload_chunks(self, framed: bytes) -> list[str]:
+        return [cid_of(c) for c in unframe_chunks(framed)]
+
+    def submit_job(self, request: JobRequest) -> dict[str, Any]:
+        self.requests.append(JobRequest.from_json(request.to_json()))  # what the peer parses (and checks)
+        return {"job_id": "j", "state": "running", "version": 0}
+
+
+def test_a_text_split_into_lines_with_more_lines_than_a_job_may_have_tasks_is_submitted() -> None:
+    """The README's case: a 5 MB text split into one line per chunk made more tasks than a job may have."""
+    peer = RecordingPeer()
+    job: Job[int] = Job("lines", guest="echo")
+    job.split(lambda data: data.splitlines(keepends=True))
+    job.merge(len)
+    job.submit(b"".join(b"word %d and more\n" % i for i in range(TASKS_PER_JOB_MAX + 10)), peer)  # type: ignore[arg-type]
+    (request,) = peer.requests
+    assert (len(request.chunk_cids), request.options.chunks_per_task) == (TASKS_PER_JOB_MAX + 10, 2)
+
+
+def test_a_split_into_more_chunks_than_a_job_may_have_is_refused_before_uploading() -> None:
+    peer = FakePeer()
+    job: Job[int] = Job("tiny", guest="echo")
+    job.split(lambda data: [b""] * (CHUNKS_PER_JOB_MAX + 1))
+    job.merge(len)
+    with pytest.raises(ConfigError, match=r"^config split: 1048577 chunks, a job takes at most 1048576: split into "
+                                          r"fewer, larger chunks"):
+        job.submit(b"", peer)  # type: ignore[arg-type]
+    assert not peer.blocks
 
 
 def test_outputs_and_receipts_of_a_done_job() -> None:

@@ -233,3 +233,61 @@ async def test_status_explain_result_and_trust_show_audits_corrections_and_evide
     assert result["workers"] == [d.submitter]
     rows = {row["peer_id"]: row for row in json.loads((await r.dispatch("GET", "/v1/trust", b"")).body)["trust"]}
     assert rows[pid("x")]["lies"] == rows[pid("y")]["lies"] == 1
+
+
+async def test_the_evidence_pages_of_a_done_job_verify_with_the_sdk_and_tampering_is_caught() -> None:
+    from pangea_p2p.core.jobs.evidence import decode_page
+    from pangea_p2p.core.jobs.model import JobState
+    from pangea_p2p.sdk.verify import verify_job
+    from tests.core.jobs.coord_driver import Driver, FakeWorker, chunks_for
+
+    d = Driver([FakeWorker("x"), FakeWorker("y")], chunks_for(3, per_task=2))
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
+    r, compute = router()
+    compute.jobs["job"] = d.job
+    compute.blocks = d.blocks  # type: ignore[assignment]
+    compute.self_id = d.submitter
+
+    async def pages(**query: object) -> dict[int, bytes]:
+        """Every page, by start, as the API answers them (what a Client's job_evidence returns)."""
+        out: dict[int, bytes] = {}
+        start: int | None = 0
+        while start is not None:
+            response = await r.dispatch("GET", f"/v1/jobs/job/evidence?start={start}" + "".join(
+                f"&{k}={v}" for k, v in query.items()), b"")
+            assert (response.status, response.content_type) == (200, "application/octet-stream")
+            out[start] = response.body
+            start = decode_page(response.body).next
+        return out
+
+    class Api:
+        def __init__(self, answers: dict[int, bytes]) -> None:
+            self.answers = answers
+
+        def job_evidence(self, job_id: str, start: int = 0, *, inputs: bool = True) -> bytes:
+            return self.answers[start]
+
+    answers = await pages()
+    (page,) = [decode_page(a) for a in answers.values()]
+    result = json.loads((await r.dispatch("GET", "/v1/jobs/job/result", b"")).body)
+    assert [t.fields for t in page.tasks] == [{**t, "worker": w, "output_cid": o} for t, w, o in
+                                              zip(result["tasks"], result["workers"], result["outputs"], strict=True)]
+    assert [t.tree.hex() for t in page.tasks] == result["receipts"]
+    assert all(t.input and t.output for t in page.tasks)
+    report = verify_job(Api(answers), "job", chunk_cids=list(d.job.spec.chunk_cids))  # type: ignore[arg-type]
+    assert report.ok, report.problems
+    assert (report.tasks, report.receipts) == (3, 3)
+    # without inputs
+    (plain,) = (await pages(inputs=0)).values()
+    assert [t.input for t in decode_page(plain).tasks] == [b"", b"", b""]
+    assert verify_job(Api({0: plain}), "job", check_inputs=False).ok  # type: ignore[arg-type]
+    # an output the peer changed after the receipt was signed
+    output_cid = result["outputs"][1]
+    d.blocks.data[output_cid] = frame_chunks([b"forged", b"output"])
+    report = verify_job(Api(await pages()), "job")  # type: ignore[arg-type]
+    assert list(report.problems) == ["job/t1"]
+    assert report.problems["job/t1"].startswith("cid-mismatch:")
+    bad = await r.dispatch("GET", "/v1/jobs/job/evidence?start=4", b"")
+    assert (bad.status, json.loads(bad.body)["error"]["message"]) == (400, "start must be in 0..3, got 4")

@@ -4,6 +4,8 @@ An honest document verifies; each kind of tampering is reported as a problem of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.jobs.evidence import EvidencePage, decode_page, encode_page
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.sdk import Job, splits
@@ -249,3 +252,80 @@ def test_the_handle_checks_the_document_against_what_it_submitted() -> None:
     assert report.summary().startswith(f"FAILED: 0 of {report.tasks} task(s) did not verify; job: the tasks cover")
     peer.runs[handle.job_id].doc = {**doc, "module_cid": cid_of(b"another module")}
     assert "not the submitted" in handle.verify().problems["job"]
+
+
+def test_the_whole_job_comes_in_one_request_or_in_pages_and_verifies_alike() -> None:
+    one = FakePeer()
+    job_id, _ = submit(one, chunks_per_task=1)  # 8 tasks
+    assert verify_job(one, job_id).ok  # type: ignore[arg-type]
+    assert one.evidence_requests == [(job_id, 0, True)]
+    paged = FakePeer(page_bytes_max=1)  # every page holds one task
+    job_id, _ = submit(paged, chunks_per_task=1)
+    report = verify_job(paged, job_id, check_inputs=False)  # type: ignore[arg-type]
+    assert report.ok, report.problems
+    assert report.tasks == report.receipts == 8
+    assert paged.evidence_requests == [(job_id, i, False) for i in range(8)]
+
+
+class Tampering:
+    """A peer's API that changes its honest evidence pages with ``tamper`` before handing them out."""
+
+    def __init__(self, peer: FakePeer, tamper: Callable[[EvidencePage], EvidencePage]) -> None:
+        self.peer, self.tamper = peer, tamper
+
+    def job_evidence(self, job_id: str, start: int = 0, *, inputs: bool = True) -> bytes:
+        page = self.tamper(decode_page(self.peer.job_evidence(job_id, start, inputs=inputs)))
+        tasks = page.tasks
+        return encode_page(page.job, page.start + len(tasks), lambda i: tasks[i - page.start], page.start)
+
+
+def test_input_chunks_that_are_not_the_ones_the_task_names_are_named() -> None:
+    """The framed input matches the input id the receipts name, but the task claims other chunks: a peer that
+    ran the job on other data than it says. Reordered chunk ids are caught too."""
+    peer = FakePeer()
+    job_id, _ = submit(peer)
+
+    def swap_chunk_ids(page: EvidencePage) -> EvidencePage:
+        fields = page.tasks[1].fields
+        fields["chunk_cids"][0], fields["chunk_cids"][1] = fields["chunk_cids"][1], fields["chunk_cids"][0]
+        return page
+
+    report = verify_job(Tampering(peer, swap_chunk_ids), job_id)  # type: ignore[arg-type]
+    assert only_problem(report, f"{job_id}/t1") == "the task's input chunks are not the chunks it names"
+
+
+def test_a_receipt_moved_to_another_page_slot_is_named() -> None:
+    peer = FakePeer()
+    job_id, _ = submit(peer)
+
+    def swap_trees(page: EvidencePage) -> EvidencePage:
+        a, b = page.tasks
+        page.tasks[:] = [replace(a, tree=b.tree), replace(b, tree=a.tree)]
+        return page
+
+    report = verify_job(Tampering(peer, swap_trees), job_id)  # type: ignore[arg-type]
+    assert sorted(report.problems) == [f"{job_id}/t0", f"{job_id}/t1"]
+
+
+@pytest.mark.parametrize("page", [b"", b"not framed", frame_chunks([b"{}"]), frame_chunks([b'{"tasks": [1]}']),
+                                  frame_chunks([b'{"tasks": [], "start": 0, "next": 0}'])])
+def test_a_malformed_evidence_page_is_a_problem_of_the_job(page: bytes) -> None:
+    class Garbage:
+        def job_evidence(self, job_id: str, start: int = 0, *, inputs: bool = True) -> bytes:
+            return page
+
+    report = verify_job(Garbage(), "j")  # type: ignore[arg-type]
+    assert not report.ok
+    assert list(report.problems) == ["job"]
+
+
+def test_pages_that_do_not_start_where_asked_are_a_problem_of_the_job() -> None:
+    peer = FakePeer(page_bytes_max=1)
+    job_id, _ = submit(peer)
+
+    class Stuck:
+        def job_evidence(self, job_id: str, start: int = 0, *, inputs: bool = True) -> bytes:
+            return peer.job_evidence(job_id, 0, inputs=inputs)  # always the first page
+
+    report = verify_job(Stuck(), job_id)  # type: ignore[arg-type]
+    assert report.problems == {"job": "evidence page 1 starts at task 0"}
