@@ -33,10 +33,12 @@ def test_two_colluders_among_five_workers_never_make_the_final_result_and_fall_b
         assert status["state"] == "done", (status["reason"], client.explain(handle.job_id))
         wrong = [i for i, (out, c) in enumerate(zip(handle.outputs(), chunks, strict=True))
                  if out != hashlib.sha256(c).digest()]
-        assert not wrong, (wrong, client.explain(handle.job_id, done=True))  # the final result is right
+        tasks = client.explain(handle.job_id, done=True)["tasks"]
+        why = {t: tasks[f"{handle.job_id}/t{t}"]["reasons"] for t in wrong}
+        assert not wrong, f"wrong results {wrong}, liars {sorted(liars)}: {why}"  # the final result is right
         scores = {row["peer_id"]: row["score"] for row in client.trust()["trust"]}
         for liar in liars:
-            assert scores.get(liar, 0.0) < FLOOR, (liar, scores, client.explain(handle.job_id, done=True))
+            assert scores.get(liar, 0.0) < FLOOR, f"liar {liar} at {scores.get(liar)}: {scores}; {tasks}"
         for peer in honest & set(scores):
             assert scores[peer] > FLOOR, (peer, scores)
         assert handle.verify().ok
