@@ -1,24 +1,33 @@
 """`pangea job ...`: submit a job to the local peer and follow it.
 
-    pangea job submit --guest wordcount_map --input corpus.txt --split lines:1000 --verify spot:1 --wait -o out.bin
-    pangea job status JOB | wait JOB | result JOB [-o FILE] | explain JOB | logs JOB | cancel JOB | list
+    pangea job submit --guest wordcount_map --input corpus.txt --split lines:1000 --verify spot:1 --wait -o counts.tsv
+    pangea job status JOB | wait JOB | result JOB [-o FILE] [--format F] | explain JOB | logs JOB | cancel JOB | list
 
 Every option of a job request (``JobOptions``, pangea_p2p/core/jobs/model.py, and the job id) is a flag of
 ``submit`` (OPTION_FLAGS), with the same defaults as the SDK's ``Job``; a bad value is refused before anything is
 uploaded, naming the flag. ``submit`` goes through the SDK's ``submit_chunks`` like ``Job.submit``, so with
 ``--wait --check-receipts`` the receipts are checked offline against what this command submitted before the
-outputs are written. Progress is a rich progress bar on a terminal and one plain line per change otherwise.
+outputs are written. Progress is a rich progress bar on a terminal, otherwise a plain line every
+PROGRESS_LINE_INTERVAL_S of the job's time at most (and its last status); its ETA comes from the rate tasks were
+measured to finish at (``EtaEstimator``).
+
+A JOB argument may be any unique prefix of a job id, as in git (``resolve_job_id``). The outputs of a built-in
+guest that has a decoder (``pangea_p2p.sdk.decode``: wordcount as tsv or json, sha256 as hex, matmul as npy) are
+written decoded unless ``--format raw``; binary data never goes to a terminal (``output.write_output``).
+``--json`` makes stdout one JSON document on every command (a result's bytes as base64).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import base64
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pangea_p2p.cli.common import add_api_args, client_from_args
+from pangea_p2p.cli.output import print_json, print_table, write_output
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.jobs.model import (
     DEFAULT_OPTIONS,
@@ -31,6 +40,7 @@ from pangea_p2p.core.jobs.model import (
 from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
 from pangea_p2p.sdk import splits
 from pangea_p2p.sdk.client import Client
+from pangea_p2p.sdk.decode import Decoder, decoder_for, parse_shape
 from pangea_p2p.sdk.job import JobHandle, resolve_guest, submit_chunks
 
 if TYPE_CHECKING:
@@ -38,6 +48,9 @@ if TYPE_CHECKING:
 
 _LIMITS = DEFAULT_OPTIONS.limits
 PARTIAL_EXIT = 3  # `job result --partial`: some chunks have no output
+PROGRESS_LINE_INTERVAL_S = 5.0  # outside a terminal, a progress line at most this often (in the job's time)
+ETA_WINDOW_S = 30.0  # the ETA is from the rate tasks finished at over about this much of the job's recent time
+FORMATS = ("raw", "framed", "tsv", "json", "hex", "npy")
 # Every field of a job request as a flag of `pangea job submit`: (flag, the field it sets, type, default, help).
 OPTION_FLAGS: tuple[tuple[str, str, type, object, str], ...] = (
     ("--chunks-per-task", "chunks_per_task", int, DEFAULT_OPTIONS.chunks_per_task, "consecutive chunks per task"),
@@ -72,6 +85,7 @@ def add_parser(sub: Subparsers) -> None:
         submit.add_argument(flag, type=kind, default=default, help=text + (" (default %(default)s)" if default else ""))
     submit.add_argument("--wait", action="store_true", help="wait for the result, showing progress")
     submit.add_argument("-o", "--output", type=Path, help="with --wait: write the outputs here")
+    _add_format_args(submit)
     submit.add_argument("--check-receipts", action="store_true",
                         help="with --wait: before writing the outputs, verify every receipt offline against "
                              "what was submitted")
@@ -80,16 +94,27 @@ def add_parser(sub: Subparsers) -> None:
                        ("logs", "what each task printed"), ("cancel", "cancel a job")]:
         p = jsub.add_parser(name, help=text)
         add_api_args(p)
-        p.add_argument("job_id")
+        p.add_argument("job_id", metavar="JOB", help="a job id, or a unique prefix of one")
         if name == "explain":
             p.add_argument("--all", action="store_true", help="the finished tasks' histories too")
         if name == "result":
             p.add_argument("-o", "--output", type=Path, help="write the outputs here (default: stdout)")
-            p.add_argument("--framed", action="store_true", help="write them as one framed chunk list")
+            _add_format_args(p)
+            p.add_argument("--framed", action="store_true", help="write them as one framed chunk list (--format "
+                                                                 "framed)")
             p.add_argument("--partial", action="store_true",
                            help="write what is done even if some tasks failed; say which chunks are missing on "
                                 f"stderr and exit with {PARTIAL_EXIT} (framed: a missing chunk is empty)")
     add_api_args(jsub.add_parser("list", help="jobs on this peer"))
+
+
+def _add_format_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS,
+                   help="how to write the outputs: the guest's decoded form by default (wordcount_map and "
+                        "wordcount_reduce: tsv or json; sha256: hex or json; matmul_block: npy or json), else raw "
+                        "(the outputs one after the other); framed keeps them apart")
+    p.add_argument("--shape", type=parse_shape, metavar="ROWSxCOLS",
+                   help="matmul_block: the product's shape, when its blocks do not tell")
 
 
 def split_input(data: bytes, spec: str) -> list[bytes]:
@@ -124,21 +149,23 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, client: Client) -> int:
     cmd = args.job_command
     if cmd == "list":
-        for status in client.jobs()["jobs"]:
-            print(_status_line(status))
-        return 0
+        return _list(client.jobs()["jobs"], args.json)
     if cmd == "submit":
         return _submit(args, client)
+    job_id = resolve_job_id(client, args.job_id)
     if cmd == "status":
-        print(json.dumps(client.job(args.job_id), indent=2) if args.json else _status_line(client.job(args.job_id)))
+        status = client.job(job_id)
+        print_json(status) if args.json else print(_status_line(status))
         return 0
     if cmd == "wait":
-        status = follow(JobHandle(client, args.job_id, list, client.job(args.job_id)))
+        status = follow(JobHandle(client, job_id, list, client.job(job_id)))
+        if args.json:
+            print_json(status)
         return 0 if status["state"] == "done" else 1
     if cmd == "explain":
-        doc = client.explain(args.job_id, done=args.all)
+        doc = client.explain(job_id, done=args.all)
         if args.json:
-            print(json.dumps(doc, indent=2))
+            print_json(doc)
         else:
             print(f"job {doc['job_id']}: {doc['state']}" + (f" ({doc['reason']})" if doc["reason"] else ""))
             for task_id, info in doc["tasks"].items():
@@ -147,31 +174,62 @@ def _run(args: argparse.Namespace, client: Client) -> int:
                     print(f"    - {reason}")
         return 0
     if cmd == "cancel":
-        print(_status_line(client.cancel(args.job_id)))
+        status = client.cancel(job_id)
+        print_json(status) if args.json else print(_status_line(status))
         return 0
     if cmd == "logs":
-        doc = client.job_logs(args.job_id)
+        doc = client.job_logs(job_id)
         if args.json:
-            print(json.dumps(doc, indent=2))
+            print_json(doc)
         for task_id, entry in ({} if args.json else doc["tasks"]).items():
             print(f"== {task_id} (worker {entry['worker']})\n{entry['log']}", end="" if entry["log"].endswith("\n")
                   else "\n")
         return 0
-    handle: JobHandle[list[bytes]] = JobHandle(client, args.job_id, list, client.job(args.job_id))
+    handle: JobHandle[list[bytes]] = JobHandle(client, job_id, list, client.job(job_id))
     if not args.partial:
-        _write_outputs(handle.outputs(), args.output, args.framed)
+        _write_result(handle, handle.outputs(), args)
         return 0
     outputs = handle.partial_outputs()
     missing = [i for i, o in enumerate(outputs) if o is None]
-    # framed: a missing chunk is an empty one (the positions stay); raw: missing chunks are left out
-    _write_outputs([o or b"" for o in outputs] if args.framed else [o for o in outputs if o is not None],
-                   args.output, args.framed)
+    if args.json:
+        _print_result_json(handle, outputs, None)
+    else:  # framed: a missing chunk is an empty one (the positions stay); raw: missing chunks are left out
+        fmt = _format(args, None)
+        if fmt not in ("raw", "framed"):
+            raise ConfigError("--format", f"{fmt}: a partial result is written raw or framed (--json: base64)")
+        _write_outputs([o or b"" for o in outputs] if fmt == "framed" else [o for o in outputs if o is not None],
+                       args.output, fmt == "framed", f"job {job_id}'s partial result")
     if not missing:
         return 0
     print(f"partial result: {len(outputs) - len(missing)} of {len(outputs)} chunk(s); missing chunk(s) "
           f"{_ranges(missing)} (job {handle.last_result['state']}: {handle.last_result.get('reason', '')})",
           file=sys.stderr)
     return PARTIAL_EXIT
+
+
+def resolve_job_id(client: Client, given: str) -> str:
+    """The id of the one job on the peer that ``given`` is the id of, or a prefix of (as git takes commits);
+    PangeaError when there is none, or when several match (naming them)."""
+    ids = [str(s["job_id"]) for s in client.jobs()["jobs"]]
+    if given in ids:
+        return given
+    found = sorted(i for i in ids if given and i.startswith(given))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise PangeaError(f"no job {given} on this peer")
+    shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    raise PangeaError(f"job id prefix {given!r} is ambiguous: {shown}")
+
+
+def _list(jobs: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        print_json({"jobs": jobs})
+        return 0
+    rows = [(s["job_id"], s["state"], f"{s['progress']['done']}/{s['tasks_total']}", s["progress"]["running"],
+             s["progress"]["failed"], s["fuel_used"], f"{s['elapsed_s']:.1f}") for s in jobs]
+    print_table(("JOB", "STATE", "DONE", "RUNNING", "FAILED", "FUEL", "ELAPSED_S"), rows, "no jobs on this peer")
+    return 0
 
 
 def _ranges(indexes: list[int]) -> str:
@@ -232,18 +290,67 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
     print(f"job {status['job_id']} submitted: {len(chunks)} chunk(s) in {status['tasks_total']} task(s)",
           file=sys.stderr)
     if not args.wait:
-        print(status["job_id"])
+        print_json(status) if args.json else print(status["job_id"])
         return 0
     final = follow(handle)
     if final["state"] != "done":
+        if args.json:
+            print_json(final)
         return 1
     if args.check_receipts:
         report = handle.verify()
         if not report.ok:
             raise PangeaError(f"job {handle.job_id}: the receipts do not verify, no output written: {report.summary()}")
         print(report.summary(), file=sys.stderr)
-    _write_outputs(handle.outputs(), args.output, False)
+    if args.json and args.output is not None:  # the outputs go to the file, the final status to stdout
+        args.json = False
+        _write_result(handle, handle.outputs(), args)
+        print_json(final)
+        return 0
+    _write_result(handle, handle.outputs(), args)
     return 0
+
+
+def _format(args: argparse.Namespace, decoder: Decoder | None) -> str:
+    """The format ``--format`` (or ``--framed``) asks for, else the decoder's default, else raw."""
+    if getattr(args, "framed", False):
+        if args.format not in (None, "framed"):
+            raise ConfigError("--framed", f"is --format framed, not --format {args.format}")
+        return "framed"
+    if args.format is not None:
+        return str(args.format)
+    return decoder.default if decoder is not None else "raw"
+
+
+def _write_result(handle: JobHandle[Any], outputs: list[bytes], args: argparse.Namespace) -> None:
+    """The outputs of a done job as ``args`` ask: --json, a decoded format, raw or framed."""
+    module_cid = handle.last_result.get("module_cid") or handle.module_cid or ""
+    decoder = decoder_for(module_cid)
+    if args.json:
+        if args.format is not None or getattr(args, "framed", False):
+            raise ConfigError("--json", "prints the result as one JSON document: leave out --format and --framed")
+        _print_result_json(handle, outputs, decoder, args.shape)
+        return
+    fmt = _format(args, decoder)
+    what = f"job {handle.job_id}'s result"
+    if fmt in ("raw", "framed"):
+        _write_outputs(outputs, args.output, fmt == "framed", what, decoder)
+        return
+    if decoder is None:
+        raise ConfigError("--format", f"{fmt}: the job's module is not a built-in guest with a decoder; use raw or "
+                                      "framed")
+    write_output(decoder.render(outputs, fmt, args.shape), args.output, what=what, hint="")
+
+
+def _print_result_json(handle: JobHandle[Any], outputs: Sequence[bytes | None], decoder: Decoder | None,
+                       shape: tuple[int, int] | None = None) -> None:
+    doc: dict[str, Any] = {"job_id": handle.job_id, "state": handle.last_result.get("state", "done"),
+                           "guest": decoder.guest if decoder is not None else None}
+    if decoder is not None and all(o is not None for o in outputs):
+        doc["result"] = decoder.to_json([o for o in outputs if o is not None], shape)
+    else:
+        doc["outputs_base64"] = [None if o is None else base64.b64encode(o).decode() for o in outputs]
+    print_json(doc)
 
 
 def follow(handle: JobHandle[Any]) -> dict[str, Any]:
@@ -251,13 +358,71 @@ def follow(handle: JobHandle[Any]) -> dict[str, Any]:
     if sys.stderr.isatty():
         final = _follow_rich(handle)
     else:
-        final = handle.wait(progress=lambda s: print(_status_line(s), file=sys.stderr))
+        lines = ProgressLines(handle.last_status)
+        final = handle.wait(progress=lines.update)
+        lines.finish(final)
     if final["state"] != "done":
         print(f"job {handle.job_id} {final['state']}: {final['reason']}", file=sys.stderr)
         print("run `pangea job explain " + handle.job_id + "` for the reasons of every task", file=sys.stderr)
     elif final["reason"]:  # done, but not every task got the check its policy asks for
         print(f"job {handle.job_id} done, warning: {final['reason']}", file=sys.stderr)
     return final
+
+
+class EtaEstimator:
+    """The seconds a job has left, from the rate its tasks were measured to finish at: tasks done over the last
+    ``window_s`` of the job's time (its status's ``elapsed_s``), at least the last two different counts."""
+
+    def __init__(self, window_s: float = ETA_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._samples: list[tuple[float, int]] = []  # (elapsed_s, tasks done), oldest first
+
+    def add(self, status: dict[str, Any]) -> None:
+        t, done = float(status["elapsed_s"]), int(status["progress"]["done"])
+        if self._samples and t < self._samples[-1][0]:
+            return  # an older answer than one already seen
+        self._samples.append((t, done))
+        # keep one sample at or before the window's start, so the rate spans the whole window
+        while len(self._samples) > 2 and self._samples[1][0] <= t - self.window_s:
+            del self._samples[0]
+
+    def eta_s(self, total: int) -> float | None:
+        """None until tasks were seen to finish."""
+        if len(self._samples) < 2:
+            return None
+        (t0, d0), (t1, d1) = self._samples[0], self._samples[-1]
+        if d1 <= d0 or t1 <= t0:
+            return None
+        return (total - d1) * (t1 - t0) / (d1 - d0)
+
+
+class ProgressLines:
+    """Progress as plain lines on stderr, for logs and pipes: the first status seen, then at most one line every
+    ``interval_s`` of the job's time, and the final one (no line is repeated)."""
+
+    def __init__(self, first: dict[str, Any], interval_s: float = PROGRESS_LINE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.eta = EtaEstimator()
+        self.eta.add(first)
+        self._printed_at: float | None = None
+        self._last = ""
+
+    def update(self, status: dict[str, Any]) -> None:
+        self.eta.add(status)
+        t = float(status["elapsed_s"])
+        if status["state"] == "running" and self._printed_at is not None and t - self._printed_at < self.interval_s:
+            return
+        self._print(status)
+        self._printed_at = t
+
+    def finish(self, final: dict[str, Any]) -> None:
+        self._print(final)
+
+    def _print(self, status: dict[str, Any]) -> None:
+        line = _status_line(status, self.eta.eta_s(int(status["tasks_total"])))
+        if line != self._last:
+            print(line, file=sys.stderr, flush=True)
+            self._last = line
 
 
 def _follow_rich(handle: JobHandle[Any]) -> dict[str, Any]:
@@ -277,23 +442,19 @@ def _follow_rich(handle: JobHandle[Any]) -> dict[str, Any]:
         return handle.wait(progress=update)
 
 
-def _status_line(s: dict[str, Any]) -> str:
+def _status_line(s: dict[str, Any], eta_s: float | None = None) -> str:
+    """One line of a job's status; ``eta_s`` as measured by the caller, else the peer's."""
     p = s["progress"]
-    eta = f", eta {s['eta_s']:.1f}s" if s.get("eta_s") else ""
+    eta = eta_s if eta_s is not None else s.get("eta_s")
+    eta_text = f", eta {eta:.1f}s" if eta and s["state"] == "running" else ""
     reason = f" ({s['reason']})" if s.get("reason") else ""
     return (f"{s['job_id']} {s['state']}: {p['done']}/{s['tasks_total']} done, {p['running']} running, "
             f"{p['verifying']} verifying, {p['pending']} pending, {p['failed']} failed; fuel {s['fuel_used']}, "
-            f"{s['elapsed_s']:.1f}s{eta}{reason}")
+            f"{s['elapsed_s']:.1f}s{eta_text}{reason}")
 
 
-def _write_outputs(outputs: list[bytes], path: Path | None, framed: bool) -> None:
+def _write_outputs(outputs: list[bytes], path: Path | None, framed: bool, what: str,
+                   decoder: Decoder | None = None) -> None:
     data = frame_chunks(outputs) if framed else b"".join(outputs)
-    if path is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise PangeaError(f"cannot write {path}: {exc.strerror}") from None
-    print(f"wrote {len(data)} bytes to {path}", file=sys.stderr)
+    hint = f"decode it with --format {' or '.join(decoder.formats)}" if decoder is not None else ""
+    write_output(data, path, what=what, hint=hint)
