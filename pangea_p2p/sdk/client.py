@@ -36,12 +36,17 @@ def api_address(data_dir: Path) -> str:
     """The ``host:port`` a peer running on ``data_dir`` serves its API on (it writes DATA_DIR/api)."""
     path = data_dir / API_FILE_NAME
     try:
-        return path.read_text().strip()
+        text = path.read_bytes()
     except FileNotFoundError:
         hint = "start one with `pangea node`"
         raise ApiUnavailable(f"no peer is running with data dir {data_dir} (no {path}); {hint}") from None
     except OSError as exc:
         raise ApiUnavailable(f"cannot read {path}: {exc.strerror}") from None
+    host, colon, port = text.decode("ascii", errors="replace").strip().rpartition(":")
+    if not (colon and host and port.isdigit() and host.isprintable() and " " not in host):
+        raise ApiUnavailable(f"{path} does not hold a peer's HOST:PORT ({text[:40]!r}); a peer writes it when it "
+                             "starts: restart it, or name its API with --api HOST:PORT")
+    return f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)

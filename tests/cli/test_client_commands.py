@@ -5,16 +5,18 @@ away (`pangea job explain J | head`) without a traceback."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pangea_p2p.sdk.client import ApiCallFailed, ApiUnavailable, Client
+from pangea_p2p.sdk.client import ApiCallFailed, ApiUnavailable, Client, api_address
 
 STATUS = {"job_id": "j1", "state": "running", "reason": "", "tasks_total": 4, "elapsed_s": 1.5, "fuel_used": 7,
           "eta_s": None, "progress": {"done": 1, "running": 1, "verifying": 0, "pending": 2, "failed": 0}}
@@ -124,3 +126,12 @@ def test_a_reader_that_goes_away_is_no_traceback(api: FakeApi) -> None:
         err = proc.stderr.read()
         assert proc.wait(timeout=60) == 1
     assert err == b""
+
+
+@pytest.mark.parametrize("content", [b"\x00\xffgarbage\n", b"", b"127.0.0.1", b"a b:80", b"127.0.0.1:http"])
+def test_a_garbage_api_file_is_one_line(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "api").write_bytes(content)
+    with pytest.raises(ApiUnavailable, match=rf"^{re.escape(str(tmp_path / 'api'))} does not hold a peer's HOST:PORT"):
+        api_address(tmp_path)
+    (tmp_path / "api").write_bytes(b"[::1]:5101\n")
+    assert api_address(tmp_path) == "[::1]:5101"
