@@ -113,8 +113,15 @@ def _add_format_args(p: argparse.ArgumentParser) -> None:
                    help="how to write the outputs: the guest's decoded form by default (wordcount_map and "
                         "wordcount_reduce: tsv or json; sha256: hex or json; matmul_block: npy or json), else raw "
                         "(the outputs one after the other); framed keeps them apart")
-    p.add_argument("--shape", type=parse_shape, metavar="ROWSxCOLS",
+    p.add_argument("--shape", type=_shape, metavar="ROWSxCOLS",
                    help="matmul_block: the product's shape, when its blocks do not tell")
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        return parse_shape(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None  # argparse's usage error, exit 2
 
 
 def split_input(data: bytes, spec: str) -> list[bytes]:
@@ -210,6 +217,8 @@ def _run(args: argparse.Namespace, client: Client) -> int:
 def resolve_job_id(client: Client, given: str) -> str:
     """The id of the one job on the peer that ``given`` is the id of, or a prefix of (as git takes commits);
     PangeaError when there is none, or when several match (naming them)."""
+    if not given:
+        raise ConfigError("JOB", "is empty: give a job id or a prefix of one")
     ids = [str(s["job_id"]) for s in client.jobs()["jobs"]]
     if given in ids:
         return given

@@ -236,3 +236,29 @@ def test_progress_lines_come_every_few_seconds_at_most(capsys: pytest.CaptureFix
     assert printed[1].endswith(f"eta {(131 - 50) * 5.1 / 50:.1f}s")  # 50 tasks in 5.1 s, not the peer's 99 s
     assert printed[-1].startswith("j done: 131/131 done")
     assert "eta" not in printed[-1]
+
+
+def test_a_matrix_result_is_an_npy_file(peer: FakePeer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from pangea_p2p.sdk.matmul import block_inputs
+    from tests.sdk.test_matmul import in_guest_order, operands
+
+    a, b = operands(64, 8, 64)
+    job_id = submitted(peer, block_inputs(a, b, 32), "matmul_block")
+    out = tmp_path / "c.npy"
+    code, _, err = run(capsys, "job", "result", *API, job_id, "-o", str(out))
+    assert code == 2
+    assert err == ("pangea: error: config --shape: the 4 blocks of 32x32 could make matrices of several shapes: say "
+                   "the product's with --shape ROWSxCOLS\n")
+    assert run(capsys, "job", "result", *API, job_id, "-o", str(out), "--shape", "64x64")[0] == 0
+    assert np.array_equal(np.load(out), in_guest_order(a, b))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["job", "result", *API, job_id, "--shape", "64"])
+    assert info.value.code == 2
+    assert "argument --shape: '64': use ROWSxCOLS, e.g. 512x512" in capsys.readouterr().err
+
+
+def test_an_empty_job_id_is_a_usage_error(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "job", "status", *API, "") == (2, "", "pangea: error: config JOB: is empty: give a job id or "
+                                                              "a prefix of one\n")
