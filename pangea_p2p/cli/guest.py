@@ -6,7 +6,7 @@
                                                          time, or the typed failure (exit 1)
 
 ``run`` takes a .wasm file, a built-in guest's name, or a Python step (``step.py`` or ``step.py:function``);
-the input file is one chunk. The output goes to stdout (or ``-o FILE``), the step's log and the report to
+the input file is one chunk. The output goes to stdout (or ``-o FILE``; binary never to a terminal), the step's log and the report to
 stderr. See ``pangea_p2p.guests.toolchain`` for how each language is built.
 """
 
@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pangea_p2p.cli.output import write_output
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.jobs.model import JobLimits
-from pangea_p2p.errors import ConfigError, PangeaError
+from pangea_p2p.errors import ConfigError
 from pangea_p2p.guests.toolchain import LANGS, BuildFailed, build_guest, new_guest
 
 _DEFAULTS = JobLimits()
@@ -92,13 +93,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"failed: {kind}: {f.message}; {figures}", file=sys.stderr)
         return 1
     output = result.output or b""
-    if args.output is None:
-        sys.stdout.buffer.write(output)
-        sys.stdout.buffer.flush()
-    else:
-        try:
-            args.output.write_bytes(output)
-        except OSError as exc:
-            raise PangeaError(f"cannot write {args.output}: {exc.strerror}") from None
+    write_output(output, args.output, what="the guest's output", hint="")
     print(f"ok: {len(output)} bytes of output; {figures}", file=sys.stderr)
     return 0

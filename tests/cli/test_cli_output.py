@@ -262,3 +262,16 @@ def test_a_matrix_result_is_an_npy_file(peer: FakePeer, tmp_path: Path, capsys: 
 def test_an_empty_job_id_is_a_usage_error(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "job", "status", *API, "") == (2, "", "pangea: error: config JOB: is empty: give a job id or "
                                                               "a prefix of one\n")
+
+
+def test_guest_run_writes_no_binary_to_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    chunk = tmp_path / "chunk.txt"
+    chunk.write_bytes(b"abc")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, err = run(capsys, "guest", "run", "sha256", "--input", str(chunk))
+    assert (code, out) == (1, "")
+    assert err == ("pangea: error: the guest's output is 32 bytes of binary data, not written to the terminal: save "
+                   "it with -o FILE\n")
+    code, out, _ = run(capsys, "guest", "run", "echo", "--input", str(chunk))
+    assert (code, out) == (0, "abc")
