@@ -6,8 +6,8 @@
                                                          time, or the typed failure (exit 1)
 
 ``run`` takes a .wasm file, a built-in guest's name, or a Python step (``step.py`` or ``step.py:function``);
-the input file is one chunk. The output goes to stdout (or ``-o FILE``; binary never to a terminal), the step's log and the report to
-stderr. See ``pangea_p2p.guests.toolchain`` for how each language is built.
+the input file is one chunk. The output goes to stdout (or ``-o FILE``; binary never to a terminal), the
+step's log and the report to stderr. See ``pangea_p2p.guests.toolchain`` for how each language is built.
 """
 
 from __future__ import annotations
