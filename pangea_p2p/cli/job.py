@@ -28,61 +28,75 @@ from typing import TYPE_CHECKING, Any
 
 from pangea_p2p.cli.common import add_api_args, client_from_args
 from pangea_p2p.cli.output import print_json, print_table, write_output
-from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
-from pangea_p2p.core.jobs.model import (
-    DEFAULT_OPTIONS,
-    MEMORY_BYTES_ABSOLUTE_MAX,
-    JobLimits,
-    JobOptions,
-    VerificationPolicy,
-    as_int,
-)
+from pangea_p2p.cli.parsing import LazyDefaultsParser
 from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
-from pangea_p2p.sdk import splits
-from pangea_p2p.sdk.client import Client
 from pangea_p2p.sdk.decode import Decoder, decoder_for, parse_shape
-from pangea_p2p.sdk.job import JobHandle, resolve_guest, submit_chunks
 
+# Imported where used: the core's job model, the job DSL and the sandbox's types are not needed to parse the
+# command line, nor by `job status` (a client command starts in a fraction of the time without them).
 if TYPE_CHECKING:
     from pangea_p2p.cli.common import Subparsers
+    from pangea_p2p.core.jobs.model import JobOptions
+    from pangea_p2p.sdk.client import Client
+    from pangea_p2p.sdk.job import JobHandle
 
-_LIMITS = DEFAULT_OPTIONS.limits
 PARTIAL_EXIT = 3  # `job result --partial`: some chunks have no output
 PROGRESS_LINE_INTERVAL_S = 5.0  # outside a terminal, a progress line at most this often (in the job's time)
 ETA_WINDOW_S = 30.0  # the ETA is from the rate tasks finished at over about this much of the job's recent time
 FORMATS = ("raw", "framed", "tsv", "json", "hex", "npy")
-# Every field of a job request as a flag of `pangea job submit`: (flag, the field it sets, type, default, help).
-OPTION_FLAGS: tuple[tuple[str, str, type, object, str], ...] = (
-    ("--chunks-per-task", "chunks_per_task", int, DEFAULT_OPTIONS.chunks_per_task, "consecutive chunks per task"),
-    ("--verify", "verification", str, str(DEFAULT_OPTIONS.verification), "hash | spot:K | replicas:N | adaptive"),
-    ("--fuel", "limits.fuel_max", int, _LIMITS.fuel_max, "fuel budget per task"),
-    ("--memory-mib", "limits.memory_bytes_max", int, _LIMITS.memory_bytes_max >> 20, "memory per chunk run, MiB"),
-    ("--wall-time-s", "limits.wall_time_s", float, _LIMITS.wall_time_s, "wall time per chunk run"),
-    ("--output-bytes-max", "limits.output_bytes_max", int, _LIMITS.output_bytes_max, "output bytes per chunk"),
-    ("--deadline-s", "deadline_s", float, DEFAULT_OPTIONS.deadline_s,
+# Every field of a job request as a flag of `pangea job submit`: (flag, the field it sets, type, help); the
+# defaults are the SDK's (``option_defaults``).
+OPTION_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--chunks-per-task", "chunks_per_task", int, "consecutive chunks per task"),
+    ("--verify", "verification", str, "hash | spot:K | replicas:N | adaptive"),
+    ("--fuel", "limits.fuel_max", int, "fuel budget per task"),
+    ("--memory-mib", "limits.memory_bytes_max", int, "memory per chunk run, MiB"),
+    ("--wall-time-s", "limits.wall_time_s", float, "wall time per chunk run"),
+    ("--output-bytes-max", "limits.output_bytes_max", int, "output bytes per chunk"),
+    ("--deadline-s", "deadline_s", float,
      "the job must finish within this many seconds (tasks waiting for busy or unreachable workers wait until then)"),
-    ("--retries-max", "retries_max", int, DEFAULT_OPTIONS.retries_max, "worker faults a task survives"),
-    ("--escalations-max", "escalations_max", int, DEFAULT_OPTIONS.escalations_max,
-     "times a task's fuel or memory is raised after it ran out of it"),
-    ("--depth-max", "depth_max", int, DEFAULT_OPTIONS.depth_max, "how often a task may be split again by workers"),
-    ("--queue-timeout-s", "queue_timeout_s", float, DEFAULT_OPTIONS.queue_timeout_s,
+    ("--retries-max", "retries_max", int, "worker faults a task survives"),
+    ("--escalations-max", "escalations_max", int, "times a task's fuel or memory is raised after it ran out of it"),
+    ("--depth-max", "depth_max", int, "how often a task may be split again by workers"),
+    ("--queue-timeout-s", "queue_timeout_s", float,
      "how long a task may wait when no known peer could ever take it (limits above every advert, all excluded)"),
-    ("--fuel-per-chunk-estimate", "fuel_per_chunk_estimate", int, DEFAULT_OPTIONS.fuel_per_chunk_estimate,
+    ("--fuel-per-chunk-estimate", "fuel_per_chunk_estimate", int,
      "expected fuel of one chunk, for placement (0: learnt from finished tasks)"),
-    ("--job-id", "job_id", str, None, "the job's id (default: the peer picks one)"),
+    ("--job-id", "job_id", str, "the job's id (default: the peer picks one)"),
 )
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def option_defaults() -> dict[str, object]:
+    """The default of each flag of OPTION_FLAGS, by dest: the SDK's ``DEFAULT_OPTIONS`` (in the flag's unit)."""
+    from pangea_p2p.core.jobs.model import DEFAULT_OPTIONS
+
+    values: dict[str, object] = {"verify": str(DEFAULT_OPTIONS.verification), "job_id": None}
+    for flag, field, _, _ in OPTION_FLAGS:
+        if _dest(flag) not in values:
+            value: object = DEFAULT_OPTIONS
+            for part in field.split("."):
+                value = getattr(value, part)
+            values[_dest(flag)] = value
+    values["memory_mib"] = DEFAULT_OPTIONS.limits.memory_bytes_max >> 20
+    return values
 
 
 def add_parser(sub: Subparsers) -> None:
     job = sub.add_parser("job", help="submit and follow jobs")
-    jsub = job.add_subparsers(dest="job_command", required=True, metavar="JOB_COMMAND")
+    jsub = job.add_subparsers(dest="job_command", required=True, metavar="JOB_COMMAND",
+                              parser_class=LazyDefaultsParser)
     submit = jsub.add_parser("submit", help="submit a job")
+    submit.defaults = option_defaults
     add_api_args(submit)
     submit.add_argument("--guest", required=True, help="built-in guest name or path to a .wasm module")
     submit.add_argument("--input", required=True, type=Path, help="input file ('-' for stdin)")
     submit.add_argument("--split", default="none", help="none | lines:N | bytes:N | count:N | framed")
-    for flag, _, kind, default, text in OPTION_FLAGS:
-        submit.add_argument(flag, type=kind, default=default, help=text + (" (default %(default)s)" if default else ""))
+    for flag, _, kind, text in OPTION_FLAGS:
+        submit.add_argument(flag, type=kind, help=text)
     submit.add_argument("--wait", action="store_true", help="wait for the result, showing progress")
     submit.add_argument("-o", "--output", type=Path, help="with --wait: write the outputs here")
     _add_format_args(submit)
@@ -126,6 +140,9 @@ def _shape(text: str) -> tuple[int, int]:
 
 def split_input(data: bytes, spec: str) -> list[bytes]:
     """The chunks of ``data`` for ``--split``; ConfigError("--split") for a bad spec or unsplittable input."""
+    from pangea_p2p.core.chunks import unframe_chunks
+    from pangea_p2p.sdk import splits
+
     usage = f"{spec!r}: use none, lines:N, bytes:N, count:N or framed"
     name, colon, arg = spec.partition(":")
     if name in ("none", "framed") and colon:
@@ -164,6 +181,8 @@ def _run(args: argparse.Namespace, client: Client) -> int:
         status = client.job(job_id)
         print_json(status) if args.json else print(_status_line(status))
         return 0
+    from pangea_p2p.sdk.job import JobHandle
+
     if cmd == "wait":
         status = follow(JobHandle(client, job_id, list, client.job(job_id)))
         if args.json:
@@ -254,6 +273,8 @@ def _ranges(indexes: list[int]) -> str:
 
 def job_options(args: argparse.Namespace) -> JobOptions:
     """The job options the flags of ``submit`` ask for; ConfigError naming the flag of a bad one."""
+    from pangea_p2p.core.jobs.model import MEMORY_BYTES_ABSOLUTE_MAX, JobLimits, JobOptions, VerificationPolicy, as_int
+
     try:
         as_int("--memory-mib", args.memory_mib, 1, MEMORY_BYTES_ABSOLUTE_MAX >> 20)  # said in the flag's unit
         limits = JobLimits(fuel_max=args.fuel, memory_bytes_max=args.memory_mib << 20, wall_time_s=args.wall_time_s,
@@ -270,9 +291,9 @@ def job_options(args: argparse.Namespace) -> JobOptions:
 
 def flag_error(exc: ConfigError, args: argparse.Namespace) -> ConfigError:
     """``exc`` about a field of a job request, said of the flag that sets it (others as they are)."""
-    for flag, name, _, _, _ in OPTION_FLAGS:
+    for flag, name, _, _ in OPTION_FLAGS:
         if exc.key == name or exc.key.startswith(name + "."):
-            value = getattr(args, flag.lstrip("-").replace("-", "_"))
+            value = getattr(args, _dest(flag))
             problem = exc.problem
             if exc.key != name and not problem.startswith(repr(value)):  # a part of it is out of range: say which
                 problem = f"{value!r}: {exc.key.rpartition('.')[2]} {problem}"
@@ -281,6 +302,8 @@ def flag_error(exc: ConfigError, args: argparse.Namespace) -> ConfigError:
 
 
 def _submit(args: argparse.Namespace, client: Client) -> int:
+    from pangea_p2p.sdk.job import resolve_guest, submit_chunks
+
     options = job_options(args)  # checked before the input and the module are uploaded
     try:
         data = sys.stdin.buffer.read() if str(args.input) == "-" else args.input.read_bytes()
@@ -464,6 +487,8 @@ def _status_line(s: dict[str, Any], eta_s: float | None = None) -> str:
 
 def _write_outputs(outputs: list[bytes], path: Path | None, framed: bool, what: str,
                    decoder: Decoder | None = None) -> None:
+    from pangea_p2p.core.chunks import frame_chunks
+
     data = frame_chunks(outputs) if framed else b"".join(outputs)
     hint = f"decode it with --format {' or '.join(decoder.formats)}" if decoder is not None else ""
     write_output(data, path, what=what, hint=hint)
