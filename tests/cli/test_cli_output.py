@@ -275,3 +275,23 @@ def test_guest_run_writes_no_binary_to_a_terminal(tmp_path: Path, capsys: pytest
                    "it with -o FILE\n")
     code, out, _ = run(capsys, "guest", "run", "echo", "--input", str(chunk))
     assert (code, out) == (0, "abc")
+
+
+def test_json_on_wait_cancel_and_a_partial_result(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
+    module = peer.upload_block(load_guest("probe"))
+    cids = tuple(peer.upload_chunks(frame_chunks([b"Eok", b"Tu"])))  # T: the guest traps
+    job_id = str(peer.submit_job(JobRequest(module, cids, JobOptions()))["job_id"])
+    code, out, err = run(capsys, "job", "wait", *API, job_id, "--json")
+    assert code == 1
+    assert json.loads(out)["state"] == "failed"
+    assert f"job {job_id} failed" in err  # the human part stays on stderr
+    code, out, _ = run(capsys, "job", "result", *API, job_id, "--partial", "--json")
+    assert code == 3
+    doc = json.loads(out)
+    assert doc["state"] == "failed"
+    assert doc["outputs_base64"][1] is None
+    assert base64.b64decode(doc["outputs_base64"][0])
+    running = submitted(peer, [b"a", b"b"], "echo")
+    peer.runs[running].version = 0  # still running
+    code, out, _ = run(capsys, "job", "cancel", *API, running, "--json")
+    assert (code, json.loads(out)["state"]) == (0, "cancelled")
