@@ -177,9 +177,12 @@ def _run(args: argparse.Namespace, client: Client) -> int:
     if cmd == "submit":
         return _submit(args, client)
     job_id = resolve_job_id(client, args.job_id)
-    if cmd == "status":
-        status = client.job(job_id)
-        print_json(status) if args.json else print(_status_line(status))
+    if cmd in ("status", "cancel"):
+        status = client.job(job_id) if cmd == "status" else client.cancel(job_id)
+        if args.json:
+            print_json(status)
+        else:
+            print(_status_line(status))
         return 0
     from pangea_p2p.sdk.job import JobHandle
 
@@ -198,10 +201,6 @@ def _run(args: argparse.Namespace, client: Client) -> int:
                 print(f"  {task_id}: {info['state']}")
                 for reason in info["reasons"]:
                     print(f"    - {reason}")
-        return 0
-    if cmd == "cancel":
-        status = client.cancel(job_id)
-        print_json(status) if args.json else print(_status_line(status))
         return 0
     if cmd == "logs":
         doc = client.job_logs(job_id)
@@ -241,11 +240,11 @@ def resolve_job_id(client: Client, given: str) -> str:
     ids = [str(s["job_id"]) for s in client.jobs()["jobs"]]
     if given in ids:
         return given
-    found = sorted(i for i in ids if given and i.startswith(given))
+    found = sorted(i for i in ids if i.startswith(given))
     if len(found) == 1:
         return found[0]
     if not found:
-        raise PangeaError(f"no job {given} on this peer")
+        raise PangeaError(f"no job {given if given.isprintable() else repr(given)} on this peer")
     shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
     raise PangeaError(f"job id prefix {given!r} is ambiguous: {shown}")
 
@@ -322,7 +321,10 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
     print(f"job {status['job_id']} submitted: {len(chunks)} chunk(s) in {status['tasks_total']} task(s)",
           file=sys.stderr)
     if not args.wait:
-        print_json(status) if args.json else print(status["job_id"])
+        if args.json:
+            print_json(status)
+        else:
+            print(status["job_id"])
         return 0
     final = follow(handle)
     if final["state"] != "done":
