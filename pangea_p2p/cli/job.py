@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace, client: Client) -> int:
         return 0
     handle: JobHandle[list[bytes]] = JobHandle(client, job_id, list, client.job(job_id))
     if not args.partial:
-        _write_result(handle, handle.outputs(), args)
+        _write_result(handle, handle.outputs(), args, as_json=args.json)
         return 0
     outputs = handle.partial_outputs()
     missing = [i for i, o in enumerate(outputs) if o is None]
@@ -301,6 +301,7 @@ def flag_error(exc: ConfigError, args: argparse.Namespace) -> ConfigError:
 
 
 def _submit(args: argparse.Namespace, client: Client) -> int:
+    from pangea_p2p.core.cid import cid_of
     from pangea_p2p.sdk.job import resolve_guest, submit_chunks
 
     options = job_options(args)  # checked before the input and the module are uploaded
@@ -313,6 +314,8 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
         module = resolve_guest(args.guest)
     except ConfigError as exc:
         raise ConfigError("--guest", exc.problem) from None
+    if args.wait:  # how the outputs will be written: checked before anything runs
+        _format(args, decoder_for(cid_of(module)), args.json and args.output is None)
     try:
         handle = submit_chunks(client, module, chunks, options, list, job_id=args.job_id)
     except ConfigError as exc:
@@ -336,43 +339,45 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
         if not report.ok:
             raise PangeaError(f"job {handle.job_id}: the receipts do not verify, no output written: {report.summary()}")
         print(report.summary(), file=sys.stderr)
-    if args.json and args.output is not None:  # the outputs go to the file, the final status to stdout
-        args.json = False
-        _write_result(handle, handle.outputs(), args)
+    # --json with -o: the outputs go to the file, the final status to stdout
+    _write_result(handle, handle.outputs(), args, as_json=args.json and args.output is None)
+    if args.json and args.output is not None:
         print_json(final)
-        return 0
-    _write_result(handle, handle.outputs(), args)
     return 0
 
 
-def _format(args: argparse.Namespace, decoder: Decoder | None) -> str:
-    """The format ``--format`` (or ``--framed``) asks for, else the decoder's default, else raw."""
-    if getattr(args, "framed", False):
+def _format(args: argparse.Namespace, decoder: Decoder | None, as_json: bool = False) -> str:
+    """The format ``--format`` (or ``--framed``) asks for, else the decoder's default, else raw; ConfigError for
+    one the job's guest does not have, or one given with ``--json``."""
+    framed = getattr(args, "framed", False)
+    if as_json and (args.format is not None or framed):
+        raise ConfigError("--json", "prints the result as one JSON document: leave out --format and --framed")
+    if framed:
         if args.format not in (None, "framed"):
             raise ConfigError("--framed", f"is --format framed, not --format {args.format}")
         return "framed"
-    if args.format is not None:
-        return str(args.format)
-    return decoder.default if decoder is not None else "raw"
+    fmt = str(args.format) if args.format is not None else decoder.default if decoder is not None else "raw"
+    if fmt not in ("raw", "framed"):
+        if decoder is None:
+            raise ConfigError("--format", f"{fmt}: the job's module is not a built-in guest with a decoder; use raw "
+                                          "or framed")
+        decoder.check_format(fmt)
+    return fmt
 
 
-def _write_result(handle: JobHandle[Any], outputs: list[bytes], args: argparse.Namespace) -> None:
-    """The outputs of a done job as ``args`` ask: --json, a decoded format, raw or framed."""
+def _write_result(handle: JobHandle[Any], outputs: list[bytes], args: argparse.Namespace, *, as_json: bool) -> None:
+    """The outputs of a done job as ``args`` ask: as one JSON document, in a decoded format, raw or framed."""
     module_cid = handle.last_result.get("module_cid") or handle.module_cid or ""
     decoder = decoder_for(module_cid)
-    if args.json:
-        if args.format is not None or getattr(args, "framed", False):
-            raise ConfigError("--json", "prints the result as one JSON document: leave out --format and --framed")
+    fmt = _format(args, decoder, as_json)
+    if as_json:
         _print_result_json(handle, outputs, decoder, args.shape)
         return
-    fmt = _format(args, decoder)
     what = f"job {handle.job_id}'s result"
     if fmt in ("raw", "framed"):
         _write_outputs(outputs, args.output, fmt == "framed", what, decoder)
         return
-    if decoder is None:
-        raise ConfigError("--format", f"{fmt}: the job's module is not a built-in guest with a decoder; use raw or "
-                                      "framed")
+    assert decoder is not None  # _format said so
     write_output(decoder.render(outputs, fmt, args.shape), args.output, what=what, hint="")
 
 

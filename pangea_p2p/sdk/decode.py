@@ -44,9 +44,13 @@ class Decoder:
     def default(self) -> str:
         return next(iter(self.formats))
 
-    def render(self, outputs: Sequence[bytes], fmt: str, shape: Shape | None = None) -> bytes:
+    def check_format(self, fmt: str) -> None:
+        """ConfigError("--format") unless ``fmt`` is one of its formats."""
         if fmt not in self.formats:
             raise ConfigError("--format", f"{fmt!r}: {self.guest} results come as {', '.join(self.formats)} or raw")
+
+    def render(self, outputs: Sequence[bytes], fmt: str, shape: Shape | None = None) -> bytes:
+        self.check_format(fmt)
         return self._render(outputs, fmt, shape)
 
     def to_json(self, outputs: Sequence[bytes], shape: Shape | None = None) -> Any:

@@ -295,3 +295,20 @@ def test_json_on_wait_cancel_and_a_partial_result(peer: FakePeer, capsys: pytest
     peer.runs[running].version = 0  # still running
     code, out, _ = run(capsys, "job", "cancel", *API, running, "--json")
     assert (code, json.loads(out)["state"]) == (0, "cancelled")
+
+
+def test_submit_wait_checks_the_format_before_anything_runs(peer: FakePeer, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(TEXT)
+    for extra, line in [(["--format", "npy"], "config --format: 'npy': wordcount_map results come as tsv, json or raw"),
+                        (["--format", "tsv", "--json"], "config --json: prints the result as one JSON document")]:
+        code, out, err = run(capsys, "job", "submit", *API, "--guest", "wordcount_map", "--input", str(corpus),
+                             "--wait", *extra)
+        assert (code, out) == (2, "")
+        assert err.startswith(f"pangea: error: {line}")
+    code, _, err = run(capsys, "job", "submit", *API, "--guest", "echo", "--input", str(corpus), "--wait", "--format",
+                       "hex")
+    assert (code, err) == (2, "pangea: error: config --format: hex: the job's module is not a built-in guest with a "
+                              "decoder; use raw or framed\n")
+    assert peer.requests == []  # nothing was submitted
