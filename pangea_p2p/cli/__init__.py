@@ -15,5 +15,7 @@ A command group is one module of this package with two functions, listed once in
 ``main`` sends every command a group added to that group's ``run``. Errors: raise a ``PangeaError`` (a
 ``ConfigError`` naming the option for bad usage or configuration); ``main`` prints it as one line
 ``pangea: error: ...`` and exits 2 for a ``ConfigError``, 1 for any other. ``common`` has what several groups
-share: the ``--data-dir`` / ``--api`` / ``--json`` options and the API client they select.
+share: the ``--data-dir`` / ``--api`` / ``--json`` options and the API client they select; ``output`` how they
+print (``--json`` documents, tables with headers, no binary on a terminal); ``parsing`` a parser whose defaults
+are computed only when it is used. A group imports what only its commands need inside ``run``.
 """

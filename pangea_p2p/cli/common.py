@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pangea_p2p.node.config import default_data_dir
+from pangea_p2p.datadir import default_data_dir
 from pangea_p2p.sdk.client import Client
 
 if TYPE_CHECKING:

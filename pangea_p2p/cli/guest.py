@@ -6,8 +6,8 @@
                                                          time, or the typed failure (exit 1)
 
 ``run`` takes a .wasm file, a built-in guest's name, or a Python step (``step.py`` or ``step.py:function``);
-the input file is one chunk. The output goes to stdout (or ``-o FILE``), the step's log and the report to
-stderr. See ``pangea_p2p.guests.toolchain`` for how each language is built.
+the input file is one chunk. The output goes to stdout (or ``-o FILE``; binary never to a terminal), the
+step's log and the report to stderr. See ``pangea_p2p.guests.toolchain`` for how each language is built.
 """
 
 from __future__ import annotations
@@ -17,17 +17,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pangea_p2p.core.cid import cid_of
-from pangea_p2p.core.jobs.model import JobLimits
-from pangea_p2p.errors import ConfigError, PangeaError
+from pangea_p2p.cli.output import write_output
+from pangea_p2p.cli.parsing import LazyDefaultsParser
+from pangea_p2p.errors import ConfigError
 from pangea_p2p.guests.toolchain import LANGS, BuildFailed, build_guest, new_guest
 
-_DEFAULTS = JobLimits()
+
+def _run_defaults() -> dict[str, object]:
+    """The defaults of `guest run`: a job's (the core's job model is loaded only to parse `guest run`)."""
+    from pangea_p2p.core.jobs.model import JobLimits
+
+    limits = JobLimits()
+    return {"fuel": limits.fuel_max, "memory_mib": limits.memory_bytes_max >> 20, "wall_time_s": limits.wall_time_s}
 
 
 def add_parser(subparsers: Any) -> None:
     guest = subparsers.add_parser("guest", help="write, build and try your own execute step")
-    gsub = guest.add_subparsers(dest="guest_command", required=True, metavar="GUEST_COMMAND")
+    gsub = guest.add_subparsers(dest="guest_command", required=True, metavar="GUEST_COMMAND",
+                                parser_class=LazyDefaultsParser)
     new = gsub.add_parser("new", help="write a template guest in a new directory NAME")
     new.add_argument("name", type=Path, help="the directory to create; its last part is the guest's name")
     new.add_argument("--lang", default="c", choices=LANGS)
@@ -37,12 +44,14 @@ def add_parser(subparsers: Any) -> None:
     run.add_argument("module", help="a .wasm file, a built-in guest, or step.py[:function]")
     run.add_argument("--input", required=True, help="input file ('-' for stdin): one chunk")
     run.add_argument("-o", "--output", type=Path, help="write the output here (default: stdout)")
-    run.add_argument("--fuel", type=int, default=_DEFAULTS.fuel_max)
-    run.add_argument("--memory-mib", type=int, default=_DEFAULTS.memory_bytes_max >> 20)
-    run.add_argument("--wall-time-s", type=float, default=_DEFAULTS.wall_time_s)
+    run.defaults = _run_defaults
+    run.add_argument("--fuel", type=int, help="fuel budget")
+    run.add_argument("--memory-mib", type=int, help="memory, MiB")
+    run.add_argument("--wall-time-s", type=float, help="wall time")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pangea_p2p.core.cid import cid_of
     from pangea_p2p.sdk.job import resolve_guest  # the sandbox (wasmtime) only for the commands that need it
 
     if args.guest_command == "new":
@@ -68,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pangea_p2p.core.cid import cid_of
+    from pangea_p2p.core.jobs.model import JobLimits
     from pangea_p2p.sandbox import SandboxLimits
     from pangea_p2p.sandbox.local import local_executor
     from pangea_p2p.sdk.job import resolve_guest
@@ -78,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError("--input", f"cannot read {args.input}: {exc.strerror}") from None
     limits = SandboxLimits(fuel_max=args.fuel, memory_bytes_max=args.memory_mib << 20,
-                           wall_time_s=args.wall_time_s, output_bytes_max=_DEFAULTS.output_bytes_max)
+                           wall_time_s=args.wall_time_s, output_bytes_max=JobLimits().output_bytes_max)
     with local_executor() as executor:
         result = executor.run(cid_of(module), module, data, limits)
     if result.log:
@@ -92,13 +103,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"failed: {kind}: {f.message}; {figures}", file=sys.stderr)
         return 1
     output = result.output or b""
-    if args.output is None:
-        sys.stdout.buffer.write(output)
-        sys.stdout.buffer.flush()
-    else:
-        try:
-            args.output.write_bytes(output)
-        except OSError as exc:
-            raise PangeaError(f"cannot write {args.output}: {exc.strerror}") from None
+    write_output(output, args.output, what="the guest's output", hint="")
     print(f"ok: {len(output)} bytes of output; {figures}", file=sys.stderr)
     return 0

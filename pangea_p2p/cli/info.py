@@ -1,21 +1,25 @@
-"""`pangea id | peers | capacity | health`: what a running peer knows, from its HTTP API.
+"""`pangea id | peers | capacity | health | trust`: what a running peer knows, from its HTTP API.
 
-    pangea id | peers | capacity | health [--data-dir DIR | --api HOST:PORT] [--json]
+    pangea id | peers | capacity | health | trust [--data-dir DIR | --api HOST:PORT] [--json]
+
+Each prints a table with a header (or one line saying there is nothing to show); ``--json`` prints the API's
+answer as it is.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
 from pangea_p2p.cli.common import add_api_args, client_from_args
+from pangea_p2p.cli.output import print_json, print_table
 
 if TYPE_CHECKING:
     from pangea_p2p.cli.common import Subparsers
 
-COMMANDS = {"id": "this peer's id and addresses", "peers": "known peers",
-            "capacity": "capacity adverts in the directory", "health": "peer health"}
+COMMANDS = {"id": "this peer's id and addresses", "peers": "known peers: connected, in the routing table, advertising",
+            "capacity": "capacity adverts in the directory", "health": "peer health",
+            "trust": "this peer's trust in the workers it checked"}
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -26,26 +30,54 @@ def add_parser(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     with client_from_args(args) as client:
         doc = getattr(client, args.command)()
-    _print_answer(args.command, doc, args.json)
+    if args.json:
+        print_json(doc)
+    else:
+        PRINTERS[args.command](doc)
     return 0
 
 
-def _print_answer(command: str, doc: Any, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(doc, indent=2))
-    elif command == "id":
-        print(doc["peer_id"])
-        for addr in doc["addrs"]:
-            print(f"  {addr}")
-    elif command == "peers":
-        for row in doc["peers"]:
-            flags = ",".join(k for k in ("connected", "in_routing_table", "has_advert") if row[k])
-            print(f"{row['peer_id']}  {flags}")
-    elif command == "capacity":
-        for a in doc["adverts"]:
-            print(f"{a['peer_id']}  cores={a['cores']} slots={a['task_slots_free']}/{a['task_slots_total']} "
-                  f"mem_free={a['memory_free_bytes'] >> 20}MiB speed={a['speed_fuel_per_s']:.3g}fuel/s")
-        if doc["rejected"]:
-            print("rejected: " + ", ".join(f"{k}={v}" for k, v in doc["rejected"].items()))
-    else:
-        print(json.dumps(doc, indent=2))
+def _id(doc: dict[str, Any]) -> None:
+    print(doc["peer_id"])
+    for addr in doc["addrs"]:
+        print(f"  {addr}")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "-"
+
+
+def _peers(doc: dict[str, Any]) -> None:
+    rows = [(p["peer_id"], _yes(p["connected"]), _yes(p["in_routing_table"]), _yes(p["has_advert"]),
+             "-" if p.get("rtt_ms") is None else f"{p['rtt_ms']:.1f}") for p in doc["peers"]]
+    print_table(("PEER", "CONNECTED", "ROUTING", "ADVERT", "RTT_MS"), rows,
+                "no peers known yet (none connected, none in the routing table, no adverts)")
+
+
+def _capacity(doc: dict[str, Any]) -> None:
+    rows = [(a["peer_id"], a["cores"], f"{a['task_slots_free']}/{a['task_slots_total']}",
+             a["memory_free_bytes"] >> 20, f"{a['speed_fuel_per_s']:.3g}") for a in doc["adverts"]]
+    print_table(("PEER", "CORES", "SLOTS_FREE", "MEM_FREE_MIB", "FUEL_PER_S"), rows, "no capacity adverts yet")
+    if doc.get("rejected"):
+        print("rejected adverts: " + ", ".join(f"{k}={v}" for k, v in doc["rejected"].items()))
+
+
+def _health(doc: dict[str, Any]) -> None:
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            print(f"{key}:" + ("" if value else " none"))
+            for name, inner in value.items():
+                text = ", ".join(f"{k}={v}" for k, v in inner.items()) if isinstance(inner, dict) else inner
+                print(f"  {name}: {text}")
+        else:
+            print(f"{key}: {value}")
+
+
+def _trust(doc: dict[str, Any]) -> None:
+    fields = ("valid", "invalid", "timeouts", "outvoted", "lies", "proven", "vindicated")
+    rows = [(r["peer_id"], f"{r['score']:.2f}", *(r.get(f, 0) for f in fields)) for r in doc["trust"]]
+    print_table(("PEER", "SCORE", *(f.upper() for f in fields)), rows,
+                "no trust records yet (this peer has not checked any worker's result)")
+
+
+PRINTERS = {"id": _id, "peers": _peers, "capacity": _capacity, "health": _health, "trust": _trust}

@@ -12,13 +12,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from pangea_p2p import logs
-from pangea_p2p.node.config import NodeConfig, load_config, parse_override
 
 if TYPE_CHECKING:
     from pangea_p2p.cli.common import Subparsers
+    from pangea_p2p.node.config import NodeConfig
     from pangea_p2p.node.peer import Peer
 
 
@@ -36,6 +34,8 @@ def add_parser(sub: Subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """Defaults < the TOML file < ``--set`` < the dedicated flags (ConfigError naming the key)."""
+    from pangea_p2p.node.config import load_config, parse_override  # the peer's configuration: only for `node`
+
     overrides: dict[str, Any] = dict(parse_override(s) for s in args.set)
     if args.listen:
         overrides["listen"] = args.listen
@@ -51,7 +51,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pangea_p2p.node.peer import run_node  # py-libp2p loads only for the command that runs a peer
+    import trio  # trio and py-libp2p load only for the command that runs a peer
+
+    from pangea_p2p.node.peer import run_node
 
     config = config_from_args(args)
     logs.configure(config.log.level, config.log.format, config.log.libp2p_level)

@@ -29,8 +29,9 @@ from pangea_p2p.core.jobs.config import CoordinatorConfig
 from pangea_p2p.core.trust import TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.fraud import FraudConfig
+from pangea_p2p.datadir import default_data_dir
 from pangea_p2p.errors import ConfigError
-from pangea_p2p.net.overlay import GossipConfig
+from pangea_p2p.net.config import GossipConfig
 
 _T = typing.TypeVar("_T")
 
@@ -43,10 +44,6 @@ SET_ELSEWHERE = {
     "coordinator.scheduler.split_above_s": "compute.split_above_s",
     "coordinator.scheduler.parts_max": "compute.split_parts_max",
 }
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("PANGEA_DATA_DIR") or Path.home() / ".pangea")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,21 @@
-"""A client of the local HTTP API of a running peer (``pangea node``)."""
+"""A client of the local HTTP API of a running peer (``pangea node``).
+
+It speaks HTTP/1.1 over one kept-alive connection with the standard library's ``http.client``: every `pangea`
+client command goes through it, and importing httpx alone would take most of such a command's time budget.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json as jsonlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.errors import PangeaError
+
+if TYPE_CHECKING:
+    from pangea_p2p.core.jobs.request import JobRequest
 
 API_FILE_NAME = "api"
 
@@ -29,12 +36,34 @@ def api_address(data_dir: Path) -> str:
     """The ``host:port`` a peer running on ``data_dir`` serves its API on (it writes DATA_DIR/api)."""
     path = data_dir / API_FILE_NAME
     try:
-        return path.read_text().strip()
+        text = path.read_bytes()
     except FileNotFoundError:
         hint = "start one with `pangea node`"
         raise ApiUnavailable(f"no peer is running with data dir {data_dir} (no {path}); {hint}") from None
     except OSError as exc:
         raise ApiUnavailable(f"cannot read {path}: {exc.strerror}") from None
+    host, colon, port = text.decode("ascii", errors="replace").strip().rpartition(":")
+    if not (colon and host and port.isdigit() and host.isprintable() and " " not in host):
+        raise ApiUnavailable(f"{path} does not hold a peer's HOST:PORT ({text[:40]!r}); a peer writes it when it "
+                             "starts: restart it, or name its API with --api HOST:PORT")
+    return f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+
+# a kept-alive connection the peer closed meanwhile fails like this on its next request: send it again, once
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class Client:
@@ -43,14 +72,18 @@ class Client:
     def __init__(self, address: str, timeout_s: float = 30.0) -> None:
         self.address = address
         self.base_url = f"http://{address}"
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, trust_env=False)
+        self._timeout_s = timeout_s
+        self._headers: dict[str, str] = {}  # sent with every request
+        self._conn: http.client.HTTPConnection | None = None
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, timeout_s: float = 30.0) -> Client:
         return cls(api_address(data_dir), timeout_s)
 
     def close(self) -> None:
-        self._http.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __enter__(self) -> Client:
         return self
@@ -59,24 +92,40 @@ class Client:
         self.close()
 
     def call(self, method: str, path: str, json: Any = None) -> Any:
-        return self._decode(path, self._send(method, path, json=json))
+        body = None if json is None else jsonlib.dumps(json).encode()
+        return self._decode(path, self._send(method, path, body, "application/json"))
 
     def call_bytes(self, method: str, path: str, body: bytes) -> Any:
-        return self._decode(path, self._send(method, path, content=body))
+        return self._decode(path, self._send(method, path, body, "application/octet-stream"))
 
     def raw(self, method: str, path: str, body: bytes | None = None) -> bytes:
-        response = self._send(method, path, content=body)
+        response = self._send(method, path, body, "application/octet-stream")
         if response.status_code >= 400:
             self._decode(path, response)
         return response.content
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ApiUnavailable(f"no peer answers at {self.base_url} ({type(exc).__name__})") from None
+    def _send(self, method: str, path: str, body: bytes | None, content_type: str) -> _Response:
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = content_type
+        for attempt in range(2):
+            reused = self._conn is not None
+            try:
+                if self._conn is None:
+                    self._conn = http.client.HTTPConnection(self.address, timeout=self._timeout_s)
+                self._conn.request(method, path, body=body, headers=headers)
+                response = self._conn.getresponse()
+                content = response.read()
+                if response.will_close:
+                    self.close()
+                return _Response(response.status, content)
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if not (reused and attempt == 0 and isinstance(exc, _STALE)):
+                    raise ApiUnavailable(f"no peer answers at {self.base_url} ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")
 
-    def _decode(self, path: str, response: httpx.Response) -> Any:
+    def _decode(self, path: str, response: _Response) -> Any:
         try:
             doc = response.json()
         except ValueError:

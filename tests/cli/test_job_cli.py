@@ -148,7 +148,7 @@ def test_unknown_guest_is_named(peer: FakePeer, text_file: Path, capsys: pytest.
         (["submit", *API, "--guest", "echo", "--input", "x", "--chunks-per-task", "two"],
          "argument --chunks-per-task: invalid int value: 'two'"),
         (["submit", *API, "--guest", "echo", "--input", "x", "--fuel", "1e9"], "argument --fuel: invalid int value"),
-        (["status", *API], "the following arguments are required: job_id"),
+        (["status", *API], "the following arguments are required: JOB"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "the following arguments are required: JOB_COMMAND"),
     ],
@@ -221,21 +221,26 @@ def test_submit_reads_stdin(peer: FakePeer, monkeypatch: pytest.MonkeyPatch,
 
 def test_submit_wait_shows_progress_and_writes_the_outputs(peer: FakePeer, text_file: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    out_file = tmp_path / "out.bin"
+    out_file = tmp_path / "out.hex"
     code, out, err = run(capsys, "submit", *API, "--guest", "sha256", "--input", str(text_file), "--split",
                          "lines:1", "--chunks-per-task", "2", "--wait", "-o", str(out_file))
     assert code == 0
     assert out == ""
-    assert out_file.read_bytes() == b"".join(hashlib.sha256(c).digest() for c in splits.lines(TEXT, 1))
+    # sha256 has a decoder: one hex digest per chunk, in order
+    assert out_file.read_text() == "".join(hashlib.sha256(c).hexdigest() + "\n" for c in splits.lines(TEXT, 1))
     lines = err.splitlines()
     assert lines[0] == "job job1 submitted: 4 chunk(s) in 2 task(s)"
     fuel = peer.job("job1")["fuel_used"]
+    # the fake's statuses are 0.5 s apart: the first change, then (within PROGRESS_LINE_INTERVAL_S) only the end
     assert lines[1] == (f"job1 running: 1/2 done, 1 running, 0 verifying, 0 pending, 0 failed; fuel {fuel // 2}, "
                         "0.5s, eta 0.5s")
-    assert lines[2] == f"job1 running: 2/2 done, 0 running, 0 verifying, 0 pending, 0 failed; fuel {fuel}, 1.0s"
-    assert lines[3] == f"job1 done: 2/2 done, 0 running, 0 verifying, 0 pending, 0 failed; fuel {fuel}, 1.5s"
-    assert lines[4] == f"wrote {32 * 4} bytes to {out_file}"
-    assert len(lines) == 5
+    assert lines[2] == f"job1 done: 2/2 done, 0 running, 0 verifying, 0 pending, 0 failed; fuel {fuel}, 1.5s"
+    assert lines[3] == f"wrote {65 * 4} bytes to {out_file}"
+    assert len(lines) == 4
+    code, _, _ = run(capsys, "submit", *API, "--guest", "sha256", "--input", str(text_file), "--split",
+                     "lines:1", "--wait", "--format", "raw", "-o", str(out_file))
+    assert code == 0
+    assert out_file.read_bytes() == b"".join(hashlib.sha256(c).digest() for c in splits.lines(TEXT, 1))
 
 
 def test_submit_wait_of_a_failing_job_exits_1_with_the_reason(peer: FakePeer, tmp_path: Path,
@@ -258,7 +263,7 @@ def test_check_receipts_verifies_against_what_was_submitted(peer: FakePeer, text
     code, _, err = run(capsys, *argv)
     assert code == 0
     assert err.splitlines()[-2].startswith("OK: 4 signed receipt(s) over 4 task(s) verified offline")
-    assert out_file.read_bytes() == b"".join(hashlib.sha256(c).digest() for c in splits.lines(TEXT, 1))
+    assert out_file.read_text() == "".join(hashlib.sha256(c).hexdigest() + "\n" for c in splits.lines(TEXT, 1))
     out_file.unlink()
     # a peer that ran another module than the one this command uploaded: caught, nothing written
     real = peer.job_result
@@ -366,7 +371,10 @@ def test_cancel_and_list(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> 
     assert out.rstrip().endswith("(cancelled by the submitter)")
     code, out, _ = run(capsys, "list", *API)
     assert code == 0
-    assert [line.split()[:2] for line in out.splitlines()] == [[first, "running:"], [second, "cancelled:"]]
+    assert [line.split()[:3] for line in out.splitlines()] == [["JOB", "STATE", "DONE"], [first, "running", "0/1"],
+                                                               [second, "cancelled", "0/2"]]
+    code, out, _ = run(capsys, "list", *API, "--json")
+    assert [s["job_id"] for s in json.loads(out)["jobs"]] == [first, second]
 
 
 def test_an_unknown_job_is_one_line(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:

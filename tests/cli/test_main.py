@@ -17,7 +17,7 @@ from pangea_p2p.errors import ConfigError, PangeaError
 
 def test_each_command_runs_the_group_that_added_it() -> None:
     parser = main.build_parser()
-    expected = {"node": node, "id": info, "peers": info, "capacity": info, "health": info, "job": job,
+    expected = {"node": node, "id": info, "peers": info, "capacity": info, "health": info, "trust": info, "job": job,
                 "demo": demo, "sim": sim}
     argv = {"node": ["node"], "job": ["job", "list"], "sim": ["sim", "list"]}
     for command, group in expected.items():
@@ -75,9 +75,10 @@ def test_a_bug_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_python_m_lists_every_command_and_loads_only_what_the_command_needs() -> None:
     out = subprocess.run([sys.executable, "-m", "pangea_p2p", "--help"], capture_output=True, text=True,
                          timeout=60, check=True).stdout
-    for command in ("node", "id", "peers", "capacity", "health", "job", "demo", "sim"):
+    for command in ("node", "id", "peers", "capacity", "health", "trust", "job", "demo", "sim"):
         assert f"    {command} " in out, out
-    heavy = ("pangea_p2p.node.peer", "pangea_p2p.sim", "pangea_p2p.demo", "wasmtime", "numpy", "matplotlib")
+    heavy = ("pangea_p2p.node.peer", "pangea_p2p.sim", "pangea_p2p.demo", "wasmtime", "numpy", "matplotlib", "libp2p",
+             "trio", "httpx")
     probe = ("import sys; from pangea_p2p.cli.main import build_parser; build_parser(); "
              f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)

@@ -83,7 +83,7 @@ def test_unreachable_bootstrap_keeps_running_and_says_so(tmp_path: Path) -> None
         node.addrs()
         node.wait_for(lambda: sum("bootstrap.unreachable" in x for x in node.stderr) >= 2, 60, "two retries")
         assert node.proc.poll() is None
-        health = json.loads(pangea("health", "--data-dir", str(tmp_path / "n")).stdout)
+        health = json.loads(pangea("health", "--data-dir", str(tmp_path / "n"), "--json").stdout)
         assert health["bootstrap"][ghost]["status"] == "retrying"
         assert health["bootstrap"][ghost]["attempts"] >= 2
     finally:

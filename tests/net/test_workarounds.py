@@ -23,7 +23,8 @@ from pangea_p2p.core.identity import Identity
 from pangea_p2p.errors import TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net import workarounds
-from pangea_p2p.net.overlay import GossipConfig, make_dht, make_gossip
+from pangea_p2p.net.config import GossipConfig
+from pangea_p2p.net.overlay import make_dht, make_gossip
 from pangea_p2p.testing import local_config, wait_for
 
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")

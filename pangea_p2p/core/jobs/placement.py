@@ -272,7 +272,7 @@ class Placement:
             for worker in placement.workers:
                 self._dispatch(entry, ref, worker, views.get(worker), now)
         elif placement.kind == "local":
-            self._run_local(entry, ref, now, placement.reason)
+            self._run_local(entry, ref, now, f"runs here ({self.expected_text(ref, placement.expected_s)})")
         else:
             self._queue(entry, ref, placement.reason, workers, now)
 
@@ -340,6 +340,15 @@ class Placement:
         learned = sum(self._fuel_per_chunk) / len(self._fuel_per_chunk) if self._fuel_per_chunk else None
         return scheduler.fuel_estimate(ref, learned)
 
+    def expected_text(self, ref: TaskRef, expected_s: float) -> str:
+        """``expected_s`` (from ``fuel(ref)``) as ``explain`` says it: with where the fuel figure comes from, and as
+        an upper bound while it is the task's fuel budget (no result measured yet)."""
+        if ref.fuel_per_chunk_estimate > 0:
+            return f"expected {expected_s:.3f} s from the job's fuel estimate"
+        if self._fuel_per_chunk:
+            return f"expected {expected_s:.3f} s from the fuel {len(self._fuel_per_chunk)} measured result(s) used"
+        return f"expected at most {expected_s:.3f} s, from the fuel budget: no result measured yet"
+
     def learn_fuel(self, entry: TaskEntry, fuel_used: int) -> None:
         """A verified result used ``fuel_used``: the estimate of the next placements learns from it."""
         self._fuel_per_chunk.append(fuel_used / max(1, entry.ref.chunk_count))
@@ -369,7 +378,8 @@ class Placement:
             r = entry.reveal
             r.add_workers([worker])
             r.commitments_needed = max(r.commitments_needed, sum(1 for a in entry.attempts.values() if a.round is r))
-        c.note(entry, f"sent to {worker} (attempt {entry.failures + 1}, expected {expected:.3f} s)")
+        how = self.expected_text(ref, expected) if view else "expected time unknown"
+        c.note(entry, f"sent to {worker} (attempt {entry.failures + 1}, {how})")
         c.effects.append(Dispatch(replace(ref, deadline_s=deadline), worker))
         c.update(entry, worker=worker)
 

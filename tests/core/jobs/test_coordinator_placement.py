@@ -11,11 +11,14 @@ from pangea_p2p.core.jobs.effects import Dispatch, Effect, RunLocal
 from pangea_p2p.core.jobs.model import JobState, VerificationPolicy
 from pangea_p2p.core.jobs.scheduler import WorkerView
 from pangea_p2p.core.trust import TrustBook
+from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.replay import ReplayGuard
+from tests.core.jobs.coord_driver import Driver, FakeWorker, chunks_for, pid
 from tests.core.jobs.helpers import task, worker
 
 T0 = 1000.0
+LIMITS_1S = ReceiptLimits(fuel_max=1_000_000_000, memory_bytes_max=64 << 20, wall_time_s=10.0, output_bytes_max=1 << 20)
 
 
 class Net:
@@ -161,3 +164,17 @@ def test_a_task_queued_behind_another_job_goes_out_within_a_second_of_the_slot_f
     when = second.next_deadline(T0 + 0.3)
     assert when == T0 + RELOOK_S
     assert dispatches(second.tick(when)) == [("j/t0", "w1")]
+
+
+def test_explain_says_a_first_tasks_time_is_a_bound_and_bases_the_next_on_measured_fuel() -> None:
+    # one worker with one slot: t0 goes out before anything was measured, t1 and t2 after t0's result (1000
+    # fuel a chunk, on a worker of 1e9 fuel/s: 1 µs of work and 1 ms of round trip, not the 1 s of the budget)
+    d = Driver([FakeWorker("a", slots=1)], chunks_for(3), limits=LIMITS_1S)
+    d.start()
+    d.run_to_end()
+    assert d.job.state is JobState.DONE
+    sent = {t: next(r for r in reasons if r.startswith("sent to ")) for t, reasons in d.job.explain(done=True).items()}
+    assert sent["job/t0"] == (f"sent to {pid('a')} (attempt 1, expected at most 1.001 s, from the fuel budget: no "
+                              "result measured yet)")
+    assert sent["job/t1"] == f"sent to {pid('a')} (attempt 1, expected 0.001 s from the fuel 1 measured result(s) used)"
+    assert sent["job/t2"] == f"sent to {pid('a')} (attempt 1, expected 0.001 s from the fuel 2 measured result(s) used)"
