@@ -102,7 +102,10 @@ async def test_api_endpoints(tmp_path: Path) -> None:
             missing = await http.get("/v1/nope")
             assert missing.status_code == 404
             assert missing.json()["error"]["code"] == "not_found"
-            wrong = await http.post("/v1/id")
+            unauthorised = await http.post("/v1/id")  # a change needs the token, before anything else
+            assert (unauthorised.status_code, unauthorised.json()["error"]["code"]) == (401, "token_required")
+            token = (a.config.data_dir / "api_token").read_text().strip()
+            wrong = await http.post("/v1/id", headers={"authorization": f"Bearer {token}"})
             assert wrong.status_code == 405
         # garbage instead of HTTP gets a 400, and the API keeps serving
         stream = await trio.open_tcp_stream("127.0.0.1", a.api_port)

@@ -55,6 +55,7 @@ class FakePeer:
         self.waits: list[tuple[str, int]] = []
         self.explained: list[tuple[str, bool]] = []  # (job id, done) of each explain call
         self.closed = False
+        self.tokens: list[str | None] = []  # the API token of each client made (tests/cli/test_job_cli.py)
         self._delegate = delegate
         self._job_ids = list(job_ids or [])
 
