@@ -8,14 +8,18 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from pangea_p2p.errors import IdentityError
 from pangea_p2p.node import api
 from pangea_p2p.node.api import BYTES, ApiRequest, ApiResponse, Gate, Limits, Router
+from pangea_p2p.node.keyfile import load_or_create_api_token
+from pangea_p2p.sdk.client import ApiCallFailed, ApiUnavailable, Client, read_api_token
 
 TOKEN = "5e" * 32
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -45,6 +49,17 @@ class App:
         self.router.add("DELETE", "/v1/thing/{name}", record)
         self.router.add("POST", "/v1/bytes", record, body=BYTES)
         self.router.add("GET", "/v1/busy", busy)
+        self.router.add("POST", "/v1/blocks", self.block, body=BYTES)  # what the SDK client calls
+        self.router.add("DELETE", "/v1/jobs/{job_id}", record)
+        self.router.add("GET", "/v1/jobs/{job_id}/wait", self.wait)
+
+    async def block(self, req: ApiRequest) -> ApiResponse:
+        self.calls.append((req.method, req.path, req.body))
+        return ApiResponse.of({"cid": "c1", "size": len(req.body)})
+
+    async def wait(self, req: ApiRequest) -> ApiResponse:
+        self.calls.append((req.method, req.path, json.dumps(req.query).encode()))
+        return ApiResponse.of(req.query)
 
 
 @asynccontextmanager
@@ -313,3 +328,68 @@ def test_the_error_document_has_the_usual_shape() -> None:
     response = api._error(401, "token_required", "x", (("www-authenticate", "Bearer"),))
     assert json.loads(response.body) == {"error": {"code": "token_required", "message": "x"}}
     assert response.headers == (("www-authenticate", "Bearer"),)
+
+
+# --- the token on disk, and the SDK client that sends it ----------------------------------------------------
+
+
+def test_the_peer_makes_its_token_once_only_its_owner_may_read(tmp_path: Path) -> None:
+    token = load_or_create_api_token(tmp_path)
+    path = tmp_path / "api_token"
+    assert len(token) == 64
+    assert int(token, 16) >= 0
+    assert path.read_text() == token + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_api_token(tmp_path) == token  # kept across restarts
+    assert read_api_token(tmp_path) == token
+    (tmp_path / "other").mkdir()
+    assert load_or_create_api_token(tmp_path / "other") != token  # each peer its own
+
+
+@pytest.mark.parametrize(("content", "mode", "problem"), [
+    ("not a token\n", 0o600, "is corrupt (expected 64 hex digits); delete it and restart the peer to make a new one"),
+    ("ab" * 32 + "\n", 0o644, "has mode 0644; other users could use the peer's API (run: chmod 600 "),
+])
+def test_a_bad_token_file_is_one_line_naming_the_fix(tmp_path: Path, content: str, mode: int, problem: str) -> None:
+    path = tmp_path / "api_token"
+    path.write_text(content)
+    path.chmod(mode)
+    with pytest.raises(IdentityError) as info:
+        load_or_create_api_token(tmp_path)
+    assert str(info.value).startswith(f"API token file {path} ")
+    assert problem in str(info.value)
+
+
+def test_the_client_reads_no_token_or_refuses_a_garbled_one(tmp_path: Path) -> None:
+    assert read_api_token(tmp_path) is None
+    (tmp_path / "api_token").write_text("garbage")
+    with pytest.raises(ApiUnavailable, match="is not an API token"):
+        read_api_token(tmp_path)
+
+
+async def test_the_sdk_client_of_a_data_dir_sends_the_token_and_a_tokenless_one_can_only_read(tmp_path: Path) -> None:
+    app = App()
+    async with serving(app) as port:
+        (tmp_path / "api").write_text(f"127.0.0.1:{port}\n")
+        (tmp_path / "api_token").write_text(TOKEN + "\n")
+
+        def upload() -> str:
+            with Client.for_data_dir(tmp_path, timeout_s=4) as client:
+                return client.upload_block(b"\x00bytes")  # a change: its token and octet-stream type pass
+        assert await trio.to_thread.run_sync(upload) == "c1"
+        assert app.calls[-1] == ("POST", "/v1/blocks", b"\x00bytes")
+
+        def cancel_and_wait() -> Any:
+            with Client.for_data_dir(tmp_path, timeout_s=4) as client:
+                client.cancel("j1")
+                return client.wait_job("j1", 3, timeout_s=100)  # asks for half its own timeout at most
+        assert await trio.to_thread.run_sync(cancel_and_wait) == {"timeout_s": "2", "seen": "3"}
+
+        def without_token() -> None:
+            with Client(f"127.0.0.1:{port}") as client:
+                assert client.call("GET", "/v1/thing") == {"ok": True}
+                client.cancel("j1")
+        with pytest.raises(ApiCallFailed) as info:
+            await trio.to_thread.run_sync(without_token)
+        assert (info.value.status, info.value.code) == (401, "token_required")
+        assert str(info.value).startswith("DELETE needs the API token")
