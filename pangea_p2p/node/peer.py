@@ -16,7 +16,7 @@ What runs inside (one nursery):
 - the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``;
 - the stream protocols (node/protocols/) and the compute service (node/compute.py), whose ports
   (node/ports.py) are built here from the host, the DHT, the sandbox pool and the capacity directory;
-- the API server on 127.0.0.1.
+- the API server on 127.0.0.1, guarded by DATA_DIR/api_token (node/keyfile.py; who may use it: node/api.py).
 
 The decisions are the core's (``CapacityDirectory``, ``AdvertPublisher``, ``ComputeBehaviour``); this module
 only moves bytes and reads clocks. Adverts use the wall clock (``time.time()``: they are compared across
