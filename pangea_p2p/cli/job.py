@@ -30,7 +30,7 @@ from pangea_p2p.core.jobs.model import (
 )
 from pangea_p2p.errors import ConfigError, PangeaError, RemoteProtocolError
 from pangea_p2p.sdk import splits
-from pangea_p2p.sdk.client import Client
+from pangea_p2p.sdk.client import ApiCallFailed, Client
 from pangea_p2p.sdk.job import JobHandle, resolve_guest, submit_chunks
 
 if TYPE_CHECKING:
@@ -228,6 +228,11 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
         handle = submit_chunks(client, module, chunks, options, list, job_id=args.job_id)
     except ConfigError as exc:
         raise flag_error(exc, args) from None
+    except ApiCallFailed as exc:  # the peer refused a field ("config KEY: problem"): name its flag
+        key, sep, problem = str(exc).removeprefix("config ").partition(": ")
+        if exc.status != 400 or not str(exc).startswith("config ") or not sep:
+            raise
+        raise flag_error(ConfigError(key, problem), args) from None
     status = handle.last_status
     print(f"job {status['job_id']} submitted: {len(chunks)} chunk(s) in {status['tasks_total']} task(s)",
           file=sys.stderr)

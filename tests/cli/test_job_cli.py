@@ -401,3 +401,14 @@ def test_the_api_token_is_the_flags_else_the_environments_else_the_data_dirs(
     run(capsys, "list", *API, "--data-dir", str(data_dir))
     run(capsys, "list", *API, "--data-dir", str(data_dir), "--token", "c" * 64)
     assert peer.tokens == [None, "a" * 64, "b" * 64, "c" * 64]
+
+
+def test_a_field_the_peer_refuses_is_said_of_its_flag(peer: FakePeer, text_file: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The peer's own maxima (here its output maximum, which no peer advertises) are checked at submit."""
+    code, _, err = run(capsys, "submit", *API, "--guest", "echo", "--input", str(text_file),
+                       "--output-bytes-max", str(128 << 20))
+    assert code == 2
+    assert error_line(err) == ("pangea: error: config --output-bytes-max: must be in 0..67108864 (this peer's "
+                               "compute.output_bytes_max; peers do not advertise theirs), got 134217728")
+    assert peer.runs == {}
