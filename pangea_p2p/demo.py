@@ -93,7 +93,8 @@ def run_demo(peers: int = 4, size: int = 512, block: int = 64, verification: str
             nodes += [DemoPeer(Path(tmp) / f"peer{i}", boot) for i in range(1, peers)]
             for node in nodes:
                 node.address()
-            with Client(nodes[0].api(), timeout_s=120) as client:
+            nodes[0].api()  # up and serving: its API address and token are in its data dir
+            with Client.for_data_dir(nodes[0].data_dir, timeout_s=120) as client:
                 _wait_for_network(client, peers)
                 print(f"network up: {peers} peers see each other's capacity adverts")
                 return _run_job(client, size, block, verification)

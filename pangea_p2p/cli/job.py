@@ -302,6 +302,7 @@ def flag_error(exc: ConfigError, args: argparse.Namespace) -> ConfigError:
 
 def _submit(args: argparse.Namespace, client: Client) -> int:
     from pangea_p2p.core.cid import cid_of
+    from pangea_p2p.sdk.client import ApiCallFailed
     from pangea_p2p.sdk.job import resolve_guest, submit_chunks
 
     options = job_options(args)  # checked before the input and the module are uploaded
@@ -320,6 +321,11 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
         handle = submit_chunks(client, module, chunks, options, list, job_id=args.job_id)
     except ConfigError as exc:
         raise flag_error(exc, args) from None
+    except ApiCallFailed as exc:  # the peer refused a field ("config KEY: problem"): name its flag
+        key, sep, problem = str(exc).removeprefix("config ").partition(": ")
+        if exc.status != 400 or not str(exc).startswith("config ") or not sep:
+            raise
+        raise flag_error(ConfigError(key, problem), args) from None
     status = handle.last_status
     print(f"job {status['job_id']} submitted: {len(chunks)} chunk(s) in {status['tasks_total']} task(s)",
           file=sys.stderr)

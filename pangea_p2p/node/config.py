@@ -48,20 +48,32 @@ SET_ELSEWHERE = {
 
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
-    """The local HTTP API. Loopback only unless ``allow_remote`` says otherwise."""
+    """The local HTTP API (pangea_p2p/node/api.py says who may use it). Loopback only unless ``allow_remote`` says
+    otherwise; with it on, every request needs the API token. ``allowed_hosts``: the names (or addresses) the API
+    answers to besides loopback and ``host``, as a client's Host header gives them ("*": any)."""
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_API_PORT
     allow_remote: bool = False
+    allowed_hosts: tuple[str, ...] = ()
     request_bytes_max: int = 64 << 20
+    connections_max: int = 64  # open at once; the API never holds more file descriptors than this
+    idle_timeout_s: float = 10.0  # a client that sends or takes nothing for this long is dropped
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError("api.port", f"must be in 0..65535 (0 = any free port), got {self.port}")
         if self.host not in {"127.0.0.1", "::1", "localhost"} and not self.allow_remote:
             raise ConfigError("api.host", f"{self.host!r} is not loopback; set api.allow_remote = true to expose it")
+        for name in self.allowed_hosts:
+            if not name or len(name) > 255 or any(c.isspace() or c in "/@?#" for c in name):
+                raise ConfigError("api.allowed_hosts", f"{name!r} is not a host name or address (or \"*\")")
         if not 1024 <= self.request_bytes_max <= 1 << 30:
             raise ConfigError("api.request_bytes_max", f"must be in 1024..1073741824, got {self.request_bytes_max}")
+        if not 1 <= self.connections_max <= 10_000:
+            raise ConfigError("api.connections_max", f"must be in 1..10000, got {self.connections_max}")
+        if not 0.05 <= self.idle_timeout_s <= 3600:
+            raise ConfigError("api.idle_timeout_s", f"must be in 0.05..3600 seconds, got {self.idle_timeout_s}")
 
 
 @dataclass(frozen=True, slots=True)

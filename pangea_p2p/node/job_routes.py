@@ -1,12 +1,13 @@
 """HTTP API endpoints for blocks and jobs (what the SDK and `pangea job ...` call).
 
-    POST   /v1/blocks                 raw bytes            -> {"cid", "size"}
-    POST   /v1/chunks                 a framed chunk list  -> {"cids": [...]} (each chunk stored as a block)
+    POST   /v1/blocks                 raw bytes            -> {"cid", "size"}             (application/octet-stream)
+    POST   /v1/chunks                 a framed chunk list  -> {"cids": [...]} (each chunk stored as a block; ditto)
     GET    /v1/blocks/{cid}           -> raw bytes
     POST   /v1/jobs                   JSON job request (pangea_p2p/core/jobs/request.py) -> job status
     GET    /v1/jobs                   -> {"jobs": [status, ...]}
     GET    /v1/jobs/{id}              -> status (progress, fuel, workers, ETA)
-    GET    /v1/jobs/{id}/wait?timeout_s=S&seen=N -> status, after it changed (N = the status "version" seen) or S
+    GET    /v1/jobs/{id}/wait?timeout_s=S&seen=N -> status, after it changed (N = the status "version" seen) or
+                                          S seconds (at most WAIT_S_MAX: a longer wait is answered then; ask again)
     GET    /v1/jobs/{id}/result       -> {"outputs": [cid per task], "receipts": [hex receipt tree per task],
                                           "workers", "issuer", "module_cid", "tasks": [binding fields per task]}
     GET    /v1/jobs/{id}/evidence?start=I&inputs=1 -> a page of the job's receipts, outputs and inputs, for an
@@ -15,11 +16,16 @@
     DELETE /v1/jobs/{id}              -> cancel; status
     GET    /v1/trust                  -> {"trust": [{"peer_id", "score", "valid", "invalid", "timeouts",
                                              "outvoted", "lies", "proven", "vindicated"}, ...]}
+
+Every bad value is a 400 naming it: the job request's fields and their ranges (``JobRequest``), limits above what
+this peer accepts of what no peer advertises (``check_unadvertised_limits``), a job id in a path that no job can
+have (``check_job_id``), a wait's ``timeout_s`` or ``seen``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,18 +33,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from pangea_p2p.core.chunks import unframe_chunks
+from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.evidence import TaskEvidence, encode_page
-from pangea_p2p.core.jobs.model import JobSpec, TaskState
+from pangea_p2p.core.jobs.model import JobSpec, TaskState, check_job_id
 from pangea_p2p.core.jobs.request import JobRequest
 from pangea_p2p.errors import ConfigError, RemoteProtocolError
-from pangea_p2p.node.api import ApiError, ApiRequest, ApiResponse, Router
+from pangea_p2p.node.api import BYTES, ApiError, ApiRequest, ApiResponse, Router
 
 if TYPE_CHECKING:
     from pangea_p2p.core.jobs.behaviour import JobRun
     from pangea_p2p.core.jobs.tasks import TaskView
     from pangea_p2p.node.compute import ComputeService, JobWatch
 
-WAIT_S_MAX = 60.0
+# The longest a wait is held before it is answered with the status as it is: below the SDK client's 30 s read
+# timeout and the API's HANDLER_TIMEOUT_S, so a wait is always answered before anything gives up on it.
+WAIT_S_MAX = 25.0
 
 
 class BlockSource(Protocol):
@@ -102,8 +111,46 @@ def task_fields(run: JobRun, i: int, e: TaskView) -> dict[str, Any]:
     }
 
 
+def check_unadvertised_limits(spec: JobSpec, local: AdmissionConfig) -> None:
+    """ApiError(400) when ``spec`` asks of a worker more than this peer accepts (``local``) of what peers do not
+    advertise: a task's output size and input size. Placement cannot see them, so no peer may take such a task,
+    and it would fail attempt after attempt; fuel, memory and wall time are advertised and placed on."""
+    asked = spec.limits.output_bytes_max
+    if asked > local.limits_max.output_bytes_max:
+        raise ApiError(400, "bad_request", f"config limits.output_bytes_max: must be in 0.."
+                       f"{local.limits_max.output_bytes_max} (this peer's compute.output_bytes_max; peers do not "
+                       f"advertise theirs), got {asked}")
+    biggest = max(sum(spec.chunk_sizes[c] for c in spec.task_chunks(i)) for i in range(spec.task_count))
+    if biggest > local.input_bytes_max:
+        raise ApiError(400, "bad_request", f"config chunks_per_task: a task's input must be at most "
+                       f"{local.input_bytes_max} bytes (this peer's compute.input_bytes_max; peers do not advertise "
+                       f"theirs), got {biggest}: use fewer or smaller chunks per task")
+
+
+def wait_args(query: dict[str, str]) -> tuple[float, int]:
+    """The ``timeout_s`` (capped at WAIT_S_MAX) and ``seen`` of a wait's query; ApiError(400) naming a bad one."""
+    text = query.get("timeout_s", "10")
+    try:
+        timeout = float(text)
+    except ValueError:
+        timeout = math.nan
+    if not 0 <= timeout < math.inf:  # NaN fails too
+        raise ApiError(400, "bad_request", f"timeout_s must be a finite number of seconds >= 0 (waits are answered "
+                                           f"after at most {WAIT_S_MAX:g} s), got {text!r}")
+    text = query.get("seen", "-1")
+    try:
+        seen = int(text)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"seen must be an integer (the status version seen), got {text!r}") from None
+    return min(timeout, WAIT_S_MAX), seen
+
+
 def add_job_routes(router: Router, compute: ComputeService) -> None:
     def run_of(req: ApiRequest) -> JobRun:
+        try:
+            check_job_id(req.params["job_id"])
+        except ConfigError as exc:
+            raise ApiError(400, "bad_job_id", str(exc)) from None
         run = compute.jobs.get(req.params["job_id"])
         if run is None:
             raise ApiError(404, "no_such_job", f"no job {req.params['job_id']} on this peer")
@@ -134,6 +181,7 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
         spec = parse_job_request(req.json(), compute.blocks, now)
         if compute.blocks.get(spec.module_cid) is None:
             raise ApiError(400, "missing_block", f"module {spec.module_cid} is not in this peer's block store")
+        check_unadvertised_limits(spec, compute.admission.config)
         run = compute.submit(spec, now=now)
         return ApiResponse.of(status(run, now), 201)
 
@@ -146,11 +194,7 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
 
     async def wait_job(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
-        try:
-            timeout = min(WAIT_S_MAX, float(req.query.get("timeout_s", "10")))
-            seen = int(req.query.get("seen", "-1"))
-        except ValueError:
-            raise ApiError(400, "bad_request", "timeout_s and seen must be numbers") from None
+        timeout, seen = wait_args(req.query)
         watch = compute.watch(run.spec.job_id)
         with trio.move_on_after(timeout):
             while watch.version == seen and not run.state.final:
@@ -232,8 +276,8 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
         return ApiResponse.of({"trust": sorted(rows, key=lambda r: -float(r["score"]))})
 
     router.add("GET", "/v1/trust", trust)
-    router.add("POST", "/v1/blocks", post_block)
-    router.add("POST", "/v1/chunks", post_chunks)
+    router.add("POST", "/v1/blocks", post_block, body=BYTES)
+    router.add("POST", "/v1/chunks", post_chunks, body=BYTES)
     router.add("GET", "/v1/blocks/{cid}", get_block)
     router.add("POST", "/v1/jobs", post_job)
     router.add("GET", "/v1/jobs", list_jobs)

@@ -1,8 +1,11 @@
-"""The peer's identity on disk: DATA_DIR/identity.key, created on first start with mode 0600.
+"""The peer's secrets on disk, created on first start with mode 0600 and kept across restarts.
 
-Format: one line ``pangea-ed25519-v1 <64 hex digits of the 32-byte seed>``. The file is refused (IdentityError,
-one line naming the file and the fix) when it is readable or writable by group or others, when it is not a
-regular file, or when its content is not exactly that line.
+DATA_DIR/identity.key: one line ``pangea-ed25519-v1 <64 hex digits of the 32-byte seed>``.
+DATA_DIR/api_token: one line of 64 hex digits (32 random bytes), the token the local HTTP API asks for
+(pangea_p2p/node/api.py; the SDK's ``Client.for_data_dir`` and the CLI read it).
+
+Either file is refused (IdentityError, one line naming the file and the fix) when it is readable or writable by
+group or others, when it is not a regular file, or when its content is not exactly that line.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pangea_p2p.core.identity import Identity
 from pangea_p2p.errors import IdentityError
 
 KEY_FILE_NAME = "identity.key"
+API_TOKEN_FILE_NAME = "api_token"  # also in pangea_p2p/sdk/client.py, which does not import the node
 _MAGIC = "pangea-ed25519-v1"
 
 
@@ -39,33 +43,55 @@ def load_or_create_identity(data_dir: Path) -> tuple[Identity, bool]:
 
 def _create(path: Path) -> Identity:
     seed = secrets.token_bytes(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
+    if not _create_secret(path, "key file", f"{_MAGIC} {seed.hex()}\n"):  # another process was first: use theirs
         return load_identity(path)
-    except OSError as exc:
-        raise IdentityError(f"cannot create key file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{_MAGIC} {seed.hex()}\n")
     return Identity(seed)
 
 
-def load_identity(path: Path) -> Identity:
+def load_or_create_api_token(data_dir: Path) -> str:
+    """The API token kept in ``data_dir`` (64 hex digits), created when missing."""
+    path = data_dir / API_TOKEN_FILE_NAME
+    token = secrets.token_hex(32)
+    if _create_secret(path, "API token file", token + "\n"):
+        return token
+    token = _read_secret(path, "API token file", "other users could use the peer's API").strip()
+    if len(token) != 64 or not all(c in "0123456789abcdef" for c in token):
+        raise IdentityError(f"API token file {path} is corrupt (expected 64 hex digits); delete it and restart the "
+                            f"peer to make a new one")
+    return token
+
+
+def _create_secret(path: Path, what: str, text: str) -> bool:
+    """Write ``text`` to a new file ``path`` of mode 0600; False if it exists already."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise IdentityError(f"cannot create {what} {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True
+
+
+def _read_secret(path: Path, what: str, risk: str) -> str:
+    """The text of ``path``, a regular file only its owner can read; IdentityError naming the fix otherwise."""
     try:
         info = path.lstat()
     except OSError as exc:
-        raise IdentityError(f"cannot read key file {path}: {exc.strerror}") from None
+        raise IdentityError(f"cannot read {what} {path}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise IdentityError(f"key file {path} is not a regular file")
+        raise IdentityError(f"{what} {path} is not a regular file")
     if info.st_mode & 0o077:
-        raise IdentityError(
-            f"key file {path} has mode {stat.S_IMODE(info.st_mode):04o}; other users could read the peer's key "
-            f"(run: chmod 600 {path})"
-        )
+        raise IdentityError(f"{what} {path} has mode {stat.S_IMODE(info.st_mode):04o}; {risk} (run: chmod 600 {path})")
     try:
-        text = path.read_text(encoding="ascii")
+        return path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise IdentityError(f"cannot read key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise IdentityError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def load_identity(path: Path) -> Identity:
+    text = _read_secret(path, "key file", "other users could read the peer's key")
     parts = text.split()
     if len(parts) != 2 or parts[0] != _MAGIC:
         raise IdentityError(f"key file {path} is corrupt (expected '{_MAGIC} <64 hex digits>')")

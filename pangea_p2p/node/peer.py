@@ -16,7 +16,7 @@ What runs inside (one nursery):
 - the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``;
 - the stream protocols (node/protocols/) and the compute service (node/compute.py), whose ports
   (node/ports.py) are built here from the host, the DHT, the sandbox pool and the capacity directory;
-- the API server on 127.0.0.1.
+- the API server on 127.0.0.1, guarded by DATA_DIR/api_token (node/keyfile.py; who may use it: node/api.py).
 
 The decisions are the core's (``CapacityDirectory``, ``AdvertPublisher``, ``ComputeBehaviour``); this module
 only moves bytes and reads clocks. Adverts use the wall clock (``time.time()``: they are compared across
@@ -57,7 +57,7 @@ from pangea_p2p.node.compute import ComputeService
 from pangea_p2p.node.config import NodeConfig
 from pangea_p2p.node.job_routes import add_job_routes
 from pangea_p2p.node.journal import Journal
-from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_identity
+from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_api_token, load_or_create_identity
 from pangea_p2p.node.ports import ComputePorts
 from pangea_p2p.node.protocols.block import BLOCK_PROTOCOL, NetworkBlocks, serve_block
 from pangea_p2p.node.protocols.capacity_sync import CAPACITY_SYNC_PROTOCOL, serve_capacity_sync
@@ -194,13 +194,16 @@ async def _open_api_listeners(peer: Peer) -> list[trio.SocketListener]:
     return list(listeners)
 
 
-def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.Nursery, token: str) -> None:
     cfg = peer.config.api
     router = api.Router()
     add_routes(router, peer)
     if peer.compute is not None:
         add_job_routes(router, peer.compute)
-    nursery.start_soon(api.serve, router, listeners, cfg.request_bytes_max)
+    unspecified = {"0.0.0.0", "::", ""}  # a browser may reach 0.0.0.0 as this machine: never a name to trust
+    gate = api.Gate(token, cfg.allow_remote, frozenset({*cfg.allowed_hosts, cfg.host} - unspecified))
+    limits = api.Limits(cfg.request_bytes_max, cfg.connections_max, cfg.idle_timeout_s)
+    nursery.start_soon(api.serve, router, listeners, gate, limits)
     (peer.config.data_dir / API_FILE_NAME).write_text(f"{cfg.host}:{peer.api_port}\n")
 
 
@@ -290,6 +293,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
     boots = {a: hostlib.parse_peer_addr(a, "bootstrap") for a in config.bootstrap}
     for addr in listen:
         hostlib.check_listen_addr_free(addr)
+    api_token = load_or_create_api_token(config.data_dir)
     speed = await trio.to_thread.run_sync(measure_speed)
     host = hostlib.make_host(identity, config.max_connections)
     async with AsyncExitStack() as stack:
@@ -324,7 +328,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         try:
             async with trio.open_nursery() as nursery, open_sandbox(sandbox_cfg) as sandbox:
                 _start_compute(peer, sandbox, nursery)
-                _serve_api(peer, api_listeners, nursery)
+                _serve_api(peer, api_listeners, nursery, api_token)
                 rng = random.Random()  # jitter only; nothing depends on its sequence
                 for addr, info in boots.items():
                     peer.bootstrap[addr] = state = BootstrapState(addr)

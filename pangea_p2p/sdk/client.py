@@ -2,6 +2,9 @@
 
 It speaks HTTP/1.1 over one kept-alive connection with the standard library's ``http.client``: every `pangea`
 client command goes through it, and importing httpx alone would take most of such a command's time budget.
+It sends the peer's API token (DATA_DIR/api_token; ``Client.for_data_dir`` reads it) as ``Authorization: Bearer``
+on every request: the peer asks for it on every request that changes anything, and on all of them when
+``api.allow_remote`` is on (pangea_p2p/node/api.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
     from pangea_p2p.core.jobs.request import JobRequest
 
 API_FILE_NAME = "api"
+API_TOKEN_FILE_NAME = "api_token"  # written by the peer (pangea_p2p/node/keyfile.py)
 
 
 class ApiUnavailable(PangeaError):
@@ -66,19 +70,39 @@ class _Response:
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
-class Client:
-    """``Client("127.0.0.1:5101")`` or ``Client.for_data_dir(path)``; methods return decoded JSON."""
+def read_api_token(data_dir: Path) -> str | None:
+    """The API token of the peer of ``data_dir`` (DATA_DIR/api_token), None when there is none."""
+    path = data_dir / API_TOKEN_FILE_NAME
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ApiUnavailable(f"cannot read the API token {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(token) != 64 or not all(c in "0123456789abcdef" for c in token):
+        raise ApiUnavailable(f"{path} is not an API token (64 hex digits); restart the peer after deleting it")
+    return token
 
-    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+
+class Client:
+    """``Client("127.0.0.1:5101", token)`` or ``Client.for_data_dir(path)``; methods return decoded JSON.
+
+    ``token``: the peer's API token (None: send none; reads still work on a loopback peer). ``timeout_s``: how long
+    a request may wait for its answer (a job wait asks the peer for at most half of it, so it is answered first).
+    """
+
+    def __init__(self, address: str, token: str | None = None, timeout_s: float = 30.0) -> None:
         self.address = address
         self.base_url = f"http://{address}"
-        self._timeout_s = timeout_s
-        self._headers: dict[str, str] = {}  # sent with every request
+        self.timeout_s = timeout_s
+        # sent with every request
+        self._headers: dict[str, str] = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn: http.client.HTTPConnection | None = None
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path, timeout_s: float = 30.0) -> Client:
-        return cls(api_address(data_dir), timeout_s)
+    def for_data_dir(cls, data_dir: Path, timeout_s: float = 30.0, token: str | None = None) -> Client:
+        """The client of the peer running on ``data_dir``, with its token (``token`` overrides the file's)."""
+        return cls(api_address(data_dir), token or read_api_token(data_dir), timeout_s)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -112,7 +136,7 @@ class Client:
             reused = self._conn is not None
             try:
                 if self._conn is None:
-                    self._conn = http.client.HTTPConnection(self.address, timeout=self._timeout_s)
+                    self._conn = http.client.HTTPConnection(self.address, timeout=self.timeout_s)
                 self._conn.request(method, path, body=body, headers=headers)
                 response = self._conn.getresponse()
                 content = response.read()
@@ -169,7 +193,10 @@ class Client:
         return self.call("GET", f"/v1/jobs/{job_id}")
 
     def wait_job(self, job_id: str, seen: int, timeout_s: float = 10.0) -> Any:
-        return self.call("GET", f"/v1/jobs/{job_id}/wait?timeout_s={timeout_s}&seen={seen}")
+        """The job's status once its version is no longer ``seen``, or after ``timeout_s`` (capped at half this
+        client's timeout, and by the peer at its WAIT_S_MAX) with the status as it is."""
+        timeout_s = min(timeout_s, self.timeout_s / 2)
+        return self.call("GET", f"/v1/jobs/{job_id}/wait?timeout_s={timeout_s:g}&seen={seen}")
 
     def job_result(self, job_id: str) -> Any:
         return self.call("GET", f"/v1/jobs/{job_id}/result")

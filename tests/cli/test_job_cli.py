@@ -32,8 +32,9 @@ TEXT = b"alpha beta\ngamma\ndelta epsilon zeta\neta\n"
 def peer(monkeypatch: pytest.MonkeyPatch) -> FakePeer:
     fake = FakePeer(job_ids=["job1", "job2", "job3"])
 
-    def client(address: str, timeout_s: float = 30.0) -> FakePeer:
+    def client(address: str, token: str | None = None, timeout_s: float = 30.0) -> FakePeer:
         assert address == "127.0.0.1:9"
+        fake.tokens.append(token)
         return fake
 
     monkeypatch.setattr(common, "Client", client)
@@ -110,7 +111,12 @@ def test_split_input_errors_name_the_option(spec: str) -> None:
         (["--depth-max", "9"], "config --depth-max: must be in 0..8, got 9"),
         (["--queue-timeout-s", "0"], "config --queue-timeout-s: must be in (0, 86400], got 0"),
         (["--fuel-per-chunk-estimate", "-1"], "config --fuel-per-chunk-estimate: must be in 0..18446744073709551615"),
-        (["--job-id", "a/b"], "config --job-id: 'a/b' must be 1..64 ASCII characters without"),
+        (["--job-id", "a/b"], "config --job-id: 'a/b' must be 1..64 characters of A-Z a-z 0-9 - _"),
+        (["--job-id", "a?b"], "config --job-id: 'a?b' must be 1..64 characters of A-Z a-z 0-9 - _"),
+        (["--wall-time-s", "nan"], "config --wall-time-s: must be in 0.001..86400, got nan"),
+        (["--wall-time-s", "1e-9"], "config --wall-time-s: must be in 0.001..86400, got 1e-09"),
+        (["--wall-time-s", "inf"], "config --wall-time-s: must be in 0.001..86400, got inf"),
+        (["--queue-timeout-s", "nan"], "config --queue-timeout-s: must be in (0, 86400], got nan"),
     ],
 )
 def test_bad_options_are_named(peer: FakePeer, text_file: Path, capsys: pytest.CaptureFixture[str],
@@ -388,3 +394,29 @@ def test_an_unknown_job_is_one_line(peer: FakePeer, capsys: pytest.CaptureFixtur
 def test_the_client_is_closed_after_the_command(peer: FakePeer, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "list", *API)
     assert peer.closed
+
+
+def test_the_api_token_is_the_flags_else_the_environments_else_the_data_dirs(
+        peer: FakePeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("PANGEA_API_TOKEN", raising=False)
+    empty, data_dir = tmp_path / "none", tmp_path / "peer"
+    empty.mkdir()
+    data_dir.mkdir()
+    (data_dir / "api_token").write_text("a" * 64 + "\n")
+    run(capsys, "list", *API, "--data-dir", str(empty))
+    run(capsys, "list", *API, "--data-dir", str(data_dir))
+    monkeypatch.setenv("PANGEA_API_TOKEN", "b" * 64)
+    run(capsys, "list", *API, "--data-dir", str(data_dir))
+    run(capsys, "list", *API, "--data-dir", str(data_dir), "--token", "c" * 64)
+    assert peer.tokens == [None, "a" * 64, "b" * 64, "c" * 64]
+
+
+def test_a_field_the_peer_refuses_is_said_of_its_flag(peer: FakePeer, text_file: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The peer's own maxima (here its output maximum, which no peer advertises) are checked at submit."""
+    code, _, err = run(capsys, "submit", *API, "--guest", "echo", "--input", str(text_file),
+                       "--output-bytes-max", str(128 << 20))
+    assert code == 2
+    assert error_line(err) == ("pangea: error: config --output-bytes-max: must be in 0..67108864 (this peer's "
+                               "compute.output_bytes_max; peers do not advertise theirs), got 134217728")
+    assert peer.runs == {}

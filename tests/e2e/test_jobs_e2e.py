@@ -37,8 +37,9 @@ class Net:
         self.ids = [n.addrs()[0].rsplit("/p2p/", 1)[1] for n in nodes]
 
     def client(self, i: int = 0) -> Client:
-        api = next(x for x in self.nodes[i].stdout if x.startswith("api on "))
-        return Client(api.removeprefix("api on http://"), timeout_s=60)
+        """Node i's client, as a user's: address and token from its data dir."""
+        self.nodes[i].addrs()  # serving: DATA_DIR/api and DATA_DIR/api_token are written
+        return Client.for_data_dir(self.nodes[i].data_dir, timeout_s=60)
 
     def wait_for_adverts(self, client: Client, timeout_s: float = 90) -> None:
         deadline = time.monotonic() + timeout_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 import trio
 
 from pangea_p2p.core.capacity import TOPIC, AdvertRejection, LocalCapacity, encode_advert
+from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.sdk.client import Client
 from pangea_p2p.testing import open_network, wait_for
 
 pytestmark = pytest.mark.slow
@@ -102,7 +105,10 @@ async def test_api_endpoints(tmp_path: Path) -> None:
             missing = await http.get("/v1/nope")
             assert missing.status_code == 404
             assert missing.json()["error"]["code"] == "not_found"
-            wrong = await http.post("/v1/id")
+            unauthorised = await http.post("/v1/id")  # a change needs the token, before anything else
+            assert (unauthorised.status_code, unauthorised.json()["error"]["code"]) == (401, "token_required")
+            token = (a.config.data_dir / "api_token").read_text().strip()
+            wrong = await http.post("/v1/id", headers={"authorization": f"Bearer {token}"})
             assert wrong.status_code == 405
         # garbage instead of HTTP gets a 400, and the API keeps serving
         stream = await trio.open_tcp_stream("127.0.0.1", a.api_port)
@@ -112,6 +118,42 @@ async def test_api_endpoints(tmp_path: Path) -> None:
         assert reply.startswith(b"HTTP/1.1 400")
         async with httpx.AsyncClient(trust_env=False) as http:
             assert (await http.get(f"http://127.0.0.1:{a.api_port}/v1/health")).status_code == 200
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts file descriptors in /proc/self/fd (Linux)")
+async def test_idle_api_connections_never_starve_the_peer(tmp_path: Path) -> None:
+    """cap + 50 idle connections to a peer's API: the user's SDK client still gets its answers (a read, and an
+    upload with the token from the data dir) and the peer keeps publishing its adverts."""
+    cap = 16
+    async with open_network(2, tmp_path, {"api.connections_max": cap, "api.idle_timeout_s": 60}) as peers:
+        a, b = peers
+        await wait_for(lambda: a.peer_id in b.directory.peers(time.time()), 30)
+        assert (a.config.data_dir / "api_token").stat().st_mode & 0o777 == 0o600
+        before = len(os.listdir("/proc/self/fd"))
+        idle = [await trio.open_tcp_stream("127.0.0.1", a.api_port) for _ in range(cap + 50)]
+        try:
+            # the API side holds at most `cap` of them (this process has both ends; a little slack for the peers)
+            await wait_for(lambda: len(os.listdir("/proc/self/fd")) - before <= len(idle) + cap + 10, 10)
+            advert = b.directory.get(a.peer_id, time.time())
+            assert advert is not None
+
+            def as_a_user() -> tuple[dict[str, object], str]:
+                with Client.for_data_dir(a.config.data_dir, timeout_s=10) as client:
+                    return client.health(), client.upload_block(b"still here")
+
+            with trio.fail_after(10):
+                health, cid = await trio.to_thread.run_sync(as_a_user)
+            assert health["peer_id"] == a.peer_id
+            assert cid == cid_of(b"still here")
+
+            def newer() -> bool:
+                latest = b.directory.get(a.peer_id, time.time())
+                return latest is not None and latest.seq > advert.seq
+
+            await wait_for(newer, 30)
+        finally:
+            for stream in idle:
+                await stream.aclose()
 
 
 async def test_ping_measures_rtt(tmp_path: Path) -> None:

@@ -135,3 +135,26 @@ def test_the_readme_documents_every_key_with_its_default(tmp_path: Path) -> None
                                             ("coordinator.", defaults.coordinator)]
                 for f in dataclasses.fields(o) if dataclasses.is_dataclass(getattr(o, f.name))}
     assert sections - set(SET_ELSEWHERE) == set(documented) - {""}
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("api.connections_max", 0, "must be in 1..10000, got 0"),
+    ("api.idle_timeout_s", float("nan"), "must be in 0.05..3600 seconds, got nan"),
+    ("api.idle_timeout_s", 0, "must be in 0.05..3600 seconds, got 0.0"),
+    ("api.allowed_hosts", ["ok.lan", "a b"], "'a b' is not a host name or address (or \"*\")"),
+    ("api.allowed_hosts", [""], "'' is not a host name or address"),
+    ("api.allowed_hosts", "http://x/", "'http://x/' is not a host name or address"),
+])
+def test_bad_api_settings_are_named(tmp_path: Path, key: str, value: object, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {key: value}, tmp_path)
+    assert info.value.key == key
+    assert info.value.problem.startswith(problem)
+
+
+def test_api_settings_from_flags(tmp_path: Path) -> None:
+    cfg = load_config(None, dict(parse_override(s) for s in ("api.allowed_hosts=['peer.lan', '10.0.0.5']",
+                                                              "api.connections_max=8", "api.idle_timeout_s=0.5")),
+                      tmp_path)
+    assert (cfg.api.allowed_hosts, cfg.api.connections_max, cfg.api.idle_timeout_s) == (
+        ("peer.lan", "10.0.0.5"), 8, 0.5)

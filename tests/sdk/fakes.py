@@ -20,6 +20,7 @@ from typing import Any
 from pangea_p2p.core.chunks import frame_chunks, unframe_chunks
 from pangea_p2p.core.cid import cid_of
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.evidence import JOB_FIELDS, PAGE_BYTES_MAX, TaskEvidence, encode_page
 from pangea_p2p.core.jobs.model import JobSpec
 from pangea_p2p.core.jobs.request import JobRequest
@@ -28,7 +29,8 @@ from pangea_p2p.core.verify.delegation import delegate
 from pangea_p2p.core.verify.execution import issue_receipt
 from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.node.api import ApiError
-from pangea_p2p.node.job_routes import parse_job_request
+from pangea_p2p.node.config import ComputeConfig
+from pangea_p2p.node.job_routes import check_unadvertised_limits, parse_job_request
 from pangea_p2p.sandbox import Executor, SandboxConfig, SandboxLimits
 from pangea_p2p.sdk.client import ApiCallFailed
 
@@ -59,6 +61,11 @@ class FakePeer:
         self.closed = False
         self.page_bytes_max = page_bytes_max  # of an evidence page
         self.evidence_requests: list[tuple[str, int, bool]] = []  # (job id, start, inputs) of each page asked for
+        self.tokens: list[str | None] = []  # the API token of each client made (tests/cli/test_job_cli.py)
+        compute = ComputeConfig()  # what this peer would run for others: a peer's default compute.* maxima
+        self.limits = AdmissionConfig(limits_max=ReceiptLimits(compute.fuel_max, compute.memory_bytes_max,
+                                                               compute.wall_time_s_max, compute.output_bytes_max),
+                                      input_bytes_max=compute.input_bytes_max)
         self._delegate = delegate
         self._job_ids = list(job_ids or [])
 
@@ -93,10 +100,11 @@ class FakePeer:
             doc = {**doc, "job_id": self._job_ids.pop(0)}
         try:
             spec = parse_job_request(doc, self.blocks, NOW)
+            if spec.module_cid not in self.blocks:
+                raise ApiError(400, "missing_block", f"module {spec.module_cid} is not in this peer's block store")
+            check_unadvertised_limits(spec, self.limits)
         except ApiError as exc:
             raise ApiCallFailed(exc.status, exc.code, exc.message) from None
-        if spec.module_cid not in self.blocks:
-            raise ApiCallFailed(400, "missing_block", f"module {spec.module_cid} is not in this peer's block store")
         self.runs[spec.job_id] = self._run(spec)
         return self.job(spec.job_id)
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from pangea_p2p.core.chunks import frame_chunks
 from pangea_p2p.core.cid import cid_of
+from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.model import DEFAULT_OPTIONS, VerificationMode
+from pangea_p2p.core.verify.binding import ReceiptLimits
+from pangea_p2p.node import api
 from pangea_p2p.node.api import ApiError, Router
-from pangea_p2p.node.job_routes import add_job_routes, parse_job_request
+from pangea_p2p.node.job_routes import WAIT_S_MAX, add_job_routes, check_unadvertised_limits, parse_job_request
 
 NOW = 1_750_000_000.0
 CHUNKS = [b"first chunk", b"second", b"third and last"]
@@ -40,6 +46,7 @@ class Compute:
         self.jobs: dict[str, Any] = {}
         self.submitted: list[Any] = []
         self.self_id = "12D3KooWSubmitter"
+        self.admission = SimpleNamespace(config=AdmissionConfig())  # this peer's own limits as a worker
         for chunk in [*CHUNKS, MODULE]:
             self.blocks.put(chunk)
 
@@ -291,3 +298,116 @@ async def test_the_evidence_pages_of_a_done_job_verify_with_the_sdk_and_tamperin
     assert report.problems["job/t1"].startswith("cid-mismatch:")
     bad = await r.dispatch("GET", "/v1/jobs/job/evidence?start=4", b"")
     assert (bad.status, json.loads(bad.body)["error"]["message"]) == (400, "start must be in 0..3, got 4")
+
+
+# --- values no peer could take, job ids, waits --------------------------------------------------------------
+
+
+async def test_an_output_above_this_peers_maximum_is_refused_at_submit() -> None:
+    """Peers do not advertise their output maximum, so placement cannot avoid it: refused at once, not after four
+    failed attempts."""
+    r, compute = router()
+    response = await r.dispatch("POST", "/v1/jobs", json.dumps(request(limits={"output_bytes_max": 32 << 20})).encode())
+    assert response.status == 400
+    assert json.loads(response.body)["error"] == {"code": "bad_request", "message": (
+        "config limits.output_bytes_max: must be in 0..16777216 (this peer's compute.output_bytes_max; peers do not "
+        "advertise theirs), got 33554432")}
+    assert compute.submitted == []
+
+
+def test_what_this_peer_accepts_passes_and_a_task_input_above_its_maximum_does_not() -> None:
+    local = AdmissionConfig(limits_max=ReceiptLimits(10**10, 100 << 20, 30.0, 1000), input_bytes_max=1024)
+    blocks = Compute().blocks
+    for chunk in (b"a" * 600, b"b" * 500):
+        blocks.put(chunk)
+    cids = [cid_of(b"a" * 600), cid_of(b"b" * 500)]
+    fits = parse_job_request(request(chunk_cids=cids, limits={"output_bytes_max": 1000}), blocks, NOW)
+    check_unadvertised_limits(fits, local)  # 1000 bytes of output, inputs of 600 and 500 bytes: every peer may
+    both = parse_job_request(request(chunk_cids=cids, chunks_per_task=2, limits={"output_bytes_max": 1000}), blocks,
+                             NOW)
+    with pytest.raises(ApiError) as info:
+        check_unadvertised_limits(both, local)
+    assert info.value.message == (
+        "config chunks_per_task: a task's input must be at most 1024 bytes (this peer's compute.input_bytes_max; "
+        "peers do not advertise theirs), got 1100: use fewer or smaller chunks per task")
+    with pytest.raises(ApiError, match=r"limits\.output_bytes_max: must be in 0\.\.1000 "):
+        check_unadvertised_limits(parse_job_request(request(chunk_cids=cids), blocks, NOW), local)
+
+
+@pytest.mark.parametrize("job_id", ["a%3Fb", "a%00b", "a%0Ab", "x" * 65, "a.b", "%2F", "a+b"])
+async def test_a_job_id_no_job_can_have_is_a_400_in_every_path(job_id: str) -> None:
+    r, _ = router()
+    for suffix in ("", "/wait", "/result", "/explain", "/logs"):
+        response = await r.dispatch("GET", f"/v1/jobs/{job_id}{suffix}", b"")
+        assert response.status == 400
+        error = json.loads(response.body)["error"]
+        assert error["code"] == "bad_job_id"
+        assert error["message"].endswith("must be 1..64 characters of A-Z a-z 0-9 - _")
+    assert (await r.dispatch("DELETE", f"/v1/jobs/{job_id}", b"")).status == 400
+
+
+def running_job() -> tuple[Router, Any]:
+    """A router over a job that is running (its tasks offered, no answer yet) and the job's watch."""
+    from pangea_p2p.node.compute import JobWatch
+    from tests.core.jobs.coord_driver import Driver, FakeWorker, chunks_for
+
+    d = Driver([FakeWorker("x")], chunks_for(2), policy="hash", auto=False)
+    d.start()
+    assert not d.job.state.final
+    r, compute = router()
+    watch = JobWatch()
+    compute.jobs["job"] = d.job
+    compute.watch = lambda job_id: watch  # type: ignore[attr-defined]
+    return r, watch
+
+
+@pytest.mark.parametrize("query", ["timeout_s=-1", "timeout_s=nan", "timeout_s=inf", "timeout_s=-inf",
+                                   "timeout_s=soon", "timeout_s=1e999", "seen=x", "seen=1.5"])
+async def test_a_bad_wait_is_a_400_naming_it(query: str) -> None:
+    r, _ = running_job()
+    response = await r.dispatch("GET", f"/v1/jobs/job/wait?{query}", b"")
+    assert response.status == 400
+    error = json.loads(response.body)["error"]
+    name = query.partition("=")[0]
+    assert error["code"] == "bad_request"
+    assert error["message"].startswith(f"{name} must be ")
+    assert "\n" not in error["message"]
+
+
+@pytest.mark.parametrize(("timeout_s", "waited"), [(0, 0), (3, 3), (WAIT_S_MAX, WAIT_S_MAX), (40, WAIT_S_MAX),
+                                                   (59.5, WAIT_S_MAX), (1e9, WAIT_S_MAX)])
+async def test_every_wait_is_answered_within_the_cap(autojump_clock: trio.testing.MockClock, timeout_s: float,
+                                                     waited: float) -> None:
+    """A wait longer than WAIT_S_MAX is answered at WAIT_S_MAX with the status as it is (once 30..60 s closed the
+    connection unanswered: the connection timeout was 30 s and the cap 60 s)."""
+    r, _ = running_job()
+    start = trio.current_time()
+    response = await r.dispatch("GET", f"/v1/jobs/job/wait?timeout_s={timeout_s}&seen=0", b"")
+    assert response.status == 200
+    assert json.loads(response.body)["state"] == "running"
+    assert trio.current_time() - start == pytest.approx(waited)
+
+
+async def test_a_wait_returns_when_the_job_changes(autojump_clock: trio.testing.MockClock) -> None:
+    r, watch = running_job()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+
+        async def change() -> None:
+            await trio.sleep(2)
+            watch.bump()
+
+        nursery.start_soon(change)
+        response = await r.dispatch("GET", "/v1/jobs/job/wait?timeout_s=20&seen=0", b"")
+    assert json.loads(response.body)["version"] == 1
+    assert trio.current_time() - start == pytest.approx(2)
+
+
+def test_a_wait_is_answered_before_anything_gives_up_on_it() -> None:
+    """The class of the 30..60 s bug: the wait cap sits below the API's handler timeout and the SDK client's
+    default read timeout (whose waits ask for at most half of it)."""
+    from pangea_p2p.sdk.client import Client
+
+    with Client("127.0.0.1:9") as client:
+        assert client.timeout_s > WAIT_S_MAX
+    assert WAIT_S_MAX < api.HANDLER_TIMEOUT_S

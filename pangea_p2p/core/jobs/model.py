@@ -6,9 +6,9 @@ consecutive chunks (``chunks_per_task`` of them, the last task may be shorter). 
 placed on a worker, verified, retried; a worker that finds a task too big for it may cut it again into
 sub-tasks and delegate those (hierarchical delegation), returning a receipt tree.
 
-Ids are ASCII without spaces (they go into signed receipts): a task of job ``J`` is ``J/t<i>``; sub-task ``k``
-of task ``T`` is ``T.<k>``. Every task carries its partition index and count (``PARTITION_INDEX`` /
-``PARTITION_COUNT`` in Bacalhau's words): its position among its siblings.
+A job id is 1..64 letters, digits, ``-`` and ``_`` (``check_job_id``; ids go into signed receipts): a task of
+job ``J`` is ``J/t<i>``; sub-task ``k`` of task ``T`` is ``T.<k>``. Every task carries its partition index and
+count (``PARTITION_INDEX`` / ``PARTITION_COUNT`` in Bacalhau's words): its position among its siblings.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import enum
 import math
 import numbers
+import re
 from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.verify.binding import ReceiptLimits, TaskBinding
 from pangea_p2p.errors import ConfigError
 
 JOB_ID_CHARS_MAX = 64
+_JOB_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{JOB_ID_CHARS_MAX}}}")
 TASKS_PER_JOB_MAX = 1 << 16
 CHUNKS_PER_JOB_MAX = 1 << 20
 RETRIES_MAX = 16
@@ -116,11 +118,13 @@ def as_number(key: str, value: object, low: float, high: float, *, low_open: boo
 
 
 def check_job_id(job_id: object) -> str:
-    """``job_id`` if it can name a job (it goes into task ids and signed receipts), else ConfigError("job_id")."""
+    """``job_id`` if it can name a job, else ConfigError("job_id"). An id goes into task ids (``J/t0``, ``J/t0.1``),
+    signed receipts, logs and URL paths (``/v1/jobs/J``), so it is 1..64 letters, digits, ``-`` and ``_``: no NUL,
+    newline, ``?``, ``/``, ``.``, ``%`` or space can reach any of them."""
     if not isinstance(job_id, str):
         raise ConfigError("job_id", f"must be a string, got {job_id!r}")
-    if not job_id or len(job_id) > JOB_ID_CHARS_MAX or not job_id.isascii() or any(c in job_id for c in " /."):
-        raise ConfigError("job_id", f"{job_id[:80]!r} must be 1..64 ASCII characters without ' ', '/', '.'")
+    if not _JOB_ID.fullmatch(job_id):
+        raise ConfigError("job_id", f"{job_id[:80]!r} must be 1..{JOB_ID_CHARS_MAX} characters of A-Z a-z 0-9 - _")
     return job_id
 
 
