@@ -29,12 +29,21 @@ def api_address(data_dir: Path) -> str:
     """The ``host:port`` a peer running on ``data_dir`` serves its API on (it writes DATA_DIR/api)."""
     path = data_dir / API_FILE_NAME
     try:
-        return path.read_text().strip()
+        text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         hint = "start one with `pangea node`"
         raise ApiUnavailable(f"no peer is running with data dir {data_dir} (no {path}); {hint}") from None
     except OSError as exc:
         raise ApiUnavailable(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        text = "binary data"
+    host, sep, port = text.rpartition(":")
+    if sep and host.isprintable() and port.isdigit() and 0 < int(port) <= 65535 and len(text) <= 300:
+        return text
+    raise ApiUnavailable(
+        f"{path} does not hold the API's host:port (it holds {text[:40]!r}): if no peer runs with data dir "
+        f"{data_dir}, delete that file; else restart the peer, or give its address with --api HOST:PORT"
+    )
 
 
 class Client:
