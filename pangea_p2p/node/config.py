@@ -329,7 +329,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"must be a string, got {value!r}")
         return value
-    if isinstance(hint, types.UnionType):  # an optional setting (X | None): a value given is an X
+    if isinstance(hint, types.UnionType):  # an optional setting (X | None): unset, or an X
+        if value is None:  # from Python only (TOML has no null): the same as not giving it
+            return None
         (inner,) = [h for h in typing.get_args(hint) if h is not type(None)]
         return _coerce(inner, value, key)
     raise ConfigError(key, f"unsupported setting type {hint}")  # pragma: no cover

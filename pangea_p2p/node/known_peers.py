@@ -70,9 +70,12 @@ class KnownPeers:
         """``peer_id`` is connected now and reachable at ``addrs`` (kept if empty: the old ones may still do)."""
         addrs = [a for a in addrs if len(a) <= ADDR_CHARS_MAX][:ADDRS_MAX]
         old = self.peers.get(peer_id)
+        if old is None and not addrs:
+            return  # it could not be dialed
         if old is not None and (not addrs or tuple(addrs) == old.addrs) and now - old.seen_at < 60:
             return  # nothing worth a write
-        self.peers[peer_id] = KnownPeer(peer_id, tuple(addrs) or (old.addrs if old else ()), now)
+        kept = tuple(addrs) if addrs or old is None else old.addrs
+        self.peers[peer_id] = KnownPeer(peer_id, kept, now)
         if len(self.peers) > PEERS_MAX:
             for gone in self.ordered()[PEERS_MAX:]:
                 del self.peers[gone.peer_id]
@@ -83,7 +86,7 @@ class KnownPeers:
         if not self._dirty:
             return True
         doc = {"version": 1, "peers": [{"peer_id": p.peer_id, "addrs": list(p.addrs), "seen_at": round(p.seen_at, 3)}
-                                       for p in self.ordered() if p.addrs]}
+                                       for p in self.ordered()]}
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")

@@ -109,8 +109,7 @@ async def _bootstrap_task(peer: Peer, info: PeerInfo, state: BootstrapState, rng
 async def _dial(peer: Peer, info: PeerInfo, state: BootstrapState) -> bool:
     state.attempts += 1
     try:
-        with trio.fail_after(hostlib.STREAM_OPEN_TIMEOUT_S):
-            await peer.host.connect(info)
+        await hostlib.connect(peer.host, info)
         await peer.dht.add_peer(info.peer_id)
     except trio.Cancelled:
         raise
@@ -154,9 +153,8 @@ async def _dial_known(peer: Peer, targets: list[KnownPeer]) -> int:
     async def dial(known: KnownPeer) -> None:
         try:
             info = PeerInfo(ID.from_base58(known.peer_id), [multiaddr.Multiaddr(a) for a in known.addrs])
-            with trio.fail_after(KNOWN_PEER_DIAL_TIMEOUT_S):
-                await peer.host.connect(info)
-                await peer.dht.add_peer(info.peer_id)
+            await hostlib.connect(peer.host, info, KNOWN_PEER_DIAL_TIMEOUT_S)
+            await peer.dht.add_peer(info.peer_id)
         except trio.Cancelled:
             raise
         except Exception as exc:

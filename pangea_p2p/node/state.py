@@ -181,8 +181,8 @@ class Peer:
         """Log the health when its status changes (called by the peer's maintenance task)."""
         doc = self.health()
         if doc["status"] != self.health_status:
+            emit = log.warning if self.health_status == "ok" else log.info  # a peer starts degraded: no warning
             self.health_status = doc["status"]
-            emit = log.info if doc["status"] == "ok" else log.warning
             emit("health.changed", status=doc["status"], problems=doc["problems"],
                  connected_peers=doc["connected_peers"])
 
