@@ -10,13 +10,21 @@ What runs inside (one nursery):
 
 - the bootstrap task per ``--bootstrap`` address: dial, add to the routing table, look ourselves up (which makes
   every peer we query add us too), fetch the bootstrap peer's capacity directory; on failure retry with
-  exponential backoff and jitter, for ever, saying so in the log;
+  exponential backoff and jitter (at most ``dht.bootstrap_retry_s_max`` apart), for ever, saying so in the log;
+  and when the connection is lost, the same again from the shortest backoff;
+- the known-peers task: dial the peers this one was connected to before it stopped (node/known_peers.py,
+  DATA_DIR/peers.json) at once, and again whenever it has no connection at all: a restarted peer, even one with
+  no --bootstrap, is back with its neighbours in seconds instead of waiting for their next DHT refresh;
 - the advert task: publish our advert every ``capacity.advert_interval_s`` and as soon as a first neighbour
   subscribes to the topic;
-- the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``;
+- the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``, note the
+  connected peers in DATA_DIR/peers.json, log the health (``Peer.health``) when its status changes;
 - the stream protocols (node/protocols/) and the compute service (node/compute.py), whose ports
   (node/ports.py) are built here from the host, the DHT, the sandbox pool and the capacity directory;
-- the API server on 127.0.0.1.
+- the API server on 127.0.0.1 (on 5101 or the next free port unless ``api.port`` says which; DATA_DIR/api
+  says where).
+
+Every peer connect and disconnect is a log line (``ConnectionEvents`` in node/state.py).
 
 The decisions are the core's (``CapacityDirectory``, ``AdvertPublisher``, ``ComputeBehaviour``); this module
 only moves bytes and reads clocks. Adverts use the wall clock (``time.time()``: they are compared across
@@ -128,26 +136,24 @@ async def _wait_disconnected(peer: Peer, peer_id: str) -> None:
             await peer.changed.wait()
 
 
-async def _known_peers_task(peer: Peer, known: list[KnownPeer], rng: random.Random) -> None:
-    """Dial the peers this one was connected to before it stopped (node/known_peers.py), at once; and again,
-    with a backoff, whenever it has no connection at all."""
+async def _known_peers_task(peer: Peer, known: KnownPeers, rng: random.Random) -> None:
+    """Dial the peers this one knows (node/known_peers.py: those it was connected to, in this run or before it
+    stopped) at once; and again, with a backoff, whenever it has no connection at all."""
     cfg = peer.config.dht
     boot_ids = {s.peer_id for s in peer.bootstrap.values()}
-    targets = [k for k in known if k.peer_id != peer.peer_id and k.peer_id not in boot_ids]
-    if not targets:
-        return
-    delay = cfg.bootstrap_retry_s_min
+    delay, attempt = cfg.bootstrap_retry_s_min, 0
     while True:
-        reached = await _dial_known(peer, targets)
-        if reached:
-            delay = cfg.bootstrap_retry_s_min
-            await peer.wait_until(lambda: not peer.connected_peers(), float("inf"))
-            continue
-        await trio.sleep(delay * (0.5 + rng.random()))
+        targets = [k for k in known.ordered() if k.peer_id != peer.peer_id and k.peer_id not in boot_ids]
+        if targets and not peer.host.get_connected_peers():
+            attempt += 1
+            if await _dial_known(peer, targets, attempt):
+                delay, attempt = cfg.bootstrap_retry_s_min, 0
+        await peer.wait_until(lambda: not peer.host.get_connected_peers(), float("inf"))
+        await trio.sleep(delay * (0.5 + rng.random()))  # after a loss too: the neighbours may be restarting
         delay = min(delay * 2, cfg.bootstrap_retry_s_max)
 
 
-async def _dial_known(peer: Peer, targets: list[KnownPeer]) -> int:
+async def _dial_known(peer: Peer, targets: list[KnownPeer], attempt: int) -> int:
     reached: list[ID] = []
 
     async def dial(known: KnownPeer) -> None:
@@ -164,9 +170,9 @@ async def _dial_known(peer: Peer, targets: list[KnownPeer]) -> int:
 
     async with trio.open_nursery() as nursery:
         for known in targets:
-            if not peer.is_connected(known.peer_id):
-                nursery.start_soon(dial, known)
-    log.info("known_peers.dialed", peers=len(targets), reached=len(reached))
+            nursery.start_soon(dial, known)
+    emit = log.info if reached or attempt == 1 else log.debug  # not a line every 10 s while nobody answers
+    emit("known_peers.dialed", peers=len(targets), reached=len(reached), attempt=attempt)
     if reached:
         await _join(peer, reached[0])
     return len(reached)
@@ -451,7 +457,8 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                     peer.bootstrap[addr] = state = BootstrapState(addr, str(info.peer_id))
                     nursery.start_soon(_bootstrap_task, peer, info, state, rng)
                 known = KnownPeers(config.data_dir)
-                nursery.start_soon(_known_peers_task, peer, known.load(), rng)
+                known.load()
+                nursery.start_soon(_known_peers_task, peer, known, rng)
                 nursery.start_soon(_advert_task, peer)
                 nursery.start_soon(_maintenance_task, peer, known)
                 nursery.start_soon(_drain, subscription)
