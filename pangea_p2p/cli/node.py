@@ -22,11 +22,14 @@ if TYPE_CHECKING:
 
 def add_parser(sub: Subparsers) -> None:
     node = sub.add_parser("node", help="run a peer")
-    node.add_argument("--data-dir", type=Path, help="where the identity and state live (default ~/.pangea)")
+    node.add_argument("--data-dir", type=Path, help="where the identity and state live (default $PANGEA_DATA_DIR "
+                      "or ~/.pangea); one per peer")
     node.add_argument("--config", type=Path, help="TOML config file (default DATA_DIR/config.toml if present)")
-    node.add_argument("--listen", action="append", metavar="MULTIADDR", help="e.g. /ip4/0.0.0.0/tcp/4001")
+    node.add_argument("--listen", action="append", metavar="MULTIADDR",
+                      help="e.g. /ip4/0.0.0.0/tcp/4001 (default: that, or the next free port if another peer has it)")
     node.add_argument("--bootstrap", action="append", metavar="MULTIADDR", help="full address of a known peer")
-    node.add_argument("--api-port", type=int, help="port of the local HTTP API (0 = any free port)")
+    node.add_argument("--api-port", type=int, help="port of the local HTTP API (0 = any free port; default 5101, "
+                      "or the next free port if another peer has it)")
     node.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
     node.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     node.add_argument("--log-format", choices=["text", "json"])

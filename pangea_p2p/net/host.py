@@ -9,6 +9,9 @@ Workarounds applied here (notes/py-libp2p-0.8.1.md §9; each has a test in tests
   and its ``maybe_connect`` made a no-op in ``workarounds`` (the swarm also calls it on every disconnect).
 - ``open_stream`` wraps ``new_stream`` in a deadline (§9.8): when the resource manager's stream limit is hit,
   ``new_stream`` hangs instead of failing.
+- ``connect`` lifts py-libp2p's negative dial cache before a deliberate dial: after one failed dial the swarm
+  refuses every dial of that peer for 60 s ("recently failed all addresses"), so a peer that restarted within
+  that minute could not be redialed, whatever the caller's own backoff said.
 - ``close_hosts`` closes hosts concurrently (§9.3): leaving ``host.run()`` does not close the TCP listener, and
   pubsub can raise "Nursery is closed to new arrivals" if its services unwind while a host is still open.
 """
@@ -130,6 +133,17 @@ async def open_stream(
         raise
     except Exception as exc:
         raise TransportError(f"cannot open {protocols[0]} to {peer_id}: {exc}") from exc
+
+
+async def connect(host: IHost, info: PeerInfo, timeout_s: float = STREAM_OPEN_TIMEOUT_S) -> None:
+    """``host.connect`` with a deadline (trio.TooSlowError), past the swarm's negative dial cache (see above):
+    the caller's dial is deliberate and paced by its own backoff."""
+    network = host.get_network()
+    unblock = getattr(network, "unblock_peer", None)
+    if unblock is not None:
+        unblock(info.peer_id)
+    with trio.fail_after(timeout_s):
+        await host.connect(info)
 
 
 async def close_hosts(hosts: Iterable[IHost]) -> None:

@@ -35,8 +35,10 @@ from pangea_p2p.net.config import GossipConfig
 
 _T = typing.TypeVar("_T")
 
-DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/4001",)
-DEFAULT_API_PORT = 5101
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/{port}"  # with the first free port from DEFAULT_LISTEN_PORT up
+DEFAULT_LISTEN_PORT = 4001
+DEFAULT_API_PORT = 5101  # or the first free port from here up
+DEFAULT_PORTS_TRIED = 16  # ports tried from a default port up (then any free port)
 CONFIG_FILE_NAME = "config.toml"
 # Fields of core config objects that another key sets: dotted key -> the key to use.
 SET_ELSEWHERE = {
@@ -50,10 +52,12 @@ SET_ELSEWHERE = {
 class ApiConfig:
     """The local HTTP API (pangea_p2p/node/api.py says who may use it). Loopback only unless ``allow_remote`` says
     otherwise; with it on, every request needs the API token. ``allowed_hosts``: the names (or addresses) the API
-    answers to besides loopback and ``host``, as a client's Host header gives them ("*": any)."""
+    answers to besides loopback and ``host``, as a client's Host header gives them ("*": any). ``port`` unset:
+    5101, or the next free port when another local peer has it (the CLI finds it in DATA_DIR/api); set, exactly
+    that one."""
 
     host: str = "127.0.0.1"
-    port: int = DEFAULT_API_PORT
+    port: int | None = None
     allow_remote: bool = False
     allowed_hosts: tuple[str, ...] = ()
     request_bytes_max: int = 64 << 20
@@ -61,7 +65,7 @@ class ApiConfig:
     idle_timeout_s: float = 10.0  # a client that sends or takes nothing for this long is dropped
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
+        if self.port is not None and not 0 <= self.port <= 65535:
             raise ConfigError("api.port", f"must be in 0..65535 (0 = any free port), got {self.port}")
         if self.host not in {"127.0.0.1", "::1", "localhost"} and not self.allow_remote:
             raise ConfigError("api.host", f"{self.host!r} is not loopback; set api.allow_remote = true to expose it")
@@ -115,7 +119,7 @@ class DhtConfig:
     mode: str = "server"
     refresh_interval_s: float = 60.0
     bootstrap_retry_s_min: float = 1.0
-    bootstrap_retry_s_max: float = 60.0
+    bootstrap_retry_s_max: float = 10.0  # a lost bootstrap peer is redialed at least this often
 
     def __post_init__(self) -> None:
         if self.mode not in {"server", "client"}:
@@ -202,7 +206,8 @@ class NodeConfig:
     """Everything a peer needs to start."""
 
     data_dir: Path = field(default_factory=default_data_dir)
-    listen: tuple[str, ...] = DEFAULT_LISTEN
+    # empty: /ip4/0.0.0.0/tcp/4001, or the next free port when another local peer has it; given: exactly those
+    listen: tuple[str, ...] = ()
     bootstrap: tuple[str, ...] = ()
     max_connections: int = 300
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -220,8 +225,6 @@ class NodeConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
-        if not self.listen:
-            raise ConfigError("listen", "at least one listen address is needed")
         if len(self.listen) > 16 or len(self.bootstrap) > 64:
             raise ConfigError("listen", "at most 16 listen and 64 bootstrap addresses")
         if not 8 <= self.max_connections <= 100_000:
@@ -336,6 +339,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"must be a string, got {value!r}")
         return value
-    if isinstance(hint, types.UnionType):  # pragma: no cover - no optional fields yet
-        return value
+    if isinstance(hint, types.UnionType):  # an optional setting (X | None): unset, or an X
+        if value is None:  # from Python only (TOML has no null): the same as not giving it
+            return None
+        (inner,) = [h for h in typing.get_args(hint) if h is not type(None)]
+        return _coerce(inner, value, key)
     raise ConfigError(key, f"unsupported setting type {hint}")  # pragma: no cover

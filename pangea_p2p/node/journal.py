@@ -9,6 +9,10 @@ Finished tasks are written in batches (a statement costs ~0.1 ms here, as much a
 bookkeeping): ``task_finished`` queues the row and the caller calls ``flush`` soon after (the compute service
 does within FLUSH_AFTER_S); a job's end, a read and ``close`` flush first. A crash loses at most the queued
 rows: those tasks run again after the restart.
+
+A journal that cannot be read at start (not SQLite, corrupt, tables of another shape) is moved aside
+(``datadir.set_aside``: jobs.sqlite.bad, never deleted) with a warning naming both files, and the peer starts a
+fresh one; a job whose row does not decode is skipped with a warning (its row stays in the file).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from typing import Any
 from pangea_p2p.core.jobs.effects import TaskUpdate
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationMode, VerificationPolicy
 from pangea_p2p.core.verify.binding import ReceiptLimits
+from pangea_p2p.errors import PangeaError
+from pangea_p2p.logs import get_logger
+from pangea_p2p.node.datadir import set_aside
 
 FLUSH_AFTER_S = 0.05  # how long a finished task may wait in memory for its row
 FLUSH_ROWS = 512  # or how many may
@@ -38,6 +45,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 """
 
+
+log = get_logger("journal")
 
 TaskRecord = TaskUpdate  # a journaled task is the last update of it
 
@@ -76,10 +85,16 @@ def spec_from_json(text: str) -> JobSpec:
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = _open(path)
+        except _Unreadable as exc:
+            where = set_aside(path)
+            log.warning("journal.unreadable", path=str(path), error=str(exc.__cause__),
+                        then=f"a fresh journal; the old one {where}")
+            try:
+                self._db = _open(path)
+            except _Unreadable as again:
+                raise PangeaError(f"cannot open the job journal {path}: {again.__cause__}") from None
         self._rows: list[tuple[str, str, str, str, str, bytes, int, str]] = []  # finished tasks not written yet
 
     def close(self) -> None:
@@ -131,16 +146,55 @@ class Journal:
             self.flush()
 
     def jobs(self) -> list[JobRecord]:
+        """The journaled jobs that decode (one warning per job that does not: its row is kept in the file)."""
         self.flush()
         rows = self._db.execute("SELECT job_id, spec, state, reason, created_s, finished_s FROM jobs").fetchall()
         out = []
-        for job_id, spec, state, reason, created_s, finished_s in rows:
-            tasks = {
-                r[0]: TaskRecord(r[0], TaskState(r[1]), r[2], r[3], r[4] or b"", r[5], r[6])
-                for r in self._db.execute(
-                    "SELECT task_id, state, reason, output_cid, tree, fuel_used, worker FROM tasks WHERE job_id = ?",
-                    (job_id,),
-                )
-            }
-            out.append(JobRecord(spec_from_json(spec), JobState(state), reason, created_s, finished_s, tasks))
+        for row in rows:
+            try:
+                out.append(self._job(*row))
+            except (ValueError, TypeError, KeyError, AttributeError, PangeaError, sqlite3.Error) as exc:
+                log.warning("journal.bad_job", path=str(self.path), job_id=repr(row[0])[:80],
+                            error=f"{type(exc).__name__}: {exc}"[:200], then="skipped; its row stays in the file")
         return out
+
+    def _job(self, job_id: str, spec: str, state: str, reason: str, created_s: float,
+             finished_s: float | None) -> JobRecord:
+        tasks = {
+            r[0]: TaskRecord(r[0], TaskState(r[1]), r[2], r[3], r[4] or b"", r[5], r[6])
+            for r in self._db.execute(
+                "SELECT task_id, state, reason, output_cid, tree, fuel_used, worker FROM tasks WHERE job_id = ?",
+                (job_id,),
+            )
+        }
+        return JobRecord(spec_from_json(spec), JobState(state), reason, created_s, finished_s, tasks)
+
+
+class _Unreadable(Exception):
+    """The journal file cannot be used (its cause says why)."""
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """A connection to the journal at ``path`` with its tables checked; _Unreadable if it is not a usable journal."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise PangeaError(f"cannot open the job journal {path}: {exc}") from None
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        (check,) = db.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {check}")
+        db.execute("SELECT job_id, spec, state, reason, created_s, finished_s FROM jobs LIMIT 0")
+        db.execute("SELECT job_id, task_id, state, reason, output_cid, tree, fuel_used, worker FROM tasks LIMIT 0")
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if "locked" in str(exc) or "unable to open" in str(exc) or "readonly" in str(exc):
+            raise PangeaError(f"cannot open the job journal {path}: {exc}") from None
+        raise _Unreadable() from exc  # a table of another shape
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise _Unreadable() from exc
+    return db

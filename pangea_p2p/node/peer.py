@@ -10,13 +10,21 @@ What runs inside (one nursery):
 
 - the bootstrap task per ``--bootstrap`` address: dial, add to the routing table, look ourselves up (which makes
   every peer we query add us too), fetch the bootstrap peer's capacity directory; on failure retry with
-  exponential backoff and jitter, for ever, saying so in the log;
+  exponential backoff and jitter (at most ``dht.bootstrap_retry_s_max`` apart), for ever, saying so in the log;
+  and when the connection is lost, the same again from the shortest backoff;
+- the known-peers task: dial the peers this one was connected to before it stopped (node/known_peers.py,
+  DATA_DIR/peers.json) at once, and again whenever it has no connection at all: a restarted peer, even one with
+  no --bootstrap, is back with its neighbours in seconds instead of waiting for their next DHT refresh;
 - the advert task: publish our advert every ``capacity.advert_interval_s`` and as soon as a first neighbour
   subscribes to the topic;
-- the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``;
+- the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``, note the
+  connected peers in DATA_DIR/peers.json, log the health (``Peer.health``) when its status changes;
 - the stream protocols (node/protocols/) and the compute service (node/compute.py), whose ports
   (node/ports.py) are built here from the host, the DHT, the sandbox pool and the capacity directory;
-- the API server on 127.0.0.1, guarded by DATA_DIR/api_token (node/keyfile.py; who may use it: node/api.py).
+- the API server on 127.0.0.1 (on 5101 or the next free port unless ``api.port`` says which; DATA_DIR/api
+  says where), guarded by DATA_DIR/api_token (node/keyfile.py; who may use it: node/api.py).
+
+Every peer connect and disconnect is a log line (``ConnectionEvents`` in node/state.py).
 
 The decisions are the core's (``CapacityDirectory``, ``AdvertPublisher``, ``ComputeBehaviour``); this module
 only moves bytes and reads clocks. Adverts use the wall clock (``time.time()``: they are compared across
@@ -25,16 +33,15 @@ machines); timers use trio's clock.
 
 from __future__ import annotations
 
-import fcntl
-import os
+import errno
 import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
+import multiaddr
 import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
@@ -51,20 +58,27 @@ from pangea_p2p.errors import PangeaError, TransportError
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.overlay import make_dht, make_gossip
-from pangea_p2p.node import api
+from pangea_p2p.node import api, datadir, known_peers
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.compute import ComputeService
-from pangea_p2p.node.config import NodeConfig
+from pangea_p2p.node.config import (
+    DEFAULT_API_PORT,
+    DEFAULT_LISTEN,
+    DEFAULT_LISTEN_PORT,
+    DEFAULT_PORTS_TRIED,
+    NodeConfig,
+)
 from pangea_p2p.node.job_routes import add_job_routes
 from pangea_p2p.node.journal import Journal
 from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_api_token, load_or_create_identity
+from pangea_p2p.node.known_peers import KnownPeer, KnownPeers
 from pangea_p2p.node.ports import ComputePorts
 from pangea_p2p.node.protocols.block import BLOCK_PROTOCOL, NetworkBlocks, serve_block
 from pangea_p2p.node.protocols.capacity_sync import CAPACITY_SYNC_PROTOCOL, serve_capacity_sync
 from pangea_p2p.node.protocols.compute import COMPUTE_PROTOCOL, ComputeDialer, remote_peer
 from pangea_p2p.node.protocols.ping import PING_PROTOCOL, serve_ping
 from pangea_p2p.node.routes import add_routes
-from pangea_p2p.node.state import BootstrapState, Peer, task_slots
+from pangea_p2p.node.state import BootstrapState, ConnectionEvents, Peer, task_slots
 from pangea_p2p.node.trust_store import TrustStore
 from pangea_p2p.sandbox import Sandbox, SandboxConfig, SandboxLimits, measure_speed, open_sandbox
 
@@ -72,36 +86,112 @@ __all__ = ["Peer", "open_peer", "run_node", "task_slots"]
 
 log = get_logger("peer")
 
-API_FILE_NAME = "api"
-LOCK_FILE_NAME = "repo.lock"
 TRUST_FILE_NAME = "trust.sqlite"
+KNOWN_PEER_DIAL_TIMEOUT_S = 5.0
 
 
 # --- the tasks ------------------------------------------------------------------------------------------
 
 
 async def _bootstrap_task(peer: Peer, info: PeerInfo, state: BootstrapState, rng: random.Random) -> None:
+    """Stay connected to one bootstrap peer: dial it (backoff with jitter from ``bootstrap_retry_s_min`` up to
+    ``bootstrap_retry_s_max`` between failed dials), join through it, and when the connection is lost (the peer
+    restarted, the network failed) dial it again from the shortest backoff."""
     cfg = peer.config.dht
-    delay = cfg.bootstrap_retry_s_min
+    state.peer_id = str(info.peer_id)
     while True:
-        state.attempts += 1
-        try:
-            with trio.fail_after(hostlib.STREAM_OPEN_TIMEOUT_S):
-                await peer.host.connect(info)
-            await peer.dht.add_peer(info.peer_id)
-            state.status = "connected"
-            peer.notify()
-            log.info("bootstrap.connected", addr=state.addr, attempts=state.attempts)
-            break
-        except trio.Cancelled:
-            raise
-        except Exception as exc:
-            state.status, state.last_error = "retrying", _one_line(exc)
+        delay = cfg.bootstrap_retry_s_min
+        while not await _dial(peer, info, state):
             wait = delay * (0.5 + rng.random())
             log.warning("bootstrap.unreachable", addr=state.addr, error=state.last_error, retry_in_s=round(wait, 2))
             await trio.sleep(wait)
             delay = min(delay * 2, cfg.bootstrap_retry_s_max)
-    await _join(peer, info.peer_id)
+        log.info("bootstrap.connected", addr=state.addr, attempts=state.attempts)
+        await _join(peer, info.peer_id)
+        await _wait_disconnected(peer, state.peer_id)
+        state.status, state.last_error = "disconnected", "connection lost"
+        log.warning("bootstrap.disconnected", addr=state.addr)
+        peer.notify()
+
+
+async def _dial(peer: Peer, info: PeerInfo, state: BootstrapState) -> bool:
+    state.attempts += 1
+    try:
+        await hostlib.connect(peer.host, info)
+        await peer.dht.add_peer(info.peer_id)
+    except trio.Cancelled:
+        raise
+    except Exception as exc:
+        state.status, state.last_error = "retrying", _one_line(exc)
+        peer.notify()
+        return False
+    state.status, state.last_error = "connected", ""
+    peer.notify()
+    return True
+
+
+async def _wait_disconnected(peer: Peer, peer_id: str) -> None:
+    while peer.is_connected(peer_id):
+        with trio.move_on_after(1.0):  # the notifee wakes us; the timeout is a safety net
+            await peer.changed.wait()
+
+
+async def _known_peers_task(peer: Peer, known: KnownPeers, rng: random.Random) -> None:
+    """Dial the peers this one knows (node/known_peers.py: those it was connected to, in this run or before it
+    stopped) at once; and again, with a backoff, whenever it has no connection at all."""
+    cfg = peer.config.dht
+    boot_ids = {s.peer_id for s in peer.bootstrap.values()}
+    delay, attempt = cfg.bootstrap_retry_s_min, 0
+    while True:
+        targets = [k for k in known.ordered() if k.peer_id != peer.peer_id and k.peer_id not in boot_ids]
+        if targets and not peer.host.get_connected_peers():
+            attempt += 1
+            if await _dial_known(peer, targets, attempt):
+                delay, attempt = cfg.bootstrap_retry_s_min, 0
+        await peer.wait_until(lambda: not peer.host.get_connected_peers(), float("inf"))
+        await trio.sleep(delay * (0.5 + rng.random()))  # after a loss too: the neighbours may be restarting
+        delay = min(delay * 2, cfg.bootstrap_retry_s_max)
+
+
+async def _dial_known(peer: Peer, targets: list[KnownPeer], attempt: int) -> int:
+    reached: list[ID] = []
+
+    async def dial(known: KnownPeer) -> None:
+        try:
+            info = PeerInfo(ID.from_base58(known.peer_id), [multiaddr.Multiaddr(a) for a in known.addrs])
+            await hostlib.connect(peer.host, info, KNOWN_PEER_DIAL_TIMEOUT_S)
+            await peer.dht.add_peer(info.peer_id)
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            log.debug("known_peer.unreachable", peer_id=known.peer_id, error=_one_line(exc))
+            return
+        reached.append(info.peer_id)
+
+    async with trio.open_nursery() as nursery:
+        for known in targets:
+            nursery.start_soon(dial, known)
+    emit = log.info if reached or attempt == 1 else log.debug  # not a line every 10 s while nobody answers
+    emit("known_peers.dialed", peers=len(targets), reached=len(reached), attempt=attempt)
+    if reached:
+        await _join(peer, reached[0])
+    return len(reached)
+
+
+def _remember_connected(peer: Peer, known: KnownPeers) -> None:
+    """Note the connected peers and their addresses (from their adverts, else the peerstore) in ``known``."""
+    now = time.time()
+    store = peer.host.get_peerstore()
+    for pid in peer.host.get_connected_peers():
+        advert = peer.directory.get(str(pid), now)
+        if advert is not None and advert.capacity.addrs:
+            addrs = list(advert.capacity.addrs)
+        else:
+            try:
+                addrs = [str(a) for a in store.addrs(pid)]
+            except Exception:  # py-libp2p raises when it has no address of the peer
+                addrs = []
+        known.update(str(pid), [a for a in addrs if "/tcp/" in a], now)
 
 
 async def _join(peer: Peer, via: ID) -> None:
@@ -141,8 +231,9 @@ async def _advert_task(peer: Peer) -> None:
         await trio.sleep(min(0.25, peer.publisher.interval_s))
 
 
-async def _maintenance_task(peer: Peer) -> None:
+async def _maintenance_task(peer: Peer, known: KnownPeers) -> None:
     next_refresh = trio.current_time() + peer.config.dht.refresh_interval_s
+    next_save = trio.current_time()
     while True:
         gone = peer.directory.expire(time.time())
         if gone:
@@ -151,6 +242,11 @@ async def _maintenance_task(peer: Peer) -> None:
                 for peer_id in gone:  # its advert expired: whatever it was running for us is reassigned
                     peer.compute.on_peer_gone(peer_id)
             peer.notify()
+        peer.check_health()
+        if trio.current_time() >= next_save:
+            next_save = trio.current_time() + known_peers.SAVE_INTERVAL_S
+            _remember_connected(peer, known)
+            await trio.to_thread.run_sync(known.save)
         if trio.current_time() >= next_refresh:
             next_refresh = trio.current_time() + peer.config.dht.refresh_interval_s
             try:
@@ -174,24 +270,57 @@ def _one_line(exc: BaseException) -> str:
 # --- lifecycle --------------------------------------------------------------------------------------------
 
 
-def _lock_data_dir(data_dir: Path) -> int:
-    fd = os.open(data_dir / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise TransportError(f"another pangea peer is already running with data dir {data_dir}") from None
-    return fd
+def _listen_addrs(config: NodeConfig) -> list[multiaddr.Multiaddr]:
+    """The addresses to listen on: those configured (TransportError saying what to do if one is taken), else
+    the default port or, when another local peer has it, the next free one."""
+    if config.listen:
+        addrs = [hostlib.parse_multiaddr(a, "listen") for a in config.listen]
+        for addr in addrs:
+            try:
+                hostlib.check_listen_addr_free(addr)
+            except TransportError as exc:
+                raise TransportError(
+                    f"{exc}; give this peer (data dir {config.data_dir}) another port: --listen with another "
+                    f"port or tcp/0 for any free one (or listen in its config file)"
+                ) from None
+        return addrs
+    for port in range(DEFAULT_LISTEN_PORT, DEFAULT_LISTEN_PORT + DEFAULT_PORTS_TRIED):
+        addr = multiaddr.Multiaddr(DEFAULT_LISTEN.format(port=port))
+        try:
+            hostlib.check_listen_addr_free(addr)
+        except TransportError:
+            continue
+        if port != DEFAULT_LISTEN_PORT:
+            log.info("listen.default_port_taken", port=DEFAULT_LISTEN_PORT, using=port)
+        return [addr]
+    log.info("listen.default_ports_taken", ports=f"{DEFAULT_LISTEN_PORT}..{port}", using="any free port")
+    return [multiaddr.Multiaddr(DEFAULT_LISTEN.format(port=0))]
 
 
 async def _open_api_listeners(peer: Peer) -> list[trio.SocketListener]:
+    """The API's listeners: on ``api.port`` if set (TransportError saying what to do if it is taken), else on
+    5101 or, when another local peer has it, the next free port (the CLI reads it from DATA_DIR/api)."""
     cfg = peer.config.api
-    try:
-        listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
-    except OSError as exc:
-        raise TransportError(f"cannot serve the API on {cfg.host}:{cfg.port}: {exc.strerror}") from None
-    peer.api_port = listeners[0].socket.getsockname()[1]
-    return list(listeners)
+    default = cfg.port is None
+    ports = [cfg.port] if cfg.port is not None else [
+        *range(DEFAULT_API_PORT, DEFAULT_API_PORT + DEFAULT_PORTS_TRIED), 0]
+    for port in ports:
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=cfg.host)
+        except OSError as exc:
+            if default and exc.errno == errno.EADDRINUSE:
+                continue
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = (f"; another program (another pangea peer?) has it: give this peer (data dir "
+                        f"{peer.config.data_dir}) another with --api-port PORT (0 = any free port; or api.port in "
+                        f"its config file)")
+            raise TransportError(f"cannot serve the API on {cfg.host}:{port}: {exc.strerror}{hint}") from None
+        peer.api_port = listeners[0].socket.getsockname()[1]
+        if default and port != DEFAULT_API_PORT:
+            log.info("api.default_port_taken", port=DEFAULT_API_PORT, using=peer.api_port)
+        return list(listeners)
+    raise AssertionError("port 0 is always free")  # pragma: no cover
 
 
 def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.Nursery, token: str) -> None:
@@ -204,7 +333,7 @@ def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.N
     gate = api.Gate(token, cfg.allow_remote, frozenset({*cfg.allowed_hosts, cfg.host} - unspecified))
     limits = api.Limits(cfg.request_bytes_max, cfg.connections_max, cfg.idle_timeout_s)
     nursery.start_soon(api.serve, router, listeners, gate, limits)
-    (peer.config.data_dir / API_FILE_NAME).write_text(f"{cfg.host}:{peer.api_port}\n")
+    datadir.write_api_address(peer.config.data_dir, cfg.host, peer.api_port)
 
 
 def _sandbox_config(config: NodeConfig) -> SandboxConfig:
@@ -264,7 +393,7 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
 async def open_peer(config: NodeConfig, identity: Identity | None = None) -> AsyncIterator[Peer]:
     """Start a peer; yield it running; stop it cleanly. Raises PangeaError subclasses with clear messages."""
     ensure_data_dir(config.data_dir)
-    lock_fd = _lock_data_dir(config.data_dir)
+    lock_fd = datadir.lock(config.data_dir)
     try:
         if identity is None:
             identity, created = load_or_create_identity(config.data_dir)
@@ -273,8 +402,7 @@ async def open_peer(config: NodeConfig, identity: Identity | None = None) -> Asy
         async with _running_peer(config, identity) as peer:
             yield peer
     finally:
-        (config.data_dir / API_FILE_NAME).unlink(missing_ok=True)
-        os.close(lock_fd)
+        datadir.unlock(config.data_dir, lock_fd)
 
 
 async def run_node(config: NodeConfig, started: Callable[[Peer], None]) -> None:
@@ -289,17 +417,15 @@ async def run_node(config: NodeConfig, started: Callable[[Peer], None]) -> None:
 
 @asynccontextmanager
 async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator[Peer]:
-    listen = [hostlib.parse_multiaddr(a, "listen") for a in config.listen]
     boots = {a: hostlib.parse_peer_addr(a, "bootstrap") for a in config.bootstrap}
-    for addr in listen:
-        hostlib.check_listen_addr_free(addr)
+    listen = _listen_addrs(config)
     api_token = load_or_create_api_token(config.data_dir)
     speed = await trio.to_thread.run_sync(measure_speed)
     host = hostlib.make_host(identity, config.max_connections)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run(listen))
         if not host.get_transport_addrs():
-            raise TransportError(f"could not listen on {', '.join(config.listen)}")
+            raise TransportError(f"could not listen on {', '.join(map(str, listen))}")
         dht = make_dht(host, server_mode=config.dht.mode == "server")
         pubsub, router = make_gossip(host, config.gossip)
         peer = Peer(
@@ -313,6 +439,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
             ),
             speed_fuel_per_s=speed,
         )
+        host.get_network().register_notifee(ConnectionEvents(peer))
         await stack.enter_async_context(background_trio_service(pubsub))
         await stack.enter_async_context(background_trio_service(router))
         await stack.enter_async_context(background_trio_service(dht))
@@ -331,10 +458,13 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                 _serve_api(peer, api_listeners, nursery, api_token)
                 rng = random.Random()  # jitter only; nothing depends on its sequence
                 for addr, info in boots.items():
-                    peer.bootstrap[addr] = state = BootstrapState(addr)
+                    peer.bootstrap[addr] = state = BootstrapState(addr, str(info.peer_id))
                     nursery.start_soon(_bootstrap_task, peer, info, state, rng)
+                known = KnownPeers(config.data_dir)
+                known.load()
+                nursery.start_soon(_known_peers_task, peer, known, rng)
                 nursery.start_soon(_advert_task, peer)
-                nursery.start_soon(_maintenance_task, peer)
+                nursery.start_soon(_maintenance_task, peer, known)
                 nursery.start_soon(_drain, subscription)
                 nursery.start_soon(_drain, proofs)
                 log.info("peer.started", peer_id=peer.peer_id, addrs=peer.addrs(), api=f"127.0.0.1:{peer.api_port}")

@@ -59,16 +59,7 @@ def add_routes(router: Router, peer: Peer) -> None:
         })
 
     async def get_health(_: ApiRequest) -> ApiResponse:
-        return ApiResponse.of({
-            "status": "ok",
-            "peer_id": peer.peer_id,
-            "uptime_s": round(time.time() - peer.started_at, 3),
-            "connected_peers": len(peer.connected_peers()),
-            "routing_table_size": len(peer.routing_table_peers()),
-            "directory_size": len(peer.directory),
-            "bootstrap": {addr: {"status": s.status, "attempts": s.attempts, "last_error": s.last_error}
-                          for addr, s in peer.bootstrap.items()},
-        })
+        return ApiResponse.of(peer.health())  # node/state.py: "ok", or "degraded" and why
 
     router.add("GET", "/v1/id", get_id)
     router.add("GET", "/v1/peers", get_peers)

@@ -12,7 +12,7 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
@@ -47,10 +47,53 @@ def task_slots(config: NodeConfig) -> int:
 
 @dataclass
 class BootstrapState:
+    """One ``--bootstrap`` address: "connecting" (first dials), "connected", "retrying" (a dial failed; the next
+    after a backoff), "disconnected" (the connection was lost; redialing)."""
+
     addr: str
+    peer_id: str = ""
     status: str = "connecting"
     attempts: int = 0
     last_error: str = ""
+
+
+class ConnectionEvents(INotifee):
+    """py-libp2p's network notifee: logs every peer connect and disconnect (one line each, with the peer id,
+    its address and who dialed) and wakes the peer's tasks that wait on connections (``Peer.notify``)."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        log.info("peer.connected", **_conn_fields(conn))
+        self.peer.notify()
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        log.info("peer.disconnected", **_conn_fields(conn))
+        self.peer.notify()
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+def _conn_fields(conn: INetConn) -> dict[str, str]:
+    muxed = conn.muxed_conn
+    try:
+        remote = muxed.get_remote_address()  # type: ignore[attr-defined]
+        addr = f"{remote[0]}:{remote[1]}" if remote else "?"
+    except Exception:
+        addr = "?"
+    direction = getattr(getattr(conn, "direction", None), "name", "") or "?"
+    return {"peer_id": str(muxed.peer_id), "addr": addr, "direction": direction.lower()}
 
 
 @dataclass
@@ -71,6 +114,7 @@ class Peer:
     rtt_s: dict[str, float] = field(default_factory=dict)
     changed: trio.Event = field(default_factory=trio.Event)
     compute: ComputeService | None = None
+    health_status: str = "starting"  # the last status logged (``check_health``)
 
     @property
     def peer_id(self) -> str:
@@ -102,6 +146,45 @@ class Peer:
 
     def connected_peers(self) -> list[str]:
         return sorted(str(p) for p in self.host.get_connected_peers())
+
+    def is_connected(self, peer_id: str) -> bool:
+        return any(str(p) == peer_id for p in self.host.get_connected_peers())
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /v1/health`` answers: "ok", or "degraded" with the problems that make it so (no peer
+        connected; a bootstrap address not connected, with why), and the figures they come from."""
+        connected = self.connected_peers()
+        problems = []
+        if not connected:
+            hint = "" if self.bootstrap else " (no --bootstrap given: waiting for another peer to dial this one)"
+            problems.append("no peer connected" + hint)
+        bootstrap = {}
+        for addr, state in self.bootstrap.items():
+            status = state.status
+            if status == "connected" and not self.is_connected(state.peer_id):
+                status = "disconnected"  # the bootstrap task notices within a moment; say it already
+            bootstrap[addr] = {"status": status, "attempts": state.attempts, "last_error": state.last_error}
+            if status != "connected":
+                problems.append(f"bootstrap {addr} {status}" + (f": {state.last_error}" if state.last_error else ""))
+        return {
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "peer_id": self.peer_id,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "connected_peers": len(connected),
+            "routing_table_size": len(self.routing_table_peers()),
+            "directory_size": len(self.directory),
+            "bootstrap": bootstrap,
+        }
+
+    def check_health(self) -> None:
+        """Log the health when its status changes (called by the peer's maintenance task)."""
+        doc = self.health()
+        if doc["status"] != self.health_status:
+            emit = log.warning if self.health_status == "ok" else log.info  # a peer starts degraded: no warning
+            self.health_status = doc["status"]
+            emit("health.changed", status=doc["status"], problems=doc["problems"],
+                 connected_peers=doc["connected_peers"])
 
     def notify(self) -> None:
         self.changed.set()

@@ -12,6 +12,7 @@ the book otherwise changes (batched: never per result), and at shutdown. A save 
 transaction; the book holds at most ``trust.peers_max`` peers, and so does the file.
 
 A file that cannot be read (not SQLite, corrupt, a table of another shape) is set aside as trust.sqlite.bad
+(or .bad.1, ...: an earlier copy is kept)
 with a one-line warning and the peer starts with an empty book; rows with malformed or hostile values are
 skipped (``TrustBook.load_rows``). A save that fails (a full disk) is a warning; the next save tries again.
 """
@@ -27,6 +28,7 @@ import trio
 
 from pangea_p2p.core.trust import TIME_FIELDS, Row, TrustBook
 from pangea_p2p.logs import get_logger
+from pangea_p2p.node.datadir import set_aside
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,12 +90,7 @@ class TrustStore:
 
     def _set_aside(self, exc: BaseException) -> None:
         self.close()
-        bad = self.path.with_name(self.path.name + ".bad")
-        try:
-            self.path.replace(bad)
-            where = f"moved to {bad}"
-        except OSError as move:
-            where = f"could not be moved aside: {move.strerror}"
+        where = set_aside(self.path)
         log.warning("trust.unreadable", path=str(self.path), error=str(exc), then=f"empty trust book; the file {where}")
 
     def save(self, rows: list[Row]) -> bool:

@@ -40,17 +40,21 @@ def api_address(data_dir: Path) -> str:
     """The ``host:port`` a peer running on ``data_dir`` serves its API on (it writes DATA_DIR/api)."""
     path = data_dir / API_FILE_NAME
     try:
-        text = path.read_bytes()
+        raw = path.read_bytes()
     except FileNotFoundError:
         hint = "start one with `pangea node`"
         raise ApiUnavailable(f"no peer is running with data dir {data_dir} (no {path}); {hint}") from None
     except OSError as exc:
         raise ApiUnavailable(f"cannot read {path}: {exc.strerror}") from None
-    host, colon, port = text.decode("ascii", errors="replace").strip().rpartition(":")
-    if not (colon and host and port.isdigit() and host.isprintable() and " " not in host):
-        raise ApiUnavailable(f"{path} does not hold a peer's HOST:PORT ({text[:40]!r}); a peer writes it when it "
-                             "starts: restart it, or name its API with --api HOST:PORT")
-    return f"{host}:{port}"
+    text = raw.decode("ascii", errors="replace").strip()
+    host, sep, port = text.rpartition(":")
+    if (sep and host and text.isascii() and host.isprintable() and " " not in host and port.isdigit()
+            and 0 < int(port) <= 65535 and len(text) <= 300):
+        return text
+    raise ApiUnavailable(
+        f"{path} does not hold the API's host:port (it holds {raw[:40]!r}): if no peer runs with data dir "
+        f"{data_dir}, delete that file; else restart the peer, or give its address with --api HOST:PORT"
+    )
 
 
 @dataclass(frozen=True, slots=True)

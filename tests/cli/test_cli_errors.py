@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pangea_p2p.cli.main import main
+from pangea_p2p.node import datadir
 
 LOCAL = ["--listen", "/ip4/127.0.0.1/tcp/0", "--api-port", "0"]
 
@@ -77,6 +78,7 @@ def test_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         taken.close()
     assert code == 1
     assert f"cannot listen on /ip4/127.0.0.1/tcp/{port}: port already in use" in line
+    assert f"give this peer (data dir {tmp_path}) another port: --listen" in line  # what to do
 
 
 def test_api_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,6 +93,37 @@ def test_api_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         taken.close()
     assert code == 1
     assert f"cannot serve the API on 127.0.0.1:{port}" in line
+    assert f"give this peer (data dir {tmp_path}) another with --api-port PORT (0 = any free port" in line
+
+
+def test_a_second_peer_on_the_same_data_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fd = datadir.lock(tmp_path)  # a running peer holds the data dir
+    try:
+        code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL)
+    finally:
+        datadir.unlock(tmp_path, fd)
+    assert code == 1
+    assert f"another pangea peer (pid {os.getpid()}) is already running with data dir {tmp_path}" in line
+    assert "--data-dir DIR (or PANGEA_DATA_DIR=DIR)" in line
+
+
+def test_key_file_that_is_not_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "identity.key").mkdir()  # unreadable as a key even for root
+    code, line = run(capsys, "node", "--data-dir", str(tmp_path), *LOCAL)
+    assert code == 1
+    assert f"key file {tmp_path / 'identity.key'} is not a regular file" in line
+
+
+@pytest.mark.parametrize("content", [b"garbage!!\n", b"\xff\xfe\x00\x01", b"127.0.0.1:99999\n", b""])
+def test_a_garbage_api_file_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    (tmp_path / "api").write_bytes(content)
+    code, line = run(capsys, "peers", "--data-dir", str(tmp_path))
+    assert code == 1
+    assert f"{tmp_path / 'api'} does not hold the API's host:port" in line
+    assert "delete that file" in line
+    assert "--api HOST:PORT" in line
 
 
 @pytest.mark.parametrize(

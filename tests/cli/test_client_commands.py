@@ -131,7 +131,7 @@ def test_a_reader_that_goes_away_is_no_traceback(api: FakeApi) -> None:
 @pytest.mark.parametrize("content", [b"\x00\xffgarbage\n", b"", b"127.0.0.1", b"a b:80", b"127.0.0.1:http"])
 def test_a_garbage_api_file_is_one_line(tmp_path: Path, content: bytes) -> None:
     (tmp_path / "api").write_bytes(content)
-    with pytest.raises(ApiUnavailable, match=rf"^{re.escape(str(tmp_path / 'api'))} does not hold a peer's HOST:PORT"):
+    with pytest.raises(ApiUnavailable, match=rf"^{re.escape(str(tmp_path / 'api'))} does not hold the API's host:port"):
         api_address(tmp_path)
     (tmp_path / "api").write_bytes(b"[::1]:5101\n")
     assert api_address(tmp_path) == "[::1]:5101"

@@ -225,3 +225,26 @@ async def test_yamux_grants_send_window_per_half_window_not_per_read(monkeypatch
             await stream.write(b"b" * bulk)  # 16x the initial 256 KiB window: it needs the updates to get through
             await received.wait()
         assert 0 < len(updates) < 64
+
+
+async def test_a_deliberate_redial_is_not_refused_by_the_negative_dial_cache() -> None:
+    # After one failed dial py-libp2p refuses every dial of that peer for 60 s ("recently failed all addresses
+    # (negative cache)"): a restarted neighbour could not be redialed for a minute. hostlib.connect lifts it.
+    async with running_hosts(1) as (a,):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        addr = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")
+        b_identity = Identity(b"\x09" * 32)
+        b_info = info_from_p2p_addr(multiaddr.Multiaddr(f"{addr}/p2p/{b_identity.peer_id}"))
+        with pytest.raises(Exception):  # noqa: B017, PT011 - b is down: py-libp2p's own error types
+            await a.connect(b_info)
+        b = hostlib.make_host(b_identity)  # b restarts on the same address
+        async with b.run([addr]):
+            try:
+                with pytest.raises(Exception, match="negative cache"):
+                    await a.connect(b_info)  # py-libp2p does not even try
+                await hostlib.connect(a, b_info, timeout_s=20)
+                assert b.get_id() in a.get_connected_peers()
+            finally:
+                await hostlib.close_hosts([b])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -88,4 +89,58 @@ def test_rows_a_failed_flush_could_not_write_are_kept_for_the_next(tmp_path: Pat
     journal.flush()
     (record,) = Journal(path).jobs()
     assert list(record.tasks) == ["again/t0"]
+    journal.close()
+
+
+@pytest.mark.parametrize("content", [
+    b"this is not a database" * 100,  # not SQLite at all
+    b"",  # replaced by the shape below
+])
+def test_an_unreadable_journal_is_moved_aside_and_a_fresh_one_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    path = tmp_path / "jobs.sqlite"
+    if content:
+        path.write_bytes(content)
+    else:  # SQLite, but a "jobs" table of another shape
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE jobs (x INTEGER)")
+            db.execute("INSERT INTO jobs VALUES (1)")
+        db.close()
+        content = path.read_bytes()
+    (tmp_path / "jobs.sqlite.bad").write_bytes(b"an earlier bad copy")
+    with caplog.at_level(logging.WARNING, logger="pangea.journal"):
+        journal = Journal(path)
+    (warning,) = [r for r in caplog.records if r.getMessage() == "journal.unreadable"]
+    fields = warning.fields  # type: ignore[attr-defined]
+    assert fields["path"] == str(path)
+    assert fields["then"] == f"a fresh journal; the old one moved to {tmp_path / 'jobs.sqlite.bad.1'}"
+    moved = tmp_path / "jobs.sqlite.bad.1"
+    if content.startswith(b"SQLite"):  # the other table and its row are still there
+        with sqlite3.connect(moved) as db:
+            assert db.execute("SELECT x FROM jobs").fetchall() == [(1,)]
+        db.close()
+    else:
+        assert moved.read_bytes() == content  # nothing lost
+    assert (tmp_path / "jobs.sqlite.bad").read_bytes() == b"an earlier bad copy"  # nor the earlier copy
+    journal.job_submitted(spec([b"a"]), 100.0)
+    journal.close()
+    (record,) = Journal(path).jobs()
+    assert record.spec == spec([b"a"])
+
+
+def test_a_job_row_that_does_not_decode_is_skipped_with_a_warning_and_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "jobs.sqlite"
+    journal = Journal(path)
+    journal.job_submitted(spec([b"a"]), 100.0)
+    journal._db.execute("INSERT INTO jobs (job_id, spec, state, created_s) VALUES (?, ?, ?, ?)",
+                        ("broken", '{"x": 1', "running", 1.0))
+    with caplog.at_level(logging.WARNING, logger="pangea.journal"):
+        records = journal.jobs()
+    assert [r.spec.job_id for r in records] == ["again"]
+    (warning,) = [r for r in caplog.records if r.getMessage() == "journal.bad_job"]
+    assert warning.fields["job_id"] == "'broken'"  # type: ignore[attr-defined]
+    assert journal._db.execute("SELECT count(*) FROM jobs").fetchone() == (2,)  # the row stays
     journal.close()
