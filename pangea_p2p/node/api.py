@@ -47,6 +47,7 @@ class ApiResponse:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # more headers (the dashboard's security policy)
 
     @classmethod
     def of(cls, value: Any, status: int = 200) -> ApiResponse:
@@ -161,6 +162,7 @@ async def _send(stream: trio.SocketStream, conn: h11.Connection, response: ApiRe
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
         ("connection", "close"),
+        *response.headers,
     ]
     await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)) or b"")
     await stream.send_all(conn.send(h11.Data(data=response.body)) or b"")

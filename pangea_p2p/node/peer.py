@@ -55,6 +55,7 @@ from pangea_p2p.node import api
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.compute import ComputeService
 from pangea_p2p.node.config import NodeConfig
+from pangea_p2p.node.dashboard import add_dashboard_routes
 from pangea_p2p.node.job_routes import add_job_routes
 from pangea_p2p.node.journal import Journal
 from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_identity
@@ -200,6 +201,7 @@ def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.N
     add_routes(router, peer)
     if peer.compute is not None:
         add_job_routes(router, peer.compute)
+    add_dashboard_routes(router, peer)
     nursery.start_soon(api.serve, router, listeners, cfg.request_bytes_max)
     (peer.config.data_dir / API_FILE_NAME).write_text(f"{cfg.host}:{peer.api_port}\n")
 
@@ -241,8 +243,8 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
     )
     blocks = BlockStore(config.data_dir / "blocks")
     ports = ComputePorts(
-        identity=peer.identity, streams=ComputeDialer(peer.host), sandbox=sandbox, blocks=blocks,
-        network=NetworkBlocks(peer.host, peer.dht), workers=_DirectoryWorkers(peer.directory, peer.rtt_s),
+        identity=peer.identity, streams=ComputeDialer(peer.host, peer.traffic), sandbox=sandbox, blocks=blocks,
+        network=NetworkBlocks(peer.host, peer.dht, peer.traffic), workers=_DirectoryWorkers(peer.directory, peer.rtt_s),
         clock=time.time, journal=Journal(config.data_dir / "jobs.sqlite"), publish_proof=peer.publish_proof,
     )
     trust, trust_store = TrustBook(config.trust), TrustStore(config.data_dir / TRUST_FILE_NAME, clock=ports.clock)
@@ -250,8 +252,9 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
     nursery.start_soon(trust_store.keep_saved, trust)  # saves at shutdown too
     compute = ComputeService(ports, behaviour, nursery, trust=trust, faults=config.faults)
     peer.compute = compute
-    peer.host.set_stream_handler(COMPUTE_PROTOCOL, lambda stream: compute.serve(stream, remote_peer(stream)))
-    peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, stream))
+    peer.host.set_stream_handler(
+        COMPUTE_PROTOCOL, lambda stream: compute.serve(peer.traffic.wrap(stream, "compute"), remote_peer(stream)))
+    peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, peer.traffic.wrap(stream, "block")))
     nursery.start_soon(compute.ticker)
     compute.resume_journal()
     return compute
@@ -321,6 +324,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         host.set_stream_handler(PING_PROTOCOL, serve_ping)
         api_listeners = await _open_api_listeners(peer)
         sandbox_cfg = _sandbox_config(config)
+        peer.recent.attach()
         try:
             async with trio.open_nursery() as nursery, open_sandbox(sandbox_cfg) as sandbox:
                 _start_compute(peer, sandbox, nursery)
@@ -344,4 +348,5 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                 await hostlib.close_hosts([host])
             if peer.compute is not None:
                 peer.compute.close()
+            peer.recent.detach()
             log.info("peer.stopped", peer_id=identity.peer_id)

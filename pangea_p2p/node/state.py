@@ -30,12 +30,13 @@ from pangea_p2p.core.capacity import (
 )
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.verify import fraud
-from pangea_p2p.logs import get_logger
+from pangea_p2p.logs import RecentRecords, get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.node import resources
 from pangea_p2p.node.compute import ComputeService
 from pangea_p2p.node.config import NodeConfig
 from pangea_p2p.node.protocols import capacity_sync, ping
+from pangea_p2p.node.traffic import Traffic
 
 log = get_logger("peer")
 
@@ -71,6 +72,8 @@ class Peer:
     rtt_s: dict[str, float] = field(default_factory=dict)
     changed: trio.Event = field(default_factory=trio.Event)
     compute: ComputeService | None = None
+    recent: RecentRecords = field(default_factory=RecentRecords)  # its recent warnings and errors (dashboard)
+    traffic: Traffic = field(default_factory=Traffic)  # bytes on its compute and block streams (/metrics)
 
     @property
     def peer_id(self) -> str:
