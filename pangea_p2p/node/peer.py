@@ -14,6 +14,7 @@ What runs inside (one nursery):
 - the advert task: publish our advert every ``capacity.advert_interval_s`` and as soon as a first neighbour
   subscribes to the topic;
 - the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``;
+- the ping task: the round-trip time to each connected peer, when it connects and every PING_INTERVAL_S;
 - the stream protocols (node/protocols/) and the compute service (node/compute.py), whose ports
   (node/ports.py) are built here from the host, the DHT, the sandbox pool and the capacity directory;
 - the API server on 127.0.0.1.
@@ -26,6 +27,7 @@ machines); timers use trio's clock.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import random
 import signal
@@ -74,6 +76,9 @@ __all__ = ["Peer", "open_peer", "run_node", "task_slots"]
 log = get_logger("peer")
 
 API_FILE_NAME = "api"
+PING_INTERVAL_S = 15.0  # each connected peer's round-trip time is measured again after this
+PING_TIMEOUT_S = 2.0
+PING_PEERS_MAX = 64  # peers pinged per round (a round every second)
 LOCK_FILE_NAME = "repo.lock"
 TRUST_FILE_NAME = "trust.sqlite"
 
@@ -159,6 +164,27 @@ async def _maintenance_task(peer: Peer) -> None:
             except Exception as exc:
                 log.warning("dht.refresh_failed", error=_one_line(exc))
         await trio.sleep(0.5)
+
+
+async def _ping_task(peer: Peer) -> None:
+    """Measure the round-trip time to each connected peer (``peer.rtt_s``: the scheduler prefers close workers,
+    the dashboard shows it) soon after it connects and every PING_INTERVAL_S; forget it when it disconnects."""
+    pinged: dict[str, float] = {}  # peer -> when it was last pinged (trio's clock)
+    while True:
+        connected = peer.connected_peers()
+        for gone in pinged.keys() - set(connected):
+            del pinged[gone]
+            peer.rtt_s.pop(gone, None)
+        now = trio.current_time()
+        due = [p for p in connected if now - pinged.get(p, -math.inf) >= PING_INTERVAL_S][:PING_PEERS_MAX]
+        for peer_id in due:
+            pinged[peer_id] = now
+            try:
+                with trio.fail_after(PING_TIMEOUT_S):
+                    await peer.ping(ID.from_base58(peer_id))
+            except Exception as exc:  # a peer that does not answer keeps its last measurement until it leaves
+                log.debug("ping.failed", peer=peer_id, error=_one_line(exc))
+        await trio.sleep(1.0)
 
 
 async def _drain(subscription: Any) -> None:
@@ -335,6 +361,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                     nursery.start_soon(_bootstrap_task, peer, info, state, rng)
                 nursery.start_soon(_advert_task, peer)
                 nursery.start_soon(_maintenance_task, peer)
+                nursery.start_soon(_ping_task, peer)
                 nursery.start_soon(_drain, subscription)
                 nursery.start_soon(_drain, proofs)
                 log.info("peer.started", peer_id=peer.peer_id, addrs=peer.addrs(), api=f"127.0.0.1:{peer.api_port}")

@@ -165,6 +165,8 @@ async def test_the_dashboard_follows_a_job_live_and_shows_the_network_and_its_ta
         text = await page.eval("document.body.innerText")
         assert "2 of 2 replicas agreed" in text  # how each task was verified
         await page.wait_until(f"{rows_of('peer-id')}.length === 5", "the workers in the trust table too")
+        await page.wait_until("[...document.querySelectorAll('#peers-body tr')].every(r => / ms$/.test("
+                              "r.children[2].innerText))", "the round-trip time to each peer")
         for peer_id in others:
             assert await page.eval(f"{rows_of('peer-id')}.filter(id => id === '{peer_id}').length") == 2
 

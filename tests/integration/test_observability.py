@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pangea_p2p import logs
 from pangea_p2p.core.jobs.model import JobState, VerificationPolicy
 from pangea_p2p.node.peer import Peer
-from pangea_p2p.testing import open_network
+from pangea_p2p.testing import open_network, wait_for
 from tests.integration.test_jobs import SETTINGS, finished, network_ready, submit
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ async def test_metrics_endpoints_and_task_logs_follow_a_real_job(tmp_path: Path,
         submitter, workers = peers[0], peers[1:]
         before = {p.peer_id: await scrape(http, p) for p in peers}
         for p in peers:
-            assert value(before[p.peer_id], "pangea_connected_peers") == 2
+            assert value(before[p.peer_id], "pangea_connected_peers") == len(p.connected_peers()) >= 1
             assert value(before[p.peer_id], "pangea_sandbox_fuel_total") == 0
             assert value(before[p.peer_id], "pangea_advert_rejections_total", reason="bad_signature") == 0
         chunks = [f"metrics {i}".encode() * 50 for i in range(6)]
@@ -123,11 +123,13 @@ async def test_metrics_endpoints_and_task_logs_follow_a_real_job(tmp_path: Path,
         errors = (await http.get(base + "/v1/errors")).json()
         assert any(r["event"] == "test.something_odd" and r["fields"] == {"detail": "for the recent errors"}
                    for r in errors["records"])
+        await wait_for(lambda: set(submitter.rtt_s) == {w.peer_id for w in workers}, 10)  # pinged on connecting
         network = (await http.get(base + "/v1/peers")).json()["peers"]
         assert {r["peer_id"] for r in network} == {w.peer_id for w in workers}
         for r in network:
             assert r["reached"] == "direct"
             assert r["capacity"]["task_slots_total"] == 2
+            assert 0 < r["rtt_ms"] < 1000
 
     # every worker that ran a task logged its life as JSON lines, in order
     events = [json.loads(line) for line in json_log.getvalue().splitlines()]
