@@ -70,7 +70,8 @@ class _Formatter(logging.Formatter):
 
 class RecentRecords(logging.Handler):
     """The last ``size`` records at ``level`` or above of pangea's loggers, as JSON-ready dicts, and a count per
-    level (a peer's "recent errors": the dashboard and /metrics). ``attach`` and ``detach`` it."""
+    level (a peer's "recent errors": the dashboard and /metrics). ``attach`` and ``detach`` it. Loggers are the
+    process's: where several peers run in one process (tests), each ring holds the records of all of them."""
 
     FIELD_CHARS_MAX = 500
 

@@ -5,6 +5,7 @@
   const INTERVAL_MS = 1500;
   const TOKEN_KEY = "pangea-api-token";
   const TIMELINE_ROWS_MAX = 300;
+  const JOB_ROWS_MAX = 50; // the newest jobs
   const STATES = ["done", "running", "verifying", "pending", "failed", "cancelled"];
 
   // The API token arrives in the address's fragment (#token=...): keep it for this tab, take it out of the bar.
@@ -60,7 +61,7 @@
     const self = $("self-id");
     self.textContent = id.peer_id;
     self.dataset.peerId = id.peer_id;
-    const boots = Object.entries(health.bootstrap || {}).map(([addr, b]) => `${b.status}`);
+    const boots = Object.values(health.bootstrap || {}).map((b) => b.status);
     $("summary").textContent = [
       `health ${health.status}`, `version ${id.version}`, `up ${secs(health.uptime_s)}`,
       `${health.connected_peers} connected`, `${health.routing_table_size} in routing table`,
@@ -86,7 +87,7 @@
   function renderJobs(jobs) {
     const list = jobs.jobs;
     if (!list.some((j) => j.job_id === selected)) selected = list.length ? list[list.length - 1].job_id : null;
-    const rows = list.slice().reverse().map((j) => {
+    const rows = list.slice(-JOB_ROWS_MAX).reverse().map((j) => {
       const done = j.progress.done || 0;
       const bar = el("div", { className: "bar", title: `${Math.round(j.fraction_done * 100)} % done` },
         el("span", { style: { width: `${j.fraction_done * 100}%` } }));
