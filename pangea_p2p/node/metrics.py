@@ -13,6 +13,7 @@ job states, outcome kinds, failure kinds, rejection reasons, trust bands, protoc
     pangea_trust_peers{band}                                                           gauge
     pangea_served_offers_total{verdict}, pangea_served_results_total, pangea_splits_total
     pangea_sandbox_runs_total{result}, pangea_sandbox_seconds_total{clock}, pangea_sandbox_fuel_total
+    pangea_transport_bytes_total{direction}                                            counter (all connections)
     pangea_stream_bytes_total{protocol,direction}                                      counter (compute, block)
     pangea_log_records_total{level}                                                    warnings and errors logged
 """
@@ -30,6 +31,7 @@ from pangea_p2p.core.capacity import AdvertRejection
 from pangea_p2p.core.jobs.model import JobState, TaskState
 from pangea_p2p.core.jobs.tasks import AuditState
 from pangea_p2p.core.trust import Outcome, TrustBook
+from pangea_p2p.net.traffic import IN, OUT, TRANSPORT
 
 if TYPE_CHECKING:
     from pangea_p2p.node.state import Peer
@@ -137,13 +139,18 @@ class PeerCollector:
         yield _counter("pangea_sandbox_fuel", "Fuel (wasm instructions) used by sandbox runs", usage.fuel)
 
     def _traffic(self) -> Iterator[Metric]:
-        family = CounterMetricFamily("pangea_stream_bytes", "Bytes moved on this peer's compute and block streams",
-                                     labels=["protocol", "direction"])
         counts = self.peer.traffic.bytes
-        for protocol in ("compute", "block"):
-            for direction in ("in", "out"):
-                family.add_metric([protocol, direction], counts.get((protocol, direction), 0))
-        yield family
+        transport = CounterMetricFamily("pangea_transport_bytes", "Bytes on this peer's libp2p connections (TCP "
+                                        "payload: every protocol, with encryption and multiplexing)",
+                                        labels=["direction"])
+        streams = CounterMetricFamily("pangea_stream_bytes", "Bytes on this peer's compute and block streams",
+                                      labels=["protocol", "direction"])
+        for direction in (IN, OUT):
+            transport.add_metric([direction], counts.get((TRANSPORT, direction), 0))
+            for protocol in ("compute", "block"):
+                streams.add_metric([protocol, direction], counts.get((protocol, direction), 0))
+        yield transport
+        yield streams
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -53,6 +53,7 @@ from pangea_p2p.errors import PangeaError, TransportError
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.overlay import make_dht, make_gossip
+from pangea_p2p.net.traffic import Traffic, count_connections
 from pangea_p2p.node import api
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.compute import ComputeService
@@ -321,6 +322,8 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         hostlib.check_listen_addr_free(addr)
     speed = await trio.to_thread.run_sync(measure_speed)
     host = hostlib.make_host(identity, config.max_connections)
+    traffic = Traffic()
+    count_connections(host, traffic)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run(listen))
         if not host.get_transport_addrs():
@@ -337,6 +340,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                 ttl_s_max=config.capacity.directory.ttl_s_max,
             ),
             speed_fuel_per_s=speed,
+            traffic=traffic,
         )
         await stack.enter_async_context(background_trio_service(pubsub))
         await stack.enter_async_context(background_trio_service(router))

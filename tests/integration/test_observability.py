@@ -62,7 +62,7 @@ async def test_metrics_endpoints_and_task_logs_follow_a_real_job(tmp_path: Path,
         submitter, workers = peers[0], peers[1:]
         before = {p.peer_id: await scrape(http, p) for p in peers}
         for p in peers:
-            assert value(before[p.peer_id], "pangea_connected_peers") == len(p.connected_peers()) >= 1
+            assert 1 <= value(before[p.peer_id], "pangea_connected_peers") <= 2  # the DHT may link 1 and 2 later
             assert value(before[p.peer_id], "pangea_sandbox_fuel_total") == 0
             assert value(before[p.peer_id], "pangea_advert_rejections_total", reason="bad_signature") == 0
         chunks = [f"metrics {i}".encode() * 50 for i in range(6)]
@@ -81,7 +81,12 @@ async def test_metrics_endpoints_and_task_logs_follow_a_real_job(tmp_path: Path,
                                                                           "positive"))
         assert trusted == len(submitter.compute.trust.peers()) >= 1  # type: ignore[union-attr]
         assert value(after, "pangea_trust_peers", band="positive") >= 1
-        assert value(after, "pangea_stream_bytes_total", protocol="compute", direction="out") > 0
+        compute_out = value(after, "pangea_stream_bytes_total", protocol="compute", direction="out")
+        assert compute_out > 0
+        transport_out = value(after, "pangea_transport_bytes_total", direction="out")
+        assert transport_out > compute_out  # the compute stream's bytes, encrypted, and the DHT's and gossip's
+        assert value(after, "pangea_transport_bytes_total", direction="in") > value(
+            before[submitter.peer_id], "pangea_transport_bytes_total", direction="in") > 0
         assert value(after, "pangea_log_records_total", level="warning") >= 1
 
         served = 0.0
@@ -123,7 +128,7 @@ async def test_metrics_endpoints_and_task_logs_follow_a_real_job(tmp_path: Path,
         errors = (await http.get(base + "/v1/errors")).json()
         assert any(r["event"] == "test.something_odd" and r["fields"] == {"detail": "for the recent errors"}
                    for r in errors["records"])
-        await wait_for(lambda: set(submitter.rtt_s) == {w.peer_id for w in workers}, 10)  # pinged on connecting
+        await wait_for(lambda: set(submitter.rtt_s) == {w.peer_id for w in workers}, 30)  # pinged on connecting
         network = (await http.get(base + "/v1/peers")).json()["peers"]
         assert {r["peer_id"] for r in network} == {w.peer_id for w in workers}
         for r in network:

@@ -25,9 +25,9 @@ from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
+from pangea_p2p.net.traffic import Traffic
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.ports import DuplexStream
-from pangea_p2p.node.traffic import Traffic
 
 BLOCK_PROTOCOL = TProtocol("/pangea/block/1.0.0")
 FETCH_TIMEOUT_S = 60.0

@@ -23,8 +23,8 @@ from pangea_p2p.core.jobs import codec
 from pangea_p2p.errors import PangeaError, RemoteProtocolError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, FrameWriter
+from pangea_p2p.net.traffic import Traffic
 from pangea_p2p.node.ports import DuplexStream
-from pangea_p2p.node.traffic import Traffic
 
 COMPUTE_PROTOCOL = TProtocol("/pangea/compute/1.0.0")
 SEND_TIMEOUT_S = 30.0  # a peer that does not take a frame for this long has stopped reading
