@@ -162,8 +162,12 @@ async def test_the_dashboard_follows_a_job_live_and_shows_the_network_and_its_ta
         assert await page.eval("document.getElementById('timeline-job').textContent") == job
         assert await page.eval(rows_of("task-id")) == list(run.spec.task_ids())
         assert await page.eval(rows_of("worker")) == [t.worker for t in run.tasks()]
-        text = await page.eval("document.body.innerText")
-        assert "2 of 2 replicas agreed" in text  # how each task was verified
+        for task in run.tasks():  # where each ran (every replica behind its result) and how it was verified
+            info = await page.eval(f"document.querySelector('[data-task-id=\"{task.task_id}\"] .tinfo').innerText")
+            assert "2 of 2 replicas agreed" in info, info
+            assert len(task.backers) == 2
+            for backer in task.backers:
+                assert ("here" if backer == submitter.peer_id else f"{backer[:6]}…{backer[-6:]}") in info, info
         await page.wait_until(f"{rows_of('peer-id')}.length === 5", "the workers in the trust table too")
         await page.wait_until("[...document.querySelectorAll('#peers-body tr')].every(r => / ms$/.test("
                               "r.children[2].innerText))", "the round-trip time to each peer")

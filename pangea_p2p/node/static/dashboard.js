@@ -122,6 +122,7 @@
 
   function where(t) {
     const name = (w) => (w === selfId ? "here" : short(w));
+    if (t.backers.length > 1) return "ran on " + t.backers.map(name).join(", "); // the replicas that agreed
     if (t.worker) return "ran on " + name(t.worker);
     if (t.out_with.length) return "out with " + t.out_with.map(name).join(", ");
     return t.state;
