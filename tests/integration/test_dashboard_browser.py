@@ -174,9 +174,12 @@ async def test_the_dashboard_follows_a_job_live_and_shows_the_network_and_its_ta
         for peer_id in others:
             assert await page.eval(f"{rows_of('peer-id')}.filter(id => id === '{peer_id}').length") == 2
 
-        # every API call of the page carried the token it was given
-        calls = [e["params"]["request"] for e in page.events if e.get("method") == "Network.requestWillBeSent"
-                 and "/v1/" in e["params"]["request"]["url"]]
+        # it asked nothing of anyone but this peer, and every API call carried the token it was given
+        requests = [e["params"]["request"] for e in page.events if e.get("method") == "Network.requestWillBeSent"]
+        origin = f"http://127.0.0.1:{submitter.api_port}/"
+        assert {r["url"] for r in requests if not r["url"].startswith(origin)} == set()
+        assert {r["url"].removeprefix(origin) for r in requests} >= {"", "static/dashboard.css", "static/dashboard.js"}
+        calls = [r for r in requests if "/v1/" in r["url"]]
         assert calls
         assert all(c["headers"].get("Authorization") == f"Bearer {token}" for c in calls)
 
