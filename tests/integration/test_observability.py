@@ -94,6 +94,8 @@ async def test_metrics_endpoints_and_task_logs_follow_a_real_job(tmp_path: Path,
             got = await scrape(http, w)
             ran = sum(v for (name, _), v in got.items() if name == "pangea_sandbox_runs_total")
             served += value(got, "pangea_served_results_total")
+            # each peer's registry reads that peer (several peers in one process do not clash)
+            assert value(got, "pangea_served_results_total") == w.compute.behaviour.counters["results_sent"]  # type: ignore[union-attr]
             if value(got, "pangea_served_results_total") == 0:
                 continue
             assert ran >= 1
