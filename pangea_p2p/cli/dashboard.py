@@ -31,7 +31,8 @@ def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("dashboard", help="open the live dashboard of a running peer in a web browser")
     p.add_argument("--data-dir", type=Path, help="the peer's data dir (default $PANGEA_DATA_DIR or ~/.pangea)")
     p.add_argument("--api", help="HOST:PORT of the peer's API (default: read from DATA_DIR/api)")
-    p.add_argument("--token", help=f"the peer's API token (default: DATA_DIR/{TOKEN_FILE_NAME}, else ${TOKEN_ENV})")
+    p.add_argument("--token", help=f"with --api: the peer's API token (default ${TOKEN_ENV}, else "
+                                   f"DATA_DIR/{TOKEN_FILE_NAME})")
     p.add_argument("--no-open", action="store_true", help="only print the address; do not start a browser")
 
 
