@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 import traceback
+from collections import deque
 from typing import Any, TextIO
 
 ROOT = "pangea"
@@ -65,6 +66,36 @@ class _Formatter(logging.Formatter):
             return json.dumps(doc, default=str)
         kv = " ".join(f"{k}={v}" for k, v in fields.items())
         return f"{ts} {record.levelname.lower():<7} {record.getMessage()} {kv}".rstrip()
+
+
+class RecentRecords(logging.Handler):
+    """The last ``size`` records at ``level`` or above of pangea's loggers, as JSON-ready dicts, and a count per
+    level (a peer's "recent errors": the dashboard and /metrics). ``attach`` and ``detach`` it. Loggers are the
+    process's: where several peers run in one process (tests), each ring holds the records of all of them."""
+
+    FIELD_CHARS_MAX = 500
+
+    def __init__(self, size: int = 200, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.ring: deque[dict[str, Any]] = deque(maxlen=size)
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname.lower()
+        self.counts[level] = self.counts.get(level, 0) + 1
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        self.ring.append({"ts": record.created, "level": level, "logger": record.name, "event": record.getMessage(),
+                          "fields": {k: str(v)[: self.FIELD_CHARS_MAX] for k, v in fields.items()}})
+
+    def records(self) -> list[dict[str, Any]]:
+        """Newest first."""
+        return list(reversed(self.ring))
+
+    def attach(self) -> None:
+        logging.getLogger(ROOT).addHandler(self)
+
+    def detach(self) -> None:
+        logging.getLogger(ROOT).removeHandler(self)
 
 
 def configure(level: str = "info", fmt: str = "text", libp2p_level: str = "off", stream: TextIO | None = None) -> None:

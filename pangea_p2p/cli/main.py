@@ -2,6 +2,7 @@
 
     pangea node [--data-dir DIR] [--listen MA]... [--bootstrap MA]... [--config FILE] [--set key=value]...
     pangea id | peers | capacity | health | trust [--data-dir DIR | --api HOST:PORT] [--json]
+    pangea dashboard [--data-dir DIR | --api HOST:PORT] [--no-open]
     pangea job submit | status | wait | result | explain | cancel | list ...
     pangea guest new | build | run ...
     pangea demo | sim ...
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pangea_p2p import __version__
-from pangea_p2p.cli import demo, guest, info, job, node, sim
+from pangea_p2p.cli import dashboard, demo, guest, info, job, node, sim
 from pangea_p2p.errors import ConfigError, PangeaError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class CommandGroup(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-GROUPS: tuple[CommandGroup, ...] = (node, info, job, guest, demo, sim)
+GROUPS: tuple[CommandGroup, ...] = (node, info, dashboard, job, guest, demo, sim)
 
 
 def build_parser(groups: Sequence[CommandGroup] | None = None) -> argparse.ArgumentParser:

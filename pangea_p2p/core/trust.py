@@ -138,13 +138,14 @@ Row = tuple[str, dict[str, object]]  # (peer, {PeerRecord field: value}): what e
 class TrustBook:
     """Local trust scores per peer (see the module docstring)."""
 
-    __slots__ = ("_peers", "config", "strong_version", "version")
+    __slots__ = ("_peers", "config", "outcomes", "strong_version", "version")
 
     def __init__(self, config: TrustConfig | None = None) -> None:
         self.config = config or TrustConfig()
         self._peers: OrderedDict[str, PeerRecord] = OrderedDict()
         self.version = 0  # bumped by every change
         self.strong_version = 0  # bumped when a change takes a peer below suspect_score
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)  # outcomes recorded since it was made
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -155,6 +156,7 @@ class TrustBook:
     def record(self, peer: str, outcome: Outcome, now: float) -> PeerRecord:
         """Feed one verified outcome; returns the peer's updated record (a copy)."""
         cfg = self.config
+        self.outcomes[outcome] += 1
         rec = self._peers.get(peer)
         if rec is None:
             rec = PeerRecord(updated_s=now)

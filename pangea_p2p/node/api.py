@@ -81,7 +81,7 @@ class ApiResponse:
     status: int
     body: bytes
     content_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # more headers (the dashboard's security policy)
 
     @classmethod
     def of(cls, value: Any, status: int = 200) -> ApiResponse:

@@ -72,7 +72,7 @@ from pangea_p2p.node.config import FaultsConfig
 from pangea_p2p.node.journal import FLUSH_AFTER_S, TaskRecord
 from pangea_p2p.node.ports import ComputePorts, DuplexStream
 from pangea_p2p.node.protocols.compute import CLOSED, MessageStream
-from pangea_p2p.sandbox import SandboxLimits
+from pangea_p2p.sandbox import ChunksResult, SandboxLimits
 
 MODULE_BYTES_MAX = 64 << 20
 ISSUER_MESSAGES = (codec.Offer, codec.Cancel, codec.RevealRequest)  # what goes from an issuer to a worker
@@ -86,11 +86,31 @@ class JobWatch:
     done: trio.Event = field(default_factory=trio.Event)
     changed: trio.Event = field(default_factory=trio.Event)
     version: int = 0  # bumped on every change (the API's long poll waits for it to move)
+    started_s: dict[str, float] = field(default_factory=dict)  # task id -> when it first went out (the timeline)
+    ended_s: dict[str, float] = field(default_factory=dict)  # task id -> when it first ended
 
     def bump(self) -> None:
         self.version += 1
         self.changed.set()
         self.changed = trio.Event()
+
+
+@dataclass
+class SandboxUsage:
+    """What this peer's sandbox runs used since it started (/metrics)."""
+
+    runs: dict[str, int] = field(default_factory=dict)  # by result: "ok" or the failure kind
+    wall_time_s: float = 0.0
+    cpu_time_s: float = 0.0
+    fuel: int = 0
+
+    def add(self, result: ChunksResult) -> None:
+        report = result.report
+        outcome = "ok" if result.failure is None else result.failure.kind.name.lower()
+        self.runs[outcome] = self.runs.get(outcome, 0) + 1
+        self.wall_time_s += report.wall_time_s
+        self.cpu_time_s += report.cpu_time_s
+        self.fuel += report.fuel_used
 
 
 class ComputeService:
@@ -109,6 +129,7 @@ class ComputeService:
         self.trust: TrustBook = self.behaviour.trust
         self.verify = config.coordinator.verify  # the receipt rules this peer checks by
         self.byzantine = (faults or FaultsConfig()).byzantine
+        self.usage = SandboxUsage()
         self._watches: dict[str, JobWatch] = {}
         self.sessions: dict[str, MessageStream] = {}  # worker -> our stream to it
         self._channels: dict[int, MessageStream] = {}  # the streams issuers opened to us, by channel number
@@ -258,6 +279,10 @@ class ComputeService:
         if watch is None:
             return  # a part of a task this peer split
         eff = act.update
+        if eff.state is TaskState.RUNNING:
+            watch.started_s.setdefault(eff.task_id, self.clock())
+        elif eff.state.final:
+            watch.ended_s.setdefault(eff.task_id, self.clock())
         if eff.state.final and self.journal is not None:
             self.journal.task_finished(act.job_id, eff)
             if not self._flushing:  # the first row of a batch: it is written within FLUSH_AFTER_S
@@ -383,6 +408,7 @@ class ComputeService:
         limits = SandboxLimits(fuel_max=lim.fuel_max, memory_bytes_max=lim.memory_bytes_max,
                                wall_time_s=lim.wall_time_s, output_bytes_max=lim.output_bytes_max)
         result = await self.sandbox.run_chunks(ref.module_cid, module, act.chunks, limits)
+        self.usage.add(result)
         if result.failure is not None:
             return Executed(act.request, None, result.failure.kind, result.report.fuel_used, result.log)
         outputs = list(result.outputs or ())

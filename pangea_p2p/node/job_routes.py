@@ -13,6 +13,9 @@
     GET    /v1/jobs/{id}/evidence?start=I&inputs=1 -> a page of the job's receipts, outputs and inputs, for an
                                           offline verifier (binary; pangea_p2p/core/jobs/evidence.py)
     GET    /v1/jobs/{id}/explain      -> the reason chain of every task that is not done (?all=1: of every task)
+    GET    /v1/jobs/{id}/tasks?limit=N -> its first N tasks (default 1000) for a timeline: state, worker, backers,
+                                          start_s / end_s (seconds after the job was created; null when not
+                                          seen by this run of the peer), fuel, how it was verified
     DELETE /v1/jobs/{id}              -> cancel; status
     GET    /v1/trust                  -> {"trust": [{"peer_id", "score", "valid", "invalid", "timeouts",
                                              "outvoted", "lies", "proven", "vindicated"}, ...]}
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 # The longest a wait is held before it is answered with the status as it is: below the SDK client's 30 s read
 # timeout and the API's HANDLER_TIMEOUT_S, so a wait is always answered before anything gives up on it.
 WAIT_S_MAX = 25.0
+TASKS_LIMIT_DEFAULT, TASKS_LIMIT_MAX = 1000, 10_000
 
 
 class BlockSource(Protocol):
@@ -78,6 +82,28 @@ def job_status(run: JobRun, watch: JobWatch, now: float) -> dict[str, Any]:
         "audits": run.audits(),  # tasks per audit state; "corrected": results an audit replaced (see explain)
         "version": watch.version,
     }
+
+
+def task_rows(run: JobRun, watch: JobWatch, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` tasks of ``run`` for a timeline (GET /v1/jobs/{id}/tasks)."""
+    rows = []
+    for view in run.tasks()[:limit]:
+        tid = view.task_id
+        start, end = watch.started_s.get(tid), watch.ended_s.get(tid)
+        rows.append({
+            "task_id": tid,
+            "state": view.state.value,
+            "worker": view.worker or None,
+            "backers": list(view.backers),
+            "out_with": list(view.out_with),
+            "start_s": None if start is None else round(start - run.created_s, 4),
+            "end_s": None if end is None else round(end - run.created_s, 4),
+            "fuel_used": view.fuel_used,
+            "verification": {"checked": view.checked, "unchecked": view.unchecked_why, "replicas": view.replicas,
+                             "spot_checks": view.spot_checks, "audit": view.audit.value,
+                             "corrections": len(view.corrections)},
+        })
+    return rows
 
 
 def parse_job_request(doc: Any, blocks: BlockSource, now: float) -> JobSpec:
@@ -252,6 +278,25 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
             "corrections": run.corrections(),  # what audits changed in accepted results, per task
         })
 
+    async def tasks(req: ApiRequest) -> ApiResponse:
+        run = run_of(req)
+        try:
+            limit = int(req.query.get("limit", str(TASKS_LIMIT_DEFAULT)))
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= TASKS_LIMIT_MAX:
+            raise ApiError(400, "bad_request", f"limit must be an integer from 1 to {TASKS_LIMIT_MAX}")
+        now = time.time()
+        return ApiResponse.of({
+            "job_id": run.spec.job_id,
+            "state": run.state.value,
+            "issuer": compute.self_id,
+            "verification": str(run.spec.verification),
+            "elapsed_s": round((run.finished_s or now) - run.created_s, 4),
+            "tasks_total": run.spec.task_count,
+            "tasks": task_rows(run, compute.watch(run.spec.job_id), limit),
+        })
+
     async def logs(req: ApiRequest) -> ApiResponse:
         run = run_of(req)
         found = compute.task_logs.of_tasks(run.spec.task_ids())
@@ -287,4 +332,5 @@ def add_job_routes(router: Router, compute: ComputeService) -> None:
     router.add("GET", "/v1/jobs/{job_id}/evidence", evidence)
     router.add("GET", "/v1/jobs/{job_id}/explain", explain)
     router.add("GET", "/v1/jobs/{job_id}/logs", logs)
+    router.add("GET", "/v1/jobs/{job_id}/tasks", tasks)
     router.add("DELETE", "/v1/jobs/{job_id}", cancel)

@@ -19,6 +19,7 @@ What runs inside (one nursery):
   subscribes to the topic;
 - the maintenance task: expire adverts, refresh the routing table every ``dht.refresh_interval_s``, note the
   connected peers in DATA_DIR/peers.json, log the health (``Peer.health``) when its status changes;
+- the ping task: the round-trip time to each connected peer, when it connects and every PING_INTERVAL_S;
 - the stream protocols (node/protocols/) and the compute service (node/compute.py), whose ports
   (node/ports.py) are built here from the host, the DHT, the sandbox pool and the capacity directory;
 - the API server on 127.0.0.1 (on 5101 or the next free port unless ``api.port`` says which; DATA_DIR/api
@@ -34,6 +35,7 @@ machines); timers use trio's clock.
 from __future__ import annotations
 
 import errno
+import math
 import random
 import signal
 import time
@@ -58,6 +60,7 @@ from pangea_p2p.errors import PangeaError, TransportError
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.overlay import make_dht, make_gossip
+from pangea_p2p.net.traffic import Traffic, count_connections
 from pangea_p2p.node import api, datadir, known_peers
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.compute import ComputeService
@@ -68,6 +71,7 @@ from pangea_p2p.node.config import (
     DEFAULT_PORTS_TRIED,
     NodeConfig,
 )
+from pangea_p2p.node.dashboard import add_dashboard_routes
 from pangea_p2p.node.job_routes import add_job_routes
 from pangea_p2p.node.journal import Journal
 from pangea_p2p.node.keyfile import ensure_data_dir, load_or_create_api_token, load_or_create_identity
@@ -86,6 +90,9 @@ __all__ = ["Peer", "open_peer", "run_node", "task_slots"]
 
 log = get_logger("peer")
 
+PING_INTERVAL_S = 15.0  # each connected peer's round-trip time is measured again after this
+PING_TIMEOUT_S = 2.0
+PING_PEERS_MAX = 64  # peers pinged per round (a round every second)
 TRUST_FILE_NAME = "trust.sqlite"
 KNOWN_PEER_DIAL_TIMEOUT_S = 5.0
 
@@ -256,6 +263,27 @@ async def _maintenance_task(peer: Peer, known: KnownPeers) -> None:
         await trio.sleep(0.5)
 
 
+async def _ping_task(peer: Peer) -> None:
+    """Measure the round-trip time to each connected peer (``peer.rtt_s``: the scheduler prefers close workers,
+    the dashboard shows it) soon after it connects and every PING_INTERVAL_S; forget it when it disconnects."""
+    pinged: dict[str, float] = {}  # peer -> when it was last pinged (trio's clock)
+    while True:
+        connected = peer.connected_peers()
+        for gone in pinged.keys() - set(connected):
+            del pinged[gone]
+            peer.rtt_s.pop(gone, None)
+        now = trio.current_time()
+        due = [p for p in connected if now - pinged.get(p, -math.inf) >= PING_INTERVAL_S][:PING_PEERS_MAX]
+        for peer_id in due:
+            pinged[peer_id] = now
+            try:
+                with trio.fail_after(PING_TIMEOUT_S):
+                    await peer.ping(ID.from_base58(peer_id))
+            except Exception as exc:  # a peer that does not answer keeps its last measurement until it leaves
+                log.debug("ping.failed", peer=peer_id, error=_one_line(exc))
+        await trio.sleep(1.0)
+
+
 async def _drain(subscription: Any) -> None:
     # Adverts and proofs are handled by their validators; a subscription only has to be emptied.
     while True:
@@ -332,6 +360,7 @@ def _serve_api(peer: Peer, listeners: list[trio.SocketListener], nursery: trio.N
     unspecified = {"0.0.0.0", "::", ""}  # a browser may reach 0.0.0.0 as this machine: never a name to trust
     gate = api.Gate(token, cfg.allow_remote, frozenset({*cfg.allowed_hosts, cfg.host} - unspecified))
     limits = api.Limits(cfg.request_bytes_max, cfg.connections_max, cfg.idle_timeout_s)
+    add_dashboard_routes(router, peer)
     nursery.start_soon(api.serve, router, listeners, gate, limits)
     datadir.write_api_address(peer.config.data_dir, cfg.host, peer.api_port)
 
@@ -373,8 +402,8 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
     )
     blocks = BlockStore(config.data_dir / "blocks")
     ports = ComputePorts(
-        identity=peer.identity, streams=ComputeDialer(peer.host), sandbox=sandbox, blocks=blocks,
-        network=NetworkBlocks(peer.host, peer.dht), workers=_DirectoryWorkers(peer.directory, peer.rtt_s),
+        identity=peer.identity, streams=ComputeDialer(peer.host, peer.traffic), sandbox=sandbox, blocks=blocks,
+        network=NetworkBlocks(peer.host, peer.dht, peer.traffic), workers=_DirectoryWorkers(peer.directory, peer.rtt_s),
         clock=time.time, journal=Journal(config.data_dir / "jobs.sqlite"), publish_proof=peer.publish_proof,
     )
     trust, trust_store = TrustBook(config.trust), TrustStore(config.data_dir / TRUST_FILE_NAME, clock=ports.clock)
@@ -382,8 +411,9 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
     nursery.start_soon(trust_store.keep_saved, trust)  # saves at shutdown too
     compute = ComputeService(ports, behaviour, nursery, trust=trust, faults=config.faults)
     peer.compute = compute
-    peer.host.set_stream_handler(COMPUTE_PROTOCOL, lambda stream: compute.serve(stream, remote_peer(stream)))
-    peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, stream))
+    peer.host.set_stream_handler(
+        COMPUTE_PROTOCOL, lambda stream: compute.serve(peer.traffic.wrap(stream, "compute"), remote_peer(stream)))
+    peer.host.set_stream_handler(BLOCK_PROTOCOL, lambda stream: serve_block(blocks, peer.traffic.wrap(stream, "block")))
     nursery.start_soon(compute.ticker)
     compute.resume_journal()
     return compute
@@ -422,6 +452,8 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
     api_token = load_or_create_api_token(config.data_dir)
     speed = await trio.to_thread.run_sync(measure_speed)
     host = hostlib.make_host(identity, config.max_connections)
+    traffic = Traffic()
+    count_connections(host, traffic)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run(listen))
         if not host.get_transport_addrs():
@@ -438,6 +470,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                 ttl_s_max=config.capacity.directory.ttl_s_max,
             ),
             speed_fuel_per_s=speed,
+            traffic=traffic,
         )
         host.get_network().register_notifee(ConnectionEvents(peer))
         await stack.enter_async_context(background_trio_service(pubsub))
@@ -452,6 +485,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
         host.set_stream_handler(PING_PROTOCOL, serve_ping)
         api_listeners = await _open_api_listeners(peer)
         sandbox_cfg = _sandbox_config(config)
+        peer.recent.attach()
         try:
             async with trio.open_nursery() as nursery, open_sandbox(sandbox_cfg) as sandbox:
                 _start_compute(peer, sandbox, nursery)
@@ -465,6 +499,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                 nursery.start_soon(_known_peers_task, peer, known, rng)
                 nursery.start_soon(_advert_task, peer)
                 nursery.start_soon(_maintenance_task, peer, known)
+                nursery.start_soon(_ping_task, peer)
                 nursery.start_soon(_drain, subscription)
                 nursery.start_soon(_drain, proofs)
                 log.info("peer.started", peer_id=peer.peer_id, addrs=peer.addrs(), api=f"127.0.0.1:{peer.api_port}")
@@ -478,4 +513,5 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                 await hostlib.close_hosts([host])
             if peer.compute is not None:
                 peer.compute.close()
+            peer.recent.detach()
             log.info("peer.stopped", peer_id=identity.peer_id)

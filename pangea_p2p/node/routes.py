@@ -45,6 +45,10 @@ def add_routes(router: Router, peer: Peer) -> None:
                 "has_advert": advert is not None,
                 "addrs": list(advert.capacity.addrs) if advert else [],
                 "rtt_ms": round(peer.rtt_s[pid] * 1000, 3) if pid in peer.rtt_s else None,
+                "reached": "direct" if pid in connected else None,  # how the connection was made
+                "capacity": None if advert is None else {
+                    k: getattr(advert.capacity, k) for k in ("cores", "task_slots_total", "task_slots_free",
+                                                              "speed_fuel_per_s", "memory_free_bytes")},
             })
         return ApiResponse.of({"peers": rows})
 

@@ -30,8 +30,9 @@ from pangea_p2p.core.capacity import (
 )
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.verify import fraud
-from pangea_p2p.logs import get_logger
+from pangea_p2p.logs import RecentRecords, get_logger
 from pangea_p2p.net import host as hostlib
+from pangea_p2p.net.traffic import Traffic
 from pangea_p2p.node import resources
 from pangea_p2p.node.compute import ComputeService
 from pangea_p2p.node.config import NodeConfig
@@ -115,6 +116,8 @@ class Peer:
     changed: trio.Event = field(default_factory=trio.Event)
     compute: ComputeService | None = None
     health_status: str = "starting"  # the last status logged (``check_health``)
+    recent: RecentRecords = field(default_factory=RecentRecords)  # its recent warnings and errors (dashboard)
+    traffic: Traffic = field(default_factory=Traffic)  # bytes on its connections and its streams (/metrics)
 
     @property
     def peer_id(self) -> str:

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from pangea_p2p.cli import demo, info, job, main, node, sim
+from pangea_p2p.cli import dashboard, demo, info, job, main, node, sim
 from pangea_p2p.errors import ConfigError, PangeaError
 
 
 def test_each_command_runs_the_group_that_added_it() -> None:
     parser = main.build_parser()
     expected = {"node": node, "id": info, "peers": info, "capacity": info, "health": info, "trust": info, "job": job,
+                "dashboard": dashboard,
                 "demo": demo, "sim": sim}
     argv = {"node": ["node"], "job": ["job", "list"], "sim": ["sim", "list"]}
     for command, group in expected.items():

@@ -37,6 +37,15 @@ def test_a_wrong_result_is_sharp_and_resets_the_run() -> None:
     assert book.score("p", 0.0) == -TrustConfig().invalid_penalty  # every credit gone, then the penalty
 
 
+def test_the_book_counts_every_outcome_recorded_even_of_peers_it_evicted() -> None:
+    book = TrustBook(TrustConfig(peers_max=2))
+    for i, outcome in enumerate([Outcome.VALID, Outcome.VALID, Outcome.TIMEOUT, Outcome.PROVEN_LIE]):
+        book.record(f"p{i}", outcome, 0.0)
+    assert len(book) == 2
+    assert book.outcomes == {**dict.fromkeys(Outcome, 0), Outcome.VALID: 2, Outcome.TIMEOUT: 1,
+                             Outcome.PROVEN_LIE: 1}
+
+
 def test_a_timeout_is_slight_and_keeps_the_run() -> None:
     book = TrustBook()
     for _ in range(12):

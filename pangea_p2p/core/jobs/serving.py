@@ -22,6 +22,10 @@ TRANSFER_BYTES_PER_S_MIN — or the task is given up and its slot freed. An offe
 be fetched costs its issuer: a strike in admission control (too many refuse its next offers for a while) and a
 TIMEOUT in the trust book. So a peer cannot hold this peer's slots with offers of blocks nobody serves.
 
+Each step of a served task is a ``Log`` action (the node writes it; ``--log-format json`` makes it a JSON
+line): ``task.accepted``, ``task.running``, ``task.done`` or ``task.failed`` (fuel, seconds), ``task.result_sent``,
+and ``task.gave_up`` / ``task.dropped`` (why).
+
 Invariants: a task id is served at most once at a time; an admission slot is released when its task leaves
 RUNNING or SPLITTING for good (a committed result does not hold a slot); a dropped task's fetch or run is
 aborted and its late outcome ignored.
@@ -100,6 +104,7 @@ class Incoming:
     request: int = 0  # the fetch or run under way for it
     reveal: tuple[bytes, bytes, bytes] | None = None  # (tree, output, nonce) waiting for the reveal request
     reveal_by_s: float = math.inf
+    started_s: float = 0.0  # when its sandbox run started (its run time is logged)
     fetch_by_s: float = math.inf  # when the fetch under way is given up
     fetching: str = "input"  # what: "input" or "module"
     chunks: list[bytes] = field(default_factory=list)  # its input, while its module is fetched
@@ -199,6 +204,7 @@ class TaskServer:
         counters["offers_admitted"] += 1
         inc = Incoming(ref, issuer, channel, admission.verdict, admission.parts)
         self.incoming[ref.task_id] = inc
+        self._log("task.accepted", ref.task_id, issuer=issuer, job=ref.job_id, verdict=str(admission.verdict))
         if self.config.accept_delay_s > 0:
             due = self.unaccepted[ref.task_id] = now + self.config.accept_delay_s
             self.host.timer(due, ACCEPT, ref.task_id)
@@ -268,6 +274,8 @@ class TaskServer:
     def _run(self, inc: Incoming, now: float) -> None:
         inc.move(Serving.RUNNING)
         inc.fetch_by_s = math.inf
+        inc.started_s = now
+        self._log("task.running", inc.ref.task_id, issuer=inc.issuer)
         inc.request = self.host.request(ServeRun(inc))
         chunks, inc.chunks = inc.chunks, []
         self.host.actions.append(Execute(inc.request, inc.ref, chunks, Purpose.SERVE, module_from=(inc.issuer,)))
@@ -275,6 +283,11 @@ class TaskServer:
     def served(self, inc: Incoming, ev: Executed, now: float) -> None:
         """The sandbox run of ``inc`` ended: sign, release the slot, answer."""
         ref = inc.ref
+        took = f"{now - inc.started_s:.6f}"
+        if ev.failure is None:
+            self._log("task.done", ref.task_id, fuel=str(ev.fuel_used), time_s=took)
+        else:
+            self._log("task.failed", ref.task_id, failure=ev.failure.name.lower(), fuel=str(ev.fuel_used), time_s=took)
         tree, output = self.sign(ref, ev.outputs, ev.failure, ev.fuel_used, now)
         tree_bytes = tree.encode()
         if self.ctx.forge is not None:
@@ -326,7 +339,11 @@ class TaskServer:
             cid = self.ctx.blocks.put(output)
             msg = Result(ref.task_id, tree, output_cid=cid, output_bytes=len(output), nonce=nonce, log=inc.log)
         self._reply(inc, msg)
+        self._log("task.result_sent", ref.task_id, issuer=inc.issuer, bytes=str(len(output)))
         self._close(inc, Serving.ANSWERED)
+
+    def _log(self, event: str, task_id: str, **fields: str) -> None:
+        self.host.actions.append(Log("info", event, (("task", task_id), *fields.items())))
 
     def _reply(self, inc: Incoming, msg: WorkerMessage) -> None:
         if type(msg) is not Accepted:  # any answer says the task was taken: no TaskAccepted due any more
@@ -335,7 +352,7 @@ class TaskServer:
 
     def give_up(self, inc: Incoming, why: str) -> None:
         """Tell the issuer this peer will not answer ``inc`` (it tries elsewhere at once)."""
-        self.host.actions.append(Log("info", "task.gave_up", (("task", inc.ref.task_id), ("error", why))))
+        self._log("task.gave_up", inc.ref.task_id, error=why)
         self._reply(inc, Rejected(inc.ref.task_id, f"gave up: {why}"[:256]))
         self._close(inc, Serving.ANSWERED)
 
@@ -345,6 +362,7 @@ class TaskServer:
             self.host.forget_request(inc.request)
             self.host.actions.append(Abort(inc.request))
         splitting = inc.state is Serving.SPLITTING
+        self._log("task.dropped", inc.ref.task_id, why=why)
         self._close(inc, Serving.DROPPED)
         if splitting:
             self.host.cancel_split(inc, why, now)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
@@ -25,7 +25,9 @@ from pangea_p2p.errors import PangeaError, RemoteProtocolError, TransportError
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, write_frame
+from pangea_p2p.net.traffic import Traffic
 from pangea_p2p.node.blocks import BlockStore
+from pangea_p2p.node.ports import DuplexStream
 
 BLOCK_PROTOCOL = TProtocol("/pangea/block/1.0.0")
 FETCH_TIMEOUT_S = 60.0
@@ -35,7 +37,7 @@ PROVIDE_TIMEOUT_S = 30.0
 log = get_logger("blocks")
 
 
-async def serve_block(store: BlockStore, stream: INetStream) -> None:
+async def serve_block(store: BlockStore, stream: DuplexStream) -> None:
     try:
         reader = FrameReader(stream, 1024)
         with trio.fail_after(10):
@@ -57,9 +59,10 @@ async def serve_block(store: BlockStore, stream: INetStream) -> None:
         await stream.close()
 
 
-async def fetch_block(host: IHost, peer: ID, cid: str, size_max: int) -> bytes | None:
+async def fetch_block(host: IHost, peer: ID, cid: str, size_max: int, traffic: Traffic | None = None) -> bytes | None:
     """The block ``cid`` from ``peer`` (None if it does not have it); TransportError / RemoteProtocolError."""
-    stream = await hostlib.open_stream(host, peer, [BLOCK_PROTOCOL])
+    opened = await hostlib.open_stream(host, peer, [BLOCK_PROTOCOL])
+    stream: DuplexStream = opened if traffic is None else traffic.wrap(opened, "block")
     try:
         with trio.fail_after(FETCH_TIMEOUT_S):
             await write_frame(stream, codec.encode_block_request(cid))
@@ -85,13 +88,14 @@ async def fetch_block(host: IHost, peer: ID, cid: str, size_max: int) -> bytes |
         await stream.close()
 
 
-async def fetch_from_peers(host: IHost, cid: str, peers: Sequence[ID], size_max: int) -> bytes:
+async def fetch_from_peers(host: IHost, cid: str, peers: Sequence[ID], size_max: int,
+                           traffic: Traffic | None = None) -> bytes:
     """``cid`` from the first of ``peers`` that has it (checked against the cid); TransportError naming why
     each peer could not give it."""
     errors = []
     for peer in peers:
         try:
-            data = await fetch_block(host, peer, cid, size_max)
+            data = await fetch_block(host, peer, cid, size_max, traffic)
         except PangeaError as exc:
             errors.append(str(exc))
             continue
@@ -104,14 +108,15 @@ async def fetch_from_peers(host: IHost, cid: str, peers: Sequence[ID], size_max:
 class NetworkBlocks:
     """Blocks from the network: the peers named, else providers found in the DHT (node/ports.py BlockNetwork)."""
 
-    def __init__(self, host: IHost, dht: KadDHT) -> None:
+    def __init__(self, host: IHost, dht: KadDHT, traffic: Traffic | None = None) -> None:
         self.host = host
         self.dht = dht
+        self.traffic = traffic
 
     async def fetch(self, cid: str, peers: Sequence[str], size_max: int) -> bytes:
         ids = [ID.from_base58(p) for p in peers]
         try:
-            return await fetch_from_peers(self.host, cid, ids, size_max)
+            return await fetch_from_peers(self.host, cid, ids, size_max, self.traffic)
         except TransportError as first:
             providers: list[ID] = []
             try:
@@ -122,7 +127,7 @@ class NetworkBlocks:
                 log.debug("dht.find_providers_failed", cid=cid, error=repr(exc))
             if not providers:
                 raise first
-            return await fetch_from_peers(self.host, cid, providers, size_max)
+            return await fetch_from_peers(self.host, cid, providers, size_max, self.traffic)
 
     async def provide(self, cid: str) -> bool:
         """Announce ``cid`` in the DHT (py-libp2p republishes its provider records itself); whether it worked."""

@@ -23,6 +23,7 @@ from pangea_p2p.core.jobs import codec
 from pangea_p2p.errors import PangeaError, RemoteProtocolError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.framing import FrameReader, FrameWriter
+from pangea_p2p.net.traffic import Traffic
 from pangea_p2p.node.ports import DuplexStream
 
 COMPUTE_PROTOCOL = TProtocol("/pangea/compute/1.0.0")
@@ -72,13 +73,16 @@ class MessageStream:
 
 
 class ComputeDialer:
-    """Opens compute streams with a libp2p host, with a deadline (net/host.py ``open_stream``)."""
+    """Opens compute streams with a libp2p host, with a deadline (net/host.py ``open_stream``), counted in
+    ``traffic`` when given."""
 
-    def __init__(self, host: IHost) -> None:
+    def __init__(self, host: IHost, traffic: Traffic | None = None) -> None:
         self.host = host
+        self.traffic = traffic
 
-    async def open(self, peer_id: str) -> INetStream:
-        return await hostlib.open_stream(self.host, ID.from_base58(peer_id), [COMPUTE_PROTOCOL])
+    async def open(self, peer_id: str) -> DuplexStream:
+        stream = await hostlib.open_stream(self.host, ID.from_base58(peer_id), [COMPUTE_PROTOCOL])
+        return stream if self.traffic is None else self.traffic.wrap(stream, "compute")
 
 
 def remote_peer(stream: INetStream) -> str:

@@ -31,6 +31,7 @@ from pangea_p2p.core.jobs.events import (
     FromIssuer,
     FromWorker,
     IssuerLost,
+    Log,
     Malformed,
     ProofReceived,
     PublishProof,
@@ -50,7 +51,7 @@ from pangea_p2p.core.verify.execution import issue_receipt
 from pangea_p2p.core.verify.fraud import FraudProof
 from pangea_p2p.core.verify.receipts import ReceiptTree
 from pangea_p2p.core.verify.tree import verify_tree
-from pangea_p2p.errors import ConfigError, LocalProtocolError
+from pangea_p2p.errors import ConfigError, FailureKind, LocalProtocolError
 from tests.core.jobs.coord_driver import ident
 
 T0 = 1_000.0
@@ -87,6 +88,7 @@ class Peer:
     aborted: set[int] = field(default_factory=set)
     auto_run: bool = True  # answer every Execute at once with sha256 of each chunk
     log: bytes = b""  # what its runs print
+    logs: list[Log] = field(default_factory=list)  # the Log actions it produced
 
     @property
     def peer_id(self) -> str:
@@ -176,6 +178,8 @@ class Net:
                     peer.runs.append(act)
             elif isinstance(act, Abort):
                 peer.aborted.add(act.request)
+            elif isinstance(act, Log):
+                peer.logs.append(act)
             elif isinstance(act, PublishProof):  # gossip: to every other peer
                 self.published.append((peer.name, act.data))
                 others = [p for p in self.peers.values() if p is not peer]
@@ -267,6 +271,32 @@ def test_a_committed_result_waits_for_its_reveal_request_then_gives_up() -> None
     assert run.state is not JobState.DONE  # the issuer never heard a reveal: nothing accepted
 
 
+def test_a_worker_logs_each_served_task_from_acceptance_to_its_result() -> None:
+    net, sub, worker = pair()
+    worker.auto_run = False
+    net.submit(sub, [b"slow", b"fails"])
+    ok, bad = worker.runs
+    worker.runs = []
+    net.now = T0 + 2.5
+    net.handle(worker, net._executed(worker, ok))
+    net.handle(worker, Executed(bad.request, None, FailureKind.OUT_OF_FUEL, 777))
+    by_task: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    for entry in worker.logs:
+        fields = dict(entry.fields)
+        by_task.setdefault(fields.pop("task"), []).append((entry.event, fields))
+    issuer = sub.peer_id
+    assert by_task["job/t0"] == [
+        ("task.accepted", {"issuer": issuer, "job": "job", "verdict": "run"}),
+        ("task.running", {"issuer": issuer}),
+        ("task.done", {"fuel": "1000", "time_s": "2.500000"}),
+        ("task.result_sent", {"issuer": issuer, "bytes": str(len(frame_chunks([sha(b"slow")])))}),
+    ]
+    first_try = [e for e, _ in by_task["job/t1"]][:4]  # then the submitter offers it again (more fuel)
+    assert first_try == ["task.accepted", "task.running", "task.failed", "task.result_sent"]
+    assert by_task["job/t1"][2][1] == {"failure": "out_of_fuel", "fuel": "777", "time_s": "2.500000"}
+    assert all(entry.level == "info" for entry in worker.logs)
+
+
 def test_a_cancel_aborts_the_run_and_its_late_outcome_is_ignored() -> None:
     net, sub, worker = pair()
     worker.auto_run = False
@@ -274,6 +304,8 @@ def test_a_cancel_aborts_the_run_and_its_late_outcome_is_ignored() -> None:
     (run,) = worker.runs
     net.handle(worker, FromIssuer(sub.peer_id, 1, codec.Cancel("job/t0")))
     assert run.request in worker.aborted
+    assert (worker.logs[-1].event, dict(worker.logs[-1].fields)) == (
+        "task.dropped", {"task": "job/t0", "why": "cancelled by the issuer"})
     assert worker.behaviour.serving("job/t0") is None
     assert worker.behaviour.admission.free_slots() == 2
     results_before = len(net.sent(codec.Result))
