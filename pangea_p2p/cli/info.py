@@ -37,6 +37,10 @@ def _print_answer(command: str, doc: Any, as_json: bool) -> None:
         print(doc["peer_id"])
         for addr in doc["addrs"]:
             print(f"  {addr}")
+        if "nat" in doc:
+            print(_nat_line(doc["nat"]))
+            for addr in doc["nat"].get("relay_addrs", []):
+                print(f"  {addr}")
     elif command == "peers":
         for row in doc["peers"]:
             flags = ",".join(k for k in ("connected", "in_routing_table", "has_advert") if row[k])
@@ -49,3 +53,15 @@ def _print_answer(command: str, doc: Any, as_json: bool) -> None:
             print("rejected: " + ", ".join(f"{k}={v}" for k, v in doc["rejected"].items()))
     else:
         print(json.dumps(doc, indent=2))
+
+
+def _nat_line(nat: dict[str, Any]) -> str:
+    """``reachability: private (confidence 2), relays: 2`` — how other peers reach this one."""
+    line = f"reachability: {nat['reachability']}"
+    if nat.get("confidence"):
+        line += f" (confidence {nat['confidence']})"
+    if nat.get("relay_service"):
+        line += f", relay service: {nat['relay_slots_free']} reservations free"
+    if nat.get("relays"):
+        line += f", reserved on {len(nat['relays'])} relay(s):"
+    return line

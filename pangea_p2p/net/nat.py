@@ -232,6 +232,14 @@ class NatService:
 
     # --- dialing through relays -----------------------------------------------------------------------------
 
+    def learn_relay_addrs(self, peer_id: str, addrs: list[str]) -> None:
+        """``peer_id``'s advert lists these circuit addresses (only those ending in its own id are kept)."""
+        mine = [a for a in addrs if a.endswith(f"/p2p-circuit/p2p/{peer_id}")]
+        if mine:
+            self.relay_addrs_of[peer_id] = mine
+        else:
+            self.relay_addrs_of.pop(peer_id, None)
+
     def link(self, peer_id: str) -> Link | None:
         return connection_link(self.host, ID.from_base58(peer_id))
 
@@ -259,9 +267,7 @@ class NatService:
             known = []
         direct = [a for a in known if "/p2p-circuit" not in str(a)]
         circuits = self.relay_addrs_of.get(peer_id, [])
-        if direct and not circuits:
-            return  # the stream open dials it as before
-        if direct:
+        if not circuits:  # a peer without relay addresses is dialed directly, as the stream open does anyway
             try:
                 with trio.fail_after(DIAL_TIMEOUT_S):
                     await self.host.connect(PeerInfo(peer, direct))
@@ -270,6 +276,8 @@ class NatService:
                 raise
             except Exception as exc:
                 errors.append(f"direct: {exc}")
+        # a peer with relay addresses said it is private: its direct addresses are behind a NAT, where a dial
+        # waits out its whole timeout; DCUtR is what turns the relayed connection into a direct one
         for addr in circuits:
             try:
                 with trio.fail_after(DIAL_TIMEOUT_S):

@@ -30,6 +30,7 @@ from pangea_p2p.core.trust import TrustConfig
 from pangea_p2p.core.verify.config import VerifyConfig
 from pangea_p2p.core.verify.fraud import FraudConfig
 from pangea_p2p.errors import ConfigError
+from pangea_p2p.net.nat import NatConfig
 from pangea_p2p.net.overlay import GossipConfig
 
 _T = typing.TypeVar("_T")
@@ -209,6 +210,7 @@ class NodeConfig:
     fraud: FraudConfig = field(default_factory=FraudConfig)  # the fraud proofs it takes in and re-runs
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    nat: NatConfig = field(default_factory=NatConfig)  # reachability, relays, port mapping (net/nat.py)
 
     def __post_init__(self) -> None:
         if not self.listen:

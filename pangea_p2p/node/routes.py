@@ -28,6 +28,7 @@ def add_routes(router: Router, peer: Peer) -> None:
             "addrs": peer.addrs(),
             "public_key": peer.identity.public_key.hex(),
             "version": __version__,
+            "nat": peer.nat_json(),
         })
 
     async def get_peers(_: ApiRequest) -> ApiResponse:
@@ -66,6 +67,7 @@ def add_routes(router: Router, peer: Peer) -> None:
             "connected_peers": len(peer.connected_peers()),
             "routing_table_size": len(peer.routing_table_peers()),
             "directory_size": len(peer.directory),
+            "nat": peer.nat_json(),
             "bootstrap": {addr: {"status": s.status, "attempts": s.attempts, "last_error": s.last_error}
                           for addr, s in peer.bootstrap.items()},
         })

@@ -92,7 +92,7 @@ async def test_a_private_peer_is_reached_through_its_relay() -> None:
         assert circuits == [f"{a}/p2p/{relay.get_id()}/p2p-circuit/p2p/{home.get_id()}"
                             for a in hostlib.dialable_addrs(relay)]
         # the issuer knows the home peer only by its advertised relay addresses
-        nat_i.relay_addrs_of[str(home.get_id())] = circuits
+        nat_i.learn_relay_addrs(str(home.get_id()), circuits)
         with trio.fail_after(20):
             await nat_i.connect(str(home.get_id()))
             assert nat_i.link(str(home.get_id())) is Link.RELAYED
@@ -124,7 +124,7 @@ async def test_a_circuit_carries_at_most_its_byte_limit() -> None:
         nat_r.update_relay_service(time.time())
         with trio.fail_after(20):
             await nat_h.keep_relays([relay_of(relay)], time.time())
-        nat_i.relay_addrs_of[str(home.get_id())] = nat_h.book.relay_addrs(str(home.get_id()))
+        nat_i.learn_relay_addrs(str(home.get_id()), nat_h.book.relay_addrs(str(home.get_id())))
         with trio.fail_after(30):
             await nat_i.connect(str(home.get_id()))
             assert len(await echo(issuer, home, 1000)) == 1000
@@ -135,7 +135,8 @@ async def test_a_circuit_carries_at_most_its_byte_limit() -> None:
 async def test_connect_says_why_a_peer_cannot_be_reached() -> None:
     async with nat_hosts(NatConfig()) as [(_, nat)]:
         ghost = Identity(b"g" * 32).peer_id
-        nat.relay_addrs_of[ghost] = [f"/ip4/127.0.0.1/tcp/1/p2p/{Identity(b'r' * 32).peer_id}/p2p-circuit/p2p/{ghost}"]
+        relay = Identity(b"r" * 32).peer_id
+        nat.learn_relay_addrs(ghost, [f"/ip4/127.0.0.1/tcp/1/p2p/{relay}/p2p-circuit/p2p/{ghost}"])
         with trio.fail_after(30), pytest.raises(TransportError, match="directly or through a relay"):
             await nat.connect(ghost)
 
