@@ -146,10 +146,12 @@ class NatService:
 
     async def probe(self, own_addrs: Sequence[str], now: float) -> int:
         """Ask up to ``servers_per_probe`` directly connected peers that speak AutoNAT to dial us back; the
-        number of answers that counted as evidence."""
-        self.model.probed(now)
+        number of answers that counted as evidence. With nobody to ask, the probe is not counted as made."""
         servers = [p for p in self.host.get_connected_peers()
                    if connection_link(self.host, p) is not Link.RELAYED and _speaks(self.host, p, AUTONAT_PROTOCOL_ID)]
+        if not servers:
+            return 0
+        self.model.probed(now)
         addrs = [multiaddr.Multiaddr(a).to_bytes() for a in own_addrs]
         counted = 0
         for server in sorted(servers, key=str)[: self.config.servers_per_probe]:
