@@ -56,6 +56,7 @@ from pangea_p2p.core.nat import (
     RelayConfig,
 )
 from pangea_p2p.errors import ConfigError, TransportError
+from pangea_p2p.net import host as hostlib
 from pangea_p2p.net import workarounds
 
 DIAL_TIMEOUT_S = 10.0
@@ -169,6 +170,17 @@ class NatService:
                 continue
             counted += 1
         return counted
+
+    def own_addrs(self) -> list[str]:
+        """Our dialable addresses: the listen ones, and with a UPnP port mapping (``nat.upnp``) the router's
+        external address with each mapped port (py-libp2p maps the ports but does not announce the address)."""
+        addrs = hostlib.dialable_addrs(self.host)
+        upnp = getattr(self.host, "upnp", None)
+        external = upnp.get_external_ip() if upnp is not None else None
+        if external:
+            ports = {a.value_for_protocol("tcp") for a in self.host.get_transport_addrs()}
+            addrs = [f"/ip4/{external}/tcp/{p}" for p in sorted(ports)] + addrs
+        return addrs
 
     # --- relay service ------------------------------------------------------------------------------------
 

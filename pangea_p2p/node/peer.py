@@ -176,7 +176,7 @@ async def _nat_task(peer: Peer) -> None:
         now = time.time()
         if nat.config.reachability == "auto" and nat.model.next_probe_at(now) <= now and peer.connected_peers():
             try:
-                await nat.probe(hostlib.dialable_addrs(peer.host), now)
+                await nat.probe(nat.own_addrs(), now)
             except Exception as exc:
                 log.warning("nat.probe_failed", error=_one_line(exc))
         now = time.time()

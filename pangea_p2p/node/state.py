@@ -96,7 +96,7 @@ class Peer:
             memory_bytes_max=cfg.memory_bytes_max,
             wall_time_s_max=cfg.wall_time_s_max,
             software_version=__version__,
-            addrs=tuple(hostlib.dialable_addrs(self.host)[:16]),
+            addrs=tuple((self.nat.own_addrs() if self.nat else hostlib.dialable_addrs(self.host))[:16]),
             **self._nat_fields(),
         )
 

@@ -141,6 +141,18 @@ async def test_connect_says_why_a_peer_cannot_be_reached() -> None:
             await nat.connect(ghost)
 
 
+async def test_a_upnp_mapping_adds_the_routers_address_with_the_mapped_port() -> None:
+    class MappedRouter:  # what py-libp2p's UpnpManager says after mapping the port on a home router
+        def get_external_ip(self) -> str:
+            return "203.0.113.7"
+
+    async with nat_hosts(NatConfig()) as [(host, nat)]:
+        port = host.get_transport_addrs()[0].value_for_protocol("tcp")
+        assert nat.own_addrs() == hostlib.dialable_addrs(host)  # no mapping: the listen addresses
+        host.upnp = MappedRouter()  # type: ignore[attr-defined]
+        assert nat.own_addrs() == [f"/ip4/203.0.113.7/tcp/{port}", *hostlib.dialable_addrs(host)]
+
+
 @pytest.mark.parametrize(("kwargs", "key"), [({"reachability": "maybe"}, "nat.reachability"),
                                              ({"relay_service": "yes"}, "nat.relay_service"),
                                              ({"relay_circuit_bytes_max": 10}, "nat.relay_circuit_bytes_max"),
