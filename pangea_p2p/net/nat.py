@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import multiaddr
@@ -37,6 +37,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.config import RelayConfig as Libp2pRelayConfig
 from libp2p.relay.circuit_v2.config import RelayRole
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import Status as CircuitStatus
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
@@ -76,6 +77,7 @@ class NatConfig:
     relay_circuit_bytes_max: int = 64 << 20  # per circuit, both directions
     relay_circuit_duration_s: int = 600  # per circuit
     relays_wanted: int = 2  # relays a private peer keeps a reservation on
+    hole_punching: bool = True  # DCUtR: upgrade relayed connections to direct ones where the NATs allow
 
     def __post_init__(self) -> None:
         if self.reachability not in {"auto", "public", "private"}:
@@ -128,14 +130,19 @@ class NatService:
         self.circuit = CircuitV2Protocol(host, config.relay_limits(), allow_hop=False)
         self.transport = CircuitV2Transport(host, self.circuit, Libp2pRelayConfig(roles=RelayRole.CLIENT))
         self.serving_relay = False
+        self.dcutr = DCUtRProtocol(host) if config.hole_punching else None
         self.relay_addrs_of: dict[str, list[str]] = {}  # peer -> its advertised circuit addresses
         self._dial_locks: dict[str, trio.Lock] = {}
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[NatService]:
         """Run the circuit relay protocol (its STOP handler: accepting relayed connections) while inside."""
-        async with background_trio_service(self.circuit):
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(background_trio_service(self.circuit))
             await self.circuit.event_started.wait()
+            if self.dcutr is not None:
+                await stack.enter_async_context(background_trio_service(self.dcutr))
+                await self.dcutr.event_started.wait()
             yield self
 
     # --- reachability -----------------------------------------------------------------------------------
@@ -255,7 +262,12 @@ class NatService:
             self.relay_addrs_of.pop(peer_id, None)
 
     def link(self, peer_id: str) -> Link | None:
-        return connection_link(self.host, ID.from_base58(peer_id))
+        """How we are connected to ``peer_id`` now; a direct connection DCUtR made (which outlives the relayed
+        one it replaced) stays ``hole-punched``."""
+        peer = ID.from_base58(peer_id)
+        link = connection_link(self.host, peer)
+        punched = self.dcutr is not None and peer in self.dcutr._direct_connections
+        return Link.HOLE_PUNCHED if link is Link.DIRECT and punched else link
 
     async def connect(self, peer_id: str) -> None:
         """Make sure we hold a connection to ``peer_id``: its direct addresses first, then its relay addresses

@@ -6,7 +6,8 @@
                             |
                       hN (home: 192.168.N.2, default route via rN)
 
-Nothing from outside reaches a home namespace (the router only masquerades outbound traffic). Each namespace
+Nothing from outside reaches a home namespace: the router masquerades outbound traffic and drops unsolicited
+inbound packets (as a home router does; no reset either, which matters for hole punching). Each namespace
 also gets a management veth to the root namespace (10.78.K.0/30), so the test process reaches the peers' HTTP
 APIs there; no peer listens on it, and no other namespace routes to it. Everything is removed at exit.
 Needs root (CAP_NET_ADMIN), ``ip`` (iproute2) and ``nft`` (nftables); ``unavailable()`` says what is missing.
@@ -14,10 +15,13 @@ Needs root (CAP_NET_ADMIN), ``ip`` (iproute2) and ``nft`` (nftables); ``unavaila
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+
+_LABS = itertools.count()
 
 
 def _run(*cmd: str) -> None:
@@ -50,8 +54,9 @@ class NatLab:
     """The namespaces of one test (see the module docstring); ``homes`` home networks."""
 
     homes: int = 2
-    tag: str = field(default_factory=lambda: f"p{os.getpid() % 100000}")
+    tag: str = field(default_factory=lambda: f"p{os.getpid() % 10000}x{next(_LABS)}")
     namespaces: list[str] = field(default_factory=list)
+    root_links: list[str] = field(default_factory=list)
     _mgmt: int = 0
 
     @property
@@ -93,6 +98,7 @@ class NatLab:
                 self.exec(ns, "ip", "addr", "add", ip, "dev", ifname)
                 self.exec(ns, "ip", "link", "set", ifname, "up")
             else:
+                self.root_links.append(ifname)
                 _run("ip", "addr", "add", ip, "dev", ifname)
                 _run("ip", "link", "set", ifname, "up")
 
@@ -121,12 +127,21 @@ class NatLab:
                 self.exec(router, "nft", "add chain ip nat postrouting { type nat hook postrouting priority 100 ; }")
                 self.exec(router, "nft", "add", "rule", "ip", "nat", "postrouting", "oifname", f"{self.tag}rp{n}",
                           "masquerade")
+                # like a home router: unsolicited packets from outside are dropped, not answered with a reset
+                self.exec(router, "nft", "add", "table", "inet", "filter")
+                for hook in ("input", "forward"):
+                    self.exec(router, "nft", f"add chain inet filter {hook} {{ type filter hook {hook} priority 0 ; }}")
+                    self.exec(router, "nft", "add", "rule", "inet", "filter", hook, "iifname", f"{self.tag}rp{n}",
+                              "ct", "state", "new", "drop")
         except BaseException:
             self.close()
             raise
         return self
 
     def close(self) -> None:
+        for link in self.root_links:  # at once (a namespace's veths otherwise go some time after it)
+            subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=30)
+        self.root_links.clear()
         for ns in reversed(self.namespaces):  # deleting a namespace deletes its veths (and their peers)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
         self.namespaces.clear()

@@ -57,8 +57,9 @@ class Peer:
 
 
 @contextmanager
-def nat_network(base: Path) -> Iterator[tuple[netns.NatLab, list[Peer]]]:
-    """Relays r0, r1 in the public namespace; home peers h1, h2 behind their NATs. Yields (lab, [r0, r1, h1, h2])."""
+def nat_network(base: Path, relays: int = 2, h1_punches: bool = True) -> Iterator[tuple[netns.NatLab, list[Peer]]]:
+    """Relays r0 (and r1) in the public namespace; home peers h1, h2 behind their NATs (``h1_punches``: h1 runs
+    DCUtR). Yields (lab, [r0, (r1,) h1, h2])."""
     with ExitStack() as stack:
         lab = stack.enter_context(netns.NatLab(homes=2))
         procs: list[NodeProcess] = []
@@ -71,13 +72,16 @@ def nat_network(base: Path) -> Iterator[tuple[netns.NatLab, list[Peer]]]:
             procs.append(proc)
             return Peer(lab, ns, proc)
 
-        relays = [f"/ip4/{lab.pub_ip(n)}/tcp/{{port}}" for n in (1, 2)]
-        r0 = start(lab.pub, "r0", [a.format(port=4001) for a in relays], *RELAY_ONLY)
+        listen = [f"/ip4/{lab.pub_ip(n)}/tcp/{{port}}" for n in (1, 2)]
+        r0 = start(lab.pub, "r0", [a.format(port=4001) for a in listen], *RELAY_ONLY)
         boot = {n: next(a for a in r0.addrs if f"/{lab.pub_ip(n)}/" in a) for n in (1, 2)}
-        r1 = start(lab.pub, "r1", [a.format(port=4002) for a in relays], "--bootstrap", boot[1], *RELAY_ONLY)
+        others = [start(lab.pub, f"r{i}", [a.format(port=4001 + i) for a in listen], "--bootstrap", boot[1],
+                        *RELAY_ONLY) for i in range(1, relays)]
+        punch = {1: h1_punches, 2: True}
         homes = [start(lab.home(n), f"h{n}", [f"/ip4/{lab.home_ip(n)}/tcp/4001"], "--bootstrap", boot[n],
-                       "--set", "capacity.task_slots=1") for n in (1, 2)]
-        yield lab, [r0, r1, *homes]
+                       "--set", "capacity.task_slots=1", "--set", f"nat.hole_punching={str(punch[n]).lower()}")
+                 for n in (1, 2)]
+        yield lab, [r0, *others, *homes]
 
 
 def adverts(peer: Peer) -> dict[str, dict[str, Any]]:
@@ -110,7 +114,9 @@ def wait_done(client: Client, handle: JobHandle[Any], timeout_s: float) -> None:
 
 @pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "")
 def test_home_peers_behind_nat_work_through_relays(tmp_path: Path) -> None:
-    with nat_network(tmp_path) as (_, peers):
+    # h1 runs no DCUtR here, so the two home peers stay on a relayed connection (see the next test for the
+    # hole punch)
+    with nat_network(tmp_path, relays=2, h1_punches=False) as (_, peers):
         r0, r1, h1, h2 = peers
         relay_ids = {r0.peer_id, r1.peer_id}
         # reachability: relays public (dialed back by the home peers), home peers private (their routers'
@@ -141,8 +147,7 @@ def test_home_peers_behind_nat_work_through_relays(tmp_path: Path) -> None:
             assert handle.outputs() == job.run_local(4)
             assert handle.verify().ok
             assert h1.peer_id in workers_of(client, handle.job_id), client.explain(handle.job_id)
-        link = h2.get("health")["nat"]["links"][h1.peer_id]
-        assert link in {"relayed", "hole-punched"}
+        assert h2.get("health")["nat"]["links"][h1.peer_id] == "relayed"
 
         # a relay stops mid-job: the tasks it carried are sent again through the other relay; none is lost
         with h1.client() as client:
@@ -155,3 +160,18 @@ def test_home_peers_behind_nat_work_through_relays(tmp_path: Path) -> None:
             wait_done(client, handle, 240)
             assert handle.outputs() == job.run_local(6)
             assert handle.verify().ok
+
+
+@pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "")
+def test_two_home_peers_punch_a_hole_through_their_nats(tmp_path: Path) -> None:
+    with nat_network(tmp_path, relays=1) as (_, [_, h1, h2]):
+        poll("h1's relay addresses in h2's directory", lambda: bool(adverts(h2).get(h1.peer_id, {}).get(
+            "relay_addrs")), 90)
+        with h2.client() as client:  # the first task opens a relayed connection to h1; DCUtR upgrades it
+            job = bench_job()
+            handle = job.submit(2, client)
+            wait_done(client, handle, 120)
+            assert handle.outputs() == job.run_local(2)
+            assert handle.verify().ok
+        poll("a hole-punched connection", lambda: h2.get("health")["nat"]["links"].get(h1.peer_id) == "hole-punched",
+             30)
