@@ -1,4 +1,4 @@
-"""Peers behind NAT, in network namespaces the test creates and removes (tests/e2e/netns.py).
+"""Peers behind NAT, in network namespaces the test creates and removes (pangea_p2p/netlab.py).
 
 A public network holds two relay peers (the first is also the bootstrap); two home networks each sit behind
 their own NAT router (nftables masquerade) with one peer. The relays cannot take the test's tasks (their fuel
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from pangea_p2p import netlab as netns
 from pangea_p2p.sdk.client import Client
 from pangea_p2p.sdk.job import Job, JobHandle, Limits
-from tests.e2e import netns
 from tests.e2e.nodeproc import NodeProcess
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Network namespaces for tests: a "public" network and "home" networks each behind its own NAT router.
+"""Network namespaces for tests and benchmarks: a "public" network and "home" networks each behind its own NAT.
 
     root ns  --mgmt veth-- pub   (the public network: 10.77.N.1 towards router N; forwards between routers)
                             |
