@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,12 @@ class Node:
                "--set", f"api.host={lab.mgmt_ip(ns)}", "--set", "api.allow_remote=true", *FAST, *args]
         for addr in listen:
             cmd += ["--listen", addr]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
+        self.log: list[str] = []
         self._ready = threading.Event()
         threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump_log, daemon=True).start()
         if not self._ready.wait(START_TIMEOUT_S):
             self.stop()
             raise SystemExit(f"{ns}: the peer did not start within {START_TIMEOUT_S:g} s")
@@ -68,6 +71,22 @@ class Node:
             self.lines.append(line.rstrip("\n"))
             if line.startswith("api on "):
                 self._ready.set()
+
+    def _pump_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line.rstrip("\n"))
+
+    def event_at(self, event: str, *contains: str) -> float | None:
+        """Seconds from the process start to the first log line of ``event`` (containing ``contains``)."""
+        for line in self.log:
+            stamp, _, rest = line.partition(" ")
+            if f" {event}" in f" {rest}" and all(c in rest for c in contains):
+                try:
+                    return datetime.fromisoformat(stamp).timestamp() - self.started_at
+                except ValueError:
+                    continue
+        return None
 
     def get(self, what: str) -> Any:
         with Client(self.api, timeout_s=30) as client:
@@ -156,6 +175,12 @@ def main() -> None:
             if status["state"] != "done":
                 raise SystemExit(f"the first job ended {status['state']}")
             print(f"home peer start -> first accepted task (relayed): {first:.2f} s")
+            steps = [("peer started", h1.event_at("peer.started")),
+                     ("bootstrap connected", h1.event_at("bootstrap.connected")),
+                     ("found private", h1.event_at("nat.changed", "reachability=private")),
+                     ("relay reserved", h1.event_at("nat.changed", "relays=['"))]
+            print("  of which (seconds after the process start): "
+                  + ", ".join(f"{name} {at:.2f}" for name, at in steps if at is not None))
 
             results: dict[str, list[float]] = {}
             relayed = [run_job(issuer, i) for i in range(1, args.rounds + 1)]
