@@ -57,8 +57,11 @@ from pangea_p2p.core.nat import (
     RelayConfig,
 )
 from pangea_p2p.errors import ConfigError, TransportError
+from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net import workarounds
+
+log = get_logger("nat")
 
 DIAL_TIMEOUT_S = 10.0
 RESERVE_TIMEOUT_S = 10.0
@@ -128,11 +131,16 @@ class NatService:
         self.book = RelayBook(relays or RelayConfig(relays_wanted=config.relays_wanted))
         self.autonat = AutoNATService(host, serve=True)  # type: ignore[arg-type]  # wants BasicHost
         self.circuit = CircuitV2Protocol(host, config.relay_limits(), allow_hop=False)
-        self.transport = CircuitV2Transport(host, self.circuit, Libp2pRelayConfig(roles=RelayRole.CLIENT))
+        # Role STOP, not CLIENT: with CLIENT, CircuitV2Transport.dial first makes a reservation *for the dialer*
+        # on the relay before every CONNECT (a second round trip, a relay slot taken by a peer that needs none,
+        # and in the namespace test the first relayed task offer to a home peer hung for its whole 10 s
+        # timeout). Reservations are NatService.reserve's job, for private peers only.
+        self.transport = CircuitV2Transport(host, self.circuit, Libp2pRelayConfig(roles=RelayRole.STOP))
         self.serving_relay = False
         self.dcutr = DCUtRProtocol(host) if config.hole_punching else None
         self.relay_addrs_of: dict[str, list[str]] = {}  # peer -> its advertised circuit addresses
         self._dial_locks: dict[str, trio.Lock] = {}
+        self._relays_learned: dict[str, trio.Event] = {}  # peers being dialed directly, until relays are known
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[NatService]:
@@ -258,6 +266,9 @@ class NatService:
         mine = [a for a in addrs if a.endswith(f"/p2p-circuit/p2p/{peer_id}")]
         if mine:
             self.relay_addrs_of[peer_id] = mine
+            learned = self._relays_learned.pop(peer_id, None)
+            if learned is not None:  # a direct dial to it is pending: it gives way to the relays (see _dial)
+                learned.set()
         else:
             self.relay_addrs_of.pop(peer_id, None)
 
@@ -294,26 +305,67 @@ class NatService:
         direct = [a for a in known if "/p2p-circuit" not in str(a)]
         circuits = self.relay_addrs_of.get(peer_id, [])
         if not circuits:  # a peer without relay addresses is dialed directly, as the stream open does anyway
+            started = time.monotonic()
             try:
-                with trio.fail_after(DIAL_TIMEOUT_S):
-                    await self.host.connect(PeerInfo(peer, direct))
-                return
+                if await self._dial_direct(peer, peer_id, direct):
+                    return
             except trio.Cancelled:
                 raise
             except Exception as exc:
+                log.debug("nat.dial_failed", peer=peer_id, via="direct", took_s=round(time.monotonic() - started, 3),
+                          error=repr(exc)[:200])
                 errors.append(f"direct: {exc}")
+            circuits = self.relay_addrs_of.get(peer_id, [])
         # a peer with relay addresses said it is private: its direct addresses are behind a NAT, where a dial
         # waits out its whole timeout; DCUtR is what turns the relayed connection into a direct one
         for addr in circuits:
+            started = time.monotonic()
             try:
                 with trio.fail_after(DIAL_TIMEOUT_S):
                     await self.transport.dial(multiaddr.Multiaddr(addr))
+                log.debug("nat.dialed", peer=peer_id, via=addr, took_s=round(time.monotonic() - started, 3))
                 return
             except trio.Cancelled:
                 raise
             except Exception as exc:
+                log.debug("nat.dial_failed", peer=peer_id, via=addr, took_s=round(time.monotonic() - started, 3),
+                          error=repr(exc)[:200])
                 errors.append(f"{addr}: {exc}")
         raise TransportError(f"cannot reach {peer_id} directly or through a relay ({'; '.join(errors)[:300]})")
+
+
+    async def _dial_direct(self, peer: ID, peer_id: str, addrs: list[multiaddr.Multiaddr]) -> bool:
+        """Dial ``addrs`` (True once connected); give up early (False) if the peer's relay addresses arrive
+        meanwhile. A peer's first advert, sent before it knows it is private, has no relay addresses, and a dial
+        to an address behind a NAT hangs until its timeout (10 s, measured in the namespace test), when its
+        next advert, a second later, says how to reach it. Exceptions: the dial's (TooSlowError at the timeout)."""
+        learned = self._relays_learned.setdefault(peer_id, trio.Event())
+        connected = False
+        failure: Exception | None = None
+        try:
+            with trio.fail_after(DIAL_TIMEOUT_S):
+                async with trio.open_nursery() as nursery:
+                    async def dial() -> None:
+                        nonlocal connected, failure
+                        try:
+                            await self.host.connect(PeerInfo(peer, addrs))
+                            connected = True
+                        except Exception as exc:
+                            failure = exc
+                        nursery.cancel_scope.cancel()
+
+                    async def give_way() -> None:
+                        await learned.wait()
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(dial)
+                    nursery.start_soon(give_way)
+        finally:
+            if self._relays_learned.get(peer_id) is learned:
+                del self._relays_learned[peer_id]
+        if failure is not None:
+            raise failure
+        return connected
 
 
 def _speaks(host: IHost, peer: ID, protocol: str) -> bool:

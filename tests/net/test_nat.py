@@ -4,6 +4,7 @@ its relay, the link reported per connection, and the relay's per-circuit byte li
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -96,8 +97,36 @@ async def test_a_private_peer_is_reached_through_its_relay() -> None:
         with trio.fail_after(20):
             await nat_i.connect(str(home.get_id()))
             assert nat_i.link(str(home.get_id())) is Link.RELAYED
+            # dialing through the relay takes no reservation for the dialer (py-libp2p's CLIENT role would)
+            assert nat_r.relay_slots_free() == 31
             assert await echo(issuer, home, 10_000) == (bytes(range(256)) * 39 + b"x" * 16)
         assert nat_i.link(str(relay.get_id())) is Link.DIRECT
+
+
+async def test_a_pending_direct_dial_gives_way_when_the_peers_relay_addresses_arrive() -> None:
+    # A peer's first advert comes before it knows it is private: an issuer dials its address behind the NAT,
+    # which hangs (here: a port that completes TCP handshakes and then never speaks). When the peer's next
+    # advert brings its relay addresses, the dial goes through the relay at once instead of timing out.
+    public, private = NatConfig(reachability="public"), NatConfig(reachability="private")
+    async with nat_hosts(public, private, NatConfig()) as [(relay, nat_r), (home, nat_h), (issuer, nat_i)]:
+        nat_r.update_relay_service(time.time())
+        with trio.fail_after(20):
+            await nat_h.keep_relays([relay_of(relay)], time.time())
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # never accepted: the kernel completes the handshake, nothing answers the Noise hello
+        try:
+            port = silent.getsockname()[1]
+            issuer.get_peerstore().add_addrs(home.get_id(), [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")],
+                                             60)
+            with trio.fail_after(5):  # the direct dial alone would take 10 s
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(nat_i.connect, str(home.get_id()))
+                    await wait_for(lambda: str(home.get_id()) in nat_i._relays_learned, 5)  # the dial is under way
+                    nat_i.learn_relay_addrs(str(home.get_id()), nat_h.book.relay_addrs(str(home.get_id())))
+            assert nat_i.link(str(home.get_id())) is Link.RELAYED
+        finally:
+            silent.close()
 
 
 async def test_a_relay_that_refuses_is_cooled_down_and_another_is_used() -> None:
