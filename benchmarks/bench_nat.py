@@ -147,10 +147,11 @@ def main() -> None:
     if why_not:
         print(f"bench_nat: skipped: {why_not}")
         return
-    base = Path(tempfile.mkdtemp(prefix="bench-nat-"))
-    nodes: list[Node] = []
-    try:
-        with netlab.NatLab(homes=3) as lab:
+    with tempfile.TemporaryDirectory(prefix="bench-nat-") as tmp, netlab.NatLab(homes=3) as lab:
+        base = Path(tmp)
+        nodes: list[Node] = []
+        try:
+
             def start(ns: str, name: str, listen: list[str], *extra: str) -> Node:
                 nodes.append(Node(lab, ns, base / name, listen, *extra))
                 return nodes[-1]
@@ -204,9 +205,9 @@ def main() -> None:
             for name in ("direct", "relayed", "hole-punched"):
                 ratio = statistics.median(results[name]) / base_median
                 print(f"  {name:13s} {fmt(results[name])}  ratio to direct {ratio:.2f}")
-    finally:
-        for node in nodes:
-            node.stop()
+        finally:  # before the namespaces and the data directories go
+            for node in nodes:
+                node.stop()
 
 
 if __name__ == "__main__":
