@@ -41,6 +41,22 @@ def _id(doc: dict[str, Any]) -> None:
     print(doc["peer_id"])
     for addr in doc["addrs"]:
         print(f"  {addr}")
+    if "nat" in doc:
+        print(_nat_line(doc["nat"]))
+        for addr in doc["nat"].get("relay_addrs", []):
+            print(f"  {addr}")
+
+
+def _nat_line(nat: dict[str, Any]) -> str:
+    """``reachability: private (confidence 2), relays: 2`` — how other peers reach this one."""
+    line = f"reachability: {nat['reachability']}"
+    if nat.get("confidence"):
+        line += f" (confidence {nat['confidence']})"
+    if nat.get("relay_service"):
+        line += f", relay service: {nat['relay_slots_free']} reservations free"
+    if nat.get("relays"):
+        line += f", reserved on {len(nat['relays'])} relay(s):"
+    return line
 
 
 def _yes(flag: bool) -> str:

@@ -58,6 +58,8 @@ WALL_TIME_S_MAX = 7 * 24 * 3600.0
 SOFTWARE_VERSION_CHARS_MAX = 32
 ADDRS_MAX = 16
 ADDR_CHARS_MAX = 256
+RELAY_SLOTS_MAX = 4096
+REACHABILITIES = ("unknown", "public", "private")  # core.nat.Reachability's values; "" on the wire is unknown
 
 
 class AdvertRejection(enum.StrEnum):
@@ -99,6 +101,9 @@ class LocalCapacity:
     wall_time_s_max: float
     software_version: str
     addrs: tuple[str, ...] = ()
+    reachability: str = "unknown"  # one of REACHABILITIES: can other peers dial ``addrs``? (core/nat.py)
+    relay_addrs: tuple[str, ...] = ()  # .../p2p/<relay>/p2p-circuit addresses, when not publicly dialable
+    relay_slots_free: int = 0  # circuit relay reservations this peer still grants (0: no relay service)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,8 @@ def encode_advert(identity: Identity, seq: int, issued_at: float, expires_at: fl
         task_slots_free=cap.task_slots_free, speed_fuel_per_s=cap.speed_fuel_per_s, fuel_max=cap.fuel_max,
         memory_bytes_max=cap.memory_bytes_max, wall_time_s_max=cap.wall_time_s_max,
         software_version=cap.software_version, addrs=list(cap.addrs),
+        reachability="" if cap.reachability == "unknown" else cap.reachability,
+        relay_addrs=list(cap.relay_addrs), relay_slots_free=cap.relay_slots_free,
     ).SerializeToString()
     return capacity_pb2.SignedAdvert(
         body=body, public_key=identity.public_key, signature=identity.sign(SIGNING_TAG + body)
@@ -179,6 +186,8 @@ def decode_advert(data: bytes, *, advert_bytes_max: int = 4096) -> CapacityAdver
         task_slots_free=body.task_slots_free, speed_fuel_per_s=body.speed_fuel_per_s, fuel_max=body.fuel_max,
         memory_bytes_max=body.memory_bytes_max, wall_time_s_max=body.wall_time_s_max,
         software_version=body.software_version, addrs=tuple(body.addrs),
+        reachability=body.reachability or "unknown", relay_addrs=tuple(body.relay_addrs),
+        relay_slots_free=body.relay_slots_free,
     )
     problem = _check_values(body.seq, body.issued_at, body.expires_at, cap)
     if problem:
@@ -206,6 +215,11 @@ def _check_values(seq: int, issued_at: float, expires_at: float, cap: LocalCapac
          "software_version is too long or not printable"),
         (len(cap.addrs) <= ADDRS_MAX, f"{len(cap.addrs)} addrs, at most {ADDRS_MAX}"),
         (all(len(a) <= ADDR_CHARS_MAX and a.startswith("/") for a in cap.addrs), "an addr is not a multiaddr"),
+        (cap.reachability in REACHABILITIES, f"reachability {cap.reachability[:16]!r} not one of {REACHABILITIES}"),
+        (len(cap.relay_addrs) <= ADDRS_MAX, f"{len(cap.relay_addrs)} relay_addrs, at most {ADDRS_MAX}"),
+        (all(len(a) <= ADDR_CHARS_MAX and a.startswith("/") and "/p2p-circuit" in a for a in cap.relay_addrs),
+         "a relay_addr is not a /p2p-circuit multiaddr"),
+        (cap.relay_slots_free <= RELAY_SLOTS_MAX, f"relay_slots_free {cap.relay_slots_free} above {RELAY_SLOTS_MAX}"),
     ]
     return next((problem for ok, problem in checks if not ok), "")
 

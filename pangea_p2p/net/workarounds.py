@@ -6,7 +6,9 @@ are constructor arguments rather than patches live in ``pangea_p2p.net.host`` (c
 ``pangea_p2p.net.overlay`` (gossipsub parameters), with the same kind of comment.
 
 Not applied, because pangea does not use the affected feature: the ``request_response`` >6.5 MiB fix (§9.5;
-our protocols use their own framing, ``pangea_p2p.net.framing``) and the relay v2 discovery fix (§9.9; no relay).
+our protocols use their own framing, ``pangea_p2p.net.framing``) and the relay v2 discovery fix (§9.9:
+``pangea_p2p.net.nat`` picks relays from the capacity directory and reserves on them itself, so py-libp2p's
+``RelayDiscovery`` is not used).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def apply() -> None:
     _no_auto_connector()
     _drop_tasks_scheduled_during_shutdown()
     _window_updates_at_half_window()
+    _autonat_dials_back_afresh()
 
 
 def _quiet_libp2p_logging() -> None:
@@ -133,3 +136,48 @@ def _larger_pubsub_queues() -> None:
 
     pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = GOSSIP_QUEUE_SIZE
     setattr(pubsub_module, "RpcQueue", functools.partial(rpc_queue.RpcQueue, max_size=GOSSIP_QUEUE_SIZE))  # noqa: B010
+
+
+AUTONAT_DIAL_BACK_TIMEOUT_S = 10.0
+
+
+def _autonat_dials_back_afresh() -> None:
+    # An AutoNAT server answers "can you dial me back?" by calling `host.connect(peer, addr)`, and
+    # `BasicHost.connect` returns at once when a connection to that peer exists already, which it always does
+    # (the request came over one). So every peer that sends an address with the IP the server sees it from is
+    # told "reachable", whether anything listens there or not: a peer behind a NAT that learned its router's
+    # address (identify's observed address, a port mapping that failed) would believe it is public, stop
+    # looking for relays, and get no work. The dial-back here opens a new transport connection to the address
+    # and runs the security handshake (which proves the peer id), then closes it: a real dial, not added to
+    # the swarm (so max_connections_per_peer=1 is kept). go-libp2p's AutoNAT dials back with a separate host
+    # for the same reason.
+    import multiaddr
+    import trio
+    from libp2p.host.autonat.autonat import AutoNATService
+    from libp2p.peer.id import ID
+
+    async def _try_dial(self: AutoNATService, peer_id: ID, addrs: list[bytes]) -> bytes | None:
+        swarm: Any = self.host.get_network()
+        for raw in addrs:
+            try:
+                addr = multiaddr.Multiaddr(raw)
+                if addr.get_peer_id() is None:
+                    addr = addr.encapsulate(multiaddr.Multiaddr(f"/p2p/{peer_id}"))
+                transport = swarm.transport_manager.transport_for_dialing(addr)
+                if transport is None:
+                    continue
+                with trio.fail_after(AUTONAT_DIAL_BACK_TIMEOUT_S):
+                    conn = await transport.dial(addr)
+                    try:
+                        secured = await swarm.upgrader.upgrade_security(conn, True, peer_id)
+                        await secured.close()
+                    finally:
+                        await conn.close()
+                return bytes(raw)
+            except trio.Cancelled:
+                raise
+            except Exception:
+                continue
+        return None
+
+    AutoNATService._try_dial = _try_dial  # type: ignore[method-assign]

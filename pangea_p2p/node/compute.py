@@ -320,7 +320,7 @@ class ComputeService:
             if advert.peer_id == self.self_id:
                 continue
             out.append(WorkerView.from_advert(advert, trust.score(advert.peer_id, now), workers.rtt_s(advert.peer_id),
-                                              inflight.get(advert.peer_id, 0)))
+                                              inflight.get(advert.peer_id, 0), workers.link(advert.peer_id)))
         return out
 
     # --- blocks and the journal -----------------------------------------------------------------------------

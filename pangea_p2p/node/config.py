@@ -32,6 +32,7 @@ from pangea_p2p.core.verify.fraud import FraudConfig
 from pangea_p2p.datadir import default_data_dir
 from pangea_p2p.errors import ConfigError
 from pangea_p2p.net.config import GossipConfig
+from pangea_p2p.net.nat import NatConfig
 
 _T = typing.TypeVar("_T")
 
@@ -223,6 +224,7 @@ class NodeConfig:
     fraud: FraudConfig = field(default_factory=FraudConfig)  # the fraud proofs it takes in and re-runs
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    nat: NatConfig = field(default_factory=NatConfig)  # reachability, relays, port mapping (net/nat.py)
 
     def __post_init__(self) -> None:
         if len(self.listen) > 16 or len(self.bootstrap) > 64:

@@ -53,12 +53,14 @@ from pangea_p2p.core.capacity import TOPIC, AdvertPublisher, CapacityAdvert, Cap
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs.admission import AdmissionConfig
 from pangea_p2p.core.jobs.context import BehaviourConfig
+from pangea_p2p.core.nat import Link, Reachability, relay_candidates
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify import fraud
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.errors import PangeaError, TransportError
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
+from pangea_p2p.net.nat import NatService
 from pangea_p2p.net.overlay import make_dht, make_gossip
 from pangea_p2p.net.traffic import Traffic, count_connections
 from pangea_p2p.node import api, datadir, known_peers
@@ -93,6 +95,7 @@ log = get_logger("peer")
 PING_INTERVAL_S = 15.0  # each connected peer's round-trip time is measured again after this
 PING_TIMEOUT_S = 2.0
 PING_PEERS_MAX = 64  # peers pinged per round (a round every second)
+NAT_TICK_S = 1.0
 TRUST_FILE_NAME = "trust.sqlite"
 KNOWN_PEER_DIAL_TIMEOUT_S = 5.0
 
@@ -245,8 +248,10 @@ async def _maintenance_task(peer: Peer, known: KnownPeers) -> None:
         gone = peer.directory.expire(time.time())
         if gone:
             log.info("capacity.expired", peers=len(gone))
-            if peer.compute is not None:
-                for peer_id in gone:  # its advert expired: whatever it was running for us is reassigned
+            for peer_id in gone:
+                if peer.nat is not None:
+                    peer.nat.learn_relay_addrs(peer_id, [])
+                if peer.compute is not None:  # its advert expired: whatever it was running for us is reassigned
                     peer.compute.on_peer_gone(peer_id)
             peer.notify()
         peer.check_health()
@@ -282,6 +287,35 @@ async def _ping_task(peer: Peer) -> None:
             except Exception as exc:  # a peer that does not answer keeps its last measurement until it leaves
                 log.debug("ping.failed", peer=peer_id, error=_one_line(exc))
         await trio.sleep(1.0)
+
+async def _nat_task(peer: Peer) -> None:
+    """Reachability and relays (net/nat.py): probe when the model says so, serve as a relay while public,
+    keep reservations on relays while private; publish the advert again when any of it changes."""
+    nat = peer.nat
+    if nat is None:
+        return
+    shown: tuple[object, ...] = ()
+    while True:
+        now = time.time()
+        if nat.config.reachability == "auto" and nat.model.next_probe_at(now) <= now and peer.connected_peers():
+            try:
+                await nat.probe(nat.own_addrs(), now)
+            except Exception as exc:
+                log.warning("nat.probe_failed", error=_one_line(exc))
+        now = time.time()
+        nat.update_relay_service(now)
+        if nat.status(now) is Reachability.PRIVATE:
+            adverts = peer.directory.adverts(now)
+            trust = peer.compute.trust if peer.compute is not None else None
+            scores = {} if trust is None else {a.peer_id: trust.score(a.peer_id, now) for a in adverts}
+            await nat.keep_relays(relay_candidates(adverts, peer.peer_id, peer.rtt_s, scores), now)
+        state = (nat.status(now), nat.serving_relay, tuple(nat.book.held()))
+        if state != shown:
+            shown = state
+            log.info("nat.changed", reachability=state[0].value, relay_service=state[1], relays=list(state[2]))
+            peer.publisher.publish_soon()
+            peer.notify()
+        await trio.sleep(NAT_TICK_S)
 
 
 async def _drain(subscription: Any) -> None:
@@ -377,15 +411,19 @@ def _sandbox_config(config: NodeConfig) -> SandboxConfig:
 class _DirectoryWorkers:
     """The candidate workers (node/ports.py WorkerDirectory): the capacity directory, and the pings measured."""
 
-    def __init__(self, directory: CapacityDirectory, rtts: Mapping[str, float]) -> None:
+    def __init__(self, directory: CapacityDirectory, rtts: Mapping[str, float], nat: NatService | None) -> None:
         self.directory = directory
         self.rtts = rtts
+        self.nat = nat
 
     def adverts(self, now: float) -> Sequence[CapacityAdvert]:
         return self.directory.adverts(now)
 
     def rtt_s(self, peer_id: str) -> float | None:
         return self.rtts.get(peer_id)
+
+    def link(self, peer_id: str) -> Link | None:
+        return None if self.nat is None else self.nat.link(peer_id)
 
 
 def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> ComputeService:
@@ -402,8 +440,9 @@ def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> Compu
     )
     blocks = BlockStore(config.data_dir / "blocks")
     ports = ComputePorts(
-        identity=peer.identity, streams=ComputeDialer(peer.host, peer.traffic), sandbox=sandbox, blocks=blocks,
-        network=NetworkBlocks(peer.host, peer.dht, peer.traffic), workers=_DirectoryWorkers(peer.directory, peer.rtt_s),
+        identity=peer.identity, streams=ComputeDialer(peer.host, peer.traffic, peer.nat.connect if peer.nat else None),
+        sandbox=sandbox, blocks=blocks, network=NetworkBlocks(peer.host, peer.dht, peer.traffic),
+        workers=_DirectoryWorkers(peer.directory, peer.rtt_s, peer.nat),
         clock=time.time, journal=Journal(config.data_dir / "jobs.sqlite"), publish_proof=peer.publish_proof,
     )
     trust, trust_store = TrustBook(config.trust), TrustStore(config.data_dir / TRUST_FILE_NAME, clock=ports.clock)
@@ -451,7 +490,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
     listen = _listen_addrs(config)
     api_token = load_or_create_api_token(config.data_dir)
     speed = await trio.to_thread.run_sync(measure_speed)
-    host = hostlib.make_host(identity, config.max_connections)
+    host = hostlib.make_host(identity, config.max_connections, upnp=config.nat.upnp)
     traffic = Traffic()
     count_connections(host, traffic)
     async with AsyncExitStack() as stack:
@@ -473,6 +512,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
             traffic=traffic,
         )
         host.get_network().register_notifee(ConnectionEvents(peer))
+        peer.nat = await stack.enter_async_context(NatService(host, config.nat).running())
         await stack.enter_async_context(background_trio_service(pubsub))
         await stack.enter_async_context(background_trio_service(router))
         await stack.enter_async_context(background_trio_service(dht))
@@ -500,6 +540,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
                 nursery.start_soon(_advert_task, peer)
                 nursery.start_soon(_maintenance_task, peer, known)
                 nursery.start_soon(_ping_task, peer)
+                nursery.start_soon(_nat_task, peer)
                 nursery.start_soon(_drain, subscription)
                 nursery.start_soon(_drain, proofs)
                 log.info("peer.started", peer_id=peer.peer_id, addrs=peer.addrs(), api=f"127.0.0.1:{peer.api_port}")

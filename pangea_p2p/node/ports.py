@@ -22,6 +22,7 @@ from typing import Protocol
 
 from pangea_p2p.core.capacity import CapacityAdvert
 from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.nat import Link
 from pangea_p2p.net.framing import ByteStream
 from pangea_p2p.node.blocks import BlockStore
 from pangea_p2p.node.journal import Journal
@@ -65,6 +66,10 @@ class WorkerDirectory(Protocol):
 
     def rtt_s(self, peer_id: str) -> float | None:
         """The round-trip time measured to ``peer_id``, if any."""
+        ...
+
+    def link(self, peer_id: str) -> Link | None:
+        """How we are connected to ``peer_id`` now (None: not connected; its advert says how it will be)."""
         ...
 
 

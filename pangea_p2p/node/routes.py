@@ -28,6 +28,7 @@ def add_routes(router: Router, peer: Peer) -> None:
             "addrs": peer.addrs(),
             "public_key": peer.identity.public_key.hex(),
             "version": __version__,
+            "nat": peer.nat_json(),
         })
 
     async def get_peers(_: ApiRequest) -> ApiResponse:

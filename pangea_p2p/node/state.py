@@ -32,6 +32,7 @@ from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.verify import fraud
 from pangea_p2p.logs import RecentRecords, get_logger
 from pangea_p2p.net import host as hostlib
+from pangea_p2p.net.nat import NatService
 from pangea_p2p.net.traffic import Traffic
 from pangea_p2p.node import resources
 from pangea_p2p.node.compute import ComputeService
@@ -118,6 +119,7 @@ class Peer:
     health_status: str = "starting"  # the last status logged (``check_health``)
     recent: RecentRecords = field(default_factory=RecentRecords)  # its recent warnings and errors (dashboard)
     traffic: Traffic = field(default_factory=Traffic)  # bytes on its connections and its streams (/metrics)
+    nat: NatService | None = None
 
     @property
     def peer_id(self) -> str:
@@ -141,8 +143,26 @@ class Peer:
             memory_bytes_max=cfg.memory_bytes_max,
             wall_time_s_max=cfg.wall_time_s_max,
             software_version=__version__,
-            addrs=tuple(hostlib.dialable_addrs(self.host)[:16]),
+            addrs=tuple((self.nat.own_addrs() if self.nat else hostlib.dialable_addrs(self.host))[:16]),
+            **self._nat_fields(),
         )
+
+    def _nat_fields(self) -> dict[str, Any]:
+        if self.nat is None:
+            return {}
+        now = time.time()
+        return {"reachability": self.nat.status(now).value, "relay_slots_free": self.nat.relay_slots_free(),
+                "relay_addrs": tuple(self.nat.book.relay_addrs(self.peer_id)[:16])}
+
+    def nat_json(self) -> dict[str, Any]:
+        """Reachability and relays, as `pangea id`, `pangea health` and the API show them."""
+        if self.nat is None:
+            return {"reachability": "unknown"}
+        now = time.time()
+        return {"reachability": self.nat.status(now).value, "confidence": self.nat.model.confidence(now),
+                "relay_service": self.nat.serving_relay, "relay_slots_free": self.nat.relay_slots_free(),
+                "relays": self.nat.book.held(), "relay_addrs": self.nat.book.relay_addrs(self.peer_id),
+                "links": {p: str(link) for p in self.connected_peers() if (link := self.nat.link(p)) is not None}}
 
     def routing_table_peers(self) -> list[str]:
         return sorted(str(p) for p in self.dht.routing_table.get_peer_ids())
@@ -177,6 +197,7 @@ class Peer:
             "connected_peers": len(connected),
             "routing_table_size": len(self.routing_table_peers()),
             "directory_size": len(self.directory),
+            "nat": self.nat_json(),
             "bootstrap": bootstrap,
         }
 
@@ -219,7 +240,11 @@ class Peer:
         return True
 
     def _learn_addrs(self, advert: CapacityAdvert) -> None:
-        if advert.peer_id == self.peer_id or not advert.capacity.addrs:
+        if advert.peer_id == self.peer_id:
+            return
+        if self.nat is not None:
+            self.nat.learn_relay_addrs(advert.peer_id, list(advert.capacity.relay_addrs))
+        if not advert.capacity.addrs:
             return
         try:
             addrs = [multiaddr.Multiaddr(a) for a in advert.capacity.addrs]

@@ -41,6 +41,9 @@ class AdvertBody(_message.Message):
     WALL_TIME_S_MAX_FIELD_NUMBER: _builtins.int
     SOFTWARE_VERSION_FIELD_NUMBER: _builtins.int
     ADDRS_FIELD_NUMBER: _builtins.int
+    REACHABILITY_FIELD_NUMBER: _builtins.int
+    RELAY_ADDRS_FIELD_NUMBER: _builtins.int
+    RELAY_SLOTS_FREE_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """wire version of this message; 1"""
     peer_id: _builtins.str
@@ -69,9 +72,19 @@ class AdvertBody(_message.Message):
     """largest wall-time limit per task the peer accepts"""
     software_version: _builtins.str
     """pangea-p2p version, e.g. "0.1.0" """
+    reachability: _builtins.str
+    """Fields 16-18 were added later; an advert without them decodes as before (unknown, no relay).
+    "public" | "private" | "" (unknown): can other peers dial `addrs`?
+    """
+    relay_slots_free: _builtins.int
+    """circuit relay v2 reservations this peer still grants (0: no relay)"""
     @_builtins.property
     def addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """dialable multiaddrs of the peer (without /p2p/...)"""
+
+    @_builtins.property
+    def relay_addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """.../p2p/<relay>/p2p-circuit: how to reach a private peer"""
 
     def __init__(
         self,
@@ -91,10 +104,13 @@ class AdvertBody(_message.Message):
         wall_time_s_max: _builtins.float = ...,
         software_version: _builtins.str = ...,
         addrs: _abc.Iterable[_builtins.str] | None = ...,
+        reachability: _builtins.str = ...,
+        relay_addrs: _abc.Iterable[_builtins.str] | None = ...,
+        relay_slots_free: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addrs", b"addrs", "cores", b"cores", "expires_at", b"expires_at", "fuel_max", b"fuel_max", "issued_at", b"issued_at", "memory_bytes_max", b"memory_bytes_max", "memory_free_bytes", b"memory_free_bytes", "peer_id", b"peer_id", "seq", b"seq", "software_version", b"software_version", "speed_fuel_per_s", b"speed_fuel_per_s", "task_slots_free", b"task_slots_free", "task_slots_total", b"task_slots_total", "version", b"version", "wall_time_s_max", b"wall_time_s_max"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addrs", b"addrs", "cores", b"cores", "expires_at", b"expires_at", "fuel_max", b"fuel_max", "issued_at", b"issued_at", "memory_bytes_max", b"memory_bytes_max", "memory_free_bytes", b"memory_free_bytes", "peer_id", b"peer_id", "reachability", b"reachability", "relay_addrs", b"relay_addrs", "relay_slots_free", b"relay_slots_free", "seq", b"seq", "software_version", b"software_version", "speed_fuel_per_s", b"speed_fuel_per_s", "task_slots_free", b"task_slots_free", "task_slots_total", b"task_slots_total", "version", b"version", "wall_time_s_max", b"wall_time_s_max"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -290,3 +290,38 @@ def test_advert_cache_never_stores_a_rejected_advert_and_is_bounded() -> None:
     assert cache.peek(advert(seq=1, issued=T0 + 1)) is None
     with pytest.raises(ConfigError):
         AdvertCache(entries_max=0)
+
+
+def test_reachability_and_relay_fields_round_trip() -> None:
+    relay = f"/ip4/10.0.0.1/tcp/4001/p2p/{BOB.peer_id}/p2p-circuit/p2p/{ALICE.peer_id}"
+    got = decode_advert(advert(reachability="private", relay_addrs=(relay,), relay_slots_free=0))
+    assert (got.capacity.reachability, got.capacity.relay_addrs) == ("private", (relay,))
+    assert decode_advert(advert(reachability="public", relay_slots_free=7)).capacity.relay_slots_free == 7
+
+
+def test_an_advert_from_before_the_reachability_fields_still_decodes() -> None:
+    # the body exactly as a peer without fields 16-18 writes it (fields 1-15 only)
+    body = capacity_pb2.AdvertBody(
+        version=1, peer_id=ALICE.peer_id, seq=1, issued_at=T0, expires_at=T0 + 30, cores=4,
+        memory_free_bytes=1 << 30, task_slots_total=4, task_slots_free=3, speed_fuel_per_s=5e8, fuel_max=10**10,
+        memory_bytes_max=100 << 20, wall_time_s_max=30.0, software_version="0.0.9", addrs=["/ip4/1.2.3.4/tcp/1"],
+    ).SerializeToString()
+    assert max(field.number for field, _ in capacity_pb2.AdvertBody.FromString(body).ListFields()) == 15
+    signed = capacity_pb2.SignedAdvert(body=body, public_key=ALICE.public_key,
+                                       signature=ALICE.sign(b"pangea-capacity-advert-v1\x00" + body))
+    got = decode_advert(signed.SerializeToString()).capacity
+    assert (got.reachability, got.relay_addrs, got.relay_slots_free) == ("unknown", (), 0)
+    # and a peer of unknown reachability without relay service writes exactly the old body (fields 1-15)
+    ours = capacity_pb2.SignedAdvert.FromString(encode_advert(ALICE, 1, T0, T0 + 30, CAP)).body
+    assert max(field.number for field, _ in capacity_pb2.AdvertBody.FromString(ours).ListFields()) == 15
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [({"reachability": "maybe"}, "reachability"), ({"relay_addrs": ("/ip4/1.2.3.4/tcp/1",)}, "p2p-circuit"),
+     ({"relay_addrs": ("/p2p-circuit",) * 17}, "relay_addrs"), ({"relay_slots_free": 5000}, "relay_slots_free")],
+)
+def test_absurd_reachability_values_are_rejected(changes: dict[str, object], why: str) -> None:
+    with pytest.raises(AdvertRejected, match=why) as info:
+        decode_advert(advert(**changes))
+    assert info.value.reason == AdvertRejection.ABSURD_VALUE

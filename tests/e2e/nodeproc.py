@@ -29,10 +29,11 @@ def _env() -> dict[str, str]:
 class NodeProcess:
     """A ``pangea node`` child process whose stdout and stderr lines are collected as they arrive."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: a command that runs the node, e.g. ``ip netns exec NS`` (tests/e2e/netns.py)."""
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [*PANGEA, "node", "--data-dir", str(data_dir), *args],
+            [*prefix, *PANGEA, "node", "--data-dir", str(data_dir), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
         )
         self.stdout: list[str] = []

@@ -248,3 +248,29 @@ async def test_a_deliberate_redial_is_not_refused_by_the_negative_dial_cache() -
                 assert b.get_id() in a.get_connected_peers()
             finally:
                 await hostlib.close_hosts([b])
+
+async def test_autonat_dial_back_opens_a_new_connection() -> None:
+    # An AutoNAT server "dials back" with host.connect, which returns at once over the connection the request
+    # came on: an address where nothing listens would be confirmed as reachable. With the workaround, the
+    # dial-back is a real dial: the closed port fails, the listening one succeeds (and proves the peer id).
+    from libp2p.host.autonat.autonat import AutoNATService
+    from libp2p.host.autonat.pb.autonat_pb2 import Message
+
+    async with running_hosts(2) as (client, server):
+        AutoNATService(server, serve=True)  # type: ignore[arg-type]
+        asker = AutoNATService(client, serve=False)  # type: ignore[arg-type]
+        await connect(client, server)
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: a dial there is refused
+        dead = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{closed.getsockname()[1]}")
+        try:
+            with trio.fail_after(20):
+                status, _ = await asker.query_server(server.get_id(), [dead.to_bytes()])
+                assert status == Message.E_DIAL_ERROR
+                live = client.get_transport_addrs()[0]
+                status, addr = await asker.query_server(server.get_id(), [live.to_bytes()])
+                assert status == Message.OK
+                assert addr == live.to_bytes()
+        finally:
+            closed.close()
+        assert len(server.get_network().get_connections(client.get_id())) == 1  # the dial-back was not kept

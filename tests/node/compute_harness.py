@@ -20,6 +20,7 @@ from typing import Any
 import trio
 import trio.testing
 
+from pangea_p2p.core import nat
 from pangea_p2p.core.capacity import CapacityAdvert, LocalCapacity
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.jobs import codec
@@ -131,6 +132,9 @@ class Directory:
 
     def rtt_s(self, peer_id: str) -> float | None:
         return None
+
+    def link(self, peer_id: str) -> nat.Link | None:
+        return nat.Link.DIRECT if peer_id in self.net.nodes else None
 
 
 class Endpoint:

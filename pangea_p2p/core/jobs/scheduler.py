@@ -12,7 +12,9 @@ job's own estimate per chunk, or what its completed tasks used so far, or (first
 Decisions (``place``), in order:
 1. candidates = workers whose advert accepts the task's limits, with a free slot (by their advert, minus
    what we have out with them), not excluded (already ran or failed this task, cooling down after it could
-   not be reached, or on the task's path), and with trust above ``trust_floor``;
+   not be reached, or on the task's path), with trust above ``trust_floor``, and, for a worker reached only
+   through a circuit relay (``WorkerView.link``), an input of at most ``relayed_input_bytes_max`` bytes
+   (direct and hole-punched workers take any size);
 2. if the task is bigger than ``split_above_s`` on the best single worker, has more than one chunk, may still
    be split (depth < depth_max) and there are at least two candidates: SPLIT into parts;
 3. otherwise run LOCAL when this peer has a free slot and is no slower than the best candidate (ties go to
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.capacity import CapacityAdvert
 from pangea_p2p.core.jobs.model import TaskRef, as_int
+from pangea_p2p.core.nat import Link, Reachability
 from pangea_p2p.core.verify.config import check_range
 
 REFERENCE_SPEED_FUEL_PER_S = 1e9
@@ -68,9 +71,12 @@ class WorkerView:
     rtt_s: float = RTT_UNKNOWN_S
     outstanding: int = 0  # tasks we have out with this worker now
     speed_verified: bool = False  # measured by us (or this peer's own), not only advertised: never capped
+    link: Link = Link.DIRECT  # how we reach it: a relayed worker gets only small inputs
 
     @classmethod
-    def from_advert(cls, advert: CapacityAdvert, trust: float, rtt_s: float | None, outstanding: int) -> WorkerView:
+    def from_advert(cls, advert: CapacityAdvert, trust: float, rtt_s: float | None, outstanding: int,
+                    link: Link | None = None) -> WorkerView:
+        """``link``: how we are connected to it now, if we are; else what its advert says (``advert_link``)."""
         cap = advert.capacity
         # The advert's free-slot count is seconds old and already counts our own tasks there; the slots it
         # has in all, minus what we have out with it, is the better guess. Another issuer's load shows up as
@@ -78,7 +84,15 @@ class WorkerView:
         return cls(
             advert.peer_id, cap.speed_fuel_per_s, cap.task_slots_total, cap.task_slots_total, cap.fuel_max,
             cap.memory_bytes_max, cap.wall_time_s_max, trust, RTT_UNKNOWN_S if rtt_s is None else rtt_s, outstanding,
+            link=advert_link(advert) if link is None else link,
         )
+
+
+def advert_link(advert: CapacityAdvert) -> Link:
+    """How a worker we hold no connection to will be reached: through its relays if it says it is private and
+    has relay addresses, else directly (unknown reachability is tried directly, as before adverts said)."""
+    cap = advert.capacity
+    return Link.RELAYED if cap.reachability == Reachability.PRIVATE.value and cap.relay_addrs else Link.DIRECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +105,13 @@ class SchedulerConfig:
     speed_cap_factor: float = 2.0  # an unverified advertised speed counts up to this times the median one
     replica_trust_weight: float = 0.25  # replica draws: weight 1 + this * trust (1 / (1 + this * |trust|) if < 0)
     replica_weight_max: float = 4.0  # ... at most this (a long record helps, it cannot monopolise the votes)
+    # a worker reached only through a circuit relay gets tasks with at most this many input bytes: relays cap
+    # the bytes and duration of a circuit (protocols/nat.md), so big inputs go to direct or hole-punched ones
+    relayed_input_bytes_max: int = 256 << 10
 
     def __post_init__(self) -> None:
         as_int("parts_max", self.parts_max, 2, 1024)
+        as_int("relayed_input_bytes_max", self.relayed_input_bytes_max, 0, 1 << 40)
         for name, low, high in (("split_above_s", 0.001, 86400.0), ("trust_floor", -1e9, 1e9),
                                 ("trust_weight", 0.0, 100.0), ("bandwidth_bytes_per_s", 1e3, 1e12),
                                 ("speed_cap_factor", 1.0, 1e6), ("replica_trust_weight", 0.0, 100.0),
@@ -147,6 +165,9 @@ def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig, *, busy_
         return "has no free task slot"
     if worker.trust < cfg.trust_floor:
         return f"trust {worker.trust:.1f} below {cfg.trust_floor:g}"
+    if worker.link is Link.RELAYED and task.input_bytes > cfg.relayed_input_bytes_max:
+        return (f"is reached only through a relay, which takes inputs up to {cfg.relayed_input_bytes_max} bytes "
+                f"(task has {task.input_bytes})")
     return None
 
 

@@ -12,7 +12,7 @@ libp2p host (node/ports.py ``StreamOpener``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -76,11 +76,15 @@ class ComputeDialer:
     """Opens compute streams with a libp2p host, with a deadline (net/host.py ``open_stream``), counted in
     ``traffic`` when given."""
 
-    def __init__(self, host: IHost, traffic: Traffic | None = None) -> None:
+    def __init__(self, host: IHost, traffic: Traffic | None = None,
+                 connect: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.host = host
         self.traffic = traffic
+        self.connect = connect  # reaches a peer behind NAT through its relays first (net/nat.py NatService)
 
     async def open(self, peer_id: str) -> DuplexStream:
+        if self.connect is not None:
+            await self.connect(peer_id)
         stream = await hostlib.open_stream(self.host, ID.from_base58(peer_id), [COMPUTE_PROTOCOL])
         return stream if self.traffic is None else self.traffic.wrap(stream, "compute")
 

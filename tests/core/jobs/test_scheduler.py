@@ -195,3 +195,48 @@ def test_replica_draws_never_take_excluded_busy_or_distrusted_workers() -> None:
     for _ in range(200):
         p = place(PlaceRequest(task(), 1e9, views, None, exclude=frozenset({"d"}), replicas=2, rng=rng), CFG)
         assert set(p.workers) == {"a", "e"}
+
+
+def test_a_relayed_worker_gets_small_inputs_only() -> None:
+    relayed = replace(worker("home"), link=scheduler.Link.RELAYED)
+    cfg = SchedulerConfig(relayed_input_bytes_max=10_000)
+    assert scheduler.ineligible(task(input_bytes=10_000), relayed, cfg) is None
+    problem = scheduler.ineligible(task(input_bytes=10_001), relayed, cfg)
+    assert problem is not None
+    assert "only through a relay" in problem
+    for link in (scheduler.Link.DIRECT, scheduler.Link.HOLE_PUNCHED):  # any size once the link is direct
+        assert scheduler.ineligible(task(input_bytes=10**8), replace(relayed, link=link), cfg) is None
+
+
+def test_a_big_input_goes_to_the_direct_worker_even_when_the_relayed_one_is_faster() -> None:
+    fast_home = replace(worker("home", speed=4e9), link=scheduler.Link.RELAYED)
+    slow_public = worker("public", speed=1e9)
+    cfg = SchedulerConfig(relayed_input_bytes_max=10_000)
+    small = place(PlaceRequest(task(input_bytes=1_000), 1e9, [fast_home, slow_public], None), cfg)
+    assert small.workers == ("home",)
+    big = place(PlaceRequest(task(input_bytes=1_000_000), 1e9, [fast_home, slow_public], None), cfg)
+    assert big.workers == ("public",)
+    alone = place(PlaceRequest(task(input_bytes=1_000_000), 1e9, [fast_home], None), cfg)
+    assert alone.kind == "queue"
+    assert "only through a relay" in alone.reason
+
+
+def test_the_link_of_a_worker_follows_its_advert_unless_a_connection_says_otherwise() -> None:
+    from pangea_p2p.core.capacity import LocalCapacity, decode_advert, encode_advert
+    from pangea_p2p.core.identity import Identity
+
+    ident = Identity(b"h" * 32)
+    base = LocalCapacity(cores=2, memory_free_bytes=1 << 30, task_slots_total=2, task_slots_free=2,
+                         speed_fuel_per_s=1e9, fuel_max=10**12, memory_bytes_max=1 << 30, wall_time_s_max=60.0,
+                         software_version="0.1.0")
+    relay = f"/ip4/10.0.0.1/tcp/4001/p2p/{Identity(b'r' * 32).peer_id}/p2p-circuit/p2p/{ident.peer_id}"
+
+    def view(link: scheduler.Link | None = None, **changes: object) -> scheduler.WorkerView:
+        data = encode_advert(ident, 1, 100.0, 130.0, replace(base, **changes))  # type: ignore[arg-type]
+        return scheduler.WorkerView.from_advert(decode_advert(data), 0.0, None, 0, link)
+
+    assert view().link is scheduler.Link.DIRECT  # unknown reachability: tried directly, as before
+    assert view(reachability="public").link is scheduler.Link.DIRECT
+    assert view(reachability="private", relay_addrs=(relay,)).link is scheduler.Link.RELAYED
+    assert view(scheduler.Link.HOLE_PUNCHED, reachability="private", relay_addrs=(relay,)).link is (
+        scheduler.Link.HOLE_PUNCHED)

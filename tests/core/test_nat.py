@@ -1,0 +1,199 @@
+"""Reachability from dial-back evidence and the choice of circuit relays (core/nat.py), pure and synchronous."""
+
+from __future__ import annotations
+
+import pytest
+
+from pangea_p2p.core.capacity import LocalCapacity, decode_advert, encode_advert
+from pangea_p2p.core.identity import Identity
+from pangea_p2p.core.nat import (
+    Reachability,
+    ReachabilityConfig,
+    ReachabilityModel,
+    RelayBook,
+    RelayCandidate,
+    RelayConfig,
+    relay_candidates,
+)
+from pangea_p2p.errors import ConfigError
+
+T0 = 1_700_000_000.0
+
+
+def test_reachability_is_unknown_until_someone_dials_back() -> None:
+    m = ReachabilityModel()
+    assert m.status(T0) is Reachability.UNKNOWN
+    assert m.confidence(T0) == 0
+    assert m.next_probe_at(T0) == T0  # never asked: ask now
+
+
+def test_successful_dial_backs_make_a_peer_public_with_growing_confidence() -> None:
+    m = ReachabilityModel(ReachabilityConfig(confidence_max=3))
+    for i, dialer in enumerate(["a", "b", "c", "d"]):
+        m.observe(dialer, True, T0 + i)
+        assert m.status(T0 + i) is Reachability.PUBLIC
+        assert m.confidence(T0 + i) == min(i + 1, 3)
+
+
+def test_one_dialer_counts_once_however_often_it_answers() -> None:
+    m = ReachabilityModel()
+    m.observe("a", False, T0)
+    m.observe("b", False, T0 + 1)
+    for i in range(10):  # one peer repeating "I got through" cannot outvote two that did not
+        m.observe("liar", True, T0 + 2 + i)
+    assert m.status(T0 + 12) is Reachability.PRIVATE
+    assert m.confidence(T0 + 12) == 2
+
+
+def test_a_tie_goes_to_the_newest_answer() -> None:
+    m = ReachabilityModel()
+    m.observe("a", True, T0)
+    m.observe("b", False, T0 + 1)
+    assert m.status(T0 + 1) is Reachability.PRIVATE
+    m.observe("a", True, T0 + 2)
+    assert m.status(T0 + 2) is Reachability.PUBLIC
+
+
+def test_evidence_expires_back_to_unknown() -> None:
+    m = ReachabilityModel(ReachabilityConfig(evidence_ttl_s=100.0))
+    m.observe("a", False, T0)
+    m.observe("b", True, T0 + 50)
+    assert m.status(T0 + 60) is Reachability.PUBLIC  # tie, newest wins
+    assert m.status(T0 + 100) is Reachability.PUBLIC  # a's answer expired; b's alone
+    assert m.status(T0 + 150) is Reachability.UNKNOWN
+
+
+def test_evidence_is_bounded_to_the_newest_dialers() -> None:
+    m = ReachabilityModel(ReachabilityConfig(evidence_max=3, confidence_max=3))
+    for i in range(3):
+        m.observe(f"old{i}", False, T0 + i)
+    for i in range(3):
+        m.observe(f"new{i}", True, T0 + 10 + i)
+    assert m.status(T0 + 20) is Reachability.PUBLIC
+    assert m.confidence(T0 + 20) == 3
+
+
+def test_probes_come_often_while_unsure_and_rarely_once_sure() -> None:
+    cfg = ReachabilityConfig(confidence_max=2, probe_interval_s=300.0, probe_interval_unknown_s=15.0)
+    m = ReachabilityModel(cfg)
+    m.probed(T0)
+    assert m.next_probe_at(T0) == T0 + 15
+    m.observe("a", True, T0 + 1)
+    assert m.next_probe_at(T0 + 1) == T0 + 15  # confidence 1 of 2: still unsure
+    m.observe("b", True, T0 + 2)
+    assert m.next_probe_at(T0 + 2) == T0 + 300
+    assert m.next_probe_at(T0 + 400) == T0 + 400  # overdue: now
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"evidence_max": 0}, "nat.evidence_max"), ({"confidence_max": 99}, "nat.confidence_max"),
+     ({"probe_interval_unknown_s": 500.0}, "nat.probe_interval_s"), ({"evidence_ttl_s": 0.0}, "nat.evidence_ttl_s")],
+)
+def test_reachability_config_rejects_bad_values(kwargs: dict[str, float], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        ReachabilityConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "key"), [({"relays_wanted": 0}, "relay.relays_wanted"),
+                                             ({"renew_before_s": 4000.0}, "relay.renew_before_s")])
+def test_relay_config_rejects_bad_values(kwargs: dict[str, float], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        RelayConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def cand(peer: str, rtt_s: float | None = 0.01, trust: float = 0.0) -> RelayCandidate:
+    return RelayCandidate(peer, (f"/ip4/10.0.0.{len(peer)}/tcp/4001",), rtt_s, trust)
+
+
+def test_relays_are_chosen_by_rtt_and_trust() -> None:
+    book = RelayBook(RelayConfig(relays_wanted=2))
+    plan = book.plan([cand("far", 0.2), cand("near", 0.01), cand("mid", 0.05), cand("bad", 0.001, trust=-50.0)], T0)
+    assert [c.peer_id for c in plan.reserve] == ["near", "mid"]  # "bad" is below the trust floor
+    assert not plan.drop
+    assert not plan.renew
+    trusted = RelayBook(RelayConfig(relays_wanted=1)).plan([cand("x", 0.011), cand("y", 0.010, trust=0.0),
+                                                            cand("z", 0.011, trust=100.0)], T0)
+    assert [c.peer_id for c in trusted.reserve] == ["z"]  # a long record outweighs a millisecond
+
+
+def test_pending_reservations_are_not_asked_twice() -> None:
+    book = RelayBook(RelayConfig(relays_wanted=2))
+    first = book.plan([cand("a"), cand("b"), cand("c")], T0)
+    assert len(first.reserve) == 2
+    assert not book.plan([cand("a"), cand("b"), cand("c")], T0 + 1)
+
+
+def test_a_relay_that_goes_away_is_replaced_and_one_that_refused_cools_down() -> None:
+    cfg = RelayConfig(relays_wanted=2, failure_cooldown_s=60.0)
+    book = RelayBook(cfg)
+    a, b, c = cand("a", 0.01), cand("b", 0.02), cand("c", 0.03)
+    plan = book.plan([a, b, c], T0)
+    assert [x.peer_id for x in plan.reserve] == ["a", "b"]
+    book.reserved(a, T0 + 3600, T0)
+    book.failed("b", T0)  # b refused the reservation
+    assert [x.peer_id for x in book.plan([a, b, c], T0 + 1).reserve] == ["c"]
+    book.reserved(c, T0 + 3600, T0 + 1)
+    assert book.held() == ["a", "c"]
+    gone = book.plan([c, b], T0 + 2)  # a's advert expired: drop it; b still cools down, so nobody to add
+    assert gone.drop == ("a",)
+    assert not gone.reserve
+    assert book.held() == ["c"]
+    later = book.plan([c, b], T0 + 61)
+    assert [x.peer_id for x in later.reserve] == ["b"]
+
+
+def test_reservations_are_renewed_before_they_end_and_dropped_when_they_do() -> None:
+    book = RelayBook(RelayConfig(relays_wanted=1, reservation_ttl_s=600.0, renew_before_s=60.0))
+    a = cand("a")
+    book.plan([a], T0)
+    book.reserved(a, T0 + 600, T0)
+    assert book.next_deadline() == T0 + 540
+    assert not book.plan([a], T0 + 539)
+    assert book.plan([a], T0 + 540).renew == (a,)
+    assert not book.plan([a], T0 + 541)  # the renewal is out
+    book.reserved(a, T0 + 1140, T0 + 541)
+    assert book.next_deadline() == T0 + 1080
+    assert book.plan([a], T0 + 1140).drop == ("a",)  # not renewed in time: gone, and ...
+    assert book.held() == []
+
+
+def test_a_relay_is_kept_while_it_qualifies_even_if_a_better_one_appears() -> None:
+    book = RelayBook(RelayConfig(relays_wanted=1))
+    slow = cand("slow", 0.5)
+    book.plan([slow], T0)
+    book.reserved(slow, T0 + 3600, T0)
+    assert not book.plan([slow, cand("fast", 0.001)], T0 + 10)
+
+
+def test_relay_addrs_name_the_relay_and_this_peer() -> None:
+    book = RelayBook()
+    a = RelayCandidate("R1", ("/ip4/10.0.0.1/tcp/4001", "/ip4/10.0.0.1/tcp/4002"))
+    book.plan([a], T0)
+    book.reserved(a, T0 + 3600, T0)
+    assert book.relay_addrs("ME") == ["/ip4/10.0.0.1/tcp/4001/p2p/R1/p2p-circuit/p2p/ME",
+                                      "/ip4/10.0.0.1/tcp/4002/p2p/R1/p2p-circuit/p2p/ME"]
+
+
+BASE = LocalCapacity(cores=2, memory_free_bytes=1 << 30, task_slots_total=2, task_slots_free=2, speed_fuel_per_s=1e9,
+                     fuel_max=10**12, memory_bytes_max=1 << 30, wall_time_s_max=60.0, software_version="0.1.0",
+                     addrs=("/ip4/10.0.0.1/tcp/4001",))
+
+
+def test_relay_candidates_are_public_peers_with_free_relay_slots() -> None:
+    import dataclasses
+
+    def adv(seed: bytes, **changes: object) -> tuple[str, object]:
+        ident = Identity(seed * 32)
+        cap = dataclasses.replace(BASE, **changes)  # type: ignore[arg-type]
+        return ident.peer_id, decode_advert(encode_advert(ident, 1, T0, T0 + 30, cap))
+
+    me, mine = adv(b"m", reachability="public", relay_slots_free=5)
+    relay, relay_ad = adv(b"r", reachability="public", relay_slots_free=5)
+    _, full = adv(b"f", reachability="public", relay_slots_free=0)
+    _, private = adv(b"p", reachability="private", relay_slots_free=5)
+    _, unknown = adv(b"u", relay_slots_free=5)
+    _, no_addr = adv(b"n", reachability="public", relay_slots_free=5, addrs=())
+    got = relay_candidates([mine, relay_ad, full, private, unknown, no_addr], me,  # type: ignore[list-item]
+                           rtt_s={relay: 0.02}, trust={relay: 3.0})
+    assert got == [RelayCandidate(relay, BASE.addrs, 0.02, 3.0)]
