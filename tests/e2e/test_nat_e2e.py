@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pangea_p2p import netlab as netns
-from pangea_p2p.sdk.client import Client
+from pangea_p2p.sdk.client import Client, read_api_token
 from pangea_p2p.sdk.job import Job, JobHandle, Limits
 from tests.e2e.nodeproc import NodeProcess
 
@@ -49,7 +49,8 @@ class Peer:
         self.api = f"{lab.mgmt_ip(ns)}:{port}"
 
     def client(self) -> Client:
-        return Client(self.api, timeout_s=60)
+        # allow_remote is on (the API is reached over the lab's management link): every request needs the token
+        return Client(self.api, read_api_token(self.proc.data_dir), timeout_s=60)
 
     def get(self, what: str) -> Any:
         with self.client() as c:

@@ -26,9 +26,10 @@ import trio
 from matplotlib.image import imread
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from pangea_p2p.cli.dashboard import dashboard_url, read_token
+from pangea_p2p.cli.dashboard import dashboard_url
 from pangea_p2p.core.jobs.model import JobState, VerificationPolicy
 from pangea_p2p.node.peer import Peer
+from pangea_p2p.sdk.client import read_api_token
 from pangea_p2p.testing import open_network, wait_for
 from tests.integration.test_jobs import SETTINGS, finished, network_ready, submit
 
@@ -124,7 +125,7 @@ def rows_of(attribute: str) -> str:
 
 def api_token(peer: Peer) -> str:
     """The peer's API token; a made-up one when it keeps none (then nothing checks it)."""
-    return read_token(peer.config.data_dir) or "0123456789abcdef" * 4
+    return read_api_token(peer.config.data_dir) or "0123456789abcdef" * 4
 
 
 async def test_the_dashboard_follows_a_job_live_and_shows_the_network_and_its_tasks(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pangea_p2p.core.cid import cid_from_digest
@@ -73,14 +74,15 @@ class AuditBudget:
     is then recorded). Forced audits (a dispute, a proven liar behind a result, suspicious fuel, a recheck) do
     not count: they happen only when someone lied.
 
-    Owed audits are paid round-robin over the workers that vouch for them, oldest first for each worker: a worker
-    that always lies is caught by the first audit of any of its results, so the budget first covers every worker
-    once instead of spending itself on the one that returned the most results (a flood of one worker's results
-    does not starve the audits of the others)."""
+    Owed audits are paid to the worker (that vouches for them) with the fewest audits paid so far, each worker's
+    oldest first: a worker that always lies is caught by the first audit of any of its results, so the budget
+    covers every worker once before it audits one twice, whenever its results came in (a flood of one worker's
+    results, or a liar that answers last, does not starve the audits of the others)."""
 
     OWED_MAX = 100_000
 
-    __slots__ = ("n_owed", "owed", "per_liar", "per_task", "tokens")
+    __slots__ = ("n_owed", "owed", "paid", "per_liar", "per_task", "tokens")
+    PAID_MAX = 100_000  # workers whose count of paid audits is kept
 
     def __init__(self, per_task: float, per_liar: float = 0.0) -> None:
         self.per_task = per_task
@@ -89,6 +91,7 @@ class AuditBudget:
         # per vouching worker, its owed audits oldest first; the dict's order is the round-robin order
         self.owed: dict[str, deque[tuple[Audits, str]]] = {}
         self.n_owed = 0
+        self.paid: dict[str, int] = {}  # worker -> owed audits of its results paid so far
 
     def accepted(self) -> None:
         self.tokens += self.per_task
@@ -106,47 +109,55 @@ class AuditBudget:
 
     def owe(self, worker: str, audits: Audits, task_id: str) -> None:
         """The audit of ``task_id`` (of ``audits``, vouched for by ``worker``) waits for the budget."""
-        if self.n_owed >= self.OWED_MAX:  # the oldest owed audit of the next worker in turn is forgotten
-            self._pop(next(iter(self.owed)))
+        if self.n_owed >= self.OWED_MAX:  # the oldest owed audit of the first worker is forgotten
+            first = next(iter(self.owed))
+            self.owed[first].popleft()
+            self.n_owed -= 1
+            if not self.owed[first]:
+                del self.owed[first]
         self.owed.setdefault(worker, deque()).append((audits, task_id))
         self.n_owed += 1
 
     def take_owed(self) -> list[tuple[Audits, str]]:
-        """The owed audits the budget pays for now: one per worker in turn, each worker's oldest first."""
+        """The owed audits the budget pays for now: the least audited worker's oldest first, one at a time."""
         out = []
         while self.owed and self.spend():
-            out.append(self._pop(next(iter(self.owed))))
+            out.append(self._pop(self._next(self.owed)))
         return out
 
     def take_owed_of(self, audits: Audits) -> list[str]:
         """The owed audits of ``audits`` (one coordinator) the budget pays for now, in the same turns."""
         paid: list[str] = []
         while self.tokens >= 1.0:
-            turn = [w for w, q in self.owed.items() if any(owner is audits for owner, _ in q)]
-            if not turn:
+            mine = [w for w, q in self.owed.items() if any(owner is audits for owner, _ in q)]
+            if not mine or not self.spend():
                 break
-            for worker in turn:
-                if not self.spend():
-                    break
-                q = self.owed[worker]
-                item = next(x for x in q if x[0] is audits)
-                q.remove(item)
-                self.n_owed -= 1
-                self._rotate(worker)
-                paid.append(item[1])
+            worker = self._next(mine)
+            q = self.owed[worker]
+            item = next(x for x in q if x[0] is audits)
+            q.remove(item)
+            self.n_owed -= 1
+            self._paid(worker)
+            paid.append(item[1])
         return paid
 
+    def _next(self, workers: Iterable[str]) -> str:
+        """Of ``workers``, the one with the fewest owed audits paid so far (the first of them on a tie)."""
+        return min(workers, key=lambda w: self.paid.get(w, 0))
+
+    def _paid(self, worker: str) -> None:
+        self.paid[worker] = self.paid.pop(worker, 0) + 1
+        if len(self.paid) > self.PAID_MAX:
+            del self.paid[next(iter(self.paid))]
+        if not self.owed[worker]:
+            del self.owed[worker]
+
     def _pop(self, worker: str) -> tuple[Audits, str]:
-        """``worker``'s oldest owed audit; ``worker`` goes to the end of the turn (or leaves it, with none left)."""
+        """``worker``'s oldest owed audit."""
         item = self.owed[worker].popleft()
         self.n_owed -= 1
-        self._rotate(worker)
+        self._paid(worker)
         return item
-
-    def _rotate(self, worker: str) -> None:
-        q = self.owed.pop(worker)
-        if q:
-            self.owed[worker] = q
 
 
 class Audits:
