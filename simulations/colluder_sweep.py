@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pangea_p2p.sim.report import metric, print_table, read_csv, seeds_text, summary, write_csv
+from pangea_p2p.sim.report import add_output_args, metric, print_table, read_csv, seeds_text, summary, write_csv
 from pangea_p2p.sim.scenarios import Scenario, sweep
 
 FRACTIONS = tuple(round(0.05 * k, 2) for k in range(9))  # 0, 5, ..., 40 %
@@ -77,11 +77,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2, help="runs per point, seeds 1..N (default %(default)s)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", type=Path, default=Path("sim-out") / "colluder_sweep",
-                       help="output folder (default %(default)s)")
-    where.add_argument("--replace", action="store_const", dest="out", const=COMMITTED,
-                       help="write into simulations/results/colluder_sweep/, replacing the committed figures")
+    add_output_args(parser, Path("sim-out") / "colluder_sweep", COMMITTED, "the committed figures")
     parser.add_argument("--replot", action="store_true", help="draw the PNG again from OUT/results.csv, running "
                         "nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -58,15 +58,12 @@ def run(seeds: int) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pangea_p2p.sim.report import add_output_args, write_csv
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1, help="runs per point, seeds 1..N (default %(default)s)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", type=Path, default=Path("sim-out") / "escape_rate",
-                       help="output folder (default %(default)s)")
-    where.add_argument("--replace", action="store_const", dest="out", const=COMMITTED,
-                       help="write into simulations/results/escape_rate/, replacing the committed results")
+    add_output_args(parser, Path("sim-out") / "escape_rate", COMMITTED, "the committed results")
     args = parser.parse_args(argv)
-    from pangea_p2p.sim.report import write_csv
 
     rows = run(args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pangea_p2p.sim.report import add_output_args
 from pangea_p2p.sim.scenarios import SCENARIOS, main
 
 COMMITTED = Path(__file__).parent / "results"
@@ -21,10 +22,7 @@ def run_all(argv: list[str] | None = None) -> int:
     parser.add_argument("scenarios", nargs="*", default=sorted(SCENARIOS), metavar="SCENARIO",
                         help=f"scenarios to sweep (default: all of {', '.join(sorted(SCENARIOS))})")
     parser.add_argument("--seeds", type=int, default=2, help="runs per sweep value (default %(default)s)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", type=Path, default=Path("sim-out"), help="output folder (default %(default)s)")
-    where.add_argument("--replace", action="store_const", dest="out", const=COMMITTED,
-                       help="write into simulations/results/, replacing the committed figures")
+    add_output_args(parser, Path("sim-out"), COMMITTED, "the committed figures")
     args = parser.parse_args(argv)
     code = 0
     for name in args.scenarios:

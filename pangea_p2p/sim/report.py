@@ -7,6 +7,7 @@ strings, which is why every number here goes through ``float``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import textwrap
@@ -226,3 +227,12 @@ def figure(rows: Sequence[dict[str, Any]], key: str, name: str, x_label: str, x_
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def add_output_args(parser: argparse.ArgumentParser, scratch: Path, committed: Path, what: str) -> None:
+    """``--out DIR`` (default ``scratch``) or ``--replace`` (into ``committed``, replacing ``what``): where a
+    reproduction script of simulations/ writes; ``args.out`` is the folder."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=scratch, help="output folder (default %(default)s)")
+    where.add_argument("--replace", action="store_const", dest="out", const=committed,
+                       help=f"write into {committed}, replacing {what}")

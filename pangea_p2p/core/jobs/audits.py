@@ -49,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import deque
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pangea_p2p.core.cid import cid_from_digest
@@ -80,15 +79,15 @@ class AuditBudget:
     results, or a liar that answers last, does not starve the audits of the others)."""
 
     OWED_MAX = 100_000
+    PAID_MAX = 100_000  # workers whose count of paid audits is kept
 
     __slots__ = ("n_owed", "owed", "paid", "per_liar", "per_task", "tokens")
-    PAID_MAX = 100_000  # workers whose count of paid audits is kept
 
     def __init__(self, per_task: float, per_liar: float = 0.0) -> None:
         self.per_task = per_task
         self.per_liar = per_liar
         self.tokens = 0.0
-        # per vouching worker, its owed audits oldest first; the dict's order is the round-robin order
+        # per vouching worker, its owed audits oldest first (the dict's order breaks ties between workers)
         self.owed: dict[str, deque[tuple[Audits, str]]] = {}
         self.n_owed = 0
         self.paid: dict[str, int] = {}  # worker -> owed audits of its results paid so far
@@ -120,44 +119,33 @@ class AuditBudget:
 
     def take_owed(self) -> list[tuple[Audits, str]]:
         """The owed audits the budget pays for now: the least audited worker's oldest first, one at a time."""
-        out = []
-        while self.owed and self.spend():
-            out.append(self._pop(self._next(self.owed)))
-        return out
+        return self._take(None)
 
     def take_owed_of(self, audits: Audits) -> list[str]:
-        """The owed audits of ``audits`` (one coordinator) the budget pays for now, in the same turns."""
-        paid: list[str] = []
+        """The owed audits of ``audits`` (one coordinator) the budget pays for now, in the same order."""
+        return [task_id for _, task_id in self._take(audits)]
+
+    def _take(self, of: Audits | None) -> list[tuple[Audits, str]]:
+        out = []
         while self.tokens >= 1.0:
-            mine = [w for w, q in self.owed.items() if any(owner is audits for owner, _ in q)]
-            if not mine or not self.spend():
+            workers = [w for w, q in self.owed.items() if of is None or any(owner is of for owner, _ in q)]
+            if not workers or not self.spend():
                 break
-            worker = self._next(mine)
+            worker = min(workers, key=lambda w: self.paid.get(w, 0))  # the first of them on a tie
             q = self.owed[worker]
-            item = next(x for x in q if x[0] is audits)
-            q.remove(item)
+            if of is None:
+                item = q.popleft()
+            else:
+                item = next(x for x in q if x[0] is of)
+                q.remove(item)
             self.n_owed -= 1
-            self._paid(worker)
-            paid.append(item[1])
-        return paid
-
-    def _next(self, workers: Iterable[str]) -> str:
-        """Of ``workers``, the one with the fewest owed audits paid so far (the first of them on a tie)."""
-        return min(workers, key=lambda w: self.paid.get(w, 0))
-
-    def _paid(self, worker: str) -> None:
-        self.paid[worker] = self.paid.pop(worker, 0) + 1
-        if len(self.paid) > self.PAID_MAX:
-            del self.paid[next(iter(self.paid))]
-        if not self.owed[worker]:
-            del self.owed[worker]
-
-    def _pop(self, worker: str) -> tuple[Audits, str]:
-        """``worker``'s oldest owed audit."""
-        item = self.owed[worker].popleft()
-        self.n_owed -= 1
-        self._paid(worker)
-        return item
+            if not q:
+                del self.owed[worker]
+            self.paid[worker] = self.paid.pop(worker, 0) + 1
+            if len(self.paid) > self.PAID_MAX:
+                del self.paid[next(iter(self.paid))]
+            out.append(item)
+        return out
 
 
 class Audits:
