@@ -25,6 +25,9 @@ within ``renew_before_s``, and reserve on the best new candidates until ``relays
 round-trip time, shortened by trust, ties by peer id). Relays already held are kept while they qualify, even
 if a better one appears: moving costs a reservation and changes the advertised addresses.
 
+*Circuit addresses of others.* A peer that never saw another's advert learns its circuit addresses from identify
+or a DHT answer: ``circuit_addrs_of`` picks the ones to dial it through, and only those that are its own.
+
 Time is a parameter (``now``, unix seconds); nothing here reads a clock or touches the network.
 """
 
@@ -174,6 +177,27 @@ def relay_candidates(adverts: Iterable[CapacityAdvert], self_id: str, rtt_s: dic
         if cap.relay_slots_free <= 0 or not cap.addrs:
             continue
         out.append(RelayCandidate(a.peer_id, cap.addrs, rtts.get(a.peer_id), trusts.get(a.peer_id, 0.0)))
+    return out
+
+
+CIRCUIT_ADDRS_MAX = 16  # circuit addresses of one peer dialed (the advert carries at most 16 too)
+
+
+def circuit_addrs_of(peer_id: str, addrs: Iterable[str], limit: int = CIRCUIT_ADDRS_MAX) -> list[str]:
+    """The circuit addresses to dial ``peer_id`` through, from addresses some source gives for it (identify, a DHT
+    answer): each ``<relay addr>/p2p/<relay>/p2p-circuit``, ending in ``/p2p/<peer_id>`` or completed with it.
+    One that ends in another peer's id, or names no relay, is not a way to ``peer_id`` and is left out. In the
+    given order, without duplicates, at most ``limit``."""
+    out: list[str] = []
+    for addr in addrs:
+        head, sep, tail = addr.rpartition("/p2p-circuit")
+        if not sep or "/p2p/" not in head or tail not in ("", f"/p2p/{peer_id}"):
+            continue
+        full = f"{head}/p2p-circuit/p2p/{peer_id}"
+        if full not in out:
+            out.append(full)
+            if len(out) >= limit:
+                break
     return out
 
 

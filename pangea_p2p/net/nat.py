@@ -13,17 +13,24 @@ their driver over py-libp2p 0.8.1:
   hop requests, bounded by ``relay_reservations_max``, ``relay_circuits_max`` and, per circuit,
   ``relay_circuit_bytes_max`` and ``relay_circuit_duration_s`` (py-libp2p enforces them).
 - Reservations: a private peer reserves on the relays ``RelayBook`` picks from the capacity directory and
-  advertises ``<relay addr>/p2p/<relay>/p2p-circuit/p2p/<self>`` in its advert.
+  advertises ``<relay addr>/p2p/<relay>/p2p-circuit/p2p/<self>`` in its advert. The same addresses are in
+  what the host announces (``host.get_addrs``, through an addrs factory installed here): identify's listen
+  addresses and signed peer record, hence the peerstores of the peers it is connected to and their DHT
+  answers. When the set changes (a reservation made, a relay dropped or replaced) the peer sends identify push
+  to every connected peer, as go-libp2p does on a local address change.
 - Dialing: py-libp2p's swarm never dials ``/p2p-circuit`` addresses (``Swarm.dial_peer`` drops them), so
-  ``connect(peer)`` tries the peer's direct addresses first and then its relay addresses through
-  ``CircuitV2Transport``; the connection lands in the swarm like any other, and streams open on it as usual.
+  ``connect(peer)`` dials a peer's relay addresses itself, through ``CircuitV2Transport``: the ones its advert
+  lists, else the circuit addresses in the peerstore (identify, a DHT answer; only those ending in the peer's
+  own id, ``core.nat.circuit_addrs_of``). A peer with none is dialed directly. A peer of which nothing is
+  known is looked up in the DHT first (``find_peer``). The connection lands in the swarm like any other, and
+  streams open on it as usual.
 - ``link(peer)`` says how we are connected to a peer now (direct, relayed, or hole-punched).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -33,6 +40,8 @@ from libp2p.abc import IHost
 from libp2p.connection_types import ConnectionType
 from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID, AutoNATService
 from libp2p.host.autonat.pb.autonat_pb2 import Message as AutoNATMessage
+from libp2p.host.basic_host import BasicHost
+from libp2p.identity.identify_push.identify_push import push_identify_to_peer
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.config import RelayConfig as Libp2pRelayConfig
@@ -55,6 +64,7 @@ from pangea_p2p.core.nat import (
     RelayBook,
     RelayCandidate,
     RelayConfig,
+    circuit_addrs_of,
 )
 from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.logs import get_logger
@@ -65,6 +75,11 @@ log = get_logger("nat")
 
 DIAL_TIMEOUT_S = 10.0
 RESERVE_TIMEOUT_S = 10.0
+FIND_PEER_TIMEOUT_S = 30.0  # a DHT lookup of a peer we know nothing about (py-libp2p's own limit is 30 s too)
+IDENTIFY_PUSH_TIMEOUT_S = 10.0  # one round of identify push to every connected peer, in all
+IDENTIFY_PUSHES_AT_ONCE = 10
+
+FindPeer = Callable[[ID], Awaitable[PeerInfo | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +138,11 @@ class NatService:
     """AutoNAT, relay service and relay reservations of one peer (see the module docstring)."""
 
     def __init__(self, host: IHost, config: NatConfig, reachability: ReachabilityConfig | None = None,
-                 relays: RelayConfig | None = None) -> None:
+                 relays: RelayConfig | None = None, find_peer: FindPeer | None = None) -> None:
         workarounds.apply()
         self.host = host
+        self.peer_id = str(host.get_id())
+        self.find_peer = find_peer  # the DHT's lookup (KadDHT.find_peer), for peers of which nothing is known
         self.config = config
         self.model = ReachabilityModel(reachability)
         self.book = RelayBook(relays or RelayConfig(relays_wanted=config.relays_wanted))
@@ -141,6 +158,8 @@ class NatService:
         self.relay_addrs_of: dict[str, list[str]] = {}  # peer -> its advertised circuit addresses
         self._dial_locks: dict[str, trio.Lock] = {}
         self._relays_learned: dict[str, trio.Event] = {}  # peers being dialed directly, until relays are known
+        self._announced: tuple[tuple[str, ...], list[multiaddr.Multiaddr]] = ((), [])
+        self._announce_circuit_addrs()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[NatService]:
@@ -244,7 +263,9 @@ class NatService:
         return float(resp.reservation.expire) if resp.HasField("reservation") else time.time() + 3600.0
 
     async def keep_relays(self, candidates: list[RelayCandidate], now: float) -> None:
-        """One round of ``RelayBook.plan``: drop, renew and reserve (concurrently, each bounded in time)."""
+        """One round of ``RelayBook.plan``: drop, renew and reserve (concurrently, each bounded in time); then, if
+        our circuit addresses changed, tell the connected peers (``push_identify``)."""
+        before = self.book.relay_addrs(self.peer_id)
         plan = self.book.plan(candidates, now)
 
         async def one(relay: RelayCandidate) -> None:
@@ -258,6 +279,49 @@ class NatService:
         async with trio.open_nursery() as nursery:
             for relay in (*plan.renew, *plan.reserve):
                 nursery.start_soon(one, relay)
+        if self.book.relay_addrs(self.peer_id) != before:
+            await self.push_identify()
+
+    # --- announcing our circuit addresses ---------------------------------------------------------------------
+
+    def _announce_circuit_addrs(self) -> None:
+        """Make ``host.get_addrs()`` (what identify sends) end with our current circuit addresses, through the
+        addrs factory BasicHost applies to its listen addresses (workarounds keep their relay part intact)."""
+        if not isinstance(self.host, BasicHost):  # nothing to hook into
+            return
+        prior = self.host._addrs_factory
+
+        def factory(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+            base = list(prior(candidates)) if prior is not None else list(candidates)
+            return base + self._circuit_maddrs()
+
+        self.host._addrs_factory = factory
+
+    def _circuit_maddrs(self) -> list[multiaddr.Multiaddr]:
+        texts = tuple(self.book.relay_addrs(self.peer_id))
+        if texts != self._announced[0]:  # get_addrs runs on every DHT message: parse once per change
+            self._announced = (texts, [multiaddr.Multiaddr(a) for a in texts])
+        return list(self._announced[1])
+
+    async def push_identify(self) -> int:
+        """Send identify push (``/ipfs/id/push/1.0.0``: our addresses, protocols and signed peer record) to every
+        connected peer, ``IDENTIFY_PUSHES_AT_ONCE`` at a time, within ``IDENTIFY_PUSH_TIMEOUT_S`` in all; the
+        number of peers that took it. Their peerstores, hence their DHT answers, then carry our new addresses."""
+        peers = list(self.host.get_connected_peers())
+        limit = trio.CapacityLimiter(IDENTIFY_PUSHES_AT_ONCE)
+        pushed = 0
+
+        async def one(peer: ID) -> None:
+            nonlocal pushed
+            if await push_identify_to_peer(self.host, peer, limit=limit):
+                pushed += 1
+
+        with trio.move_on_after(IDENTIFY_PUSH_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                for peer in peers:
+                    nursery.start_soon(one, peer)
+        log.debug("nat.identify_pushed", peers=len(peers), took=pushed)
+        return pushed
 
     # --- dialing through relays -----------------------------------------------------------------------------
 
@@ -296,14 +360,38 @@ class NatService:
             if not lock.statistics().tasks_waiting:
                 self._dial_locks.pop(peer_id, None)
 
+    def _known_addrs(self, peer: ID) -> list[multiaddr.Multiaddr]:
+        try:
+            return list(self.host.get_peerstore().addrs(peer))
+        except Exception:  # PeerStoreError: no address of that peer yet
+            return []
+
+    async def _find(self, peer: ID, peer_id: str) -> list[multiaddr.Multiaddr]:
+        """Look ``peer`` up in the DHT (``find_peer``); its addresses known afterwards."""
+        if self.find_peer is None:
+            return []
+        started = time.monotonic()
+        found: list[multiaddr.Multiaddr] = []
+        try:
+            with trio.move_on_after(FIND_PEER_TIMEOUT_S):
+                info = await self.find_peer(peer)
+                found = list(info.addrs) if info is not None else []
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            log.debug("nat.find_peer_failed", peer=peer_id, error=repr(exc)[:200])
+        known = self._known_addrs(peer)
+        log.debug("nat.found", peer=peer_id, addrs=len(known), took_s=round(time.monotonic() - started, 3))
+        return known + [a for a in found if a not in known]
+
     async def _dial(self, peer: ID, peer_id: str) -> None:
         errors: list[str] = []
-        try:
-            known = self.host.get_peerstore().addrs(peer)
-        except Exception:  # PeerStoreError: no address of that peer yet
-            known = []
+        known = self._known_addrs(peer)
+        if not known and peer_id not in self.relay_addrs_of:
+            known = await self._find(peer, peer_id)
         direct = [a for a in known if "/p2p-circuit" not in str(a)]
-        circuits = self.relay_addrs_of.get(peer_id, [])
+        # its advert's relay addresses, else those identify or the DHT gave (only ways to this very peer)
+        circuits = self.relay_addrs_of.get(peer_id) or circuit_addrs_of(peer_id, [str(a) for a in known])
         if not circuits:  # a peer without relay addresses is dialed directly, as the stream open does anyway
             started = time.monotonic()
             try:

@@ -38,6 +38,8 @@ def apply() -> None:
     _drop_tasks_scheduled_during_shutdown()
     _window_updates_at_half_window()
     _autonat_dials_back_afresh()
+    _announced_circuit_addrs_keep_their_relay()
+    _peerstore_keeps_only_a_peers_own_addrs()
 
 
 def _quiet_libp2p_logging() -> None:
@@ -181,3 +183,91 @@ def _autonat_dials_back_afresh() -> None:
         return None
 
     AutoNATService._try_dial = _try_dial  # type: ignore[method-assign]
+
+
+def _without_peer_suffix(addr: Any) -> tuple[Any, str | None]:
+    """``addr`` without a trailing ``/p2p/<id>``, and that id (None if it has none). Only the *last* component
+    counts: the ``/p2p/<relay>`` inside a circuit address stays."""
+    from multiaddr.protocols import P_P2P
+
+    last = list(addr.items())[-1:]  # empty for an empty multiaddr
+    if not last or last[0][0].code != P_P2P:
+        return addr, None
+    return addr.decapsulate_code(P_P2P), str(last[0][1])
+
+
+def _announced_circuit_addrs_keep_their_relay() -> None:
+    # BasicHost.get_addrs (basic_host.py:528-536) removes "any existing /p2p/ component" before appending
+    # /p2p/<self>, and finds it with value_for_protocol("p2p"), which is the *first* one: for a circuit address
+    # <relay addr>/p2p/<relay>/p2p-circuit/p2p/<self> that is the relay's id, and decapsulating it cuts from
+    # there on, leaving /ip4/<relay ip>/tcp/<relay port>/p2p/<self>: the relay's address claimed as ours.
+    # Identify sends get_addrs as listenAddrs and in the signed peer record, so the DHT would spread that. Here
+    # only a trailing /p2p/<id> is replaced by our own, as go-libp2p does; the rest is get_addrs unchanged
+    # (listen addresses, confirmed observed ones, then the host's addrs factory: net/nat.py installs one that
+    # adds a private peer's circuit addresses).
+    import multiaddr
+    from libp2p.host.basic_host import BasicHost
+
+    def get_addrs(self: BasicHost) -> list[multiaddr.Multiaddr]:
+        own = multiaddr.Multiaddr(f"/p2p/{self.get_id()}")
+        candidates = list(self.get_transport_addrs())
+        observed = self._observed_addr_manager
+        if observed is not None:
+            seen = {str(a) for a in candidates}
+            for addr in observed.addrs():
+                if str(addr) not in seen:
+                    seen.add(str(addr))
+                    candidates.append(addr)
+        factory = self._addrs_factory
+        addrs = list(factory(candidates)) if factory is not None else candidates
+        return [_without_peer_suffix(a)[0].encapsulate(own) for a in addrs]
+
+    BasicHost.get_addrs = get_addrs  # type: ignore[method-assign]
+
+
+PEER_ADDRS_MAX = 64
+
+
+def _peerstore_keeps_only_a_peers_own_addrs() -> None:
+    # py-libp2p's peerstore stores whatever addresses it is given for a peer: identify's listenAddrs and signed
+    # record (update.py:64-100, also on identify push), the addresses in a DHT answer (peer_routing.py:444-458),
+    # each a list that only grows (PeerData.add_addrs). So a peer could announce, as its own, a circuit address
+    # ending in /p2p/<someone else>, and a DHT node could hand out, for peer A, addresses ending in another
+    # peer's id; every peer that stored them would spread them on in its DHT answers. go-libp2p's address book
+    # (pstoremem AddAddrs, cleanAddrs) keeps an address for a peer only if it ends in that peer's id or in no
+    # id, and stores it without that suffix; the same here, at the one place every source goes through
+    # (PeerStore.add_addr calls add_addrs, consume_peer_record too). A peer's addresses are also bounded: the
+    # newest PEER_ADDRS_MAX are kept.
+    import multiaddr
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerstore import PeerStore
+
+    original = PeerStore.add_addrs
+
+    def own_addrs(peer_id: ID, addrs: Any) -> list[multiaddr.Multiaddr]:
+        out: list[multiaddr.Multiaddr] = []
+        expected = str(peer_id)
+        for addr in addrs:
+            try:
+                if not isinstance(addr, multiaddr.Multiaddr):
+                    addr = multiaddr.Multiaddr(addr)
+                bare, suffix = _without_peer_suffix(addr)
+                if suffix is not None and suffix != expected and ID.from_base58(suffix) != peer_id:
+                    continue
+            except Exception:  # unparsable, or a suffix that is no peer id
+                continue
+            if len(bare.to_bytes()) > 0:
+                out.append(bare)
+        return out
+
+    def add_addrs(self: PeerStore, peer_id: ID, addrs: Any, ttl: int = 0) -> None:
+        addrs = list(addrs)
+        kept = own_addrs(peer_id, addrs)
+        if addrs and not kept:
+            return
+        original(self, peer_id, kept, ttl)
+        data = self.peer_data_map.get(peer_id)
+        if data is not None and len(data.addrs) > PEER_ADDRS_MAX:
+            data.addrs = data.addrs[-PEER_ADDRS_MAX:]
+
+    PeerStore.add_addrs = add_addrs  # type: ignore[method-assign]

@@ -512,7 +512,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
             traffic=traffic,
         )
         host.get_network().register_notifee(ConnectionEvents(peer))
-        peer.nat = await stack.enter_async_context(NatService(host, config.nat).running())
+        peer.nat = await stack.enter_async_context(NatService(host, config.nat, find_peer=dht.find_peer).running())
         await stack.enter_async_context(background_trio_service(pubsub))
         await stack.enter_async_context(background_trio_service(router))
         await stack.enter_async_context(background_trio_service(dht))

@@ -13,6 +13,7 @@ from pangea_p2p.core.nat import (
     RelayBook,
     RelayCandidate,
     RelayConfig,
+    circuit_addrs_of,
     relay_candidates,
 )
 from pangea_p2p.errors import ConfigError
@@ -197,3 +198,25 @@ def test_relay_candidates_are_public_peers_with_free_relay_slots() -> None:
     got = relay_candidates([mine, relay_ad, full, private, unknown, no_addr], me,  # type: ignore[list-item]
                            rtt_s={relay: 0.02}, trust={relay: 3.0})
     assert got == [RelayCandidate(relay, BASE.addrs, 0.02, 3.0)]
+
+
+def test_circuit_addrs_of_keeps_only_ways_to_that_peer() -> None:
+    me, other, relay = (Identity(s * 32).peer_id for s in (b"a", b"o", b"r"))
+    via = f"/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit"
+    got = circuit_addrs_of(me, [
+        "/ip4/10.0.0.9/tcp/4001",  # a direct address
+        via,  # identify's form: the peer's own id left off
+        f"{via}/p2p/{me}",  # the same, with it: one entry
+        f"{via}/p2p/{other}",  # someone else's circuit address
+        f"/ip4/10.0.0.2/tcp/1/p2p-circuit/p2p/{me}",  # no relay named
+        f"/ip4/10.0.0.3/tcp/1/p2p/{relay}/p2p-circuit/p2p/{me}/p2p/{other}",  # a tail after the circuit
+        f"/ip6/::1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{me}",
+    ])
+    assert got == [f"{via}/p2p/{me}", f"/ip6/::1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{me}"]
+
+
+def test_circuit_addrs_of_is_bounded() -> None:
+    me, relay = Identity(b"a" * 32).peer_id, Identity(b"r" * 32).peer_id
+    many = [f"/ip4/10.0.0.1/tcp/{port}/p2p/{relay}/p2p-circuit" for port in range(1, 100)]
+    assert len(circuit_addrs_of(me, many)) == 16
+    assert circuit_addrs_of(me, many, limit=2) == [f"{a}/p2p/{me}" for a in many[:2]]

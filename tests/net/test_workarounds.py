@@ -274,3 +274,62 @@ async def test_autonat_dial_back_opens_a_new_connection() -> None:
         finally:
             closed.close()
         assert len(server.get_network().get_connections(client.get_id())) == 1  # the dial-back was not kept
+
+
+RELAY_ID = Identity(b"\x07" * 32).peer_id
+OTHER_ID = Identity(b"\x08" * 32).peer_id
+
+
+async def test_announced_circuit_addresses_keep_their_relay() -> None:
+    # BasicHost.get_addrs cut a circuit address at its *first* /p2p/ (the relay's) before appending our id:
+    # identify announced /ip4/<relay ip>/tcp/<relay port>/p2p/<us>, the relay's address as ours.
+    from libp2p.identity.identify.identify import _mk_identify_protobuf
+
+    async with running_hosts(1) as (a,):
+        circuit = f"/ip4/127.0.0.1/tcp/4001/p2p/{RELAY_ID}/p2p-circuit"
+        a._addrs_factory = lambda addrs: [*addrs, multiaddr.Multiaddr(circuit)]  # type: ignore[attr-defined]
+        announced = [str(x) for x in a.get_addrs()]
+        assert announced[-1] == f"{circuit}/p2p/{a.get_id()}"
+        assert announced[0] == f"{a.get_transport_addrs()[0]}/p2p/{a.get_id()}"  # a direct one: as before
+        sent = [str(multiaddr.Multiaddr(raw)) for raw in _mk_identify_protobuf(a, None).listen_addrs]
+        assert sent[-1] == circuit  # identify's form: without our own id
+
+
+async def test_the_peerstore_keeps_only_a_peers_own_addresses() -> None:
+    # py-libp2p stored, for a peer, whatever addresses came: its identify (push) could carry someone else's
+    # circuit address, a DHT answer could give peer A addresses ending in B's id; and the list only grew.
+    from libp2p.identity.identify.identify import _mk_identify_protobuf
+    from libp2p.identity.identify_push.identify_push import ID_PUSH
+    from libp2p.peer.id import ID
+    from libp2p.utils import varint
+
+    async with running_hosts(2) as (a, b):
+        await connect(a, b)
+        store = b.get_peerstore()
+        mine = f"/ip4/127.0.0.1/tcp/4001/p2p/{RELAY_ID}/p2p-circuit"
+        theirs = f"/ip4/127.0.0.1/tcp/4002/p2p/{RELAY_ID}/p2p-circuit/p2p/{OTHER_ID}"
+        msg = _mk_identify_protobuf(a, None)
+        msg.ClearField("signedPeerRecord")  # the listen addresses alone (a signed record goes the same way)
+        del msg.listen_addrs[:]
+        msg.listen_addrs.extend([multiaddr.Multiaddr(f"{mine}/p2p/{a.get_id()}").to_bytes(),
+                                 multiaddr.Multiaddr(theirs).to_bytes(), b"\xff\x00garbage",
+                                 multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4003").to_bytes()])
+        body = msg.SerializeToString()
+        stream = await a.new_stream(b.get_id(), [ID_PUSH])  # what a lying peer sends as identify push
+        await stream.write(varint.encode_uvarint(len(body)) + body)
+        await stream.close()
+
+        def pushed() -> bool:
+            return "/ip4/127.0.0.1/tcp/4003" in {str(x) for x in store.addrs(a.get_id())}
+
+        await wait_for(pushed, 20)
+        assert {str(x) for x in store.addrs(a.get_id())} == {mine, "/ip4/127.0.0.1/tcp/4003"}
+        # a DHT answer claiming, for OTHER, an address that ends in RELAY's id
+        other = ID.from_base58(OTHER_ID)
+        store.add_addrs(other, [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/4004/p2p/{RELAY_ID}"),
+                                multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/4005/p2p/{OTHER_ID}")], 60)
+        assert [str(x) for x in store.addrs(other)] == ["/ip4/127.0.0.1/tcp/4005"]
+        store.add_addrs(other, [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{p}") for p in range(5000, 5100)], 60)
+        kept = [str(x) for x in store.addrs(other)]
+        assert len(kept) == workarounds.PEER_ADDRS_MAX
+        assert kept[-1] == "/ip4/127.0.0.1/tcp/5099"  # the newest stay
