@@ -1,5 +1,6 @@
 """NatService over loopback: AutoNAT probes, relay service and reservations, dialing a private peer through
-its relay, the link reported per connection, and the relay's per-circuit byte limit."""
+its relay, the link reported per connection, the relay's per-circuit byte limit, and a private peer's circuit
+addresses in identify (push) and the DHT."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from libp2p.custom_types import TProtocol
 from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
 from libp2p.io.utils import read_exactly
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
 
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.nat import Link, Reachability, RelayCandidate
 from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.nat import NatConfig, NatService
+from pangea_p2p.net.overlay import make_dht
 from pangea_p2p.testing import wait_for
 
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
@@ -66,6 +69,30 @@ def relay_of(host: IHost) -> RelayCandidate:
     return RelayCandidate(str(host.get_id()), tuple(hostlib.dialable_addrs(host)))
 
 
+def addrs_known(host: IHost, of: IHost) -> set[str]:
+    """What ``host``'s peerstore holds for ``of`` (empty if nothing)."""
+    try:
+        return {str(a) for a in host.get_peerstore().addrs(of.get_id())}
+    except Exception:
+        return set()
+
+
+def behind_a_nat(monkeypatch: pytest.MonkeyPatch, host: IHost) -> None:
+    """From now on no TCP dial reaches ``host``'s listening ports (a NAT drops them; refused here, to be quick):
+    it is reachable only over connections it opened itself, such as the one to its relay."""
+    from libp2p.transport.tcp.tcp import TCP
+
+    ports = {a.value_for_protocol("tcp") for a in host.get_transport_addrs()}
+    original = TCP.dial
+
+    async def dial(self: TCP, maddr: multiaddr.Multiaddr) -> object:
+        if maddr.value_for_protocol("tcp") in ports:
+            raise OSError(f"{maddr} is behind a NAT")
+        return await original(self, maddr)
+
+    monkeypatch.setattr(TCP, "dial", dial)
+
+
 async def test_autonat_probe_finds_a_loopback_peer_public() -> None:
     async with nat_hosts(NatConfig(), NatConfig()) as [(a, nat_a), (b, _)]:
         await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
@@ -101,6 +128,55 @@ async def test_a_private_peer_is_reached_through_its_relay() -> None:
             assert nat_r.relay_slots_free() == 31
             assert await echo(issuer, home, 10_000) == (bytes(range(256)) * 39 + b"x" * 16)
         assert nat_i.link(str(relay.get_id())) is Link.DIRECT
+
+
+async def test_a_private_peer_announces_its_circuit_addrs_and_pushes_each_change() -> None:
+    public, private = NatConfig(reachability="public"), NatConfig(reachability="private")
+    async with nat_hosts(public, private, NatConfig()) as [(relay, nat_r), (home, nat_h), (other, _)]:
+        nat_r.update_relay_service(time.time())
+        await other.connect(info_from_p2p_addr(home.get_addrs()[0]))
+        await wait_for(lambda: AUTONAT_PROTOCOL_ID in other.get_peerstore().get_protocols(home.get_id()), 20)
+        with trio.fail_after(20):
+            await nat_h.keep_relays([relay_of(relay)], time.time())
+        circuit = f"{hostlib.dialable_addrs(relay)[0]}/p2p/{relay.get_id()}/p2p-circuit"
+        assert f"{circuit}/p2p/{home.get_id()}" in {str(a) for a in home.get_addrs()}  # what identify sends
+        # identify push: the peers connected to it learn the address (identify ran once, before it existed)
+        await wait_for(lambda: circuit in addrs_known(other, home) and circuit in addrs_known(relay, home), 20)
+        # the relay stops qualifying: the reservation is dropped, and the connected peers hear so
+        with trio.fail_after(20):
+            await nat_h.keep_relays([], time.time())
+        assert nat_h.book.held() == []
+        assert not any("/p2p-circuit" in str(a) for a in home.get_addrs())
+        await wait_for(lambda: circuit not in addrs_known(other, home) | addrs_known(relay, home), 20)
+        assert addrs_known(other, home)  # its direct addresses stay
+
+
+async def test_a_peer_that_never_saw_the_advert_finds_a_private_peer_in_the_dht_and_dials_its_relay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The finder knows the home peer by id only (no advert: a non-pangea libp2p peer, say). The DHT answers a
+    # lookup with what the relay's peerstore holds for it, which identify push keeps up to date.
+    public, private = NatConfig(reachability="public"), NatConfig(reachability="private")
+    async with nat_hosts(public, private, NatConfig()) as [(relay, nat_r), (home, nat_h), (finder, nat_f)], \
+            AsyncExitStack() as stack:
+        dhts = [make_dht(h) for h in (relay, home, finder)]
+        for dht in dhts:
+            await stack.enter_async_context(background_trio_service(dht))
+        nat_f.find_peer = dhts[2].find_peer
+        behind_a_nat(monkeypatch, home)
+        nat_r.update_relay_service(time.time())
+        for peer, dht in ((home, dhts[1]), (finder, dhts[2])):
+            await peer.connect(info_from_p2p_addr(relay.get_addrs()[0]))
+            await dht.add_peer(relay.get_id(), skip_server_mode_check=True)
+        with trio.fail_after(20):
+            await nat_h.keep_relays([relay_of(relay)], time.time())
+        circuit = f"{hostlib.dialable_addrs(relay)[0]}/p2p/{relay.get_id()}/p2p-circuit"
+        await wait_for(lambda: circuit in addrs_known(relay, home), 20)
+        assert addrs_known(finder, home) == set()
+        with trio.fail_after(40):
+            await nat_f.connect(str(home.get_id()))
+            assert circuit in addrs_known(finder, home)
+            assert nat_f.link(str(home.get_id())) is Link.RELAYED
+            assert len(await echo(finder, home, 1000)) == 1000
 
 
 async def test_a_pending_direct_dial_gives_way_when_the_peers_relay_addresses_arrive() -> None:
