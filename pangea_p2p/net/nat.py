@@ -159,6 +159,7 @@ class NatService:
         self._dial_locks: dict[str, trio.Lock] = {}
         self._relays_learned: dict[str, trio.Event] = {}  # peers being dialed directly, until relays are known
         self._announced: tuple[tuple[str, ...], list[multiaddr.Multiaddr]] = ((), [])
+        self._pushed: list[str] = []  # the circuit addresses the last identify push carried
         self._announce_circuit_addrs()
 
     @asynccontextmanager
@@ -264,8 +265,8 @@ class NatService:
 
     async def keep_relays(self, candidates: list[RelayCandidate], now: float) -> None:
         """One round of ``RelayBook.plan``: drop, renew and reserve (concurrently, each bounded in time); then, if
-        our circuit addresses changed, tell the connected peers (``push_identify``)."""
-        before = self.book.relay_addrs(self.peer_id)
+        our circuit addresses are not the ones last pushed (whatever changed them), tell the connected peers
+        (``push_identify``)."""
         plan = self.book.plan(candidates, now)
 
         async def one(relay: RelayCandidate) -> None:
@@ -279,7 +280,9 @@ class NatService:
         async with trio.open_nursery() as nursery:
             for relay in (*plan.renew, *plan.reserve):
                 nursery.start_soon(one, relay)
-        if self.book.relay_addrs(self.peer_id) != before:
+        current = self.book.relay_addrs(self.peer_id)
+        if current != self._pushed:
+            self._pushed = current
             await self.push_identify()
 
     # --- announcing our circuit addresses ---------------------------------------------------------------------

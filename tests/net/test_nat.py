@@ -131,23 +131,32 @@ async def test_a_private_peer_is_reached_through_its_relay() -> None:
 
 
 async def test_a_private_peer_announces_its_circuit_addrs_and_pushes_each_change() -> None:
-    public, private = NatConfig(reachability="public"), NatConfig(reachability="private")
-    async with nat_hosts(public, private, NatConfig()) as [(relay, nat_r), (home, nat_h), (other, _)]:
-        nat_r.update_relay_service(time.time())
+    public, private = NatConfig(reachability="public"), NatConfig(reachability="private", relays_wanted=1)
+    async with nat_hosts(public, public, private, NatConfig()) as [
+            (relay1, nat_r1), (relay2, nat_r2), (home, nat_h), (other, _)]:
+        for nat in (nat_r1, nat_r2):
+            nat.update_relay_service(time.time())
         await other.connect(info_from_p2p_addr(home.get_addrs()[0]))
         await wait_for(lambda: AUTONAT_PROTOCOL_ID in other.get_peerstore().get_protocols(home.get_id()), 20)
-        with trio.fail_after(20):
-            await nat_h.keep_relays([relay_of(relay)], time.time())
-        circuit = f"{hostlib.dialable_addrs(relay)[0]}/p2p/{relay.get_id()}/p2p-circuit"
-        assert f"{circuit}/p2p/{home.get_id()}" in {str(a) for a in home.get_addrs()}  # what identify sends
+        via1, via2 = (f"{hostlib.dialable_addrs(r)[0]}/p2p/{r.get_id()}/p2p-circuit" for r in (relay1, relay2))
+
+        def known() -> set[str]:  # the circuit addresses the other peer holds for the home peer
+            return {a for a in addrs_known(other, home) if "/p2p-circuit" in a}
+
+        with trio.fail_after(20):  # reserve
+            await nat_h.keep_relays([relay_of(relay1)], time.time())
+        assert f"{via1}/p2p/{home.get_id()}" in {str(a) for a in home.get_addrs()}  # what identify sends
         # identify push: the peers connected to it learn the address (identify ran once, before it existed)
-        await wait_for(lambda: circuit in addrs_known(other, home) and circuit in addrs_known(relay, home), 20)
-        # the relay stops qualifying: the reservation is dropped, and the connected peers hear so
-        with trio.fail_after(20):
+        await wait_for(lambda: known() == {via1} and via1 in addrs_known(relay1, home), 20)
+        with trio.fail_after(20):  # move: relay1 stops qualifying, relay2 is taken in the same round
+            await nat_h.keep_relays([relay_of(relay2)], time.time())
+        assert nat_h.book.held() == [str(relay2.get_id())]
+        await wait_for(lambda: known() == {via2}, 20)
+        with trio.fail_after(20):  # drop: no relay qualifies
             await nat_h.keep_relays([], time.time())
         assert nat_h.book.held() == []
         assert not any("/p2p-circuit" in str(a) for a in home.get_addrs())
-        await wait_for(lambda: circuit not in addrs_known(other, home) | addrs_known(relay, home), 20)
+        await wait_for(lambda: known() == set(), 20)
         assert addrs_known(other, home)  # its direct addresses stay
 
 
