@@ -53,6 +53,7 @@ class Link(enum.StrEnum):
     DIRECT = "direct"  # we dialed it (or it dialed us) without help
     RELAYED = "relayed"  # through a circuit relay: limited bytes and duration
     HOLE_PUNCHED = "hole-punched"  # a relayed connection upgraded to a direct one by DCUtR
+    UNREACHABLE = "unreachable"  # (scheduler only) private, no relay address yet, not connected: cannot be dialed
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,19 @@ def relay_candidates(adverts: Iterable[CapacityAdvert], self_id: str, rtt_s: dic
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitLimit:
+    """What one circuit through a relay may use before the relay closes it (circuit relay v2's ``Limit``)."""
+
+    duration_s: int = 0  # seconds from its opening (0: not stated)
+    bytes: int = 0  # bytes, both directions (0: not stated)
+
+
+# What our relays grant per circuit unless configured otherwise (nat.relay_circuit_duration_s / _bytes_max), and
+# what the scheduler assumes of a relay whose limits a worker's advert does not state.
+CIRCUIT_DEFAULT = CircuitLimit(600, 64 << 20)
+
+
+@dataclass(frozen=True, slots=True)
 class RelayPlan:
     """What to do about relays now. ``reserve`` and ``renew`` are candidates (with addresses), best first."""
 
@@ -195,6 +209,7 @@ class RelayBook:
     def __init__(self, config: RelayConfig | None = None) -> None:
         self.config = config or RelayConfig()
         self._held: dict[str, tuple[float, tuple[str, ...]]] = {}  # relay -> (reservation ends, its addrs)
+        self._limits: dict[str, CircuitLimit] = {}  # relay -> the circuit limit its reservation granted
         self._cooling: dict[str, float] = {}  # relay -> not before
         self._pending: set[str] = set()  # reservation requests out
 
@@ -206,6 +221,13 @@ class RelayBook:
         return [f"{addr}/p2p/{relay}/p2p-circuit/p2p/{self_id}"
                 for relay, (_, addrs) in sorted(self._held.items()) for addr in addrs]
 
+    def circuit_limit(self) -> CircuitLimit:
+        """The least lifetime and byte budget of a circuit through any relay held, of those that stated one
+        (what the advert states: a dialer may come through any of them); 0 where none did."""
+        limits = [self._limits.get(r, CircuitLimit()) for r in self._held]
+        return CircuitLimit(min((lim.duration_s for lim in limits if lim.duration_s), default=0),
+                            min((lim.bytes for lim in limits if lim.bytes), default=0))
+
     def plan(self, candidates: list[RelayCandidate], now: float) -> RelayPlan:
         """Drops, renewals and new reservations due at ``now``; marks the new ones pending."""
         cfg = self.config
@@ -214,6 +236,7 @@ class RelayBook:
         drop = tuple(r for r, (ends, _) in sorted(self._held.items()) if r not in usable or ends <= now)
         for relay in drop:
             del self._held[relay]
+            self._limits.pop(relay, None)
         renew = tuple(usable[r] for r, (ends, _) in sorted(self._held.items())
                       if ends - cfg.renew_before_s <= now and r not in self._pending)
         wanted = cfg.relays_wanted - len(self._held) - len(self._pending - set(self._held))
@@ -227,16 +250,20 @@ class RelayBook:
         rtt = self.config.rtt_unknown_s if c.rtt_s is None else c.rtt_s
         return rtt / (1.0 + self.config.trust_weight * max(c.trust, 0.0))
 
-    def reserved(self, relay: RelayCandidate, expires_at: float, now: float) -> None:
-        """A reservation on ``relay`` was granted (or renewed) until ``expires_at``."""
+    def reserved(self, relay: RelayCandidate, expires_at: float, now: float,
+                 limit: CircuitLimit | None = None) -> None:
+        """A reservation on ``relay`` was granted (or renewed) until ``expires_at``, its circuits limited by
+        ``limit`` (None: the relay stated none)."""
         self._pending.discard(relay.peer_id)
         self._cooling.pop(relay.peer_id, None)
         self._held[relay.peer_id] = (min(expires_at, now + self.config.reservation_ttl_s), relay.addrs)
+        self._limits[relay.peer_id] = limit or CircuitLimit()
 
     def failed(self, relay: str, now: float) -> None:
         """A reservation request to ``relay`` failed, or the relay went away: find another, retry it later."""
         self._pending.discard(relay)
         self._held.pop(relay, None)
+        self._limits.pop(relay, None)
         self._cooling[relay] = now + self.config.failure_cooldown_s
         for r in [r for r, t in self._cooling.items() if t <= now]:
             del self._cooling[r]

@@ -48,6 +48,8 @@ from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_ms
 from libp2p.tools.anyio_service import background_trio_service
 
 from pangea_p2p.core.nat import (
+    CIRCUIT_DEFAULT,
+    CircuitLimit,
     Link,
     Reachability,
     ReachabilityConfig,
@@ -77,8 +79,8 @@ class NatConfig:
     relay_service: str = "auto"  # "auto": serve circuit relay v2 while public; "on"; "off"
     relay_reservations_max: int = 32
     relay_circuits_max: int = 32
-    relay_circuit_bytes_max: int = 64 << 20  # per circuit, both directions
-    relay_circuit_duration_s: int = 600  # per circuit
+    relay_circuit_bytes_max: int = CIRCUIT_DEFAULT.bytes  # per circuit, both directions
+    relay_circuit_duration_s: int = CIRCUIT_DEFAULT.duration_s  # per circuit
     relays_wanted: int = 2  # relays a private peer keeps a reservation on
     hole_punching: bool = True  # DCUtR: upgrade relayed connections to direct ones where the NATs allow
 
@@ -141,6 +143,7 @@ class NatService:
         self.relay_addrs_of: dict[str, list[str]] = {}  # peer -> its advertised circuit addresses
         self._dial_locks: dict[str, trio.Lock] = {}
         self._relays_learned: dict[str, trio.Event] = {}  # peers being dialed directly, until relays are known
+        self._circuits: dict[str, tuple[object, float]] = {}  # peer -> (relayed connection we opened, when)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[NatService]:
@@ -218,9 +221,10 @@ class NatService:
 
     # --- reservations (a private peer) ----------------------------------------------------------------------
 
-    async def reserve(self, relay: RelayCandidate) -> float:
-        """Reserve a slot on ``relay`` (dialing it first); the reservation's end (unix seconds). TransportError
-        if the relay cannot be reached or refuses."""
+    async def reserve(self, relay: RelayCandidate) -> tuple[float, CircuitLimit]:
+        """Reserve a slot on ``relay`` (dialing it first); the reservation's end (unix seconds) and the limit
+        of each circuit through it (as the relay states it). TransportError if the relay cannot be reached or
+        refuses."""
         relay_id = ID.from_base58(relay.peer_id)
         try:
             with trio.fail_after(RESERVE_TIMEOUT_S):
@@ -241,7 +245,10 @@ class NatService:
             raise TransportError(f"cannot reserve on relay {relay.peer_id}: {exc}") from None
         if resp.HasField("status") and resp.status != CircuitStatus.OK:
             raise TransportError(f"relay {relay.peer_id} refused a reservation (status {resp.status})")
-        return float(resp.reservation.expire) if resp.HasField("reservation") else time.time() + 3600.0
+        ends = float(resp.reservation.expire) if resp.HasField("reservation") else time.time() + 3600.0
+        if not resp.HasField("limit"):
+            return ends, CircuitLimit()
+        return ends, CircuitLimit(min(resp.limit.duration, 7 * 86400), min(resp.limit.data, 1 << 50))
 
     async def keep_relays(self, candidates: list[RelayCandidate], now: float) -> None:
         """One round of ``RelayBook.plan``: drop, renew and reserve (concurrently, each bounded in time)."""
@@ -249,11 +256,11 @@ class NatService:
 
         async def one(relay: RelayCandidate) -> None:
             try:
-                ends = await self.reserve(relay)
+                ends, limit = await self.reserve(relay)
             except TransportError:
                 self.book.failed(relay.peer_id, time.time())
             else:
-                self.book.reserved(relay, ends, time.time())
+                self.book.reserved(relay, ends, time.time(), limit)
 
         async with trio.open_nursery() as nursery:
             for relay in (*plan.renew, *plan.reserve):
@@ -279,6 +286,18 @@ class NatService:
         link = connection_link(self.host, peer)
         punched = self.dcutr is not None and peer in self.dcutr._direct_connections
         return Link.HOLE_PUNCHED if link is Link.DIRECT and punched else link
+
+    def circuit_age_s(self, peer_id: str, now: float) -> float | None:
+        """How long ago (unix ``now``) we opened the relayed connection we hold to ``peer_id``; None if we hold
+        none we opened (the relay closes a circuit at its duration limit: the scheduler counts what is left)."""
+        held = self._circuits.get(peer_id)
+        if held is None:
+            return None
+        conn, opened = held
+        if conn not in self.host.get_network().get_connections(ID.from_base58(peer_id)):
+            del self._circuits[peer_id]
+            return None
+        return max(0.0, now - opened)
 
     async def connect(self, peer_id: str) -> None:
         """Make sure we hold a connection to ``peer_id``: its direct addresses first, then its relay addresses
@@ -322,7 +341,8 @@ class NatService:
             started = time.monotonic()
             try:
                 with trio.fail_after(DIAL_TIMEOUT_S):
-                    await self.transport.dial(multiaddr.Multiaddr(addr))
+                    conn = await self.transport.dial(multiaddr.Multiaddr(addr))
+                self._circuits[peer_id] = (conn, time.time())
                 log.debug("nat.dialed", peer=peer_id, via=addr, took_s=round(time.monotonic() - started, 3))
                 return
             except trio.Cancelled:

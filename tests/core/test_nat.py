@@ -7,6 +7,7 @@ import pytest
 from pangea_p2p.core.capacity import LocalCapacity, decode_advert, encode_advert
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.nat import (
+    CircuitLimit,
     Reachability,
     ReachabilityConfig,
     ReachabilityModel,
@@ -164,6 +165,21 @@ def test_a_relay_is_kept_while_it_qualifies_even_if_a_better_one_appears() -> No
     book.plan([slow], T0)
     book.reserved(slow, T0 + 3600, T0)
     assert not book.plan([slow, cand("fast", 0.001)], T0 + 10)
+
+
+def test_the_advertised_circuit_limit_is_the_least_any_held_relay_granted() -> None:
+    book = RelayBook(RelayConfig(relays_wanted=3))
+    a, b, c = cand("a", 0.01), cand("b", 0.02), cand("c", 0.03)
+    assert book.circuit_limit() == CircuitLimit()  # no relay: nothing stated
+    book.plan([a, b, c], T0)
+    book.reserved(a, T0 + 3600, T0, CircuitLimit(600, 64 << 20))
+    book.reserved(b, T0 + 3600, T0, CircuitLimit(120, 128 << 20))
+    book.reserved(c, T0 + 3600, T0)  # a relay that stated no limit constrains nothing
+    assert book.circuit_limit() == CircuitLimit(120, 64 << 20)
+    book.failed("b", T0 + 1)  # b went away: its limit no longer counts
+    assert book.circuit_limit() == CircuitLimit(600, 64 << 20)
+    assert book.plan([b, c], T0 + 2).drop == ("a",)  # a's advert expired
+    assert book.circuit_limit() == CircuitLimit()
 
 
 def test_relay_addrs_name_the_relay_and_this_peer() -> None:

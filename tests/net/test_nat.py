@@ -19,7 +19,7 @@ from libp2p.io.utils import read_exactly
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.nat import Link, Reachability, RelayCandidate
+from pangea_p2p.core.nat import CircuitLimit, Link, Reachability, RelayCandidate
 from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.nat import NatConfig, NatService
@@ -147,18 +147,28 @@ async def test_a_relay_that_refuses_is_cooled_down_and_another_is_used() -> None
 
 
 async def test_a_circuit_carries_at_most_its_byte_limit() -> None:
-    small = NatConfig(reachability="public", relay_circuit_bytes_max=1 << 16)
+    small = NatConfig(reachability="public", relay_circuit_bytes_max=1 << 16, relay_circuit_duration_s=90)
     async with nat_hosts(small, NatConfig(reachability="private"), NatConfig()) as [
             (relay, nat_r), (home, nat_h), (issuer, nat_i)]:
         nat_r.update_relay_service(time.time())
         with trio.fail_after(20):
             await nat_h.keep_relays([relay_of(relay)], time.time())
-        nat_i.learn_relay_addrs(str(home.get_id()), nat_h.book.relay_addrs(str(home.get_id())))
+        # the reservation states the relay's circuit limits: the home peer's advert passes them on
+        assert nat_h.book.circuit_limit() == CircuitLimit(90, 1 << 16)
+        home_id = str(home.get_id())
+        nat_i.learn_relay_addrs(home_id, nat_h.book.relay_addrs(home_id))
+        assert nat_i.circuit_age_s(home_id, time.time()) is None
         with trio.fail_after(30):
-            await nat_i.connect(str(home.get_id()))
+            await nat_i.connect(home_id)
+            opened = time.time()
+            age = nat_i.circuit_age_s(home_id, opened + 5.0)  # the scheduler counts what is left of the 90 s
+            assert age is not None
+            assert 5.0 <= age < 35.0
             assert len(await echo(issuer, home, 1000)) == 1000
             with pytest.raises(Exception):  # noqa: B017,PT011  # a reset stream, whatever py-libp2p calls it
                 await echo(issuer, home, 200_000)
+        # the relay closed that circuit: no age any more (a fresh circuit has its whole lifetime)
+        await wait_for(lambda: nat_i.circuit_age_s(home_id, time.time()) is None, 20)
 
 
 async def test_connect_says_why_a_peer_cannot_be_reached() -> None:
