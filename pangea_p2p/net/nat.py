@@ -251,7 +251,14 @@ class NatService:
         return ends, CircuitLimit(min(resp.limit.duration, 7 * 86400), min(resp.limit.data, 1 << 50))
 
     async def keep_relays(self, candidates: list[RelayCandidate], now: float) -> None:
-        """One round of ``RelayBook.plan``: drop, renew and reserve (concurrently, each bounded in time)."""
+        """One round of ``RelayBook.plan``: drop, renew and reserve (concurrently, each bounded in time). A
+        reservation lives as long as our connection to its relay (circuit relay v2): a relay we are no longer
+        connected to is dropped at once (and cools down), not kept until its advert expires."""
+        network = self.host.get_network()
+        for held in self.book.held():
+            if not network.get_connections(ID.from_base58(held)):
+                log.info("nat.relay_lost", relay=held)
+                self.book.failed(held, now)
         plan = self.book.plan(candidates, now)
 
         async def one(relay: RelayCandidate) -> None:

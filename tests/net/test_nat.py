@@ -146,6 +146,26 @@ async def test_a_relay_that_refuses_is_cooled_down_and_another_is_used() -> None
         assert nat_h.book.held() == [str(relay.get_id())]
 
 
+async def test_a_relay_we_lost_the_connection_to_is_replaced_at_once() -> None:
+    public = NatConfig(reachability="public")
+    async with nat_hosts(public, public, NatConfig(reachability="private", relays_wanted=1)) as [
+            (first, nat_1), (second, nat_2), (home, nat_h)]:
+        now = time.time()
+        nat_1.update_relay_service(now)
+        nat_2.update_relay_service(now)
+        first_id = str(first.get_id())
+        candidates = [dataclasses.replace(relay_of(first), rtt_s=0.001), dataclasses.replace(relay_of(second), rtt_s=0.002)]
+        with trio.fail_after(20):
+            await nat_h.keep_relays(candidates, now)
+        assert nat_h.book.held() == [first_id]
+        # the relay's connection goes (it restarted, or a router dropped it): so did the reservation on it;
+        # its advert is still in every directory, but the home peer moves to the other relay at the next round
+        await home.disconnect(first.get_id())
+        with trio.fail_after(20):
+            await nat_h.keep_relays(candidates, now + 1)
+        assert nat_h.book.held() == [str(second.get_id())]
+
+
 async def test_a_circuit_carries_at_most_its_byte_limit() -> None:
     small = NatConfig(reachability="public", relay_circuit_bytes_max=1 << 16, relay_circuit_duration_s=90)
     async with nat_hosts(small, NatConfig(reachability="private"), NatConfig()) as [
