@@ -154,7 +154,8 @@ async def test_a_relay_we_lost_the_connection_to_is_replaced_at_once() -> None:
         nat_1.update_relay_service(now)
         nat_2.update_relay_service(now)
         first_id = str(first.get_id())
-        candidates = [dataclasses.replace(relay_of(first), rtt_s=0.001), dataclasses.replace(relay_of(second), rtt_s=0.002)]
+        candidates = [dataclasses.replace(relay_of(first), rtt_s=0.001),
+                      dataclasses.replace(relay_of(second), rtt_s=0.002)]
         with trio.fail_after(20):
             await nat_h.keep_relays(candidates, now)
         assert nat_h.book.held() == [first_id]
