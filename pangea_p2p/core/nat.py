@@ -25,6 +25,9 @@ within ``renew_before_s``, and reserve on the best new candidates until ``relays
 round-trip time, shortened by trust, ties by peer id). Relays already held are kept while they qualify, even
 if a better one appears: moving costs a reservation and changes the advertised addresses.
 
+*Relay service.* ``reservation_refusal`` is a relay's rule for granting a slot: live reservations only, at most
+``reservations_max``, and at most ``per_ip_max`` from one IP address.
+
 Time is a parameter (``now``, unix seconds); nothing here reads a clock or touches the network.
 """
 
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pangea_p2p.core.capacity import CapacityAdvert
@@ -184,6 +187,26 @@ class CircuitLimit:
 
     duration_s: int = 0  # seconds from its opening (0: not stated)
     bytes: int = 0  # bytes, both directions (0: not stated)
+
+
+def reservation_refusal(peer: str, ip: str | None, held: Mapping[str, str | None], reservations_max: int,
+                        per_ip_max: int) -> str | None:
+    """Why a relay refuses a reservation to ``peer`` connected from ``ip`` (None: it grants it; ``ip`` None: the
+    peer holds no direct connection to the relay, and a reservation over a relayed one is refused, as go-libp2p
+    does). ``held``: the live reservations (peer -> the IP it is connected from; a reservation lives as long as
+    that connection).
+    A peer renewing its own reservation is never refused. One address cannot take more than ``per_ip_max``
+    slots: without that cap, one machine with ``reservations_max`` keys (they cost nothing) fills the relay for
+    the reservation's hour and the private peers that need it find no slot (go-libp2p caps per IP as well)."""
+    if ip is None:
+        return "a reservation needs a direct connection to the relay"
+    if peer in held:
+        return None
+    if len(held) >= reservations_max:
+        return f"all {reservations_max} reservation slots are taken"
+    if sum(1 for other in held.values() if other == ip) >= per_ip_max:
+        return f"{per_ip_max} reservations are held from {ip} already"
+    return None
 
 
 # What our relays grant per circuit unless configured otherwise (nat.relay_circuit_duration_s / _bytes_max), and

@@ -42,7 +42,7 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import Status as CircuitStatus
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
-from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.resources import RelayLimits, RelayResourceManager
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 from libp2p.tools.anyio_service import background_trio_service
@@ -57,6 +57,7 @@ from pangea_p2p.core.nat import (
     RelayBook,
     RelayCandidate,
     RelayConfig,
+    reservation_refusal,
 )
 from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.logs import get_logger
@@ -69,6 +70,55 @@ DIAL_TIMEOUT_S = 10.0
 RESERVE_TIMEOUT_S = 10.0
 
 
+class GuardedReservations(RelayResourceManager):
+    """py-libp2p's reservation book with our granting rule (``core.nat.reservation_refusal``): a reservation of
+    a peer that is no longer connected is dropped (circuit relay v2: it lives as long as the connection; py-libp2p
+    kept counting it against the limit until it expired, an hour), one IP address holds at most ``per_ip_max``
+    slots, and ``max_circuit_conns`` bounds the circuits of the whole relay, not of each reservation."""
+
+    def __init__(self, limits: RelayLimits, host: IHost, per_ip_max: int) -> None:
+        super().__init__(limits, host)
+        self.per_ip_max = per_ip_max
+
+    def live(self, keep: ID | None = None) -> dict[str, str | None]:
+        """The reservations in force (peer -> the IP it is connected from), after dropping the expired ones and
+        those of peers no longer connected (but ``keep``'s: it is asking again)."""
+        self._clean_expired()
+        for held in [p for p in self._reservations if p != keep and not self._is_peer_connected(p)]:
+            del self._reservations[held]
+        return {str(p): _remote_ip(self.host, p) for p in self._reservations}
+
+    def can_accept_connection(self, peer_id: ID) -> bool:
+        """A new circuit to ``peer_id``: it must hold a reservation, and the relay carry fewer than
+        ``max_circuit_conns`` circuits in all (py-libp2p counts them per reservation only: 32 reservations could
+        hold 32 circuits each, 64 MiB apiece, on one home uplink)."""
+        circuits = sum(r.active_connections for r in self._reservations.values())
+        return circuits < self.limits.max_circuit_conns and super().can_accept_connection(peer_id)
+
+    def can_accept_reservation(self, peer_id: ID) -> bool:
+        why = reservation_refusal(str(peer_id), _remote_ip(self.host, peer_id), self.live(keep=peer_id),
+                                  self.limits.max_reservations, self.per_ip_max)
+        if why is not None:
+            log.info("nat.reservation_refused", peer=str(peer_id), reason=why)
+        return why is None
+
+
+def _remote_ip(host: IHost | None, peer: ID) -> str | None:
+    """The IP address ``peer`` is connected to us from (its first direct connection), if any."""
+    if host is None:
+        return None
+    for conn in host.get_network().get_connections(peer):
+        if _is_relayed(conn):
+            continue
+        for addr in getattr(conn, "get_transport_addresses", list)():
+            for proto in ("ip4", "ip6"):
+                try:
+                    return str(addr.value_for_protocol(proto))
+                except Exception:
+                    continue
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class NatConfig:
     """The ``[nat]`` section: how a peer learns its reachability and uses or offers relays."""
@@ -78,6 +128,7 @@ class NatConfig:
     servers_per_probe: int = 3  # peers asked to dial back per probe round
     relay_service: str = "auto"  # "auto": serve circuit relay v2 while public; "on"; "off"
     relay_reservations_max: int = 32
+    relay_reservations_per_ip: int = 4  # slots one IP address may hold (go-libp2p: 8)
     relay_circuits_max: int = 32
     relay_circuit_bytes_max: int = CIRCUIT_DEFAULT.bytes  # per circuit, both directions
     relay_circuit_duration_s: int = CIRCUIT_DEFAULT.duration_s  # per circuit
@@ -90,6 +141,7 @@ class NatConfig:
         if self.relay_service not in {"auto", "on", "off"}:
             raise ConfigError("nat.relay_service", f"must be 'auto', 'on' or 'off', got {self.relay_service!r}")
         for key, low, high in (("servers_per_probe", 1, 16), ("relay_reservations_max", 1, 4096),
+                               ("relay_reservations_per_ip", 1, 4096),
                                ("relay_circuits_max", 1, 4096), ("relay_circuit_bytes_max", 1 << 16, 1 << 40),
                                ("relay_circuit_duration_s", 10, 86400), ("relays_wanted", 1, 8)):
             value = getattr(self, key)
@@ -133,6 +185,8 @@ class NatService:
         self.book = RelayBook(relays or RelayConfig(relays_wanted=config.relays_wanted))
         self.autonat = AutoNATService(host, serve=True)  # type: ignore[arg-type]  # wants BasicHost
         self.circuit = CircuitV2Protocol(host, config.relay_limits(), allow_hop=False)
+        self.reservations = GuardedReservations(config.relay_limits(), host, config.relay_reservations_per_ip)
+        self.circuit.resource_manager = self.reservations
         # Role STOP, not CLIENT: with CLIENT, CircuitV2Transport.dial first makes a reservation *for the dialer*
         # on the relay before every CONNECT (a second round trip, a relay slot taken by a peer that needs none,
         # and in the namespace test the first relayed task offer to a home peer hung for its whole 10 s
@@ -216,8 +270,7 @@ class NatService:
     def relay_slots_free(self) -> int:
         if not self.serving_relay:
             return 0
-        held = len(self.circuit.resource_manager._reservations)
-        return max(0, self.config.relay_reservations_max - held)
+        return max(0, self.config.relay_reservations_max - len(self.reservations.live()))
 
     # --- reservations (a private peer) ----------------------------------------------------------------------
 

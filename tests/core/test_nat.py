@@ -15,6 +15,7 @@ from pangea_p2p.core.nat import (
     RelayCandidate,
     RelayConfig,
     relay_candidates,
+    reservation_refusal,
 )
 from pangea_p2p.errors import ConfigError
 
@@ -213,3 +214,15 @@ def test_relay_candidates_are_public_peers_with_free_relay_slots() -> None:
     got = relay_candidates([mine, relay_ad, full, private, unknown, no_addr], me,  # type: ignore[list-item]
                            rtt_s={relay: 0.02}, trust={relay: 3.0})
     assert got == [RelayCandidate(relay, BASE.addrs, 0.02, 3.0)]
+
+
+def test_a_relay_grants_live_slots_within_its_limit_and_a_share_per_address() -> None:
+    held = {"a": "1.2.3.4", "b": "1.2.3.4", "c": "5.6.7.8"}
+    assert reservation_refusal("d", "9.9.9.9", held, 4, 2) is None
+    full = reservation_refusal("d", "9.9.9.9", {**held, "x": None}, 4, 2)
+    assert full == "all 4 reservation slots are taken"
+    crowded = reservation_refusal("d", "1.2.3.4", held, 32, 2)
+    assert crowded == "2 reservations are held from 1.2.3.4 already"
+    assert reservation_refusal("a", "1.2.3.4", held, 3, 1) is None  # renewing its own: never refused
+    # no direct connection (only a relayed one): no reservation, not even a renewal
+    assert reservation_refusal("a", None, held, 32, 2) == "a reservation needs a direct connection to the relay"

@@ -16,6 +16,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
 from libp2p.io.utils import read_exactly
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from pangea_p2p.core.identity import Identity
@@ -220,3 +221,81 @@ async def test_a_upnp_mapping_adds_the_routers_address_with_the_mapped_port() ->
 def test_nat_config_rejects_bad_values(kwargs: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         NatConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# --- the relay's reservation rules (GuardedReservations, workarounds._reservations_are_for_the_requester) ----
+
+
+async def raw_reserve(host: IHost, relay: IHost, in_the_name_of: str | None = None) -> int:
+    """Send a RESERVE by hand (optionally naming another peer, as a forger would); the relay's status."""
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, PeerId
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
+    from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+
+    msg = HopMessage(type=HopMessage.RESERVE)
+    if in_the_name_of is not None:
+        msg.peer.CopyFrom(PeerId(id=ID.from_base58(in_the_name_of).to_bytes()))
+    stream = await host.new_stream(relay.get_id(), [HOP])
+    await write_delimited_msg(stream, msg)
+    resp = await read_delimited_msg(stream, HopMessage)
+    await stream.close()
+    return int(resp.status)
+
+
+async def test_a_reservation_is_the_requesters_whatever_peer_it_names() -> None:
+    async with nat_hosts(NatConfig(reachability="public"), NatConfig()) as [(relay, nat_r), (forger, _)]:
+        nat_r.update_relay_service(time.time())
+        await forger.connect(info_from_p2p_addr(relay.get_addrs()[0]))
+        with trio.fail_after(20):
+            for k in range(5):  # made-up peers: no key, no connection
+                await raw_reserve(forger, relay, Identity(bytes([100 + k]) * 32).peer_id)
+        assert set(nat_r.reservations.live()) == {str(forger.get_id())}
+        assert nat_r.relay_slots_free() == 31
+
+
+async def test_a_reservation_ends_with_its_peers_connection() -> None:
+    one_slot = NatConfig(reachability="public", relay_reservations_max=1)
+    async with nat_hosts(one_slot, NatConfig(reachability="private"), NatConfig(reachability="private")) as [
+            (relay, nat_r), (first, nat_1), (second, nat_2)]:
+        nat_r.update_relay_service(time.time())
+        with trio.fail_after(20):
+            await nat_1.reserve(relay_of(relay))
+            with pytest.raises(TransportError, match="refused"):  # the one slot is taken
+                await nat_2.reserve(relay_of(relay))
+            await first.disconnect(relay.get_id())
+            await wait_for(lambda: not relay.get_network().get_connections(first.get_id()), 10)
+            assert nat_r.relay_slots_free() == 1
+            await nat_2.reserve(relay_of(relay))  # the slot of a peer that left is free again
+        assert set(nat_r.reservations.live()) == {str(second.get_id())}
+
+
+async def test_one_address_holds_at_most_its_share_of_the_slots() -> None:
+    per_ip = NatConfig(reachability="public", relay_reservations_per_ip=2)
+    private = NatConfig(reachability="private")
+    async with nat_hosts(per_ip, private, private, private) as [(relay, nat_r), (_, a), (_, b), (_, c)]:
+        nat_r.update_relay_service(time.time())
+        with trio.fail_after(20):
+            await a.reserve(relay_of(relay))
+            await b.reserve(relay_of(relay))
+            with pytest.raises(TransportError, match="refused"):  # all three come from 127.0.0.1
+                await c.reserve(relay_of(relay))
+            await a.reserve(relay_of(relay))  # renewing one's own reservation is never refused
+        assert nat_r.relay_slots_free() == 30
+
+
+async def test_the_circuit_limit_holds_for_the_whole_relay() -> None:
+    one_circuit = NatConfig(reachability="public", relay_circuits_max=1)
+    private = NatConfig(reachability="private")
+    async with nat_hosts(one_circuit, private, private, NatConfig()) as [
+            (relay, nat_r), (home_a, nat_a), (home_b, nat_b), (issuer, nat_i)]:
+        nat_r.update_relay_service(time.time())
+        with trio.fail_after(20):
+            await nat_a.keep_relays([relay_of(relay)], time.time())
+            await nat_b.keep_relays([relay_of(relay)], time.time())
+        for home, nat in ((home_a, nat_a), (home_b, nat_b)):
+            nat_i.learn_relay_addrs(str(home.get_id()), nat.book.relay_addrs(str(home.get_id())))
+        with trio.fail_after(30):
+            await nat_i.connect(str(home_a.get_id()))
+            assert len(await echo(issuer, home_a, 1000)) == 1000
+            with pytest.raises(TransportError):  # a second circuit, to another reserved peer: over the limit
+                await nat_i.connect(str(home_b.get_id()))
