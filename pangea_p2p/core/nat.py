@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pangea_p2p.core.capacity import CapacityAdvert
+from pangea_p2p.core.verify.fraud import TokenBucket
 from pangea_p2p.errors import ConfigError
 
 
@@ -207,6 +208,49 @@ def reservation_refusal(peer: str, ip: str | None, held: Mapping[str, str | None
     if sum(1 for other in held.values() if other == ip) >= per_ip_max:
         return f"{per_ip_max} reservations are held from {ip} already"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class DialBackConfig:
+    """What an AutoNAT server spends on dial-back requests (go-libp2p's AutoNAT v1 server allows 3 per peer per
+    90 s, 30 per minute in all). Each one costs a connection and a handshake; without a budget, requests from one
+    address (each dial goes only to the requester's own address, so nobody else is hit) keep this peer dialing
+    and handshaking as fast as they arrive."""
+
+    per_ip_burst: int = 8  # more than go-libp2p's 3: peers behind one office NAT share an address, and pangea
+    per_ip_rate_per_s: float = 0.1  # ... probes every 15 s while unsure
+    global_burst: int = 60
+    global_rate_per_s: float = 1.0
+    addrs_max: int = 8  # addresses tried per request (the rest are ignored)
+    ips_max: int = 4096  # requester addresses remembered (least recent out)
+
+
+class DialBackThrottle:
+    """Whether to serve a dial-back request from ``ip`` now: a token bucket per requesting IP address and one
+    for all of them together (see ``DialBackConfig``)."""
+
+    def __init__(self, config: DialBackConfig | None = None) -> None:
+        self.config = config or DialBackConfig()
+        self._ips: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._global: TokenBucket | None = None
+
+    def refusal(self, ip: str | None, now: float) -> str | None:
+        """None: serve it (its tokens are spent); else why not. ``ip`` None: the request is not counted per
+        address (the driver passes None for loopback: a flood from this machine is no remote attack, and local
+        test networks put every peer on 127.0.0.1), only in all."""
+        cfg = self.config
+        if self._global is None:
+            self._global = TokenBucket(cfg.global_rate_per_s, cfg.global_burst, now)
+        if ip is not None:
+            bucket = self._ips.pop(ip, None) or TokenBucket(cfg.per_ip_rate_per_s, cfg.per_ip_burst, now)
+            self._ips[ip] = bucket
+            while len(self._ips) > cfg.ips_max:
+                self._ips.popitem(last=False)
+            if not bucket.take(now):
+                return f"more than {cfg.per_ip_burst} dial-back requests from {ip} lately"
+        if not self._global.take(now):
+            return "too many dial-back requests lately"
+        return None
 
 
 # What our relays grant per circuit unless configured otherwise (nat.relay_circuit_duration_s / _bytes_max), and

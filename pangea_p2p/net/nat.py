@@ -22,6 +22,7 @@ their driver over py-libp2p 0.8.1:
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -50,6 +51,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from pangea_p2p.core.nat import (
     CIRCUIT_DEFAULT,
     CircuitLimit,
+    DialBackThrottle,
     Link,
     Reachability,
     ReachabilityConfig,
@@ -68,6 +70,31 @@ log = get_logger("nat")
 
 DIAL_TIMEOUT_S = 10.0
 RESERVE_TIMEOUT_S = 10.0
+
+
+class ThrottledAutoNAT(AutoNATService):
+    """py-libp2p's AutoNAT service with a budget for the dial-backs it serves (``core.nat.DialBackThrottle``;
+    py-libp2p serves every request, trying every address in it). A request over the budget is answered
+    ``E_INTERNAL_ERROR`` ("rate limited"), which a requester counts as no evidence either way, not
+    ``E_DIAL_REFUSED`` (which pangea reads as "behind a NAT")."""
+
+    def __init__(self, host: IHost, throttle: DialBackThrottle) -> None:
+        super().__init__(host, serve=True)  # type: ignore[arg-type]  # wants BasicHost
+        self.throttle = throttle
+
+    async def _handle_dial(self, message: AutoNATMessage, observed_ip: str | None,
+                           is_relayed: bool) -> AutoNATMessage:
+        if observed_ip is not None and not is_relayed:
+            why = self.throttle.refusal(None if ipaddress.ip_address(observed_ip).is_loopback else observed_ip,
+                                        time.monotonic())
+            if why is not None:
+                log.debug("nat.dial_back_refused", ip=observed_ip, reason=why)
+                response = AutoNATMessage(type=AutoNATMessage.DIAL_RESPONSE)
+                response.dialResponse.status = AutoNATMessage.E_INTERNAL_ERROR
+                response.dialResponse.statusText = f"rate limited: {why}"
+                return response
+            del message.dial.peer.addrs[self.throttle.config.addrs_max:]
+        return await super()._handle_dial(message, observed_ip, is_relayed)
 
 
 class GuardedReservations(RelayResourceManager):
@@ -183,7 +210,7 @@ class NatService:
         self.config = config
         self.model = ReachabilityModel(reachability)
         self.book = RelayBook(relays or RelayConfig(relays_wanted=config.relays_wanted))
-        self.autonat = AutoNATService(host, serve=True)  # type: ignore[arg-type]  # wants BasicHost
+        self.autonat = ThrottledAutoNAT(host, DialBackThrottle())
         self.circuit = CircuitV2Protocol(host, config.relay_limits(), allow_hop=False)
         self.reservations = GuardedReservations(config.relay_limits(), host, config.relay_reservations_per_ip)
         self.circuit.resource_manager = self.reservations

@@ -8,6 +8,8 @@ from pangea_p2p.core.capacity import LocalCapacity, decode_advert, encode_advert
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.nat import (
     CircuitLimit,
+    DialBackConfig,
+    DialBackThrottle,
     Reachability,
     ReachabilityConfig,
     ReachabilityModel,
@@ -226,3 +228,18 @@ def test_a_relay_grants_live_slots_within_its_limit_and_a_share_per_address() ->
     assert reservation_refusal("a", "1.2.3.4", held, 3, 1) is None  # renewing its own: never refused
     # no direct connection (only a relayed one): no reservation, not even a renewal
     assert reservation_refusal("a", None, held, 32, 2) == "a reservation needs a direct connection to the relay"
+
+
+def test_dial_back_requests_are_budgeted_per_address_and_in_all() -> None:
+    throttle = DialBackThrottle(DialBackConfig(per_ip_burst=2, per_ip_rate_per_s=0.1, global_burst=3,
+                                               global_rate_per_s=0.1, ips_max=2))
+    assert throttle.refusal("1.1.1.1", T0) is None
+    assert throttle.refusal("1.1.1.1", T0) is None
+    assert throttle.refusal("1.1.1.1", T0) == "more than 2 dial-back requests from 1.1.1.1 lately"
+    assert throttle.refusal("1.1.1.1", T0 + 10) is None  # one token back after 10 s
+    assert throttle.refusal("2.2.2.2", T0 + 10) is None
+    assert throttle.refusal("3.3.3.3", T0 + 10) == "too many dial-back requests lately"  # 4 served of 3 + 1
+    assert throttle.refusal("3.3.3.3", T0 + 20) is None
+    assert len(throttle._ips) == 2  # the least recent address is forgotten
+    assert throttle.refusal(None, T0 + 30) is None  # loopback: counted in all only
+    assert throttle.refusal(None, T0 + 30) == "too many dial-back requests lately"

@@ -15,12 +15,13 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
+from libp2p.host.autonat.pb.autonat_pb2 import Message as AutoNATMessage
 from libp2p.io.utils import read_exactly
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.nat import CircuitLimit, Link, Reachability, RelayCandidate
+from pangea_p2p.core.nat import CircuitLimit, DialBackConfig, DialBackThrottle, Link, Reachability, RelayCandidate
 from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.nat import NatConfig, NatService
@@ -299,3 +300,22 @@ async def test_the_circuit_limit_holds_for_the_whole_relay() -> None:
             assert len(await echo(issuer, home_a, 1000)) == 1000
             with pytest.raises(TransportError):  # a second circuit, to another reserved peer: over the limit
                 await nat_i.connect(str(home_b.get_id()))
+
+
+async def test_dial_back_requests_beyond_the_budget_are_refused_as_no_evidence() -> None:
+    async with nat_hosts(NatConfig(), NatConfig()) as [(a, nat_a), (b, nat_b)]:
+        nat_b.autonat.throttle = DialBackThrottle(DialBackConfig(global_burst=3, global_rate_per_s=1e-4))  # loopback: in all
+        await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+        await wait_for(lambda: AUTONAT_PROTOCOL_ID in a.get_peerstore().get_protocols(b.get_id()), 20)
+        addrs = [multiaddr.Multiaddr(x).to_bytes() for x in hostlib.dialable_addrs(a)]
+        statuses = []
+        with trio.fail_after(60):
+            for _ in range(5):  # a flood: the server dials back three times, then refuses
+                status, _ = await nat_a.autonat.query_server(b.get_id(), addrs, timeout=20)
+                statuses.append(status)
+        assert statuses == [AutoNATMessage.OK] * 3 + [AutoNATMessage.E_INTERNAL_ERROR] * 2
+        # a probe that meets the refusal counts it as nothing (not as "behind a NAT")
+        now = time.time()
+        with trio.fail_after(30):
+            assert await nat_a.probe(hostlib.dialable_addrs(a), now) == 0
+        assert nat_a.status(now) is Reachability.UNKNOWN
