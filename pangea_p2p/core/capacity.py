@@ -104,6 +104,8 @@ class LocalCapacity:
     reachability: str = "unknown"  # one of REACHABILITIES: can other peers dial ``addrs``? (core/nat.py)
     relay_addrs: tuple[str, ...] = ()  # .../p2p/<relay>/p2p-circuit addresses, when not publicly dialable
     relay_slots_free: int = 0  # circuit relay reservations this peer still grants (0: no relay service)
+    relay_circuit_s: int = 0  # a circuit through its relays lives this long, the least of them (0: not stated)
+    relay_circuit_bytes: int = 0  # ... and carries this many bytes (0: not stated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,7 @@ def encode_advert(identity: Identity, seq: int, issued_at: float, expires_at: fl
         software_version=cap.software_version, addrs=list(cap.addrs),
         reachability="" if cap.reachability == "unknown" else cap.reachability,
         relay_addrs=list(cap.relay_addrs), relay_slots_free=cap.relay_slots_free,
+        relay_circuit_s=cap.relay_circuit_s, relay_circuit_bytes=cap.relay_circuit_bytes,
     ).SerializeToString()
     return capacity_pb2.SignedAdvert(
         body=body, public_key=identity.public_key, signature=identity.sign(SIGNING_TAG + body)
@@ -187,7 +190,8 @@ def decode_advert(data: bytes, *, advert_bytes_max: int = 4096) -> CapacityAdver
         memory_bytes_max=body.memory_bytes_max, wall_time_s_max=body.wall_time_s_max,
         software_version=body.software_version, addrs=tuple(body.addrs),
         reachability=body.reachability or "unknown", relay_addrs=tuple(body.relay_addrs),
-        relay_slots_free=body.relay_slots_free,
+        relay_slots_free=body.relay_slots_free, relay_circuit_s=body.relay_circuit_s,
+        relay_circuit_bytes=body.relay_circuit_bytes,
     )
     problem = _check_values(body.seq, body.issued_at, body.expires_at, cap)
     if problem:
@@ -220,6 +224,8 @@ def _check_values(seq: int, issued_at: float, expires_at: float, cap: LocalCapac
         (all(len(a) <= ADDR_CHARS_MAX and a.startswith("/") and "/p2p-circuit" in a for a in cap.relay_addrs),
          "a relay_addr is not a /p2p-circuit multiaddr"),
         (cap.relay_slots_free <= RELAY_SLOTS_MAX, f"relay_slots_free {cap.relay_slots_free} above {RELAY_SLOTS_MAX}"),
+        (cap.relay_circuit_s <= WALL_TIME_S_MAX, f"relay_circuit_s {cap.relay_circuit_s} above a week"),
+        (cap.relay_circuit_bytes <= MEMORY_BYTES_MAX, f"relay_circuit_bytes {cap.relay_circuit_bytes} above 1 PiB"),
     ]
     return next((problem for ok, problem in checks if not ok), "")
 

@@ -25,6 +25,9 @@ within ``renew_before_s``, and reserve on the best new candidates until ``relays
 round-trip time, shortened by trust, ties by peer id). Relays already held are kept while they qualify, even
 if a better one appears: moving costs a reservation and changes the advertised addresses.
 
+*Relay service.* ``reservation_refusal`` is a relay's rule for granting a slot: live reservations only, at most
+``reservations_max``, and at most ``per_ip_max`` from one IP address.
+
 *Circuit addresses of others.* A peer that never saw another's advert learns its circuit addresses from identify
 or a DHT answer: ``circuit_addrs_of`` picks the ones to dial it through, and only those that are its own.
 
@@ -35,10 +38,11 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pangea_p2p.core.capacity import CapacityAdvert
+from pangea_p2p.core.verify.fraud import TokenBucket
 from pangea_p2p.errors import ConfigError
 
 
@@ -56,6 +60,7 @@ class Link(enum.StrEnum):
     DIRECT = "direct"  # we dialed it (or it dialed us) without help
     RELAYED = "relayed"  # through a circuit relay: limited bytes and duration
     HOLE_PUNCHED = "hole-punched"  # a relayed connection upgraded to a direct one by DCUtR
+    UNREACHABLE = "unreachable"  # (scheduler only) private, no relay address yet, not connected: cannot be dialed
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +207,82 @@ def circuit_addrs_of(peer_id: str, addrs: Iterable[str], limit: int = CIRCUIT_AD
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitLimit:
+    """What one circuit through a relay may use before the relay closes it (circuit relay v2's ``Limit``)."""
+
+    duration_s: int = 0  # seconds from its opening (0: not stated)
+    bytes: int = 0  # bytes, both directions (0: not stated)
+
+
+def reservation_refusal(peer: str, ip: str | None, held: Mapping[str, str | None], reservations_max: int,
+                        per_ip_max: int) -> str | None:
+    """Why a relay refuses a reservation to ``peer`` connected from ``ip`` (None: it grants it; ``ip`` None: the
+    peer holds no direct connection to the relay, and a reservation over a relayed one is refused, as go-libp2p
+    does). ``held``: the live reservations (peer -> the IP it is connected from; a reservation lives as long as
+    that connection).
+    A peer renewing its own reservation is never refused. One address cannot take more than ``per_ip_max``
+    slots: without that cap, one machine with ``reservations_max`` keys (they cost nothing) fills the relay for
+    the reservation's hour and the private peers that need it find no slot (go-libp2p caps per IP as well)."""
+    if ip is None:
+        return "a reservation needs a direct connection to the relay"
+    if peer in held:
+        return None
+    if len(held) >= reservations_max:
+        return f"all {reservations_max} reservation slots are taken"
+    if sum(1 for other in held.values() if other == ip) >= per_ip_max:
+        return f"{per_ip_max} reservations are held from {ip} already"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DialBackConfig:
+    """What an AutoNAT server spends on dial-back requests (go-libp2p's AutoNAT v1 server allows 3 per peer per
+    90 s, 30 per minute in all). Each one costs a connection and a handshake; without a budget, requests from one
+    address (each dial goes only to the requester's own address, so nobody else is hit) keep this peer dialing
+    and handshaking as fast as they arrive."""
+
+    per_ip_burst: int = 8  # more than go-libp2p's 3: peers behind one office NAT share an address, and pangea
+    per_ip_rate_per_s: float = 0.1  # ... probes every 15 s while unsure
+    global_burst: int = 60
+    global_rate_per_s: float = 1.0
+    addrs_max: int = 8  # addresses tried per request (the rest are ignored)
+    ips_max: int = 4096  # requester addresses remembered (least recent out)
+
+
+class DialBackThrottle:
+    """Whether to serve a dial-back request from ``ip`` now: a token bucket per requesting IP address and one
+    for all of them together (see ``DialBackConfig``)."""
+
+    def __init__(self, config: DialBackConfig | None = None) -> None:
+        self.config = config or DialBackConfig()
+        self._ips: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._global: TokenBucket | None = None
+
+    def refusal(self, ip: str | None, now: float) -> str | None:
+        """None: serve it (its tokens are spent); else why not. ``ip`` None: the request is not counted per
+        address (the driver passes None for loopback: a flood from this machine is no remote attack, and local
+        test networks put every peer on 127.0.0.1), only in all."""
+        cfg = self.config
+        if self._global is None:
+            self._global = TokenBucket(cfg.global_rate_per_s, cfg.global_burst, now)
+        if ip is not None:
+            bucket = self._ips.pop(ip, None) or TokenBucket(cfg.per_ip_rate_per_s, cfg.per_ip_burst, now)
+            self._ips[ip] = bucket
+            while len(self._ips) > cfg.ips_max:
+                self._ips.popitem(last=False)
+            if not bucket.take(now):
+                return f"more than {cfg.per_ip_burst} dial-back requests from {ip} lately"
+        if not self._global.take(now):
+            return "too many dial-back requests lately"
+        return None
+
+
+# What our relays grant per circuit unless configured otherwise (nat.relay_circuit_duration_s / _bytes_max), and
+# what the scheduler assumes of a relay whose limits a worker's advert does not state.
+CIRCUIT_DEFAULT = CircuitLimit(600, 64 << 20)
+
+
+@dataclass(frozen=True, slots=True)
 class RelayPlan:
     """What to do about relays now. ``reserve`` and ``renew`` are candidates (with addresses), best first."""
 
@@ -219,6 +300,7 @@ class RelayBook:
     def __init__(self, config: RelayConfig | None = None) -> None:
         self.config = config or RelayConfig()
         self._held: dict[str, tuple[float, tuple[str, ...]]] = {}  # relay -> (reservation ends, its addrs)
+        self._limits: dict[str, CircuitLimit] = {}  # relay -> the circuit limit its reservation granted
         self._cooling: dict[str, float] = {}  # relay -> not before
         self._pending: set[str] = set()  # reservation requests out
 
@@ -230,6 +312,13 @@ class RelayBook:
         return [f"{addr}/p2p/{relay}/p2p-circuit/p2p/{self_id}"
                 for relay, (_, addrs) in sorted(self._held.items()) for addr in addrs]
 
+    def circuit_limit(self) -> CircuitLimit:
+        """The least lifetime and byte budget of a circuit through any relay held, of those that stated one
+        (what the advert states: a dialer may come through any of them); 0 where none did."""
+        limits = [self._limits.get(r, CircuitLimit()) for r in self._held]
+        return CircuitLimit(min((lim.duration_s for lim in limits if lim.duration_s), default=0),
+                            min((lim.bytes for lim in limits if lim.bytes), default=0))
+
     def plan(self, candidates: list[RelayCandidate], now: float) -> RelayPlan:
         """Drops, renewals and new reservations due at ``now``; marks the new ones pending."""
         cfg = self.config
@@ -238,6 +327,7 @@ class RelayBook:
         drop = tuple(r for r, (ends, _) in sorted(self._held.items()) if r not in usable or ends <= now)
         for relay in drop:
             del self._held[relay]
+            self._limits.pop(relay, None)
         renew = tuple(usable[r] for r, (ends, _) in sorted(self._held.items())
                       if ends - cfg.renew_before_s <= now and r not in self._pending)
         wanted = cfg.relays_wanted - len(self._held) - len(self._pending - set(self._held))
@@ -251,16 +341,20 @@ class RelayBook:
         rtt = self.config.rtt_unknown_s if c.rtt_s is None else c.rtt_s
         return rtt / (1.0 + self.config.trust_weight * max(c.trust, 0.0))
 
-    def reserved(self, relay: RelayCandidate, expires_at: float, now: float) -> None:
-        """A reservation on ``relay`` was granted (or renewed) until ``expires_at``."""
+    def reserved(self, relay: RelayCandidate, expires_at: float, now: float,
+                 limit: CircuitLimit | None = None) -> None:
+        """A reservation on ``relay`` was granted (or renewed) until ``expires_at``, its circuits limited by
+        ``limit`` (None: the relay stated none)."""
         self._pending.discard(relay.peer_id)
         self._cooling.pop(relay.peer_id, None)
         self._held[relay.peer_id] = (min(expires_at, now + self.config.reservation_ttl_s), relay.addrs)
+        self._limits[relay.peer_id] = limit or CircuitLimit()
 
     def failed(self, relay: str, now: float) -> None:
         """A reservation request to ``relay`` failed, or the relay went away: find another, retry it later."""
         self._pending.discard(relay)
         self._held.pop(relay, None)
+        self._limits.pop(relay, None)
         self._cooling[relay] = now + self.config.failure_cooldown_s
         for r in [r for r, t in self._cooling.items() if t <= now]:
             del self._cooling[r]

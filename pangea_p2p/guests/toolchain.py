@@ -295,9 +295,22 @@ def rust_compiler() -> str | None:
                                     capture_output=True, text=True, timeout=60, check=False).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             continue
-        if libdir and Path(libdir).is_dir() and any(Path(libdir).glob("libcore-*")):
+        if libdir and Path(libdir).is_dir() and any(Path(libdir).glob("libcore-*")) and _has_wasm_linker(rustc):
             return rustc
     return None
+
+
+def _has_wasm_linker(rustc: str) -> bool:
+    """Whether ``rustc`` finds ``rust-lld``, its wasm32 linker: on PATH (Debian's is a link to lld-14, from the
+    package lld-14, which libstd-rust-dev-wasm32 only recommends) or in its sysroot (rustup's)."""
+    if shutil.which("rust-lld"):
+        return True
+    try:
+        sysroot = subprocess.run([rustc, "--print", "sysroot"], capture_output=True, text=True, timeout=60,
+                                 check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return bool(sysroot) and any(Path(sysroot, "lib", "rustlib").glob("*/bin/rust-lld"))
 
 
 def build_guest(directory: Path, cache_dir: Path | None = None) -> Path:

@@ -29,6 +29,7 @@ their driver over py-libp2p 0.8.1:
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -51,12 +52,15 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import Status as CircuitStatus
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
-from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.resources import RelayLimits, RelayResourceManager
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 from libp2p.tools.anyio_service import background_trio_service
 
 from pangea_p2p.core.nat import (
+    CIRCUIT_DEFAULT,
+    CircuitLimit,
+    DialBackThrottle,
     Link,
     Reachability,
     ReachabilityConfig,
@@ -65,6 +69,7 @@ from pangea_p2p.core.nat import (
     RelayCandidate,
     RelayConfig,
     circuit_addrs_of,
+    reservation_refusal,
 )
 from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.logs import get_logger
@@ -82,6 +87,80 @@ IDENTIFY_PUSHES_AT_ONCE = 10
 FindPeer = Callable[[ID], Awaitable[PeerInfo | None]]
 
 
+class ThrottledAutoNAT(AutoNATService):
+    """py-libp2p's AutoNAT service with a budget for the dial-backs it serves (``core.nat.DialBackThrottle``;
+    py-libp2p serves every request, trying every address in it). A request over the budget is answered
+    ``E_INTERNAL_ERROR`` ("rate limited"), which a requester counts as no evidence either way, not
+    ``E_DIAL_REFUSED`` (which pangea reads as "behind a NAT")."""
+
+    def __init__(self, host: IHost, throttle: DialBackThrottle) -> None:
+        super().__init__(host, serve=True)  # type: ignore[arg-type]  # wants BasicHost
+        self.throttle = throttle
+
+    async def _handle_dial(self, message: AutoNATMessage, observed_ip: str | None,
+                           is_relayed: bool) -> AutoNATMessage:
+        if observed_ip is not None and not is_relayed:
+            why = self.throttle.refusal(None if ipaddress.ip_address(observed_ip).is_loopback else observed_ip,
+                                        time.monotonic())
+            if why is not None:
+                log.debug("nat.dial_back_refused", ip=observed_ip, reason=why)
+                response = AutoNATMessage(type=AutoNATMessage.DIAL_RESPONSE)
+                response.dialResponse.status = AutoNATMessage.E_INTERNAL_ERROR
+                response.dialResponse.statusText = f"rate limited: {why}"
+                return response
+            del message.dial.peer.addrs[self.throttle.config.addrs_max:]
+        return await super()._handle_dial(message, observed_ip, is_relayed)
+
+
+class GuardedReservations(RelayResourceManager):
+    """py-libp2p's reservation book with our granting rule (``core.nat.reservation_refusal``): a reservation of
+    a peer that is no longer connected is dropped (circuit relay v2: it lives as long as the connection; py-libp2p
+    kept counting it against the limit until it expired, an hour), one IP address holds at most ``per_ip_max``
+    slots, and ``max_circuit_conns`` bounds the circuits of the whole relay, not of each reservation."""
+
+    def __init__(self, limits: RelayLimits, host: IHost, per_ip_max: int) -> None:
+        super().__init__(limits, host)
+        self.per_ip_max = per_ip_max
+
+    def live(self, keep: ID | None = None) -> dict[str, str | None]:
+        """The reservations in force (peer -> the IP it is connected from), after dropping the expired ones and
+        those of peers no longer connected (but ``keep``'s: it is asking again)."""
+        self._clean_expired()
+        for held in [p for p in self._reservations if p != keep and not self._is_peer_connected(p)]:
+            del self._reservations[held]
+        return {str(p): _remote_ip(self.host, p) for p in self._reservations}
+
+    def can_accept_connection(self, peer_id: ID) -> bool:
+        """A new circuit to ``peer_id``: it must hold a reservation, and the relay carry fewer than
+        ``max_circuit_conns`` circuits in all (py-libp2p counts them per reservation only: 32 reservations could
+        hold 32 circuits each, 64 MiB apiece, on one home uplink)."""
+        circuits = sum(r.active_connections for r in self._reservations.values())
+        return circuits < self.limits.max_circuit_conns and super().can_accept_connection(peer_id)
+
+    def can_accept_reservation(self, peer_id: ID) -> bool:
+        why = reservation_refusal(str(peer_id), _remote_ip(self.host, peer_id), self.live(keep=peer_id),
+                                  self.limits.max_reservations, self.per_ip_max)
+        if why is not None:
+            log.info("nat.reservation_refused", peer=str(peer_id), reason=why)
+        return why is None
+
+
+def _remote_ip(host: IHost | None, peer: ID) -> str | None:
+    """The IP address ``peer`` is connected to us from (its first direct connection), if any."""
+    if host is None:
+        return None
+    for conn in host.get_network().get_connections(peer):
+        if _is_relayed(conn):
+            continue
+        for addr in getattr(conn, "get_transport_addresses", list)():
+            for proto in ("ip4", "ip6"):
+                try:
+                    return str(addr.value_for_protocol(proto))
+                except Exception:
+                    continue
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class NatConfig:
     """The ``[nat]`` section: how a peer learns its reachability and uses or offers relays."""
@@ -91,9 +170,10 @@ class NatConfig:
     servers_per_probe: int = 3  # peers asked to dial back per probe round
     relay_service: str = "auto"  # "auto": serve circuit relay v2 while public; "on"; "off"
     relay_reservations_max: int = 32
+    relay_reservations_per_ip: int = 4  # slots one IP address may hold (go-libp2p: 8)
     relay_circuits_max: int = 32
-    relay_circuit_bytes_max: int = 64 << 20  # per circuit, both directions
-    relay_circuit_duration_s: int = 600  # per circuit
+    relay_circuit_bytes_max: int = CIRCUIT_DEFAULT.bytes  # per circuit, both directions
+    relay_circuit_duration_s: int = CIRCUIT_DEFAULT.duration_s  # per circuit
     relays_wanted: int = 2  # relays a private peer keeps a reservation on
     hole_punching: bool = True  # DCUtR: upgrade relayed connections to direct ones where the NATs allow
 
@@ -103,6 +183,7 @@ class NatConfig:
         if self.relay_service not in {"auto", "on", "off"}:
             raise ConfigError("nat.relay_service", f"must be 'auto', 'on' or 'off', got {self.relay_service!r}")
         for key, low, high in (("servers_per_probe", 1, 16), ("relay_reservations_max", 1, 4096),
+                               ("relay_reservations_per_ip", 1, 4096),
                                ("relay_circuits_max", 1, 4096), ("relay_circuit_bytes_max", 1 << 16, 1 << 40),
                                ("relay_circuit_duration_s", 10, 86400), ("relays_wanted", 1, 8)):
             value = getattr(self, key)
@@ -146,8 +227,10 @@ class NatService:
         self.config = config
         self.model = ReachabilityModel(reachability)
         self.book = RelayBook(relays or RelayConfig(relays_wanted=config.relays_wanted))
-        self.autonat = AutoNATService(host, serve=True)  # type: ignore[arg-type]  # wants BasicHost
+        self.autonat = ThrottledAutoNAT(host, DialBackThrottle())
         self.circuit = CircuitV2Protocol(host, config.relay_limits(), allow_hop=False)
+        self.reservations = GuardedReservations(config.relay_limits(), host, config.relay_reservations_per_ip)
+        self.circuit.resource_manager = self.reservations
         # Role STOP, not CLIENT: with CLIENT, CircuitV2Transport.dial first makes a reservation *for the dialer*
         # on the relay before every CONNECT (a second round trip, a relay slot taken by a peer that needs none,
         # and in the namespace test the first relayed task offer to a home peer hung for its whole 10 s
@@ -161,6 +244,7 @@ class NatService:
         self._announced: tuple[tuple[str, ...], list[multiaddr.Multiaddr]] = ((), [])
         self._pushed: list[str] = []  # the circuit addresses the last identify push carried
         self._announce_circuit_addrs()
+        self._circuits: dict[str, tuple[object, float]] = {}  # peer -> (relayed connection we opened, when)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[NatService]:
@@ -233,14 +317,14 @@ class NatService:
     def relay_slots_free(self) -> int:
         if not self.serving_relay:
             return 0
-        held = len(self.circuit.resource_manager._reservations)
-        return max(0, self.config.relay_reservations_max - held)
+        return max(0, self.config.relay_reservations_max - len(self.reservations.live()))
 
     # --- reservations (a private peer) ----------------------------------------------------------------------
 
-    async def reserve(self, relay: RelayCandidate) -> float:
-        """Reserve a slot on ``relay`` (dialing it first); the reservation's end (unix seconds). TransportError
-        if the relay cannot be reached or refuses."""
+    async def reserve(self, relay: RelayCandidate) -> tuple[float, CircuitLimit]:
+        """Reserve a slot on ``relay`` (dialing it first); the reservation's end (unix seconds) and the limit
+        of each circuit through it (as the relay states it). TransportError if the relay cannot be reached or
+        refuses."""
         relay_id = ID.from_base58(relay.peer_id)
         try:
             with trio.fail_after(RESERVE_TIMEOUT_S):
@@ -261,21 +345,31 @@ class NatService:
             raise TransportError(f"cannot reserve on relay {relay.peer_id}: {exc}") from None
         if resp.HasField("status") and resp.status != CircuitStatus.OK:
             raise TransportError(f"relay {relay.peer_id} refused a reservation (status {resp.status})")
-        return float(resp.reservation.expire) if resp.HasField("reservation") else time.time() + 3600.0
+        ends = float(resp.reservation.expire) if resp.HasField("reservation") else time.time() + 3600.0
+        if not resp.HasField("limit"):
+            return ends, CircuitLimit()
+        return ends, CircuitLimit(min(resp.limit.duration, 7 * 86400), min(resp.limit.data, 1 << 50))
 
     async def keep_relays(self, candidates: list[RelayCandidate], now: float) -> None:
         """One round of ``RelayBook.plan``: drop, renew and reserve (concurrently, each bounded in time); then, if
         our circuit addresses are not the ones last pushed (whatever changed them), tell the connected peers
-        (``push_identify``)."""
+        (``push_identify``). A reservation lives as long as our connection to its relay (circuit relay v2): a
+        relay we are no longer connected to is dropped at once (and cools down), not kept until its advert
+        expires."""
+        network = self.host.get_network()
+        for held in self.book.held():
+            if not network.get_connections(ID.from_base58(held)):
+                log.info("nat.relay_lost", relay=held)
+                self.book.failed(held, now)
         plan = self.book.plan(candidates, now)
 
         async def one(relay: RelayCandidate) -> None:
             try:
-                ends = await self.reserve(relay)
+                ends, limit = await self.reserve(relay)
             except TransportError:
                 self.book.failed(relay.peer_id, time.time())
             else:
-                self.book.reserved(relay, ends, time.time())
+                self.book.reserved(relay, ends, time.time(), limit)
 
         async with trio.open_nursery() as nursery:
             for relay in (*plan.renew, *plan.reserve):
@@ -347,6 +441,18 @@ class NatService:
         punched = self.dcutr is not None and peer in self.dcutr._direct_connections
         return Link.HOLE_PUNCHED if link is Link.DIRECT and punched else link
 
+    def circuit_age_s(self, peer_id: str, now: float) -> float | None:
+        """How long ago (unix ``now``) we opened the relayed connection we hold to ``peer_id``; None if we hold
+        none we opened (the relay closes a circuit at its duration limit: the scheduler counts what is left)."""
+        held = self._circuits.get(peer_id)
+        if held is None:
+            return None
+        conn, opened = held
+        if conn not in self.host.get_network().get_connections(ID.from_base58(peer_id)):
+            del self._circuits[peer_id]
+            return None
+        return max(0.0, now - opened)
+
     async def connect(self, peer_id: str) -> None:
         """Make sure we hold a connection to ``peer_id``: its direct addresses first, then its relay addresses
         (TransportError if none works). One dial per peer at a time."""
@@ -413,7 +519,8 @@ class NatService:
             started = time.monotonic()
             try:
                 with trio.fail_after(DIAL_TIMEOUT_S):
-                    await self.transport.dial(multiaddr.Multiaddr(addr))
+                    conn = await self.transport.dial(multiaddr.Multiaddr(addr))
+                self._circuits[peer_id] = (conn, time.time())
                 log.debug("nat.dialed", peer=peer_id, via=addr, took_s=round(time.monotonic() - started, 3))
                 return
             except trio.Cancelled:

@@ -40,6 +40,7 @@ def apply() -> None:
     _autonat_dials_back_afresh()
     _announced_circuit_addrs_keep_their_relay()
     _peerstore_keeps_only_a_peers_own_addrs()
+    _reservations_are_for_the_requester()
 
 
 def _quiet_libp2p_logging() -> None:
@@ -271,3 +272,23 @@ def _peerstore_keeps_only_a_peers_own_addrs() -> None:
             data.addrs = data.addrs[-PEER_ADDRS_MAX:]
 
     PeerStore.add_addrs = add_addrs  # type: ignore[method-assign]
+
+
+def _reservations_are_for_the_requester() -> None:
+    # py-libp2p's relay (CircuitV2Protocol._handle_reserve, protocol.py:509) takes the reservation's peer from
+    # the RESERVE message's optional `peer` field when it is set, and only else from the connection. So one
+    # connection can reserve slots in the name of any peer id, needing neither their keys nor a connection:
+    # a few requests fill every slot of the relay (the count includes reservations of peers that are not
+    # connected) and the private peers that need it are refused for the reservation's hour. The circuit relay
+    # v2 spec makes the reservation the connection's remote peer's; so does this.
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+    from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+
+    original = CircuitV2Protocol._handle_reserve
+
+    @functools.wraps(original)
+    async def _handle_reserve(self: CircuitV2Protocol, stream: Any, msg: HopMessage) -> None:
+        msg.ClearField("peer")
+        await original(self, stream, msg)
+
+    CircuitV2Protocol._handle_reserve = _handle_reserve  # type: ignore[method-assign]

@@ -319,8 +319,10 @@ class ComputeService:
         for advert in workers.adverts(now):
             if advert.peer_id == self.self_id:
                 continue
-            out.append(WorkerView.from_advert(advert, trust.score(advert.peer_id, now), workers.rtt_s(advert.peer_id),
-                                              inflight.get(advert.peer_id, 0), workers.link(advert.peer_id)))
+            peer = advert.peer_id
+            out.append(WorkerView.from_advert(advert, trust.score(peer, now), workers.rtt_s(peer),
+                                              inflight.get(peer, 0), workers.link(peer),
+                                              workers.circuit_age_s(peer, now)))
         return out
 
     # --- blocks and the journal -----------------------------------------------------------------------------

@@ -425,6 +425,9 @@ class _DirectoryWorkers:
     def link(self, peer_id: str) -> Link | None:
         return None if self.nat is None else self.nat.link(peer_id)
 
+    def circuit_age_s(self, peer_id: str, now: float) -> float | None:
+        return None if self.nat is None else self.nat.circuit_age_s(peer_id, now)
+
 
 def _start_compute(peer: Peer, sandbox: Sandbox, nursery: trio.Nursery) -> ComputeService:
     cfg, config = peer.config.compute, peer.config

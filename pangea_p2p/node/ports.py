@@ -72,6 +72,10 @@ class WorkerDirectory(Protocol):
         """How we are connected to ``peer_id`` now (None: not connected; its advert says how it will be)."""
         ...
 
+    def circuit_age_s(self, peer_id: str, now: float) -> float | None:
+        """How long ago the relayed connection we opened to ``peer_id`` was opened (None: we hold none)."""
+        ...
+
 
 Clock = Callable[[], float]
 Publish = Callable[[bytes], Awaitable[None]]

@@ -151,8 +151,10 @@ class Peer:
         if self.nat is None:
             return {}
         now = time.time()
+        limit = self.nat.book.circuit_limit()
         return {"reachability": self.nat.status(now).value, "relay_slots_free": self.nat.relay_slots_free(),
-                "relay_addrs": tuple(self.nat.book.relay_addrs(self.peer_id)[:16])}
+                "relay_addrs": tuple(self.nat.book.relay_addrs(self.peer_id)[:16]),
+                "relay_circuit_s": limit.duration_s, "relay_circuit_bytes": limit.bytes}
 
     def nat_json(self) -> dict[str, Any]:
         """Reachability and relays, as `pangea id`, `pangea health` and the API show them."""

@@ -47,6 +47,10 @@ class SimConfig:
     clog_s: float = 10.0
     slow: float = 0.0  # fraction of workers that run slow_factor times slower than they measured
     slow_factor: float = 10.0
+    nat: float = 0.0  # fraction of the peers behind a NAT (private), reached through relays (sim/nat.py)
+    relays_wanted: int = 2
+    relay_circuit_s: float = 600.0
+    relay_circuit_bytes: int = 64 << 20
     mesh_degree: int = 8
     candidates_max: int = 48
     directories: str = "submitters"  # submitters | all
@@ -100,8 +104,8 @@ def flag(name: str) -> str:
 
 
 INT_MIN = {"peers": 4, "submitters": 1, "tasks_per_job": 1, "chunks_per_task": 1, "chunk_bytes": 1, "fuel_unit": 1,
-           "mesh_degree": 1, "candidates_max": 1}
-FRACTIONS = ("byzantine", "lie_q", "loss", "crash", "submitter_crash", "leave", "join", "clog", "slow")
+           "mesh_degree": 1, "candidates_max": 1, "relays_wanted": 1}
+FRACTIONS = ("byzantine", "lie_q", "loss", "crash", "submitter_crash", "leave", "join", "clog", "slow", "nat")
 
 HELP: dict[str, str] = {
     "seed": "the seed every random choice of the run derives from",
@@ -144,6 +148,11 @@ HELP: dict[str, str] = {
     "clog_s": "mean seconds a clogged peer stays clogged",
     "slow": "fraction of the workers that run --slow-factor times slower than they advertise",
     "slow_factor": "how many times slower a slow worker runs",
+    "nat": "fraction of the peers behind a NAT: nobody can dial them; they hold reservations on public peers "
+           "that relay streams to them",
+    "relays_wanted": "relays a peer behind a NAT keeps a reservation on",
+    "relay_circuit_s": "seconds a relay keeps a circuit open before it closes it (0: no limit)",
+    "relay_circuit_bytes": "bytes a circuit carries before the relay closes it (0: no limit)",
     "mesh_degree": "degree of the gossip mesh that spreads capacity adverts",
     "candidates_max": "listed workers the scheduler is offered per decision, besides those with its tasks",
     "directories": "who keeps a capacity directory: submitters, or all (needed for workers to split tasks)",

@@ -3,7 +3,7 @@ the world, so the simulator's modules form no import cycle)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs.behaviour import JobRun
@@ -36,6 +36,16 @@ class World(Protocol):
     def is_up(self, i: int) -> bool: ...
 
     def reachable(self, a: int, b: int) -> bool: ...
+
+    def dialable(self, a: int, b: int) -> bool:
+        """Whether ``a`` can open a stream to ``b`` now (reachable, and through a relay if ``b`` is private)."""
+
+    def circuit_age_s(self, issuer: int, worker: int, now: float) -> float | None:
+        """How long the relayed circuit of ``issuer``'s stream to ``worker`` has been open (None: none)."""
+
+    def nat_fields(self, i: int) -> dict[str, Any]:
+        """Peer ``i``'s advert fields about its reachability and relays (none without NAT), after planning its
+        relays."""
 
     def rtt_s(self, a: int, peer_id: str) -> float: ...
 

@@ -54,6 +54,7 @@ from pangea_p2p.core.jobs.events import (
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState
 from pangea_p2p.core.jobs.reachability import Reachability
 from pangea_p2p.core.jobs.scheduler import WorkerView
+from pangea_p2p.core.nat import Link
 from pangea_p2p.core.trust import TrustBook
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.core.verify.replay import ReplayGuard
@@ -172,7 +173,7 @@ class SimPeer:
             cores=slots, memory_free_bytes=8 << 30, task_slots_total=slots,
             task_slots_free=min(slots, admission.free_slots()) if self.role == "honest" else slots,
             speed_fuel_per_s=speed, fuel_max=lim.fuel_max, memory_bytes_max=lim.memory_bytes_max,
-            wall_time_s_max=lim.wall_time_s, software_version="pangea-sim",
+            wall_time_s_max=lim.wall_time_s, software_version="pangea-sim", **self.sim.nat_fields(self.idx),
         )
 
     def publish(self, _: object = None) -> None:
@@ -245,8 +246,10 @@ class SimPeer:
             n_out = inflight.get(pid, 0)
             if view is _MISSING or (view is not None and view.outstanding != n_out):
                 advert = directory.get(pid, now)
+                age = self.sim.circuit_age_s(self.idx, self.sim.index[pid], now)
                 view = None if advert is None else WorkerView.from_advert(
-                    advert, self.trust.score(pid, now), self.sim.rtt_s(self.idx, pid), n_out)
+                    advert, self.trust.score(pid, now), self.sim.rtt_s(self.idx, pid), n_out,
+                    None if age is None else Link.RELAYED, age)
                 cache[pid] = view
             if view is not None:
                 out.append(view)
@@ -317,7 +320,7 @@ class SimPeer:
         w = sim.index[act.worker]
         if act.dial:
             if w not in self.sessions:
-                if not sim.reachable(self.idx, w):  # the dial fails after its timeout
+                if not sim.dialable(self.idx, w):  # the dial fails after its timeout
                     msg = act.message
                     assert isinstance(msg, codec.Offer)
                     sim.loop.after(DIAL_TIMEOUT_S, self._transport_error,

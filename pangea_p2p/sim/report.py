@@ -140,6 +140,7 @@ METRICS: dict[str, Metric] = {
     "advert_p99_s": Metric("advert to directories, 99th percentile (s)", "Advert propagation, 99th percentile"),
     "trust_separation": Metric("P(honest worker's trust > Byzantine's)", "Trust separation", top=1.05),
     "dropped": Metric("messages dropped (count)", "Messages dropped"),
+    "circuits_closed": Metric("relayed circuits closed by their relay (count)", "Circuits closed by relays"),
     "escape_rate": Metric("lies in final outputs (% of lies told)", "Escape rate", 100.0),
 }
 

@@ -60,6 +60,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              {"peers": 300, "jobs": 60, "crash": 0.1, "leave": 0.05, "join": 0.1},
              "crash", (0.0, 0.1, 0.2, 0.3), ("jobs_done_ratio", "latency_p50_s", "wasted_work", "wrong_accepted"),
              "workers that crash and restart (% of workers)"),
+    Scenario("nat", "How do jobs fare when most peers sit behind NAT, reached through relays that crash and close "
+             "circuits?", {"peers": 300, "jobs": 60, "crash": 0.1, "relay_circuit_s": 60.0},
+             "nat", (0.0, 0.5, 0.8, 0.95), ("jobs_done_ratio", "latency_p50_s", "latency_p99_s", "circuits_closed"),
+             "peers behind a NAT (% of peers)"),
     Scenario("sybil", "Sybils (one party, many identities, inflated adverts, one wrong answer): how far do they get?",
              {"peers": 300, "jobs": 60, "role": "sybil", "checks": "count"},
              "byzantine", (0.0, 0.02, 0.05, 0.1, 0.2), ("wrong_accepted", "jobs_done_ratio", "trust_separation"),
@@ -285,6 +289,7 @@ def _print_details(result: SimResult) -> None:
         f"faults {m['faults']}  dropped {m['dropped']}  retransmits {m['retransmits']}  "
         f"clogged {m['clogged_messages']}  advert rejections {m['advert_rejections']}",
         f"failed jobs by reason {m['failed_reasons']}",
+        *([f"nat: {m['private_peers']} private peers; {m['nat']}"] if m["private_peers"] else []),
         f"worker actions {m['worker_stats']}",
         *(f"violation {v}" for v in result.violations[:5]),
     ]

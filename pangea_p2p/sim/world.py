@@ -43,10 +43,12 @@ from pangea_p2p.core.jobs import codec
 from pangea_p2p.core.jobs.behaviour import JobRun
 from pangea_p2p.core.jobs.events import TaskUpdated
 from pangea_p2p.core.jobs.model import JobSpec, JobState, TaskState, VerificationPolicy
+from pangea_p2p.core.nat import CircuitLimit
 from pangea_p2p.core.verify.binding import ReceiptLimits
 from pangea_p2p.sim.checkers import Checker, SafetyViolation, Violation
 from pangea_p2p.sim.config import SimConfig
 from pangea_p2p.sim.loop import EventLoop
+from pangea_p2p.sim.nat import Circuit, SimNat
 from pangea_p2p.sim.network import Faults, Mesh, Network, dht_hops
 from pangea_p2p.sim.peer import SimPeer
 from pangea_p2p.sim.sandbox import WRONG_OUTPUT_ROLES, Board, Lies, honest_chunk
@@ -142,6 +144,10 @@ class Simulation:
                 slow_factor=cfg.slow_factor if i in slow else 1.0,
             ))
         self.index = {p.peer_id: i for i, p in enumerate(self.peers)}
+        limit = CircuitLimit(int(cfg.relay_circuit_s), cfg.relay_circuit_bytes)
+        self.nat = None if cfg.nat == 0.0 else SimNat(
+            cfg.nat, self.rng("nat"), self.net, self.loop, limit, cfg.relays_wanted, [p.peer_id for p in self.peers],
+            self.is_up, self._circuit_closed)
         self.roles = roles
         self.holders = holders
         probe = encode_advert(self.peers[0].identity, 1, T0, T0 + 90.0, self.peers[0].capacity())
@@ -230,6 +236,8 @@ class Simulation:
         self.faults["crashes"] += 1
         self.loop.trace(f"crash {i}")
         self._break_streams(i, *p.crash(), "connection reset: the peer crashed")
+        if self.nat is not None:
+            self.nat.went_down(i, self.loop.now)
 
     def _leave(self, i: int) -> None:
         p = self.peers[i]
@@ -239,6 +247,8 @@ class Simulation:
         self.left.add(i)
         self.loop.trace(f"leave {i}")
         self._break_streams(i, *p.crash(), "the peer left")
+        if self.nat is not None:
+            self.nat.went_down(i, self.loop.now)
 
     def _break_streams(self, i: int, issuers: list[int], workers: list[int], reason: str) -> None:
         """Peer ``i`` went down: the streams its issuers opened to it and those it opened to its workers reset,
@@ -257,6 +267,13 @@ class Simulation:
     def _session_broken(self, arg: tuple[int, int, str]) -> None:
         s, i, reason = arg
         self.peers[s].session_broken(i, reason)
+
+    def _circuit_closed(self, issuer: int, worker: int, reason: str) -> None:
+        """The relay closed the circuit of ``issuer``'s stream to ``worker``: both ends see it reset."""
+        self.loop.trace(f"circuit {issuer}>{worker} closed")
+        rtt = 2 * self.net.one_way_s(issuer, worker)
+        self.loop.after(rtt, self._session_broken, (issuer, worker, reason))
+        self.loop.after(rtt, self._issuer_lost, (worker, issuer))
 
     def _restart(self, i: int) -> None:
         p = self.peers[i]
@@ -302,13 +319,34 @@ class Simulation:
 
     def opened_stream(self, issuer: int, worker: int) -> None:
         self.peers[worker].issuers.add(issuer)
+        if self.nat is not None:
+            self.nat.opened(issuer, worker, self.loop.now)
 
     def reachable(self, a: int, b: int) -> bool:
         return self.peers[b].up and not self.net.blocked(a, b)
 
+    def dialable(self, a: int, b: int) -> bool:
+        return self.reachable(a, b) and (self.nat is None or self.nat.dialable(a, b))
+
+    def circuit_age_s(self, issuer: int, worker: int, now: float) -> float | None:
+        return None if self.nat is None else self.nat.circuit_age_s(issuer, worker, now)
+
+    def nat_fields(self, i: int) -> dict[str, Any]:
+        nat = self.nat
+        if nat is None:
+            return {}
+        if nat.private[i]:
+            nat.keep_relays(i, self.loop.now)
+        return nat.advert_fields(i)
+
     def rtt_s(self, a: int, peer_id: str) -> float:
         b = self.index.get(peer_id)
-        return 0.005 if b is None else 2 * self.net.one_way_s(a, b)
+        if b is None:
+            return 0.005
+        relay = None if self.nat is None or not self.nat.private[b] else self.nat.relay_of(a, b)
+        if relay is not None:
+            return 2 * (self.net.one_way_s(a, relay) + self.net.one_way_s(relay, b))
+        return 2 * self.net.one_way_s(a, b)
 
     def send(self, a: int, b: int, msg: codec.Message) -> None:
         data = codec.encode(msg)
@@ -317,7 +355,25 @@ class Simulation:
         if not self.reachable(a, b):
             self.net.dropped += 1
             return
-        self.loop.after(self.net.delay_s(a, b, len(data) + 64, self.loop.now), self._deliver, (a, b, data))
+        size = len(data) + 64
+        if self.nat is not None:
+            if isinstance(msg, codec.Offer | codec.Cancel | codec.RevealRequest):
+                fetched = msg.ref.input_bytes if isinstance(msg, codec.Offer) else 0  # over the same connection
+                route = self.nat.route(a, b, size + fetched)
+            else:
+                route = self.nat.route(b, a, size)
+            if isinstance(route, Circuit):  # both legs, through the relay
+                relay, now = route.relay, self.loop.now
+                if self.net.blocked(a, relay) or self.net.blocked(relay, b):
+                    self.net.dropped += 1
+                    return
+                delay = self.net.delay_s(a, relay, size, now) + self.net.delay_s(relay, b, size, now)
+                self.loop.after(delay, self._deliver, (a, b, data))
+                return
+            if not route:  # to or from a private worker on a stream whose circuit is gone
+                self.net.dropped += 1
+                return
+        self.loop.after(self.net.delay_s(a, b, size, self.loop.now), self._deliver, (a, b, data))
 
     def _deliver(self, arg: tuple[int, int, bytes]) -> None:
         a, b, data = arg
@@ -504,6 +560,11 @@ class Simulation:
             "retransmits": self.net.retransmits,
             "clogged_messages": self.net.clogged,
             "splits": self.splits,
+            "private_peers": 0 if self.nat is None else sum(self.nat.private),
+            "relayed_messages": 0 if self.nat is None else self.nat.counts["relayed_messages"],
+            "circuits_closed": 0 if self.nat is None else sum(v for k, v in self.nat.counts.items()
+                                                               if k.startswith("closed_")),
+            "nat": {} if self.nat is None else dict(self.nat.counts),
             "dht_hops": self.dht_hops,
             "faults": dict(self.faults),
             "failed_reasons": dict(self.failed_reasons),

@@ -44,6 +44,8 @@ class AdvertBody(_message.Message):
     REACHABILITY_FIELD_NUMBER: _builtins.int
     RELAY_ADDRS_FIELD_NUMBER: _builtins.int
     RELAY_SLOTS_FREE_FIELD_NUMBER: _builtins.int
+    RELAY_CIRCUIT_S_FIELD_NUMBER: _builtins.int
+    RELAY_CIRCUIT_BYTES_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """wire version of this message; 1"""
     peer_id: _builtins.str
@@ -78,6 +80,12 @@ class AdvertBody(_message.Message):
     """
     relay_slots_free: _builtins.int
     """circuit relay v2 reservations this peer still grants (0: no relay)"""
+    relay_circuit_s: _builtins.int
+    """Fields 19-20 came later still: the limits of the circuits through this peer's relays (0: not stated).
+    a circuit through the relays of `relay_addrs` lives this long (the least)
+    """
+    relay_circuit_bytes: _builtins.int
+    """... and carries this many bytes, both directions (the least)"""
     @_builtins.property
     def addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """dialable multiaddrs of the peer (without /p2p/...)"""
@@ -107,10 +115,12 @@ class AdvertBody(_message.Message):
         reachability: _builtins.str = ...,
         relay_addrs: _abc.Iterable[_builtins.str] | None = ...,
         relay_slots_free: _builtins.int = ...,
+        relay_circuit_s: _builtins.int = ...,
+        relay_circuit_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addrs", b"addrs", "cores", b"cores", "expires_at", b"expires_at", "fuel_max", b"fuel_max", "issued_at", b"issued_at", "memory_bytes_max", b"memory_bytes_max", "memory_free_bytes", b"memory_free_bytes", "peer_id", b"peer_id", "reachability", b"reachability", "relay_addrs", b"relay_addrs", "relay_slots_free", b"relay_slots_free", "seq", b"seq", "software_version", b"software_version", "speed_fuel_per_s", b"speed_fuel_per_s", "task_slots_free", b"task_slots_free", "task_slots_total", b"task_slots_total", "version", b"version", "wall_time_s_max", b"wall_time_s_max"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addrs", b"addrs", "cores", b"cores", "expires_at", b"expires_at", "fuel_max", b"fuel_max", "issued_at", b"issued_at", "memory_bytes_max", b"memory_bytes_max", "memory_free_bytes", b"memory_free_bytes", "peer_id", b"peer_id", "reachability", b"reachability", "relay_addrs", b"relay_addrs", "relay_circuit_bytes", b"relay_circuit_bytes", "relay_circuit_s", b"relay_circuit_s", "relay_slots_free", b"relay_slots_free", "seq", b"seq", "software_version", b"software_version", "speed_fuel_per_s", b"speed_fuel_per_s", "task_slots_free", b"task_slots_free", "task_slots_total", b"task_slots_total", "version", b"version", "wall_time_s_max", b"wall_time_s_max"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

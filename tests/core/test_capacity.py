@@ -297,6 +297,9 @@ def test_reachability_and_relay_fields_round_trip() -> None:
     got = decode_advert(advert(reachability="private", relay_addrs=(relay,), relay_slots_free=0))
     assert (got.capacity.reachability, got.capacity.relay_addrs) == ("private", (relay,))
     assert decode_advert(advert(reachability="public", relay_slots_free=7)).capacity.relay_slots_free == 7
+    limited = decode_advert(advert(reachability="private", relay_addrs=(relay,), relay_circuit_s=120,
+                                   relay_circuit_bytes=1 << 17)).capacity
+    assert (limited.relay_circuit_s, limited.relay_circuit_bytes) == (120, 1 << 17)
 
 
 def test_an_advert_from_before_the_reachability_fields_still_decodes() -> None:
@@ -319,7 +322,8 @@ def test_an_advert_from_before_the_reachability_fields_still_decodes() -> None:
 @pytest.mark.parametrize(
     ("changes", "why"),
     [({"reachability": "maybe"}, "reachability"), ({"relay_addrs": ("/ip4/1.2.3.4/tcp/1",)}, "p2p-circuit"),
-     ({"relay_addrs": ("/p2p-circuit",) * 17}, "relay_addrs"), ({"relay_slots_free": 5000}, "relay_slots_free")],
+     ({"relay_addrs": ("/p2p-circuit",) * 17}, "relay_addrs"), ({"relay_slots_free": 5000}, "relay_slots_free"),
+     ({"relay_circuit_s": 8 * 86400}, "relay_circuit_s"), ({"relay_circuit_bytes": 1 << 51}, "relay_circuit_bytes")],
 )
 def test_absurd_reachability_values_are_rejected(changes: dict[str, object], why: str) -> None:
     with pytest.raises(AdvertRejected, match=why) as info:

@@ -7,6 +7,9 @@ import pytest
 from pangea_p2p.core.capacity import LocalCapacity, decode_advert, encode_advert
 from pangea_p2p.core.identity import Identity
 from pangea_p2p.core.nat import (
+    CircuitLimit,
+    DialBackConfig,
+    DialBackThrottle,
     Reachability,
     ReachabilityConfig,
     ReachabilityModel,
@@ -15,6 +18,7 @@ from pangea_p2p.core.nat import (
     RelayConfig,
     circuit_addrs_of,
     relay_candidates,
+    reservation_refusal,
 )
 from pangea_p2p.errors import ConfigError
 
@@ -167,6 +171,21 @@ def test_a_relay_is_kept_while_it_qualifies_even_if_a_better_one_appears() -> No
     assert not book.plan([slow, cand("fast", 0.001)], T0 + 10)
 
 
+def test_the_advertised_circuit_limit_is_the_least_any_held_relay_granted() -> None:
+    book = RelayBook(RelayConfig(relays_wanted=3))
+    a, b, c = cand("a", 0.01), cand("b", 0.02), cand("c", 0.03)
+    assert book.circuit_limit() == CircuitLimit()  # no relay: nothing stated
+    book.plan([a, b, c], T0)
+    book.reserved(a, T0 + 3600, T0, CircuitLimit(600, 64 << 20))
+    book.reserved(b, T0 + 3600, T0, CircuitLimit(120, 128 << 20))
+    book.reserved(c, T0 + 3600, T0)  # a relay that stated no limit constrains nothing
+    assert book.circuit_limit() == CircuitLimit(120, 64 << 20)
+    book.failed("b", T0 + 1)  # b went away: its limit no longer counts
+    assert book.circuit_limit() == CircuitLimit(600, 64 << 20)
+    assert book.plan([b, c], T0 + 2).drop == ("a",)  # a's advert expired
+    assert book.circuit_limit() == CircuitLimit()
+
+
 def test_relay_addrs_name_the_relay_and_this_peer() -> None:
     book = RelayBook()
     a = RelayCandidate("R1", ("/ip4/10.0.0.1/tcp/4001", "/ip4/10.0.0.1/tcp/4002"))
@@ -198,6 +217,33 @@ def test_relay_candidates_are_public_peers_with_free_relay_slots() -> None:
     got = relay_candidates([mine, relay_ad, full, private, unknown, no_addr], me,  # type: ignore[list-item]
                            rtt_s={relay: 0.02}, trust={relay: 3.0})
     assert got == [RelayCandidate(relay, BASE.addrs, 0.02, 3.0)]
+
+
+def test_a_relay_grants_live_slots_within_its_limit_and_a_share_per_address() -> None:
+    held = {"a": "1.2.3.4", "b": "1.2.3.4", "c": "5.6.7.8"}
+    assert reservation_refusal("d", "9.9.9.9", held, 4, 2) is None
+    full = reservation_refusal("d", "9.9.9.9", {**held, "x": None}, 4, 2)
+    assert full == "all 4 reservation slots are taken"
+    crowded = reservation_refusal("d", "1.2.3.4", held, 32, 2)
+    assert crowded == "2 reservations are held from 1.2.3.4 already"
+    assert reservation_refusal("a", "1.2.3.4", held, 3, 1) is None  # renewing its own: never refused
+    # no direct connection (only a relayed one): no reservation, not even a renewal
+    assert reservation_refusal("a", None, held, 32, 2) == "a reservation needs a direct connection to the relay"
+
+
+def test_dial_back_requests_are_budgeted_per_address_and_in_all() -> None:
+    throttle = DialBackThrottle(DialBackConfig(per_ip_burst=2, per_ip_rate_per_s=0.1, global_burst=3,
+                                               global_rate_per_s=0.1, ips_max=2))
+    assert throttle.refusal("1.1.1.1", T0) is None
+    assert throttle.refusal("1.1.1.1", T0) is None
+    assert throttle.refusal("1.1.1.1", T0) == "more than 2 dial-back requests from 1.1.1.1 lately"
+    assert throttle.refusal("1.1.1.1", T0 + 10) is None  # one token back after 10 s
+    assert throttle.refusal("2.2.2.2", T0 + 10) is None
+    assert throttle.refusal("3.3.3.3", T0 + 10) == "too many dial-back requests lately"  # 4 served of 3 + 1
+    assert throttle.refusal("3.3.3.3", T0 + 20) is None
+    assert len(throttle._ips) == 2  # the least recent address is forgotten
+    assert throttle.refusal(None, T0 + 30) is None  # loopback: counted in all only
+    assert throttle.refusal(None, T0 + 30) == "too many dial-back requests lately"
 
 
 def test_circuit_addrs_of_keeps_only_ways_to_that_peer() -> None:

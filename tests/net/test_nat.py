@@ -16,12 +16,14 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
+from libp2p.host.autonat.pb.autonat_pb2 import Message as AutoNATMessage
 from libp2p.io.utils import read_exactly
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
 from pangea_p2p.core.identity import Identity
-from pangea_p2p.core.nat import Link, Reachability, RelayCandidate
+from pangea_p2p.core.nat import CircuitLimit, DialBackConfig, DialBackThrottle, Link, Reachability, RelayCandidate
 from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.nat import NatConfig, NatService
@@ -231,19 +233,50 @@ async def test_a_relay_that_refuses_is_cooled_down_and_another_is_used() -> None
         assert nat_h.book.held() == [str(relay.get_id())]
 
 
+async def test_a_relay_we_lost_the_connection_to_is_replaced_at_once() -> None:
+    public = NatConfig(reachability="public")
+    async with nat_hosts(public, public, NatConfig(reachability="private", relays_wanted=1)) as [
+            (first, nat_1), (second, nat_2), (home, nat_h)]:
+        now = time.time()
+        nat_1.update_relay_service(now)
+        nat_2.update_relay_service(now)
+        first_id = str(first.get_id())
+        candidates = [dataclasses.replace(relay_of(first), rtt_s=0.001),
+                      dataclasses.replace(relay_of(second), rtt_s=0.002)]
+        with trio.fail_after(20):
+            await nat_h.keep_relays(candidates, now)
+        assert nat_h.book.held() == [first_id]
+        # the relay's connection goes (it restarted, or a router dropped it): so did the reservation on it;
+        # its advert is still in every directory, but the home peer moves to the other relay at the next round
+        await home.disconnect(first.get_id())
+        with trio.fail_after(20):
+            await nat_h.keep_relays(candidates, now + 1)
+        assert nat_h.book.held() == [str(second.get_id())]
+
+
 async def test_a_circuit_carries_at_most_its_byte_limit() -> None:
-    small = NatConfig(reachability="public", relay_circuit_bytes_max=1 << 16)
+    small = NatConfig(reachability="public", relay_circuit_bytes_max=1 << 16, relay_circuit_duration_s=90)
     async with nat_hosts(small, NatConfig(reachability="private"), NatConfig()) as [
             (relay, nat_r), (home, nat_h), (issuer, nat_i)]:
         nat_r.update_relay_service(time.time())
         with trio.fail_after(20):
             await nat_h.keep_relays([relay_of(relay)], time.time())
-        nat_i.learn_relay_addrs(str(home.get_id()), nat_h.book.relay_addrs(str(home.get_id())))
+        # the reservation states the relay's circuit limits: the home peer's advert passes them on
+        assert nat_h.book.circuit_limit() == CircuitLimit(90, 1 << 16)
+        home_id = str(home.get_id())
+        nat_i.learn_relay_addrs(home_id, nat_h.book.relay_addrs(home_id))
+        assert nat_i.circuit_age_s(home_id, time.time()) is None
         with trio.fail_after(30):
-            await nat_i.connect(str(home.get_id()))
+            await nat_i.connect(home_id)
+            opened = time.time()
+            age = nat_i.circuit_age_s(home_id, opened + 5.0)  # the scheduler counts what is left of the 90 s
+            assert age is not None
+            assert 5.0 <= age < 35.0
             assert len(await echo(issuer, home, 1000)) == 1000
             with pytest.raises(Exception):  # noqa: B017,PT011  # a reset stream, whatever py-libp2p calls it
                 await echo(issuer, home, 200_000)
+        # the relay closed that circuit: no age any more (a fresh circuit has its whole lifetime)
+        await wait_for(lambda: nat_i.circuit_age_s(home_id, time.time()) is None, 20)
 
 
 async def test_connect_says_why_a_peer_cannot_be_reached() -> None:
@@ -274,3 +307,101 @@ async def test_a_upnp_mapping_adds_the_routers_address_with_the_mapped_port() ->
 def test_nat_config_rejects_bad_values(kwargs: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         NatConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# --- the relay's reservation rules (GuardedReservations, workarounds._reservations_are_for_the_requester) ----
+
+
+async def raw_reserve(host: IHost, relay: IHost, in_the_name_of: str | None = None) -> int:
+    """Send a RESERVE by hand (optionally naming another peer, as a forger would); the relay's status."""
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, PeerId
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
+    from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+
+    msg = HopMessage(type=HopMessage.RESERVE)
+    if in_the_name_of is not None:
+        msg.peer.CopyFrom(PeerId(id=ID.from_base58(in_the_name_of).to_bytes()))
+    stream = await host.new_stream(relay.get_id(), [HOP])
+    await write_delimited_msg(stream, msg)
+    resp = await read_delimited_msg(stream, HopMessage)
+    await stream.close()
+    return int(resp.status)
+
+
+async def test_a_reservation_is_the_requesters_whatever_peer_it_names() -> None:
+    async with nat_hosts(NatConfig(reachability="public"), NatConfig()) as [(relay, nat_r), (forger, _)]:
+        nat_r.update_relay_service(time.time())
+        await forger.connect(info_from_p2p_addr(relay.get_addrs()[0]))
+        with trio.fail_after(20):
+            for k in range(5):  # made-up peers: no key, no connection
+                await raw_reserve(forger, relay, Identity(bytes([100 + k]) * 32).peer_id)
+        assert set(nat_r.reservations.live()) == {str(forger.get_id())}
+        assert nat_r.relay_slots_free() == 31
+
+
+async def test_a_reservation_ends_with_its_peers_connection() -> None:
+    one_slot = NatConfig(reachability="public", relay_reservations_max=1)
+    async with nat_hosts(one_slot, NatConfig(reachability="private"), NatConfig(reachability="private")) as [
+            (relay, nat_r), (first, nat_1), (second, nat_2)]:
+        nat_r.update_relay_service(time.time())
+        with trio.fail_after(20):
+            await nat_1.reserve(relay_of(relay))
+            with pytest.raises(TransportError, match="refused"):  # the one slot is taken
+                await nat_2.reserve(relay_of(relay))
+            await first.disconnect(relay.get_id())
+            await wait_for(lambda: not relay.get_network().get_connections(first.get_id()), 10)
+            assert nat_r.relay_slots_free() == 1
+            await nat_2.reserve(relay_of(relay))  # the slot of a peer that left is free again
+        assert set(nat_r.reservations.live()) == {str(second.get_id())}
+
+
+async def test_one_address_holds_at_most_its_share_of_the_slots() -> None:
+    per_ip = NatConfig(reachability="public", relay_reservations_per_ip=2)
+    private = NatConfig(reachability="private")
+    async with nat_hosts(per_ip, private, private, private) as [(relay, nat_r), (_, a), (_, b), (_, c)]:
+        nat_r.update_relay_service(time.time())
+        with trio.fail_after(20):
+            await a.reserve(relay_of(relay))
+            await b.reserve(relay_of(relay))
+            with pytest.raises(TransportError, match="refused"):  # all three come from 127.0.0.1
+                await c.reserve(relay_of(relay))
+            await a.reserve(relay_of(relay))  # renewing one's own reservation is never refused
+        assert nat_r.relay_slots_free() == 30
+
+
+async def test_the_circuit_limit_holds_for_the_whole_relay() -> None:
+    one_circuit = NatConfig(reachability="public", relay_circuits_max=1)
+    private = NatConfig(reachability="private")
+    async with nat_hosts(one_circuit, private, private, NatConfig()) as [
+            (relay, nat_r), (home_a, nat_a), (home_b, nat_b), (issuer, nat_i)]:
+        nat_r.update_relay_service(time.time())
+        with trio.fail_after(20):
+            await nat_a.keep_relays([relay_of(relay)], time.time())
+            await nat_b.keep_relays([relay_of(relay)], time.time())
+        for home, nat in ((home_a, nat_a), (home_b, nat_b)):
+            nat_i.learn_relay_addrs(str(home.get_id()), nat.book.relay_addrs(str(home.get_id())))
+        with trio.fail_after(30):
+            await nat_i.connect(str(home_a.get_id()))
+            assert len(await echo(issuer, home_a, 1000)) == 1000
+            with pytest.raises(TransportError):  # a second circuit, to another reserved peer: over the limit
+                await nat_i.connect(str(home_b.get_id()))
+
+
+async def test_dial_back_requests_beyond_the_budget_are_refused_as_no_evidence() -> None:
+    async with nat_hosts(NatConfig(), NatConfig()) as [(a, nat_a), (b, nat_b)]:
+        # loopback requests count in the total only: a total of three
+        nat_b.autonat.throttle = DialBackThrottle(DialBackConfig(global_burst=3, global_rate_per_s=1e-4))
+        await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+        await wait_for(lambda: AUTONAT_PROTOCOL_ID in a.get_peerstore().get_protocols(b.get_id()), 20)
+        addrs = [multiaddr.Multiaddr(x).to_bytes() for x in hostlib.dialable_addrs(a)]
+        statuses = []
+        with trio.fail_after(60):
+            for _ in range(5):  # a flood: the server dials back three times, then refuses
+                status, _ = await nat_a.autonat.query_server(b.get_id(), addrs, timeout=20)
+                statuses.append(status)
+        assert statuses == [AutoNATMessage.OK] * 3 + [AutoNATMessage.E_INTERNAL_ERROR] * 2
+        # a probe that meets the refusal counts it as nothing (not as "behind a NAT")
+        now = time.time()
+        with trio.fail_after(30):
+            assert await nat_a.probe(hostlib.dialable_addrs(a), now) == 0
+        assert nat_a.status(now) is Reachability.UNKNOWN

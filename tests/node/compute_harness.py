@@ -136,6 +136,9 @@ class Directory:
     def link(self, peer_id: str) -> nat.Link | None:
         return nat.Link.DIRECT if peer_id in self.net.nodes else None
 
+    def circuit_age_s(self, peer_id: str, now: float) -> float | None:
+        return None
+
 
 class Endpoint:
     """One end of an in-memory stream, as a libp2p stream looks to the driver (ports.DuplexStream). What it

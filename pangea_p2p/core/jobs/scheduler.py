@@ -12,9 +12,7 @@ job's own estimate per chunk, or what its completed tasks used so far, or (first
 Decisions (``place``), in order:
 1. candidates = workers whose advert accepts the task's limits, with a free slot (by their advert, minus
    what we have out with them), not excluded (already ran or failed this task, cooling down after it could
-   not be reached, or on the task's path), with trust above ``trust_floor``, and, for a worker reached only
-   through a circuit relay (``WorkerView.link``), an input of at most ``relayed_input_bytes_max`` bytes
-   (direct and hole-punched workers take any size);
+   not be reached, or on the task's path), with trust above ``trust_floor``, and reachable (see *NAT* below);
 2. if the task is bigger than ``split_above_s`` on the best single worker, has more than one chunk, may still
    be split (depth < depth_max) and there are at least two candidates: SPLIT into parts;
 3. otherwise run LOCAL when this peer has a free slot and is no slower than the best candidate (ties go to
@@ -23,6 +21,19 @@ Decisions (``place``), in order:
 4. no candidate and no local slot: QUEUE, with a reason a user can read.
 Ranking: expected duration, scaled down by trust (a peer with a long valid record is preferred at equal
 speed), never two replicas on the same worker.
+
+NAT. ``WorkerView.link`` says how a worker is reached: directly (or by a connection it opened to us, or one
+DCUtR hole-punched: any task), through a circuit relay, or not at all (its advert says it is private and has no
+relay address yet, and we hold no connection to it: it waits like a busy worker, until a relay is reserved).
+A relayed worker takes an input of at most ``relayed_input_bytes_max`` bytes, and only tasks that fit the
+circuit its relays grant (the advert's ``relay_circuit_s`` / ``relay_circuit_bytes``, or ``relay_circuit_s``
+/ ``relay_circuit_bytes`` of this config when it states none): input plus the largest output within the
+circuit's bytes, and ``longest_s`` (its whole fuel budget at the worker's speed, both transfers at
+``relayed_bandwidth_bytes_per_s``) within its lifetime: answers go back on the stream the offer came on, so a
+circuit that closes mid-task loses the task. The circuit we already hold to it must still have that long to
+live (``relay_circuit_age_s``); if not, the worker waits like a busy one until the relay closes that circuit
+and the next offer opens a fresh one. Its transfers count at that bandwidth in the expected duration (a relay's
+uplink is shared by its circuits, two hops each).
 
 Defences against lying adverts (Sybils). An advertised speed is a claim nobody checked, so:
 - *speed cap*: an unverified speed (``WorkerView.speed_verified`` False) counts for at most
@@ -48,7 +59,7 @@ from dataclasses import dataclass, field, replace
 
 from pangea_p2p.core.capacity import CapacityAdvert
 from pangea_p2p.core.jobs.model import TaskRef, as_int
-from pangea_p2p.core.nat import Link, Reachability
+from pangea_p2p.core.nat import CIRCUIT_DEFAULT, Link, Reachability
 from pangea_p2p.core.verify.config import check_range
 
 REFERENCE_SPEED_FUEL_PER_S = 1e9
@@ -71,12 +82,16 @@ class WorkerView:
     rtt_s: float = RTT_UNKNOWN_S
     outstanding: int = 0  # tasks we have out with this worker now
     speed_verified: bool = False  # measured by us (or this peer's own), not only advertised: never capped
-    link: Link = Link.DIRECT  # how we reach it: a relayed worker gets only small inputs
+    link: Link = Link.DIRECT  # how we reach it: a relayed worker gets only small inputs, an unreachable one none
+    relay_circuit_s: float = 0.0  # a relayed worker's circuits live this long (0: not stated)
+    relay_circuit_bytes: int = 0  # ... and carry this many bytes (0: not stated)
+    relay_circuit_age_s: float | None = None  # the relayed connection we hold to it was opened this long ago
 
     @classmethod
     def from_advert(cls, advert: CapacityAdvert, trust: float, rtt_s: float | None, outstanding: int,
-                    link: Link | None = None) -> WorkerView:
-        """``link``: how we are connected to it now, if we are; else what its advert says (``advert_link``)."""
+                    link: Link | None = None, circuit_age_s: float | None = None) -> WorkerView:
+        """``link``: how we are connected to it now, if we are; else what its advert says (``advert_link``).
+        ``circuit_age_s``: how long ago the relayed connection we hold to it was opened."""
         cap = advert.capacity
         # The advert's free-slot count is seconds old and already counts our own tasks there; the slots it
         # has in all, minus what we have out with it, is the better guess. Another issuer's load shows up as
@@ -84,15 +99,20 @@ class WorkerView:
         return cls(
             advert.peer_id, cap.speed_fuel_per_s, cap.task_slots_total, cap.task_slots_total, cap.fuel_max,
             cap.memory_bytes_max, cap.wall_time_s_max, trust, RTT_UNKNOWN_S if rtt_s is None else rtt_s, outstanding,
-            link=advert_link(advert) if link is None else link,
+            link=advert_link(advert) if link is None else link, relay_circuit_s=float(cap.relay_circuit_s),
+            relay_circuit_bytes=cap.relay_circuit_bytes,
+            relay_circuit_age_s=circuit_age_s if link is Link.RELAYED else None,
         )
 
 
 def advert_link(advert: CapacityAdvert) -> Link:
     """How a worker we hold no connection to will be reached: through its relays if it says it is private and
-    has relay addresses, else directly (unknown reachability is tried directly, as before adverts said)."""
+    has relay addresses, not at all if it is private without any, else directly (unknown reachability is tried
+    directly, as before adverts said)."""
     cap = advert.capacity
-    return Link.RELAYED if cap.reachability == Reachability.PRIVATE.value and cap.relay_addrs else Link.DIRECT
+    if cap.reachability != Reachability.PRIVATE.value:
+        return Link.DIRECT
+    return Link.RELAYED if cap.relay_addrs else Link.UNREACHABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +128,20 @@ class SchedulerConfig:
     # a worker reached only through a circuit relay gets tasks with at most this many input bytes: relays cap
     # the bytes and duration of a circuit (protocols/nat.md), so big inputs go to direct or hole-punched ones
     relayed_input_bytes_max: int = 256 << 10
+    relayed_bandwidth_bytes_per_s: float = 1e6  # a relayed transfer's rate, for the expected duration
+    # assumed of a relay whose worker's advert states no circuit limits: what our own relays grant by default
+    relay_circuit_s: float = float(CIRCUIT_DEFAULT.duration_s)
+    relay_circuit_bytes: int = CIRCUIT_DEFAULT.bytes
 
     def __post_init__(self) -> None:
         as_int("parts_max", self.parts_max, 2, 1024)
         as_int("relayed_input_bytes_max", self.relayed_input_bytes_max, 0, 1 << 40)
+        as_int("relay_circuit_bytes", self.relay_circuit_bytes, 1, 1 << 50)
         for name, low, high in (("split_above_s", 0.001, 86400.0), ("trust_floor", -1e9, 1e9),
                                 ("trust_weight", 0.0, 100.0), ("bandwidth_bytes_per_s", 1e3, 1e12),
                                 ("speed_cap_factor", 1.0, 1e6), ("replica_trust_weight", 0.0, 100.0),
-                                ("replica_weight_max", 1.0, 1e6)):
+                                ("replica_weight_max", 1.0, 1e6), ("relayed_bandwidth_bytes_per_s", 1e3, 1e12),
+                                ("relay_circuit_s", 1.0, 7 * 86400.0)):
             check_range(name, getattr(self, name), low, high)
 
 
@@ -145,9 +171,43 @@ def complexity_s(task: TaskRef, fuel: float) -> float:
 
 
 def expected_s(task: TaskRef, fuel: float, worker: WorkerView, cfg: SchedulerConfig, local: bool = False) -> float:
-    transfer = 0.0 if local else worker.rtt_s + task.input_bytes / cfg.bandwidth_bytes_per_s
+    transfer = 0.0 if local else worker.rtt_s + task.input_bytes / bandwidth(worker, cfg)
     queue_factor = 1.0 + worker.outstanding / max(1, worker.slots_total)
     return transfer + fuel / max(worker.speed_fuel_per_s, 1.0) * queue_factor
+
+
+def bandwidth(worker: WorkerView, cfg: SchedulerConfig) -> float:
+    """The transfer rate assumed to ``worker``: through a relay, ``relayed_bandwidth_bytes_per_s``."""
+    return cfg.relayed_bandwidth_bytes_per_s if worker.link is Link.RELAYED else cfg.bandwidth_bytes_per_s
+
+
+def relay_problem(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig, busy_ok: bool = False) -> str | None:
+    """Why a relayed ``worker`` cannot take ``task`` through its relays' circuits (see *NAT*), or None
+    (``busy_ok``: or could, through a fresh circuit, once the one we hold has closed)."""
+    if task.input_bytes > cfg.relayed_input_bytes_max:
+        return (f"is reached only through a relay, which takes inputs up to {cfg.relayed_input_bytes_max} bytes "
+                f"(task has {task.input_bytes})")
+    moved = task.input_bytes + task.limits.output_bytes_max
+    circuit_bytes = worker.relay_circuit_bytes or cfg.relay_circuit_bytes
+    if moved > circuit_bytes:
+        return (f"is reached through a relay whose circuits carry {circuit_bytes} bytes (task may move {moved}: "
+                f"lower its output_bytes_max)")
+    circuit_s = worker.relay_circuit_s or cfg.relay_circuit_s
+    longest = longest_s(task, worker, cfg)
+    if longest > circuit_s:
+        return f"is reached through a relay whose circuits live {circuit_s:g} s (task may take {longest:.0f} s)"
+    left = None if worker.relay_circuit_age_s is None else circuit_s - worker.relay_circuit_age_s
+    if left is not None and longest > left and not busy_ok:
+        return f"is reached through a relayed circuit that closes in {left:.0f} s (task may take {longest:.0f} s)"
+    return None
+
+
+def longest_s(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig) -> float:
+    """The longest ``task`` may take on ``worker``: its whole fuel budget at the worker's speed (at most its
+    wall-time limit over all its chunks), both transfers at the worker's bandwidth, and a round trip."""
+    run = min(task.limits.fuel_max / max(worker.speed_fuel_per_s, 1.0), task.chunk_count * task.limits.wall_time_s)
+    moved = task.input_bytes + task.limits.output_bytes_max
+    return worker.rtt_s + moved / bandwidth(worker, cfg) + run
 
 
 def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig, *, busy_ok: bool = False) -> str | None:
@@ -165,9 +225,10 @@ def ineligible(task: TaskRef, worker: WorkerView, cfg: SchedulerConfig, *, busy_
         return "has no free task slot"
     if worker.trust < cfg.trust_floor:
         return f"trust {worker.trust:.1f} below {cfg.trust_floor:g}"
-    if worker.link is Link.RELAYED and task.input_bytes > cfg.relayed_input_bytes_max:
-        return (f"is reached only through a relay, which takes inputs up to {cfg.relayed_input_bytes_max} bytes "
-                f"(task has {task.input_bytes})")
+    if worker.link is Link.RELAYED:
+        return relay_problem(task, worker, cfg, busy_ok)
+    if worker.link is Link.UNREACHABLE and not busy_ok:  # it will be, once it holds a relay reservation
+        return "is behind a NAT and holds no relay reservation yet"
     return None
 
 

@@ -240,3 +240,71 @@ def test_the_link_of_a_worker_follows_its_advert_unless_a_connection_says_otherw
     assert view(reachability="private", relay_addrs=(relay,)).link is scheduler.Link.RELAYED
     assert view(scheduler.Link.HOLE_PUNCHED, reachability="private", relay_addrs=(relay,)).link is (
         scheduler.Link.HOLE_PUNCHED)
+    # private without a relay address yet, and no connection: it cannot be dialed (waits, like a busy worker)
+    assert view(reachability="private").link is scheduler.Link.UNREACHABLE
+    assert view(scheduler.Link.DIRECT, reachability="private").link is scheduler.Link.DIRECT  # it dialed us
+    limited = view(reachability="private", relay_addrs=(relay,), relay_circuit_s=120, relay_circuit_bytes=1 << 20)
+    assert (limited.relay_circuit_s, limited.relay_circuit_bytes) == (120.0, 1 << 20)
+
+
+def test_a_private_worker_without_a_relay_gets_nothing_yet_and_its_task_waits() -> None:
+    cut_off = replace(worker("home", speed=4e9), link=scheduler.Link.UNREACHABLE)
+    problem = scheduler.ineligible(task(), cut_off, CFG)
+    assert problem is not None
+    assert "no relay reservation yet" in problem
+    # it may hold one soon: the task waits for it (it does not fail as one no known peer could ever take)
+    assert scheduler.ineligible(task(), cut_off, CFG, busy_ok=True) is None
+    p = place(PlaceRequest(task(), 1e9, [cut_off, worker("public")], None), CFG)
+    assert p.workers == ("public",)
+    alone = place(PlaceRequest(task(), 1e9, [cut_off], None), CFG)
+    assert alone.kind == "queue"
+
+
+def test_a_relayed_worker_gets_only_tasks_that_fit_its_relays_circuits() -> None:
+    cfg = SchedulerConfig(relayed_bandwidth_bytes_per_s=1e6)
+    relayed = replace(worker("home", speed=1e9), link=scheduler.Link.RELAYED, relay_circuit_s=120.0,
+                      relay_circuit_bytes=4 << 20)
+    short = task(fuel=10**10, input_bytes=100_000)  # 10 s of fuel, 1.1 MB moved at most: ~11 s
+    assert scheduler.ineligible(short, relayed, cfg) is None
+    assert scheduler.longest_s(short, relayed, cfg) == pytest.approx(0.001 + 1.148576 + 10.0)
+    long_run = task(fuel=2 * 10**11, chunks=20, input_bytes=100_000)  # 200 s of fuel, longer than a circuit lives
+    problem = scheduler.ineligible(long_run, relayed, cfg)
+    assert problem is not None
+    assert "circuits live 120 s" in problem
+    assert scheduler.ineligible(long_run, replace(relayed, link=scheduler.Link.DIRECT), cfg) is None
+    # the whole fuel budget is capped by the wall-time limit over the chunks (10 s each in these tasks)
+    assert scheduler.ineligible(task(fuel=2 * 10**11, chunks=3, input_bytes=100_000), relayed, cfg) is None
+    # input plus the largest output must fit the circuit's bytes
+    small_circuit = replace(relayed, relay_circuit_bytes=1 << 20)
+    problem = scheduler.ineligible(short, small_circuit, cfg)
+    assert problem is not None
+    assert "carry 1048576 bytes" in problem
+    # an advert that states no limit: this config's assumption (our relays' defaults)
+    unstated = replace(relayed, relay_circuit_s=0.0, relay_circuit_bytes=0)
+    assert scheduler.ineligible(long_run, unstated, SchedulerConfig(relay_circuit_s=100.0)) is not None
+    assert scheduler.ineligible(long_run, unstated, SchedulerConfig(relay_circuit_s=300.0)) is None
+    # even a fitting task cannot be relayed by a relay that takes no input this big
+    assert scheduler.ineligible(task(input_bytes=300_000), relayed, cfg) is not None
+
+
+def test_the_circuit_we_hold_must_live_long_enough_else_the_worker_waits_for_a_fresh_one() -> None:
+    relayed = replace(worker("home"), link=scheduler.Link.RELAYED, relay_circuit_s=120.0)
+    t = task(fuel=10**10)  # ~11 s at most on it
+    assert scheduler.ineligible(t, replace(relayed, relay_circuit_age_s=100.0), CFG) is None  # 20 s left
+    old = replace(relayed, relay_circuit_age_s=115.0)  # 5 s left: the relay closes it mid-task
+    problem = scheduler.ineligible(t, old, CFG)
+    assert problem is not None
+    assert "closes in 5 s" in problem
+    assert scheduler.ineligible(t, old, CFG, busy_ok=True) is None  # a fresh circuit will do: the task waits
+
+
+def test_relayed_transfers_count_at_the_relayed_bandwidth() -> None:
+    cfg = SchedulerConfig(relayed_bandwidth_bytes_per_s=1e6, relayed_input_bytes_max=1 << 20)
+    t = task(input_bytes=800_000)
+    direct = worker("direct", speed=1e9)
+    relayed = replace(worker("relayed", speed=2e9), link=scheduler.Link.RELAYED)
+    assert scheduler.expected_s(t, 1e9, relayed, cfg) == pytest.approx(0.001 + 0.8 + 0.5)
+    assert scheduler.expected_s(t, 1e9, direct, cfg) == pytest.approx(0.001 + 0.016 + 1.0)
+    # twice as fast, but its 800 kB crawl through the relay: the direct worker is expected sooner
+    assert place(PlaceRequest(t, 1e9, [direct, relayed], None), cfg).workers == ("direct",)
+    assert place(PlaceRequest(task(input_bytes=1000), 1e9, [direct, relayed], None), cfg).workers == ("relayed",)
