@@ -252,6 +252,10 @@ async def test_a_relay_we_lost_the_connection_to_is_replaced_at_once() -> None:
         with trio.fail_after(20):
             await nat_h.keep_relays(candidates, now + 1)
         assert nat_h.book.held() == [str(second.get_id())]
+        # and the peers it is connected to hear of the move (identify push; identify itself ran on connecting,
+        # before the reservation)
+        via2 = f"{hostlib.dialable_addrs(second)[0]}/p2p/{second.get_id()}/p2p-circuit"
+        await wait_for(lambda: via2 in addrs_known(second, home), 20)
 
 
 async def test_a_circuit_carries_at_most_its_byte_limit() -> None:
