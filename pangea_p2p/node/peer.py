@@ -309,6 +309,8 @@ async def _nat_task(peer: Peer) -> None:
             trust = peer.compute.trust if peer.compute is not None else None
             scores = {} if trust is None else {a.peer_id: trust.score(a.peer_id, now) for a in adverts}
             await nat.keep_relays(relay_candidates(adverts, peer.peer_id, peer.rtt_s, scores), now)
+        elif nat.status(now) is Reachability.PUBLIC and nat.book.held():
+            nat.book.release()  # reachable directly now: dialers must not keep taking the relay
         state = (nat.status(now), nat.serving_relay, tuple(nat.book.held()))
         if state != shown:
             shown = state
@@ -490,7 +492,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
     listen = _listen_addrs(config)
     api_token = load_or_create_api_token(config.data_dir)
     speed = await trio.to_thread.run_sync(measure_speed)
-    host = hostlib.make_host(identity, config.max_connections, upnp=config.nat.upnp)
+    host = hostlib.make_host(identity, config.max_connections)
     traffic = Traffic()
     count_connections(host, traffic)
     async with AsyncExitStack() as stack:

@@ -197,3 +197,24 @@ def test_relay_candidates_are_public_peers_with_free_relay_slots() -> None:
     got = relay_candidates([mine, relay_ad, full, private, unknown, no_addr], me,  # type: ignore[list-item]
                            rtt_s={relay: 0.02}, trust={relay: 3.0})
     assert got == [RelayCandidate(relay, BASE.addrs, 0.02, 3.0)]
+
+
+def test_forgetting_the_evidence_makes_a_probe_due_at_once() -> None:
+    # a UPnP mapping came (or went): answers about the old addresses say nothing about the new ones
+    m = ReachabilityModel()
+    m.probed(T0)
+    m.observe("a", False, T0)
+    assert m.next_probe_at(T0 + 1) > T0 + 1
+    m.forget()
+    assert m.status(T0 + 1) is Reachability.UNKNOWN
+    assert m.next_probe_at(T0 + 1) == T0 + 1
+
+
+def test_a_peer_that_became_public_releases_its_relays() -> None:
+    book = RelayBook(RelayConfig(relays_wanted=1))
+    (relay,) = book.plan([cand("R1")], T0).reserve
+    book.reserved(relay, T0 + 3600, T0)
+    assert book.relay_addrs("ME")
+    book.release()
+    assert (book.held(), book.relay_addrs("ME")) == ([], [])
+    assert book.plan([cand("R1")], T0 + 1).reserve == (relay,)  # private again: reserves afresh
