@@ -60,7 +60,7 @@ from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net import workarounds
-from pangea_p2p.net.upnp import PortMapper
+from pangea_p2p.net.upnp import MapState, PortMapper
 
 log = get_logger("nat")
 
@@ -199,6 +199,11 @@ class NatService:
                 continue
             counted += 1
         return counted
+
+    def upnp_pending(self) -> bool:
+        """The first UPnP attempt is under way (at most a 4 s search and a few SOAP calls): a dial-back probe now
+        would test the addresses without the mapping, and a private answer would make the peer reserve relays."""
+        return self.upnp is not None and self.upnp.state is MapState.STARTING
 
     def own_addrs(self) -> list[str]:
         """Our dialable addresses: the listen ones, and first, while a UPnP port mapping (``nat.upnp``) holds,

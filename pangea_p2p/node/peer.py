@@ -297,7 +297,8 @@ async def _nat_task(peer: Peer) -> None:
     shown: tuple[object, ...] = ()
     while True:
         now = time.time()
-        if nat.config.reachability == "auto" and nat.model.next_probe_at(now) <= now and peer.connected_peers():
+        if (nat.config.reachability == "auto" and nat.model.next_probe_at(now) <= now and peer.connected_peers()
+                and not nat.upnp_pending()):
             try:
                 await nat.probe(nat.own_addrs(), now)
             except Exception as exc:

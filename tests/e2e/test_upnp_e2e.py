@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,12 @@ def start(lab: netns.NatLab, procs: list[NodeProcess], base: Path, ns: str, name
     return Peer(lab, ns, proc)
 
 
+def logged_at(peer: Peer, needle: str) -> float:
+    """When ``peer`` first logged a line containing ``needle`` (its own timestamp, seconds)."""
+    line = next(x for x in peer.proc.stderr if needle in x)
+    return datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+
+
 def upnp_lines(peer: Peer) -> list[str]:
     return [line for line in peer.proc.stderr if " nat.upnp " in line]
 
@@ -73,12 +80,17 @@ def test_home_peer_maps_its_port_on_the_router_and_is_dialed_directly(tmp_path: 
         assert lab.upnp_mappings(1) == [f"4001 {lab.home_ip(1)}:4001"]
         poll("h1 found public by AutoNAT", lambda: h1.get("health")["nat"]["reachability"] == "public", 60)
         public_s = time.monotonic() - started
-        print(f"h1: mapped {mapped_s:.1f}s, public {public_s:.1f}s after start")
+        at = {what: logged_at(h1, needle) for what, needle in (
+            ("started", "peer.started"), ("mapped", "nat.upnp state=mapped"), ("public", "reachability=public"))}
+        print(f"h1: mapped {mapped_s:.1f}s, public {public_s:.1f}s after the process started; after peer.started: "
+              f"mapped {at['mapped'] - at['started']:.2f}s, public {at['public'] - at['started']:.2f}s")
 
         def announced() -> bool:  # r0's directory: h1 with the router's address first and no relay address
             ad = adverts(r0).get(h1.peer_id, {})
             return ad.get("addrs", [""])[0] == external and ad["reachability"] == "public" and not ad["relay_addrs"]
         poll("h1's advert with its mapped address", announced, 60)
+        # no AutoNAT probe before the first mapping attempt: h1 was never private, never took a relay
+        assert not [x for x in h1.proc.stderr if "reachability=private" in x or "relays=['" in x]
 
         # the IGD of h2 refuses: one log line, no address announced, private, a reservation on r0
         poll("h2 private with a relay", lambda: h2.get("health")["nat"]["relays"] == [r0.peer_id]
