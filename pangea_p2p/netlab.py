@@ -1,15 +1,17 @@
 """Network namespaces for tests and benchmarks: a "public" network and "home" networks each behind its own NAT.
 
-    root ns  --mgmt veth-- pub   (the public network: 10.77.N.1 towards router N; forwards between routers)
+    root ns  --mgmt veth-- pub   (the public network: <wan>.N.1 towards router N; forwards between routers)
                             |
-                      rN (router: 10.77.N.2 public side, 192.168.N.1 home side, nftables masquerade)
+                      rN (router: <wan>.N.2 public side, 192.168.N.1 home side, nftables masquerade)
                             |
                       hN (home: 192.168.N.2, default route via rN)
 
 Nothing from outside reaches a home namespace: the router masquerades outbound traffic and drops unsolicited
 inbound packets (as a home router does; no reset either, which matters for hole punching). Each namespace
 also gets a management veth to the root namespace (10.78.K.0/30), so the test process reaches the peers' HTTP
-APIs there; no peer listens on it, and no other namespace routes to it. Everything is removed at exit.
+APIs there; no peer listens on it, and no other namespace routes to it. ``wan`` replaces 10.77 (a non-reserved
+range makes the routers' public addresses look global; traffic still never leaves the namespaces).
+``start_miniupnpd`` runs a UPnP IGD in a router. Everything (namespaces, daemons) is removed at exit.
 Needs root (CAP_NET_ADMIN), ``ip`` (iproute2) and ``nft`` (nftables); ``unavailable()`` says what is missing.
 """
 
@@ -157,8 +159,9 @@ class NatLab:
         SSDP and SOAP on the home side and adds its DNAT and accept rules to chains of the router's nftables
         ruleset (``upnp_mappings`` lists them). ``allow``: grant mappings of ports 1024-65535 to the home
         network (False: refuse every mapping). Its config and log are in ``workdir``; the log's path is
-        returned once it listens. It is stopped at ``close``. A router whose public address is reserved
-        (``wan`` 10.x, the default) makes it refuse to forward: see ``upnp_unavailable``."""
+        returned once it listens. It is stopped at ``close``. With a reserved public address (``wan`` 10.77, the
+        default) miniupnpd says the IGD is not connected, reports no external address and maps nothing: a
+        double NAT as it sees it. ``upnp_unavailable()`` says if miniupnpd is missing."""
         router, tag = self.router(n), self.tag
         self.exec(router, "nft", "add chain inet filter miniupnpd")
         self.exec(router, "nft", "insert rule inet filter forward jump miniupnpd")  # before the drop of new inbound
