@@ -101,6 +101,12 @@ class ReachabilityModel:
         while len(self._answers) > self.config.evidence_max:
             self._answers.popitem(last=False)
 
+    def forget(self) -> None:
+        """Our addresses changed (a port mapping came or went): earlier answers say nothing about the new ones,
+        and a probe is due at once."""
+        self._answers.clear()
+        self._last_probe_at = None
+
     def probed(self, now: float) -> None:
         """A round of dial-back requests went out at ``now``."""
         self._last_probe_at = now
@@ -340,6 +346,13 @@ class RelayBook:
     def _score(self, c: RelayCandidate) -> float:
         rtt = self.config.rtt_unknown_s if c.rtt_s is None else c.rtt_s
         return rtt / (1.0 + self.config.trust_weight * max(c.trust, 0.0))
+
+    def release(self) -> None:
+        """This peer became public (e.g. a UPnP port mapping made it reachable): it no longer advertises relay
+        addresses, which dialers would prefer to its direct ones; the relays let the reservations lapse."""
+        self._held.clear()
+        self._limits.clear()
+        self._pending.clear()
 
     def reserved(self, relay: RelayCandidate, expires_at: float, now: float,
                  limit: CircuitLimit | None = None) -> None:

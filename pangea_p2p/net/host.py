@@ -53,15 +53,13 @@ def connection_config(max_connections: int = 300) -> ConnectionConfig:
     )
 
 
-def make_host(identity: Identity, max_connections: int = 300, upnp: bool = False) -> IHost:
+def make_host(identity: Identity, max_connections: int = 300) -> IHost:
     """A TCP + Noise + Yamux host with ``identity``'s key (the peer id is the same one the core computes).
 
-    ``upnp``: map the listening port on the home router (py-libp2p's UpnpManager, on miniupnpc), so that a peer
-    behind it becomes directly reachable; it sends SSDP multicast on the LAN, so it stays off in tests."""
+    py-libp2p's own UPnP (``enable_upnp``) stays off: ``nat.upnp`` is net/upnp.py, run by NatService."""
     workarounds.apply()
     key_pair = create_new_key_pair(identity.seed)
-    host = new_host(key_pair=key_pair, connection_config=connection_config(max_connections), muxer_preference="YAMUX",
-                    enable_upnp=upnp)
+    host = new_host(key_pair=key_pair, connection_config=connection_config(max_connections), muxer_preference="YAMUX")
     if str(host.get_id()) != identity.peer_id:
         raise AssertionError("libp2p derived a different peer id from the same key")
     return host

@@ -75,6 +75,7 @@ from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.logs import get_logger
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net import workarounds
+from pangea_p2p.net.upnp import MapState, PortMapper
 
 log = get_logger("nat")
 
@@ -165,7 +166,8 @@ def _remote_ip(host: IHost | None, peer: ID) -> str | None:
 class NatConfig:
     """The ``[nat]`` section: how a peer learns its reachability and uses or offers relays."""
 
-    upnp: bool = False  # map the listening port on the home router (UPnP IGD, miniupnpc); off in tests
+    upnp: bool = False  # map the listening port on the home router (UPnP IGD, miniupnpc; net/upnp.py)
+    upnp_lease_s: int = 3600  # the mapping's lease; renewed every half of it
     reachability: str = "auto"  # "auto": learn it by AutoNAT; "public" / "private": take it as given
     servers_per_probe: int = 3  # peers asked to dial back per probe round
     relay_service: str = "auto"  # "auto": serve circuit relay v2 while public; "on"; "off"
@@ -185,7 +187,8 @@ class NatConfig:
         for key, low, high in (("servers_per_probe", 1, 16), ("relay_reservations_max", 1, 4096),
                                ("relay_reservations_per_ip", 1, 4096),
                                ("relay_circuits_max", 1, 4096), ("relay_circuit_bytes_max", 1 << 16, 1 << 40),
-                               ("relay_circuit_duration_s", 10, 86400), ("relays_wanted", 1, 8)):
+                               ("relay_circuit_duration_s", 10, 86400), ("relays_wanted", 1, 8),
+                               ("upnp_lease_s", 20, 86400)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"nat.{key}", f"must be an integer in {low}..{high}, got {value!r}")
@@ -245,11 +248,22 @@ class NatService:
         self._pushed: list[str] = []  # the circuit addresses the last identify push carried
         self._announce_circuit_addrs()
         self._circuits: dict[str, tuple[object, float]] = {}  # peer -> (relayed connection we opened, when)
+        self.upnp = (PortMapper(self._tcp_ports, config.upnp_lease_s, on_change=self.model.forget)
+                     if config.upnp else None)
+
+    def _tcp_ports(self) -> list[int]:
+        return sorted({int(a.value_for_protocol("tcp")) for a in self.host.get_transport_addrs()
+                       if "ip4" in {p.name for p in a.protocols()} and "tcp" in {p.name for p in a.protocols()}})
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[NatService]:
-        """Run the circuit relay protocol (its STOP handler: accepting relayed connections) while inside."""
+        """Run the circuit relay protocol (its STOP handler: accepting relayed connections), DCUtR and the UPnP
+        port mapping while inside."""
         async with AsyncExitStack() as stack:
+            if self.upnp is not None:
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                nursery.start_soon(self.upnp.run)
+                stack.callback(nursery.cancel_scope.cancel)  # runs first at exit: the mapper deletes its mappings
             await stack.enter_async_context(background_trio_service(self.circuit))
             await self.circuit.event_started.wait()
             if self.dcutr is not None:
@@ -290,16 +304,16 @@ class NatService:
             counted += 1
         return counted
 
+    def upnp_pending(self) -> bool:
+        """The first UPnP attempt is under way (at most a 4 s search and a few SOAP calls): a dial-back probe now
+        would test the addresses without the mapping, and a private answer would make the peer reserve relays."""
+        return self.upnp is not None and self.upnp.state is MapState.STARTING
+
     def own_addrs(self) -> list[str]:
-        """Our dialable addresses: the listen ones, and with a UPnP port mapping (``nat.upnp``) the router's
-        external address with each mapped port (py-libp2p maps the ports but does not announce the address)."""
-        addrs = hostlib.dialable_addrs(self.host)
-        upnp = getattr(self.host, "upnp", None)
-        external = upnp.get_external_ip() if upnp is not None else None
-        if external:
-            ports = {a.value_for_protocol("tcp") for a in self.host.get_transport_addrs()}
-            addrs = [f"/ip4/{external}/tcp/{p}" for p in sorted(ports)] + addrs
-        return addrs
+        """Our dialable addresses: the listen ones, and first, while a UPnP port mapping (``nat.upnp``) holds,
+        the router's external address with each mapped port (net/upnp.py)."""
+        external = self.upnp.external_addrs() if self.upnp is not None else []
+        return external + hostlib.dialable_addrs(self.host)
 
     # --- relay service ------------------------------------------------------------------------------------
 
@@ -374,6 +388,15 @@ class NatService:
         async with trio.open_nursery() as nursery:
             for relay in (*plan.renew, *plan.reserve):
                 nursery.start_soon(one, relay)
+        await self._push_if_changed()
+
+    async def release_relays(self) -> None:
+        """This peer became public (a UPnP mapping, say): drop its reservations (``RelayBook.release``) and tell
+        the connected peers that its circuit addresses are gone."""
+        self.book.release()
+        await self._push_if_changed()
+
+    async def _push_if_changed(self) -> None:
         current = self.book.relay_addrs(self.peer_id)
         if current != self._pushed:
             self._pushed = current

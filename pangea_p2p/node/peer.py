@@ -297,7 +297,8 @@ async def _nat_task(peer: Peer) -> None:
     shown: tuple[object, ...] = ()
     while True:
         now = time.time()
-        if nat.config.reachability == "auto" and nat.model.next_probe_at(now) <= now and peer.connected_peers():
+        if (nat.config.reachability == "auto" and nat.model.next_probe_at(now) <= now and peer.connected_peers()
+                and not nat.upnp_pending()):
             try:
                 await nat.probe(nat.own_addrs(), now)
             except Exception as exc:
@@ -309,6 +310,8 @@ async def _nat_task(peer: Peer) -> None:
             trust = peer.compute.trust if peer.compute is not None else None
             scores = {} if trust is None else {a.peer_id: trust.score(a.peer_id, now) for a in adverts}
             await nat.keep_relays(relay_candidates(adverts, peer.peer_id, peer.rtt_s, scores), now)
+        elif nat.status(now) is Reachability.PUBLIC and nat.book.held():
+            await nat.release_relays()  # reachable directly now: dialers must not keep taking the relay
         state = (nat.status(now), nat.serving_relay, tuple(nat.book.held()))
         if state != shown:
             shown = state
@@ -493,7 +496,7 @@ async def _running_peer(config: NodeConfig, identity: Identity) -> AsyncIterator
     listen = _listen_addrs(config)
     api_token = load_or_create_api_token(config.data_dir)
     speed = await trio.to_thread.run_sync(measure_speed)
-    host = hostlib.make_host(identity, config.max_connections, upnp=config.nat.upnp)
+    host = hostlib.make_host(identity, config.max_connections)
     traffic = Traffic()
     count_connections(host, traffic)
     async with AsyncExitStack() as stack:

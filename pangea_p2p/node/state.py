@@ -164,7 +164,8 @@ class Peer:
         return {"reachability": self.nat.status(now).value, "confidence": self.nat.model.confidence(now),
                 "relay_service": self.nat.serving_relay, "relay_slots_free": self.nat.relay_slots_free(),
                 "relays": self.nat.book.held(), "relay_addrs": self.nat.book.relay_addrs(self.peer_id),
-                "links": {p: str(link) for p in self.connected_peers() if (link := self.nat.link(p)) is not None}}
+                "links": {p: str(link) for p in self.connected_peers() if (link := self.nat.link(p)) is not None},
+                "upnp": None if self.nat.upnp is None else self.nat.upnp.to_json()}
 
     def routing_table_peers(self) -> list[str]:
         return sorted(str(p) for p in self.dht.routing_table.get_peer_ids())

@@ -266,3 +266,24 @@ def test_circuit_addrs_of_is_bounded() -> None:
     many = [f"/ip4/10.0.0.1/tcp/{port}/p2p/{relay}/p2p-circuit" for port in range(1, 100)]
     assert len(circuit_addrs_of(me, many)) == 16
     assert circuit_addrs_of(me, many, limit=2) == [f"{a}/p2p/{me}" for a in many[:2]]
+
+
+def test_forgetting_the_evidence_makes_a_probe_due_at_once() -> None:
+    # a UPnP mapping came (or went): answers about the old addresses say nothing about the new ones
+    m = ReachabilityModel()
+    m.probed(T0)
+    m.observe("a", False, T0)
+    assert m.next_probe_at(T0 + 1) > T0 + 1
+    m.forget()
+    assert m.status(T0 + 1) is Reachability.UNKNOWN
+    assert m.next_probe_at(T0 + 1) == T0 + 1
+
+
+def test_a_peer_that_became_public_releases_its_relays() -> None:
+    book = RelayBook(RelayConfig(relays_wanted=1))
+    (relay,) = book.plan([cand("R1")], T0).reserve
+    book.reserved(relay, T0 + 3600, T0)
+    assert book.relay_addrs("ME")
+    book.release()
+    assert (book.held(), book.relay_addrs("ME")) == ([], [])
+    assert book.plan([cand("R1")], T0 + 1).reserve == (relay,)  # private again: reserves afresh

@@ -28,6 +28,7 @@ from pangea_p2p.errors import ConfigError, TransportError
 from pangea_p2p.net import host as hostlib
 from pangea_p2p.net.nat import NatConfig, NatService
 from pangea_p2p.net.overlay import make_dht
+from pangea_p2p.net.upnp import PortMapper
 from pangea_p2p.testing import wait_for
 
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
@@ -293,15 +294,21 @@ async def test_connect_says_why_a_peer_cannot_be_reached() -> None:
 
 
 async def test_a_upnp_mapping_adds_the_routers_address_with_the_mapped_port() -> None:
-    class MappedRouter:  # what py-libp2p's UpnpManager says after mapping the port on a home router
-        def get_external_ip(self) -> str:
-            return "203.0.113.7"
+    from tests.net.test_upnp import FakeGateway
 
-    async with nat_hosts(NatConfig()) as [(host, nat)]:
-        port = host.get_transport_addrs()[0].value_for_protocol("tcp")
+    async with nat_hosts(NatConfig()) as [(host, nat)]:  # nat.upnp off: no SSDP from a test outside namespaces
+        port = int(host.get_transport_addrs()[0].value_for_protocol("tcp"))
         assert nat.own_addrs() == hostlib.dialable_addrs(host)  # no mapping: the listen addresses
-        host.upnp = MappedRouter()  # type: ignore[attr-defined]
-        assert nat.own_addrs() == [f"/ip4/203.0.113.7/tcp/{port}", *hostlib.dialable_addrs(host)]
+        gw = FakeGateway(external="203.0.114.7")
+        nat.upnp = PortMapper(nat._tcp_ports, 600, gateway=lambda: gw, on_change=nat.model.forget)
+        nat.model.observe("someone", False, time.time())
+        await nat.upnp.step()
+        assert list(gw.mappings.values()) == [("192.168.1.2", port, 600)]
+        assert nat.own_addrs() == [f"/ip4/203.0.114.7/tcp/{port}", *hostlib.dialable_addrs(host)]
+        assert nat.status(time.time()) is Reachability.UNKNOWN  # the old answers are forgotten: probe again
+        gw.refuse = "Action not authorized"  # the router refuses the renewal: the address is withdrawn
+        await nat.upnp.step()
+        assert nat.own_addrs() == hostlib.dialable_addrs(host)
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [({"reachability": "maybe"}, "nat.reachability"),
