@@ -117,7 +117,7 @@ async def test_a_renewal_the_gateway_refuses_withdraws_the_address() -> None:
 async def test_the_mapping_is_removed_when_the_mapper_is_cancelled(autojump_clock: trio.abc.Clock) -> None:
     gw = FakeGateway()
     mapped = trio.Event()
-    m = PortMapper(lambda: [4001], lease_s=600, gateway=lambda: gw, on_change=mapped.set)
+    m = PortMapper(lambda: [4001], lease_s=600, gateway=lambda: gw, on_change=mapped.set, in_thread=False)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(m.run)
         with trio.fail_after(5):
