@@ -91,7 +91,8 @@ def test_trust_in_a_liar_survives_a_kill_and_restart_of_the_submitter(tmp_path: 
         trust_file = tmp_path / "p0" / "trust.sqlite"
         deadline = time.monotonic() + 30
         evidence = ("valid", "invalid", "timeouts", "outvoted", "lies", "proven", "vindicated")
-        while not ((rec := _saved_record(trust_file, liar_id)) and int(rec["outvoted"]) + int(rec["lies"]) >= 1):
+        # (the proven lie is the strong event that put it below the floor: an outvote alone costs 2)
+        while not ((rec := _saved_record(trust_file, liar_id)) and int(rec["lies"]) + int(rec["proven"]) >= 1):
             assert time.monotonic() < deadline, "the liar's record was not saved"
             time.sleep(0.1)  # polling another process's file
         net.nodes[0].stop(signal.SIGKILL)
